@@ -1,0 +1,40 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Layering (see docs/architecture.md): the pure protocol targets import only the
+// Swift standard library; shells and executables sit above them. Benchmarks/ and
+// Fuzz/ are packages of their own so that a library user never resolves their
+// dependencies.
+let package = Package(
+    name: "Carillon",
+    products: [
+        .library(name: "Carillon", targets: ["Carillon"]),
+        .library(name: "CarillonSimulation", targets: ["CarillonSimulation"]),
+        .executable(name: "carillon-sim", targets: ["carillon-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Pure layers: standard library only, time is an argument.
+        .target(name: "CarillonWire"),
+        .target(name: "CarillonSchedule"),
+        .target(name: "CarillonOrdering", dependencies: ["CarillonWire", "CarillonSchedule"]),
+        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering"]),
+
+        // Deterministic whole-cluster simulator (test support, also pure).
+        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering"]),
+        .executableTarget(
+            name: "carillon-sim",
+            dependencies: [
+                "CarillonSimulation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
+        .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
+        .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSimulation"], exclude: ["Transcripts"]),
+        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation"]),
+    ]
+)

@@ -1,0 +1,139 @@
+import CarillonSchedule
+import CarillonWire
+
+/// When a message is handed to the application.
+public enum DeliveryMode: String, Sendable, CaseIterable {
+    /// As soon as every earlier slot of the view has arrived: total order, one
+    /// network traversal after the sender's slot.
+    case agreed
+    /// Additionally only once every member has received the message's round
+    /// (below the stability line): a delivered message survives any single failure.
+    case safe
+}
+
+/// The limits and timing of one member's ordering instance. Every limit is
+/// fixed at start; memory is allocated once, in ``OrderingInstance/init(configuration:)``.
+public struct OrderingConfiguration: Sendable {
+    /// This member's rank (and slot) in the view.
+    public var rank: Int
+    /// The view's TDMA schedule; its member count is the view's size.
+    public var schedule: TDMASchedule
+    /// The view's epoch; frames of other epochs are ignored.
+    public var epoch: UInt32 = 1
+    /// Agreed or safe delivery.
+    public var deliveryMode: DeliveryMode = .agreed
+    /// Largest datagram this member sends (slot frames and repair frames alike).
+    public var maxFrameBytes: Int = 1472
+    /// Rounds of frames a member buffers ahead of its low-water mark: bounds
+    /// receive memory (`memberCount · windowRounds · batch budget` bytes) and
+    /// how far a sender may run ahead of the stability line.
+    public var windowRounds: Int = 256
+    /// Bytes of messages queued for future slots before `broadcast` pushes back.
+    public var sendBufferBytes: Int = 1 << 18
+    /// Most messages in one frame's batch.
+    public var maxBatchMessages: Int = 1024
+    /// Most NAK ranges in one frame.
+    public var maxNakRangesPerFrame: Int = 8
+    /// Most silent ranges in one repair frame.
+    public var maxSilentRangesPerRepair: Int = 8
+    /// Most repair frames sent after one slot frame.
+    public var maxRepairFramesPerSlot: Int = 4
+    /// Time after a sender's slot ends before its missing frame counts as lost.
+    public var lossGraceNanos: UInt64
+    /// Time before a NAK for the same gap is repeated.
+    public var nakRetryNanos: UInt64
+    /// Room left at the end of every frame for an authentication tag.
+    public var tagLength: Int = 0
+    /// The view's first round.
+    public var firstRound: UInt64 = 0
+    /// A deliberately broken variant, for showing the checkers can fail. Never set outside tests.
+    @_spi(Canary) public var canary: OrderingCanary? = nil
+
+    /// A configuration with defaults derived from the schedule.
+    public init(rank: Int, schedule: TDMASchedule) {
+        self.rank = rank
+        self.schedule = schedule
+        self.lossGraceNanos = schedule.roundPeriodNanos
+        self.nakRetryNanos = 2 * schedule.roundPeriodNanos
+    }
+
+    /// Members in the view.
+    public var memberCount: Int { schedule.memberCount }
+
+    /// Bytes of header and non-data sections a slot frame may need.
+    var slotFrameOverheadBytes: Int {
+        Wire.headerBytes + Wire.sectionHeaderBytes  // data section header
+            + Wire.sectionHeaderBytes + Wire.positionEntryBytes
+            + Wire.sectionHeaderBytes + Wire.nakEntryBytes * maxNakRangesPerFrame
+            + Wire.sectionHeaderBytes + Wire.silentEntryBytes
+            + tagLength
+    }
+
+    /// Bytes of a repair frame around one embedded frame's batch.
+    var repairFrameOverheadBytes: Int {
+        Wire.headerBytes + Wire.sectionHeaderBytes + Wire.retransmissionEntryHeaderBytes
+            + Wire.headerBytes + Wire.sectionHeaderBytes  // the embedded slot frame and its data section
+            + Wire.sectionHeaderBytes + Wire.silentEntryBytes * maxSilentRangesPerRepair
+            + tagLength
+    }
+
+    /// Bytes of message entries (12-byte headers included) one frame carries.
+    public var batchBudgetBytes: Int { maxFrameBytes - max(slotFrameOverheadBytes, repairFrameOverheadBytes) }
+
+    /// Largest payload `broadcast` accepts.
+    public var maxPayloadBytes: Int { batchBudgetBytes - Wire.messageHeaderBytes }
+
+    /// Checks the limits against each other.
+    public func validate() throws(OrderingConfigurationError) {
+        guard rank >= 0, rank < memberCount else { throw .rankOutOfRange(rank: rank, memberCount: memberCount) }
+        guard maxFrameBytes <= Wire.maxFrameBytes else { throw .frameTooLarge(maxFrameBytes) }
+        guard tagLength >= 0, tagLength <= Wire.maxTagBytes else { throw .tagTooLong(tagLength) }
+        guard maxNakRangesPerFrame >= 1, maxSilentRangesPerRepair >= 1, maxRepairFramesPerSlot >= 1,
+            maxBatchMessages >= 1
+        else { throw .limitBelowOne }
+        guard batchBudgetBytes >= Wire.messageHeaderBytes + 1 else {
+            throw .frameTooSmall(maxFrameBytes: maxFrameBytes, neededBytes: max(slotFrameOverheadBytes, repairFrameOverheadBytes) + Wire.messageHeaderBytes + 1)
+        }
+        guard windowRounds >= 4 else { throw .windowTooSmall(windowRounds) }
+        guard sendBufferBytes >= batchBudgetBytes else {
+            throw .sendBufferTooSmall(sendBufferBytes: sendBufferBytes, neededBytes: batchBudgetBytes)
+        }
+    }
+}
+
+/// What is wrong with an ``OrderingConfiguration``.
+public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    case rankOutOfRange(rank: Int, memberCount: Int)
+    case frameTooLarge(Int)
+    case frameTooSmall(maxFrameBytes: Int, neededBytes: Int)
+    case tagTooLong(Int)
+    case limitBelowOne
+    case windowTooSmall(Int)
+    case sendBufferTooSmall(sendBufferBytes: Int, neededBytes: Int)
+
+    public var description: String {
+        switch self {
+        case .rankOutOfRange(let rank, let n): return "rank \(rank) is not in a view of \(n) members (0...\(n - 1))"
+        case .frameTooLarge(let b): return "maxFrameBytes \(b) exceeds the largest UDP payload (\(Wire.maxFrameBytes))"
+        case .frameTooSmall(let b, let needed):
+            return "maxFrameBytes \(b) leaves no room for a message; it must be at least \(needed) with these NAK, silent-range and tag limits"
+        case .tagTooLong(let t): return "tagLength \(t) exceeds \(Wire.maxTagBytes)"
+        case .limitBelowOne: return "batch, NAK, silent-range and repair limits must each be at least 1"
+        case .windowTooSmall(let w): return "windowRounds \(w) is below 4; the window must cover a few round trips"
+        case .sendBufferTooSmall(let b, let needed):
+            return "sendBufferBytes \(b) cannot hold one full batch; it must be at least \(needed)"
+        }
+    }
+}
+
+/// Deliberately broken ordering variants. Each breaks one invariant so a test
+/// can show the simulator's checkers catch it.
+@_spi(Canary) public enum OrderingCanary: Sendable, CaseIterable {
+    /// Deliver a frame's messages when it arrives, without waiting for earlier
+    /// slots (breaks agreement under reordering or loss).
+    case deliverOnArrival
+    /// Deliver the messages of duplicate frames again (breaks integrity).
+    case redeliverDuplicates
+    /// Never answer NAKs (breaks validity under loss).
+    case ignoreNaks
+}

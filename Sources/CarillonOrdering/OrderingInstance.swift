@@ -1,0 +1,709 @@
+import CarillonSchedule
+import CarillonWire
+
+/// One member's TDMA total-order engine, as a pure state machine.
+///
+/// Inputs are method calls — ``broadcast(_:)``, ``onSlotOpen(round:nowNanos:effects:)``
+/// (or ``onTimeout(nowNanos:effects:)``), ``onFrameReceived(_:nowNanos:effects:)`` —
+/// and every output goes into an ``OrderingEffects`` the shell carries out. The
+/// instance never reads a clock, never touches a socket and never allocates
+/// after `init`: its buffers are sized from the configuration.
+///
+/// **Order.** Each member sends exactly one slot frame per round, in its own slot.
+/// A message's delivery key is `(round, slot, index in batch)`; a frame's
+/// messages are delivered once every earlier slot of the view has been received
+/// (a frame, possibly empty, or a silent-round statement for it), so every member
+/// delivers the same messages in the same order whatever the network does.
+///
+/// **Loss.** A slot counts as missing once a later frame of its sender arrived or
+/// its slot plus ``OrderingConfiguration/lossGraceNanos`` has passed; missing
+/// rounds are NAKed in this member's next slot frame, at most every
+/// ``OrderingConfiguration/nakRetryNanos`` and not when another member just NAKed
+/// them. The sender answers from the frames it keeps until they are stable.
+///
+/// **Stability.** Each slot frame carries the sender's received-below round; the
+/// minimum over members is the stability line. Frames below it and below the
+/// delivery cursor are freed; safe delivery waits for it.
+public struct OrderingInstance {
+    public let configuration: OrderingConfiguration
+    let memberCount: Int
+    let rank: Int
+    let windowRounds: Int
+    let batchBudgetBytes: Int
+
+    // Per sender × round-in-window, flattened as sender · windowRounds + round % windowRounds.
+    var storeRound: [UInt64]
+    var storeHasData: [Bool]
+    var storeLength: [Int]
+    var storeCount: [Int]
+    var storeBytes: [UInt8]
+
+    /// Per sender: every round below this has been received (or, for ourselves, sent).
+    var receivedBelow: [UInt64]
+    /// Per sender: one past the highest round heard of.
+    var heardBelow: [UInt64]
+    /// Per member: its latest reported received-below round.
+    var reportedBelow: [UInt64]
+    /// Per sender: next sequence number expected in delivery order.
+    var nextDeliverSequence: [UInt64]
+    /// Per sender: NAK bookkeeping for suppression and retry.
+    var nakSentNanos: [UInt64]
+    var nakSentBelow: [UInt64]
+    var nakActive: [Bool]
+    /// Per sender: one run of rounds known to be silent, kept beyond the window
+    /// too, so a member that fell behind skips silent rounds without NAKing them.
+    var silentFirst: [UInt64]
+    var silentLast: [UInt64]
+    var hasSilentRun: [Bool]
+
+    var stableBelow: UInt64
+    var cursorRound: UInt64
+    var cursorSlot: Int
+    var nextSendRound: UInt64
+    var nextBroadcastSequence: UInt64 = 1
+    /// Every own round from this one up to the last sent carried no data.
+    var silentSinceRound: UInt64
+
+    // Messages queued for future slots, in data-batch wire format.
+    var pending: [UInt8]
+    var pendingHead = 0
+    var pendingTail = 0
+    var pendingMessages = 0
+
+    // Own rounds requested by NAKs and not yet repaired.
+    var repairFirst: UInt64 = 0
+    var repairLast: UInt64 = 0
+    var repairPending = false
+    var silentScratch: [SilentRange]
+
+    /// Everything counted so far.
+    public private(set) var counters = OrderingCounters()
+
+    /// Creates an instance; all of its memory is allocated here.
+    public init(configuration: OrderingConfiguration) throws(OrderingConfigurationError) {
+        try configuration.validate()
+        self.configuration = configuration
+        memberCount = configuration.memberCount
+        rank = configuration.rank
+        windowRounds = configuration.windowRounds
+        batchBudgetBytes = configuration.batchBudgetBytes
+        let cells = memberCount * windowRounds
+        storeRound = Array(repeating: .max, count: cells)
+        storeHasData = Array(repeating: false, count: cells)
+        storeLength = Array(repeating: 0, count: cells)
+        storeCount = Array(repeating: 0, count: cells)
+        storeBytes = Array(repeating: 0, count: cells * batchBudgetBytes)
+        let first = configuration.firstRound
+        receivedBelow = Array(repeating: first, count: memberCount)
+        heardBelow = Array(repeating: first, count: memberCount)
+        reportedBelow = Array(repeating: first, count: memberCount)
+        nextDeliverSequence = Array(repeating: 1, count: memberCount)
+        nakSentNanos = Array(repeating: 0, count: memberCount)
+        nakSentBelow = Array(repeating: first, count: memberCount)
+        nakActive = Array(repeating: false, count: memberCount)
+        silentFirst = Array(repeating: 0, count: memberCount)
+        silentLast = Array(repeating: 0, count: memberCount)
+        hasSilentRun = Array(repeating: false, count: memberCount)
+        silentSinceRound = first
+        stableBelow = first
+        cursorRound = first
+        cursorSlot = 0
+        nextSendRound = first
+        pending = Array(repeating: 0, count: configuration.sendBufferBytes)
+        silentScratch = []
+        silentScratch.reserveCapacity(configuration.maxSilentRangesPerRepair)
+    }
+
+    // MARK: Observable state
+
+    /// Every round below this is received by every member (the stability line).
+    public var stableBelowRound: UInt64 { stableBelow }
+    /// This member has received every frame of every member below this round.
+    public var receivedBelowRound: UInt64 { receivedBelow.min()! }
+    /// Next delivery key to be delivered: (round, slot).
+    public var deliveryCursor: (round: UInt64, slot: Int) { (cursorRound, cursorSlot) }
+    /// The round this member sends next.
+    public var nextRoundToSend: UInt64 { nextSendRound }
+    /// Messages accepted by `broadcast` and not yet sent.
+    public var pendingMessageCount: Int { pendingMessages }
+    /// When the instance next needs ``onTimeout(nowNanos:effects:)``: its next slot.
+    public var nextDeadlineNanos: UInt64 {
+        configuration.schedule.slotWindow(round: nextSendRound, rank: rank).startNanos
+    }
+
+    /// Rounds below this may be freed: delivered here and stable everywhere.
+    var lowWater: UInt64 { min(cursorRound, stableBelow) }
+
+    @inline(__always) func cell(_ sender: Int, _ round: UInt64) -> Int {
+        sender &* windowRounds &+ Int(round % UInt64(windowRounds))
+    }
+
+    // MARK: Input: broadcast
+
+    /// Queues `payload` for this member's next slot.
+    ///
+    /// Returns ``BroadcastResult/sendBufferFull`` — and queues nothing — when the
+    /// send buffer cannot take it: that is backpressure, never a drop.
+    public mutating func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
+        guard payload.count <= configuration.maxPayloadBytes else {
+            counters.payloadsTooLarge += 1
+            return .payloadTooLarge(maxPayloadBytes: configuration.maxPayloadBytes)
+        }
+        let entryBytes = Wire.messageHeaderBytes + payload.count
+        if pendingTail + entryBytes > pending.count, pendingHead > 0 { compactPending() }
+        guard pendingTail + entryBytes <= pending.count else {
+            counters.sendBufferFull += 1
+            return .sendBufferFull
+        }
+        let sequence = nextBroadcastSequence
+        let tail = pendingTail
+        pending.withUnsafeMutableBytes { buffer in
+            buffer.storeBytes(of: sequence.littleEndian, toByteOffset: tail, as: UInt64.self)
+            buffer.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: tail + 8, as: UInt32.self)
+            if let base = payload.baseAddress, payload.count > 0 {
+                (buffer.baseAddress! + tail + Wire.messageHeaderBytes).copyMemory(from: base, byteCount: payload.count)
+            }
+        }
+        pendingTail += entryBytes
+        pendingMessages += 1
+        nextBroadcastSequence += 1
+        counters.messagesBroadcast += 1
+        return .queued(sequence: sequence)
+    }
+
+    /// Queues a byte array; see ``broadcast(_:)-(UnsafeRawBufferPointer)``.
+    public mutating func broadcast(_ payload: [UInt8]) -> BroadcastResult {
+        payload.withUnsafeBytes { broadcast($0) }
+    }
+
+    private mutating func compactPending() {
+        let live = pendingTail - pendingHead
+        let head = pendingHead
+        pending.withUnsafeMutableBytes { buffer in
+            if live > 0 { buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + head, byteCount: live) }
+        }
+        pendingHead = 0
+        pendingTail = live
+    }
+
+    // MARK: Input: time
+
+    /// Handles every deadline due at `nowNanos`: if this member's slot has opened,
+    /// sends the frame of the latest opened round (declaring any rounds it slept
+    /// through silent). Call it at or after ``nextDeadlineNanos``.
+    public mutating func onTimeout(nowNanos: UInt64, effects: inout OrderingEffects) {
+        guard nowNanos >= nextDeadlineNanos,
+              let round = configuration.schedule.latestOpenedRound(rank: rank, atNanos: nowNanos)
+        else { return }
+        onSlotOpen(round: round, nowNanos: nowNanos, effects: &effects)
+    }
+
+    /// This member's slot of `round` has opened: build its slot frame — queued
+    /// messages that fit, its received-below position, due NAKs, a silent range
+    /// for any rounds skipped since its last frame — then repair frames for
+    /// pending NAKs. An empty frame is sent when there is nothing to say: a
+    /// slot's silence means loss or failure, never "nothing to send".
+    public mutating func onSlotOpen(round: UInt64, nowNanos: UInt64, effects: inout OrderingEffects) {
+        guard round >= nextSendRound else { return }
+        let frameBytes = configuration.maxFrameBytes
+        effects.reserveFrameBytes(frameBytes * (1 + configuration.maxRepairFramesPerSlot))
+        if round > nextSendRound { counters.roundsCaughtUp += Int(clamping: round - nextSendRound) }
+
+        let start = effects.frameBytesUsed
+        let length: Int = effects.frameBytes.withUnsafeMutableBytes { all in
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + frameBytes)])
+            do {
+                return try encodeSlotFrame(into: buffer, round: round, nowNanos: nowNanos)
+            } catch {
+                preconditionFailure("slot frame exceeded its computed budget: \(error)")
+            }
+        }
+        effects.frames.append(.init(offset: start, length: length, kind: .slot, round: round))
+        effects.frameBytesUsed += length
+        counters.slotFramesSent += 1
+
+        nextSendRound = round + 1
+        receivedBelow[rank] = nextSendRound
+        heardBelow[rank] = nextSendRound
+        updateStability()
+
+        if configuration.canary != .ignoreNaks {
+            emitRepairs(round: round, nowNanos: nowNanos, effects: &effects)
+        } else {
+            repairPending = false
+        }
+        advanceDelivery(effects: &effects)
+    }
+
+    private mutating func encodeSlotFrame(
+        into buffer: UnsafeMutableRawBufferPointer, round: UInt64, nowNanos: UInt64
+    ) throws(WireError) -> Int {
+        var encoder = try FrameEncoder(
+            buffer: buffer,
+            header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
+                                senderTimestampNanos: nowNanos))
+
+        // Data: only inside the window, so the frame is kept until it is stable.
+        var sentData = false
+        if pendingMessages > 0 {
+            if round < lowWater + UInt64(windowRounds) {
+                sentData = try encodeBatch(&encoder, round: round)
+            } else {
+                counters.dataHeldByWindow += 1
+            }
+        }
+
+        // Our own position, counting this frame as sent.
+        var ownBelow = round + 1
+        for sender in 0..<memberCount where sender != rank { ownBelow = min(ownBelow, receivedBelow[sender]) }
+        try encoder.beginSection(.positions)
+        try encoder.appendPosition(PositionEntry(rank: UInt16(rank), receivedBelowRound: ownBelow))
+        try encoder.endSection()
+
+        try encodeNaks(&encoder, nowNanos: nowNanos)
+
+        // Every frame restates the silent run before it, so losing empty frames
+        // costs no NAK, and rounds slept through are declared in one entry.
+        if round > silentSinceRound {
+            try encoder.beginSection(.silentRounds)
+            try encoder.appendSilent(SilentRange(firstRound: silentSinceRound, lastRound: round - 1))
+            try encoder.endSection()
+        }
+        if sentData { silentSinceRound = round + 1 }
+        return try encoder.finish(tagLength: configuration.tagLength)
+    }
+
+    /// Moves the longest prefix of queued messages that fits into the frame and the own store.
+    private mutating func encodeBatch(_ encoder: inout FrameEncoder, round: UInt64) throws(WireError) -> Bool {
+        var taken = 0
+        var bytes = 0
+        pending.withUnsafeBytes { queue in
+            var offset = pendingHead
+            while taken < pendingMessages, taken < configuration.maxBatchMessages {
+                let length = Int(UInt32(littleEndian: queue.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)))
+                let entry = Wire.messageHeaderBytes + length
+                guard bytes + entry <= batchBudgetBytes else { break }
+                bytes += entry
+                offset += entry
+                taken += 1
+            }
+        }
+        guard taken > 0 else { return false }
+        let head = pendingHead
+        let cell = cell(rank, round)
+        try pending.withBytes { queue throws(WireError) in
+            let batch = UnsafeRawBufferPointer(rebasing: queue[head..<(head + bytes)])
+            try encoder.beginSection(.data)
+            try encoder.appendEncodedMessages(batch, count: taken)
+            try encoder.endSection()
+            storeBytes.withUnsafeMutableBytes { store in
+                (store.baseAddress! + cell * batchBudgetBytes).copyMemory(from: batch.baseAddress!, byteCount: bytes)
+            }
+        }
+        storeRound[cell] = round
+        storeHasData[cell] = true
+        storeLength[cell] = bytes
+        storeCount[cell] = taken
+        pendingHead += bytes
+        pendingMessages -= taken
+        if pendingMessages == 0 { pendingHead = 0; pendingTail = 0 }
+        return true
+    }
+
+    /// NAKs every missing round that is due and not recently NAKed (by us or another member).
+    private mutating func encodeNaks(_ encoder: inout FrameEncoder, nowNanos: UInt64) throws(WireError) {
+        var written = 0
+        var open = false
+        let limit = configuration.maxNakRangesPerFrame
+        let windowEnd = lowWater + UInt64(windowRounds)
+        let graceStart = nowNanos >= configuration.lossGraceNanos ? nowNanos - configuration.lossGraceNanos : 0
+        for sender in 0..<memberCount where sender != rank && written < limit {
+            let ended = configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart)
+            let dueBelow = min(max(heardBelow[sender], ended), windowEnd)
+            let first = receivedBelow[sender]
+            guard first < dueBelow else { nakActive[sender] = false; continue }
+            let retry = nowNanos >= nakSentNanos[sender] &+ configuration.nakRetryNanos
+            guard !nakActive[sender] || retry || dueBelow > nakSentBelow[sender] else { continue }
+            var round = first
+            while round < dueBelow, written < limit {
+                // A run of missing rounds starting at `round`.
+                if storeRound[cell(sender, round)] == round { round += 1; continue }
+                if inSilentRun(sender, round) { round = silentLast[sender] + 1; continue }
+                var last = round
+                while last + 1 < dueBelow, storeRound[cell(sender, last + 1)] != last + 1, !inSilentRun(sender, last + 1) {
+                    last += 1
+                }
+                if !open { try encoder.beginSection(.naks); open = true }
+                try encoder.appendNak(NakRange(rank: UInt16(sender), firstRound: round, lastRound: last))
+                written += 1
+                round = last + 1
+            }
+            nakActive[sender] = true
+            nakSentNanos[sender] = nowNanos
+            nakSentBelow[sender] = dueBelow
+        }
+        if open {
+            try encoder.endSection()
+            counters.naksSent += written
+        }
+    }
+
+    // MARK: Repair
+
+    private mutating func emitRepairs(round: UInt64, nowNanos: UInt64, effects: inout OrderingEffects) {
+        var built = 0
+        while repairPending, built < configuration.maxRepairFramesPerSlot {
+            if repairFirst < stableBelow { repairFirst = stableBelow }
+            guard repairFirst <= repairLast else { repairPending = false; break }
+            let start = effects.frameBytesUsed
+            let frameBytes = configuration.maxFrameBytes
+            let length: Int = effects.frameBytes.withUnsafeMutableBytes { all in
+                let buffer = UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + frameBytes)])
+                do {
+                    return try encodeRepairFrame(into: buffer, round: round, nowNanos: nowNanos)
+                } catch {
+                    preconditionFailure("repair frame exceeded its computed budget: \(error)")
+                }
+            }
+            guard length > 0 else { break }
+            effects.frames.append(.init(offset: start, length: length, kind: .repair, round: round))
+            effects.frameBytesUsed += length
+            counters.repairFramesSent += 1
+            built += 1
+        }
+    }
+
+    /// Packs own frames from `repairFirst` on: kept data frames embedded whole,
+    /// rounds without data as silent ranges. Returns 0 when nothing was packed.
+    private mutating func encodeRepairFrame(
+        into buffer: UnsafeMutableRawBufferPointer, round: UInt64, nowNanos: UInt64
+    ) throws(WireError) -> Int {
+        var encoder = try FrameEncoder(
+            buffer: buffer,
+            header: FrameHeader(kind: .repair, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
+                                senderTimestampNanos: nowNanos))
+        silentScratch.removeAll(keepingCapacity: true)
+        let silentLimit = configuration.maxSilentRangesPerRepair
+        let reserveForSilent = Wire.sectionHeaderBytes + Wire.silentEntryBytes * silentLimit + configuration.tagLength
+        // Data can only exist inside the window it was sent in, which never moves back.
+        let dataEnd = lowWater + UInt64(windowRounds)
+        var embedded = 0
+        try encoder.beginSection(.retransmissions)
+        var next = repairFirst
+        while next <= repairLast {
+            let cell = cell(rank, next)
+            if next < dataEnd, storeRound[cell] == next, storeHasData[cell] {
+                let length = storeLength[cell]
+                let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
+                guard encoder.remainingBytes - reserveForSilent >= needed else { break }
+                var inner = try encoder.beginEmbeddedFrame(
+                    header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch,
+                                        round: next, senderTimestampNanos: 0))
+                try inner.beginSection(.data)
+                let base = cell * batchBudgetBytes
+                try storeBytes.withBytes { store throws(WireError) in
+                    try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
+                                                    count: storeCount[cell])
+                }
+                try inner.endSection()
+                try encoder.endEmbeddedFrame(inner)
+                embedded += 1
+                next += 1
+            } else {
+                // A silent run: up to the next kept data frame (or the end of the request).
+                var last = next
+                if next >= dataEnd {
+                    last = repairLast
+                } else {
+                    while last < repairLast, last + 1 < dataEnd,
+                          !(storeRound[self.cell(rank, last + 1)] == last + 1 && storeHasData[self.cell(rank, last + 1)]) {
+                        last += 1
+                    }
+                    if last + 1 >= dataEnd { last = repairLast }
+                }
+                guard silentScratch.count < silentLimit else { break }
+                silentScratch.append(SilentRange(firstRound: next, lastRound: last))
+                next = last + 1
+            }
+        }
+        try encoder.endSection()
+        if !silentScratch.isEmpty {
+            try encoder.beginSection(.silentRounds)
+            for range in silentScratch { try encoder.appendSilent(range) }
+            try encoder.endSection()
+        }
+        if next > repairLast { repairPending = false } else { repairFirst = next }
+        guard embedded > 0 || !silentScratch.isEmpty else { return 0 }
+        counters.framesRetransmitted += embedded
+        counters.silentRangesSent += silentScratch.count
+        return try encoder.finish(tagLength: configuration.tagLength)
+    }
+
+    // MARK: Input: frames
+
+    /// Takes in one received datagram (authenticated by the shell, if keys are on).
+    @discardableResult
+    public mutating func onFrameReceived(
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout OrderingEffects
+    ) -> FrameDisposition {
+        counters.framesReceived += 1
+        let frame: FrameView
+        do { frame = try FrameView.decode(bytes) } catch {
+            counters.malformedFrames += 1
+            return .malformed(error)
+        }
+        let header = frame.header
+        guard header.epoch == configuration.epoch else { counters.wrongEpochFrames += 1; return .ignored }
+        let sender = Int(header.senderRank)
+        guard sender < memberCount else { counters.unknownSenderFrames += 1; return .ignored }
+        guard sender != rank else { return .ignored }
+
+        var disposition = FrameDisposition.accepted
+        switch header.kind {
+        case .slot:
+            disposition = acceptFrame(from: sender, round: header.round, batch: frame.dataBatchBytes,
+                                      count: frame.messageCount, effects: &effects)
+        case .repair:
+            disposition = .duplicate
+            for embedded in frame.embeddedFrames {
+                // Validated with the outer frame, so this cannot fail.
+                guard let inner = try? FrameView.decode(embedded),
+                      inner.header.senderRank == header.senderRank, inner.header.epoch == header.epoch
+                else { continue }
+                if acceptFrame(from: sender, round: inner.header.round, batch: inner.dataBatchBytes,
+                               count: inner.messageCount, effects: &effects) == .accepted {
+                    disposition = .accepted
+                }
+            }
+        }
+        if acceptSilentRanges(frame.silentRanges, from: sender, frameRound: header.round) { disposition = .accepted }
+        acceptPositions(frame.positionEntries, from: sender)
+        acceptNaks(frame.nakRanges, from: sender, nowNanos: nowNanos)
+        if disposition == .accepted { counters.framesAccepted += 1 }
+        advanceDelivery(effects: &effects)
+        return disposition
+    }
+
+    private mutating func acceptFrame(
+        from sender: Int, round: UInt64, batch: UnsafeRawBufferPointer, count: Int, effects: inout OrderingEffects
+    ) -> FrameDisposition {
+        if round < UInt64.max { heardBelow[sender] = max(heardBelow[sender], round + 1) }
+        let cell = cell(sender, round)
+        if round < receivedBelow[sender] || storeRound[cell] == round {
+            counters.duplicateFrames += 1
+            if configuration.canary == .redeliverDuplicates, count > 0 {
+                deliverBatch(batch, count: count, sender: sender, round: round, effects: &effects, checkSequence: false)
+            }
+            if round >= receivedBelow[sender], !storeHasData[cell], count > 0 { counters.conflictingFrames += 1 }
+            return .duplicate
+        }
+        guard round < lowWater + UInt64(windowRounds) else {
+            // An empty frame needs no buffer: remember it as a silent round.
+            if count == 0 {
+                learnSilentRun(sender, first: round, last: round)
+                advanceReceived(sender)
+                return .accepted
+            }
+            counters.framesBeyondWindow += 1
+            return .beyondWindow
+        }
+        guard batch.count <= batchBudgetBytes else {
+            counters.oversizedBatches += 1
+            return .ignored
+        }
+        if batch.count > 0 {
+            storeBytes.withUnsafeMutableBytes { store in
+                (store.baseAddress! + cell * batchBudgetBytes).copyMemory(from: batch.baseAddress!, byteCount: batch.count)
+            }
+        }
+        storeRound[cell] = round
+        storeHasData[cell] = count > 0
+        storeLength[cell] = batch.count
+        storeCount[cell] = count
+        if configuration.canary == .deliverOnArrival, count > 0 {
+            deliverBatch(batch, count: count, sender: sender, round: round, effects: &effects, checkSequence: true)
+        }
+        advanceReceived(sender)
+        return .accepted
+    }
+
+    /// Marks a sender's silent rounds as received-empty. Returns whether any was new.
+    private mutating func acceptSilentRanges(_ ranges: FixedEntrySequence<SilentRange>, from sender: Int, frameRound: UInt64) -> Bool {
+        var any = false
+        let windowEnd = lowWater + UInt64(windowRounds)
+        for range in ranges {
+            // A member can only declare rounds before the frame's own round silent.
+            guard range.lastRound < frameRound else { counters.invalidSilentRanges += 1; continue }
+            heardBelow[sender] = max(heardBelow[sender], range.lastRound + 1)
+            if learnSilentRun(sender, first: range.firstRound, last: range.lastRound) { any = true }
+            var round = max(range.firstRound, receivedBelow[sender])
+            while round <= range.lastRound, round < windowEnd {
+                let cell = cell(sender, round)
+                if storeRound[cell] != round {
+                    storeRound[cell] = round
+                    storeHasData[cell] = false
+                    storeLength[cell] = 0
+                    storeCount[cell] = 0
+                    any = true
+                } else if storeHasData[cell] {
+                    counters.conflictingFrames += 1
+                }
+                round += 1
+            }
+        }
+        if any { advanceReceived(sender) }
+        return any
+    }
+
+    private mutating func acceptPositions(_ entries: FixedEntrySequence<PositionEntry>, from sender: Int) {
+        var changed = false
+        for entry in entries where Int(entry.rank) == sender {
+            // Nobody can have received our rounds we have not sent.
+            guard entry.receivedBelowRound <= nextSendRound else { counters.implausiblePositions += 1; continue }
+            if entry.receivedBelowRound > reportedBelow[sender] {
+                reportedBelow[sender] = entry.receivedBelowRound
+                changed = true
+            }
+        }
+        if changed { updateStability() }
+    }
+
+    private mutating func acceptNaks(_ naks: FixedEntrySequence<NakRange>, from sender: Int, nowNanos: UInt64) {
+        for nak in naks {
+            let target = Int(nak.rank)
+            if target == rank {
+                counters.naksReceived += 1
+                guard nextSendRound > 0 else { continue }
+                let first = max(nak.firstRound, stableBelow)
+                let last = min(nak.lastRound, nextSendRound - 1)
+                guard first <= last else { counters.staleNaks += 1; continue }
+                if repairPending {
+                    repairFirst = min(repairFirst, first)
+                    repairLast = max(repairLast, last)
+                } else {
+                    repairFirst = first
+                    repairLast = last
+                    repairPending = true
+                }
+            } else if target < memberCount, nakActive[target] || receivedBelow[target] < heardBelow[target] {
+                // Someone else asked for what we miss too: hold ours back one retry interval.
+                let missing = receivedBelow[target]
+                if nak.firstRound <= missing, missing <= nak.lastRound {
+                    nakActive[target] = true
+                    nakSentNanos[target] = nowNanos
+                    nakSentBelow[target] = max(nakSentBelow[target], min(nak.lastRound &+ 1, heardBelow[target]))
+                    counters.naksSuppressed += 1
+                }
+            }
+        }
+    }
+
+    @inline(__always) func inSilentRun(_ sender: Int, _ round: UInt64) -> Bool {
+        hasSilentRun[sender] && silentFirst[sender] <= round && round <= silentLast[sender]
+    }
+
+    /// Merges `first...last` into the sender's silent run: joined when they touch,
+    /// replacing it when the old run is used up or the new one starts earlier.
+    /// Returns whether the run now reaches rounds not yet received.
+    @discardableResult
+    private mutating func learnSilentRun(_ sender: Int, first: UInt64, last: UInt64) -> Bool {
+        let below = receivedBelow[sender]
+        guard last >= below else { return false }
+        let first = max(first, below)
+        if hasSilentRun[sender], silentLast[sender] >= below,
+           first <= silentLast[sender] &+ 1, last &+ 1 >= silentFirst[sender] {
+            silentFirst[sender] = min(silentFirst[sender], first)
+            silentLast[sender] = max(silentLast[sender], last)
+        } else if !hasSilentRun[sender] || silentLast[sender] < below || first < silentFirst[sender] {
+            silentFirst[sender] = first
+            silentLast[sender] = last
+            hasSilentRun[sender] = true
+        } else {
+            return false
+        }
+        return silentFirst[sender] == below
+    }
+
+    private mutating func advanceReceived(_ sender: Int) {
+        var below = receivedBelow[sender]
+        while true {
+            if storeRound[cell(sender, below)] == below { below += 1; continue }
+            if inSilentRun(sender, below) { below = silentLast[sender] + 1; continue }
+            break
+        }
+        if below != receivedBelow[sender] {
+            receivedBelow[sender] = below
+            updateStability()
+        }
+    }
+
+    private mutating func updateStability() {
+        var line = receivedBelow.min()!
+        reportedBelow[rank] = line
+        for member in 0..<memberCount where member != rank { line = min(line, reportedBelow[member]) }
+        stableBelow = max(stableBelow, line)
+    }
+
+    // MARK: Delivery
+
+    private mutating func advanceDelivery(effects: inout OrderingEffects) {
+        while cursorRound < receivedBelow[cursorSlot] {
+            if configuration.deliveryMode == .safe, cursorRound >= stableBelow { break }
+            let cell = cell(cursorSlot, cursorRound)
+            if storeRound[cell] == cursorRound, storeHasData[cell], configuration.canary != .deliverOnArrival {
+                let base = cell * batchBudgetBytes
+                let length = storeLength[cell]
+                let count = storeCount[cell]
+                let sender = cursorSlot, round = cursorRound
+                storeBytes.withUnsafeBytes { store in
+                    deliverBatch(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]), count: count,
+                                 sender: sender, round: round, effects: &effects, checkSequence: true)
+                }
+            }
+            cursorSlot += 1
+            if cursorSlot == memberCount {
+                cursorSlot = 0
+                cursorRound += 1
+            }
+        }
+    }
+
+    private mutating func deliverBatch(
+        _ batch: UnsafeRawBufferPointer, count: Int, sender: Int, round: UInt64, effects: inout OrderingEffects,
+        checkSequence: Bool
+    ) {
+        var index = 0
+        for message in MessageSequence(validatedBatch: batch, count: count) {
+            defer { index += 1 }
+            if checkSequence {
+                let expected = nextDeliverSequence[sender]
+                if message.sequence < expected { counters.duplicateMessages += 1; continue }
+                if message.sequence > expected { counters.sequenceGaps += 1 }
+                nextDeliverSequence[sender] = message.sequence &+ 1
+            }
+            effects.appendDelivery(sender: sender, sequence: message.sequence, round: round, index: index,
+                                   payload: message.payload)
+            counters.messagesDelivered += 1
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// `withUnsafeBytes` that keeps a typed error typed.
+    @inline(__always)
+    func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        let result: Result<R, E> = withUnsafeBytes { bytes in
+            do throws(E) { return .success(try body(bytes)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+}
+
+extension OrderingInstance: CustomDebugStringConvertible {
+    /// The instance's positions, for logs and failing simulator seeds.
+    public var debugDescription: String {
+        "rank \(rank): next send \(nextSendRound), cursor (\(cursorRound),\(cursorSlot)), stable below \(stableBelow), "
+            + "received below \(receivedBelow), heard below \(heardBelow), reported \(reportedBelow), "
+            + "pending \(pendingMessages), repair \(repairPending ? "\(repairFirst)...\(repairLast)" : "none")"
+    }
+}

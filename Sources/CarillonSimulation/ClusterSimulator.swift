@@ -1,0 +1,349 @@
+import CarillonSchedule
+@_spi(Canary) import CarillonOrdering
+
+/// What one seeded run did and found.
+public struct SimulationResult: Sendable, CustomStringConvertible {
+    public var seed: UInt64
+    public var profile: FaultProfile
+    public var violations: [Violation]
+    /// Messages accepted by `broadcast` over the run.
+    public var messagesBroadcast: Int
+    /// Deliveries summed over members.
+    public var deliveries: Int
+    /// Virtual time at which every member had delivered everything (nil if never).
+    public var settledAtNanos: UInt64?
+    /// Rounds the liveness phase took to deliver everything everywhere.
+    public var livenessRounds: Int?
+    public var framesSent: Int
+    public var framesDropped: Int
+    public var events: Int
+    /// Counters summed over members.
+    public var counters: OrderingCounters
+    /// Each member's final positions (see `OrderingInstance.debugDescription`).
+    public var memberStates: [String]
+
+    public var passed: Bool { violations.isEmpty }
+
+    public var description: String {
+        let status = passed ? "ok" : "FAILED (\(violations.count) violation\(violations.count == 1 ? "" : "s"))"
+        return "seed \(seed): \(status) — \(messagesBroadcast) broadcast, \(deliveries) deliveries, "
+            + "\(framesSent) frames (\(framesDropped) dropped), liveness \(livenessRounds.map { "\($0) rounds" } ?? "not reached"), "
+            + "\(counters.naksSent) NAKs, \(counters.framesRetransmitted) retransmitted"
+    }
+}
+
+/// A whole cluster of ordering instances on a simulated network, in virtual
+/// time, driven by one seed.
+///
+/// The run has two phases. **Safety**: for `faultRounds` rounds members
+/// broadcast while the network loses, duplicates, reorders and delays frames,
+/// partitions split and heal, members pause, and every clock has its own offset
+/// and drift. **Liveness**: faults stop, broadcasting stops, and within
+/// `livenessBoundRounds` every broadcast message must be delivered at every
+/// member. The ``InvariantChecker`` runs on every delivery of both phases.
+public struct ClusterSimulator {
+    public let seed: UInt64
+    public let profile: FaultProfile
+    let canary: OrderingCanary?
+
+    var random: SimulationRandom
+    var members: [OrderingInstance]
+    var effects = OrderingEffects()
+    var checker: InvariantChecker
+    var queue = EventQueue()
+    var nowNanos: UInt64 = 0
+
+    var clockOffsetNanos: [UInt64]
+    var driftPPM: [Int]
+    var pausedUntilNanos: [UInt64]
+    /// Payloads refused with backpressure, retried at the member's next wake.
+    var backlog: [[[UInt8]]]
+    var partitionSide: [Bool]
+    var partitionEndsNanos: UInt64 = 0
+    var faultsOn = true
+    var framesSent = 0
+    var framesDropped = 0
+    var events = 0
+    var payloadScratch: [UInt8] = []
+
+    /// Prepares a run; nothing happens until ``run()``.
+    public init(seed: UInt64, profile: FaultProfile) {
+        self.init(seed: seed, profile: profile, canary: nil)
+    }
+
+    /// Prepares a run whose members use a deliberately broken ordering variant.
+    @_spi(Canary) public init(seed: UInt64, profile: FaultProfile, canary: OrderingCanary?) {
+        self.seed = seed
+        self.profile = profile
+        self.canary = canary
+        random = SimulationRandom(seed: seed)
+        let n = profile.memberCount
+        let slot = profile.roundPeriodNanos / UInt64(n) * 9 / 10
+        // A schedule that always validates: slots fill 90% of the round, 10% guard.
+        let schedule = try! TDMASchedule(
+            memberCount: n, roundPeriodNanos: profile.roundPeriodNanos, slotNanos: slot, guardNanos: slot / 10,
+            reservation: 0.9, originNanos: 1_000_000)
+        members = (0..<n).map { rank in
+            var configuration = OrderingConfiguration(rank: rank, schedule: schedule)
+            configuration.deliveryMode = profile.deliveryMode
+            configuration.windowRounds = profile.windowRounds
+            configuration.maxFrameBytes = profile.maxFrameBytes
+            configuration.sendBufferBytes = max(configuration.batchBudgetBytes * 4, 4096)
+            configuration.canary = canary
+            return try! OrderingInstance(configuration: configuration)
+        }
+        checker = InvariantChecker(memberCount: n)
+        clockOffsetNanos = []
+        driftPPM = []
+        for _ in 0..<n {
+            clockOffsetNanos.append(profile.maxClockOffsetNanos == 0 ? 0 : random.below(profile.maxClockOffsetNanos + 1))
+            driftPPM.append(profile.maxDriftPPM == 0 ? 0 : random.int(in: -profile.maxDriftPPM...profile.maxDriftPPM))
+        }
+        pausedUntilNanos = Array(repeating: 0, count: n)
+        backlog = Array(repeating: [], count: n)
+        partitionSide = Array(repeating: false, count: n)
+    }
+
+    /// Runs both phases and returns what the checkers found.
+    public mutating func run() -> SimulationResult {
+        let n = profile.memberCount
+        for member in 0..<n { scheduleWake(member) }
+        let origin = members[0].configuration.schedule.originNanos
+        let safetyEnd = origin + UInt64(profile.faultRounds) * profile.roundPeriodNanos
+        let livenessEnd = safetyEnd + UInt64(profile.livenessBoundRounds) * profile.roundPeriodNanos
+        var settledAt: UInt64?
+
+        while let event = queue.pop() {
+            nowNanos = event.atNanos
+            events += 1
+            if faultsOn, nowNanos >= safetyEnd { faultsOn = false; partitionEndsNanos = 0 }
+            if !faultsOn, checker.allDelivered, backlog.allSatisfy(\.isEmpty),
+               members.allSatisfy({ $0.pendingMessageCount == 0 }) {
+                settledAt = nowNanos
+                break
+            }
+            if nowNanos > livenessEnd || !checker.violations.isEmpty { break }
+            switch event.kind {
+            case .wake(let member): wake(member)
+            case .arrive(let member, let frame): arrive(member, frame)
+            }
+        }
+        if checker.violations.isEmpty, settledAt == nil { checker.checkAllDelivered(nowNanos: nowNanos) }
+        var total = OrderingCounters()
+        for member in members { total.add(member.counters) }
+        return SimulationResult(
+            seed: seed, profile: profile, violations: checker.violations, messagesBroadcast: checker.broadcastCount,
+            deliveries: (0..<n).reduce(0) { $0 + checker.delivered(at: $1) }, settledAtNanos: settledAt,
+            livenessRounds: settledAt.map { $0 <= safetyEnd ? 0 : Int(($0 - safetyEnd) / profile.roundPeriodNanos) },
+            framesSent: framesSent, framesDropped: framesDropped, events: events, counters: total,
+            memberStates: members.map(\.debugDescription))
+    }
+
+    // MARK: Clocks
+
+    /// Member `m`'s clock at virtual time `t`: offset plus drift.
+    func localNanos(_ member: Int, _ t: UInt64) -> UInt64 {
+        let drift = Int64(t / 1000) * Int64(driftPPM[member]) / 1000
+        return UInt64(max(0, Int64(t) + drift)) + clockOffsetNanos[member]
+    }
+
+    /// The earliest virtual time at which member `m`'s clock reads at least `local`.
+    func virtualNanos(_ member: Int, reaching local: UInt64) -> UInt64 {
+        guard local > clockOffsetNanos[member] else { return nowNanos }
+        let target = local - clockOffsetNanos[member]
+        var t = UInt64(Double(target) * 1e6 / (1e6 + Double(driftPPM[member])))
+        t = t > 2_000 ? t - 2_000 : 0
+        while localNanos(member, t) < local { t += max(1, (local - localNanos(member, t)) / 2) }
+        return max(t, nowNanos)
+    }
+
+    mutating func scheduleWake(_ member: Int) {
+        let at = max(virtualNanos(member, reaching: members[member].nextDeadlineNanos), pausedUntilNanos[member])
+        queue.push(at: at, .wake(member))
+    }
+
+    // MARK: Members
+
+    mutating func wake(_ member: Int) {
+        if faultsOn, random.chance(profile.pauseProbability) {
+            pausedUntilNanos[member] = nowNanos + profile.pauseNanos
+        }
+        if pausedUntilNanos[member] > nowNanos {
+            queue.push(at: pausedUntilNanos[member], .wake(member))
+            return
+        }
+        updatePartition()
+        let local = localNanos(member, nowNanos)
+        offerWorkload(member, local)
+        effects.removeAll()
+        members[member].onTimeout(nowNanos: local, effects: &effects)
+        carryOut(member)
+        scheduleWake(member)
+    }
+
+    mutating func arrive(_ member: Int, _ frame: [UInt8]) {
+        if pausedUntilNanos[member] > nowNanos {
+            queue.push(at: pausedUntilNanos[member], .arrive(member, frame))
+            return
+        }
+        effects.removeAll()
+        let local = localNanos(member, nowNanos)
+        frame.withUnsafeBytes { _ = members[member].onFrameReceived($0, nowNanos: local, effects: &effects) }
+        carryOut(member)
+    }
+
+    mutating func offerWorkload(_ member: Int, _ local: UInt64) {
+        // Retry what was pushed back first, in order: backpressure never drops.
+        while let payload = backlog[member].first {
+            guard offer(member, payload, local) else { break }
+            backlog[member].removeFirst()
+        }
+        guard faultsOn, random.chance(profile.broadcastProbability) else { return }
+        let maxPayload = min(profile.maxPayloadBytes, members[member].configuration.maxPayloadBytes)
+        for _ in 0..<random.int(in: 1...profile.maxMessagesPerRound) {
+            let length = random.int(in: 0...maxPayload)
+            var payload = [UInt8](repeating: 0, count: length)
+            for i in payload.indices { payload[i] = UInt8(truncatingIfNeeded: random.next()) }
+            if backlog[member].isEmpty, offer(member, payload, local) { continue }
+            backlog[member].append(payload)
+        }
+    }
+
+    /// Offers one payload; returns false on backpressure.
+    mutating func offer(_ member: Int, _ payload: [UInt8], _ local: UInt64) -> Bool {
+        switch members[member].broadcast(payload) {
+        case .queued(let sequence):
+            checker.recordBroadcast(sender: member, sequence: sequence, payload: payload, nowNanos: nowNanos)
+            return true
+        case .sendBufferFull:
+            return false
+        case .payloadTooLarge:
+            preconditionFailure("workload sized payloads to the instance's limit")
+        }
+    }
+
+    mutating func carryOut(_ member: Int) {
+        for frame in effects.frames {
+            let bytes = Array(effects.frameBytes[frame.offset..<(frame.offset + frame.length)])
+            for peer in 0..<profile.memberCount where peer != member { transmit(bytes, from: member, to: peer) }
+        }
+        for delivery in effects.deliveries {
+            checker.recordDelivery(
+                member: member, id: MessageID(sender: delivery.sender, sequence: delivery.sequence),
+                round: delivery.round, slot: delivery.sender, index: delivery.index,
+                payload: effects.payload(of: delivery), nowNanos: nowNanos)
+        }
+    }
+
+    // MARK: Network
+
+    mutating func transmit(_ frame: [UInt8], from sender: Int, to receiver: Int) {
+        framesSent += 1
+        if faultsOn {
+            if partitionEndsNanos > nowNanos, partitionSide[sender] != partitionSide[receiver] {
+                framesDropped += 1
+                return
+            }
+            if random.chance(profile.lossProbability) { framesDropped += 1; return }
+        }
+        queue.push(at: nowNanos + latencyNanos(), .arrive(receiver, frame))
+        if faultsOn, random.chance(profile.duplicateProbability) {
+            queue.push(at: nowNanos + latencyNanos(), .arrive(receiver, frame))
+        }
+    }
+
+    mutating func latencyNanos() -> UInt64 {
+        var latency = profile.baseLatencyNanos
+        if profile.jitterNanos > 0 { latency += random.below(profile.jitterNanos + 1) }
+        if faultsOn, random.chance(profile.spikeProbability) { latency += profile.spikeNanos }
+        return latency
+    }
+
+    mutating func updatePartition() {
+        guard faultsOn, partitionEndsNanos <= nowNanos, profile.memberCount > 1 else { return }
+        // Per wake, scaled so the chance is per round.
+        guard random.chance(profile.partitionProbability / Double(profile.memberCount)) else { return }
+        repeat {
+            for member in partitionSide.indices { partitionSide[member] = random.chance(0.5) }
+        } while partitionSide.allSatisfy({ $0 }) || partitionSide.allSatisfy({ !$0 })
+        partitionEndsNanos = nowNanos + UInt64(profile.partitionRounds) * profile.roundPeriodNanos
+    }
+}
+
+extension OrderingCounters {
+    /// Adds every counter of `other` to this one.
+    public mutating func add(_ other: OrderingCounters) {
+        slotFramesSent += other.slotFramesSent
+        repairFramesSent += other.repairFramesSent
+        messagesBroadcast += other.messagesBroadcast
+        sendBufferFull += other.sendBufferFull
+        payloadsTooLarge += other.payloadsTooLarge
+        framesReceived += other.framesReceived
+        framesAccepted += other.framesAccepted
+        duplicateFrames += other.duplicateFrames
+        framesBeyondWindow += other.framesBeyondWindow
+        malformedFrames += other.malformedFrames
+        wrongEpochFrames += other.wrongEpochFrames
+        unknownSenderFrames += other.unknownSenderFrames
+        oversizedBatches += other.oversizedBatches
+        conflictingFrames += other.conflictingFrames
+        invalidSilentRanges += other.invalidSilentRanges
+        naksSent += other.naksSent
+        naksReceived += other.naksReceived
+        naksSuppressed += other.naksSuppressed
+        staleNaks += other.staleNaks
+        framesRetransmitted += other.framesRetransmitted
+        silentRangesSent += other.silentRangesSent
+        roundsCaughtUp += other.roundsCaughtUp
+        dataHeldByWindow += other.dataHeldByWindow
+        messagesDelivered += other.messagesDelivered
+        duplicateMessages += other.duplicateMessages
+        sequenceGaps += other.sequenceGaps
+        implausiblePositions += other.implausiblePositions
+    }
+}
+
+/// Events in virtual time; ties break by insertion order, so runs are deterministic.
+struct EventQueue {
+    enum Kind {
+        case wake(Int)
+        case arrive(Int, [UInt8])
+    }
+    struct Event {
+        var atNanos: UInt64
+        var order: UInt64
+        var kind: Kind
+        func precedes(_ other: Event) -> Bool { (atNanos, order) < (other.atNanos, other.order) }
+    }
+    var heap: [Event] = []
+    var counter: UInt64 = 0
+
+    mutating func push(at nanos: UInt64, _ kind: Kind) {
+        counter += 1
+        heap.append(Event(atNanos: nanos, order: counter, kind: kind))
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard heap[child].precedes(heap[parent]) else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> Event? {
+        guard !heap.isEmpty else { return nil }
+        heap.swapAt(0, heap.count - 1)
+        let top = heap.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var best = parent
+            if left < heap.count, heap[left].precedes(heap[best]) { best = left }
+            if right < heap.count, heap[right].precedes(heap[best]) { best = right }
+            guard best != parent else { break }
+            heap.swapAt(parent, best)
+            parent = best
+        }
+        return top
+    }
+}

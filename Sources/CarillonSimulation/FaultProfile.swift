@@ -1,0 +1,85 @@
+import CarillonOrdering
+
+/// Everything a simulation run varies: cluster shape, network faults, clocks
+/// and workload. ``standard`` is a fixed, moderately hostile profile;
+/// ``swarm(seed:)`` draws every parameter from the seed, so that a sweep covers
+/// combinations no one thought to write down (TigerBeetle's swarm testing).
+public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
+    public var memberCount = 3
+    public var deliveryMode: DeliveryMode = .agreed
+    public var roundPeriodNanos: UInt64 = 100_000
+    public var windowRounds = 64
+    public var maxFrameBytes = 1472
+    /// Rounds of the safety phase (faults on, workload on).
+    public var faultRounds = 400
+    /// Bound on the liveness phase: with faults off, everything broadcast must be
+    /// delivered everywhere within this many rounds.
+    public var livenessBoundRounds = 600
+
+    // Network, per frame and link.
+    public var baseLatencyNanos: UInt64 = 30_000
+    public var jitterNanos: UInt64 = 40_000
+    public var lossProbability = 0.05
+    public var duplicateProbability = 0.02
+    public var spikeProbability = 0.01
+    public var spikeNanos: UInt64 = 2_000_000
+    /// Chance per round that a partition starts (when none is active).
+    public var partitionProbability = 0.005
+    /// Length of a partition, in rounds.
+    public var partitionRounds = 30
+
+    // Clocks, per member.
+    public var maxClockOffsetNanos: UInt64 = 50_000
+    public var maxDriftPPM: Int = 200
+    /// Chance per round that a member pauses (a GC or scheduler stall) and how long.
+    public var pauseProbability = 0.002
+    public var pauseNanos: UInt64 = 1_000_000
+
+    // Workload, per member and round.
+    public var broadcastProbability = 0.3
+    public var maxMessagesPerRound = 8
+    public var maxPayloadBytes = 200
+
+    public init() {}
+
+    /// The fixed profile used by `carillon-sim --seed N` without `--swarm`.
+    public static let standard = FaultProfile()
+
+    /// A profile drawn from `seed`: each fault is off, mild or harsh.
+    public static func swarm(seed: UInt64) -> FaultProfile {
+        var random = SimulationRandom(seed: seed ^ 0x5157_4152_4D00_0000)
+        var p = FaultProfile()
+        p.memberCount = random.int(in: 2...6)
+        p.deliveryMode = random.chance(0.3) ? .safe : .agreed
+        p.roundPeriodNanos = [50_000, 100_000, 250_000, 1_000_000][random.int(in: 0...3)]
+        p.windowRounds = [8, 16, 64, 256][random.int(in: 0...3)]
+        p.maxFrameBytes = [400, 1472, 9000][random.int(in: 0...2)]
+        p.faultRounds = random.int(in: 100...500)
+        p.baseLatencyNanos = UInt64(random.int(in: 5_000...200_000))
+        p.jitterNanos = random.chance(0.2) ? 0 : UInt64(random.int(in: 0...3 * Int(p.roundPeriodNanos)))
+        p.lossProbability = [0, 0.01, 0.05, 0.2, 0.4][random.int(in: 0...4)]
+        p.duplicateProbability = [0, 0.01, 0.1, 0.3][random.int(in: 0...3)]
+        p.spikeProbability = [0, 0.001, 0.02][random.int(in: 0...2)]
+        p.spikeNanos = UInt64(random.int(in: 1...50)) * p.roundPeriodNanos
+        p.partitionProbability = [0, 0.002, 0.02][random.int(in: 0...2)]
+        p.partitionRounds = random.int(in: 1...120)
+        p.maxClockOffsetNanos = UInt64(random.int(in: 0...2 * Int(p.roundPeriodNanos)))
+        p.maxDriftPPM = [0, 50, 500][random.int(in: 0...2)]
+        p.pauseProbability = [0, 0.001, 0.01][random.int(in: 0...2)]
+        p.pauseNanos = UInt64(random.int(in: 1...100)) * p.roundPeriodNanos
+        p.broadcastProbability = [0.05, 0.3, 0.9][random.int(in: 0...2)]
+        p.maxMessagesPerRound = [1, 4, 32][random.int(in: 0...2)]
+        p.maxPayloadBytes = [16, 200, 1000][random.int(in: 0...2)]
+        // Liveness: long enough to drain a full window per member several times over.
+        p.livenessBoundRounds = 200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
+        return p
+    }
+
+    public var description: String {
+        "members=\(memberCount) mode=\(deliveryMode.rawValue) period=\(roundPeriodNanos)ns window=\(windowRounds) "
+            + "frame=\(maxFrameBytes)B rounds=\(faultRounds) latency=\(baseLatencyNanos)+\(jitterNanos)ns "
+            + "loss=\(lossProbability) dup=\(duplicateProbability) spike=\(spikeProbability)x\(spikeNanos)ns "
+            + "partition=\(partitionProbability)x\(partitionRounds)r clock=±\(maxClockOffsetNanos)ns/\(maxDriftPPM)ppm "
+            + "pause=\(pauseProbability)x\(pauseNanos)ns load=\(broadcastProbability)x\(maxMessagesPerRound)x≤\(maxPayloadBytes)B"
+    }
+}

@@ -1,0 +1,165 @@
+/// The Carillon wire format, version 1.
+///
+/// Every datagram on the bus is one frame: a fixed 40-byte little-endian header,
+/// then `bodyLength` bytes of sections, then `tagLength` bytes of authentication
+/// tag. Sections are length-delimited, so a decoder can check every count against
+/// every length before it hands out a single byte. docs/wire-format.md has the bit
+/// diagrams; this file is the single source of the numbers in them.
+public enum Wire {
+    /// `"CRLN"` read as a little-endian `UInt32` (bytes 0x43 0x52 0x4C 0x4E on the wire).
+    public static let magic: UInt32 = 0x4E4C_5243
+    /// The only version this codec reads and writes.
+    public static let version: UInt8 = 1
+    /// Bytes in the fixed frame header.
+    public static let headerBytes = 40
+    /// Bytes in every section header: kind (2), entry count (2), length (4).
+    public static let sectionHeaderBytes = 8
+    /// Bytes before each message's payload in a data batch: sequence (8), length (4).
+    public static let messageHeaderBytes = 12
+    /// Bytes per entry in a positions section: rank (2), reserved (2), round (8).
+    public static let positionEntryBytes = 12
+    /// Bytes per entry in a NAK section: rank (2), reserved (2), first round (8), last round (8).
+    public static let nakEntryBytes = 20
+    /// Bytes per entry in a silent-rounds section: first round (8), last round (8).
+    public static let silentEntryBytes = 16
+    /// Bytes before each embedded frame in a retransmission section: its length (4).
+    public static let retransmissionEntryHeaderBytes = 4
+    /// The longest authentication tag a frame may carry.
+    public static let maxTagBytes = 64
+    /// The longest frame the codec accepts: the largest UDP payload over IPv4.
+    public static let maxFrameBytes = 65_507
+}
+
+/// What a frame is for. Codes 3 (membership) and 4 (bulk) are reserved for the
+/// layers that later work adds; a version-1 decoder rejects them as unknown.
+public enum FrameKind: UInt8, Sendable, CaseIterable {
+    /// The one frame a member sends in its own slot of a round.
+    case slot = 1
+    /// Retransmissions and silent-round statements answering NAKs, sent in the
+    /// repairing member's slot after its slot frame.
+    case repair = 2
+}
+
+/// Section kind codes. A kind with ``SectionKind/skippableBit`` set may be
+/// skipped by a decoder that does not know it; any other unknown kind is an error.
+public enum SectionKind: UInt16, Sendable, CaseIterable {
+    /// Messages: per-sender sequence, length, payload.
+    case data = 0x0001
+    /// Received-below positions (acknowledgements) feeding the stability line.
+    case positions = 0x0002
+    /// Negative acknowledgements: ranges of rounds missing from a sender.
+    case naks = 0x0003
+    /// Whole frames re-sent to fill gaps (only in repair frames, never nested).
+    case retransmissions = 0x0004
+    /// Ranges of the frame sender's rounds in which it sent no messages.
+    case silentRounds = 0x0005
+
+    /// Set on kinds that a decoder may skip when it does not know them. Later
+    /// layers (membership, bulk) allocate codes 0x0010–0x00FF, skippable or not.
+    public static let skippableBit: UInt16 = 0x8000
+}
+
+/// Header flag bits.
+public struct FrameFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    /// The frame ends with a `tagLength`-byte authentication tag over header and body.
+    public static let authenticated = FrameFlags(rawValue: 1 << 0)
+
+    /// Every bit version 1 defines; any other set bit is rejected.
+    public static let known: FrameFlags = [.authenticated]
+}
+
+/// The fixed frame header, decoded.
+public struct FrameHeader: Sendable, Hashable {
+    public var kind: FrameKind
+    public var flags: FrameFlags
+    /// Rank of the sending member in the view named by `epoch`.
+    public var senderRank: UInt16
+    /// Number of sections in the body.
+    public var sectionCount: UInt16
+    /// Bytes of sections after the header (the "payload length").
+    public var bodyLength: UInt32
+    /// View number: frames from another epoch belong to another membership.
+    public var epoch: UInt32
+    /// Bytes of authentication tag after the body.
+    public var tagLength: UInt16
+    /// TDMA round the frame belongs to (for a repair frame: the round it was sent in).
+    public var round: UInt64
+    /// Sender's clock, nanoseconds on the view's timebase, when the frame was built.
+    public var senderTimestampNanos: UInt64
+
+    public init(
+        kind: FrameKind, flags: FrameFlags = [], senderRank: UInt16, sectionCount: UInt16 = 0,
+        bodyLength: UInt32 = 0, epoch: UInt32, tagLength: UInt16 = 0, round: UInt64,
+        senderTimestampNanos: UInt64
+    ) {
+        self.kind = kind
+        self.flags = flags
+        self.senderRank = senderRank
+        self.sectionCount = sectionCount
+        self.bodyLength = bodyLength
+        self.epoch = epoch
+        self.tagLength = tagLength
+        self.round = round
+        self.senderTimestampNanos = senderTimestampNanos
+    }
+
+    /// Header field byte offsets (see docs/wire-format.md).
+    enum Offset {
+        static let magic = 0
+        static let version = 4
+        static let kind = 5
+        static let flags = 6
+        static let senderRank = 8
+        static let sectionCount = 10
+        static let bodyLength = 12
+        static let epoch = 16
+        static let tagLength = 20
+        static let reserved = 22
+        static let round = 24
+        static let senderTimestamp = 32
+    }
+}
+
+/// A message of a data batch, read in place.
+public struct WireMessage {
+    /// The sender's per-member sequence number (first message is 1).
+    public var sequence: UInt64
+    /// The payload bytes, inside the buffer the frame was decoded from.
+    public var payload: UnsafeRawBufferPointer
+}
+
+/// A received-below position: `rank` has received every frame of every member
+/// for all rounds below `receivedBelowRound`.
+public struct PositionEntry: Sendable, Hashable {
+    public var rank: UInt16
+    public var receivedBelowRound: UInt64
+    public init(rank: UInt16, receivedBelowRound: UInt64) {
+        self.rank = rank
+        self.receivedBelowRound = receivedBelowRound
+    }
+}
+
+/// A negative acknowledgement: rounds `firstRound...lastRound` of member `rank` are missing.
+public struct NakRange: Sendable, Hashable {
+    public var rank: UInt16
+    public var firstRound: UInt64
+    public var lastRound: UInt64
+    public init(rank: UInt16, firstRound: UInt64, lastRound: UInt64) {
+        self.rank = rank
+        self.firstRound = firstRound
+        self.lastRound = lastRound
+    }
+}
+
+/// Rounds `firstRound...lastRound` in which the frame's sender sent no messages.
+public struct SilentRange: Sendable, Hashable {
+    public var firstRound: UInt64
+    public var lastRound: UInt64
+    public init(firstRound: UInt64, lastRound: UInt64) {
+        self.firstRound = firstRound
+        self.lastRound = lastRound
+    }
+}

@@ -1,0 +1,181 @@
+import ArgumentParser
+@_spi(Canary) import CarillonOrdering
+@_spi(Canary) import CarillonSimulation
+import Dispatch
+import Foundation
+import Synchronization
+
+struct CarillonSim: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "carillon-sim",
+        abstract: "Run Carillon's ordering core in a seeded, deterministic cluster simulator.",
+        discussion: """
+            Each seed runs a cluster in virtual time: a safety phase with loss, duplication, \
+            reordering, delay spikes, partitions that heal, member pauses and drifting clocks, \
+            then a liveness phase with faults off in which everything broadcast must be \
+            delivered everywhere within a stated bound. Agreement, integrity and order are \
+            checked on every delivery, validity at the end. The exit status is 0 only when no \
+            seed failed; a failing seed prints the one command that replays it.
+
+            Examples:
+              carillon-sim --seed 42                 one seed, standard fault profile
+              carillon-sim --seed 42 --swarm -v      one swarm seed, with its profile and counters
+              carillon-sim --swarm --seeds 1-10000   the release sweep
+              carillon-sim --seeds 1-200 --members 5 --loss 0.2
+            """)
+
+    @Option(name: .long, help: "Run this one seed.")
+    var seed: UInt64?
+
+    @Option(name: .long, help: "Run an inclusive range of seeds, as A-B.")
+    var seeds: String?
+
+    @Flag(name: .long, help: "Draw every fault and workload parameter from the seed (swarm testing).")
+    var swarm = false
+
+    @Option(name: .long, help: "Members in the cluster (standard profile only).")
+    var members: Int?
+
+    @Option(name: .long, help: "Frame loss probability per link (standard profile only).")
+    var loss: Double?
+
+    @Option(name: .long, help: "Rounds in the safety phase (standard profile only).")
+    var rounds: Int?
+
+    @Option(name: .long, help: "Delivery mode: agreed or safe (standard profile only).")
+    var mode: String?
+
+    @Option(name: .long, help: "Worker threads (default: one per core).")
+    var jobs: Int?
+
+    @Option(name: .long, help: ArgumentHelp("Run a deliberately broken variant to see the checkers catch it.", visibility: .hidden))
+    var canary: String?
+
+    @Flag(name: .shortAndLong, help: "Print every seed's result and profile, not only failures.")
+    var verbose = false
+
+    func validate() throws {
+        if seed == nil, seeds == nil { throw ValidationError("give --seed N or --seeds A-B (for example --seeds 1-100)") }
+        if seed != nil, seeds != nil { throw ValidationError("give either --seed or --seeds, not both") }
+        if let seeds { _ = try parseRange(seeds) }
+        if let members, !(1...64).contains(members) { throw ValidationError("--members must be in 1...64, got \(members)") }
+        if let loss, !(0..<1).contains(loss) { throw ValidationError("--loss must be in [0, 1), got \(loss)") }
+        if let rounds, rounds < 1 { throw ValidationError("--rounds must be positive, got \(rounds)") }
+        if let mode, DeliveryMode(rawValue: mode) == nil { throw ValidationError("--mode must be agreed or safe, got \(mode)") }
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if let canary, canaryVariant(canary) == nil {
+            throw ValidationError("unknown canary \(canary): deliver-on-arrival, redeliver-duplicates or ignore-naks")
+        }
+        if swarm, members != nil || loss != nil || rounds != nil || mode != nil {
+            throw ValidationError("--swarm draws members, loss, rounds and mode from the seed; drop those options")
+        }
+    }
+
+    func parseRange(_ text: String) throws -> ClosedRange<UInt64> {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let low = UInt64(parts[0]), let high = UInt64(parts[1]), low <= high else {
+            throw ValidationError("--seeds takes A-B with A ≤ B, for example 1-10000; got \(text)")
+        }
+        return low...high
+    }
+
+    func canaryVariant(_ name: String) -> OrderingCanary? {
+        switch name {
+        case "deliver-on-arrival": return .deliverOnArrival
+        case "redeliver-duplicates": return .redeliverDuplicates
+        case "ignore-naks": return .ignoreNaks
+        default: return nil
+        }
+    }
+
+    func profile(for seed: UInt64) -> FaultProfile {
+        if swarm { return .swarm(seed: seed) }
+        var profile = FaultProfile.standard
+        if let members { profile.memberCount = members }
+        if let loss { profile.lossProbability = loss }
+        if let rounds { profile.faultRounds = rounds }
+        if let mode { profile.deliveryMode = DeliveryMode(rawValue: mode)! }
+        return profile
+    }
+
+    func replayCommand(_ seed: UInt64) -> String {
+        var parts = ["swift run -c release carillon-sim --seed \(seed)"]
+        if swarm { parts.append("--swarm") }
+        if let members { parts.append("--members \(members)") }
+        if let loss { parts.append("--loss \(loss)") }
+        if let rounds { parts.append("--rounds \(rounds)") }
+        if let mode { parts.append("--mode \(mode)") }
+        if let canary { parts.append("--canary \(canary)") }
+        return parts.joined(separator: " ") + " -v"
+    }
+
+    func run() throws {
+        let range = try seed.map { $0...$0 } ?? parseRange(seeds!)
+        let count = Int(range.upperBound - range.lowerBound + 1)
+        let workers = min(jobs ?? ProcessInfo.processInfo.activeProcessorCount, count)
+        let variant = canary.flatMap(canaryVariant)
+        let started = ContinuousClock.now
+        let state = Mutex(SweepState())
+        let showProgress = count > 1 && isatty(STDERR_FILENO) != 0
+
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var index = worker
+            while index < count {
+                let seed = range.lowerBound + UInt64(index)
+                var simulator = ClusterSimulator(seed: seed, profile: profile(for: seed), canary: variant)
+                let result = simulator.run()
+                let line = render(result)
+                state.withLock { sweep in
+                    sweep.done += 1
+                    sweep.events += result.events
+                    sweep.messages += result.messagesBroadcast
+                    if let rounds = result.livenessRounds { sweep.maxLivenessRounds = max(sweep.maxLivenessRounds, rounds) }
+                    if !result.passed { sweep.failed.append(seed) }
+                    if let line { print(line) }
+                    if showProgress, sweep.done % 50 == 0 || sweep.done == count {
+                        let seconds = max(0.001, (ContinuousClock.now - started).seconds)
+                        FileHandle.standardError.write(Data(
+                            "\r\(sweep.done)/\(count) seeds, \(sweep.failed.count) failed, \(Int(Double(sweep.done) / seconds)) seeds/s   ".utf8))
+                    }
+                }
+                index += workers
+            }
+        }
+        let seconds = (ContinuousClock.now - started).seconds
+        let sweep = state.withLock { $0 }
+        if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+        print(String(format: "%d seed%@ in %.1f s (%.0f seeds/s, %d workers): %d failed; %d messages broadcast; longest liveness phase %d rounds",
+                     count, count == 1 ? "" : "s", seconds, Double(count) / max(seconds, 1e-9), workers,
+                     sweep.failed.count, sweep.messages, sweep.maxLivenessRounds))
+        if !sweep.failed.isEmpty {
+            print("failing seeds: \(sweep.failed.sorted().prefix(20).map(String.init).joined(separator: " "))\(sweep.failed.count > 20 ? " …" : "")")
+            print("replay the first: \(replayCommand(sweep.failed.min()!))")
+            throw ExitCode(1)
+        }
+    }
+
+    func render(_ result: SimulationResult) -> String? {
+        guard verbose || !result.passed else { return nil }
+        var lines = [result.description, "  profile: \(result.profile)"]
+        if verbose {
+            let c = result.counters
+            lines.append("  counters: frames sent \(c.slotFramesSent)+\(c.repairFramesSent) repair, dup \(c.duplicateFrames), beyond window \(c.framesBeyondWindow), NAKs \(c.naksSent) (suppressed \(c.naksSuppressed), stale \(c.staleNaks)), silent ranges \(c.silentRangesSent), caught-up rounds \(c.roundsCaughtUp), backpressure \(c.sendBufferFull), held by window \(c.dataHeldByWindow)")
+        }
+        for violation in result.violations { lines.append("  \(violation)") }
+        if verbose, !result.passed { for state in result.memberStates { lines.append("  \(state)") } }
+        if !result.passed { lines.append("  replay: \(replayCommand(result.seed))") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct SweepState {
+    var done = 0
+    var events = 0
+    var messages = 0
+    var maxLivenessRounds = 0
+    var failed: [UInt64] = []
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}
