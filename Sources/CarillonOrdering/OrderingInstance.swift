@@ -31,7 +31,10 @@ public struct OrderingInstance {
     let windowRounds: Int
     let batchBudgetBytes: Int
 
-    // Per sender × round-in-window, flattened as sender · windowRounds + round % windowRounds.
+    // Received frames per sender × round-in-window, flattened as
+    // sender · windowRounds + round % windowRounds. One extra row, `ownRow`,
+    // keeps this member's own data frames by frame number until they are
+    // delivered here and stable everywhere (its own row by round is unused).
     var storeRound: [UInt64]
     var storeHasData: [Bool]
     var storeLength: [Int]
@@ -50,13 +53,19 @@ public struct OrderingInstance {
     var nakSentNanos: [UInt64]
     var nakSentBelow: [UInt64]
     var nakActive: [Bool]
-    /// Per sender: one run of rounds known to be silent, kept beyond the window
-    /// too, so a member that fell behind skips silent rounds without NAKing them.
-    var silentFirst: [UInt64]
-    var silentLast: [UInt64]
-    var hasSilentRun: [Bool]
+    var nakVisited: [Bool]
+    /// Per sender: up to `silentRunsPerSender` runs of rounds known to be silent,
+    /// sorted, disjoint and kept beyond the window too, so a member that fell
+    /// behind skips silent rounds without buffering or NAKing them one by one.
+    var runFirst: [UInt64]
+    var runLast: [UInt64]
+    var runCount: [Int]
+    static let silentRunsPerSender = 4
 
     var stableBelow: UInt64
+    /// Own data frames kept for retransmission: numbers ownHead..<ownTail.
+    var ownHead: UInt64 = 0
+    var ownTail: UInt64 = 0
     var cursorRound: UInt64
     var cursorSlot: Int
     var nextSendRound: UInt64
@@ -87,7 +96,7 @@ public struct OrderingInstance {
         rank = configuration.rank
         windowRounds = configuration.windowRounds
         batchBudgetBytes = configuration.batchBudgetBytes
-        let cells = memberCount * windowRounds
+        let cells = (memberCount + 1) * windowRounds
         storeRound = Array(repeating: .max, count: cells)
         storeHasData = Array(repeating: false, count: cells)
         storeLength = Array(repeating: 0, count: cells)
@@ -101,9 +110,10 @@ public struct OrderingInstance {
         nakSentNanos = Array(repeating: 0, count: memberCount)
         nakSentBelow = Array(repeating: first, count: memberCount)
         nakActive = Array(repeating: false, count: memberCount)
-        silentFirst = Array(repeating: 0, count: memberCount)
-        silentLast = Array(repeating: 0, count: memberCount)
-        hasSilentRun = Array(repeating: false, count: memberCount)
+        nakVisited = Array(repeating: false, count: memberCount)
+        runFirst = Array(repeating: 0, count: memberCount * Self.silentRunsPerSender)
+        runLast = Array(repeating: 0, count: memberCount * Self.silentRunsPerSender)
+        runCount = Array(repeating: 0, count: memberCount)
         silentSinceRound = first
         stableBelow = first
         cursorRound = first
@@ -131,11 +141,32 @@ public struct OrderingInstance {
         configuration.schedule.slotWindow(round: nextSendRound, rank: rank).startNanos
     }
 
-    /// Rounds below this may be freed: delivered here and stable everywhere.
-    var lowWater: UInt64 { min(cursorRound, stableBelow) }
+    /// End of the receive window: frames of rounds at or above it are not buffered.
+    var windowEnd: UInt64 { cursorRound + UInt64(windowRounds) }
 
     @inline(__always) func cell(_ sender: Int, _ round: UInt64) -> Int {
         sender &* windowRounds &+ Int(round % UInt64(windowRounds))
+    }
+
+    /// The cell of own data frame number `frame`.
+    @inline(__always) func ownCell(_ frame: UInt64) -> Int {
+        memberCount &* windowRounds &+ Int(frame % UInt64(windowRounds))
+    }
+
+    /// Number of the first kept own data frame whose round is at least `round` (`ownTail` if none).
+    func ownFrame(atOrAfter round: UInt64) -> UInt64 {
+        var low = ownHead, high = ownTail
+        while low < high {
+            let middle = low + (high - low) / 2
+            if storeRound[ownCell(middle)] < round { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// Frees own data frames delivered here and received everywhere.
+    mutating func releaseOwnFrames() {
+        let below = min(stableBelow, cursorRound)
+        while ownHead < ownTail, storeRound[ownCell(ownHead)] < below { ownHead += 1 }
     }
 
     // MARK: Input: broadcast
@@ -243,10 +274,10 @@ public struct OrderingInstance {
             header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
                                 senderTimestampNanos: nowNanos))
 
-        // Data: only inside the window, so the frame is kept until it is stable.
+        // Data only when there is room to keep the frame until it is stable.
         var sentData = false
         if pendingMessages > 0 {
-            if round < lowWater + UInt64(windowRounds) {
+            if ownTail - ownHead < UInt64(windowRounds) {
                 sentData = try encodeBatch(&encoder, round: round)
             } else {
                 counters.dataHeldByWindow += 1
@@ -290,7 +321,7 @@ public struct OrderingInstance {
         }
         guard taken > 0 else { return false }
         let head = pendingHead
-        let cell = cell(rank, round)
+        let cell = ownCell(ownTail)
         try pending.withBytes { queue throws(WireError) in
             let batch = UnsafeRawBufferPointer(rebasing: queue[head..<(head + bytes)])
             try encoder.beginSection(.data)
@@ -304,6 +335,7 @@ public struct OrderingInstance {
         storeHasData[cell] = true
         storeLength[cell] = bytes
         storeCount[cell] = taken
+        ownTail += 1
         pendingHead += bytes
         pendingMessages -= taken
         if pendingMessages == 0 { pendingHead = 0; pendingTail = 0 }
@@ -315,22 +347,37 @@ public struct OrderingInstance {
         var written = 0
         var open = false
         let limit = configuration.maxNakRangesPerFrame
-        let windowEnd = lowWater + UInt64(windowRounds)
+        let windowEnd = windowEnd
         let graceStart = nowNanos >= configuration.lossGraceNanos ? nowNanos - configuration.lossGraceNanos : 0
-        for sender in 0..<memberCount where sender != rank && written < limit {
+        // Senders in order of how far behind we are with them: the one holding
+        // delivery and stability back is NAKed first, so another sender's many
+        // gaps never starve it.
+        for i in nakVisited.indices { nakVisited[i] = false }
+        nakVisited[rank] = true
+        for _ in 1..<memberCount where written < limit {
+            var sender = -1
+            for candidate in 0..<memberCount where !nakVisited[candidate] {
+                if sender < 0 || receivedBelow[candidate] < receivedBelow[sender] { sender = candidate }
+            }
+            nakVisited[sender] = true
             let ended = configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart)
-            let dueBelow = min(max(heardBelow[sender], ended), windowEnd)
+            // Not capped by the window: silent rounds beyond it are answered and
+            // remembered compactly, which is how a member that fell far behind catches up.
+            let dueBelow = max(heardBelow[sender], ended)
             let first = receivedBelow[sender]
             guard first < dueBelow else { nakActive[sender] = false; continue }
             let retry = nowNanos >= nakSentNanos[sender] &+ configuration.nakRetryNanos
             guard !nakActive[sender] || retry || dueBelow > nakSentBelow[sender] else { continue }
             var round = first
             while round < dueBelow, written < limit {
-                // A run of missing rounds starting at `round`.
-                if storeRound[cell(sender, round)] == round { round += 1; continue }
-                if inSilentRun(sender, round) { round = silentLast[sender] + 1; continue }
+                if let runEnd = silentRunEnd(sender, containing: round) { round = runEnd + 1; continue }
+                if round < windowEnd, storeRound[cell(sender, round)] == round { round += 1; continue }
+                // A run of missing rounds starting at `round`, up to the next known round.
+                let end = min(dueBelow, nextSilentRunStart(sender, after: round))
                 var last = round
-                while last + 1 < dueBelow, storeRound[cell(sender, last + 1)] != last + 1, !inSilentRun(sender, last + 1) {
+                while last + 1 < end {
+                    if last + 1 >= windowEnd { last = end - 1; break }
+                    if storeRound[cell(sender, last + 1)] == last + 1 { break }
                     last += 1
                 }
                 if !open { try encoder.beginSection(.naks); open = true }
@@ -385,14 +432,15 @@ public struct OrderingInstance {
         silentScratch.removeAll(keepingCapacity: true)
         let silentLimit = configuration.maxSilentRangesPerRepair
         let reserveForSilent = Wire.sectionHeaderBytes + Wire.silentEntryBytes * silentLimit + configuration.tagLength
-        // Data can only exist inside the window it was sent in, which never moves back.
-        let dataEnd = lowWater + UInt64(windowRounds)
         var embedded = 0
         try encoder.beginSection(.retransmissions)
         var next = repairFirst
         while next <= repairLast {
-            let cell = cell(rank, next)
-            if next < dataEnd, storeRound[cell] == next, storeHasData[cell] {
+            // Every own data frame at or above the stability line is kept, so a
+            // round without a kept frame was silent.
+            let frame = ownFrame(atOrAfter: next)
+            let cell = ownCell(frame)
+            if frame < ownTail, storeRound[cell] == next {
                 let length = storeLength[cell]
                 let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
                 guard encoder.remainingBytes - reserveForSilent >= needed else { break }
@@ -411,16 +459,7 @@ public struct OrderingInstance {
                 next += 1
             } else {
                 // A silent run: up to the next kept data frame (or the end of the request).
-                var last = next
-                if next >= dataEnd {
-                    last = repairLast
-                } else {
-                    while last < repairLast, last + 1 < dataEnd,
-                          !(storeRound[self.cell(rank, last + 1)] == last + 1 && storeHasData[self.cell(rank, last + 1)]) {
-                        last += 1
-                    }
-                    if last + 1 >= dataEnd { last = repairLast }
-                }
+                let last = frame < ownTail ? min(repairLast, storeRound[cell] - 1) : repairLast
                 guard silentScratch.count < silentLimit else { break }
                 silentScratch.append(SilentRange(firstRound: next, lastRound: last))
                 next = last + 1
@@ -497,7 +536,7 @@ public struct OrderingInstance {
             if round >= receivedBelow[sender], !storeHasData[cell], count > 0 { counters.conflictingFrames += 1 }
             return .duplicate
         }
-        guard round < lowWater + UInt64(windowRounds) else {
+        guard round < windowEnd else {
             // An empty frame needs no buffer: remember it as a silent round.
             if count == 0 {
                 learnSilentRun(sender, first: round, last: round)
@@ -530,7 +569,7 @@ public struct OrderingInstance {
     /// Marks a sender's silent rounds as received-empty. Returns whether any was new.
     private mutating func acceptSilentRanges(_ ranges: FixedEntrySequence<SilentRange>, from sender: Int, frameRound: UInt64) -> Bool {
         var any = false
-        let windowEnd = lowWater + UInt64(windowRounds)
+        let windowEnd = windowEnd
         for range in ranges {
             // A member can only declare rounds before the frame's own round silent.
             guard range.lastRound < frameRound else { counters.invalidSilentRanges += 1; continue }
@@ -598,37 +637,82 @@ public struct OrderingInstance {
         }
     }
 
-    @inline(__always) func inSilentRun(_ sender: Int, _ round: UInt64) -> Bool {
-        hasSilentRun[sender] && silentFirst[sender] <= round && round <= silentLast[sender]
+    /// The last round of the sender's silent run containing `round`, if any.
+    @inline(__always) func silentRunEnd(_ sender: Int, containing round: UInt64) -> UInt64? {
+        let base = sender * Self.silentRunsPerSender
+        for i in base..<(base + runCount[sender]) where runFirst[i] <= round && round <= runLast[i] {
+            return runLast[i]
+        }
+        return nil
     }
 
-    /// Merges `first...last` into the sender's silent run: joined when they touch,
-    /// replacing it when the old run is used up or the new one starts earlier.
-    /// Returns whether the run now reaches rounds not yet received.
+    /// The first round of the sender's earliest silent run starting after `round` (`.max` if none).
+    func nextSilentRunStart(_ sender: Int, after round: UInt64) -> UInt64 {
+        let base = sender * Self.silentRunsPerSender
+        for i in base..<(base + runCount[sender]) where runFirst[i] > round { return runFirst[i] }
+        return .max
+    }
+
+    /// Merges `first...last` into the sender's silent runs, dropping runs already
+    /// received and, when there are too many, the latest. Returns whether it
+    /// taught anything about rounds not yet received.
     @discardableResult
     private mutating func learnSilentRun(_ sender: Int, first: UInt64, last: UInt64) -> Bool {
         let below = receivedBelow[sender]
         guard last >= below else { return false }
-        let first = max(first, below)
-        if hasSilentRun[sender], silentLast[sender] >= below,
-           first <= silentLast[sender] &+ 1, last &+ 1 >= silentFirst[sender] {
-            silentFirst[sender] = min(silentFirst[sender], first)
-            silentLast[sender] = max(silentLast[sender], last)
-        } else if !hasSilentRun[sender] || silentLast[sender] < below || first < silentFirst[sender] {
-            silentFirst[sender] = first
-            silentLast[sender] = last
-            hasSilentRun[sender] = true
-        } else {
-            return false
+        var first = max(first, below), last = last
+        let base = sender * Self.silentRunsPerSender
+        if let end = silentRunEnd(sender, containing: first), end >= last { return false }
+        // Rebuild the sorted list: keep live runs that do not touch the new one, absorb those that do.
+        var kept = 0
+        var inserted = false
+        var index = base
+        let count = runCount[sender]
+        // Runs are few (≤ silentRunsPerSender); a copy on the stack keeps this simple.
+        var firsts: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var lasts: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &firsts) { f in
+            withUnsafeMutableBytes(of: &lasts) { l in
+                let fs = f.bindMemory(to: UInt64.self), ls = l.bindMemory(to: UInt64.self)
+                for i in base..<(base + count) {
+                    let runF = runFirst[i], runL = runLast[i]
+                    if runL < below { continue }
+                    if runL &+ 1 >= first && last &+ 1 >= runF {
+                        first = min(first, runF)
+                        last = max(last, runL)
+                        continue
+                    }
+                    fs[kept] = runF
+                    ls[kept] = runL
+                    kept += 1
+                }
+                index = base
+                var written = 0
+                var j = 0
+                while written < Self.silentRunsPerSender, j < kept || !inserted {
+                    if !inserted, j == kept || first < fs[j] {
+                        runFirst[index] = first
+                        runLast[index] = last
+                        inserted = true
+                    } else {
+                        runFirst[index] = fs[j]
+                        runLast[index] = ls[j]
+                        j += 1
+                    }
+                    index += 1
+                    written += 1
+                }
+                runCount[sender] = written
+            }
         }
-        return silentFirst[sender] == below
+        return inserted
     }
 
     private mutating func advanceReceived(_ sender: Int) {
         var below = receivedBelow[sender]
         while true {
             if storeRound[cell(sender, below)] == below { below += 1; continue }
-            if inSilentRun(sender, below) { below = silentLast[sender] + 1; continue }
+            if let end = silentRunEnd(sender, containing: below) { below = end + 1; continue }
             break
         }
         if below != receivedBelow[sender] {
@@ -642,6 +726,7 @@ public struct OrderingInstance {
         reportedBelow[rank] = line
         for member in 0..<memberCount where member != rank { line = min(line, reportedBelow[member]) }
         stableBelow = max(stableBelow, line)
+        releaseOwnFrames()
     }
 
     // MARK: Delivery
@@ -649,7 +734,8 @@ public struct OrderingInstance {
     private mutating func advanceDelivery(effects: inout OrderingEffects) {
         while cursorRound < receivedBelow[cursorSlot] {
             if configuration.deliveryMode == .safe, cursorRound >= stableBelow { break }
-            let cell = cell(cursorSlot, cursorRound)
+            var cell = cell(cursorSlot, cursorRound)
+            if cursorSlot == rank { cell = ownCell(ownFrame(atOrAfter: cursorRound)) }
             if storeRound[cell] == cursorRound, storeHasData[cell], configuration.canary != .deliverOnArrival {
                 let base = cell * batchBudgetBytes
                 let length = storeLength[cell]
@@ -664,6 +750,7 @@ public struct OrderingInstance {
             if cursorSlot == memberCount {
                 cursorSlot = 0
                 cursorRound += 1
+                releaseOwnFrames()
             }
         }
     }

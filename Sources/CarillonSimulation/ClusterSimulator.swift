@@ -110,13 +110,17 @@ public struct ClusterSimulator {
         for member in 0..<n { scheduleWake(member) }
         let origin = members[0].configuration.schedule.originNanos
         let safetyEnd = origin + UInt64(profile.faultRounds) * profile.roundPeriodNanos
-        let livenessEnd = safetyEnd + UInt64(profile.livenessBoundRounds) * profile.roundPeriodNanos
+        var livenessEnd = UInt64.max
         var settledAt: UInt64?
 
         while let event = queue.pop() {
             nowNanos = event.atNanos
             events += 1
-            if faultsOn, nowNanos >= safetyEnd { faultsOn = false; partitionEndsNanos = 0 }
+            if faultsOn, nowNanos >= safetyEnd {
+                faultsOn = false
+                partitionEndsNanos = 0
+                livenessEnd = safetyEnd + UInt64(livenessBoundRounds()) * profile.roundPeriodNanos
+            }
             if !faultsOn, checker.allDelivered, backlog.allSatisfy(\.isEmpty),
                members.allSatisfy({ $0.pendingMessageCount == 0 }) {
                 settledAt = nowNanos
@@ -137,6 +141,24 @@ public struct ClusterSimulator {
             livenessRounds: settledAt.map { $0 <= safetyEnd ? 0 : Int(($0 - safetyEnd) / profile.roundPeriodNanos) },
             framesSent: framesSent, framesDropped: framesDropped, events: events, counters: total,
             memberStates: members.map(\.debugDescription))
+    }
+
+    /// The liveness bound in rounds: the profile's fixed allowance plus the
+    /// rounds the largest backlog (queued and pushed-back messages) needs to
+    /// drain one frame per round, so an overloaded run is judged on what it
+    /// could deliver, not on what it was offered.
+    func livenessBoundRounds() -> Int {
+        var drain = 0
+        for member in members.indices {
+            let configuration = members[member].configuration
+            var bytes = 0
+            for payload in backlog[member] { bytes += payload.count + 12 }
+            let messages = members[member].pendingMessageCount + backlog[member].count
+            bytes += configuration.sendBufferBytes  // at most this much is queued inside
+            let frames = max(bytes / configuration.batchBudgetBytes + 1, messages / configuration.maxBatchMessages + 1)
+            drain = max(drain, frames)
+        }
+        return profile.livenessBoundRounds + drain
     }
 
     // MARK: Clocks
