@@ -148,16 +148,8 @@ public struct ClusterSimulator {
     /// drain one frame per round, so an overloaded run is judged on what it
     /// could deliver, not on what it was offered.
     func livenessBoundRounds() -> Int {
-        var drain = 0
-        for member in members.indices {
-            let configuration = members[member].configuration
-            var bytes = 0
-            for payload in backlog[member] { bytes += payload.count + 12 }
-            let messages = members[member].pendingMessageCount + backlog[member].count
-            bytes += configuration.sendBufferBytes  // at most this much is queued inside
-            let frames = max(bytes / configuration.batchBudgetBytes + 1, messages / configuration.maxBatchMessages + 1)
-            drain = max(drain, frames)
-        }
+        // Every frame carries at least one queued message.
+        let drain = members.indices.map { members[$0].pendingMessageCount + backlog[$0].count }.max() ?? 0
         return profile.livenessBoundRounds + drain
     }
 
@@ -220,13 +212,16 @@ public struct ClusterSimulator {
             guard offer(member, payload, local) else { break }
             backlog[member].removeFirst()
         }
-        guard faultsOn, random.chance(profile.broadcastProbability) else { return }
+        // A producer pushed back blocks until its backlog is taken, as an
+        // application awaiting room would.
+        guard backlog[member].isEmpty, faultsOn, random.chance(profile.broadcastProbability) else { return }
         let maxPayload = min(profile.maxPayloadBytes, members[member].configuration.maxPayloadBytes)
         for _ in 0..<random.int(in: 1...profile.maxMessagesPerRound) {
             let length = random.int(in: 0...maxPayload)
             var payload = [UInt8](repeating: 0, count: length)
             for i in payload.indices { payload[i] = UInt8(truncatingIfNeeded: random.next()) }
             if backlog[member].isEmpty, offer(member, payload, local) { continue }
+            // Pushed back: keep the rest of this burst for later, in order.
             backlog[member].append(payload)
         }
     }
