@@ -70,6 +70,12 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         p.broadcastProbability = [0.05, 0.3, 0.9][random.int(in: 0...2)]
         p.maxMessagesPerRound = [1, 4, 32][random.int(in: 0...2)]
         p.maxPayloadBytes = [16, 200, 1000][random.int(in: 0...2)]
+        // The window must cover the stability lag — about two one-way latencies
+        // plus a round for agreed delivery, twice that for safe — or buffering
+        // ahead throttles the bus below its own catch-up rate (docs/protocol.md).
+        let oneWayRounds = Int((p.baseLatencyNanos + p.jitterNanos) / p.roundPeriodNanos) + 1
+        let lagRounds = (p.deliveryMode == .safe ? 4 : 2) * oneWayRounds + 2
+        p.windowRounds = max(p.windowRounds, 2 * lagRounds)
         // Liveness: long enough to drain a full window per member several times over.
         p.livenessBoundRounds = 200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
         return p
