@@ -23,18 +23,18 @@ let package = Package(
         .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
-        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering"]),
+        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonSchedule"]),
         .executableTarget(
             name: "carillon-sim",
             dependencies: [
-                "CarillonSimulation",
+                "CarillonSimulation", "CarillonOrdering",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
         .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
-        .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSimulation"], exclude: ["Transcripts"]),
-        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation"]),
+        .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"], exclude: ["Transcripts"]),
+        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
     ]
 )

@@ -24,9 +24,12 @@ public struct OrderingConfiguration: Sendable {
     public var deliveryMode: DeliveryMode = .agreed
     /// Largest datagram this member sends (slot frames and repair frames alike).
     public var maxFrameBytes: Int = 1472
-    /// Rounds of frames a member buffers ahead of its low-water mark: bounds
-    /// receive memory (`memberCount · windowRounds · batch budget` bytes) and
-    /// how far a sender may run ahead of the stability line.
+    /// Rounds of other members' frames buffered ahead of the delivery cursor,
+    /// and own data frames kept for retransmission until they are stable. Bounds
+    /// memory at `memberCount · windowRounds · batchBudgetBytes` bytes. For full
+    /// throughput it must exceed the stability lag in rounds (about two one-way
+    /// latencies plus a round, twice that in safe mode); below it the bus still
+    /// delivers, throttled by NAK round trips.
     public var windowRounds: Int = 256
     /// Bytes of messages queued for future slots before `broadcast` pushes back.
     public var sendBufferBytes: Int = 1 << 18
@@ -46,6 +49,10 @@ public struct OrderingConfiguration: Sendable {
     public var tagLength: Int = 0
     /// The view's first round.
     public var firstRound: UInt64 = 0
+    /// The link rate, when known: `validate()` then checks that a maximum-size
+    /// frame fits one slot's send window. Repair frames follow the slot frame
+    /// and may spill past it (they are rare and bounded by `maxRepairFramesPerSlot`).
+    public var linkBitsPerSecond: UInt64? = nil
     /// A deliberately broken variant, for showing the checkers can fail. Never set outside tests.
     @_spi(Canary) public var canary: OrderingCanary? = nil
 
@@ -98,6 +105,11 @@ public struct OrderingConfiguration: Sendable {
         guard sendBufferBytes >= batchBudgetBytes else {
             throw .sendBufferTooSmall(sendBufferBytes: sendBufferBytes, neededBytes: batchBudgetBytes)
         }
+        if let linkBitsPerSecond {
+            do { try schedule.validate(linkBitsPerSecond: linkBitsPerSecond, maxFrameBytes: maxFrameBytes) } catch {
+                throw .schedule(error)
+            }
+        }
     }
 }
 
@@ -110,6 +122,7 @@ public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringC
     case limitBelowOne
     case windowTooSmall(Int)
     case sendBufferTooSmall(sendBufferBytes: Int, neededBytes: Int)
+    case schedule(ScheduleError)
 
     public var description: String {
         switch self {
@@ -122,6 +135,7 @@ public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringC
         case .windowTooSmall(let w): return "windowRounds \(w) is below 4; the window must cover a few round trips"
         case .sendBufferTooSmall(let b, let needed):
             return "sendBufferBytes \(b) cannot hold one full batch; it must be at least \(needed)"
+        case .schedule(let error): return "schedule: \(error)"
         }
     }
 }

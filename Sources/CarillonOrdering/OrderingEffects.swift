@@ -158,5 +158,7 @@ public struct OrderingCounters: Sendable, Hashable {
     public var duplicateMessages = 0
     public var sequenceGaps = 0
     public var implausiblePositions = 0
+    /// Embedded frames whose sender or epoch differ from their repair frame's.
+    public var foreignEmbeddedFrames = 0
     public init() {}
 }

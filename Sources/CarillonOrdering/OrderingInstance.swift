@@ -32,9 +32,9 @@ public struct OrderingInstance {
     let batchBudgetBytes: Int
 
     // Received frames per sender × round-in-window, flattened as
-    // sender · windowRounds + round % windowRounds. One extra row, `ownRow`,
-    // keeps this member's own data frames by frame number until they are
-    // delivered here and stable everywhere (its own row by round is unused).
+    // sender · windowRounds + round % windowRounds. This member's own row holds
+    // its own data frames instead, by frame number, until they are delivered
+    // here and stable everywhere (see `ownCell`).
     var storeRound: [UInt64]
     var storeHasData: [Bool]
     var storeLength: [Int]
@@ -57,9 +57,7 @@ public struct OrderingInstance {
     /// Per sender: up to `silentRunsPerSender` runs of rounds known to be silent,
     /// sorted, disjoint and kept beyond the window too, so a member that fell
     /// behind skips silent rounds without buffering or NAKing them one by one.
-    var runFirst: [UInt64]
-    var runLast: [UInt64]
-    var runCount: [Int]
+    var silentRuns: [RoundRuns]
     static let silentRunsPerSender = 4
 
     var stableBelow: UInt64
@@ -79,11 +77,10 @@ public struct OrderingInstance {
     var pendingTail = 0
     var pendingMessages = 0
 
-    // Own rounds requested by NAKs and not yet repaired.
-    var repairFirst: UInt64 = 0
-    var repairLast: UInt64 = 0
-    var repairPending = false
+    /// Own rounds other members asked for and not yet repaired.
+    var repairRuns: RoundRuns
     var silentScratch: [SilentRange]
+    var nakScratch: [NakRange]
 
     /// Everything counted so far.
     public private(set) var counters = OrderingCounters()
@@ -96,7 +93,7 @@ public struct OrderingInstance {
         rank = configuration.rank
         windowRounds = configuration.windowRounds
         batchBudgetBytes = configuration.batchBudgetBytes
-        let cells = (memberCount + 1) * windowRounds
+        let cells = memberCount * windowRounds
         storeRound = Array(repeating: .max, count: cells)
         storeHasData = Array(repeating: false, count: cells)
         storeLength = Array(repeating: 0, count: cells)
@@ -111,17 +108,18 @@ public struct OrderingInstance {
         nakSentBelow = Array(repeating: first, count: memberCount)
         nakActive = Array(repeating: false, count: memberCount)
         nakVisited = Array(repeating: false, count: memberCount)
-        runFirst = Array(repeating: 0, count: memberCount * Self.silentRunsPerSender)
-        runLast = Array(repeating: 0, count: memberCount * Self.silentRunsPerSender)
-        runCount = Array(repeating: 0, count: memberCount)
+        silentRuns = Array(repeating: RoundRuns(capacity: Self.silentRunsPerSender), count: memberCount)
         silentSinceRound = first
         stableBelow = first
         cursorRound = first
         cursorSlot = 0
         nextSendRound = first
         pending = Array(repeating: 0, count: configuration.sendBufferBytes)
+        repairRuns = RoundRuns(capacity: 2 * configuration.maxNakRangesPerFrame)
         silentScratch = []
         silentScratch.reserveCapacity(configuration.maxSilentRangesPerRepair)
+        nakScratch = []
+        nakScratch.reserveCapacity(configuration.maxNakRangesPerFrame)
     }
 
     // MARK: Observable state
@@ -150,7 +148,7 @@ public struct OrderingInstance {
 
     /// The cell of own data frame number `frame`.
     @inline(__always) func ownCell(_ frame: UInt64) -> Int {
-        memberCount &* windowRounds &+ Int(frame % UInt64(windowRounds))
+        rank &* windowRounds &+ Int(frame % UInt64(windowRounds))
     }
 
     /// Number of the first kept own data frame whose round is at least `round` (`ownTail` if none).
@@ -261,7 +259,7 @@ public struct OrderingInstance {
         if configuration.canary != .ignoreNaks {
             emitRepairs(round: round, nowNanos: nowNanos, effects: &effects)
         } else {
-            repairPending = false
+            repairRuns.removeBelow(.max)
         }
         advanceDelivery(effects: &effects)
     }
@@ -364,30 +362,35 @@ public struct OrderingInstance {
             // Not capped by the window: silent rounds beyond it are answered and
             // remembered compactly, which is how a member that fell far behind catches up.
             let dueBelow = max(heardBelow[sender], ended)
-            let first = receivedBelow[sender]
-            guard first < dueBelow else { nakActive[sender] = false; continue }
-            let retry = nowNanos >= nakSentNanos[sender] &+ configuration.nakRetryNanos
-            guard !nakActive[sender] || retry || dueBelow > nakSentBelow[sender] else { continue }
-            var round = first
-            while round < dueBelow, written < limit {
-                if let runEnd = silentRunEnd(sender, containing: round) { round = runEnd + 1; continue }
+            var round = receivedBelow[sender]
+            nakScratch.removeAll(keepingCapacity: true)
+            while round < dueBelow, written + nakScratch.count < limit {
+                if let runEnd = silentRuns[sender].end(containing: round) { round = runEnd + 1; continue }
                 if round < windowEnd, storeRound[cell(sender, round)] == round { round += 1; continue }
                 // A run of missing rounds starting at `round`, up to the next known round.
-                let end = min(dueBelow, nextSilentRunStart(sender, after: round))
+                let end = min(dueBelow, silentRuns[sender].nextStart(after: round))
                 var last = round
                 while last + 1 < end {
                     if last + 1 >= windowEnd { last = end - 1; break }
                     if storeRound[cell(sender, last + 1)] == last + 1 { break }
                     last += 1
                 }
-                if !open { try encoder.beginSection(.naks); open = true }
-                try encoder.appendNak(NakRange(rank: UInt16(sender), firstRound: round, lastRound: last))
-                written += 1
+                nakScratch.append(NakRange(rank: UInt16(sender), firstRound: round, lastRound: last))
                 round = last + 1
             }
+            guard let highest = nakScratch.last?.lastRound else { nakActive[sender] = false; continue }
+            // Send at once for a gap not asked for yet; repeat only after the
+            // retry interval (a gap that merely grows, as behind a silent
+            // member, waits for it too).
+            let newGap = nakScratch.contains { $0.firstRound >= nakSentBelow[sender] }
+            let retry = nowNanos >= nakSentNanos[sender] &+ configuration.nakRetryNanos
+            guard !nakActive[sender] || retry || newGap else { continue }
+            if !open { try encoder.beginSection(.naks); open = true }
+            for nak in nakScratch { try encoder.appendNak(nak) }
+            written += nakScratch.count
             nakActive[sender] = true
             nakSentNanos[sender] = nowNanos
-            nakSentBelow[sender] = dueBelow
+            nakSentBelow[sender] = max(nakSentBelow[sender], highest + 1)
         }
         if open {
             try encoder.endSection()
@@ -399,9 +402,9 @@ public struct OrderingInstance {
 
     private mutating func emitRepairs(round: UInt64, nowNanos: UInt64, effects: inout OrderingEffects) {
         var built = 0
-        while repairPending, built < configuration.maxRepairFramesPerSlot {
-            if repairFirst < stableBelow { repairFirst = stableBelow }
-            guard repairFirst <= repairLast else { repairPending = false; break }
+        // Rounds below the stability line are held by everyone: a NAK for them is stale.
+        repairRuns.removeBelow(stableBelow)
+        while !repairRuns.isEmpty, built < configuration.maxRepairFramesPerSlot {
             let start = effects.frameBytesUsed
             let frameBytes = configuration.maxFrameBytes
             let length: Int = effects.frameBytes.withUnsafeMutableBytes { all in
@@ -420,8 +423,9 @@ public struct OrderingInstance {
         }
     }
 
-    /// Packs own frames from `repairFirst` on: kept data frames embedded whole,
-    /// rounds without data as silent ranges. Returns 0 when nothing was packed.
+    /// Packs requested own rounds, earliest first, until the frame is full: kept
+    /// data frames embedded whole, rounds without data as silent ranges.
+    /// Returns 0 when nothing was packed.
     private mutating func encodeRepairFrame(
         into buffer: UnsafeMutableRawBufferPointer, round: UInt64, nowNanos: UInt64
     ) throws(WireError) -> Int {
@@ -433,37 +437,41 @@ public struct OrderingInstance {
         let silentLimit = configuration.maxSilentRangesPerRepair
         let reserveForSilent = Wire.sectionHeaderBytes + Wire.silentEntryBytes * silentLimit + configuration.tagLength
         var embedded = 0
+        var full = false
         try encoder.beginSection(.retransmissions)
-        var next = repairFirst
-        while next <= repairLast {
-            // Every own data frame at or above the stability line is kept, so a
-            // round without a kept frame was silent.
-            let frame = ownFrame(atOrAfter: next)
-            let cell = ownCell(frame)
-            if frame < ownTail, storeRound[cell] == next {
-                let length = storeLength[cell]
-                let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
-                guard encoder.remainingBytes - reserveForSilent >= needed else { break }
-                var inner = try encoder.beginEmbeddedFrame(
-                    header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch,
-                                        round: next, senderTimestampNanos: 0))
-                try inner.beginSection(.data)
-                let base = cell * batchBudgetBytes
-                try storeBytes.withBytes { store throws(WireError) in
-                    try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
-                                                    count: storeCount[cell])
+        while !full, let run = repairRuns.first {
+            var next = run.lowerBound
+            while next <= run.upperBound {
+                // Every own data frame at or above the stability line is kept, so a
+                // round without a kept frame was silent.
+                let frame = ownFrame(atOrAfter: next)
+                let cell = ownCell(frame)
+                if frame < ownTail, storeRound[cell] == next {
+                    let length = storeLength[cell]
+                    let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
+                    guard encoder.remainingBytes - reserveForSilent >= needed else { full = true; break }
+                    var inner = try encoder.beginEmbeddedFrame(
+                        header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch,
+                                            round: next, senderTimestampNanos: 0))
+                    try inner.beginSection(.data)
+                    let base = cell * batchBudgetBytes
+                    try storeBytes.withBytes { store throws(WireError) in
+                        try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
+                                                        count: storeCount[cell])
+                    }
+                    try inner.endSection()
+                    try encoder.endEmbeddedFrame(inner)
+                    embedded += 1
+                    next += 1
+                } else {
+                    // A silent run: up to the next kept data frame (or the end of the request).
+                    guard silentScratch.count < silentLimit else { full = true; break }
+                    let last = frame < ownTail ? min(run.upperBound, storeRound[cell] - 1) : run.upperBound
+                    silentScratch.append(SilentRange(firstRound: next, lastRound: last))
+                    next = last + 1
                 }
-                try inner.endSection()
-                try encoder.endEmbeddedFrame(inner)
-                embedded += 1
-                next += 1
-            } else {
-                // A silent run: up to the next kept data frame (or the end of the request).
-                let last = frame < ownTail ? min(repairLast, storeRound[cell] - 1) : repairLast
-                guard silentScratch.count < silentLimit else { break }
-                silentScratch.append(SilentRange(firstRound: next, lastRound: last))
-                next = last + 1
             }
+            repairRuns.removeBelow(next)
         }
         try encoder.endSection()
         if !silentScratch.isEmpty {
@@ -471,7 +479,6 @@ public struct OrderingInstance {
             for range in silentScratch { try encoder.appendSilent(range) }
             try encoder.endSection()
         }
-        if next > repairLast { repairPending = false } else { repairFirst = next }
         guard embedded > 0 || !silentScratch.isEmpty else { return 0 }
         counters.framesRetransmitted += embedded
         counters.silentRangesSent += silentScratch.count
@@ -508,14 +515,18 @@ public struct OrderingInstance {
                 // Validated with the outer frame, so this cannot fail.
                 guard let inner = try? FrameView.decode(embedded),
                       inner.header.senderRank == header.senderRank, inner.header.epoch == header.epoch
-                else { continue }
+                else { counters.foreignEmbeddedFrames += 1; continue }
                 if acceptFrame(from: sender, round: inner.header.round, batch: inner.dataBatchBytes,
                                count: inner.messageCount, effects: &effects) == .accepted {
                     disposition = .accepted
                 }
             }
         }
-        if acceptSilentRanges(frame.silentRanges, from: sender, frameRound: header.round) { disposition = .accepted }
+        // A repair frame is accepted when it taught anything; a slot frame's
+        // disposition is its own round's, whatever its silent ranges added.
+        if acceptSilentRanges(frame.silentRanges, from: sender, frameRound: header.round), header.kind == .repair {
+            disposition = .accepted
+        }
         acceptPositions(frame.positionEntries, from: sender)
         acceptNaks(frame.nakRanges, from: sender, nowNanos: nowNanos)
         if disposition == .accepted { counters.framesAccepted += 1 }
@@ -616,14 +627,7 @@ public struct OrderingInstance {
                 let first = max(nak.firstRound, stableBelow)
                 let last = min(nak.lastRound, nextSendRound - 1)
                 guard first <= last else { counters.staleNaks += 1; continue }
-                if repairPending {
-                    repairFirst = min(repairFirst, first)
-                    repairLast = max(repairLast, last)
-                } else {
-                    repairFirst = first
-                    repairLast = last
-                    repairPending = true
-                }
+                repairRuns.insert(first, last)
             } else if target < memberCount, nakActive[target] || receivedBelow[target] < heardBelow[target] {
                 // Someone else asked for what we miss too: hold ours back one retry interval.
                 let missing = receivedBelow[target]
@@ -637,82 +641,21 @@ public struct OrderingInstance {
         }
     }
 
-    /// The last round of the sender's silent run containing `round`, if any.
-    @inline(__always) func silentRunEnd(_ sender: Int, containing round: UInt64) -> UInt64? {
-        let base = sender * Self.silentRunsPerSender
-        for i in base..<(base + runCount[sender]) where runFirst[i] <= round && round <= runLast[i] {
-            return runLast[i]
-        }
-        return nil
-    }
-
-    /// The first round of the sender's earliest silent run starting after `round` (`.max` if none).
-    func nextSilentRunStart(_ sender: Int, after round: UInt64) -> UInt64 {
-        let base = sender * Self.silentRunsPerSender
-        for i in base..<(base + runCount[sender]) where runFirst[i] > round { return runFirst[i] }
-        return .max
-    }
-
-    /// Merges `first...last` into the sender's silent runs, dropping runs already
-    /// received and, when there are too many, the latest. Returns whether it
+    /// Adds `first...last` to the sender's known-silent runs. Returns whether it
     /// taught anything about rounds not yet received.
     @discardableResult
     private mutating func learnSilentRun(_ sender: Int, first: UInt64, last: UInt64) -> Bool {
         let below = receivedBelow[sender]
         guard last >= below else { return false }
-        var first = max(first, below), last = last
-        let base = sender * Self.silentRunsPerSender
-        if let end = silentRunEnd(sender, containing: first), end >= last { return false }
-        // Rebuild the sorted list: keep live runs that do not touch the new one, absorb those that do.
-        var kept = 0
-        var inserted = false
-        var index = base
-        let count = runCount[sender]
-        // Runs are few (≤ silentRunsPerSender); a copy on the stack keeps this simple.
-        var firsts: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        var lasts: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &firsts) { f in
-            withUnsafeMutableBytes(of: &lasts) { l in
-                let fs = f.bindMemory(to: UInt64.self), ls = l.bindMemory(to: UInt64.self)
-                for i in base..<(base + count) {
-                    let runF = runFirst[i], runL = runLast[i]
-                    if runL < below { continue }
-                    if runL &+ 1 >= first && last &+ 1 >= runF {
-                        first = min(first, runF)
-                        last = max(last, runL)
-                        continue
-                    }
-                    fs[kept] = runF
-                    ls[kept] = runL
-                    kept += 1
-                }
-                index = base
-                var written = 0
-                var j = 0
-                while written < Self.silentRunsPerSender, j < kept || !inserted {
-                    if !inserted, j == kept || first < fs[j] {
-                        runFirst[index] = first
-                        runLast[index] = last
-                        inserted = true
-                    } else {
-                        runFirst[index] = fs[j]
-                        runLast[index] = ls[j]
-                        j += 1
-                    }
-                    index += 1
-                    written += 1
-                }
-                runCount[sender] = written
-            }
-        }
-        return inserted
+        silentRuns[sender].removeBelow(below)
+        return silentRuns[sender].insert(max(first, below), last)
     }
 
     private mutating func advanceReceived(_ sender: Int) {
         var below = receivedBelow[sender]
         while true {
             if storeRound[cell(sender, below)] == below { below += 1; continue }
-            if let end = silentRunEnd(sender, containing: below) { below = end + 1; continue }
+            if let end = silentRuns[sender].end(containing: below) { below = end + 1; continue }
             break
         }
         if below != receivedBelow[sender] {
@@ -791,6 +734,6 @@ extension OrderingInstance: CustomDebugStringConvertible {
     public var debugDescription: String {
         "rank \(rank): next send \(nextSendRound), cursor (\(cursorRound),\(cursorSlot)), stable below \(stableBelow), "
             + "received below \(receivedBelow), heard below \(heardBelow), reported \(reportedBelow), "
-            + "pending \(pendingMessages), repair \(repairPending ? "\(repairFirst)...\(repairLast)" : "none")"
+            + "pending \(pendingMessages), repair \(repairRuns.first.map { "from \($0)" } ?? "none")"
     }
 }

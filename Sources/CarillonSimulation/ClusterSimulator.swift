@@ -317,6 +317,7 @@ extension OrderingCounters {
         duplicateMessages += other.duplicateMessages
         sequenceGaps += other.sequenceGaps
         implausiblePositions += other.implausiblePositions
+        foreignEmbeddedFrames += other.foreignEmbeddedFrames
     }
 }
 

@@ -13,6 +13,8 @@ public struct FrameEncoder {
     public private(set) var offset: Int
     var openSection: (start: Int, count: Int)?
     var sectionCount = 0
+    /// Known section kinds written so far (bit = raw value), to refuse duplicates.
+    var sectionsWritten: UInt32 = 0
 
     /// Starts a frame. `header.bodyLength`, `sectionCount` and `tagLength` are
     /// filled in by ``finish(tagLength:)``.
@@ -29,8 +31,16 @@ public struct FrameEncoder {
     public var remainingBytes: Int { buffer.count - offset }
 
     /// Opens a section; entries follow until ``endSection()``.
+    ///
+    /// Throws ``WireError/duplicateSection(_:)`` or ``WireError/sectionNotAllowed(section:kind:)``
+    /// for a section the decoder would refuse in this frame.
     public mutating func beginSection(_ kind: SectionKind) throws(WireError) {
+        guard sectionsWritten & (1 << kind.rawValue) == 0 else { throw .duplicateSection(kind.rawValue) }
+        guard FrameView.isAllowed(kind, in: header.kind) else {
+            throw .sectionNotAllowed(section: kind.rawValue, kind: header.kind.rawValue)
+        }
         try beginSection(code: kind.rawValue)
+        sectionsWritten |= 1 << kind.rawValue
     }
 
     /// Opens a section by raw kind code (for layers that define their own kinds).
@@ -54,8 +64,8 @@ public struct FrameEncoder {
 
     /// Appends a message to the open data section.
     public mutating func appendMessage(sequence: UInt64, payload: UnsafeRawBufferPointer) throws(WireError) {
-        try reserve(Wire.messageHeaderBytes + payload.count)
         guard openSection != nil else { throw .encoderMisuse }
+        try reserve(Wire.messageHeaderBytes + payload.count)
         put64(sequence, at: offset)
         put32(UInt32(payload.count), at: offset + 8)
         if payload.count > 0, let base = payload.baseAddress {
@@ -73,8 +83,8 @@ public struct FrameEncoder {
 
     /// Appends a received-below position to the open positions section.
     public mutating func appendPosition(_ entry: PositionEntry) throws(WireError) {
-        try reserve(Wire.positionEntryBytes)
         guard openSection != nil else { throw .encoderMisuse }
+        try reserve(Wire.positionEntryBytes)
         put16(entry.rank, at: offset)
         put16(0, at: offset + 2)
         put64(entry.receivedBelowRound, at: offset + 4)
@@ -84,8 +94,8 @@ public struct FrameEncoder {
 
     /// Appends a NAK range to the open NAK section.
     public mutating func appendNak(_ nak: NakRange) throws(WireError) {
-        try reserve(Wire.nakEntryBytes)
         guard openSection != nil else { throw .encoderMisuse }
+        try reserve(Wire.nakEntryBytes)
         put16(nak.rank, at: offset)
         put16(0, at: offset + 2)
         put64(nak.firstRound, at: offset + 4)
@@ -96,8 +106,8 @@ public struct FrameEncoder {
 
     /// Appends a silent-round range to the open silent-rounds section.
     public mutating func appendSilent(_ range: SilentRange) throws(WireError) {
-        try reserve(Wire.silentEntryBytes)
         guard openSection != nil else { throw .encoderMisuse }
+        try reserve(Wire.silentEntryBytes)
         put64(range.firstRound, at: offset)
         put64(range.lastRound, at: offset + 8)
         offset += Wire.silentEntryBytes
@@ -116,6 +126,7 @@ public struct FrameEncoder {
 
     /// Finishes an embedded frame begun with ``beginEmbeddedFrame(header:)``.
     public mutating func endEmbeddedFrame(_ inner: consuming FrameEncoder) throws(WireError) {
+        guard openSection != nil, inner.header.kind == .slot else { throw .encoderMisuse }
         let length = try inner.finish(tagLength: 0)
         put32(UInt32(length), at: offset)
         offset += Wire.retransmissionEntryHeaderBytes + length
@@ -152,8 +163,8 @@ public struct FrameEncoder {
     }
 
     private mutating func appendRaw(_ bytes: UnsafeRawBufferPointer, entries: Int) throws(WireError) {
-        try reserve(bytes.count)
         guard openSection != nil else { throw .encoderMisuse }
+        try reserve(bytes.count)
         if bytes.count > 0, let base = bytes.baseAddress {
             (buffer.baseAddress! + offset).copyMemory(from: base, byteCount: bytes.count)
         }

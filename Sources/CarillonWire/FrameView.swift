@@ -115,8 +115,8 @@ extension FrameView {
             guard tagLength == 0 else { throw .badTag(tagLength: tagLength) }
         }
         let bodyLength = Int(bytes.u32(FrameHeader.Offset.bodyLength))
-        guard bodyLength <= Wire.maxFrameBytes - Wire.headerBytes else { throw .lengthOverflow }
         let declared = Wire.headerBytes + bodyLength + tagLength
+        guard declared <= Wire.maxFrameBytes else { throw .lengthOverflow }
         if declared > bytes.count { throw .truncated(needed: declared, available: bytes.count) }
         if declared != bytes.count { throw .frameLengthMismatch(declared: declared, actual: bytes.count) }
 

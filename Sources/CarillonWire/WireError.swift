@@ -23,7 +23,8 @@ public enum WireError: Error, Sendable, Hashable {
     case lengthOverflow
     /// Header plus body plus tag is not the size of the datagram.
     case frameLengthMismatch(declared: Int, actual: Int)
-    /// The sections do not fill the body exactly, or there are more or fewer than declared.
+    /// More or fewer sections than the header declares. (Body bytes left over
+    /// that cannot hold a section header are reported as ``truncated(needed:available:)``.)
     case sectionCountMismatch(declared: Int, found: Int)
     /// A section's entries do not fill its declared length exactly.
     case entryCountMismatch(section: UInt16, declaredEntries: Int)
