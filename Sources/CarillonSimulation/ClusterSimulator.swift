@@ -21,6 +21,10 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
     public var counters: OrderingCounters
     /// Each member's final positions (see `OrderingInstance.debugDescription`).
     public var memberStates: [String]
+    /// Virtual time from broadcast to delivery at every member, per message.
+    public var latency: LatencySummary
+    /// The first messages in the agreed delivery order.
+    public var deliveryOrderPrefix: [MessageID]
 
     public var passed: Bool { violations.isEmpty }
 
@@ -140,7 +144,8 @@ public struct ClusterSimulator {
             deliveries: (0..<n).reduce(0) { $0 + checker.delivered(at: $1) }, settledAtNanos: settledAt,
             livenessRounds: settledAt.map { $0 <= safetyEnd ? 0 : Int(($0 - safetyEnd) / profile.roundPeriodNanos) },
             framesSent: framesSent, framesDropped: framesDropped, events: events, counters: total,
-            memberStates: members.map(\.debugDescription))
+            memberStates: members.map(\.debugDescription), latency: LatencySummary(checker.latenciesNanos),
+            deliveryOrderPrefix: Array(checker.canonicalPrefix))
     }
 
     /// The liveness bound in rounds: the profile's fixed allowance plus the
@@ -363,5 +368,31 @@ struct EventQueue {
             parent = best
         }
         return top
+    }
+}
+
+/// Percentiles of a set of latencies.
+public struct LatencySummary: Sendable, CustomStringConvertible {
+    public var count: Int
+    public var p50Nanos: UInt64
+    public var p99Nanos: UInt64
+    public var p999Nanos: UInt64
+    public var maxNanos: UInt64
+
+    public init(_ samples: [UInt64]) {
+        let sorted = samples.sorted()
+        func at(_ q: Double) -> UInt64 {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
+        }
+        count = sorted.count
+        p50Nanos = at(0.5)
+        p99Nanos = at(0.99)
+        p999Nanos = at(0.999)
+        maxNanos = sorted.last ?? 0
+    }
+
+    public var description: String {
+        func us(_ n: UInt64) -> String { String(Double(n / 100) / 10) }
+        return "p50 \(us(p50Nanos)) µs, p99 \(us(p99Nanos)) µs, p99.9 \(us(p999Nanos)) µs, max \(us(maxNanos)) µs over \(count) messages"
     }
 }

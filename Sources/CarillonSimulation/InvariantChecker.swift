@@ -38,6 +38,13 @@ public struct InvariantChecker {
     var lastSequence: [[UInt64]]
     /// Per sender: the payload of each accepted broadcast, by sequence − 1.
     var broadcasts: [[[UInt8]]]
+    /// Per sender and sequence − 1: virtual time of the broadcast, and members that delivered it.
+    var broadcastNanos: [[UInt64]]
+    var deliveredBy: [[Int]]
+    /// Virtual nanoseconds from broadcast to delivery at the last member, per message.
+    public private(set) var latenciesNanos: [UInt64] = []
+    /// The first messages in delivery order, for demos.
+    public var canonicalPrefix: ArraySlice<MessageID> { canonical.prefix(64) }
     /// Stop recording after this many violations (the first one matters).
     let maxViolations = 20
 
@@ -46,6 +53,8 @@ public struct InvariantChecker {
         lastKey = Array(repeating: nil, count: memberCount)
         lastSequence = Array(repeating: Array(repeating: 0, count: memberCount), count: memberCount)
         broadcasts = Array(repeating: [], count: memberCount)
+        broadcastNanos = Array(repeating: [], count: memberCount)
+        deliveredBy = Array(repeating: [], count: memberCount)
     }
 
     /// Total messages accepted by `broadcast` so far.
@@ -59,6 +68,8 @@ public struct InvariantChecker {
             report(.integrity, member: sender, nowNanos, "broadcast assigned sequence \(sequence), expected \(broadcasts[sender].count + 1)")
         }
         broadcasts[sender].append(payload)
+        broadcastNanos[sender].append(nowNanos)
+        deliveredBy[sender].append(0)
     }
 
     /// Checks one delivery at `member`.
@@ -96,6 +107,13 @@ public struct InvariantChecker {
             canonical.append(id)
         }
         deliveredCount[member] += 1
+        if id.sender >= 0, id.sender < deliveredBy.count, id.sequence >= 1, id.sequence <= UInt64(deliveredBy[id.sender].count) {
+            let index = Int(id.sequence - 1)
+            deliveredBy[id.sender][index] += 1
+            if deliveredBy[id.sender][index] == deliveredCount.count {
+                latenciesNanos.append(nowNanos - broadcastNanos[id.sender][index])
+            }
+        }
     }
 
     /// Validity: every broadcast was delivered at every member.
