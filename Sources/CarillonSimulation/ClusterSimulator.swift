@@ -58,6 +58,10 @@ public struct ClusterSimulator {
     var nowNanos: UInt64 = 0
 
     var clockOffsetNanos: [UInt64]
+    /// Per directed link (sender · n + receiver): its base latency and jitter,
+    /// each between half and one and a half times the profile's.
+    var linkBaseNanos: [UInt64]
+    var linkJitterNanos: [UInt64]
     var driftPPM: [Int]
     var pausedUntilNanos: [UInt64]
     /// Payloads refused with backpressure, retried at the member's next wake.
@@ -102,6 +106,12 @@ public struct ClusterSimulator {
         for _ in 0..<n {
             clockOffsetNanos.append(profile.maxClockOffsetNanos == 0 ? 0 : random.below(profile.maxClockOffsetNanos + 1))
             driftPPM.append(profile.maxDriftPPM == 0 ? 0 : random.int(in: -profile.maxDriftPPM...profile.maxDriftPPM))
+        }
+        linkBaseNanos = []
+        linkJitterNanos = []
+        for _ in 0..<(n * n) {
+            linkBaseNanos.append(profile.baseLatencyNanos / 2 + random.below(profile.baseLatencyNanos + 1))
+            linkJitterNanos.append(profile.jitterNanos / 2 + random.below(profile.jitterNanos + 1))
         }
         pausedUntilNanos = Array(repeating: 0, count: n)
         backlog = Array(repeating: [], count: n)
@@ -268,15 +278,17 @@ public struct ClusterSimulator {
             }
             if random.chance(profile.lossProbability) { framesDropped += 1; return }
         }
-        queue.push(at: nowNanos + latencyNanos(), .arrive(receiver, frame))
+        let link = sender * profile.memberCount + receiver
+        queue.push(at: nowNanos + latencyNanos(link), .arrive(receiver, frame))
         if faultsOn, random.chance(profile.duplicateProbability) {
-            queue.push(at: nowNanos + latencyNanos(), .arrive(receiver, frame))
+            queue.push(at: nowNanos + latencyNanos(link), .arrive(receiver, frame))
         }
     }
 
-    mutating func latencyNanos() -> UInt64 {
-        var latency = profile.baseLatencyNanos
-        if profile.jitterNanos > 0 { latency += random.below(profile.jitterNanos + 1) }
+    /// One frame's latency on `link`: the link's base, uniform jitter, and now and then a spike.
+    mutating func latencyNanos(_ link: Int) -> UInt64 {
+        var latency = linkBaseNanos[link]
+        if linkJitterNanos[link] > 0 { latency += random.below(linkJitterNanos[link] + 1) }
         if faultsOn, random.chance(profile.spikeProbability) { latency += profile.spikeNanos }
         return latency
     }

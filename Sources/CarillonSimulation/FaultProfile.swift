@@ -16,7 +16,8 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
     /// delivered everywhere within this many rounds.
     public var livenessBoundRounds = 600
 
-    // Network, per frame and link.
+    // Network, per frame and link. Each directed link draws its own base
+    // latency and jitter between 0.5× and 1.5× these.
     public var baseLatencyNanos: UInt64 = 30_000
     public var jitterNanos: UInt64 = 40_000
     public var lossProbability = 0.05
@@ -73,7 +74,7 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         // The window must cover the stability lag — about two one-way latencies
         // plus a round for agreed delivery, twice that for safe — or buffering
         // ahead throttles the bus below its own catch-up rate (docs/protocol.md).
-        let oneWayRounds = Int((p.baseLatencyNanos + p.jitterNanos) / p.roundPeriodNanos) + 1
+        let oneWayRounds = Int((p.baseLatencyNanos + p.jitterNanos) * 3 / 2 / p.roundPeriodNanos) + 1
         let lagRounds = (p.deliveryMode == .safe ? 4 : 2) * oneWayRounds + 2
         p.windowRounds = max(p.windowRounds, 2 * lagRounds)
         // Liveness: long enough to drain a full window per member several times over.
