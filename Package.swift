@@ -20,7 +20,12 @@ let package = Package(
         .target(name: "CarillonWire"),
         .target(name: "CarillonSchedule"),
         .target(name: "CarillonOrdering", dependencies: ["CarillonWire", "CarillonSchedule"]),
-        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering"]),
+
+        // Shells: sockets, clocks, threads.
+        .target(name: "CCarillonSys"),
+        .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
+        .target(name: "CarillonRuntime", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonTransport", "CCarillonSys"]),
+        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonTransport", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
         .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonSchedule"]),
@@ -35,6 +40,7 @@ let package = Package(
         .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
         .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
         .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"], exclude: ["Transcripts"]),
+        .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
     ]
 )

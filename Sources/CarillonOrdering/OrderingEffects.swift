@@ -11,7 +11,7 @@ import CarillonWire
 /// 3. hand ``deliveries`` to the application in order.
 /// Sending before delivering keeps the bus's latency independent of how long
 /// the application takes.
-public struct OrderingEffects {
+public struct OrderingEffects: Sendable {
     /// A frame to send, stored in ``frameBytes``.
     public struct Frame: Sendable, Hashable {
         public var offset: Int

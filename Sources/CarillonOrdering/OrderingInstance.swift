@@ -24,7 +24,7 @@ import CarillonWire
 /// **Stability.** Each slot frame carries the sender's received-below round; the
 /// minimum over members is the stability line. Frames below it and below the
 /// delivery cursor are freed; safe delivery waits for it.
-public struct OrderingInstance {
+public struct OrderingInstance: Sendable {
     public let configuration: OrderingConfiguration
     let memberCount: Int
     let rank: Int

@@ -4,7 +4,7 @@
 /// never allocates. When more runs arrive than fit, the latest run is dropped:
 /// both users can afford that (silent rounds are restated in every frame, NAKs
 /// are repeated until answered).
-struct RoundRuns {
+struct RoundRuns: Sendable {
     private var firsts: [UInt64]
     private var lasts: [UInt64]
     private(set) var count = 0

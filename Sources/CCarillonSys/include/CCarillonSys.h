@@ -1,0 +1,55 @@
+// Thin C wrappers for Linux calls Swift's Glibc module does not expose
+// (recvmmsg/sendmmsg and struct mmsghdr need _GNU_SOURCE) and for socket
+// options and control messages that are easier to state in C. No logic here:
+// every wrapper is one system call or one struct access.
+#ifndef CCARILLON_SYS_H
+#define CCARILLON_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/// One datagram slot for a batched receive or send.
+typedef struct {
+    void *buffer;                 ///< payload bytes
+    size_t capacity;              ///< room in `buffer` (receive) or length (send)
+    size_t length;                ///< bytes received (receive only)
+    struct sockaddr_in address;   ///< source (receive) or destination (send)
+    int64_t kernel_timestamp_ns;  ///< SO_TIMESTAMPNS receive time (CLOCK_REALTIME), or -1
+    int truncated;                ///< nonzero when the datagram was longer than `capacity`
+    /* private: */
+    char control[64];
+} carillon_datagram;
+
+/// recvmmsg(2) over `count` slots, non-blocking. Returns datagrams received,
+/// or -1 with errno set (EAGAIN/EWOULDBLOCK when none is waiting).
+int carillon_recv_batch(int fd, carillon_datagram *slots, unsigned count);
+
+/// sendmmsg(2) of `count` slots. Returns datagrams sent, or -1 with errno.
+int carillon_send_batch(int fd, carillon_datagram *slots, unsigned count);
+
+/// Turns on SO_TIMESTAMPNS (kernel receive timestamps). Returns 0 or -1.
+int carillon_enable_rx_timestamps(int fd);
+
+/// prctl(PR_SET_TIMERSLACK, nanos) for the calling thread. Returns 0 or -1.
+int carillon_set_timer_slack(unsigned long nanos);
+
+/// clock_gettime(CLOCK_MONOTONIC) in nanoseconds.
+int64_t carillon_monotonic_ns(void);
+
+/// clock_gettime(CLOCK_REALTIME) in nanoseconds.
+int64_t carillon_realtime_ns(void);
+
+/// clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) until `deadline_ns`.
+/// Returns 0, or an error number (EINTR when a signal interrupted it).
+int carillon_sleep_until_monotonic_ns(int64_t deadline_ns);
+
+/// ppoll(2) on `fd` for readability for at most `timeout_ns` (0: just check).
+/// Returns 1 when readable, 0 on timeout, -1 with errno.
+int carillon_wait_readable(int fd, int64_t timeout_ns);
+
+/// The CPU the calling thread runs on, for logs.
+int carillon_current_cpu(void);
+
+#endif

@@ -1,0 +1,88 @@
+#define _GNU_SOURCE
+#include "CCarillonSys.h"
+
+#include <errno.h>
+#include <string.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+enum { CARILLON_MAX_BATCH = 64 };
+
+int carillon_recv_batch(int fd, carillon_datagram *slots, unsigned count) {
+    if (count > CARILLON_MAX_BATCH) count = CARILLON_MAX_BATCH;
+    struct mmsghdr messages[CARILLON_MAX_BATCH];
+    struct iovec vectors[CARILLON_MAX_BATCH];
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = slots[i].buffer;
+        vectors[i].iov_len = slots[i].capacity;
+        memset(&messages[i], 0, sizeof messages[i]);
+        messages[i].msg_hdr.msg_name = &slots[i].address;
+        messages[i].msg_hdr.msg_namelen = sizeof slots[i].address;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+        messages[i].msg_hdr.msg_control = slots[i].control;
+        messages[i].msg_hdr.msg_controllen = sizeof slots[i].control;
+    }
+    int received = recvmmsg(fd, messages, count, MSG_DONTWAIT, NULL);
+    for (int i = 0; i < received; i++) {
+        slots[i].length = messages[i].msg_len;
+        slots[i].truncated = (messages[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+        slots[i].kernel_timestamp_ns = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&messages[i].msg_hdr); c; c = CMSG_NXTHDR(&messages[i].msg_hdr, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(c), sizeof ts);
+                slots[i].kernel_timestamp_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+            }
+        }
+    }
+    return received;
+}
+
+int carillon_send_batch(int fd, carillon_datagram *slots, unsigned count) {
+    if (count > CARILLON_MAX_BATCH) count = CARILLON_MAX_BATCH;
+    struct mmsghdr messages[CARILLON_MAX_BATCH];
+    struct iovec vectors[CARILLON_MAX_BATCH];
+    for (unsigned i = 0; i < count; i++) {
+        vectors[i].iov_base = slots[i].buffer;
+        vectors[i].iov_len = slots[i].capacity;
+        memset(&messages[i], 0, sizeof messages[i]);
+        messages[i].msg_hdr.msg_name = &slots[i].address;
+        messages[i].msg_hdr.msg_namelen = sizeof slots[i].address;
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+    }
+    return sendmmsg(fd, messages, count, MSG_DONTWAIT);
+}
+
+int carillon_enable_rx_timestamps(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+}
+
+int carillon_set_timer_slack(unsigned long nanos) { return prctl(PR_SET_TIMERSLACK, nanos, 0, 0, 0); }
+
+static int64_t read_clock(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t carillon_monotonic_ns(void) { return read_clock(CLOCK_MONOTONIC); }
+int64_t carillon_realtime_ns(void) { return read_clock(CLOCK_REALTIME); }
+
+int carillon_sleep_until_monotonic_ns(int64_t deadline_ns) {
+    struct timespec ts = { .tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000 };
+    return clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+int carillon_wait_readable(int fd, int64_t timeout_ns) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (timeout_ns < 0) timeout_ns = 0;
+    struct timespec ts = { .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000 };
+    return ppoll(&p, 1, &ts, NULL);
+}
+
+int carillon_current_cpu(void) { return sched_getcpu(); }

@@ -1,0 +1,247 @@
+import CCarillonSys
+import CarillonOrdering
+import CarillonSchedule
+import CarillonTransport
+import Glibc
+import Synchronization
+
+/// Everything one member needs to run on real sockets.
+public struct MemberConfiguration: Sendable {
+    /// This member's rank: its index in `members`.
+    public var rank: Int
+    /// Every member's UDP endpoint, by rank.
+    public var members: [UDPEndpoint]
+    /// Send each frame once to this IPv4 multicast group instead of to each peer.
+    public var multicastGroup: UDPEndpoint?
+    /// The ordering instance's settings (schedule, delivery mode, limits).
+    public var ordering: OrderingConfiguration
+    /// How the agent waits between duty cycles.
+    public var idleStrategy: IdleStrategy = .default
+    /// Seeded loss on arrival (tests only).
+    public var lossInjection: LossInjection?
+
+    /// A configuration with the given view; the schedule's first round is the
+    /// one in progress at `startNanos` on the view's timebase (every member of
+    /// a view must be given the same value).
+    public init(rank: Int, members: [UDPEndpoint], roundPeriodNanos: UInt64 = 100_000, reservation: Double = 0.5,
+                startNanos: UInt64) throws(MemberConfigurationError) {
+        guard !members.isEmpty else { throw .noMembers }
+        guard members.indices.contains(rank) else { throw .rankOutOfRange(rank: rank, memberCount: members.count) }
+        let schedule: TDMASchedule
+        do { schedule = try TDMASchedule(memberCount: members.count, roundPeriodNanos: roundPeriodNanos, reservation: reservation) }
+        catch { throw .schedule(error) }
+        self.rank = rank
+        self.members = members
+        ordering = OrderingConfiguration(rank: rank, schedule: schedule)
+        ordering.firstRound = schedule.round(atNanos: startNanos)
+    }
+}
+
+/// What is wrong with a ``MemberConfiguration``.
+public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    case noMembers
+    case rankOutOfRange(rank: Int, memberCount: Int)
+    case schedule(ScheduleError)
+    case ordering(OrderingConfigurationError)
+    case transport(SystemCallError)
+
+    public var description: String {
+        switch self {
+        case .noMembers: return "the member list is empty: list every member's address:port, by rank"
+        case .rankOutOfRange(let rank, let n): return "rank \(rank) is not in a view of \(n) members (0...\(n - 1))"
+        case .schedule(let e): return "schedule: \(e)"
+        case .ordering(let e): return "ordering: \(e)"
+        case .transport(let e): return "socket: \(e)"
+        }
+    }
+}
+
+/// What was left undone when a member stopped.
+public struct StopReport: Sendable, CustomStringConvertible {
+    /// Messages accepted by `broadcast` that never left in a frame.
+    public var unsentMessages: Int
+    /// Delivery position reached: (round, slot).
+    public var deliveryCursor: (round: UInt64, slot: Int)
+    /// The round this member would have sent next.
+    public var nextRoundToSend: UInt64
+    public var ordering: OrderingCounters
+    public var transport: TransportCounters
+
+    public var description: String {
+        "stopped: \(unsentMessages) message(s) accepted but never sent; delivered up to round \(deliveryCursor.round) slot \(deliveryCursor.slot); next round to send \(nextRoundToSend)"
+    }
+}
+
+/// One member of a Carillon bus on real UDP sockets: an ``OrderingInstance``
+/// driven by an agent thread that reads the clock once per duty cycle, takes
+/// in arriving frames, sends its slot frame when its slot opens, and hands
+/// deliveries to the application — in total order, on the agent thread.
+///
+/// ```swift
+/// let member = try Member(configuration: configuration) { delivery, payload in
+///     print(delivery.sender, delivery.sequence, payload.count)
+/// }
+/// try member.start()
+/// _ = member.broadcast(Array("hello".utf8))
+/// let report = member.stop()
+/// ```
+public final class Member: @unchecked Sendable {
+    public typealias DeliveryHandler = (OrderingEffects.Delivery, UnsafeRawBufferPointer) -> Void
+
+    public let configuration: MemberConfiguration
+    let transport: UDPTransport
+    let state: Mutex<OrderingInstance>
+    let running = Atomic<Bool>(false)
+    let handler: DeliveryHandler
+    var thread: pthread_t?
+    let stopped = Atomic<Bool>(false)
+    /// Duty cycles that found the slot already past its send deadline (slot-timing misses).
+    let lateSlots = Atomic<Int>(0)
+
+    /// Opens the socket and builds the instance; nothing runs until ``start()``.
+    public init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
+        self.configuration = configuration
+        do { state = Mutex(try OrderingInstance(configuration: configuration.ordering)) } catch { throw .ordering(error) }
+        var options = UDPTransportOptions(
+            bind: configuration.members[configuration.rank],
+            peers: configuration.members.enumerated().filter { $0.offset != configuration.rank }.map(\.element))
+        options.multicastGroup = configuration.multicastGroup
+        options.lossInjection = configuration.lossInjection
+        options.maxDatagramBytes = max(configuration.ordering.maxFrameBytes, 2048)
+        do { transport = try UDPTransport(options: options) } catch { throw .transport(error) }
+        handler = onDelivery
+    }
+
+    /// The endpoint the socket is bound to.
+    public var localEndpoint: UDPEndpoint { transport.localEndpoint }
+
+    /// Starts the agent thread.
+    public func start() throws(SystemCallError) {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, memberAgentEntry, box)
+        guard result == 0 else {
+            Unmanaged<Member>.fromOpaque(box).release()
+            running.store(false, ordering: .releasing)
+            throw SystemCallError(call: "pthread_create", errno: result)
+        }
+        self.thread = thread
+    }
+
+    /// Stops the agent thread and reports what was not done.
+    @discardableResult
+    public func stop() -> StopReport {
+        if running.exchange(false, ordering: .acquiringAndReleasing), let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+        return state.withLock { instance in
+            StopReport(unsentMessages: instance.pendingMessageCount, deliveryCursor: instance.deliveryCursor,
+                       nextRoundToSend: instance.nextRoundToSend, ordering: instance.counters,
+                       transport: transport.counters)
+        }
+    }
+
+    /// Queues a payload for this member's next slot; never blocks. On
+    /// `.sendBufferFull` nothing was queued: retry after a slot (or use the async variant).
+    public func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
+        state.withLock { $0.broadcast(payload) }
+    }
+
+    public func broadcast(_ payload: [UInt8]) -> BroadcastResult {
+        payload.withUnsafeBytes { broadcast($0) }
+    }
+
+    /// Queues a payload, waiting (one round period at a time) while the send buffer is full.
+    public func broadcast(waitingFor payload: [UInt8]) async throws -> UInt64 {
+        while true {
+            switch broadcast(payload) {
+            case .queued(let sequence): return sequence
+            case .payloadTooLarge(let limit): throw BroadcastError.payloadTooLarge(maxPayloadBytes: limit)
+            case .sendBufferFull:
+                guard running.load(ordering: .relaxed) else { throw BroadcastError.stopped }
+                try await Task.sleep(nanoseconds: configuration.ordering.schedule.roundPeriodNanos)
+            }
+        }
+    }
+
+    /// The instance's counters now.
+    public var orderingCounters: OrderingCounters { state.withLock { $0.counters } }
+
+    /// Slots whose frame left after the slot's send deadline.
+    public var lateSlotCount: Int { lateSlots.load(ordering: .relaxed) }
+
+    // MARK: The agent
+
+    func runAgent() {
+        _ = carillon_set_timer_slack(1)
+        var effects = OrderingEffects()
+        let schedule = configuration.ordering.schedule
+        let rank = configuration.rank
+        while running.load(ordering: .relaxed) {
+            let now = Clock.viewNanos()
+            // Take in what has arrived.
+            do {
+                try transport.receiveBatch { bytes, _ in
+                    state.withLock { _ = $0.onFrameReceived(bytes, nowNanos: now, effects: &effects) }
+                }
+            } catch {
+                // A receive error other than would-block is not expected on UDP;
+                // keep running, the protocol repairs anything lost.
+            }
+            // Our slot.
+            let deadline: UInt64 = state.withLock { instance in
+                if now >= instance.nextDeadlineNanos {
+                    let round = instance.nextRoundToSend
+                    instance.onTimeout(nowNanos: now, effects: &effects)
+                    if now > schedule.slotWindow(round: max(round, instance.nextRoundToSend - 1), rank: rank).sendDeadlineNanos {
+                        lateSlots.add(1, ordering: .relaxed)
+                    }
+                }
+                return instance.nextDeadlineNanos
+            }
+            carryOut(&effects)
+            idle(until: deadline)
+        }
+    }
+
+    func carryOut(_ effects: inout OrderingEffects) {
+        guard !effects.isEmpty else { return }
+        for frame in effects.frames {
+            effects.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
+        }
+        for delivery in effects.deliveries {
+            effects.withPayload(of: delivery) { handler(delivery, $0) }
+        }
+        effects.removeAll()
+    }
+
+    func idle(until deadlineNanos: UInt64) {
+        let now = Clock.viewNanos()
+        guard deadlineNanos > now else { return }
+        let wait = deadlineNanos - now
+        switch configuration.idleStrategy {
+        case .busySpin:
+            return
+        case .blocking:
+            _ = carillon_wait_readable(transport.descriptor, Int64(min(wait, 1_000_000_000)))
+        case .spinThenPark(let spin):
+            if wait > spin { _ = carillon_wait_readable(transport.descriptor, Int64(min(wait - spin, 1_000_000_000))) }
+        }
+    }
+}
+
+/// Why an async broadcast gave up.
+public enum BroadcastError: Error, Sendable, Hashable {
+    case payloadTooLarge(maxPayloadBytes: Int)
+    case stopped
+}
+
+/// The agent thread's entry point (a plain function: closures passed to
+/// pthread_create from top-level code pick up actor isolation).
+private func memberAgentEntry(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    let member = Unmanaged<Member>.fromOpaque(context!).takeRetainedValue()
+    member.runAgent()
+    return nil
+}

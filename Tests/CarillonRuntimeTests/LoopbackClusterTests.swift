@@ -1,0 +1,152 @@
+import CarillonOrdering
+import CarillonRuntime
+import CarillonTransport
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+
+/// Free UDP ports on 127.0.0.1, found by binding port 0 (the ports are released
+/// again, so another process could take one first: the tests bind them
+/// immediately after).
+func freeLoopbackPorts(_ count: Int) throws -> [UDPEndpoint] {
+    var sockets: [UDPTransport] = []
+    for _ in 0..<count {
+        sockets.append(try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: [])))
+    }
+    return sockets.map(\.localEndpoint)
+}
+
+/// Collects one member's deliveries and signals when it has `target` of them.
+final class DeliveryLog: @unchecked Sendable {
+    let entries = Mutex<[MessageKey]>([])
+    let done = DispatchSemaphore(value: 0)
+    let target: Int
+    init(target: Int) { self.target = target }
+
+    struct MessageKey: Hashable, Sendable { var sender: Int; var sequence: UInt64; var payload: [UInt8] }
+
+    func record(_ delivery: OrderingEffects.Delivery, _ payload: UnsafeRawBufferPointer) {
+        let count = entries.withLock {
+            $0.append(MessageKey(sender: delivery.sender, sequence: delivery.sequence, payload: Array(payload)))
+            return $0.count
+        }
+        if count == target { done.signal() }
+    }
+}
+
+@Suite("Loopback cluster (real UDP sockets, one process)", .serialized)
+struct LoopbackClusterTests {
+    /// Three members on 127.0.0.1, idle strategy `blocking` (three agents share
+    /// two cores). Each broadcasts `perMember` messages; every member must
+    /// deliver all of them in one identical order.
+    func runCluster(loss: LossInjection?, perMember: Int) throws -> ([[DeliveryLog.MessageKey]], [StopReport]) {
+        let endpoints = try freeLoopbackPorts(3)
+        let start = Clock.viewNanos()
+        let logs = (0..<3).map { _ in DeliveryLog(target: 3 * perMember) }
+        var members: [Member] = []
+        for rank in 0..<3 {
+            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start)
+            configuration.idleStrategy = .blocking
+            configuration.lossInjection = loss.map { LossInjection(rate: $0.rate, meanBurst: $0.meanBurst, seed: $0.seed &+ UInt64(rank)) }
+            let log = logs[rank]
+            members.append(try Member(configuration: configuration) { log.record($0, $1) })
+        }
+        for member in members { try member.start() }
+        for index in 0..<perMember {
+            for (rank, member) in members.enumerated() {
+                var payload = Array("m\(rank)-\(index)".utf8)
+                payload.append(contentsOf: repeatElement(UInt8(index & 0xFF), count: index % 50))
+                while case .sendBufferFull = member.broadcast(payload) { sched_yield() }
+            }
+        }
+        // A bounded wait on the event "all delivered", never a sleep for correctness.
+        let deadline = DispatchTime.now() + .seconds(30)
+        let finished = logs.map { $0.done.wait(timeout: deadline) == .success }
+        let reports = members.map { $0.stop() }
+        #expect(finished.allSatisfy { $0 }, "deliveries: \(logs.map { $0.entries.withLock(\.count) }) of \(3 * perMember); \(reports)")
+        return (logs.map { $0.entries.withLock { $0 } }, reports)
+    }
+
+    @Test func threeMembersDeliverOneOrder() throws {
+        let (sequences, reports) = try runCluster(loss: nil, perMember: 300)
+        #expect(sequences[0].count == 900)
+        #expect(sequences[1] == sequences[0])
+        #expect(sequences[2] == sequences[0])
+        for sender in 0..<3 {
+            #expect(sequences[0].filter { $0.sender == sender }.map(\.sequence) == Array(1...300))
+        }
+        #expect(reports.allSatisfy { $0.unsentMessages == 0 })
+        #expect(reports.allSatisfy { $0.transport.datagramsSent > 0 && $0.transport.datagramsReceived > 0 })
+    }
+
+    @Test func fivePercentInjectedLossIsRepaired() throws {
+        let (sequences, reports) = try runCluster(loss: LossInjection(rate: 0.05, meanBurst: 2, seed: 42), perMember: 300)
+        #expect(sequences[0].count == 900)
+        #expect(sequences[1] == sequences[0])
+        #expect(sequences[2] == sequences[0])
+        var dropped = 0, naks = 0, repaired = 0
+        for report in reports {
+            dropped += report.transport.datagramsDroppedByInjection
+            naks += report.ordering.naksSent
+            repaired += report.ordering.framesRetransmitted + report.ordering.silentRangesSent
+        }
+        #expect(dropped > 0)
+        #expect(naks > 0)
+        #expect(repaired > 0)
+    }
+}
+
+@Suite("UDP transport")
+struct UDPTransportTests {
+    @Test func endpointsParseAndPrint() {
+        #expect(UDPEndpoint("10.1.2.3:7000")?.description == "10.1.2.3:7000")
+        #expect(UDPEndpoint("239.1.2.3:7000")?.isMulticast == true)
+        #expect(UDPEndpoint("10.1.2.3") == nil)
+        #expect(UDPEndpoint("10.1.2:7000") == nil)
+        #expect(UDPEndpoint("10.1.2.3:70000") == nil)
+    }
+
+    @Test func bindingATakenPortIsATypedError() throws {
+        let first = try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: []))
+        var options = UDPTransportOptions(bind: first.localEndpoint, peers: [])
+        options.socketBufferBytes = 1 << 16
+        // Two unicast members must never share a port: the second bind fails with EADDRINUSE.
+        let error = #expect(throws: SystemCallError.self) { _ = try UDPTransport(options: options) }
+        #expect(error?.errno == EADDRINUSE)
+        #expect(error?.description.contains("bind(127.0.0.1:") == true)
+    }
+
+    @Test func fanOutAndBatchedReceiveWithKernelTimestamps() throws {
+        let a = try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: []))
+        let b = try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: []))
+        let sender = try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: [a.localEndpoint, b.localEndpoint]))
+        for i in 0..<10 { try [UInt8](repeating: UInt8(i), count: 100).withUnsafeBytes { try sender.sendToAll($0) } }
+        #expect(sender.counters.datagramsSent == 20)
+        for receiver in [a, b] {
+            var got: [UInt8] = []
+            var stamped = 0
+            // Loopback delivery is synchronous with sendmmsg: everything is already queued.
+            while got.count < 10 {
+                let n = try receiver.receiveBatch { bytes, info in
+                    got.append(bytes[0])
+                    if info.kernelTimestampNanos != nil { stamped += 1 }
+                    #expect(info.source == sender.localEndpoint)
+                }
+                if n == 0 { break }
+            }
+            #expect(got == Array(0..<10))
+            #expect(stamped == 10)
+        }
+    }
+
+    @Test func lossInjectionDropsAboutTheRateAndIsSeeded() {
+        var first = LossInjectorProbe(LossInjection(rate: 0.05, meanBurst: 3, seed: 7))
+        var second = LossInjectorProbe(LossInjection(rate: 0.05, meanBurst: 3, seed: 7))
+        let a = (0..<100_000).map { _ in first.drop() }
+        let b = (0..<100_000).map { _ in second.drop() }
+        #expect(a == b)
+        let rate = Double(a.filter { $0 }.count) / 100_000
+        #expect(rate > 0.035 && rate < 0.065, "rate \(rate)")
+    }
+}
