@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Carillon", targets: ["Carillon"]),
         .library(name: "CarillonSimulation", targets: ["CarillonSimulation"]),
         .executable(name: "carillon-sim", targets: ["carillon-sim"]),
+        .executable(name: "carillon", targets: ["carillon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,6 +34,14 @@ let package = Package(
             name: "carillon-sim",
             dependencies: [
                 "CarillonSimulation", "CarillonOrdering",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .executableTarget(
+            name: "carillon",
+            dependencies: [
+                "CarillonRuntime", "CarillonTransport", "CarillonOrdering",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

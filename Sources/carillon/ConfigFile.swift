@@ -1,0 +1,151 @@
+import CarillonOrdering
+import CarillonRuntime
+import CarillonTransport
+import Foundation
+
+/// The JSON configuration file of a Carillon bus (docs/configuration.md).
+/// Every member of a view reads the same file; `--member NAME` picks which
+/// one a process is. Unknown keys are errors, so a typo never silently falls
+/// back to a default.
+struct ConfigFile {
+    struct MemberEntry { var name: String; var address: UDPEndpoint }
+
+    var members: [MemberEntry]
+    var multicastGroup: UDPEndpoint?
+    var roundPeriodMicros: Double = 100
+    var reservation: Double = 0.5
+    var delivery: DeliveryMode = .agreed
+    var idle: IdleStrategy = .default
+    var windowRounds = 256
+    var maxFrameBytes = 1472
+    var sendBufferBytes = 1 << 20
+    var startAtNanos: UInt64 = 0
+    var epoch: UInt32 = 1
+
+    static let knownKeys: Set<String> = [
+        "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
+        "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch",
+    ]
+
+    /// Parses the file's bytes; the error names the key and says what is wrong.
+    init(json data: Data, path: String) throws(ConfigError) {
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+            throw ConfigError(path: path, key: nil, problem: "is not valid JSON (\(error.localizedDescription))")
+        }
+        guard let root = object as? [String: Any] else {
+            throw ConfigError(path: path, key: nil, problem: "must be a JSON object with a \"members\" list")
+        }
+        for key in root.keys.sorted() where !Self.knownKeys.contains(key) {
+            throw ConfigError(path: path, key: key, problem: "is not a known key (known: \(Self.knownKeys.sorted().joined(separator: ", ")))")
+        }
+        func fail(_ key: String, _ problem: String) -> ConfigError { ConfigError(path: path, key: key, problem: problem) }
+
+        guard let list = root["members"] as? [Any], !list.isEmpty else {
+            throw fail("members", "must be a non-empty list of {\"name\": …, \"address\": \"ip:port\"}")
+        }
+        members = []
+        for (index, item) in list.enumerated() {
+            let key = "members[\(index)]"
+            guard let entry = item as? [String: Any], let name = entry["name"] as? String, !name.isEmpty,
+                  let text = entry["address"] as? String
+            else { throw fail(key, "must be an object with a non-empty \"name\" and an \"address\" \"ip:port\"") }
+            guard let address = UDPEndpoint(text) else { throw fail("\(key).address", "\"\(text)\" is not an IPv4 address:port") }
+            guard !members.contains(where: { $0.name == name }) else { throw fail("\(key).name", "\"\(name)\" appears twice") }
+            guard !members.contains(where: { $0.address == address }) else { throw fail("\(key).address", "\(address) appears twice") }
+            members.append(MemberEntry(name: name, address: address))
+        }
+        if let value = root["multicast_group"], !(value is NSNull) {
+            guard let text = value as? String, let group = UDPEndpoint(text), group.isMulticast else {
+                throw fail("multicast_group", "must be an IPv4 multicast group \"224.0.0.0/4 address:port\", or null")
+            }
+            multicastGroup = group
+        }
+        func number(_ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double? {
+            guard let value = root[key] else { return nil }
+            // JSON true/false must not pass as 1/0.
+            guard type(of: value) != Bool.self, let n = value as? NSNumber, range.contains(n.doubleValue) else {
+                throw fail(key, "must be a number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return n.doubleValue
+        }
+        if let v = try number("round_period_us", 1...1_000_000) { roundPeriodMicros = v }
+        if let v = try number("reservation", 0.000_001...1) { reservation = v }
+        if let v = try number("window_rounds", 4...1_000_000) { windowRounds = Int(v) }
+        if let v = try number("max_frame_bytes", 256...65_507) { maxFrameBytes = Int(v) }
+        if let v = try number("send_buffer_bytes", 1_024...1e10) { sendBufferBytes = Int(v) }
+        if let v = try number("start_at_ns", 0...1.8e19) { startAtNanos = UInt64(v) }
+        if let v = try number("epoch", 0...4_294_967_295) { epoch = UInt32(v) }
+        if let value = root["delivery"] {
+            guard let text = value as? String, let mode = DeliveryMode(rawValue: text) else { throw fail("delivery", "must be \"agreed\" or \"safe\"") }
+            delivery = mode
+        }
+        if let value = root["idle"] {
+            guard let text = value as? String, let strategy = IdleStrategy(text) else {
+                throw fail("idle", "must be \"busy-spin\", \"spin-then-park\", \"spin-then-park:NANOS\" or \"blocking\"")
+            }
+            idle = strategy
+        }
+    }
+
+    init(members: [MemberEntry]) { self.members = members }
+
+    static func load(path: String) throws(ConfigError) -> ConfigFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(path: path, key: nil, problem: "cannot be read (does it exist?)")
+        }
+        return try ConfigFile(json: data, path: path)
+    }
+
+    /// The file as JSON, for the demo's generated configuration.
+    func json() -> Data {
+        var root: [String: Any] = [
+            "members": members.map { ["name": $0.name, "address": $0.address.description] },
+            "round_period_us": roundPeriodMicros, "reservation": reservation, "delivery": delivery.rawValue,
+            "idle": idleText, "window_rounds": windowRounds, "max_frame_bytes": maxFrameBytes,
+            "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
+        ]
+        if let multicastGroup { root["multicast_group"] = multicastGroup.description }
+        return try! JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
+    }
+
+    var idleText: String {
+        switch idle {
+        case .busySpin: return "busy-spin"
+        case .blocking: return "blocking"
+        case .spinThenPark(let spin): return "spin-then-park:\(spin)"
+        }
+    }
+
+    /// The member configuration for `name`.
+    func memberConfiguration(name: String, path: String) throws(ConfigError) -> MemberConfiguration {
+        guard let rank = members.firstIndex(where: { $0.name == name }) else {
+            throw ConfigError(path: path, key: "members", problem: "has no member named \"\(name)\" (names: \(members.map(\.name).joined(separator: ", ")))")
+        }
+        var configuration: MemberConfiguration
+        do {
+            configuration = try MemberConfiguration(
+                rank: rank, members: members.map(\.address), roundPeriodNanos: UInt64(roundPeriodMicros * 1000),
+                reservation: reservation, startNanos: startAtNanos)
+        } catch { throw ConfigError(path: path, key: "round_period_us/reservation", problem: "\(error)") }
+        configuration.multicastGroup = multicastGroup
+        configuration.idleStrategy = idle
+        configuration.ordering.deliveryMode = delivery
+        configuration.ordering.windowRounds = windowRounds
+        configuration.ordering.maxFrameBytes = maxFrameBytes
+        configuration.ordering.sendBufferBytes = sendBufferBytes
+        configuration.ordering.epoch = epoch
+        do { try configuration.ordering.validate() } catch {
+            throw ConfigError(path: path, key: nil, problem: "describes an invalid member: \(error)")
+        }
+        return configuration
+    }
+}
+
+/// A configuration file error: the file, the key, and what is wrong with it.
+struct ConfigError: Error, CustomStringConvertible {
+    var path: String
+    var key: String?
+    var problem: String
+    var description: String { key.map { "\(path): key \"\($0)\" \(problem)" } ?? "\(path) \(problem)" }
+}
