@@ -24,9 +24,11 @@ let package = Package(
 
         // Shells: sockets, clocks, threads.
         .target(name: "CCarillonSys"),
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .target(name: "CarillonAuth", dependencies: ["CSodium", "CarillonWire"]),
         .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
-        .target(name: "CarillonRuntime", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonTransport", "CCarillonSys"]),
-        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonTransport", "CarillonRuntime"]),
+        .target(name: "CarillonRuntime", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys"]),
+        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
         .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonSchedule"]),
@@ -41,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "carillon",
             dependencies: [
-                "CarillonRuntime", "CarillonTransport", "CarillonOrdering",
+                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -49,7 +51,7 @@ let package = Package(
         .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
         .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
         .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"], exclude: ["Transcripts"]),
-        .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering"]),
+        .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
     ]
 )

@@ -1,4 +1,5 @@
 import CCarillonSys
+import CarillonAuth
 import CarillonOrdering
 import CarillonSchedule
 import CarillonTransport
@@ -19,12 +20,17 @@ public struct MemberConfiguration: Sendable {
     public var idleStrategy: IdleStrategy = .default
     /// Seeded loss on arrival (tests only).
     public var lossInjection: LossInjection?
+    /// Frame authentication; set by `init`, and off only when said so there.
+    public private(set) var authentication: MemberAuthentication
 
     /// A configuration with the given view; the schedule's first round is the
     /// one in progress at `startNanos` on the view's timebase (every member of
     /// a view must be given the same value).
+    ///
+    /// `authentication` has no default: running without tags is a decision the
+    /// caller writes down (`.off`).
     public init(rank: Int, members: [UDPEndpoint], roundPeriodNanos: UInt64 = 100_000, reservation: Double = 0.5,
-                startNanos: UInt64) throws(MemberConfigurationError) {
+                startNanos: UInt64, authentication: MemberAuthentication) throws(MemberConfigurationError) {
         guard !members.isEmpty else { throw .noMembers }
         guard members.indices.contains(rank) else { throw .rankOutOfRange(rank: rank, memberCount: members.count) }
         let schedule: TDMASchedule
@@ -34,7 +40,27 @@ public struct MemberConfiguration: Sendable {
         self.members = members
         ordering = OrderingConfiguration(rank: rank, schedule: schedule)
         ordering.firstRound = schedule.round(atNanos: startNanos)
+        self.authentication = authentication
+        if case .clusterKey = authentication { ordering.tagLength = FrameAuthenticator.tagBytes }
     }
+}
+
+/// Whether frames carry a tag under the cluster key.
+public enum MemberAuthentication: Sendable {
+    /// Every frame is sealed and checked with this key; frames that fail are dropped and counted.
+    case clusterKey(FrameAuthenticator)
+    /// No tags: any host that can reach the port can inject frames. Only for closed test networks.
+    case off
+}
+
+/// Counters of the member's shell: what it refused before the protocol saw it, and slot timing.
+public struct RuntimeCounters: Sendable, Hashable {
+    /// Frames whose tag did not match the cluster key (wrong key, forged or altered).
+    public var badTag = 0
+    /// Frames without a tag of the configured length while authentication is on.
+    public var missingTag = 0
+    /// Slots whose frame left after the slot's send deadline.
+    public var lateSlots = 0
 }
 
 /// What is wrong with a ``MemberConfiguration``.
@@ -66,6 +92,7 @@ public struct StopReport: Sendable, CustomStringConvertible {
     public var nextRoundToSend: UInt64
     public var ordering: OrderingCounters
     public var transport: TransportCounters
+    public var runtime: RuntimeCounters
 
     public var description: String {
         "stopped: \(unsentMessages) message(s) accepted but never sent; delivered up to round \(deliveryCursor.round) slot \(deliveryCursor.slot); next round to send \(nextRoundToSend)"
@@ -97,6 +124,9 @@ public final class Member: @unchecked Sendable {
     let stopped = Atomic<Bool>(false)
     /// Duty cycles that found the slot already past its send deadline (slot-timing misses).
     let lateSlots = Atomic<Int>(0)
+    let badTags = Atomic<Int>(0)
+    let missingTags = Atomic<Int>(0)
+    let authenticator: FrameAuthenticator?
 
     /// Opens the socket and builds the instance; nothing runs until ``start()``.
     public init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
@@ -110,6 +140,7 @@ public final class Member: @unchecked Sendable {
         options.maxDatagramBytes = max(configuration.ordering.maxFrameBytes, 2048)
         do { transport = try UDPTransport(options: options) } catch { throw .transport(error) }
         handler = onDelivery
+        if case .clusterKey(let key) = configuration.authentication { authenticator = key } else { authenticator = nil }
     }
 
     /// The endpoint the socket is bound to.
@@ -139,7 +170,7 @@ public final class Member: @unchecked Sendable {
         return state.withLock { instance in
             StopReport(unsentMessages: instance.pendingMessageCount, deliveryCursor: instance.deliveryCursor,
                        nextRoundToSend: instance.nextRoundToSend, ordering: instance.counters,
-                       transport: transport.counters)
+                       transport: transport.counters, runtime: runtimeCounters)
         }
     }
 
@@ -169,8 +200,11 @@ public final class Member: @unchecked Sendable {
     /// The instance's counters now.
     public var orderingCounters: OrderingCounters { state.withLock { $0.counters } }
 
-    /// Slots whose frame left after the slot's send deadline.
-    public var lateSlotCount: Int { lateSlots.load(ordering: .relaxed) }
+    /// The shell's own counters now.
+    public var runtimeCounters: RuntimeCounters {
+        RuntimeCounters(badTag: badTags.load(ordering: .relaxed), missingTag: missingTags.load(ordering: .relaxed),
+                        lateSlots: lateSlots.load(ordering: .relaxed))
+    }
 
     // MARK: The agent
 
@@ -184,6 +218,13 @@ public final class Member: @unchecked Sendable {
             // Take in what has arrived.
             do {
                 try transport.receiveBatch { bytes, _ in
+                    if let authenticator {
+                        switch authenticator.verify(bytes) {
+                        case .authentic: break
+                        case .badTag: badTags.add(1, ordering: .relaxed); return
+                        case .missingTag, .malformed: missingTags.add(1, ordering: .relaxed); return
+                        }
+                    }
                     state.withLock { _ = $0.onFrameReceived(bytes, nowNanos: now, effects: &effects) }
                 }
             } catch {
@@ -209,6 +250,7 @@ public final class Member: @unchecked Sendable {
     func carryOut(_ effects: inout OrderingEffects) {
         guard !effects.isEmpty else { return }
         for frame in effects.frames {
+            if let authenticator { effects.withMutableBytes(of: frame) { authenticator.seal($0) } }
             effects.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
         }
         for delivery in effects.deliveries {

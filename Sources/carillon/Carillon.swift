@@ -1,4 +1,5 @@
 import ArgumentParser
+import CarillonAuth
 import CarillonOrdering
 import CarillonRuntime
 import CarillonTransport
@@ -18,7 +19,7 @@ struct Carillon: ParsableCommand {
               carillon node --config bus.json --member a --send 1000 --rate 500 --log a.log
             The configuration file format is in docs/configuration.md.
             """,
-        subcommands: [Node.self, Demo.self])
+        subcommands: [Node.self, Demo.self, Keygen.self])
 }
 
 /// One delivered message as logged by `carillon node --log`.
@@ -137,7 +138,7 @@ struct Node: ParsableCommand {
         let c = report.ordering, t = report.transport
         FileHandle.standardError.write(Data("""
             \(member) (rank \(configuration.rank)): sent \(sent), delivered \(delivered.count)\(target.map { " of \($0)" } ?? ""); \(report)
-              frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(node.lateSlotCount)
+              frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(report.runtime.lateSlots); refused: \(report.runtime.badTag) bad tag, \(report.runtime.missingTag) without tag
               socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
 
             """.utf8))
@@ -149,4 +150,14 @@ func sleepNanos(_ nanos: UInt64) {
     var request = timespec(tv_sec: Int(nanos / 1_000_000_000), tv_nsec: Int(nanos % 1_000_000_000))
     var remaining = timespec()
     while nanosleep(&request, &remaining) != 0, errno == EINTR { request = remaining }
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a fresh random cluster key (64 hex digits) for the configuration's key_file.",
+        discussion: """
+            Examples:
+              carillon keygen > bus.key && chmod 600 bus.key
+            """)
+    func run() { print(FrameAuthenticator.generateHexKey()) }
 }

@@ -1,3 +1,4 @@
+import CarillonAuth
 import CarillonOrdering
 import CarillonRuntime
 import CarillonTransport
@@ -21,10 +22,13 @@ struct ConfigFile {
     var sendBufferBytes = 1 << 20
     var startAtNanos: UInt64 = 0
     var epoch: UInt32 = 1
+    /// The cluster key, or nil when the file says `"authentication": "off"`.
+    var keyFile: String?
+    var key: FrameAuthenticator?
 
     static let knownKeys: Set<String> = [
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
-        "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch",
+        "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication",
     ]
 
     /// Parses the file's bytes; the error names the key and says what is wrong.
@@ -76,6 +80,25 @@ struct ConfigFile {
         if let v = try number("send_buffer_bytes", 1_024...1e10) { sendBufferBytes = Int(v) }
         if let v = try number("start_at_ns", 0...1.8e19) { startAtNanos = UInt64(v) }
         if let v = try number("epoch", 0...4_294_967_295) { epoch = UInt32(v) }
+        switch root["authentication"] {
+        case let text as String where text == "off":
+            key = nil
+        case let object as [String: Any]:
+            guard object.keys.sorted() == ["key_file"], let file = object["key_file"] as? String else {
+                throw fail("authentication", "must be \"off\" or {\"key_file\": \"path to 64 hex digits\"}")
+            }
+            // Relative to the configuration file.
+            let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file).path
+            guard let data = FileManager.default.contents(atPath: resolved), let text = String(data: data, encoding: .utf8) else {
+                throw fail("authentication.key_file", "\(resolved) cannot be read")
+            }
+            do { key = try FrameAuthenticator(hexKey: text) } catch { throw fail("authentication.key_file", "\(resolved): \(error)") }
+            keyFile = file
+        case nil:
+            throw fail("authentication", "is missing: give {\"key_file\": \"bus.key\"} (make one with `carillon keygen`), or \"off\" to run without frame authentication")
+        default:
+            throw fail("authentication", "must be \"off\" or {\"key_file\": \"path\"}")
+        }
         if let value = root["delivery"] {
             guard let text = value as? String, let mode = DeliveryMode(rawValue: text) else { throw fail("delivery", "must be \"agreed\" or \"safe\"") }
             delivery = mode
@@ -106,6 +129,8 @@ struct ConfigFile {
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
         ]
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }
+        root["authentication"] = keyFile.map { ["key_file": $0] as Any } ?? "off"
+
         return try! JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])
     }
 
@@ -126,7 +151,8 @@ struct ConfigFile {
         do {
             configuration = try MemberConfiguration(
                 rank: rank, members: members.map(\.address), roundPeriodNanos: UInt64(roundPeriodMicros * 1000),
-                reservation: reservation, startNanos: startAtNanos)
+                reservation: reservation, startNanos: startAtNanos,
+                authentication: key.map(MemberAuthentication.clusterKey) ?? .off)
         } catch { throw ConfigError(path: path, key: "round_period_us/reservation", problem: "\(error)") }
         configuration.multicastGroup = multicastGroup
         configuration.idleStrategy = idle

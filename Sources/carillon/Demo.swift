@@ -1,4 +1,5 @@
 import ArgumentParser
+import CarillonAuth
 import CarillonRuntime
 import CarillonTransport
 import Foundation
@@ -55,11 +56,16 @@ struct Demo: ParsableCommand {
         file.delivery = delivery == "safe" ? .safe : .agreed
         // Every process starts its view at the same round, shortly from now.
         file.startAtNanos = Clock.viewNanos() + 300_000_000
+        // Frames are authenticated: a fresh cluster key for this demo.
+        let keyPath = directory.appendingPathComponent("bus.key").path
+        try FrameAuthenticator.generateHexKey().write(toFile: keyPath, atomically: true, encoding: .utf8)
+        file.keyFile = "bus.key"
+
         let configPath = directory.appendingPathComponent("bus.json").path
         try file.json().write(to: URL(fileURLWithPath: configPath))
 
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        print("carillon demo: \(members) member processes on 127.0.0.1, round period \(periodUs) µs, reservation \(reservation), idle \(idle), \(delivery) delivery")
+        print("carillon demo: \(members) member processes on 127.0.0.1, round period \(periodUs) µs, reservation \(reservation), idle \(idle), \(delivery) delivery, authenticated frames")
         print("  each broadcasts \(messages) × \(size) B at \(Int(rate))/s; configuration \(configPath)")
         var processes: [Process] = []
         for rank in 0..<members {

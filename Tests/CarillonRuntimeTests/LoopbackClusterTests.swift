@@ -1,3 +1,4 @@
+import CarillonAuth
 import CarillonOrdering
 import CarillonRuntime
 import CarillonTransport
@@ -17,12 +18,20 @@ func freeLoopbackPorts(_ count: Int) throws -> [UDPEndpoint] {
     return sockets.map(\.localEndpoint)
 }
 
+let testKey = try! FrameAuthenticator(hexKey: String(repeating: "5a", count: 32))
+
 /// Collects one member's deliveries and signals when it has `target` of them.
 final class DeliveryLog: @unchecked Sendable {
     let entries = Mutex<[MessageKey]>([])
     let done = DispatchSemaphore(value: 0)
+    /// Signalled once `milestone` deliveries have been made.
+    let reachedMilestone = DispatchSemaphore(value: 0)
     let target: Int
-    init(target: Int) { self.target = target }
+    let milestone: Int
+    init(target: Int, milestone: Int = -1) {
+        self.target = target
+        self.milestone = milestone
+    }
 
     struct MessageKey: Hashable, Sendable { var sender: Int; var sequence: UInt64; var payload: [UInt8] }
 
@@ -31,6 +40,7 @@ final class DeliveryLog: @unchecked Sendable {
             $0.append(MessageKey(sender: delivery.sender, sequence: delivery.sequence, payload: Array(payload)))
             return $0.count
         }
+        if count == milestone { reachedMilestone.signal() }
         if count == target { done.signal() }
     }
 }
@@ -46,7 +56,8 @@ struct LoopbackClusterTests {
         let logs = (0..<3).map { _ in DeliveryLog(target: 3 * perMember) }
         var members: [Member] = []
         for rank in 0..<3 {
-            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start)
+            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                                                        authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             configuration.lossInjection = loss.map { LossInjection(rate: $0.rate, meanBurst: $0.meanBurst, seed: $0.seed &+ UInt64(rank)) }
             let log = logs[rank]

@@ -1,0 +1,2 @@
+// libsodium (Debian: libsodium-dev), used for frame authentication tags.
+#include <sodium.h>
