@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test command: unit, transcript, property and corpus tests plus a
-# 500-seed simulator sweep and the canaries (swift test), then a release
-# sweep of 2,000 swarm seeds.
+# The test command: unit, transcript, property and corpus tests, a 500-seed
+# simulator sweep and the canaries, real-socket loopback and rogue-sender
+# tests, and (as root) namespace clusters of separate processes with 5% loss
+# — all in swift test — then a release sweep of 2,000 swarm seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Namespace tests need iproute2 and nftables (and root; without root they skip and say why).
+CARILLON_EXTRA_APT_PACKAGES="iproute2 nftables"
 source tools/setup.sh
 swift build --build-tests
 swift test --skip-build

@@ -1,0 +1,63 @@
+import Foundation
+import Testing
+
+/// Whether this process may build network namespaces (root, `ip` and `nft` present).
+let namespacesAvailable: Bool = {
+    guard getuid() == 0 else { return false }
+    return ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].contains { FileManager.default.isExecutableFile(atPath: $0) }
+        && ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].contains { FileManager.default.isExecutableFile(atPath: $0) }
+}()
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Separate `carillon node` processes in network namespaces on a bridge, with
+/// nftables dropping 5% of arriving bus datagrams at every host; the script
+/// checks identical, complete, gap-free (sender, sequence) lists and removes
+/// its namespaces on every path. Needs root; CI runs as root with iproute2
+/// and nftables installed.
+@Suite("Namespace clusters (separate processes, nftables loss)", .serialized,
+       .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
+struct NamespaceClusterTests {
+    func run(members: Int, loss: Int, messages: Int) throws -> (status: Int32, output: String) {
+        let binary = packageRoot.appendingPathComponent(".build/debug/carillon").path
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the carillon product first (swift build)")
+        let process = Process()
+        process.executableURL = packageRoot.appendingPathComponent("tools/netns-cluster.sh")
+        process.arguments = ["--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
+                             "--timeout", "60"]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+
+    @Test func threeMembersWithFivePercentLoss() throws {
+        let (status, output) = try run(members: 3, loss: 5, messages: 1000)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("OK — 3 members delivered the same 3000 messages in the same order"))
+        // The loss was real: members NAKed and repaired.
+        #expect(!output.contains("NAKs 0 sent"), "\(output)")
+    }
+
+    @Test func fiveMembersWithFivePercentLoss() throws {
+        let (status, output) = try run(members: 5, loss: 5, messages: 600)
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("OK — 5 members delivered the same 3000 messages in the same order"))
+    }
+
+    @Test func noNamespaceIsLeftBehind() throws {
+        _ = try run(members: 2, loss: 0, messages: 10)
+        let list = Process()
+        list.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        list.arguments = ["netns", "list"]
+        let pipe = Pipe()
+        list.standardOutput = pipe
+        try list.run()
+        let names = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        list.waitUntilExit()
+        #expect(!names.contains("crln-"), "\(names)")
+    }
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds N hosts in network namespaces on a bridge, runs one `carillon node`
+# per host, gathers every member's delivery log, checks that all members
+# delivered the same (sender, sequence) list with no gaps, and removes every
+# namespace and process it made on every exit path (normal, error, Ctrl-C).
+#
+# Usage (as root):
+#   tools/netns-cluster.sh [--members N] [--loss PCT] [--shape MBIT] [--messages M]
+#                          [--rate PER_S] [--size BYTES] [--idle STRATEGY]
+#                          [--period-us US] [--bin PATH] [--out DIR] [--timeout S]
+# Examples:
+#   tools/netns-cluster.sh --members 3 --loss 5
+#   tools/netns-cluster.sh --members 5 --loss 5 --messages 2000 --out /tmp/run1
+#   tools/netns-cluster.sh --members 3 --shape 200      # HTB 200 Mbit/s on every host's egress
+# Namespaces are named crln-<pid>-h<i> (hosts) and crln-<pid>-br (the bridge);
+# addresses are 10.<200+pid%50>.0.<i+1>/24, inside those namespaces only.
+set -euo pipefail
+
+members=3 loss=0 shape="" messages=1000 rate=2000 size=64 idle=blocking period_us=200 timeout=60
+bin="" out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --members) members=$2; shift 2 ;;
+        --loss) loss=$2; shift 2 ;;
+        --shape) shape=$2; shift 2 ;;
+        --messages) messages=$2; shift 2 ;;
+        --rate) rate=$2; shift 2 ;;
+        --size) size=$2; shift 2 ;;
+        --idle) idle=$2; shift 2 ;;
+        --period-us) period_us=$2; shift 2 ;;
+        --bin) bin=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        --timeout) timeout=$2; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "netns-cluster: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "netns-cluster: needs root for network namespaces (run with sudo)" >&2; exit 77; }
+for tool in ip nft; do
+    command -v $tool >/dev/null || { echo "netns-cluster: '$tool' missing: apt-get install -y iproute2 nftables" >&2; exit 77; }
+done
+[[ "$members" =~ ^[0-9]+$ ]] && [ "$members" -ge 1 ] && [ "$members" -le 50 ] || { echo "netns-cluster: --members must be 1...50" >&2; exit 2; }
+[[ "$loss" =~ ^[0-9]+$ ]] && [ "$loss" -le 99 ] || { echo "netns-cluster: --loss is a whole percentage 0...99" >&2; exit 2; }
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${bin:-$here/.build/debug/carillon}
+[ -x "$bin" ] || { echo "netns-cluster: $bin not built (swift build --product carillon)" >&2; exit 2; }
+out=${out:-$(mktemp -d /tmp/crln-netns-XXXXXX)}
+mkdir -p "$out"
+
+prefix="crln-$$"
+net="10.$((200 + $$ % 50)).0"
+bridge_ns="$prefix-br"
+pids=()
+
+cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-" || true); do ip netns delete "$ns" 2>/dev/null || true; done
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$bridge_ns"
+ip -n "$bridge_ns" link add br0 type bridge
+ip -n "$bridge_ns" link set br0 up
+for i in $(seq 0 $((members - 1))); do
+    ns="$prefix-h$i"
+    ip netns add "$ns"
+    ip link add "h$i" netns "$ns" type veth peer name "p$i" netns "$bridge_ns"
+    ip -n "$bridge_ns" link set "p$i" master br0 up
+    ip -n "$ns" addr add "$net.$((i + 1))/24" dev "h$i"
+    ip -n "$ns" link set "h$i" up
+    ip -n "$ns" link set lo up
+    if [ -n "$shape" ]; then
+        ip netns exec "$ns" tc qdisc add dev "h$i" root handle 1: htb default 10
+        ip netns exec "$ns" tc class add dev "h$i" parent 1: classid 1:10 htb rate "${shape}mbit"
+    fi
+    if [ "$loss" -gt 0 ]; then
+        ip netns exec "$ns" nft -f - <<NFT
+table inet crln {
+    chain input {
+        type filter hook input priority 0;
+        udp dport 7400 numgen random mod 100 < $loss drop
+    }
+}
+NFT
+    fi
+done
+
+"$bin" keygen > "$out/bus.key"
+start_ns=$(( $(date +%s%N) + 500000000 ))
+{
+    echo '{ "members": ['
+    for i in $(seq 0 $((members - 1))); do
+        sep=","; [ "$i" -eq $((members - 1)) ] && sep=""
+        echo "  {\"name\": \"h$i\", \"address\": \"$net.$((i + 1)):7400\"}$sep"
+    done
+    echo "], \"round_period_us\": $period_us, \"idle\": \"$idle\", \"start_at_ns\": $start_ns,"
+    echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
+} > "$out/bus.json"
+
+echo "netns-cluster: $members hosts ($prefix-h*), loss ${loss}%, ${shape:-unshaped}${shape:+ Mbit/s}, $messages msgs × $size B at $rate/s each, idle $idle, logs in $out" >&2
+for i in $(seq 0 $((members - 1))); do
+    ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --send "$messages" --rate "$rate" \
+        --size "$size" --expect $((messages * members)) --timeout "$timeout" --log "$out/h$i.log" 2> "$out/h$i.err" &
+    pids+=($!)
+done
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+pids=()
+
+# Every member's (sender, sequence) list must be identical, complete and gap-free.
+cut -d' ' -f1,2 "$out/h0.log" > "$out/order.h0"
+status=0
+for i in $(seq 0 $((members - 1))); do
+    cut -d' ' -f1,2 "$out/h$i.log" > "$out/order.h$i"
+    count=$(wc -l < "$out/order.h$i")
+    if [ "$count" -ne $((messages * members)) ]; then echo "h$i delivered $count of $((messages * members))" >&2; status=1; fi
+    if ! cmp -s "$out/order.h0" "$out/order.h$i"; then echo "h$i's order differs from h0's" >&2; status=1; fi
+    for s in $(seq 0 $((members - 1))); do
+        if ! awk -v s="$s" '$1 == s { if ($2 != ++n) exit 1 } END { exit 0 }' "$out/order.h$i"; then
+            echo "h$i: sender $s's sequences have a gap or are out of order" >&2; status=1
+        fi
+    done
+    sed "s/^/h$i: /" "$out/h$i.err" >&2
+done
+[ "$failed" -eq 0 ] || status=1
+[ "$status" -eq 0 ] && echo "netns-cluster: OK — $members members delivered the same $((messages * members)) messages in the same order" >&2
+exit $status
