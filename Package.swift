@@ -43,7 +43,7 @@ let package = Package(
         .executableTarget(
             name: "carillon",
             dependencies: [
-                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth",
+                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CCarillonSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

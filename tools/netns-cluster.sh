@@ -35,72 +35,19 @@ while [ $# -gt 0 ]; do
         *) echo "netns-cluster: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ "$(id -u)" -eq 0 ] || { echo "netns-cluster: needs root for network namespaces (run with sudo)" >&2; exit 77; }
-for tool in ip nft; do
-    command -v $tool >/dev/null || { echo "netns-cluster: '$tool' missing: apt-get install -y iproute2 nftables" >&2; exit 77; }
-done
+here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/tools/lib/netns.sh"
+netns_require_root
 [[ "$members" =~ ^[0-9]+$ ]] && [ "$members" -ge 1 ] && [ "$members" -le 50 ] || { echo "netns-cluster: --members must be 1...50" >&2; exit 2; }
 [[ "$loss" =~ ^[0-9]+$ ]] && [ "$loss" -le 99 ] || { echo "netns-cluster: --loss is a whole percentage 0...99" >&2; exit 2; }
 
-here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${bin:-$here/.build/debug/carillon}
 [ -x "$bin" ] || { echo "netns-cluster: $bin not built (swift build --product carillon)" >&2; exit 2; }
 out=${out:-$(mktemp -d /tmp/crln-netns-XXXXXX)}
 mkdir -p "$out"
 
-prefix="crln-$$"
-net="10.$((200 + $$ % 50)).0"
-bridge_ns="$prefix-br"
-pids=()
-
-cleanup() {
-    local status=$?
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-" || true); do ip netns delete "$ns" 2>/dev/null || true; done
-    exit $status
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-ip netns add "$bridge_ns"
-ip -n "$bridge_ns" link add br0 type bridge
-ip -n "$bridge_ns" link set br0 up
-for i in $(seq 0 $((members - 1))); do
-    ns="$prefix-h$i"
-    ip netns add "$ns"
-    ip link add "h$i" netns "$ns" type veth peer name "p$i" netns "$bridge_ns"
-    ip -n "$bridge_ns" link set "p$i" master br0 up
-    ip -n "$ns" addr add "$net.$((i + 1))/24" dev "h$i"
-    ip -n "$ns" link set "h$i" up
-    ip -n "$ns" link set lo up
-    if [ -n "$shape" ]; then
-        ip netns exec "$ns" tc qdisc add dev "h$i" root handle 1: htb default 10
-        ip netns exec "$ns" tc class add dev "h$i" parent 1: classid 1:10 htb rate "${shape}mbit"
-    fi
-    if [ "$loss" -gt 0 ]; then
-        ip netns exec "$ns" nft -f - <<NFT
-table inet crln {
-    chain input {
-        type filter hook input priority 0;
-        udp dport 7400 numgen random mod 100 < $loss drop
-    }
-}
-NFT
-    fi
-done
-
-"$bin" keygen > "$out/bus.key"
-start_ns=$(( $(date +%s%N) + 500000000 ))
-{
-    echo '{ "members": ['
-    for i in $(seq 0 $((members - 1))); do
-        sep=","; [ "$i" -eq $((members - 1)) ] && sep=""
-        echo "  {\"name\": \"h$i\", \"address\": \"$net.$((i + 1)):7400\"}$sep"
-    done
-    echo "], \"round_period_us\": $period_us, \"idle\": \"$idle\", \"start_at_ns\": $start_ns,"
-    echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
-} > "$out/bus.json"
+netns_up
+netns_config "$out/bus.json" "$period_us" "$idle"
 
 echo "netns-cluster: $members hosts ($prefix-h*), loss ${loss}%, ${shape:-unshaped}${shape:+ Mbit/s}, $messages msgs × $size B at $rate/s each, idle $idle, logs in $out" >&2
 for i in $(seq 0 $((members - 1))); do

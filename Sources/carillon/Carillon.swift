@@ -1,4 +1,5 @@
 import ArgumentParser
+import CCarillonSys
 import CarillonAuth
 import CarillonOrdering
 import CarillonRuntime
@@ -19,7 +20,7 @@ struct Carillon: ParsableCommand {
               carillon node --config bus.json --member a --send 1000 --rate 500 --log a.log
             The configuration file format is in docs/configuration.md.
             """,
-        subcommands: [Node.self, Demo.self, Keygen.self])
+        subcommands: [Node.self, Demo.self, Keygen.self, Fanout.self])
 }
 
 /// One delivered message as logged by `carillon node --log`.
@@ -50,6 +51,9 @@ struct Node: ParsableCommand {
     @Option(help: "Stop once this many messages have been delivered here.") var expect: Int?
     @Option(help: "Stop after this many seconds in any case.") var timeout: Double = 60
     @Option(help: "Write every delivery to this file.") var log: String?
+    @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
+    var closedLoop = false
+    @Option(help: "Pause after each delivered message in closed-loop mode, in microseconds.") var gapUs: Double = 1000
 
     func validate() throws {
         if send < 0 { throw ValidationError("--send must not be negative") }
@@ -68,6 +72,8 @@ struct Node: ParsableCommand {
         } catch { throw ValidationError(error.description) }
 
         let records = Mutex<[DeliveryRecord]>([])
+        let ownDelivered = Atomic<Int>(0)
+        let ownRank = configuration.rank
         let target = expect
         let reached = DispatchSemaphore(value: 0)
         let node: Member
@@ -79,6 +85,7 @@ struct Node: ParsableCommand {
                     $0.append(DeliveryRecord(sender: delivery.sender, sequence: delivery.sequence, sentNanos: sent, deliveredNanos: now))
                     return $0.count
                 }
+                if delivery.sender == ownRank { ownDelivered.add(1, ordering: .releasing) }
                 if count == target { reached.signal() }
             }
         } catch { throw ValidationError("member \(member): \(error)") }
@@ -111,6 +118,11 @@ struct Node: ParsableCommand {
             case .queued:
                 sent += 1
                 next += interval
+                if closedLoop {
+                    while ownDelivered.load(ordering: .acquiring) < sent, Clock.viewNanos() < deadline,
+                          !stopRequested.load(ordering: .relaxed) { sched_yield() }
+                    next = Clock.viewNanos() + UInt64(gapUs * 1000)
+                }
             case .sendBufferFull:
                 sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
             case .payloadTooLarge(let limit):
@@ -160,4 +172,66 @@ struct Keygen: ParsableCommand {
               carillon keygen > bus.key && chmod 600 bus.key
             """)
     func run() { print(FrameAuthenticator.generateHexKey()) }
+}
+
+/// Raw UDP 1→N fan-out on the same path as the bus: the baseline every
+/// latency figure is a ratio against.
+struct Fanout: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Baseline: the first member sends timestamped datagrams straight to the others over plain UDP; the others log arrivals.",
+        discussion: """
+            Same configuration file and addresses as the bus; no ordering, no authentication. The sender \
+            (--send N) sends to every other member with one sendmmsg, waiting --gap-us between messages; \
+            receivers block in ppoll and log "sender sequence sent_ns received_ns" per datagram.
+
+            Examples:
+              carillon fanout --config bus.json --member h1 --expect 1000 --log h1.fanout
+              carillon fanout --config bus.json --member h0 --send 1000 --gap-us 1000
+            """)
+
+    @Option(help: "The bus's JSON configuration file.") var config: String
+    @Option(help: "This member's name.") var member: String
+    @Option(help: "Datagrams to send (sender only).") var send = 0
+    @Option(help: "Pause between datagrams, microseconds.") var gapUs: Double = 1000
+    @Option(help: "Payload size in bytes (at least 16).") var size = 64
+    @Option(help: "Stop after receiving this many datagrams.") var expect = 0
+    @Option(help: "Stop after this many seconds in any case.") var timeout: Double = 60
+    @Option(help: "Write every arrival to this file.") var log: String?
+
+    func run() throws {
+        let file: ConfigFile
+        do { file = try ConfigFile.load(path: config) } catch { throw ValidationError(error.description) }
+        guard let rank = file.members.firstIndex(where: { $0.name == member }) else {
+            throw ValidationError("\(config) has no member named \(member)")
+        }
+        let peers = file.members.enumerated().filter { $0.offset != rank }.map(\.element.address)
+        let transport = try UDPTransport(options: UDPTransportOptions(bind: file.members[rank].address, peers: peers))
+        let deadline = Clock.viewNanos() + UInt64(timeout * 1e9)
+        var payload = [UInt8](repeating: 0x5A, count: max(size, 16))
+        if send > 0 {
+            // Let the receivers bind first.
+            while Clock.viewNanos() < file.startAtNanos { sleepNanos(1_000_000) }
+            for sequence in 1...send {
+                payload.withUnsafeMutableBytes {
+                    $0.storeBytes(of: Clock.viewNanos(), as: UInt64.self)
+                    $0.storeBytes(of: UInt64(sequence), toByteOffset: 8, as: UInt64.self)
+                }
+                try payload.withUnsafeBytes { try transport.sendToAll($0) }
+                sleepNanos(UInt64(gapUs * 1000))
+            }
+        }
+        var lines: [String] = []
+        lines.reserveCapacity(expect)
+        while lines.count < expect, Clock.viewNanos() < deadline {
+            _ = carillon_wait_readable(transport.descriptor, 100_000_000)
+            try transport.receiveBatch { bytes, _ in
+                let now = Clock.viewNanos()
+                guard bytes.count >= 16 else { return }
+                lines.append("0 \(bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) \(bytes.loadUnaligned(as: UInt64.self)) \(now)")
+            }
+        }
+        if let log { try (lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n")).write(toFile: log, atomically: true, encoding: .utf8) }
+        FileHandle.standardError.write(Data("\(member): fanout sent \(send), received \(lines.count)\n".utf8))
+        if lines.count < expect { throw ExitCode(2) }
+    }
 }

@@ -1,0 +1,69 @@
+# Shared by tools/netns-cluster.sh and tools/netns-bench.sh: N hosts in
+# network namespaces on a bridge, optional HTB shaping and nftables loss on
+# the bus port, a bus configuration, and removal of every namespace and
+# process on every exit path. Source it, set `members`, `loss`, `shape` and
+# `bin`, call netns_up, and put background pids in the `pids` array.
+#
+# Names: crln-<pid>-h<i> (hosts), crln-<pid>-br (the bridge). Addresses:
+# 10.<200+pid%50>.0.<i+1>/24, inside those namespaces only. Bus port 7400.
+
+prefix="crln-$$"
+net="10.$((200 + $$ % 50)).0"
+pids=()
+
+netns_require_root() {
+    [ "$(id -u)" -eq 0 ] || { echo "$0: needs root for network namespaces (run with sudo)" >&2; exit 77; }
+    for tool in ip nft; do
+        command -v $tool >/dev/null || { echo "$0: '$tool' missing: apt-get install -y iproute2 nftables" >&2; exit 77; }
+    done
+}
+
+netns_cleanup() {
+    local status=$?
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$prefix-" || true); do ip netns delete "$ns" 2>/dev/null || true; done
+    exit $status
+}
+
+netns_up() {
+    trap netns_cleanup EXIT
+    trap 'exit 130' INT TERM
+    local bridge="$prefix-br"
+    ip netns add "$bridge"
+    ip -n "$bridge" link add br0 type bridge
+    ip -n "$bridge" link set br0 up
+    for i in $(seq 0 $((members - 1))); do
+        local ns="$prefix-h$i"
+        ip netns add "$ns"
+        ip link add "h$i" netns "$ns" type veth peer name "p$i" netns "$bridge"
+        ip -n "$bridge" link set "p$i" master br0 up
+        ip -n "$ns" addr add "$net.$((i + 1))/24" dev "h$i"
+        ip -n "$ns" link set "h$i" up
+        ip -n "$ns" link set lo up
+        if [ -n "$shape" ]; then
+            ip netns exec "$ns" tc qdisc add dev "h$i" root handle 1: htb default 10
+            ip netns exec "$ns" tc class add dev "h$i" parent 1: classid 1:10 htb rate "${shape}mbit"
+        fi
+        if [ "$loss" -gt 0 ]; then
+            printf 'table inet crln {\n chain input {\n  type filter hook input priority 0;\n  udp dport 7400 numgen random mod 100 < %s drop\n }\n}\n' "$loss" \
+                | ip netns exec "$ns" nft -f -
+        fi
+    done
+}
+
+# netns_config FILE PERIOD_US IDLE: a bus configuration for the hosts, with a fresh key beside it.
+netns_config() {
+    local file=$1 period=$2 idle=$3
+    "$bin" keygen > "$(dirname "$file")/bus.key"
+    local start_ns=$(( $(date +%s%N) + 500000000 ))
+    {
+        echo '{ "members": ['
+        for i in $(seq 0 $((members - 1))); do
+            local sep=","; [ "$i" -eq $((members - 1)) ] && sep=""
+            echo "  {\"name\": \"h$i\", \"address\": \"$net.$((i + 1)):7400\"}$sep"
+        done
+        echo "], \"round_period_us\": $period, \"idle\": \"$idle\", \"start_at_ns\": $start_ns,"
+        echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
+    } > "$file"
+}
