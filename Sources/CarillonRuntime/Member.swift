@@ -127,6 +127,8 @@ public final class Member: @unchecked Sendable {
     let badTags = Atomic<Int>(0)
     let missingTags = Atomic<Int>(0)
     let authenticator: FrameAuthenticator?
+    /// Called once the agent has stopped (ends the delivery stream).
+    var onStop: (@Sendable () -> Void)?
 
     /// Opens the socket and builds the instance; nothing runs until ``start()``.
     public init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
@@ -167,6 +169,7 @@ public final class Member: @unchecked Sendable {
             pthread_join(thread, nil)
             self.thread = nil
         }
+        onStop?()
         return state.withLock { instance in
             StopReport(unsentMessages: instance.pendingMessageCount, deliveryCursor: instance.deliveryCursor,
                        nextRoundToSend: instance.nextRoundToSend, ordering: instance.counters,
@@ -286,4 +289,36 @@ private func memberAgentEntry(_ context: UnsafeMutableRawPointer?) -> UnsafeMuta
     let member = Unmanaged<Member>.fromOpaque(context!).takeRetainedValue()
     member.runAgent()
     return nil
+}
+
+/// A delivered message, copied out for the asynchronous interface.
+public struct DeliveredMessage: Sendable, Hashable {
+    /// Rank of the member that broadcast it.
+    public var sender: Int
+    /// The sender's sequence number for it.
+    public var sequence: UInt64
+    /// Its delivery key: round, slot (the sender's rank) and index in the batch.
+    public var round: UInt64
+    public var index: Int
+    public var payload: [UInt8]
+}
+
+extension Member {
+    /// A member whose deliveries arrive as an `AsyncSequence`, in total order.
+    ///
+    /// Convenient, not the fast path: each delivery is copied into a
+    /// ``DeliveredMessage`` (one allocation for the payload) and buffered in an
+    /// `AsyncStream` (unbounded: a consumer that falls behind holds memory).
+    /// Latency-sensitive code uses the handler initializer instead.
+    public static func withDeliveryStream(
+        configuration: MemberConfiguration
+    ) throws(MemberConfigurationError) -> (Member, AsyncStream<DeliveredMessage>) {
+        let (stream, continuation) = AsyncStream<DeliveredMessage>.makeStream()
+        let member = try Member(configuration: configuration) { delivery, payload in
+            continuation.yield(DeliveredMessage(sender: delivery.sender, sequence: delivery.sequence, round: delivery.round,
+                                                index: delivery.index, payload: Array(payload)))
+        }
+        member.onStop = { continuation.finish() }
+        return (member, stream)
+    }
 }

@@ -161,3 +161,40 @@ struct UDPTransportTests {
         #expect(rate > 0.035 && rate < 0.065, "rate \(rate)")
     }
 }
+
+@Suite("Async deliveries", .serialized)
+struct AsyncDeliveryTests {
+    @Test func deliveriesArriveAsAnAsyncSequenceInOrder() async throws {
+        let endpoints = try freeLoopbackPorts(2)
+        let start = Clock.viewNanos()
+        var pairs: [(Member, AsyncStream<DeliveredMessage>)] = []
+        for rank in 0..<2 {
+            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                                                        authentication: .clusterKey(testKey))
+            configuration.idleStrategy = .blocking
+            pairs.append(try Member.withDeliveryStream(configuration: configuration))
+        }
+        for (member, _) in pairs { try member.start() }
+        for i in 0..<50 { _ = try await pairs[i % 2].0.broadcast(waitingFor: Array("a\(i)".utf8)) }
+        // Bounded: if deliveries stall, stopping the members ends the streams and the expectations fail.
+        let members = pairs.map(\.0)
+        let watchdog = Task {
+            try await Task.sleep(nanoseconds: 30_000_000_000)
+            for member in members { member.stop() }
+        }
+        defer { watchdog.cancel() }
+        var orders: [[String]] = []
+        for (_, stream) in pairs {
+            var order: [String] = []
+            for await message in stream {
+                order.append(String(decoding: message.payload, as: UTF8.self))
+                if order.count == 50 { break }
+            }
+            orders.append(order)
+        }
+        for (member, _) in pairs { member.stop() }
+        #expect(orders[0].count == 50)
+        #expect(orders[0] == orders[1])
+        #expect(Set(orders[0]) == Set((0..<50).map { "a\($0)" }))
+    }
+}
