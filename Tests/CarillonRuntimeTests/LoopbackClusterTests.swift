@@ -179,7 +179,7 @@ struct AsyncDeliveryTests {
         // Bounded: if deliveries stall, stopping the members ends the streams and the expectations fail.
         let members = pairs.map(\.0)
         let watchdog = Task {
-            try await Task.sleep(nanoseconds: 30_000_000_000)
+            try await Task.sleep(nanoseconds: 30_000_000_000)  // watchdog timeout, not a wait for correctness
             for member in members { member.stop() }
         }
         defer { watchdog.cancel() }
