@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         // Pure layers: standard library only, time is an argument.
@@ -27,7 +29,14 @@ let package = Package(
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .target(name: "CarillonAuth", dependencies: ["CSodium", "CarillonWire"]),
         .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
-        .target(name: "CarillonRuntime", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys"]),
+        .target(
+            name: "CarillonRuntime",
+            dependencies: [
+                "CarillonOrdering", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
@@ -45,6 +54,7 @@ let package = Package(
             dependencies: [
                 "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CCarillonSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 

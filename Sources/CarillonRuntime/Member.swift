@@ -4,6 +4,7 @@ import CarillonOrdering
 import CarillonSchedule
 import CarillonTransport
 import Glibc
+import Logging
 import Synchronization
 
 /// Everything one member needs to run on real sockets.
@@ -22,6 +23,8 @@ public struct MemberConfiguration: Sendable {
     public var lossInjection: LossInjection?
     /// Frame authentication; set by `init`, and off only when said so there.
     public private(set) var authentication: MemberAuthentication
+    /// Where the member logs start, stop and anomalies (never per message).
+    public var logger = Logger(label: "carillon.member")
 
     /// A configuration with the given view; the schedule's first round is the
     /// one in progress at `startNanos` on the view's timebase (every member of
@@ -151,6 +154,18 @@ public final class Member: @unchecked Sendable {
     /// Starts the agent thread.
     public func start() throws(SystemCallError) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let o = configuration.ordering
+        var logger = configuration.logger
+        logger[metadataKey: "rank"] = "\(configuration.rank)"
+        logger.info("member starting", metadata: [
+            "endpoint": "\(transport.localEndpoint)", "members": "\(configuration.members.count)",
+            "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
+            "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
+            "idle": "\(configuration.idleStrategy)",
+            "authentication": "\(authenticator == nil ? "off" : "blake2b-128")",
+            "multicast": "\(configuration.multicastGroup.map(String.init(describing:)) ?? "no")",
+        ])
+        if authenticator == nil { logger.warning("frame authentication is off: any host that reaches the port can inject frames") }
         var thread = pthread_t()
         let box = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(&thread, nil, memberAgentEntry, box)
@@ -165,16 +180,25 @@ public final class Member: @unchecked Sendable {
     /// Stops the agent thread and reports what was not done.
     @discardableResult
     public func stop() -> StopReport {
-        if running.exchange(false, ordering: .acquiringAndReleasing), let thread {
+        let wasRunning = running.exchange(false, ordering: .acquiringAndReleasing)
+        if wasRunning, let thread {
             pthread_join(thread, nil)
             self.thread = nil
         }
         onStop?()
-        return state.withLock { instance in
+        var logger = configuration.logger
+        logger[metadataKey: "rank"] = "\(configuration.rank)"
+        let report = state.withLock { instance in
             StopReport(unsentMessages: instance.pendingMessageCount, deliveryCursor: instance.deliveryCursor,
                        nextRoundToSend: instance.nextRoundToSend, ordering: instance.counters,
                        transport: transport.counters, runtime: runtimeCounters)
         }
+        if wasRunning { logger.info("member stopped", metadata: [
+            "unsent_messages": "\(report.unsentMessages)", "delivered": "\(report.ordering.messagesDelivered)",
+            "naks_sent": "\(report.ordering.naksSent)", "bad_tags": "\(report.runtime.badTag)",
+            "late_slots": "\(report.runtime.lateSlots)",
+        ]) }
+        return report
     }
 
     /// Queues a payload for this member's next slot; never blocks. On
@@ -214,6 +238,10 @@ public final class Member: @unchecked Sendable {
     func runAgent() {
         _ = carillon_set_timer_slack(1)
         var effects = OrderingEffects()
+        var metrics = MemberMetrics(rank: configuration.rank)
+        var logger = configuration.logger
+        logger[metadataKey: "rank"] = "\(configuration.rank)"
+        var badTagsLogged = 0
         let schedule = configuration.ordering.schedule
         let rank = configuration.rank
         while running.load(ordering: .relaxed) {
@@ -246,6 +274,18 @@ public final class Member: @unchecked Sendable {
                 return instance.nextDeadlineNanos
             }
             carryOut(&effects)
+            if now >= metrics.nextPublishNanos {
+                // Counters out through swift-metrics, anomalies to the log: a few times a second, not per frame.
+                let (ordering, transportCounters) = state.withLock { ($0.counters, transport.counters) }
+                let runtime = runtimeCounters
+                metrics.publish(MemberMetrics.values(ordering, transportCounters, runtime))
+                metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
+                if runtime.badTag + runtime.missingTag > badTagsLogged {
+                    logger.warning("refused frames that failed authentication", metadata: [
+                        "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"])
+                    badTagsLogged = runtime.badTag + runtime.missingTag
+                }
+            }
             idle(until: deadline)
         }
     }
