@@ -27,12 +27,14 @@ struct Demo: ParsableCommand {
     @Option(help: "Share of each round reserved for the slots, in (0, 1].") var reservation = 0.5
     @Option(help: "Idle strategy: busy-spin, spin-then-park[:NANOS] or blocking.") var idle = "spin-then-park"
     @Option(help: "Delivery mode: agreed or safe.") var delivery = "agreed"
+    @Option(help: "Largest frame in bytes (loopback carries up to 65,507 without fragments).") var maxFrameBytes = 1472
     @Option(help: "Give up after this many seconds.") var timeout: Double = 60
     @Flag(help: "Keep the generated configuration and logs (their directory is printed).") var keep = false
 
     func validate() throws {
         if !(1...32).contains(members) { throw ValidationError("--members must be in 1...32") }
         if messages < 1 { throw ValidationError("--messages must be at least 1") }
+        if !(256...65_507).contains(maxFrameBytes) { throw ValidationError("--max-frame-bytes must be in 256...65507") }
         if size < 8 { throw ValidationError("--size must be at least 8 (the send timestamp)") }
         if IdleStrategy(idle) == nil { throw ValidationError("--idle must be busy-spin, spin-then-park[:NANOS] or blocking") }
         if delivery != "agreed", delivery != "safe" { throw ValidationError("--delivery must be agreed or safe") }
@@ -54,6 +56,7 @@ struct Demo: ParsableCommand {
         file.reservation = reservation
         file.idle = IdleStrategy(idle)!
         file.delivery = delivery == "safe" ? .safe : .agreed
+        file.maxFrameBytes = maxFrameBytes
         // Every process starts its view at the same round, shortly from now.
         file.startAtNanos = Clock.viewNanos() + 300_000_000
         // Frames are authenticated: a fresh cluster key for this demo.
@@ -121,6 +124,12 @@ struct Demo: ParsableCommand {
             guard !latencies.isEmpty else { return "-" }
             return String(format: "%.1f", Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))]) / 1000)
         }
+        // Throughput: messages delivered per second at each member, first to last delivery.
+        let rates = logs.map { log -> Double in
+            guard let first = log.map(\.delivered).min(), let last = log.map(\.delivered).max(), last > first else { return 0 }
+            return Double(log.count) / (Double(last - first) / 1e9)
+        }
+        print("delivered per member: " + rates.map { String(format: "%.0f msg/s", $0) }.joined(separator: ", "))
         print("latency, broadcast → delivered at all \(members) members (µs): p50 \(percentile(0.5))  p99 \(percentile(0.99))  p99.9 \(percentile(0.999))  max \(percentile(1.0))  (\(latencies.count) messages)")
         if keep { print("logs kept in \(directory.path)") }
         guard identical, complete else { throw ExitCode(1) }
