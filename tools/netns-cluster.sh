@@ -7,11 +7,13 @@
 # Usage (as root):
 #   tools/netns-cluster.sh [--members N] [--loss PCT] [--shape MBIT] [--messages M]
 #                          [--rate PER_S] [--size BYTES] [--idle STRATEGY]
-#                          [--period-us US] [--bin PATH] [--out DIR] [--timeout S]
+#                          [--period-us US] [--max-frame-bytes B] [--bin PATH] [--out DIR] [--timeout S]
 # Examples:
 #   tools/netns-cluster.sh --members 3 --loss 5
 #   tools/netns-cluster.sh --members 5 --loss 5 --messages 2000 --out /tmp/run1
 #   tools/netns-cluster.sh --members 3 --shape 200      # HTB 200 Mbit/s on every host's egress
+#   tools/netns-cluster.sh --members 3 --rate 0 --messages 200000 --max-frame-bytes 8972 --bin .build/release/carillon
+#                                                       # throughput: jumbo frames (veth MTU raised to fit)
 # Namespaces are named crln-<pid>-h<i> (hosts) and crln-<pid>-br (the bridge);
 # addresses are 10.<200+pid%50>.0.<i+1>/24, inside those namespaces only.
 set -euo pipefail
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
+        --max-frame-bytes) max_frame_bytes=$2; mtu=$(( $2 + 28 > 1500 ? $2 + 28 : 1500 )); shift 2 ;;
         -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "netns-cluster: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -76,4 +79,7 @@ for i in $(seq 0 $((members - 1))); do
 done
 [ "$failed" -eq 0 ] || status=1
 [ "$status" -eq 0 ] && echo "netns-cluster: OK — $members members delivered the same $((messages * members)) messages in the same order" >&2
+for i in $(seq 0 $((members - 1))); do
+    awk -v h="h$i" 'NR == 1 { first = $4 } { last = $4; n++ } END { if (last > first) printf "%s: %d messages delivered in %.3f s = %.0f msg/s\n", h, n, (last - first) / 1e9, n / ((last - first) / 1e9) }' "$out/h$i.log" >&2
+done
 exit $status

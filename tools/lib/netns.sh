@@ -10,6 +10,8 @@
 prefix="crln-$$"
 net="10.$((200 + $$ % 50)).0"
 pids=()
+mtu=${mtu:-1500}
+max_frame_bytes=${max_frame_bytes:-1472}
 
 netns_require_root() {
     [ "$(id -u)" -eq 0 ] || { echo "$0: needs root for network namespaces (run with sudo)" >&2; exit 77; }
@@ -37,6 +39,8 @@ netns_up() {
         local ns="$prefix-h$i"
         ip netns add "$ns"
         ip link add "h$i" netns "$ns" type veth peer name "p$i" netns "$bridge"
+        ip -n "$bridge" link set "p$i" mtu "$mtu"
+        ip -n "$ns" link set "h$i" mtu "$mtu"
         ip -n "$bridge" link set "p$i" master br0 up
         ip -n "$ns" addr add "$net.$((i + 1))/24" dev "h$i"
         ip -n "$ns" link set "h$i" up
@@ -63,7 +67,7 @@ netns_config() {
             local sep=","; [ "$i" -eq $((members - 1)) ] && sep=""
             echo "  {\"name\": \"h$i\", \"address\": \"$net.$((i + 1)):7400\"}$sep"
         done
-        echo "], \"round_period_us\": $period, \"idle\": \"$idle\", \"start_at_ns\": $start_ns,"
+        echo "], \"round_period_us\": $period, \"idle\": \"$idle\", \"start_at_ns\": $start_ns, \"max_frame_bytes\": $max_frame_bytes,"
         echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
     } > "$file"
 }
