@@ -278,7 +278,7 @@ public final class Member: @unchecked Sendable {
                 // Counters out through swift-metrics, anomalies to the log: a few times a second, not per frame.
                 let (ordering, transportCounters) = state.withLock { ($0.counters, transport.counters) }
                 let runtime = runtimeCounters
-                metrics.publish(MemberMetrics.values(ordering, transportCounters, runtime))
+                metrics.publish(ordering, transportCounters, runtime)
                 metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
                 if runtime.badTag + runtime.missingTag > badTagsLogged {
                     logger.warning("refused frames that failed authentication", metadata: [

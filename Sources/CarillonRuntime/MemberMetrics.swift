@@ -11,6 +11,7 @@ struct MemberMetrics {
 
     private let counters: [(label: String, counter: Counter)]
     private var last: [Int]
+    private var current: [Int]
     var nextPublishNanos: UInt64 = 0
 
     static let labels = [
@@ -25,18 +26,19 @@ struct MemberMetrics {
     init(rank: Int) {
         counters = Self.labels.map { ($0, Counter(label: $0, dimensions: [("rank", String(rank))])) }
         last = Array(repeating: 0, count: Self.labels.count)
+        current = last
     }
 
-    static func values(_ o: OrderingCounters, _ t: TransportCounters, _ r: RuntimeCounters) -> [Int] {
-        [o.slotFramesSent, o.repairFramesSent, o.framesReceived, o.duplicateFrames, o.malformedFrames, o.framesBeyondWindow,
-         o.naksSent, o.naksReceived, o.framesRetransmitted, o.messagesBroadcast, o.messagesDelivered, o.sendBufferFull,
-         r.badTag, r.missingTag, r.lateSlots, t.datagramsNotSent]
-    }
-
-    mutating func publish(_ values: [Int]) {
-        for i in counters.indices where values[i] > last[i] {
-            counters[i].counter.increment(by: Int64(values[i] - last[i]))
-            last[i] = values[i]
+    /// Publishes what grew since the last call; allocates nothing (a metrics backend may).
+    mutating func publish(_ o: OrderingCounters, _ t: TransportCounters, _ r: RuntimeCounters) {
+        current[0] = o.slotFramesSent; current[1] = o.repairFramesSent; current[2] = o.framesReceived
+        current[3] = o.duplicateFrames; current[4] = o.malformedFrames; current[5] = o.framesBeyondWindow
+        current[6] = o.naksSent; current[7] = o.naksReceived; current[8] = o.framesRetransmitted
+        current[9] = o.messagesBroadcast; current[10] = o.messagesDelivered; current[11] = o.sendBufferFull
+        current[12] = r.badTag; current[13] = r.missingTag; current[14] = r.lateSlots; current[15] = t.datagramsNotSent
+        for i in counters.indices where current[i] > last[i] {
+            counters[i].counter.increment(by: Int64(current[i] - last[i]))
+            last[i] = current[i]
         }
     }
 }

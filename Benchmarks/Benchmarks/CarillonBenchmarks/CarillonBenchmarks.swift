@@ -67,6 +67,23 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // Real sockets: one scaled iteration = one 64 B message broadcast by member 0
+    // and delivered at member 1 (and at member 0), through sendmmsg/recvmmsg,
+    // tags, the instance and the delivery handler, on two agent threads.
+    let runtime = Lazy<RuntimeCluster>()
+    Benchmark("runtime loopback per message, 2 members",
+              configuration: perOperation(seconds: 5, maxIterations: 300)) { benchmark in
+        if runtime.value == nil {
+            let fresh = try! RuntimeCluster()
+            for _ in 0..<200 { fresh.send(1000) }  // warm every buffer up to its steady capacity
+            runtime.value = fresh
+        }
+        let cluster = runtime.value!
+        benchmark.startMeasurement()
+        cluster.send(benchmark.scaledIterations.count)
+        benchmark.stopMeasurement()
+    }
+
     // One iteration = one seed of the standard fault profile (safety and liveness phases).
     let nextSeed = Lazy<UInt64>()
     Benchmark("simulator seeds/s",

@@ -174,3 +174,58 @@ struct Cluster {
 final class Lazy<Value> {
     var value: Value?
 }
+
+// MARK: - Real sockets
+
+import CarillonAuth
+import CarillonRuntime
+import CarillonTransport
+import Glibc
+import Synchronization
+
+/// Counts deliveries at one member, from its agent thread.
+final class Tally: Sendable {
+    let count = Atomic<Int>(0)
+}
+
+/// Two `Member`s on 127.0.0.1 in this process (idle strategy `blocking`,
+/// authenticated, 8,972-byte frames). Used to count allocations on the
+/// runtime's send and delivery paths: the interposer counts every thread's
+/// mallocs, so the agent threads' work is included.
+final class RuntimeCluster {
+    let members: [Member]
+    let tally = Tally()
+    let payload = [UInt8](repeating: 0x42, count: 64)
+    var target = 0
+
+    init() throws {
+        let holders = try (0..<2).map { _ in try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: [])) }
+        let endpoints = holders.map(\.localEndpoint)
+        let key = try FrameAuthenticator(hexKey: String(repeating: "3c", count: 32))
+        let start = Clock.viewNanos()
+        let tally = self.tally
+        members = try (0..<2).map { rank in
+            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 100_000,
+                                                        startNanos: start, authentication: .clusterKey(key))
+            configuration.idleStrategy = .blocking
+            configuration.ordering.maxFrameBytes = 8972
+            return try Member(configuration: configuration) { _, _ in
+                if rank == 1 { tally.count.add(1, ordering: .relaxed) }
+            }
+        }
+        for member in members { try member.start() }
+    }
+
+    /// Member 0 broadcasts `count` messages; returns once member 1 delivered them all.
+    func send(_ count: Int) {
+        target += count
+        var sent = 0
+        while sent < count {
+            switch members[0].broadcast(payload) {
+            case .queued: sent += 1
+            default: sched_yield()
+            }
+        }
+        while tally.count.load(ordering: .relaxed) < target { sched_yield() }
+    }
+}
