@@ -7,11 +7,12 @@
 # Usage (as root):
 #   tools/netns-cluster.sh [--members N] [--loss PCT] [--shape MBIT] [--messages M]
 #                          [--rate PER_S] [--size BYTES] [--idle STRATEGY]
-#                          [--period-us US] [--max-frame-bytes B] [--bin PATH] [--out DIR] [--timeout S]
+#                          [--period-us US] [--max-frame-bytes B] [--multicast] [--bin PATH] [--out DIR] [--timeout S]
 # Examples:
 #   tools/netns-cluster.sh --members 3 --loss 5
 #   tools/netns-cluster.sh --members 5 --loss 5 --messages 2000 --out /tmp/run1
 #   tools/netns-cluster.sh --members 3 --shape 200      # HTB 200 Mbit/s on every host's egress
+#   tools/netns-cluster.sh --members 4 --multicast      # one send per frame to group 239.77.0.1:7400
 #   tools/netns-cluster.sh --members 3 --rate 0 --messages 200000 --max-frame-bytes 8972 --bin .build/release/carillon
 #                                                       # throughput: jumbo frames (veth MTU raised to fit)
 # Namespaces are named crln-<pid>-h<i> (hosts) and crln-<pid>-br (the bridge);
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
+        --multicast) multicast=1; shift ;;
         --max-frame-bytes) max_frame_bytes=$2; mtu=$(( $2 + 28 > 1500 ? $2 + 28 : 1500 )); shift 2 ;;
         -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "netns-cluster: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -52,7 +54,7 @@ mkdir -p "$out"
 netns_up
 netns_config "$out/bus.json" "$period_us" "$idle"
 
-echo "netns-cluster: $members hosts ($prefix-h*), loss ${loss}%, ${shape:-unshaped}${shape:+ Mbit/s}, $messages msgs × $size B at $rate/s each, idle $idle, logs in $out" >&2
+echo "netns-cluster: $members hosts ($prefix-h*), $([ "$multicast" -eq 1 ] && echo "multicast 239.77.0.1" || echo unicast fan-out), loss ${loss}%, ${shape:-unshaped}${shape:+ Mbit/s}, $messages msgs × $size B at $rate/s each, idle $idle, logs in $out" >&2
 for i in $(seq 0 $((members - 1))); do
     ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --send "$messages" --rate "$rate" \
         --size "$size" --expect $((messages * members)) --timeout "$timeout" --log "$out/h$i.log" 2> "$out/h$i.err" &

@@ -18,13 +18,13 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
 @Suite("Namespace clusters (separate processes, nftables loss)", .serialized,
        .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
 struct NamespaceClusterTests {
-    func run(members: Int, loss: Int, messages: Int) throws -> (status: Int32, output: String) {
+    func run(members: Int, loss: Int, messages: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
         let binary = packageRoot.appendingPathComponent(".build/debug/carillon").path
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build the carillon product first (swift build)")
         let process = Process()
         process.executableURL = packageRoot.appendingPathComponent("tools/netns-cluster.sh")
         process.arguments = ["--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
-                             "--timeout", "60"]
+                             "--timeout", "60"] + extra
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
@@ -46,6 +46,23 @@ struct NamespaceClusterTests {
         let (status, output) = try run(members: 5, loss: 5, messages: 600)
         #expect(status == 0, "\(output)")
         #expect(output.contains("OK — 5 members delivered the same 3000 messages in the same order"))
+    }
+
+    /// IP multicast across the bridge: each frame leaves once, to group 239.77.0.1.
+    @Test func fourMembersOverMulticastWithLoss() throws {
+        let (status, output) = try run(members: 4, loss: 5, messages: 500, extra: ["--multicast"])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("multicast 239.77.0.1"))
+        #expect(output.contains("OK — 4 members delivered the same 2000 messages in the same order"))
+        // One datagram per send call: the group, not a fan-out to three peers.
+        let sockets = output.split(separator: "\n").filter { $0.contains("socket:") }
+        #expect(sockets.count == 4)
+        for line in sockets {
+            let words = line.split(separator: " ")
+            if let i = words.firstIndex(of: "datagrams"), i > 0 {
+                #expect(words[i - 1] == words[i + 2], "\(line)")
+            }
+        }
     }
 
     @Test func noNamespaceIsLeftBehind() throws {

@@ -11,6 +11,7 @@ prefix="crln-$$"
 net="10.$((200 + $$ % 50)).0"
 pids=()
 mtu=${mtu:-1500}
+multicast=${multicast:-0}
 max_frame_bytes=${max_frame_bytes:-1472}
 
 netns_require_root() {
@@ -35,6 +36,8 @@ netns_up() {
     ip netns add "$bridge"
     ip -n "$bridge" link add br0 type bridge
     ip -n "$bridge" link set br0 up
+    # Multicast across the bridge: flood groups to every port instead of snooping IGMP.
+    ip -n "$bridge" link set br0 type bridge mcast_snooping 0
     for i in $(seq 0 $((members - 1))); do
         local ns="$prefix-h$i"
         ip netns add "$ns"
@@ -45,6 +48,7 @@ netns_up() {
         ip -n "$ns" addr add "$net.$((i + 1))/24" dev "h$i"
         ip -n "$ns" link set "h$i" up
         ip -n "$ns" link set lo up
+        [ "$multicast" -eq 1 ] && ip -n "$ns" route add 224.0.0.0/4 dev "h$i"
         if [ -n "$shape" ]; then
             ip netns exec "$ns" tc qdisc add dev "h$i" root handle 1: htb default 10
             ip netns exec "$ns" tc class add dev "h$i" parent 1: classid 1:10 htb rate "${shape}mbit"
@@ -68,6 +72,7 @@ netns_config() {
             echo "  {\"name\": \"h$i\", \"address\": \"$net.$((i + 1)):7400\"}$sep"
         done
         echo "], \"round_period_us\": $period, \"idle\": \"$idle\", \"start_at_ns\": $start_ns, \"max_frame_bytes\": $max_frame_bytes,"
+        [ "$multicast" -eq 1 ] && echo "  \"multicast_group\": \"239.77.0.1:7400\","
         echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
     } > "$file"
 }
