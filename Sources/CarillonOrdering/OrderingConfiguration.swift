@@ -73,6 +73,7 @@ public struct OrderingConfiguration: Sendable {
             + Wire.sectionHeaderBytes + Wire.positionEntryBytes
             + Wire.sectionHeaderBytes + Wire.nakEntryBytes * maxNakRangesPerFrame
             + Wire.sectionHeaderBytes + Wire.silentEntryBytes
+            + Wire.sectionHeaderBytes + Wire.clockEntryBytes * (memberCount - 1)  // clock samples
             + tagLength
     }
 

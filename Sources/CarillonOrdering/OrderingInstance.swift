@@ -82,6 +82,9 @@ public struct OrderingInstance: Sendable {
     var silentScratch: [SilentRange]
     var nakScratch: [NakRange]
 
+    /// Clock offsets to every peer, from frame timestamps.
+    var clock: ClockSync
+
     /// Everything counted so far.
     public private(set) var counters = OrderingCounters()
 
@@ -120,6 +123,7 @@ public struct OrderingInstance: Sendable {
         silentScratch.reserveCapacity(configuration.maxSilentRangesPerRepair)
         nakScratch = []
         nakScratch.reserveCapacity(configuration.maxNakRangesPerFrame)
+        clock = ClockSync(memberCount: memberCount)
     }
 
     // MARK: Observable state
@@ -137,6 +141,13 @@ public struct OrderingInstance: Sendable {
     /// When the instance next needs ``onTimeout(nowNanos:effects:)``: its next slot.
     public var nextDeadlineNanos: UInt64 {
         configuration.schedule.slotWindow(round: nextSendRound, rank: rank).startNanos
+    }
+
+    /// How far this member's clock is ahead of `peer`'s (nanoseconds, negative
+    /// when behind), once frames have gone both ways; see `ClockSync`.
+    public func clockOffsetNanos(from peer: Int) -> Int64? {
+        guard peer >= 0, peer < memberCount, peer != rank else { return nil }
+        return clock.offset(from: peer)
     }
 
     /// End of the receive window: frames of rounds at or above it are not buffered.
@@ -290,6 +301,15 @@ public struct OrderingInstance: Sendable {
         try encoder.endSection()
 
         try encodeNaks(&encoder, nowNanos: nowNanos)
+
+        // What we saw of each peer's clock, so each can compute both directions.
+        var clockOpen = false
+        for peer in 0..<memberCount where peer != rank {
+            guard let oneWay = clock.minOneWay(from: peer) else { continue }
+            if !clockOpen { try encoder.beginSection(.clockSamples); clockOpen = true }
+            try encoder.appendClockSample(ClockSample(rank: UInt16(peer), minOneWayNanos: oneWay))
+        }
+        if clockOpen { try encoder.endSection() }
 
         // Every frame restates the silent run before it, so losing empty frames
         // costs no NAK, and rounds slept through are declared in one entry.
@@ -507,6 +527,10 @@ public struct OrderingInstance: Sendable {
         var disposition = FrameDisposition.accepted
         switch header.kind {
         case .slot:
+            clock.observe(peer: sender, sentNanos: header.senderTimestampNanos, receivedNanos: nowNanos)
+            for sample in frame.clockSampleEntries where Int(sample.rank) == rank {
+                clock.peerReported(sender, minOneWayNanos: sample.minOneWayNanos)
+            }
             disposition = acceptFrame(from: sender, round: header.round, batch: frame.dataBatchBytes,
                                       count: frame.messageCount, effects: &effects)
         case .repair:

@@ -64,6 +64,11 @@ public struct RuntimeCounters: Sendable, Hashable {
     public var missingTag = 0
     /// Slots whose frame left after the slot's send deadline.
     public var lateSlots = 0
+    /// The correction applied to this member's clock to follow the view's
+    /// timebase (rank 0's clock), nanoseconds; 0 for rank 0.
+    public var clockCorrectionNanos: Int64 = 0
+    /// Estimated drift against the timebase, parts per billion (nil until two estimates are ten seconds apart).
+    public var clockDriftPPB: Int64?
 }
 
 /// What is wrong with a ``MemberConfiguration``.
@@ -129,6 +134,8 @@ public final class Member: @unchecked Sendable {
     let lateSlots = Atomic<Int>(0)
     let badTags = Atomic<Int>(0)
     let missingTags = Atomic<Int>(0)
+    let clockCorrection = Atomic<Int64>(0)
+    let clockDrift = Atomic<Int64>(.min)
     let authenticator: FrameAuthenticator?
     /// Called once the agent has stopped (ends the delivery stream).
     var onStop: (@Sendable () -> Void)?
@@ -229,8 +236,11 @@ public final class Member: @unchecked Sendable {
 
     /// The shell's own counters now.
     public var runtimeCounters: RuntimeCounters {
-        RuntimeCounters(badTag: badTags.load(ordering: .relaxed), missingTag: missingTags.load(ordering: .relaxed),
-                        lateSlots: lateSlots.load(ordering: .relaxed))
+        let drift = clockDrift.load(ordering: .relaxed)
+        return RuntimeCounters(badTag: badTags.load(ordering: .relaxed), missingTag: missingTags.load(ordering: .relaxed),
+                               lateSlots: lateSlots.load(ordering: .relaxed),
+                               clockCorrectionNanos: clockCorrection.load(ordering: .relaxed),
+                               clockDriftPPB: drift == .min ? nil : drift)
     }
 
     // MARK: The agent
@@ -242,10 +252,15 @@ public final class Member: @unchecked Sendable {
         var logger = configuration.logger
         logger[metadataKey: "rank"] = "\(configuration.rank)"
         var badTagsLogged = 0
+        // The view's timebase is rank 0's clock: others follow it by the offset
+        // their frames' timestamps show (ClockSync), corrected gradually.
+        var correction: Int64 = 0
+        var driftHistory: [(atNanos: UInt64, offsetNanos: Int64)] = []
+        driftHistory.reserveCapacity(128)
         let schedule = configuration.ordering.schedule
         let rank = configuration.rank
         while running.load(ordering: .relaxed) {
-            let now = Clock.viewNanos()
+            let now = UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- correction)
             // Take in what has arrived.
             do {
                 try transport.receiveBatch { bytes, _ in
@@ -280,13 +295,24 @@ public final class Member: @unchecked Sendable {
                 let runtime = runtimeCounters
                 metrics.publish(ordering, transportCounters, runtime)
                 metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
+                if rank != 0, let residual = state.withLock({ $0.clockOffsetNanos(from: 0) }) {
+                    // Half the residual each step: converges without overshooting on noisy minima.
+                    correction += residual / 2
+                    clockCorrection.store(correction, ordering: .relaxed)
+                    if driftHistory.count == driftHistory.capacity { driftHistory.removeFirst() }
+                    driftHistory.append((now, correction + residual))
+                    if let first = driftHistory.first, now > first.atNanos + 10_000_000_000 {
+                        let slope = Double(correction + residual - first.offsetNanos) / Double(now - first.atNanos)
+                        clockDrift.store(Int64(slope * 1e9), ordering: .relaxed)
+                    }
+                }
                 if runtime.badTag + runtime.missingTag > badTagsLogged {
                     logger.warning("refused frames that failed authentication", metadata: [
                         "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"])
                     badTagsLogged = runtime.badTag + runtime.missingTag
                 }
             }
-            idle(until: deadline)
+            idle(until: deadline, correction: correction)
         }
     }
 
@@ -302,8 +328,8 @@ public final class Member: @unchecked Sendable {
         effects.removeAll()
     }
 
-    func idle(until deadlineNanos: UInt64) {
-        let now = Clock.viewNanos()
+    func idle(until deadlineNanos: UInt64, correction: Int64) {
+        let now = UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- correction)
         guard deadlineNanos > now else { return }
         let wait = deadlineNanos - now
         switch configuration.idleStrategy {

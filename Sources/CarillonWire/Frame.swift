@@ -22,6 +22,8 @@ public enum Wire {
     public static let nakEntryBytes = 20
     /// Bytes per entry in a silent-rounds section: first round (8), last round (8).
     public static let silentEntryBytes = 16
+    /// Bytes per entry in a clock-samples section: rank (2), reserved (2), signed nanoseconds (8).
+    public static let clockEntryBytes = 12
     /// Bytes before each embedded frame in a retransmission section: its length (4).
     public static let retransmissionEntryHeaderBytes = 4
     /// The longest authentication tag a frame may carry.
@@ -53,6 +55,10 @@ public enum SectionKind: UInt16, Sendable, CaseIterable {
     case retransmissions = 0x0004
     /// Ranges of the frame sender's rounds in which it sent no messages.
     case silentRounds = 0x0005
+    /// Clock samples: per peer, the smallest `receive − send` timestamp
+    /// difference the frame's sender saw on that peer's frames. Skippable:
+    /// decoders that do not know it lose only clock estimates.
+    case clockSamples = 0x8006
 
     /// Set on kinds that a decoder may skip when it does not know them. Later
     /// layers (membership, bulk) allocate codes 0x0010–0x00FF, skippable or not.
@@ -161,5 +167,16 @@ public struct SilentRange: Sendable, Hashable {
     public init(firstRound: UInt64, lastRound: UInt64) {
         self.firstRound = firstRound
         self.lastRound = lastRound
+    }
+}
+
+/// A clock sample: the smallest `receive − send` (nanoseconds, signed) the
+/// frame's sender saw on frames from member `rank`.
+public struct ClockSample: Sendable, Hashable {
+    public var rank: UInt16
+    public var minOneWayNanos: Int64
+    public init(rank: UInt16, minOneWayNanos: Int64) {
+        self.rank = rank
+        self.minOneWayNanos = minOneWayNanos
     }
 }

@@ -35,12 +35,13 @@ public struct FrameEncoder {
     /// Throws ``WireError/duplicateSection(_:)`` or ``WireError/sectionNotAllowed(section:kind:)``
     /// for a section the decoder would refuse in this frame.
     public mutating func beginSection(_ kind: SectionKind) throws(WireError) {
-        guard sectionsWritten & (1 << kind.rawValue) == 0 else { throw .duplicateSection(kind.rawValue) }
+        let bit: UInt32 = 1 << (kind.rawValue & 0x1F)
+        guard sectionsWritten & bit == 0 else { throw .duplicateSection(kind.rawValue) }
         guard FrameView.isAllowed(kind, in: header.kind) else {
             throw .sectionNotAllowed(section: kind.rawValue, kind: header.kind.rawValue)
         }
         try beginSection(code: kind.rawValue)
-        sectionsWritten |= 1 << kind.rawValue
+        sectionsWritten |= bit
     }
 
     /// Opens a section by raw kind code (for layers that define their own kinds).
@@ -111,6 +112,17 @@ public struct FrameEncoder {
         put64(range.firstRound, at: offset)
         put64(range.lastRound, at: offset + 8)
         offset += Wire.silentEntryBytes
+        openSection!.count += 1
+    }
+
+    /// Appends a clock sample to the open clock-samples section.
+    public mutating func appendClockSample(_ sample: ClockSample) throws(WireError) {
+        guard openSection != nil else { throw .encoderMisuse }
+        try reserve(Wire.clockEntryBytes)
+        put16(sample.rank, at: offset)
+        put16(0, at: offset + 2)
+        put64(UInt64(bitPattern: sample.minOneWayNanos), at: offset + 4)
+        offset += Wire.clockEntryBytes
         openSection!.count += 1
     }
 

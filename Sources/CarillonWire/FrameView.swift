@@ -16,6 +16,7 @@ public struct FrameView {
     var naks: SectionRef?
     var retransmissions: SectionRef?
     var silentRounds: SectionRef?
+    var clockSamples: SectionRef?
 
     struct SectionRef {
         /// Offset of the first entry (just after the section header).
@@ -68,6 +69,13 @@ public struct FrameView {
     public var silentRanges: FixedEntrySequence<SilentRange> {
         FixedEntrySequence(silentRounds.map(slice), stride: Wire.silentEntryBytes) { b, o in
             SilentRange(firstRound: b.u64(o), lastRound: b.u64(o + 8))
+        }
+    }
+
+    /// Clock samples carried by the frame.
+    public var clockSampleEntries: FixedEntrySequence<ClockSample> {
+        FixedEntrySequence(clockSamples.map(slice), stride: Wire.clockEntryBytes) { b, o in
+            ClockSample(rank: b.u16(o), minOneWayNanos: Int64(bitPattern: b.u64(o + 4)))
         }
     }
 
@@ -178,6 +186,12 @@ extension FrameView {
                     guard first <= last else { throw .invalidRange(first: first, last: last) }
                 }
                 view.silentRounds = ref
+            case .clockSamples:
+                guard view.clockSamples == nil else { throw .duplicateSection(code) }
+                try validateFixed(body, count: count, stride: Wire.clockEntryBytes, code: code) { b, o throws(WireError) in
+                    guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
+                }
+                view.clockSamples = ref
             case .retransmissions:
                 guard view.retransmissions == nil else { throw .duplicateSection(code) }
                 guard !embedded else { throw .sectionNotAllowed(section: code, kind: kindCode) }
@@ -197,7 +211,7 @@ extension FrameView {
 
     static func isAllowed(_ section: SectionKind, in kind: FrameKind) -> Bool {
         switch (kind, section) {
-        case (.slot, .retransmissions), (.repair, .data): return false
+        case (.slot, .retransmissions), (.repair, .data), (.repair, .clockSamples): return false
         default: return true
         }
     }
