@@ -296,8 +296,10 @@ public final class Member: @unchecked Sendable {
                 metrics.publish(ordering, transportCounters, runtime)
                 metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
                 if rank != 0, let residual = state.withLock({ $0.clockOffsetNanos(from: 0) }) {
-                    // Half the residual each step: converges without overshooting on noisy minima.
-                    correction += residual / 2
+                    // Half the residual each step: converges without overshooting on noisy
+                    // minima. Residuals within one slot are estimator noise (asymmetric
+                    // wake-ups), not clock error, and are left alone.
+                    if abs(residual) > Int64(schedule.slotNanos) { correction += residual / 2 }
                     clockCorrection.store(correction, ordering: .relaxed)
                     if driftHistory.count == driftHistory.capacity { driftHistory.removeFirst() }
                     driftHistory.append((now, correction + residual))
