@@ -10,10 +10,9 @@
 
 enum { CARILLON_MAX_BATCH = 64 };
 
-int carillon_recv_batch(int fd, carillon_datagram *slots, unsigned count) {
-    if (count > CARILLON_MAX_BATCH) count = CARILLON_MAX_BATCH;
-    struct mmsghdr messages[CARILLON_MAX_BATCH];
-    struct iovec vectors[CARILLON_MAX_BATCH];
+/// Points each mmsghdr at its slot's buffer, address and (for receiving) control space.
+static void prepare_messages(carillon_datagram *slots, unsigned count, struct mmsghdr *messages,
+                             struct iovec *vectors, int with_control) {
     for (unsigned i = 0; i < count; i++) {
         vectors[i].iov_base = slots[i].buffer;
         vectors[i].iov_len = slots[i].capacity;
@@ -22,9 +21,18 @@ int carillon_recv_batch(int fd, carillon_datagram *slots, unsigned count) {
         messages[i].msg_hdr.msg_namelen = sizeof slots[i].address;
         messages[i].msg_hdr.msg_iov = &vectors[i];
         messages[i].msg_hdr.msg_iovlen = 1;
-        messages[i].msg_hdr.msg_control = slots[i].control;
-        messages[i].msg_hdr.msg_controllen = sizeof slots[i].control;
+        if (with_control) {
+            messages[i].msg_hdr.msg_control = slots[i].control;
+            messages[i].msg_hdr.msg_controllen = sizeof slots[i].control;
+        }
     }
+}
+
+int carillon_recv_batch(int fd, carillon_datagram *slots, unsigned count) {
+    if (count > CARILLON_MAX_BATCH) count = CARILLON_MAX_BATCH;
+    struct mmsghdr messages[CARILLON_MAX_BATCH];
+    struct iovec vectors[CARILLON_MAX_BATCH];
+    prepare_messages(slots, count, messages, vectors, 1);
     int received = recvmmsg(fd, messages, count, MSG_DONTWAIT, NULL);
     for (int i = 0; i < received; i++) {
         slots[i].length = messages[i].msg_len;
@@ -45,15 +53,7 @@ int carillon_send_batch(int fd, carillon_datagram *slots, unsigned count) {
     if (count > CARILLON_MAX_BATCH) count = CARILLON_MAX_BATCH;
     struct mmsghdr messages[CARILLON_MAX_BATCH];
     struct iovec vectors[CARILLON_MAX_BATCH];
-    for (unsigned i = 0; i < count; i++) {
-        vectors[i].iov_base = slots[i].buffer;
-        vectors[i].iov_len = slots[i].capacity;
-        memset(&messages[i], 0, sizeof messages[i]);
-        messages[i].msg_hdr.msg_name = &slots[i].address;
-        messages[i].msg_hdr.msg_namelen = sizeof slots[i].address;
-        messages[i].msg_hdr.msg_iov = &vectors[i];
-        messages[i].msg_hdr.msg_iovlen = 1;
-    }
+    prepare_messages(slots, count, messages, vectors, 0);
     return sendmmsg(fd, messages, count, MSG_DONTWAIT);
 }
 

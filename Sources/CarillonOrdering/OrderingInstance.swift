@@ -249,17 +249,9 @@ public struct OrderingInstance: Sendable {
         effects.reserveFrameBytes(frameBytes * (1 + configuration.maxRepairFramesPerSlot))
         if round > nextSendRound { counters.roundsCaughtUp += Int(clamping: round - nextSendRound) }
 
-        let start = effects.frameBytesUsed
-        let length: Int = effects.frameBytes.withUnsafeMutableBytes { all in
-            let buffer = UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + frameBytes)])
-            do {
-                return try encodeSlotFrame(into: buffer, round: round, nowNanos: nowNanos)
-            } catch {
-                preconditionFailure("slot frame exceeded its computed budget: \(error)")
-            }
+        appendFrame(kind: .slot, round: round, to: &effects) { instance, buffer throws(WireError) in
+            try instance.encodeSlotFrame(into: buffer, round: round, nowNanos: nowNanos)
         }
-        effects.frames.append(.init(offset: start, length: length, kind: .slot, round: round))
-        effects.frameBytesUsed += length
         counters.slotFramesSent += 1
 
         nextSendRound = round + 1
@@ -425,22 +417,36 @@ public struct OrderingInstance: Sendable {
         // Rounds below the stability line are held by everyone: a NAK for them is stale.
         repairRuns.removeBelow(stableBelow)
         while !repairRuns.isEmpty, built < configuration.maxRepairFramesPerSlot {
-            let start = effects.frameBytesUsed
-            let frameBytes = configuration.maxFrameBytes
-            let length: Int = effects.frameBytes.withUnsafeMutableBytes { all in
-                let buffer = UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + frameBytes)])
-                do {
-                    return try encodeRepairFrame(into: buffer, round: round, nowNanos: nowNanos)
-                } catch {
-                    preconditionFailure("repair frame exceeded its computed budget: \(error)")
-                }
+            let packed = appendFrame(kind: .repair, round: round, to: &effects) { instance, buffer throws(WireError) in
+                try instance.encodeRepairFrame(into: buffer, round: round, nowNanos: nowNanos)
             }
-            guard length > 0 else { break }
-            effects.frames.append(.init(offset: start, length: length, kind: .repair, round: round))
-            effects.frameBytesUsed += length
+            guard packed else { break }
             counters.repairFramesSent += 1
             built += 1
         }
+    }
+
+    /// Encodes one frame into the next `maxFrameBytes` of the effects and lists it
+    /// for sending. `encode` returns the frame's length, 0 for "nothing to send".
+    /// Returns whether a frame was added. The limits are computed so frames
+    /// always fit: an encoding error is a bug in that arithmetic, and traps.
+    @discardableResult
+    private mutating func appendFrame(
+        kind: FrameKind, round: UInt64, to effects: inout OrderingEffects,
+        _ encode: (inout OrderingInstance, UnsafeMutableRawBufferPointer) throws(WireError) -> Int
+    ) -> Bool {
+        let start = effects.frameBytesUsed
+        let frameBytes = configuration.maxFrameBytes
+        let length: Int = effects.frameBytes.withUnsafeMutableBytes { all in
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + frameBytes)])
+            do throws(WireError) { return try encode(&self, buffer) } catch {
+                preconditionFailure("\(kind) frame exceeded its computed budget: \(error)")
+            }
+        }
+        guard length > 0 else { return false }
+        effects.frames.append(.init(offset: start, length: length, kind: kind, round: round))
+        effects.frameBytesUsed += length
+        return true
     }
 
     /// Packs requested own rounds, earliest first, until the frame is full: kept
