@@ -151,6 +151,7 @@ public final class Member: @unchecked Sendable {
         options.lossInjection = configuration.lossInjection
         options.maxDatagramBytes = max(configuration.ordering.maxFrameBytes, 2048)
         do { transport = try UDPTransport(options: options) } catch { throw .transport(error) }
+        ownDescriptors = [transport.descriptor]
         handler = onDelivery
         if case .clusterKey(let key) = configuration.authentication { authenticator = key } else { authenticator = nil }
     }
@@ -160,7 +161,19 @@ public final class Member: @unchecked Sendable {
 
     /// Starts the agent thread.
     public func start() throws(SystemCallError) {
-        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard markRunning() else { return }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, memberAgentEntry, box)
+        guard result == 0 else {
+            Unmanaged<Member>.fromOpaque(box).release()
+            running.store(false, ordering: .releasing)
+            throw SystemCallError(call: "pthread_create", errno: result)
+        }
+        self.thread = thread
+    }
+
+    func logStart() {
         let o = configuration.ordering
         var logger = configuration.logger
         logger[metadataKey: "rank"] = "\(configuration.rank)"
@@ -173,15 +186,13 @@ public final class Member: @unchecked Sendable {
             "multicast": "\(configuration.multicastGroup.map(String.init(describing:)) ?? "no")",
         ])
         if authenticator == nil { logger.warning("frame authentication is off: any host that reaches the port can inject frames") }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, memberAgentEntry, box)
-        guard result == 0 else {
-            Unmanaged<Member>.fromOpaque(box).release()
-            running.store(false, ordering: .releasing)
-            throw SystemCallError(call: "pthread_create", errno: result)
-        }
-        self.thread = thread
+    }
+
+    /// Marks the member running and logs its start; false if it already ran.
+    func markRunning() -> Bool {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+        logStart()
+        return true
     }
 
     /// Stops the agent thread and reports what was not done.
@@ -245,76 +256,109 @@ public final class Member: @unchecked Sendable {
 
     // MARK: The agent
 
-    func runAgent() {
-        _ = carillon_set_timer_slack(1)
+    /// What the agent keeps between duty cycles; touched only by the thread running them.
+    struct AgentLocal {
         var effects = OrderingEffects()
-        var metrics = MemberMetrics(rank: configuration.rank)
-        var logger = configuration.logger
-        logger[metadataKey: "rank"] = "\(configuration.rank)"
+        var metrics: MemberMetrics
+        var logger: Logger
         var badTagsLogged = 0
-        // The view's timebase is rank 0's clock: others follow it by the offset
-        // their frames' timestamps show (ClockSync), corrected gradually.
+        /// The view's timebase is rank 0's clock: others follow it by the offset
+        /// their frames' timestamps show (ClockSync), corrected gradually.
         var correction: Int64 = 0
         var driftHistory: [(atNanos: UInt64, offsetNanos: Int64)] = []
-        driftHistory.reserveCapacity(128)
+    }
+    var agent: AgentLocal!
+    /// This member's socket, as the list `idle` polls (built once: no allocation per cycle).
+    let ownDescriptors: [Int32]
+
+    /// Prepares the agent state; called on the thread that will run the duty cycles.
+    func prepareAgent() {
+        var logger = configuration.logger
+        logger[metadataKey: "rank"] = "\(configuration.rank)"
+        agent = AgentLocal(metrics: MemberMetrics(rank: configuration.rank), logger: logger)
+        agent.driftHistory.reserveCapacity(128)
+    }
+
+    /// The member's own agent thread: duty cycles until stopped.
+    func runAgent() {
+        _ = carillon_set_timer_slack(1)
+        prepareAgent()
+        while running.load(ordering: .relaxed) {
+            let wait = dutyCycle()
+            idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
+        }
+    }
+
+    /// View time now: the local clock minus the correction toward rank 0's.
+    @inline(__always) func viewNow() -> UInt64 {
+        UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- agent.correction)
+    }
+
+    /// One duty cycle: read the clock once, take in arrived frames, send the
+    /// slot frame if the slot has opened, carry out the effects, publish
+    /// counters now and then. Returns nanoseconds until the next slot.
+    func dutyCycle() -> UInt64 {
+        let now = viewNow()
         let schedule = configuration.ordering.schedule
         let rank = configuration.rank
-        while running.load(ordering: .relaxed) {
-            let now = UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- correction)
-            // Take in what has arrived.
-            do {
-                try transport.receiveBatch { bytes, _ in
-                    if let authenticator {
-                        switch authenticator.verify(bytes) {
-                        case .authentic: break
-                        case .badTag: badTags.add(1, ordering: .relaxed); return
-                        case .missingTag, .malformed: missingTags.add(1, ordering: .relaxed); return
-                        }
-                    }
-                    state.withLock { _ = $0.onFrameReceived(bytes, nowNanos: now, effects: &effects) }
-                }
-            } catch {
-                // A receive error other than would-block is not expected on UDP;
-                // keep running, the protocol repairs anything lost.
-            }
-            // Our slot.
-            let deadline: UInt64 = state.withLock { instance in
-                if now >= instance.nextDeadlineNanos {
-                    let round = instance.nextRoundToSend
-                    instance.onTimeout(nowNanos: now, effects: &effects)
-                    if now > schedule.slotWindow(round: max(round, instance.nextRoundToSend - 1), rank: rank).sendDeadlineNanos {
-                        lateSlots.add(1, ordering: .relaxed)
+        // Take in what has arrived.
+        do {
+            try transport.receiveBatch { bytes, _ in
+                if let authenticator {
+                    switch authenticator.verify(bytes) {
+                    case .authentic: break
+                    case .badTag: badTags.add(1, ordering: .relaxed); return
+                    case .missingTag, .malformed: missingTags.add(1, ordering: .relaxed); return
                     }
                 }
-                return instance.nextDeadlineNanos
+                state.withLock { _ = $0.onFrameReceived(bytes, nowNanos: now, effects: &agent.effects) }
             }
-            carryOut(&effects)
-            if now >= metrics.nextPublishNanos {
-                // Counters out through swift-metrics, anomalies to the log: a few times a second, not per frame.
-                let (ordering, transportCounters) = state.withLock { ($0.counters, transport.counters) }
-                let runtime = runtimeCounters
-                metrics.publish(ordering, transportCounters, runtime)
-                metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
-                if rank != 0, let residual = state.withLock({ $0.clockOffsetNanos(from: 0) }) {
-                    // Half the residual each step: converges without overshooting on noisy
-                    // minima. Residuals within one slot are estimator noise (asymmetric
-                    // wake-ups), not clock error, and are left alone.
-                    if abs(residual) > Int64(schedule.slotNanos) { correction += residual / 2 }
-                    clockCorrection.store(correction, ordering: .relaxed)
-                    if driftHistory.count == driftHistory.capacity { driftHistory.removeFirst() }
-                    driftHistory.append((now, correction + residual))
-                    if let first = driftHistory.first, now > first.atNanos + 10_000_000_000 {
-                        let slope = Double(correction + residual - first.offsetNanos) / Double(now - first.atNanos)
-                        clockDrift.store(Int64(slope * 1e9), ordering: .relaxed)
-                    }
-                }
-                if runtime.badTag + runtime.missingTag > badTagsLogged {
-                    logger.warning("refused frames that failed authentication", metadata: [
-                        "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"])
-                    badTagsLogged = runtime.badTag + runtime.missingTag
+        } catch {
+            // A receive error other than would-block is not expected on UDP;
+            // keep running, the protocol repairs anything lost.
+        }
+        // Our slot.
+        let deadline: UInt64 = state.withLock { instance in
+            if now >= instance.nextDeadlineNanos {
+                let round = instance.nextRoundToSend
+                instance.onTimeout(nowNanos: now, effects: &agent.effects)
+                if now > schedule.slotWindow(round: max(round, instance.nextRoundToSend - 1), rank: rank).sendDeadlineNanos {
+                    lateSlots.add(1, ordering: .relaxed)
                 }
             }
-            idle(until: deadline, correction: correction)
+            return instance.nextDeadlineNanos
+        }
+        carryOut(&agent.effects)
+        if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
+        let after = viewNow()
+        return deadline > after ? deadline - after : 0
+    }
+
+    /// Counters out through swift-metrics, anomalies to the log, the clock
+    /// correction updated: a few times a second, never per frame.
+    func publishAndCorrect(now: UInt64) {
+        let schedule = configuration.ordering.schedule
+        let (ordering, transportCounters) = state.withLock { ($0.counters, transport.counters) }
+        let runtime = runtimeCounters
+        agent.metrics.publish(ordering, transportCounters, runtime)
+        agent.metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
+        if configuration.rank != 0, let residual = state.withLock({ $0.clockOffsetNanos(from: 0) }) {
+            // Half the residual each step: converges without overshooting on noisy
+            // minima. Residuals within one slot are estimator noise (asymmetric
+            // wake-ups), not clock error, and are left alone.
+            if abs(residual) > Int64(schedule.slotNanos) { agent.correction += residual / 2 }
+            clockCorrection.store(agent.correction, ordering: .relaxed)
+            if agent.driftHistory.count == agent.driftHistory.capacity { agent.driftHistory.removeFirst() }
+            agent.driftHistory.append((now, agent.correction + residual))
+            if let first = agent.driftHistory.first, now > first.atNanos + 10_000_000_000 {
+                let slope = Double(agent.correction + residual - first.offsetNanos) / Double(now - first.atNanos)
+                clockDrift.store(Int64(slope * 1e9), ordering: .relaxed)
+            }
+        }
+        if runtime.badTag + runtime.missingTag > agent.badTagsLogged {
+            agent.logger.warning("refused frames that failed authentication", metadata: [
+                "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"])
+            agent.badTagsLogged = runtime.badTag + runtime.missingTag
         }
     }
 
@@ -330,18 +374,26 @@ public final class Member: @unchecked Sendable {
         effects.removeAll()
     }
 
-    func idle(until deadlineNanos: UInt64, correction: Int64) {
-        let now = UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- correction)
-        guard deadlineNanos > now else { return }
-        let wait = deadlineNanos - now
-        switch configuration.idleStrategy {
+    /// Waits per the idle strategy for at most `wait` nanoseconds, waking early
+    /// when any of `descriptors` becomes readable.
+    func idle(forNanos wait: UInt64, descriptors: [Int32], strategy: IdleStrategy) {
+        guard wait > 0 else { return }
+        let capped = Int64(min(wait, 1_000_000_000))
+        switch strategy {
         case .busySpin:
             return
         case .blocking:
-            _ = carillon_wait_readable(transport.descriptor, Int64(min(wait, 1_000_000_000)))
+            waitReadable(descriptors, timeoutNanos: capped)
         case .spinThenPark(let spin):
-            if wait > spin { _ = carillon_wait_readable(transport.descriptor, Int64(min(wait - spin, 1_000_000_000))) }
+            if wait > spin { waitReadable(descriptors, timeoutNanos: capped - Int64(spin)) }
         }
+    }
+}
+
+/// ppoll on every descriptor, no allocation for the usual single one.
+func waitReadable(_ descriptors: [Int32], timeoutNanos: Int64) {
+    descriptors.withUnsafeBufferPointer { fds in
+        _ = carillon_wait_readable_any(fds.baseAddress, Int32(fds.count), timeoutNanos)
     }
 }
 

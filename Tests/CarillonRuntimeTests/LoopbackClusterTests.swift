@@ -50,7 +50,7 @@ struct LoopbackClusterTests {
     /// Three members on 127.0.0.1, idle strategy `blocking` (three agents share
     /// two cores). Each broadcasts `perMember` messages; every member must
     /// deliver all of them in one identical order.
-    func runCluster(loss: LossInjection?, perMember: Int) throws -> ([[DeliveryLog.MessageKey]], [StopReport]) {
+    func runCluster(loss: LossInjection?, perMember: Int, sharedThread: Bool = false) throws -> ([[DeliveryLog.MessageKey]], [StopReport]) {
         let endpoints = try freeLoopbackPorts(3)
         let start = Clock.viewNanos()
         let logs = (0..<3).map { _ in DeliveryLog(target: 3 * perMember) }
@@ -63,7 +63,8 @@ struct LoopbackClusterTests {
             let log = logs[rank]
             members.append(try Member(configuration: configuration) { log.record($0, $1) })
         }
-        for member in members { try member.start() }
+        let shared = sharedThread ? SharedAgent(members: members, idleStrategy: .blocking) : nil
+        if let shared { try shared.start() } else { for member in members { try member.start() } }
         for index in 0..<perMember {
             for (rank, member) in members.enumerated() {
                 var payload = Array("m\(rank)-\(index)".utf8)
@@ -74,7 +75,7 @@ struct LoopbackClusterTests {
         // A bounded wait on the event "all delivered", never a sleep for correctness.
         let deadline = DispatchTime.now() + .seconds(30)
         let finished = logs.map { $0.done.wait(timeout: deadline) == .success }
-        let reports = members.map { $0.stop() }
+        let reports = shared?.stop() ?? members.map { $0.stop() }
         #expect(finished.allSatisfy { $0 }, "deliveries: \(logs.map { $0.entries.withLock(\.count) }) of \(3 * perMember); \(reports)")
         return (logs.map { $0.entries.withLock { $0 } }, reports)
     }
@@ -91,6 +92,15 @@ struct LoopbackClusterTests {
         // One host, one clock: whatever correction the members applied is tiny.
         #expect(reports.allSatisfy { abs($0.runtime.clockCorrectionNanos) < 500_000 }, "\(reports.map(\.runtime))")
         #expect(reports.allSatisfy { $0.transport.datagramsSent > 0 && $0.transport.datagramsReceived > 0 })
+    }
+
+    /// The same cluster with all three members' duty cycles on one shared thread.
+    @Test func threeMembersOnOneSharedThread() throws {
+        let (sequences, reports) = try runCluster(loss: LossInjection(rate: 0.05, meanBurst: 1, seed: 3), perMember: 200, sharedThread: true)
+        #expect(sequences[0].count == 600)
+        #expect(sequences[1] == sequences[0])
+        #expect(sequences[2] == sequences[0])
+        #expect(reports.allSatisfy { $0.ordering.slotFramesSent > 0 })
     }
 
     @Test func fivePercentInjectedLossIsRepaired() throws {

@@ -49,6 +49,9 @@ int carillon_sleep_until_monotonic_ns(int64_t deadline_ns);
 /// Returns 1 when readable, 0 on timeout, -1 with errno.
 int carillon_wait_readable(int fd, int64_t timeout_ns);
 
+/// ppoll(2) on several descriptors: 1 when any is readable, 0 on timeout, -1 with errno.
+int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns);
+
 /// The CPU the calling thread runs on, for logs.
 int carillon_current_cpu(void);
 

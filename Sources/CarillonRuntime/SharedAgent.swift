@@ -1,0 +1,71 @@
+import CCarillonSys
+import CarillonTransport
+import Glibc
+import Synchronization
+
+/// Runs several members' duty cycles on one thread instead of one thread
+/// each: for many members in one process on few cores. Each cycle visits
+/// every member once (receive, slot, effects), then idles until the earliest
+/// next slot or until any member's socket is readable.
+///
+/// ```swift
+/// let agent = SharedAgent(members: [a, b, c], idleStrategy: .blocking)
+/// try agent.start()
+/// …
+/// let reports = agent.stop()
+/// ```
+public final class SharedAgent: @unchecked Sendable {
+    public let members: [Member]
+    public let idleStrategy: IdleStrategy
+    let running = Atomic<Bool>(false)
+    var thread: pthread_t?
+    let descriptors: [Int32]
+
+    /// The members must not have been started on their own threads.
+    public init(members: [Member], idleStrategy: IdleStrategy = .default) {
+        self.members = members
+        self.idleStrategy = idleStrategy
+        descriptors = members.map(\.transport.descriptor)
+    }
+
+    /// Starts the shared thread.
+    public func start() throws(SystemCallError) {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for member in members { _ = member.markRunning() }
+        var thread = pthread_t()
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, sharedAgentEntry, box)
+        guard result == 0 else {
+            Unmanaged<SharedAgent>.fromOpaque(box).release()
+            running.store(false, ordering: .releasing)
+            throw SystemCallError(call: "pthread_create", errno: result)
+        }
+        self.thread = thread
+    }
+
+    /// Stops the thread, then every member; returns their reports in order.
+    @discardableResult
+    public func stop() -> [StopReport] {
+        if running.exchange(false, ordering: .acquiringAndReleasing), let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+        return members.map { $0.stop() }
+    }
+
+    func run() {
+        _ = carillon_set_timer_slack(1)
+        for member in members { member.prepareAgent() }
+        while running.load(ordering: .relaxed) {
+            var wait = UInt64.max
+            for member in members { wait = min(wait, member.dutyCycle()) }
+            members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
+        }
+    }
+}
+
+private func sharedAgentEntry(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    let agent = Unmanaged<SharedAgent>.fromOpaque(context!).takeRetainedValue()
+    agent.run()
+    return nil
+}
