@@ -31,11 +31,7 @@ while [ $# -gt 0 ]; do
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/tools/lib/netns.sh"
-netns_require_root
-bin=${bin:-$here/.build/release/carillon}
-[ -x "$bin" ] || { echo "netns-bench: $bin not built (swift build -c release --product carillon)" >&2; exit 2; }
-out=${out:-$(mktemp -d /tmp/crln-bench-XXXXXX)}
-mkdir -p "$out"
+netns_prepare release crln-bench
 netns_up
 timeout=$(( messages * (gap_us + 2000) / 1000000 + 30 ))
 

@@ -42,14 +42,10 @@ while [ $# -gt 0 ]; do
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/tools/lib/netns.sh"
-netns_require_root
 [[ "$members" =~ ^[0-9]+$ ]] && [ "$members" -ge 1 ] && [ "$members" -le 50 ] || { echo "netns-cluster: --members must be 1...50" >&2; exit 2; }
 [[ "$loss" =~ ^[0-9]+$ ]] && [ "$loss" -le 99 ] || { echo "netns-cluster: --loss is a whole percentage 0...99" >&2; exit 2; }
 
-bin=${bin:-$here/.build/debug/carillon}
-[ -x "$bin" ] || { echo "netns-cluster: $bin not built (swift build --product carillon)" >&2; exit 2; }
-out=${out:-$(mktemp -d /tmp/crln-netns-XXXXXX)}
-mkdir -p "$out"
+netns_prepare debug crln-netns
 
 netns_up
 netns_config "$out/bus.json" "$period_us" "$idle"

@@ -162,15 +162,10 @@ public final class Member: @unchecked Sendable {
     /// Starts the agent thread.
     public func start() throws(SystemCallError) {
         guard markRunning() else { return }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, memberAgentEntry, box)
-        guard result == 0 else {
-            Unmanaged<Member>.fromOpaque(box).release()
+        do { thread = try startAgentThread { [self] in runAgent() } } catch {
             running.store(false, ordering: .releasing)
-            throw SystemCallError(call: "pthread_create", errno: result)
+            throw error
         }
-        self.thread = thread
     }
 
     func logStart() {
@@ -403,13 +398,6 @@ public enum BroadcastError: Error, Sendable, Hashable {
     case stopped
 }
 
-/// The agent thread's entry point (a plain function: closures passed to
-/// pthread_create from top-level code pick up actor isolation).
-private func memberAgentEntry(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
-    let member = Unmanaged<Member>.fromOpaque(context!).takeRetainedValue()
-    member.runAgent()
-    return nil
-}
 
 /// A delivered message, copied out for the asynchronous interface.
 public struct DeliveredMessage: Sendable, Hashable {

@@ -32,15 +32,10 @@ public final class SharedAgent: @unchecked Sendable {
     public func start() throws(SystemCallError) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for member in members { _ = member.markRunning() }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self).toOpaque()
-        let result = pthread_create(&thread, nil, sharedAgentEntry, box)
-        guard result == 0 else {
-            Unmanaged<SharedAgent>.fromOpaque(box).release()
+        do { thread = try startAgentThread { [self] in run() } } catch {
             running.store(false, ordering: .releasing)
-            throw SystemCallError(call: "pthread_create", errno: result)
+            throw error
         }
-        self.thread = thread
     }
 
     /// Stops the thread, then every member; returns their reports in order.
@@ -62,10 +57,4 @@ public final class SharedAgent: @unchecked Sendable {
             members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
         }
     }
-}
-
-private func sharedAgentEntry(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
-    let agent = Unmanaged<SharedAgent>.fromOpaque(context!).takeRetainedValue()
-    agent.run()
-    return nil
 }

@@ -21,6 +21,19 @@ netns_require_root() {
     done
 }
 
+# netns_prepare CONFIGURATION OUT_PREFIX: checks root and tools, settles `bin`
+# (default .build/CONFIGURATION/carillon, which must be built) and `out` (a new
+# temporary directory unless given).
+netns_prepare() {
+    local configuration=$1 out_prefix=$2
+    netns_require_root
+    local flag=""; [ "$configuration" = release ] && flag="-c release "
+    bin=${bin:-$here/.build/$configuration/carillon}
+    [ -x "$bin" ] || { echo "$0: $bin not built (swift build ${flag}--product carillon)" >&2; exit 2; }
+    out=${out:-$(mktemp -d "/tmp/$out_prefix-XXXXXX")}
+    mkdir -p "$out"
+}
+
 netns_cleanup() {
     local status=$?
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
