@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <string.h>
 #include <poll.h>
-#include <sched.h>
 #include <sys/prctl.h>
 #include <time.h>
 
@@ -70,13 +69,8 @@ static int64_t read_clock(clockid_t id) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t carillon_monotonic_ns(void) { return read_clock(CLOCK_MONOTONIC); }
 int64_t carillon_realtime_ns(void) { return read_clock(CLOCK_REALTIME); }
 
-int carillon_sleep_until_monotonic_ns(int64_t deadline_ns) {
-    struct timespec ts = { .tv_sec = deadline_ns / 1000000000, .tv_nsec = deadline_ns % 1000000000 };
-    return clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
-}
 
 int carillon_wait_readable(int fd, int64_t timeout_ns) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -84,8 +78,6 @@ int carillon_wait_readable(int fd, int64_t timeout_ns) {
     struct timespec ts = { .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000 };
     return ppoll(&p, 1, &ts, NULL);
 }
-
-int carillon_current_cpu(void) { return sched_getcpu(); }
 
 int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns) {
     enum { MAX_FDS = 64 };

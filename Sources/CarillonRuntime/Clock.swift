@@ -7,9 +7,6 @@ import CCarillonSys
 public enum Clock {
     /// Nanoseconds on the view's timebase (CLOCK_REALTIME).
     @inline(__always) public static func viewNanos() -> UInt64 { UInt64(carillon_realtime_ns()) }
-
-    /// Nanoseconds of CLOCK_MONOTONIC.
-    @inline(__always) public static func monotonicNanos() -> UInt64 { UInt64(carillon_monotonic_ns()) }
 }
 
 /// How a member's agent waits between duty cycles. Every test and benchmark

@@ -129,7 +129,6 @@ public final class Member: @unchecked Sendable {
     let running = Atomic<Bool>(false)
     let handler: DeliveryHandler
     var thread: pthread_t?
-    let stopped = Atomic<Bool>(false)
     /// Duty cycles that found the slot already past its send deadline (slot-timing misses).
     let lateSlots = Atomic<Int>(0)
     let badTags = Atomic<Int>(0)

@@ -35,15 +35,8 @@ int carillon_enable_rx_timestamps(int fd);
 /// prctl(PR_SET_TIMERSLACK, nanos) for the calling thread. Returns 0 or -1.
 int carillon_set_timer_slack(unsigned long nanos);
 
-/// clock_gettime(CLOCK_MONOTONIC) in nanoseconds.
-int64_t carillon_monotonic_ns(void);
-
 /// clock_gettime(CLOCK_REALTIME) in nanoseconds.
 int64_t carillon_realtime_ns(void);
-
-/// clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME) until `deadline_ns`.
-/// Returns 0, or an error number (EINTR when a signal interrupted it).
-int carillon_sleep_until_monotonic_ns(int64_t deadline_ns);
 
 /// ppoll(2) on `fd` for readability for at most `timeout_ns` (0: just check).
 /// Returns 1 when readable, 0 on timeout, -1 with errno.
@@ -51,8 +44,5 @@ int carillon_wait_readable(int fd, int64_t timeout_ns);
 
 /// ppoll(2) on several descriptors: 1 when any is readable, 0 on timeout, -1 with errno.
 int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns);
-
-/// The CPU the calling thread runs on, for logs.
-int carillon_current_cpu(void);
 
 #endif
