@@ -1,9 +1,11 @@
 import CCarillonSys
 
-/// The clocks a member's shell reads. The view's timebase is CLOCK_REALTIME:
-/// one clock shared by every namespace on a host and kept close across hosts
-/// by NTP or PTP. Only *when* a member sends depends on it, never what is
-/// delivered (see docs/protocol.md). Sleeping uses CLOCK_MONOTONIC deadlines.
+/// The clock a member's shell reads. The view's timebase starts from
+/// CLOCK_REALTIME — one clock for every namespace on a host, kept close across
+/// hosts by NTP or PTP — corrected toward rank 0's clock (docs/protocol.md
+/// §13). Only *when* a member sends depends on it, never what is delivered.
+/// Waits are relative timeouts (ppoll), so a clock step moves the next
+/// wake-up, never the order.
 public enum Clock {
     /// Nanoseconds on the view's timebase (CLOCK_REALTIME).
     @inline(__always) public static func viewNanos() -> UInt64 { UInt64(carillon_realtime_ns()) }
