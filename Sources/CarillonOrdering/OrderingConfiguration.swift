@@ -45,6 +45,11 @@ public struct OrderingConfiguration: Sendable {
     public var lossGraceNanos: UInt64
     /// Time before a NAK for the same gap is repeated.
     public var nakRetryNanos: UInt64
+    /// A member from which nothing was heard for this many consecutive slots
+    /// (each past its slot end plus `lossGraceNanos`) is suspected. 0 turns
+    /// failure detection off. Suspicion is an observation, not a verdict: it
+    /// is cleared as soon as the member is heard again.
+    public var suspicionSlots: Int = 20
     /// Room left at the end of every frame for an authentication tag.
     public var tagLength: Int = 0
     /// The view's first round.
@@ -74,6 +79,7 @@ public struct OrderingConfiguration: Sendable {
             + Wire.sectionHeaderBytes + Wire.nakEntryBytes * maxNakRangesPerFrame
             + Wire.sectionHeaderBytes + Wire.silentEntryBytes
             + Wire.sectionHeaderBytes + Wire.clockEntryBytes * (memberCount - 1)  // clock samples
+            + Wire.sectionHeaderBytes + Wire.suspicionEntryBytes * (memberCount - 1)  // suspicions
             + tagLength
     }
 
@@ -103,6 +109,7 @@ public struct OrderingConfiguration: Sendable {
             throw .frameTooSmall(maxFrameBytes: maxFrameBytes, neededBytes: max(slotFrameOverheadBytes, repairFrameOverheadBytes) + Wire.messageHeaderBytes + 1)
         }
         guard windowRounds >= 4 else { throw .windowTooSmall(windowRounds) }
+        guard suspicionSlots >= 0 else { throw .limitBelowOne }
         guard sendBufferBytes >= batchBudgetBytes else {
             throw .sendBufferTooSmall(sendBufferBytes: sendBufferBytes, neededBytes: batchBudgetBytes)
         }

@@ -43,11 +43,13 @@ public struct OrderingEffects: Sendable {
     public internal(set) var deliveries: [Delivery] = []
     /// Backing bytes of delivered payloads.
     public internal(set) var deliveryBytes: [UInt8] = []
+    /// Changes in what this member suspects (failure detection), in order.
+    public internal(set) var membershipEvents: [MembershipEvent] = []
 
     public init() {}
 
     /// `true` when there is nothing to do.
-    public var isEmpty: Bool { frames.isEmpty && deliveries.isEmpty }
+    public var isEmpty: Bool { frames.isEmpty && deliveries.isEmpty && membershipEvents.isEmpty }
 
     /// Forgets all effects, keeping every buffer's capacity.
     public mutating func removeAll() {
@@ -55,6 +57,7 @@ public struct OrderingEffects: Sendable {
         frameBytesUsed = 0
         deliveries.removeAll(keepingCapacity: true)
         deliveryBytes.removeAll(keepingCapacity: true)
+        membershipEvents.removeAll(keepingCapacity: true)
     }
 
     /// Calls `body` with a frame's bytes.
@@ -102,6 +105,14 @@ public struct OrderingEffects: Sendable {
         deliveries.append(Delivery(sender: sender, sequence: sequence, round: round, index: index,
                                    payloadOffset: offset, payloadLength: payload.count))
     }
+}
+
+/// A change in this member's view of who is alive.
+public enum MembershipEvent: Sendable, Hashable {
+    /// Nothing heard from `rank` for the configured number of slots, since `silentSinceRound`.
+    case suspected(rank: Int, silentSinceRound: UInt64)
+    /// `rank` was heard from again.
+    case cleared(rank: Int)
 }
 
 /// Result of offering a payload to ``OrderingInstance/broadcast(_:)``.
@@ -160,5 +171,8 @@ public struct OrderingCounters: Sendable, Hashable {
     public var implausiblePositions = 0
     /// Embedded frames whose sender or epoch differ from their repair frame's.
     public var foreignEmbeddedFrames = 0
+    /// Times a member became suspected, and times a suspicion was cleared.
+    public var suspicionsRaised = 0
+    public var suspicionsCleared = 0
     public init() {}
 }

@@ -84,6 +84,11 @@ public struct OrderingInstance: Sendable {
 
     /// Clock offsets to every peer, from frame timestamps.
     var clock: ClockSync
+    /// Failure detection: per member, suspected by us, and since which round;
+    /// and who suspects whom as the latest frames say (`suspicionHeard[by · n + of]`).
+    var suspected: [Bool]
+    var suspectedSince: [UInt64]
+    var suspicionHeard: [Bool]
 
     /// Everything counted so far.
     public private(set) var counters = OrderingCounters()
@@ -124,6 +129,9 @@ public struct OrderingInstance: Sendable {
         nakScratch = []
         nakScratch.reserveCapacity(configuration.maxNakRangesPerFrame)
         clock = ClockSync(memberCount: memberCount)
+        suspected = Array(repeating: false, count: memberCount)
+        suspectedSince = Array(repeating: 0, count: memberCount)
+        suspicionHeard = Array(repeating: false, count: memberCount * memberCount)
     }
 
     // MARK: Observable state
@@ -148,6 +156,16 @@ public struct OrderingInstance: Sendable {
     public func clockOffsetNanos(from peer: Int) -> Int64? {
         guard peer >= 0, peer < memberCount, peer != rank else { return nil }
         return clock.offset(from: peer)
+    }
+
+    /// Members this one currently suspects (nothing heard for `suspicionSlots` slots).
+    public var suspectedMembers: [Int] { (0..<memberCount).filter { suspected[$0] } }
+
+    /// Whether `member`'s latest frame said it suspects `target` (for this
+    /// member itself: whether it suspects `target` now).
+    public func suspects(_ member: Int, _ target: Int) -> Bool {
+        guard member >= 0, member < memberCount, target >= 0, target < memberCount else { return false }
+        return member == rank ? suspected[target] : suspicionHeard[member * memberCount + target]
     }
 
     /// End of the receive window: frames of rounds at or above it are not buffered.
@@ -248,6 +266,7 @@ public struct OrderingInstance: Sendable {
         let frameBytes = configuration.maxFrameBytes
         effects.reserveFrameBytes(frameBytes * (1 + configuration.maxRepairFramesPerSlot))
         if round > nextSendRound { counters.roundsCaughtUp += Int(clamping: round - nextSendRound) }
+        updateSuspicions(nowNanos: nowNanos, effects: &effects)
 
         appendFrame(kind: .slot, round: round, to: &effects) { instance, buffer throws(WireError) in
             try instance.encodeSlotFrame(into: buffer, round: round, nowNanos: nowNanos)
@@ -293,6 +312,14 @@ public struct OrderingInstance: Sendable {
         try encoder.endSection()
 
         try encodeNaks(&encoder, nowNanos: nowNanos)
+
+        // Our suspicions, restated in full in every frame.
+        var suspicionsOpen = false
+        for peer in 0..<memberCount where suspected[peer] {
+            if !suspicionsOpen { try encoder.beginSection(.suspicions); suspicionsOpen = true }
+            try encoder.appendSuspicion(Suspicion(rank: UInt16(peer), silentSinceRound: suspectedSince[peer]))
+        }
+        if suspicionsOpen { try encoder.endSection() }
 
         // What we saw of each peer's clock, so each can compute both directions.
         var clockOpen = false
@@ -407,6 +434,33 @@ public struct OrderingInstance: Sendable {
         if open {
             try encoder.endSection()
             counters.naksSent += written
+        }
+    }
+
+    // MARK: Failure detection
+
+    /// A peer whose last `suspicionSlots` slots have all ended (plus the loss
+    /// grace) with nothing heard from it — no frame and no statement covering
+    /// those rounds — is suspected; hearing it again clears the suspicion.
+    private mutating func updateSuspicions(nowNanos: UInt64, effects: inout OrderingEffects) {
+        let slots = UInt64(configuration.suspicionSlots)
+        guard slots > 0 else { return }
+        let graceStart = nowNanos >= configuration.lossGraceNanos ? nowNanos - configuration.lossGraceNanos : 0
+        for peer in 0..<memberCount where peer != rank {
+            let ended = configuration.schedule.roundsEnded(rank: peer, atNanos: graceStart)
+            // Rounds of the view that ended with nothing at all heard for them.
+            let silentFrom = max(heardBelow[peer], configuration.firstRound)
+            let silent = ended > silentFrom ? ended - silentFrom : 0
+            if silent >= slots, !suspected[peer] {
+                suspected[peer] = true
+                suspectedSince[peer] = silentFrom
+                counters.suspicionsRaised += 1
+                effects.membershipEvents.append(.suspected(rank: peer, silentSinceRound: silentFrom))
+            } else if silent < slots, suspected[peer] {
+                suspected[peer] = false
+                counters.suspicionsCleared += 1
+                effects.membershipEvents.append(.cleared(rank: peer))
+            }
         }
     }
 
@@ -536,6 +590,14 @@ public struct OrderingInstance: Sendable {
             clock.observe(peer: sender, sentNanos: header.senderTimestampNanos, receivedNanos: nowNanos)
             for sample in frame.clockSampleEntries where Int(sample.rank) == rank {
                 clock.peerReported(sender, minOneWayNanos: sample.minOneWayNanos)
+            }
+            // A slot frame restates its sender's suspicions in full; older frames say less.
+            if header.round + 1 >= heardBelow[sender] {
+                let row = sender * memberCount
+                for target in 0..<memberCount { suspicionHeard[row + target] = false }
+                for suspicion in frame.suspicionEntries where Int(suspicion.rank) < memberCount {
+                    suspicionHeard[row + Int(suspicion.rank)] = true
+                }
             }
             disposition = acceptFrame(from: sender, round: header.round, batch: frame.dataBatchBytes,
                                       count: frame.messageCount, effects: &effects)

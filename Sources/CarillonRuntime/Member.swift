@@ -322,7 +322,8 @@ public final class Member: @unchecked Sendable {
             }
             return instance.nextDeadlineNanos
         }
-        carryOut(&agent.effects)
+        let logger = agent.logger
+        carryOut(&agent.effects, logger: logger)
         if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
         let after = viewNow()
         return deadline > after ? deadline - after : 0
@@ -356,7 +357,10 @@ public final class Member: @unchecked Sendable {
         }
     }
 
-    func carryOut(_ effects: inout OrderingEffects) {
+    /// Carries out one batch of effects. `logger` is passed in because
+    /// `effects` is usually `agent.effects`: touching `agent` here again would
+    /// overlap that access.
+    func carryOut(_ effects: inout OrderingEffects, logger: Logger) {
         guard !effects.isEmpty else { return }
         for frame in effects.frames {
             if let authenticator { effects.withMutableBytes(of: frame) { authenticator.seal($0) } }
@@ -364,6 +368,16 @@ public final class Member: @unchecked Sendable {
         }
         for delivery in effects.deliveries {
             effects.withPayload(of: delivery) { handler(delivery, $0) }
+        }
+        for event in effects.membershipEvents {
+            switch event {
+            case .suspected(let peer, let since):
+                logger.warning("member suspected: nothing heard", metadata: [
+                    "peer": "\(peer)", "silent_since_round": "\(since)",
+                    "after_slots": "\(configuration.ordering.suspicionSlots)"])
+            case .cleared(let peer):
+                logger.notice("member heard again", metadata: ["peer": "\(peer)"])
+            }
         }
         effects.removeAll()
     }

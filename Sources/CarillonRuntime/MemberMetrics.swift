@@ -20,7 +20,7 @@ struct MemberMetrics {
         "carillon_naks_sent", "carillon_naks_received", "carillon_frames_retransmitted",
         "carillon_messages_broadcast", "carillon_messages_delivered", "carillon_send_buffer_full",
         "carillon_frames_bad_tag", "carillon_frames_missing_tag", "carillon_late_slots",
-        "carillon_datagrams_not_sent",
+        "carillon_datagrams_not_sent", "carillon_suspicions_raised", "carillon_suspicions_cleared",
     ]
 
     init(rank: Int) {
@@ -36,6 +36,7 @@ struct MemberMetrics {
         current[6] = o.naksSent; current[7] = o.naksReceived; current[8] = o.framesRetransmitted
         current[9] = o.messagesBroadcast; current[10] = o.messagesDelivered; current[11] = o.sendBufferFull
         current[12] = r.badTag; current[13] = r.missingTag; current[14] = r.lateSlots; current[15] = t.datagramsNotSent
+        current[16] = o.suspicionsRaised; current[17] = o.suspicionsCleared
         for i in counters.indices where current[i] > last[i] {
             counters[i].counter.increment(by: Int64(current[i] - last[i]))
             last[i] = current[i]

@@ -335,6 +335,8 @@ extension OrderingCounters {
         sequenceGaps += other.sequenceGaps
         implausiblePositions += other.implausiblePositions
         foreignEmbeddedFrames += other.foreignEmbeddedFrames
+        suspicionsRaised += other.suspicionsRaised
+        suspicionsCleared += other.suspicionsCleared
     }
 }
 

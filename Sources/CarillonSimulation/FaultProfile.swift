@@ -54,7 +54,7 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         p.deliveryMode = random.chance(0.3) ? .safe : .agreed
         p.roundPeriodNanos = [50_000, 100_000, 250_000, 1_000_000][random.int(in: 0...3)]
         p.windowRounds = [8, 16, 64, 256][random.int(in: 0...3)]
-        p.maxFrameBytes = [400, 1472, 9000][random.int(in: 0...2)]
+        p.maxFrameBytes = [600, 1472, 9000][random.int(in: 0...2)]
         p.faultRounds = random.int(in: 100...500)
         p.baseLatencyNanos = UInt64(random.int(in: 5_000...200_000))
         p.jitterNanos = random.chance(0.2) ? 0 : UInt64(random.int(in: 0...3 * Int(p.roundPeriodNanos)))

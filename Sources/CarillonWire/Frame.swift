@@ -24,6 +24,8 @@ public enum Wire {
     public static let silentEntryBytes = 16
     /// Bytes per entry in a clock-samples section: rank (2), reserved (2), signed nanoseconds (8).
     public static let clockEntryBytes = 12
+    /// Bytes per entry in a suspicions section: rank (2), reserved (2), silent-since round (8).
+    public static let suspicionEntryBytes = 12
     /// Bytes before each embedded frame in a retransmission section: its length (4).
     public static let retransmissionEntryHeaderBytes = 4
     /// The longest authentication tag a frame may carry.
@@ -55,6 +57,9 @@ public enum SectionKind: UInt16, Sendable, CaseIterable {
     case retransmissions = 0x0004
     /// Ranges of the frame sender's rounds in which it sent no messages.
     case silentRounds = 0x0005
+    /// Suspicions: the members the frame's sender has heard nothing from for
+    /// its configured number of slots. Each frame restates the full set.
+    case suspicions = 0x0010
     /// Clock samples: per peer, the smallest `receive − send` timestamp
     /// difference the frame's sender saw on that peer's frames. Skippable:
     /// decoders that do not know it lose only clock estimates.
@@ -178,5 +183,15 @@ public struct ClockSample: Sendable, Hashable {
     public init(rank: UInt16, minOneWayNanos: Int64) {
         self.rank = rank
         self.minOneWayNanos = minOneWayNanos
+    }
+}
+
+/// A suspicion: nothing has been heard from member `rank` since round `silentSinceRound`.
+public struct Suspicion: Sendable, Hashable {
+    public var rank: UInt16
+    public var silentSinceRound: UInt64
+    public init(rank: UInt16, silentSinceRound: UInt64) {
+        self.rank = rank
+        self.silentSinceRound = silentSinceRound
     }
 }

@@ -115,6 +115,17 @@ public struct FrameEncoder {
         openSection!.count += 1
     }
 
+    /// Appends a suspicion to the open suspicions section.
+    public mutating func appendSuspicion(_ suspicion: Suspicion) throws(WireError) {
+        guard openSection != nil else { throw .encoderMisuse }
+        try reserve(Wire.suspicionEntryBytes)
+        put16(suspicion.rank, at: offset)
+        put16(0, at: offset + 2)
+        put64(suspicion.silentSinceRound, at: offset + 4)
+        offset += Wire.suspicionEntryBytes
+        openSection!.count += 1
+    }
+
     /// Appends a clock sample to the open clock-samples section.
     public mutating func appendClockSample(_ sample: ClockSample) throws(WireError) {
         guard openSection != nil else { throw .encoderMisuse }

@@ -17,6 +17,7 @@ public struct FrameView {
     var retransmissions: SectionRef?
     var silentRounds: SectionRef?
     var clockSamples: SectionRef?
+    var suspicions: SectionRef?
 
     struct SectionRef {
         /// Offset of the first entry (just after the section header).
@@ -69,6 +70,13 @@ public struct FrameView {
     public var silentRanges: FixedEntrySequence<SilentRange> {
         FixedEntrySequence(silentRounds.map(slice), stride: Wire.silentEntryBytes) { b, o in
             SilentRange(firstRound: b.u64(o), lastRound: b.u64(o + 8))
+        }
+    }
+
+    /// Suspicions the frame's sender holds.
+    public var suspicionEntries: FixedEntrySequence<Suspicion> {
+        FixedEntrySequence(suspicions.map(slice), stride: Wire.suspicionEntryBytes) { b, o in
+            Suspicion(rank: b.u16(o), silentSinceRound: b.u64(o + 4))
         }
     }
 
@@ -186,6 +194,12 @@ extension FrameView {
                     guard first <= last else { throw .invalidRange(first: first, last: last) }
                 }
                 view.silentRounds = ref
+            case .suspicions:
+                guard view.suspicions == nil else { throw .duplicateSection(code) }
+                try validateFixed(body, count: count, stride: Wire.suspicionEntryBytes, code: code) { b, o throws(WireError) in
+                    guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
+                }
+                view.suspicions = ref
             case .clockSamples:
                 guard view.clockSamples == nil else { throw .duplicateSection(code) }
                 try validateFixed(body, count: count, stride: Wire.clockEntryBytes, code: code) { b, o throws(WireError) in
@@ -211,7 +225,7 @@ extension FrameView {
 
     static func isAllowed(_ section: SectionKind, in kind: FrameKind) -> Bool {
         switch (kind, section) {
-        case (.slot, .retransmissions), (.repair, .data), (.repair, .clockSamples): return false
+        case (.slot, .retransmissions), (.repair, .data), (.repair, .clockSamples), (.repair, .suspicions): return false
         default: return true
         }
     }
