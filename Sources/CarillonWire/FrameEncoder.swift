@@ -84,13 +84,7 @@ public struct FrameEncoder {
 
     /// Appends a received-below position to the open positions section.
     public mutating func appendPosition(_ entry: PositionEntry) throws(WireError) {
-        guard openSection != nil else { throw .encoderMisuse }
-        try reserve(Wire.positionEntryBytes)
-        put16(entry.rank, at: offset)
-        put16(0, at: offset + 2)
-        put64(entry.receivedBelowRound, at: offset + 4)
-        offset += Wire.positionEntryBytes
-        openSection!.count += 1
+        try appendRankEntry(rank: entry.rank, value: entry.receivedBelowRound)
     }
 
     /// Appends a NAK range to the open NAK section.
@@ -117,23 +111,23 @@ public struct FrameEncoder {
 
     /// Appends a suspicion to the open suspicions section.
     public mutating func appendSuspicion(_ suspicion: Suspicion) throws(WireError) {
-        guard openSection != nil else { throw .encoderMisuse }
-        try reserve(Wire.suspicionEntryBytes)
-        put16(suspicion.rank, at: offset)
-        put16(0, at: offset + 2)
-        put64(suspicion.silentSinceRound, at: offset + 4)
-        offset += Wire.suspicionEntryBytes
-        openSection!.count += 1
+        try appendRankEntry(rank: suspicion.rank, value: suspicion.silentSinceRound)
     }
 
     /// Appends a clock sample to the open clock-samples section.
     public mutating func appendClockSample(_ sample: ClockSample) throws(WireError) {
+        try appendRankEntry(rank: sample.rank, value: UInt64(bitPattern: sample.minOneWayNanos))
+    }
+
+    /// The 12-byte entry positions, suspicions and clock samples share:
+    /// rank (2), reserved zero (2), a 64-bit value (8).
+    private mutating func appendRankEntry(rank: UInt16, value: UInt64) throws(WireError) {
         guard openSection != nil else { throw .encoderMisuse }
-        try reserve(Wire.clockEntryBytes)
-        put16(sample.rank, at: offset)
+        try reserve(12)
+        put16(rank, at: offset)
         put16(0, at: offset + 2)
-        put64(UInt64(bitPattern: sample.minOneWayNanos), at: offset + 4)
-        offset += Wire.clockEntryBytes
+        put64(value, at: offset + 4)
+        offset += 12
         openSection!.count += 1
     }
 
