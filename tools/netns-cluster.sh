@@ -5,13 +5,14 @@
 # namespace and process it made on every exit path (normal, error, Ctrl-C).
 #
 # Usage (as root):
-#   tools/netns-cluster.sh [--members N] [--loss PCT] [--shape MBIT] [--messages M]
+#   tools/netns-cluster.sh [--members N] [--loss PCT] [--shape MBIT [--tbf]] [--messages M]
 #                          [--rate PER_S] [--size BYTES] [--idle STRATEGY]
 #                          [--period-us US] [--max-frame-bytes B] [--multicast] [--bin PATH] [--out DIR] [--timeout S]
 # Examples:
 #   tools/netns-cluster.sh --members 3 --loss 5
 #   tools/netns-cluster.sh --members 5 --loss 5 --messages 2000 --out /tmp/run1
 #   tools/netns-cluster.sh --members 3 --shape 200      # HTB 200 Mbit/s on every host's egress
+#   tools/netns-cluster.sh --members 3 --shape 200 --tbf   # the same bottleneck with TBF
 #   tools/netns-cluster.sh --members 4 --multicast      # one send per frame to group 239.77.0.1:7400
 #   tools/netns-cluster.sh --members 3 --rate 0 --messages 200000 --max-frame-bytes 8972 --bin .build/release/carillon
 #                                                       # throughput: jumbo frames (veth MTU raised to fit)
@@ -26,6 +27,7 @@ while [ $# -gt 0 ]; do
         --members) members=$2; shift 2 ;;
         --loss) loss=$2; shift 2 ;;
         --shape) shape=$2; shift 2 ;;
+        --tbf) shaper=tbf; shift ;;
         --messages) messages=$2; shift 2 ;;
         --rate) rate=$2; shift 2 ;;
         --size) size=$2; shift 2 ;;

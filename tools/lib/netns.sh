@@ -12,6 +12,7 @@ net="10.$((200 + $$ % 50)).0"
 pids=()
 mtu=${mtu:-1500}
 multicast=${multicast:-0}
+shaper=${shaper:-htb}
 max_frame_bytes=${max_frame_bytes:-1472}
 
 netns_require_root() {
@@ -62,7 +63,9 @@ netns_up() {
         ip -n "$ns" link set "h$i" up
         ip -n "$ns" link set lo up
         [ "$multicast" -eq 1 ] && ip -n "$ns" route add 224.0.0.0/4 dev "h$i"
-        if [ -n "$shape" ]; then
+        if [ -n "$shape" ] && [ "$shaper" = tbf ]; then
+            ip netns exec "$ns" tc qdisc add dev "h$i" root tbf rate "${shape}mbit" burst 32kbit latency 50ms
+        elif [ -n "$shape" ]; then
             ip netns exec "$ns" tc qdisc add dev "h$i" root handle 1: htb default 10
             ip netns exec "$ns" tc class add dev "h$i" parent 1: classid 1:10 htb rate "${shape}mbit"
         fi
