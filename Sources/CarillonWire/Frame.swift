@@ -16,16 +16,19 @@ public enum Wire {
     public static let sectionHeaderBytes = 8
     /// Bytes before each message's payload in a data batch: sequence (8), length (4).
     public static let messageHeaderBytes = 12
+    /// Bytes of the entry layout positions, suspicions and clock samples share:
+    /// rank (2), reserved zero (2), a 64-bit value (8).
+    public static let rankEntryBytes = 12
     /// Bytes per entry in a positions section: rank (2), reserved (2), round (8).
-    public static let positionEntryBytes = 12
+    public static let positionEntryBytes = rankEntryBytes
     /// Bytes per entry in a NAK section: rank (2), reserved (2), first round (8), last round (8).
     public static let nakEntryBytes = 20
     /// Bytes per entry in a silent-rounds section: first round (8), last round (8).
     public static let silentEntryBytes = 16
     /// Bytes per entry in a clock-samples section: rank (2), reserved (2), signed nanoseconds (8).
-    public static let clockEntryBytes = 12
+    public static let clockEntryBytes = rankEntryBytes
     /// Bytes per entry in a suspicions section: rank (2), reserved (2), silent-since round (8).
-    public static let suspicionEntryBytes = 12
+    public static let suspicionEntryBytes = rankEntryBytes
     /// Bytes before each embedded frame in a retransmission section: its length (4).
     public static let retransmissionEntryHeaderBytes = 4
     /// The longest authentication tag a frame may carry.

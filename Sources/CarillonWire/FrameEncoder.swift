@@ -123,11 +123,11 @@ public struct FrameEncoder {
     /// rank (2), reserved zero (2), a 64-bit value (8).
     private mutating func appendRankEntry(rank: UInt16, value: UInt64) throws(WireError) {
         guard openSection != nil else { throw .encoderMisuse }
-        try reserve(12)
+        try reserve(Wire.rankEntryBytes)
         put16(rank, at: offset)
         put16(0, at: offset + 2)
         put64(value, at: offset + 4)
-        offset += 12
+        offset += Wire.rankEntryBytes
         openSection!.count += 1
     }
 

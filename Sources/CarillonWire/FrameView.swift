@@ -175,9 +175,7 @@ extension FrameView {
                 view.data = ref
             case .positions:
                 guard view.positions == nil else { throw .duplicateSection(code) }
-                try validateFixed(body, count: count, stride: Wire.positionEntryBytes, code: code) { b, o throws(WireError) in
-                    guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
-                }
+                try validateRankEntries(body, count: count, code: code)
                 view.positions = ref
             case .naks:
                 guard view.naks == nil else { throw .duplicateSection(code) }
@@ -196,15 +194,11 @@ extension FrameView {
                 view.silentRounds = ref
             case .suspicions:
                 guard view.suspicions == nil else { throw .duplicateSection(code) }
-                try validateFixed(body, count: count, stride: Wire.suspicionEntryBytes, code: code) { b, o throws(WireError) in
-                    guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
-                }
+                try validateRankEntries(body, count: count, code: code)
                 view.suspicions = ref
             case .clockSamples:
                 guard view.clockSamples == nil else { throw .duplicateSection(code) }
-                try validateFixed(body, count: count, stride: Wire.clockEntryBytes, code: code) { b, o throws(WireError) in
-                    guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
-                }
+                try validateRankEntries(body, count: count, code: code)
                 view.clockSamples = ref
             case .retransmissions:
                 guard view.retransmissions == nil else { throw .duplicateSection(code) }
@@ -253,6 +247,14 @@ extension FrameView {
         while offset < body.count {
             try check(body, offset)
             offset += stride
+        }
+    }
+
+    /// Positions, suspicions and clock samples share one entry layout: rank,
+    /// a reserved field that must be zero, a 64-bit value.
+    private static func validateRankEntries(_ body: UnsafeRawBufferPointer, count: Int, code: UInt16) throws(WireError) {
+        try validateFixed(body, count: count, stride: Wire.rankEntryBytes, code: code) { b, o throws(WireError) in
+            guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
         }
     }
 
