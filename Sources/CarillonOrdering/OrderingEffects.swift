@@ -174,5 +174,7 @@ public struct OrderingCounters: Sendable, Hashable {
     /// Times a member became suspected, and times a suspicion was cleared.
     public var suspicionsRaised = 0
     public var suspicionsCleared = 0
+    /// Repair frames carrying other members' rounds, sent during a view change.
+    public var framesRelayed = 0
     public init() {}
 }

@@ -90,6 +90,20 @@ public struct OrderingInstance: Sendable {
     var suspectedSince: [UInt64]
     var suspicionHeard: [Bool]
 
+    // View change (see `wedge()`, `finalize(cut:endRound:)`).
+    /// No more data leaves this member in this view once wedged.
+    var wedged = false
+    /// Per sender: delivery stops below this round (frozen at the wedge, then the end round).
+    var deliverBelow: [UInt64]
+    /// Per sender: the decided cut; its rounds from here on are silent by decision.
+    var cutRound: [UInt64]
+    /// First round after the view: `.max` until the cut is decided.
+    var endRound: UInt64 = .max
+    /// Other members' rounds someone asked for while we were wedged: relayed
+    /// from what we hold, so a failed member's frames reach every survivor.
+    var relayRuns: [RoundRuns]
+    var relayScratch: [NakRange]
+
     /// Everything counted so far.
     public private(set) var counters = OrderingCounters()
 
@@ -132,6 +146,11 @@ public struct OrderingInstance: Sendable {
         suspected = Array(repeating: false, count: memberCount)
         suspectedSince = Array(repeating: 0, count: memberCount)
         suspicionHeard = Array(repeating: false, count: memberCount * memberCount)
+        deliverBelow = Array(repeating: .max, count: memberCount)
+        cutRound = Array(repeating: .max, count: memberCount)
+        relayRuns = Array(repeating: RoundRuns(capacity: 2 * configuration.maxNakRangesPerFrame), count: memberCount)
+        relayScratch = []
+        relayScratch.reserveCapacity(configuration.maxSilentRangesPerRepair)
     }
 
     // MARK: Observable state
@@ -158,6 +177,23 @@ public struct OrderingInstance: Sendable {
         return clock.offset(from: peer)
     }
 
+    /// Per sender of the view, every round below this has been received (for
+    /// this member itself: sent). A view-change promise reports these.
+    public var receivedBelowBySender: [UInt64] { receivedBelow }
+
+    /// Whether this member holds every frame below `cut` (one round per sender).
+    public func holds(cut: [UInt64]) -> Bool {
+        guard cut.count == memberCount else { return false }
+        for sender in 0..<memberCount where receivedBelow[sender] < cut[sender] { return false }
+        return true
+    }
+
+    /// Whether ``wedge()`` was called.
+    public var isWedged: Bool { wedged }
+
+    /// Whether the decided cut is delivered in full: the view is over here.
+    public var isFinished: Bool { endRound != .max && cursorRound >= endRound }
+
     /// Members this one currently suspects (nothing heard for `suspicionSlots` slots).
     public var suspectedMembers: [Int] { (0..<memberCount).filter { suspected[$0] } }
 
@@ -169,7 +205,10 @@ public struct OrderingInstance: Sendable {
     }
 
     /// End of the receive window: frames of rounds at or above it are not buffered.
-    var windowEnd: UInt64 { cursorRound + UInt64(windowRounds) }
+    /// Anchored at the lower of the delivery cursor and the stability line, so a
+    /// frame is never overwritten before every member holds it: during a view
+    /// change any survivor can relay a failed member's frames (see `wedge()`).
+    var windowEnd: UInt64 { min(cursorRound, stableBelow) + UInt64(windowRounds) }
 
     @inline(__always) func cell(_ sender: Int, _ round: UInt64) -> Int {
         sender &* windowRounds &+ Int(round % UInt64(windowRounds))
@@ -244,6 +283,54 @@ public struct OrderingInstance: Sendable {
         pendingTail = live
     }
 
+    // MARK: Input: view change
+
+    /// Stops this member's data in this view — later slot frames are empty —
+    /// and freezes delivery at what it has received now, so it never delivers
+    /// past a cut that a view change could still decide. Queued messages stay
+    /// queued (``takePending(_:)`` moves them to the next view). From now on the
+    /// instance also relays other members' frames it holds when someone NAKs them.
+    /// Returns the received-below round per sender, for the promise.
+    public mutating func wedge() -> [UInt64] {
+        if !wedged {
+            wedged = true
+            for sender in 0..<memberCount { deliverBelow[sender] = min(deliverBelow[sender], receivedBelow[sender]) }
+        }
+        return receivedBelow
+    }
+
+    /// Applies a decided cut: for each sender, rounds below `cut[sender]` are
+    /// delivered (fetched first if missing), rounds from it up to `endRound` are
+    /// silent by decision. The view is over once ``isFinished``. Wedges first.
+    public mutating func finalize(cut: [UInt64], endRound end: UInt64, effects: inout OrderingEffects) {
+        precondition(cut.count == memberCount, "one cut round per member of the view")
+        _ = wedge()
+        endRound = end
+        for sender in 0..<memberCount {
+            cutRound[sender] = min(cut[sender], end)
+            deliverBelow[sender] = end
+            advanceReceived(sender)
+        }
+        advanceDelivery(effects: &effects)
+    }
+
+    /// Hands every queued, unsent message's payload to `body`, in order, and
+    /// empties the queue (the next view's instance takes them).
+    public mutating func takePending(_ body: (UnsafeRawBufferPointer) -> Void) {
+        pending.withUnsafeBytes { queue in
+            var offset = pendingHead
+            for _ in 0..<pendingMessages {
+                let length = Int(UInt32(littleEndian: queue.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)))
+                let start = offset + Wire.messageHeaderBytes
+                body(UnsafeRawBufferPointer(rebasing: queue[start..<(start + length)]))
+                offset = start + length
+            }
+        }
+        pendingHead = 0
+        pendingTail = 0
+        pendingMessages = 0
+    }
+
     // MARK: Input: time
 
     /// Handles every deadline due at `nowNanos`: if this member's slot has opened,
@@ -264,7 +351,13 @@ public struct OrderingInstance: Sendable {
     public mutating func onSlotOpen(round: UInt64, nowNanos: UInt64, effects: inout OrderingEffects) {
         guard round >= nextSendRound else { return }
         let frameBytes = configuration.maxFrameBytes
-        effects.reserveFrameBytes(frameBytes * (1 + configuration.maxRepairFramesPerSlot))
+        effects.reserveFrameBytes(frameBytes * (1 + 2 * configuration.maxRepairFramesPerSlot))
+        if isFinished {
+            // The view is over here: only answer for frames others still miss.
+            nextSendRound = round + 1
+            emitRepairs(round: round, nowNanos: nowNanos, effects: &effects)
+            return
+        }
         if round > nextSendRound { counters.roundsCaughtUp += Int(clamping: round - nextSendRound) }
         updateSuspicions(nowNanos: nowNanos, effects: &effects)
 
@@ -276,6 +369,7 @@ public struct OrderingInstance: Sendable {
         nextSendRound = round + 1
         receivedBelow[rank] = nextSendRound
         heardBelow[rank] = nextSendRound
+        if nextSendRound >= cutRound[rank] { receivedBelow[rank] = max(nextSendRound, endRound) }
         updateStability()
 
         if configuration.canary != .ignoreNaks {
@@ -296,7 +390,7 @@ public struct OrderingInstance: Sendable {
 
         // Data only when there is room to keep the frame until it is stable.
         var sentData = false
-        if pendingMessages > 0 {
+        if pendingMessages > 0, !wedged {
             if ownTail - ownHead < UInt64(windowRounds) {
                 sentData = try encodeBatch(&encoder, round: round)
             } else {
@@ -400,7 +494,7 @@ public struct OrderingInstance: Sendable {
             let ended = configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart)
             // Not capped by the window: silent rounds beyond it are answered and
             // remembered compactly, which is how a member that fell far behind catches up.
-            let dueBelow = max(heardBelow[sender], ended)
+            let dueBelow = min(max(heardBelow[sender], ended), cutRound[sender])
             var round = receivedBelow[sender]
             nakScratch.removeAll(keepingCapacity: true)
             while round < dueBelow, written + nakScratch.count < limit {
@@ -478,6 +572,95 @@ public struct OrderingInstance: Sendable {
             counters.repairFramesSent += 1
             built += 1
         }
+        guard wedged else { return }
+        for target in 0..<memberCount where target != rank {
+            relayRuns[target].removeBelow(stableBelow)
+            while !relayRuns[target].isEmpty, built < 2 * configuration.maxRepairFramesPerSlot {
+                let packed = appendFrame(kind: .repair, round: round, to: &effects) { instance, buffer throws(WireError) in
+                    try instance.encodeRelayFrame(into: buffer, target: target, round: round, nowNanos: nowNanos)
+                }
+                guard packed else { relayRuns[target].removeBelow(.max); break }
+                counters.repairFramesSent += 1
+                counters.framesRelayed += 1
+                built += 1
+            }
+        }
+    }
+
+    /// Packs another member's requested rounds that this member holds: frames
+    /// with data embedded under their sender's rank, rounds known silent as
+    /// relayed-silence ranges. Rounds not held are dropped from the request.
+    private mutating func encodeRelayFrame(
+        into buffer: UnsafeMutableRawBufferPointer, target: Int, round: UInt64, nowNanos: UInt64
+    ) throws(WireError) -> Int {
+        var encoder = try FrameEncoder(
+            buffer: buffer,
+            header: FrameHeader(kind: .repair, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
+                                senderTimestampNanos: nowNanos))
+        relayScratch.removeAll(keepingCapacity: true)
+        let silentLimit = configuration.maxSilentRangesPerRepair
+        let reserveForSilent = Wire.sectionHeaderBytes + Wire.nakEntryBytes * silentLimit + configuration.tagLength
+        var embedded = 0
+        var full = false
+        let known = receivedBelow[target]
+        try encoder.beginSection(.retransmissions)
+        while !full, let run = relayRuns[target].first {
+            var next = max(run.lowerBound, stableBelow)
+            while next <= run.upperBound {
+                let cell = cell(target, next)
+                let stored = next < windowEnd && storeRound[cell] == next
+                if stored, storeHasData[cell] {
+                    let length = storeLength[cell]
+                    let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
+                    guard encoder.remainingBytes - reserveForSilent >= needed else { full = true; break }
+                    var inner = try encoder.beginEmbeddedFrame(
+                        header: FrameHeader(kind: .slot, senderRank: UInt16(target), epoch: configuration.epoch,
+                                            round: next, senderTimestampNanos: 0))
+                    try inner.beginSection(.data)
+                    let base = cell * batchBudgetBytes
+                    try storeBytes.withBytes { store throws(WireError) in
+                        try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
+                                                        count: storeCount[cell])
+                    }
+                    try inner.endSection()
+                    try encoder.endEmbeddedFrame(inner)
+                    embedded += 1
+                    next += 1
+                    continue
+                }
+                // Below our received line and not stored with data: silent (data
+                // frames at or above the stability line are never overwritten).
+                // Beyond it: only what a silent run says.
+                var last: UInt64
+                if next < known {
+                    last = next
+                    while last + 1 < known, last + 1 <= run.upperBound {
+                        let c = self.cell(target, last + 1)
+                        if last + 1 < windowEnd, storeRound[c] == last + 1, storeHasData[c] { break }
+                        last += 1
+                    }
+                } else if let end = silentRuns[target].end(containing: next) {
+                    last = min(end, run.upperBound)
+                } else {
+                    next = run.upperBound + 1  // not held here: someone else may answer
+                    break
+                }
+                guard relayScratch.count < silentLimit else { full = true; break }
+                relayScratch.append(NakRange(rank: UInt16(target), firstRound: next, lastRound: last))
+                next = last + 1
+            }
+            relayRuns[target].removeBelow(next)
+        }
+        try encoder.endSection()
+        if !relayScratch.isEmpty {
+            try encoder.beginSection(.relayedSilence)
+            for range in relayScratch { try encoder.appendRelayedSilence(range) }
+            try encoder.endSection()
+        }
+        guard embedded > 0 || !relayScratch.isEmpty else { return 0 }
+        counters.framesRetransmitted += embedded
+        counters.silentRangesSent += relayScratch.count
+        return try encoder.finish(tagLength: configuration.tagLength)
     }
 
     /// Encodes one frame into the next `maxFrameBytes` of the effects and lists it
@@ -586,6 +769,9 @@ public struct OrderingInstance: Sendable {
 
         var disposition = FrameDisposition.accepted
         switch header.kind {
+        case .membership:
+            // The membership layer's; it never hands them here.
+            return .ignored
         case .slot:
             clock.observe(peer: sender, sentNanos: header.senderTimestampNanos, receivedNanos: nowNanos)
             for sample in frame.clockSampleEntries where Int(sample.rank) == rank {
@@ -604,12 +790,21 @@ public struct OrderingInstance: Sendable {
         case .repair:
             disposition = .duplicate
             for embedded in frame.embeddedFrames {
-                // Validated with the outer frame, so this cannot fail.
-                guard let inner = try? FrameView.decode(embedded),
-                      inner.header.senderRank == header.senderRank, inner.header.epoch == header.epoch
+                // Validated with the outer frame, so this cannot fail. Frames of
+                // another member are relays during a view change.
+                guard let inner = try? FrameView.decode(embedded), inner.header.epoch == header.epoch,
+                      Int(inner.header.senderRank) < memberCount
                 else { counters.foreignEmbeddedFrames += 1; continue }
-                if acceptFrame(from: sender, round: inner.header.round, batch: inner.dataBatchBytes,
+                let origin = Int(inner.header.senderRank)
+                guard origin != rank else { continue }
+                if acceptFrame(from: origin, round: inner.header.round, batch: inner.dataBatchBytes,
                                count: inner.messageCount, effects: &effects) == .accepted {
+                    disposition = .accepted
+                }
+            }
+            for relayed in frame.relayedSilentRanges where Int(relayed.rank) < memberCount && Int(relayed.rank) != rank {
+                let range = SilentRange(firstRound: relayed.firstRound, lastRound: relayed.lastRound)
+                if acceptSilentRanges(CollectionOfOne(range), from: Int(relayed.rank), frameRound: .max) {
                     disposition = .accepted
                 }
             }
@@ -670,7 +865,9 @@ public struct OrderingInstance: Sendable {
     }
 
     /// Marks a sender's silent rounds as received-empty. Returns whether any was new.
-    private mutating func acceptSilentRanges(_ ranges: FixedEntrySequence<SilentRange>, from sender: Int, frameRound: UInt64) -> Bool {
+    private mutating func acceptSilentRanges<Ranges: Sequence<SilentRange>>(
+        _ ranges: Ranges, from sender: Int, frameRound: UInt64
+    ) -> Bool {
         var any = false
         let windowEnd = windowEnd
         for range in ranges {
@@ -720,6 +917,10 @@ public struct OrderingInstance: Sendable {
                 let last = min(nak.lastRound, nextSendRound - 1)
                 guard first <= last else { counters.staleNaks += 1; continue }
                 repairRuns.insert(first, last)
+            } else if target < memberCount, wedged, nak.lastRound >= stableBelow {
+                // During a view change, answer for any member from what we hold.
+                let first = max(nak.firstRound, stableBelow)
+                if first <= nak.lastRound { relayRuns[target].insert(first, nak.lastRound) }
             } else if target < memberCount, nakActive[target] || receivedBelow[target] < heardBelow[target] {
                 // Someone else asked for what we miss too: hold ours back one retry interval.
                 let missing = receivedBelow[target]
@@ -750,6 +951,7 @@ public struct OrderingInstance: Sendable {
             if let end = silentRuns[sender].end(containing: below) { below = end + 1; continue }
             break
         }
+        if below >= cutRound[sender] { below = max(below, endRound) }
         if below != receivedBelow[sender] {
             receivedBelow[sender] = below
             updateStability()
@@ -767,11 +969,12 @@ public struct OrderingInstance: Sendable {
     // MARK: Delivery
 
     private mutating func advanceDelivery(effects: inout OrderingEffects) {
-        while cursorRound < receivedBelow[cursorSlot] {
-            if configuration.deliveryMode == .safe, cursorRound >= stableBelow { break }
+        while cursorRound < receivedBelow[cursorSlot], cursorRound < deliverBelow[cursorSlot] {
+            if configuration.deliveryMode == .safe, cursorRound >= stableBelow, endRound == .max { break }
             var cell = cell(cursorSlot, cursorRound)
             if cursorSlot == rank { cell = ownCell(ownFrame(atOrAfter: cursorRound)) }
-            if storeRound[cell] == cursorRound, storeHasData[cell], configuration.canary != .deliverOnArrival {
+            if storeRound[cell] == cursorRound, storeHasData[cell], cursorRound < cutRound[cursorSlot],
+               configuration.canary != .deliverOnArrival {
                 let base = cell * batchBudgetBytes
                 let length = storeLength[cell]
                 let count = storeCount[cell]

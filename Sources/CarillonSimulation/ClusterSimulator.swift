@@ -337,6 +337,7 @@ extension OrderingCounters {
         foreignEmbeddedFrames += other.foreignEmbeddedFrames
         suspicionsRaised += other.suspicionsRaised
         suspicionsCleared += other.suspicionsCleared
+        framesRelayed += other.framesRelayed
     }
 }
 

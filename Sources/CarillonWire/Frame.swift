@@ -45,6 +45,9 @@ public enum FrameKind: UInt8, Sendable, CaseIterable {
     /// Retransmissions and silent-round statements answering NAKs, sent in the
     /// repairing member's slot after its slot frame.
     case repair = 2
+    /// View-change state (ballots, positions, proposed view, cut) and join
+    /// requests and state-transfer chunks; see docs/protocol.md, "Membership".
+    case membership = 3
 }
 
 /// Section kind codes. A kind with ``SectionKind/skippableBit`` set may be
@@ -63,6 +66,18 @@ public enum SectionKind: UInt16, Sendable, CaseIterable {
     /// Suspicions: the members the frame's sender has heard nothing from for
     /// its configured number of slots. Each frame restates the full set.
     case suspicions = 0x0010
+    /// Membership frames: key/value fields (``ViewField`` key, 64-bit value).
+    case viewFields = 0x0020
+    /// Membership frames: the sender's received-below round per old-view rank,
+    /// frozen when it promised.
+    case viewPositions = 0x0021
+    /// Membership frames: the proposed view's members in rank order (node, incarnation).
+    case viewMembers = 0x0022
+    /// Membership frames: the proposed cut, per old-view rank the first round not delivered.
+    case viewCut = 0x0023
+    /// Repair frames: silent rounds of *another* member, relayed during a view
+    /// change (NAK-shaped entries: rank, first, last).
+    case relayedSilence = 0x0024
     /// Clock samples: per peer, the smallest `receive − send` timestamp
     /// difference the frame's sender saw on that peer's frames. Skippable:
     /// decoders that do not know it lose only clock estimates.
@@ -197,4 +212,45 @@ public struct Suspicion: Sendable, Hashable {
         self.rank = rank
         self.silentSinceRound = silentSinceRound
     }
+}
+
+/// A 12-byte rank entry read generically: a 16-bit key (a rank, a node or a
+/// ``ViewField``) and a 64-bit value.
+public struct RankEntry: Sendable, Hashable {
+    public var rank: UInt16
+    public var value: UInt64
+    public init(rank: UInt16, value: UInt64) {
+        self.rank = rank
+        self.value = value
+    }
+}
+
+/// Keys of a membership frame's `viewFields` section.
+public enum ViewField: UInt16, Sendable, CaseIterable {
+    /// Highest ballot the sender promised (0: none).
+    case promisedBallot = 1
+    /// Ballot of the proposal the sender accepted (0: none); the proposal is in
+    /// the frame's `viewMembers`/`viewCut` sections.
+    case acceptedBallot = 2
+    /// Set (1) when the accepted proposal is known to be decided.
+    case decided = 3
+    /// The sender's incarnation.
+    case incarnation = 4
+    /// Ballot the sender is proposing as proposer (0: none).
+    case proposingBallot = 5
+    /// The proposal's first round of the new view.
+    case startRound = 6
+    /// Set (1) when the sender holds every frame below the accepted cut.
+    case holdsCut = 7
+    /// A join request: the joiner's incarnation (the frame's sender field is its node).
+    case joinRequest = 8
+    /// State transfer: total snapshot bytes; the data section holds one chunk
+    /// whose sequence field is its byte offset.
+    case stateBytes = 9
+    /// State transfer: the node the snapshot is for.
+    case stateFor = 10
+    /// State transfer acknowledgement: snapshot bytes received so far.
+    case stateReceived = 11
+    /// The sender left gracefully (1) or asks to leave.
+    case leaving = 12
 }

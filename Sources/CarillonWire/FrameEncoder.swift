@@ -99,6 +99,17 @@ public struct FrameEncoder {
         openSection!.count += 1
     }
 
+    /// Appends another member's silent rounds to the open relayed-silence section
+    /// (same layout as a NAK range).
+    public mutating func appendRelayedSilence(_ range: NakRange) throws(WireError) {
+        try appendNak(range)
+    }
+
+    /// Appends a generic 12-byte entry (membership sections: a key, a node or a rank, and a value).
+    public mutating func appendEntry(_ entry: RankEntry) throws(WireError) {
+        try appendRankEntry(rank: entry.rank, value: entry.value)
+    }
+
     /// Appends a silent-round range to the open silent-rounds section.
     public mutating func appendSilent(_ range: SilentRange) throws(WireError) {
         guard openSection != nil else { throw .encoderMisuse }

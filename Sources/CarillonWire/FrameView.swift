@@ -18,6 +18,11 @@ public struct FrameView {
     var silentRounds: SectionRef?
     var clockSamples: SectionRef?
     var suspicions: SectionRef?
+    var viewFields: SectionRef?
+    var viewPositions: SectionRef?
+    var viewMembers: SectionRef?
+    var viewCut: SectionRef?
+    var relayedSilence: SectionRef?
 
     struct SectionRef {
         /// Offset of the first entry (just after the section header).
@@ -84,6 +89,28 @@ public struct FrameView {
     public var clockSampleEntries: FixedEntrySequence<ClockSample> {
         FixedEntrySequence(clockSamples.map(slice), stride: Wire.clockEntryBytes) { b, o in
             ClockSample(rank: b.u16(o), minOneWayNanos: Int64(bitPattern: b.u64(o + 4)))
+        }
+    }
+
+    /// Membership frames: key/value fields (see ``ViewField``).
+    public var viewFieldEntries: FixedEntrySequence<RankEntry> { rankEntries(viewFields) }
+    /// Membership frames: received-below rounds per old-view rank, frozen at the promise.
+    public var viewPositionEntries: FixedEntrySequence<RankEntry> { rankEntries(viewPositions) }
+    /// Membership frames: proposed members in rank order (node, incarnation).
+    public var viewMemberEntries: FixedEntrySequence<RankEntry> { rankEntries(viewMembers) }
+    /// Membership frames: proposed cut per old-view rank.
+    public var viewCutEntries: FixedEntrySequence<RankEntry> { rankEntries(viewCut) }
+
+    /// Repair frames: other members' silent rounds, relayed during a view change.
+    public var relayedSilentRanges: FixedEntrySequence<NakRange> {
+        FixedEntrySequence(relayedSilence.map(slice), stride: Wire.nakEntryBytes) { b, o in
+            NakRange(rank: b.u16(o), firstRound: b.u64(o + 4), lastRound: b.u64(o + 12))
+        }
+    }
+
+    private func rankEntries(_ ref: SectionRef?) -> FixedEntrySequence<RankEntry> {
+        FixedEntrySequence(ref.map(slice), stride: Wire.rankEntryBytes) { b, o in
+            RankEntry(rank: b.u16(o), value: b.u64(o + 4))
         }
     }
 
@@ -177,14 +204,29 @@ extension FrameView {
                 guard view.positions == nil else { throw .duplicateSection(code) }
                 try validateRankEntries(body, count: count, code: code)
                 view.positions = ref
-            case .naks:
-                guard view.naks == nil else { throw .duplicateSection(code) }
+            case .naks, .relayedSilence:
+                guard (section == .naks ? view.naks : view.relayedSilence) == nil else { throw .duplicateSection(code) }
                 try validateFixed(body, count: count, stride: Wire.nakEntryBytes, code: code) { b, o throws(WireError) in
                     guard b.u16(o + 2) == 0 else { throw .reservedFieldNotZero }
                     let first = b.u64(o + 4), last = b.u64(o + 12)
                     guard first <= last else { throw .invalidRange(first: first, last: last) }
                 }
-                view.naks = ref
+                if section == .naks { view.naks = ref } else { view.relayedSilence = ref }
+            case .viewFields, .viewPositions, .viewMembers, .viewCut:
+                let existing: SectionRef? = switch section {
+                case .viewFields: view.viewFields
+                case .viewPositions: view.viewPositions
+                case .viewMembers: view.viewMembers
+                default: view.viewCut
+                }
+                guard existing == nil else { throw .duplicateSection(code) }
+                try validateRankEntries(body, count: count, code: code)
+                switch section {
+                case .viewFields: view.viewFields = ref
+                case .viewPositions: view.viewPositions = ref
+                case .viewMembers: view.viewMembers = ref
+                default: view.viewCut = ref
+                }
             case .silentRounds:
                 guard view.silentRounds == nil else { throw .duplicateSection(code) }
                 try validateFixed(body, count: count, stride: Wire.silentEntryBytes, code: code) { b, o throws(WireError) in
@@ -219,6 +261,12 @@ extension FrameView {
 
     static func isAllowed(_ section: SectionKind, in kind: FrameKind) -> Bool {
         switch (kind, section) {
+        case (.membership, .viewFields), (.membership, .viewPositions), (.membership, .viewMembers),
+             (.membership, .viewCut), (.membership, .data):
+            return true
+        case (.membership, _), (_, .viewFields), (_, .viewPositions), (_, .viewMembers), (_, .viewCut): return false
+        case (.repair, .relayedSilence): return true
+        case (_, .relayedSilence): return false
         case (.slot, .retransmissions), (.repair, .data), (.repair, .clockSamples), (.repair, .suspicions): return false
         default: return true
         }

@@ -134,8 +134,8 @@ struct CodecTests {
         #expect(decode(frame) == .failure(.badMagic(0x4E4C_5200)))
         frame = sampleSlotFrame(); frame[4] = 2
         #expect(decode(frame) == .failure(.unsupportedVersion(2)))
-        frame = sampleSlotFrame(); frame[5] = 3
-        #expect(decode(frame) == .failure(.unknownFrameKind(3)))
+        frame = sampleSlotFrame(); frame[5] = 4
+        #expect(decode(frame) == .failure(.unknownFrameKind(4)))
         frame = sampleSlotFrame(); frame[6] = 0x02
         #expect(decode(frame) == .failure(.unknownFlags(0x02)))
         frame = sampleSlotFrame(); frame[22] = 1
