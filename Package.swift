@@ -23,6 +23,7 @@ let package = Package(
         .target(name: "CarillonWire"),
         .target(name: "CarillonSchedule"),
         .target(name: "CarillonOrdering", dependencies: ["CarillonWire", "CarillonSchedule"]),
+        .target(name: "CarillonMembership", dependencies: ["CarillonOrdering", "CarillonWire", "CarillonSchedule"]),
 
         // Shells: sockets, clocks, threads.
         .target(name: "CCarillonSys"),
@@ -37,10 +38,10 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
+        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
-        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonSchedule"]),
+        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule"]),
         .executableTarget(
             name: "carillon-sim",
             dependencies: [

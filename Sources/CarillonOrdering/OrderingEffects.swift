@@ -99,6 +99,29 @@ public struct OrderingEffects: Sendable {
         }
     }
 
+    /// Encodes one frame into up to `maxBytes` fresh frame bytes and lists it
+    /// for sending (used by layers above ordering, such as membership). `encode`
+    /// returns the frame's length, 0 for "nothing to send". Returns whether a
+    /// frame was added.
+    @discardableResult
+    public mutating func appendFrame(
+        kind: FrameKind, round: UInt64, maxBytes: Int,
+        _ encode: (UnsafeMutableRawBufferPointer) throws(WireError) -> Int
+    ) throws(WireError) -> Bool {
+        reserveFrameBytes(maxBytes)
+        let start = frameBytesUsed
+        let result: Result<Int, WireError> = frameBytes.withUnsafeMutableBytes { all in
+            do throws(WireError) {
+                return .success(try encode(UnsafeMutableRawBufferPointer(rebasing: all[start..<(start + maxBytes)])))
+            } catch { return .failure(error) }
+        }
+        let length = try result.get()
+        guard length > 0 else { return false }
+        frames.append(Frame(offset: start, length: length, kind: kind, round: round))
+        frameBytesUsed += length
+        return true
+    }
+
     mutating func appendDelivery(sender: Int, sequence: UInt64, round: UInt64, index: Int, payload: UnsafeRawBufferPointer) {
         let offset = deliveryBytes.count
         deliveryBytes.append(contentsOf: payload)
@@ -124,6 +147,9 @@ public enum BroadcastResult: Sendable, Hashable {
     case sendBufferFull
     /// The payload can never fit one frame; the limit is given.
     case payloadTooLarge(maxPayloadBytes: Int)
+    /// This member is not in an installed view (joining, or excluded and
+    /// rejoining): nothing was queued. Retry once a view is installed.
+    case notInView
 }
 
 /// What happened to one received datagram.

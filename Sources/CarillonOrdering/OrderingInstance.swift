@@ -93,6 +93,7 @@ public struct OrderingInstance: Sendable {
     // View change (see `wedge()`, `finalize(cut:endRound:)`).
     /// No more data leaves this member in this view once wedged.
     var wedged = false
+    var deliveryHeld = false
     /// Per sender: delivery stops below this round (frozen at the wedge, then the end round).
     var deliverBelow: [UInt64]
     /// Per sender: the decided cut; its rounds from here on are silent by decision.
@@ -187,6 +188,18 @@ public struct OrderingInstance: Sendable {
         for sender in 0..<memberCount where receivedBelow[sender] < cut[sender] { return false }
         return true
     }
+
+    /// Whether delivery is held (a joiner waiting for its state transfer).
+    public var isDeliveryHeld: Bool { deliveryHeld }
+
+    /// Holds or releases delivery; releasing delivers what is due at once.
+    public mutating func holdDelivery(_ hold: Bool, effects: inout OrderingEffects) {
+        deliveryHeld = hold
+        if !hold { advanceDelivery(effects: &effects) }
+    }
+
+    /// Whether this member suspects any other member (allocation-free).
+    public var suspectsAnyone: Bool { suspected.contains(true) }
 
     /// Whether ``wedge()`` was called.
     public var isWedged: Bool { wedged }
@@ -309,8 +322,14 @@ public struct OrderingInstance: Sendable {
         for sender in 0..<memberCount {
             cutRound[sender] = min(cut[sender], end)
             deliverBelow[sender] = end
-            advanceReceived(sender)
+            if sender == rank {
+                // Our own row is kept by frame number; nobody holds our rounds we did not send.
+                if receivedBelow[rank] >= cutRound[rank] { receivedBelow[rank] = max(receivedBelow[rank], end) }
+            } else {
+                advanceReceived(sender)
+            }
         }
+        updateStability()
         advanceDelivery(effects: &effects)
     }
 
@@ -969,6 +988,7 @@ public struct OrderingInstance: Sendable {
     // MARK: Delivery
 
     private mutating func advanceDelivery(effects: inout OrderingEffects) {
+        guard !deliveryHeld else { return }
         while cursorRound < receivedBelow[cursorSlot], cursorRound < deliverBelow[cursorSlot] {
             if configuration.deliveryMode == .safe, cursorRound >= stableBelow, endRound == .max { break }
             var cell = cell(cursorSlot, cursorRound)

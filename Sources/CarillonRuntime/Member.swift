@@ -229,7 +229,7 @@ public final class Member: @unchecked Sendable {
             switch broadcast(payload) {
             case .queued(let sequence): return sequence
             case .payloadTooLarge(let limit): throw BroadcastError.payloadTooLarge(maxPayloadBytes: limit)
-            case .sendBufferFull:
+            case .sendBufferFull, .notInView:
                 guard running.load(ordering: .relaxed) else { throw BroadcastError.stopped }
                 try await Task.sleep(nanoseconds: configuration.ordering.schedule.roundPeriodNanos)
             }

@@ -247,7 +247,7 @@ public struct ClusterSimulator {
         case .queued(let sequence):
             checker.recordBroadcast(sender: member, sequence: sequence, payload: payload, nowNanos: nowNanos)
             return true
-        case .sendBufferFull:
+        case .sendBufferFull, .notInView:
             return false
         case .payloadTooLarge:
             preconditionFailure("workload sized payloads to the instance's limit")

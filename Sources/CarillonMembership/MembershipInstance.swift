@@ -1,0 +1,732 @@
+import CarillonOrdering
+import CarillonSchedule
+import CarillonWire
+
+/// Everything a ``MembershipInstance`` asks its shell to do after one input:
+/// the ordering effects (frames of every kind, deliveries, suspicions) and view
+/// events placed among the deliveries.
+public struct MembershipEffects: Sendable {
+    /// Frames to send (to every configured node) and messages to deliver.
+    public var ordering = OrderingEffects()
+    /// View events, each after ``ViewEvent/deliveriesBefore`` of ``ordering``'s deliveries.
+    public internal(set) var events: [ViewEvent] = []
+
+    public init() {}
+
+    /// Forgets all effects, keeping capacity.
+    public mutating func removeAll() {
+        ordering.removeAll()
+        events.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Counters of the membership layer.
+public struct MembershipCounters: Sendable, Hashable {
+    public var viewsInstalled = 0
+    public var ballotsStarted = 0
+    public var promisesMade = 0
+    public var proposalsAccepted = 0
+    public var exclusions = 0
+    public var joinRequestsHeard = 0
+    public var stateBytesSent = 0
+    public var stateBytesReceived = 0
+    public var membershipFramesSent = 0
+    public var membershipFramesReceived = 0
+    public var staleEpochFrames = 0
+    public init() {}
+}
+
+/// One member's membership layer, as a pure state machine around the current
+/// view's ``OrderingInstance``: failure detection comes from the ordering
+/// instance's slot silence; view changes are a Paxos-style agreement among the
+/// members of the current view on the next view and the cut that ends this one.
+///
+/// **Change.** The lowest-ranked member that does not suspect every lower rank
+/// and has a reason (a suspicion, a join request, a leave) proposes under a new
+/// ballot. A member that promises the ballot *wedges*: it sends no more data in
+/// this view and freezes its delivery at what it has received, then restates
+/// its received-below positions. With promises from a majority of the view the
+/// proposer picks the value — the highest-ballot proposal any promiser accepted,
+/// or else a fresh one: the promisers (plus joiners) as members, and per old
+/// rank the cut *max over promisers of its received-below round* — and asks for
+/// acceptance. A member accepts and, once it holds every frame below the cut
+/// (relayed by any member that has it), says so. A majority of the old view
+/// holding the accepted proposal decides it; every member learns that from the
+/// restated state alone, so a proposer's crash after that point changes nothing.
+///
+/// **Install.** A member of the decided view delivers its old view up to the
+/// cut (rounds past it are silent by decision), then a view event, then starts
+/// the new view's instance at the decided start round and re-queues what it had
+/// not sent. A member left out stops and rejoins under a new incarnation. With
+/// no majority nothing is decided: a minority side stays wedged and reports that
+/// it is not in the primary component.
+///
+/// Membership frames (kind 3) are sent in the member's slot only while a change,
+/// an announcement, a join or a state transfer is under way: the steady state
+/// sends none and allocates nothing.
+public struct MembershipInstance: Sendable {
+    public let configuration: MembershipConfiguration
+    /// This process (its incarnation changes when it rejoins).
+    public private(set) var me: MemberID
+
+    /// The installed view (`nil` while joining).
+    public private(set) var view: View?
+    /// The installed view's ordering instance.
+    public private(set) var ordering: OrderingInstance?
+    var rank = 0
+
+    /// The previous view's instance, finished, kept to answer for its frames.
+    var retired: OrderingInstance?
+    var retiredEpoch: UInt32 = 0
+    var retiredUntilRound: UInt64 = 0
+    /// The decision that ended the previous view, restated while `announceUntilRound`.
+    var announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal)?
+    var announceUntilRound: UInt64 = 0
+
+    // Agreement state for the installed view.
+    var promised: UInt64 = 0
+    var promisedAtRound: UInt64 = 0
+    var accepted: (ballot: UInt64, proposal: ViewProposal)?
+    var decided: (ballot: UInt64, proposal: ViewProposal)?
+    var finalized = false
+    var maxBallotCounter: UInt64 = 0
+    var changeSinceRound: UInt64?
+    var noPrimaryReported = false
+    // What each rank of the view restated last.
+    var peerPromised: [UInt64] = []
+    var peerAccepted: [UInt64] = []
+    var peerHolds: [Bool] = []
+    var peerPositions: [[UInt64]?] = []
+    var peerProposal: [ViewProposal?] = []
+    var peerLeaving: [Bool] = []
+    // As proposer.
+    var proposing: UInt64 = 0
+    var proposingSinceRound: UInt64 = 0
+    var pendingJoins: [MemberID] = []
+    var leaving = false
+    /// A frame of a later epoch was seen at this round (we may have been left out).
+    var laterEpochSinceRound: UInt64?
+
+    // State transfer, donor side.
+    var snapshotPending: [MemberID] = []
+    var outgoingState: [UInt8] = []
+    var outgoing: [(member: MemberID, acked: Int)] = []
+    var outgoingUntilRound: UInt64 = 0
+    // State transfer, joiner side.
+    var awaitingState = false
+    var incomingState: [UInt8] = []
+    var incomingTotal: Int?
+    var stateAckUntilRound: UInt64 = 0
+    var nextJoinRequestRound: UInt64 = 0
+    var stopped = false
+
+    public private(set) var counters = MembershipCounters()
+
+    /// Creates the instance; with an initial view it starts as its member, else as a joiner.
+    public init(configuration: MembershipConfiguration) throws(OrderingConfigurationError) {
+        self.configuration = configuration
+        me = configuration.me
+        if let initial = configuration.initialView {
+            guard let rank = initial.rank(of: me) else { throw .rankOutOfRange(rank: -1, memberCount: initial.members.count) }
+            try install(view: initial, rank: rank)
+        }
+    }
+
+    private mutating func install(view next: View, rank nextRank: Int) throws(OrderingConfigurationError) {
+        let instance = try OrderingInstance(configuration: configuration.orderingConfiguration(view: next, rank: nextRank))
+        view = next
+        rank = nextRank
+        ordering = instance
+        let n = next.members.count
+        promised = 0
+        accepted = nil
+        decided = nil
+        finalized = false
+        changeSinceRound = nil
+        noPrimaryReported = false
+        proposing = 0
+        laterEpochSinceRound = nil
+        peerPromised = Array(repeating: 0, count: n)
+        peerAccepted = Array(repeating: 0, count: n)
+        peerHolds = Array(repeating: false, count: n)
+        peerPositions = Array(repeating: nil, count: n)
+        peerProposal = Array(repeating: nil, count: n)
+        peerLeaving = Array(repeating: false, count: n)
+        pendingJoins.removeAll { next.members.contains($0) }
+    }
+
+    // MARK: Observable state
+
+    /// Whether this member is in an installed view and may broadcast.
+    public var isMember: Bool { view != nil && !awaitingState && !stopped }
+    /// Whether a view change is under way here (wedged: no data sent, delivery frozen).
+    public var isChangingView: Bool { promised != 0 || decided != nil }
+    /// Whether this member has left (``leave()``) and the cluster has let it go.
+    public var hasLeft: Bool { stopped }
+    /// This member's rank in the installed view.
+    public var currentRank: Int? { view == nil ? nil : rank }
+
+    /// When ``onTimeout(nowNanos:effects:)`` is next needed.
+    public var nextDeadlineNanos: UInt64 {
+        var deadline = ordering?.nextDeadlineNanos ?? joinDeadlineNanos
+        if let retired { deadline = min(deadline, retired.nextDeadlineNanos) }
+        return deadline
+    }
+
+    var schedule: TDMASchedule { ordering?.configuration.schedule ?? configuration.ordering.schedule }
+
+    var joinDeadlineNanos: UInt64 {
+        configuration.ordering.schedule.slotWindow(round: nextJoinRequestRound, rank: 0).startNanos
+    }
+
+    // MARK: Inputs
+
+    /// Queues `payload` in the installed view; see ``OrderingInstance/broadcast(_:)``.
+    public mutating func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
+        guard isMember, ordering != nil else { return .notInView }
+        return ordering!.broadcast(payload)
+    }
+
+    /// Queues a byte array; see ``broadcast(_:)-(UnsafeRawBufferPointer)``.
+    public mutating func broadcast(_ payload: [UInt8]) -> BroadcastResult {
+        payload.withUnsafeBytes { broadcast($0) }
+    }
+
+    /// Asks to leave the cluster gracefully: the next view change leaves this
+    /// member out (faster than failure detection), then it stops.
+    public mutating func leave() { leaving = true }
+
+    /// Hands the state at the cut of the view just installed to its joiners;
+    /// call it when an ``ViewEvent/Kind/installed(_:joined:)`` event with
+    /// joiners was delivered (every member may call it; the lowest-ranked
+    /// member that was in the previous view sends it).
+    public mutating func provideSnapshot(_ state: [UInt8]) {
+        guard !snapshotPending.isEmpty else { return }
+        outgoingState = state
+        outgoing = snapshotPending.map { ($0, 0) }
+        snapshotPending = []
+        outgoingUntilRound = currentRound(schedule.originNanos) + UInt64(configuration.retireRounds)
+    }
+
+    /// Handles deadlines due at `nowNanos`: slot frames of the view (and of the
+    /// previous one while it is retired), membership frames, join requests.
+    public mutating func onTimeout(nowNanos: UInt64, effects: inout MembershipEffects) {
+        let round = currentRound(nowNanos)
+        guard !stopped else { return }
+        guard view != nil else {
+            if round >= nextJoinRequestRound {
+                nextJoinRequestRound = round + UInt64(max(configuration.joinRetryRounds, 1))
+                sendMembershipFrame(epoch: 0, round: round, nowNanos: nowNanos, effects: &effects)
+            }
+            return
+        }
+        if retired != nil {
+            if round >= retiredUntilRound {
+                retired = nil
+            } else {
+                retired!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
+            }
+        }
+        let before = ordering!.nextRoundToSend
+        ordering!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
+        guard ordering!.nextRoundToSend != before else { return }
+        // Our slot opened: the membership step, then our membership frames.
+        step(round: round, effects: &effects)
+        guard view != nil, !stopped else { return }
+        if needsMembershipFrame(round: round) {
+            sendMembershipFrame(epoch: view!.epoch, round: round, nowNanos: nowNanos, effects: &effects)
+        }
+        if let announcement, round < announceUntilRound {
+            sendAnnouncement(announcement, round: round, nowNanos: nowNanos, effects: &effects)
+        }
+        sendStateChunks(round: round, nowNanos: nowNanos, effects: &effects)
+    }
+
+    /// Takes in one received datagram (authenticated by the shell, if keys are on).
+    @discardableResult
+    public mutating func onFrameReceived(
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
+    ) -> FrameDisposition {
+        guard !stopped else { return .ignored }
+        guard bytes.count >= Wire.headerBytes else {
+            return ordering?.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
+                ?? .malformed(.truncated(needed: Wire.headerBytes, available: bytes.count))
+        }
+        let kind = bytes[5]
+        let epoch = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+        if kind == FrameKind.membership.rawValue {
+            let frame: FrameView
+            do { frame = try FrameView.decode(bytes) } catch { return .malformed(error) }
+            counters.membershipFramesReceived += 1
+            receiveMembershipFrame(frame, nowNanos: nowNanos, effects: &effects)
+            return .accepted
+        }
+        guard let view else { return .ignored }
+        let round = currentRound(nowNanos)
+        if epoch == view.epoch {
+            let disposition = ordering!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
+            if isChangingView || awaitingState { step(round: round, effects: &effects) }
+            return disposition
+        }
+        if retired != nil, epoch == retiredEpoch {
+            // A member still finishing the previous view: answer it, and tell it the decision.
+            announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            return retired!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
+        }
+        if epoch > view.epoch, laterEpochSinceRound == nil { laterEpochSinceRound = round }
+        counters.staleEpochFrames += 1
+        step(round: round, effects: &effects)
+        return .ignored
+    }
+
+    func currentRound(_ nowNanos: UInt64) -> UInt64 { schedule.round(atNanos: nowNanos) }
+
+    // MARK: Agreement
+
+    private var majority: Int { view!.majority }
+
+    private func isLowestUnsuspected() -> Bool {
+        guard let ordering else { return false }
+        for lower in 0..<rank where !ordering.suspects(rank, lower) { return false }
+        return true
+    }
+
+    private mutating func promise(_ ballot: UInt64, round: UInt64) {
+        guard ballot > promised else { return }
+        promised = ballot
+        promisedAtRound = round
+        maxBallotCounter = max(maxBallotCounter, ballot >> 16)
+        if changeSinceRound == nil { changeSinceRound = round }
+        _ = ordering!.wedge()
+        counters.promisesMade += 1
+    }
+
+    private mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal) {
+        guard ballot >= promised, proposal.cut.count == view!.members.count else { return }
+        promised = ballot
+        if accepted?.ballot != ballot { counters.proposalsAccepted += 1 }
+        accepted = (ballot, proposal)
+    }
+
+    /// Advances the view change from what is known now.
+    private mutating func step(round: UInt64, effects: inout MembershipEffects) {
+        guard let view, ordering != nil, !awaitingState else {
+            if awaitingState { return }
+            return
+        }
+        let n = view.members.count
+
+        // A decision: a majority of the view accepted the same ballot and holds its cut.
+        if decided == nil, let accepted {
+            var holders = 0
+            for r in 0..<n {
+                if r == rank {
+                    if ordering!.holds(cut: accepted.proposal.cut) { holders += 1 }
+                } else if peerAccepted[r] == accepted.ballot, peerHolds[r] {
+                    holders += 1
+                }
+            }
+            if holders >= majority { decided = accepted }
+        }
+        if let decided {
+            guard decided.proposal.members.contains(me) else {
+                exclude(epoch: view.epoch, effects: &effects)
+                return
+            }
+            if !finalized {
+                finalized = true
+                ordering!.finalize(cut: decided.proposal.cut, endRound: decided.proposal.startRound,
+                                   effects: &effects.ordering)
+            }
+            if ordering!.isFinished { installDecided(decided, round: round, effects: &effects) }
+            return
+        }
+
+        // Seen a later epoch and no decision reached us: we were left out.
+        if let since = laterEpochSinceRound, round >= since + UInt64(configuration.proposalTimeoutRounds) {
+            exclude(epoch: view.epoch, effects: &effects)
+            return
+        }
+
+        // As proposer: collect promises, then pick the value.
+        let timeout = UInt64(configuration.proposalTimeoutRounds)
+        if proposing != 0 {
+            if round >= proposingSinceRound + timeout || promised > proposing {
+                proposing = 0
+            } else if accepted?.ballot != proposing {
+                choose(round: round)
+            }
+        }
+
+        var reason = ordering!.suspectsAnyone || !pendingJoins.isEmpty || leaving
+        for r in 0..<n where peerLeaving[r] { reason = true }
+        let stalled = promised == 0 || round >= promisedAtRound + timeout
+        if proposing == 0, reason || promised != 0, stalled, isLowestUnsuspected() {
+            maxBallotCounter += 1
+            proposing = maxBallotCounter << 16 | UInt64(me.node)
+            proposingSinceRound = round
+            counters.ballotsStarted += 1
+            promise(proposing, round: round)
+            choose(round: round)
+        }
+
+        if let since = changeSinceRound, !noPrimaryReported, round >= since + 2 * timeout {
+            noPrimaryReported = true
+            effects.events.append(ViewEvent(
+                deliveriesBefore: effects.ordering.deliveries.count,
+                kind: .noPrimaryComponent(epoch: view.epoch, waitingRounds: Int(round - since))))
+        }
+    }
+
+    /// With promises for our ballot from a majority, picks the proposal and accepts it.
+    private mutating func choose(round: UInt64) {
+        let view = view!
+        let n = view.members.count
+        var promisers: [Int] = []
+        for r in 0..<n {
+            if r == rank ? promised == proposing : (peerPromised[r] == proposing && peerPositions[r] != nil) {
+                promisers.append(r)
+            }
+        }
+        guard promisers.count >= majority else { return }
+        // The highest-ballot proposal any promiser accepted may have been decided: keep it.
+        var best: (ballot: UInt64, proposal: ViewProposal)?
+        for r in promisers {
+            let candidate: (UInt64, ViewProposal)? = r == rank
+                ? accepted.map { ($0.ballot, $0.proposal) }
+                : peerProposal[r].map { (peerAccepted[r], $0) }
+            if let candidate, candidate.0 > 0, candidate.0 > (best?.ballot ?? 0) { best = candidate }
+        }
+        let proposal: ViewProposal
+        if let best {
+            proposal = best.proposal
+        } else {
+            var cut = ordering!.receivedBelowBySender
+            for r in promisers where r != rank {
+                for j in 0..<n { cut[j] = max(cut[j], peerPositions[r]![j]) }
+            }
+            var members: [MemberID] = []
+            for r in promisers where !(r == rank ? leaving : peerLeaving[r]) {
+                let member = view.members[r]
+                if pendingJoins.contains(where: { $0.node == member.node && $0.incarnation > member.incarnation }) { continue }
+                members.append(member)
+            }
+            for joiner in pendingJoins where !members.contains(where: { $0.node == joiner.node }) {
+                members.append(joiner)
+            }
+            // The next view starts where the last cut ends.
+            let start = cut.max() ?? view.startRound
+            proposal = ViewProposal(members: members, cut: cut, startRound: max(start, view.startRound))
+        }
+        accept(proposing, proposal)
+    }
+
+    private mutating func installDecided(
+        _ decided: (ballot: UInt64, proposal: ViewProposal), round: UInt64, effects: inout MembershipEffects
+    ) {
+        let old = view!
+        let proposal = decided.proposal
+        let next = View(epoch: old.epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
+        let joined = proposal.members.filter { !old.members.contains($0) }
+        effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
+                                        kind: .installed(next, joined: joined)))
+        var finished = ordering!
+        do { try install(view: next, rank: next.rank(of: me)!) } catch {
+            preconditionFailure("the next view's configuration derives from a valid one: \(error)")
+        }
+        finished.takePending { payload in _ = ordering!.broadcast(payload) }
+        retired = finished
+        retiredEpoch = old.epoch
+        retiredUntilRound = round + UInt64(configuration.retireRounds)
+        announcement = (old.epoch, decided.ballot, proposal)
+        announceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
+        counters.viewsInstalled += 1
+        // The lowest-ranked member that was in the old view sends the joiners their state.
+        if !joined.isEmpty, let donor = proposal.members.first(where: { old.members.contains($0) }), donor == me {
+            snapshotPending = joined
+        }
+        if leaving { stopped = true }
+    }
+
+    private mutating func exclude(epoch: UInt32, effects: inout MembershipEffects) {
+        let unsent = ordering?.pendingMessageCount ?? 0
+        if leaving {
+            stopped = true
+        } else {
+            effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
+                                            kind: .excluded(epoch: epoch, unsent: unsent)))
+        }
+        counters.exclusions += 1
+        view = nil
+        ordering = nil
+        retired = nil
+        announcement = nil
+        awaitingState = false
+        // Rejoin as a new incarnation.
+        me.incarnation &+= 1
+        nextJoinRequestRound = 0
+    }
+
+    // MARK: Membership frames
+
+    private func needsMembershipFrame(round: UInt64) -> Bool {
+        isChangingView || leaving || awaitingState || round < stateAckUntilRound
+    }
+
+    private struct Fields {
+        var promised: UInt64 = 0
+        var acceptedBallot: UInt64 = 0
+        var decided = false
+        var incarnation: UInt64 = 0
+        var proposing: UInt64 = 0
+        var startRound: UInt64?
+        var holdsCut = false
+        var joinRequest: UInt64?
+        var stateBytes: Int?
+        var stateFor: UInt16?
+        var stateReceived: Int?
+        var leaving = false
+    }
+
+    private mutating func sendMembershipFrame(
+        epoch: UInt32, round: UInt64, nowNanos: UInt64, effects: inout MembershipEffects
+    ) {
+        var fields: [RankEntry] = [RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation)]
+        var positions: [UInt64]?
+        var proposal: ViewProposal?
+        if epoch == 0 {
+            fields.append(RankEntry(rank: ViewField.joinRequest.rawValue, value: me.incarnation))
+        } else {
+            if promised != 0 {
+                fields.append(RankEntry(rank: ViewField.promisedBallot.rawValue, value: promised))
+                positions = ordering!.receivedBelowBySender
+            }
+            if proposing != 0 { fields.append(RankEntry(rank: ViewField.proposingBallot.rawValue, value: proposing)) }
+            if let decided {
+                fields.append(RankEntry(rank: ViewField.acceptedBallot.rawValue, value: decided.ballot))
+                fields.append(RankEntry(rank: ViewField.decided.rawValue, value: 1))
+                proposal = decided.proposal
+            } else if let accepted {
+                fields.append(RankEntry(rank: ViewField.acceptedBallot.rawValue, value: accepted.ballot))
+                proposal = accepted.proposal
+            }
+            if let proposal, ordering!.holds(cut: proposal.cut) {
+                fields.append(RankEntry(rank: ViewField.holdsCut.rawValue, value: 1))
+            }
+            if leaving { fields.append(RankEntry(rank: ViewField.leaving.rawValue, value: 1)) }
+            if awaitingState || round < stateAckUntilRound {
+                fields.append(RankEntry(rank: ViewField.stateReceived.rawValue, value: UInt64(incomingState.count)))
+            }
+        }
+        appendMembershipFrame(epoch: epoch, round: round, nowNanos: nowNanos, fields: fields, positions: positions,
+                              proposal: proposal, chunk: nil, effects: &effects)
+    }
+
+    private mutating func sendAnnouncement(
+        _ announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal), round: UInt64, nowNanos: UInt64,
+        effects: inout MembershipEffects
+    ) {
+        let fields = [
+            RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation),
+            RankEntry(rank: ViewField.acceptedBallot.rawValue, value: announcement.ballot),
+            RankEntry(rank: ViewField.decided.rawValue, value: 1),
+        ]
+        appendMembershipFrame(epoch: announcement.epoch, round: round, nowNanos: nowNanos, fields: fields,
+                              positions: nil, proposal: announcement.proposal, chunk: nil, effects: &effects)
+    }
+
+    private mutating func sendStateChunks(round: UInt64, nowNanos: UInt64, effects: inout MembershipEffects) {
+        guard !outgoing.isEmpty, round < outgoingUntilRound, let view else {
+            if !outgoing.isEmpty, round >= outgoingUntilRound { outgoing = [] }
+            return
+        }
+        let overhead = Wire.headerBytes + 3 * Wire.sectionHeaderBytes + 8 * Wire.rankEntryBytes
+            + Wire.messageHeaderBytes + configuration.ordering.tagLength
+        let chunkLimit = max(1, min(configuration.stateChunkBytes, configuration.ordering.maxFrameBytes - overhead))
+        for (member, acked) in outgoing where acked < outgoingState.count || acked == 0 {
+            guard view.members.contains(member) else { continue }
+            let end = min(outgoingState.count, acked + chunkLimit)
+            let fields = [
+                RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation),
+                RankEntry(rank: ViewField.stateFor.rawValue, value: UInt64(member.node)),
+                RankEntry(rank: ViewField.stateBytes.rawValue, value: UInt64(outgoingState.count)),
+            ]
+            appendMembershipFrame(epoch: view.epoch, round: round, nowNanos: nowNanos, fields: fields, positions: nil,
+                                  proposal: nil, chunk: (acked, Array(outgoingState[acked..<end])), effects: &effects)
+            counters.stateBytesSent += end - acked
+        }
+    }
+
+    private mutating func appendMembershipFrame(
+        epoch: UInt32, round: UInt64, nowNanos: UInt64, fields: [RankEntry], positions: [UInt64]?,
+        proposal: ViewProposal?, chunk: (offset: Int, bytes: [UInt8])?, effects: inout MembershipEffects
+    ) {
+        let tagLength = configuration.ordering.tagLength
+        let node = me.node
+        do {
+            try effects.ordering.appendFrame(kind: .membership, round: round,
+                                             maxBytes: configuration.ordering.maxFrameBytes) { buffer throws(WireError) in
+                var encoder = try FrameEncoder(
+                    buffer: buffer,
+                    header: FrameHeader(kind: .membership, senderRank: node, epoch: epoch, round: round,
+                                        senderTimestampNanos: nowNanos))
+                var all = fields
+                if let proposal { all.append(RankEntry(rank: ViewField.startRound.rawValue, value: proposal.startRound)) }
+                try encoder.beginSection(.viewFields)
+                for field in all { try encoder.appendEntry(field) }
+                try encoder.endSection()
+                if let positions {
+                    try encoder.beginSection(.viewPositions)
+                    for (r, below) in positions.enumerated() { try encoder.appendEntry(RankEntry(rank: UInt16(r), value: below)) }
+                    try encoder.endSection()
+                }
+                if let proposal {
+                    try encoder.beginSection(.viewMembers)
+                    for member in proposal.members {
+                        try encoder.appendEntry(RankEntry(rank: member.node, value: member.incarnation))
+                    }
+                    try encoder.endSection()
+                    try encoder.beginSection(.viewCut)
+                    for (r, cut) in proposal.cut.enumerated() { try encoder.appendEntry(RankEntry(rank: UInt16(r), value: cut)) }
+                    try encoder.endSection()
+                }
+                if let chunk {
+                    try encoder.beginSection(.data)
+                    try chunk.bytes.withBytes { bytes throws(WireError) in
+                        try encoder.appendMessage(sequence: UInt64(chunk.offset), payload: bytes)
+                    }
+                    try encoder.endSection()
+                }
+                return try encoder.finish(tagLength: tagLength)
+            }
+            counters.membershipFramesSent += 1
+        } catch {
+            preconditionFailure("membership frame exceeded maxFrameBytes (\(configuration.ordering.maxFrameBytes)): \(error)")
+        }
+    }
+
+    private mutating func receiveMembershipFrame(_ frame: FrameView, nowNanos: UInt64, effects: inout MembershipEffects) {
+        var fields = Fields()
+        for entry in frame.viewFieldEntries {
+            guard let key = ViewField(rawValue: entry.rank) else { continue }
+            switch key {
+            case .promisedBallot: fields.promised = entry.value
+            case .acceptedBallot: fields.acceptedBallot = entry.value
+            case .decided: fields.decided = entry.value != 0
+            case .incarnation: fields.incarnation = entry.value
+            case .proposingBallot: fields.proposing = entry.value
+            case .startRound: fields.startRound = entry.value
+            case .holdsCut: fields.holdsCut = entry.value != 0
+            case .joinRequest: fields.joinRequest = entry.value
+            case .stateBytes: fields.stateBytes = Int(clamping: entry.value)
+            case .stateFor: fields.stateFor = UInt16(truncatingIfNeeded: entry.value)
+            case .stateReceived: fields.stateReceived = Int(clamping: entry.value)
+            case .leaving: fields.leaving = entry.value != 0
+            }
+        }
+        let node = frame.header.senderRank
+        let epoch = frame.header.epoch
+        let round = currentRound(nowNanos)
+        var proposal: ViewProposal?
+        if let start = fields.startRound, frame.viewMemberEntries.count > 0 {
+            proposal = ViewProposal(
+                members: frame.viewMemberEntries.map { MemberID(node: $0.rank, incarnation: $0.value) },
+                cut: frame.viewCutEntries.map(\.value), startRound: start)
+        }
+
+        if let incarnation = fields.joinRequest {
+            let joiner = MemberID(node: node, incarnation: incarnation)
+            counters.joinRequestsHeard += 1
+            guard let view else { return }
+            if view.members.contains(joiner) {
+                // It joined but missed the decision: announce it again.
+                announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            } else if !pendingJoins.contains(joiner) {
+                pendingJoins.removeAll { $0.node == node && $0.incarnation < incarnation }
+                if !pendingJoins.contains(where: { $0.node == node }) { pendingJoins.append(joiner) }
+            }
+            return
+        }
+
+        guard let view else {
+            // Joining: a decided view that contains us.
+            if fields.decided, let proposal, let myRank = proposal.members.firstIndex(of: me) {
+                let next = View(epoch: epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
+                do { try install(view: next, rank: myRank) } catch { return }
+                awaitingState = true
+                incomingState = []
+                incomingTotal = nil
+                ordering!.holdDelivery(true, effects: &effects.ordering)
+                counters.viewsInstalled += 1
+            }
+            return
+        }
+        if epoch == retiredEpoch, retired != nil {
+            announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            return
+        }
+        guard epoch == view.epoch else {
+            if epoch > view.epoch, laterEpochSinceRound == nil { laterEpochSinceRound = round }
+            counters.staleEpochFrames += 1
+            return
+        }
+        guard let r = view.rank(ofNode: node), view.members[r].incarnation == fields.incarnation, r != rank else { return }
+
+        // State transfer.
+        if fields.stateFor == me.node, awaitingState, let total = fields.stateBytes {
+            incomingTotal = total
+            for chunk in frame.messages where Int(chunk.sequence) == incomingState.count {
+                incomingState.append(contentsOf: chunk.payload)
+                counters.stateBytesReceived += chunk.payload.count
+            }
+            if incomingState.count >= total {
+                awaitingState = false
+                stateAckUntilRound = round + UInt64(configuration.joinRetryRounds)
+                effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
+                                                kind: .stateReceived(view, state: incomingState)))
+                ordering!.holdDelivery(false, effects: &effects.ordering)
+            }
+            return
+        }
+        if let received = fields.stateReceived, let index = outgoing.firstIndex(where: { $0.member.node == node }) {
+            outgoing[index].acked = max(outgoing[index].acked, min(received, outgoingState.count))
+            if outgoing[index].acked >= outgoingState.count, received >= outgoingState.count {
+                outgoing.remove(at: index)
+            }
+        }
+        guard !awaitingState else { return }
+
+        // Agreement state, restated in full by every frame.
+        peerPromised[r] = fields.promised
+        peerAccepted[r] = fields.acceptedBallot
+        peerHolds[r] = fields.holdsCut
+        peerLeaving[r] = fields.leaving
+        if frame.viewPositionEntries.count == view.members.count {
+            peerPositions[r] = frame.viewPositionEntries.map(\.value)
+        }
+        if let proposal, proposal.cut.count == view.members.count { peerProposal[r] = proposal }
+        maxBallotCounter = max(maxBallotCounter, fields.promised >> 16, fields.proposing >> 16, fields.acceptedBallot >> 16)
+
+        if fields.decided, decided == nil, let proposal = peerProposal[r], fields.acceptedBallot > 0 {
+            decided = (fields.acceptedBallot, proposal)
+            accepted = decided
+        }
+        if fields.proposing != 0 {
+            promise(fields.proposing, round: round)
+            if fields.acceptedBallot == fields.proposing, let proposal = peerProposal[r] {
+                accept(fields.proposing, proposal)
+            }
+        }
+        step(round: round, effects: &effects)
+    }
+}
+
+extension Array where Element == UInt8 {
+    @inline(__always)
+    fileprivate func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        let result: Result<R, E> = withUnsafeBytes { bytes in
+            do throws(E) { return .success(try body(bytes)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+}

@@ -1,0 +1,148 @@
+import CarillonOrdering
+import CarillonSchedule
+
+/// One process on the bus: a node (its place in the cluster's address list)
+/// in one incarnation. A restarted process is a new incarnation of its node
+/// and joins as a new member.
+public struct MemberID: Sendable, Hashable, CustomStringConvertible {
+    /// Index of the node in the cluster's address list.
+    public var node: UInt16
+    /// Chosen at start, larger for every restart of the node (the shell uses
+    /// the realtime clock in nanoseconds).
+    public var incarnation: UInt64
+
+    public init(node: UInt16, incarnation: UInt64) {
+        self.node = node
+        self.incarnation = incarnation
+    }
+
+    public var description: String { "\(node)/\(incarnation)" }
+}
+
+/// A view: an epoch, the members in rank order and the round its schedule starts.
+///
+/// Rank `i` owns slot `i` of every round from ``startRound`` on. Views change
+/// only by a view change, which every member sees at the same point of the
+/// delivered stream.
+public struct View: Sendable, Hashable, CustomStringConvertible {
+    /// Increases by one with every installed view.
+    public var epoch: UInt32
+    /// Members in rank order.
+    public var members: [MemberID]
+    /// First round of this view's schedule (the end round of the previous view).
+    public var startRound: UInt64
+
+    public init(epoch: UInt32, members: [MemberID], startRound: UInt64) {
+        self.epoch = epoch
+        self.members = members
+        self.startRound = startRound
+    }
+
+    /// Rank of `member` in this view, if it is one.
+    public func rank(of member: MemberID) -> Int? { members.firstIndex(of: member) }
+
+    /// Rank of the member on `node` (any incarnation), if there is one.
+    public func rank(ofNode node: UInt16) -> Int? { members.firstIndex { $0.node == node } }
+
+    /// Members needed for a majority of this view.
+    public var majority: Int { members.count / 2 + 1 }
+
+    public var description: String {
+        "epoch \(epoch) from round \(startRound): [" + members.map(\.description).joined(separator: ", ") + "]"
+    }
+}
+
+/// A proposed next view and the cut that ends the current one.
+public struct ViewProposal: Sendable, Hashable {
+    /// The next view's members in rank order.
+    public var members: [MemberID]
+    /// Per rank of the current view: its rounds below this are delivered, the
+    /// rest are silent by decision (the ragged trim).
+    public var cut: [UInt64]
+    /// The current view ends and the next starts at this round.
+    public var startRound: UInt64
+
+    public init(members: [MemberID], cut: [UInt64], startRound: UInt64) {
+        self.members = members
+        self.cut = cut
+        self.startRound = startRound
+    }
+}
+
+/// Something the membership layer tells the application, at a point in the
+/// delivered stream: after the first ``deliveriesBefore`` deliveries of the
+/// same effects.
+public struct ViewEvent: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        /// A view was installed: every member of it sees this event at the same
+        /// point of the order. `joined` lists members new in it, who need the
+        /// state at this point (see ``MembershipInstance/provideSnapshot(_:)``).
+        case installed(View, joined: [MemberID])
+        /// This member was left out of the decided view (it was not among the
+        /// members that answered in time): it stopped delivering and rejoins as
+        /// a new incarnation. `unsent` messages it had queued were dropped.
+        case excluded(epoch: UInt32, unsent: Int)
+        /// A view change has not reached a majority of the view for this many
+        /// rounds: this member is not in the primary component and delivers
+        /// nothing until it is again.
+        case noPrimaryComponent(epoch: UInt32, waitingRounds: Int)
+        /// This member joined a view and received the state at that view's cut
+        /// (empty when the view was the first, or no service provided state).
+        case stateReceived(View, state: [UInt8])
+    }
+
+    public var deliveriesBefore: Int
+    public var kind: Kind
+}
+
+/// How a member builds each view's schedule and ordering configuration.
+public struct MembershipConfiguration: Sendable {
+    /// This process.
+    public var me: MemberID
+    /// The first view, or `nil` to start by joining a running cluster.
+    public var initialView: View?
+    /// Settings every view's ordering instance shares; `rank`, `schedule`,
+    /// `epoch` and `firstRound` are set per view.
+    public var ordering: OrderingConfiguration
+    /// The schedule's reservation and guard share, applied to each view's member count.
+    public var reservation: Double
+    public var guardFraction: Double = 0.1
+    /// A proposer that has not reached a decision in this many rounds is
+    /// superseded (by itself with a higher ballot, or by the next live member).
+    public var proposalTimeoutRounds: Int = 40
+    /// Rounds a member keeps answering for the previous view after installing
+    /// the next, so members still finishing it can fetch frames; and keeps
+    /// announcing the decision to members that missed it.
+    public var retireRounds: Int = 200
+    /// Rounds a joiner waits between join requests.
+    public var joinRetryRounds: Int = 20
+    /// Largest state-transfer chunk per frame.
+    public var stateChunkBytes: Int = 1024
+
+    public init(me: MemberID, initialView: View?, ordering: OrderingConfiguration) {
+        self.me = me
+        self.initialView = initialView
+        self.ordering = ordering
+        reservation = ordering.schedule.reservation
+        guardFraction = Double(ordering.schedule.guardNanos) / Double(max(ordering.schedule.slotNanos, 1))
+    }
+
+    /// The ordering configuration for `view`, with this member at `rank`.
+    func orderingConfiguration(view: View, rank: Int) -> OrderingConfiguration {
+        let base = ordering.schedule
+        let schedule: TDMASchedule
+        do {
+            schedule = try TDMASchedule(
+                memberCount: view.members.count, roundPeriodNanos: base.roundPeriodNanos, reservation: reservation,
+                guardFraction: guardFraction, originNanos: base.originNanos)
+        } catch {
+            preconditionFailure("a schedule valid for \(base.memberCount) members is valid for \(view.members.count): \(error)")
+        }
+        var configuration = ordering
+        configuration.schedule = schedule
+        configuration.rank = rank
+        configuration.epoch = view.epoch
+        configuration.firstRound = view.startRound
+        return configuration
+    }
+}
