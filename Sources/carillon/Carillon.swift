@@ -123,7 +123,7 @@ struct Node: ParsableCommand {
                           !stopRequested.load(ordering: .relaxed) { sched_yield() }
                     next = Clock.viewNanos() + UInt64(gapUs * 1000)
                 }
-            case .sendBufferFull:
+            case .sendBufferFull, .notInView:
                 sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
             case .payloadTooLarge(let limit):
                 throw ValidationError("--size \(size) exceeds the largest payload, \(limit) bytes, for max_frame_bytes \(file.maxFrameBytes)")
