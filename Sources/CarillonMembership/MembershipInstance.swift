@@ -119,6 +119,8 @@ public struct MembershipInstance: Sendable {
     var stateAckUntilRound: UInt64 = 0
     var nextJoinRequestRound: UInt64 = 0
     var stopped = false
+    /// The round of the latest input.
+    var lastRound: UInt64 = 0
 
     public private(set) var counters = MembershipCounters()
 
@@ -205,7 +207,7 @@ public struct MembershipInstance: Sendable {
         outgoingState = state
         outgoing = snapshotPending.map { ($0, 0) }
         snapshotPending = []
-        outgoingUntilRound = currentRound(schedule.originNanos) + UInt64(configuration.retireRounds)
+        outgoingUntilRound = lastRound + UInt64(configuration.retireRounds)
     }
 
     /// Handles deadlines due at `nowNanos`: slot frames of the view (and of the
@@ -279,7 +281,10 @@ public struct MembershipInstance: Sendable {
         return .ignored
     }
 
-    func currentRound(_ nowNanos: UInt64) -> UInt64 { schedule.round(atNanos: nowNanos) }
+    mutating func currentRound(_ nowNanos: UInt64) -> UInt64 {
+        lastRound = max(lastRound, schedule.round(atNanos: nowNanos))
+        return lastRound
+    }
 
     // MARK: Agreement
 
@@ -328,6 +333,12 @@ public struct MembershipInstance: Sendable {
             }
             if holders >= majority { decided = accepted }
         }
+        // Seen a later epoch and could not finish this one in time: we were left
+        // out, or cannot get the cut's frames any more. Rejoining is always safe.
+        if let since = laterEpochSinceRound, round >= since + UInt64(configuration.proposalTimeoutRounds) {
+            exclude(epoch: view.epoch, effects: &effects)
+            return
+        }
         if let decided {
             guard decided.proposal.members.contains(me) else {
                 exclude(epoch: view.epoch, effects: &effects)
@@ -342,11 +353,6 @@ public struct MembershipInstance: Sendable {
             return
         }
 
-        // Seen a later epoch and no decision reached us: we were left out.
-        if let since = laterEpochSinceRound, round >= since + UInt64(configuration.proposalTimeoutRounds) {
-            exclude(epoch: view.epoch, effects: &effects)
-            return
-        }
 
         // As proposer: collect promises, then pick the value.
         let timeout = UInt64(configuration.proposalTimeoutRounds)
@@ -358,7 +364,9 @@ public struct MembershipInstance: Sendable {
             }
         }
 
-        var reason = ordering!.suspectsAnyone || !pendingJoins.isEmpty || leaving
+        // Joins wait until the last view has settled (its joiners have their state).
+        let joinsDue = !pendingJoins.isEmpty && round >= view.startRound + timeout
+        var reason = ordering!.suspectsAnyone || joinsDue || leaving
         for r in 0..<n where peerLeaving[r] { reason = true }
         let stalled = promised == 0 || round >= promisedAtRound + timeout
         if proposing == 0, reason || promised != 0, stalled, isLowestUnsuspected() {
@@ -389,6 +397,9 @@ public struct MembershipInstance: Sendable {
             }
         }
         guard promisers.count >= majority else { return }
+        // Wait a little for every member we do not suspect, so a slow one is not left out.
+        let everyone = (0..<n).allSatisfy { r in promisers.contains(r) || ordering!.suspects(rank, r) }
+        guard everyone || round >= proposingSinceRound + UInt64(configuration.proposalTimeoutRounds / 2) else { return }
         // The highest-ballot proposal any promiser accepted may have been decided: keep it.
         var best: (ballot: UInt64, proposal: ViewProposal)?
         for r in promisers {

@@ -14,7 +14,7 @@ public struct FrameEncoder {
     var openSection: (start: Int, count: Int)?
     var sectionCount = 0
     /// Known section kinds written so far (bit = raw value), to refuse duplicates.
-    var sectionsWritten: UInt32 = 0
+    var sectionsWritten: UInt64 = 0
 
     /// Starts a frame. `header.bodyLength`, `sectionCount` and `tagLength` are
     /// filled in by ``finish(tagLength:)``.
@@ -35,7 +35,7 @@ public struct FrameEncoder {
     /// Throws ``WireError/duplicateSection(_:)`` or ``WireError/sectionNotAllowed(section:kind:)``
     /// for a section the decoder would refuse in this frame.
     public mutating func beginSection(_ kind: SectionKind) throws(WireError) {
-        let bit: UInt32 = 1 << (kind.rawValue & 0x1F)
+        let bit: UInt64 = 1 << (kind.rawValue & 0x3F)  // unique for every defined kind
         guard sectionsWritten & bit == 0 else { throw .duplicateSection(kind.rawValue) }
         guard FrameView.isAllowed(kind, in: header.kind) else {
             throw .sectionNotAllowed(section: kind.rawValue, kind: header.kind.rawValue)

@@ -23,6 +23,9 @@ struct CarillonSim: ParsableCommand {
               carillon-sim --seed 42 --swarm -v      one swarm seed, with its profile and counters
               carillon-sim --swarm --seeds 1-10000   the release sweep
               carillon-sim --seeds 1-200 --members 5 --loss 0.2
+              carillon-sim --membership --swarm --seeds 1-10000
+                                                     view changes: crashes, restarts, partitions, joins
+              carillon-sim --membership --seed 7 -v  one membership seed with its event log
             """)
 
     @Option(name: .long, help: "Run this one seed.")
@@ -33,6 +36,9 @@ struct CarillonSim: ParsableCommand {
 
     @Flag(name: .long, help: "Draw every fault and workload parameter from the seed (swarm testing).")
     var swarm = false
+
+    @Flag(name: .long, help: "Simulate the membership layer: crashes, restarts, partitions, joins and view changes.")
+    var membership = false
 
     @Option(name: .long, help: "Members in the cluster (standard profile only).")
     var members: Int?
@@ -70,6 +76,7 @@ struct CarillonSim: ParsableCommand {
         if let canary, canaryVariant(canary) == nil {
             throw ValidationError("unknown canary \(canary): deliver-on-arrival, redeliver-duplicates or ignore-naks")
         }
+        if membership, canary != nil || mode != nil { throw ValidationError("--membership takes no --canary or --mode") }
         if swarm, members != nil || loss != nil || rounds != nil || mode != nil {
             throw ValidationError("--swarm draws members, loss, rounds and mode from the seed; drop those options")
         }
@@ -104,6 +111,7 @@ struct CarillonSim: ParsableCommand {
 
     func replayCommand(_ seed: UInt64) -> String {
         var parts = ["swift run -c release carillon-sim --seed \(seed)"]
+        if membership { parts.append("--membership") }
         if swarm { parts.append("--swarm") }
         if let members { parts.append("--members \(members)") }
         if let loss { parts.append("--loss \(loss)") }
@@ -126,15 +134,24 @@ struct CarillonSim: ParsableCommand {
             var index = worker
             while index < count {
                 let seed = range.lowerBound + UInt64(index)
-                var simulator = ClusterSimulator(seed: seed, profile: profile(for: seed), canary: variant)
-                let result = simulator.run()
-                let line = render(result)
+                let passed: Bool, messages: Int, livenessRounds: Int?, line: String?
+                if membership {
+                    var simulator = MembershipSimulator(
+                        seed: seed, profile: swarm ? .swarm(seed: seed) : membershipProfile())
+                    let result = simulator.run()
+                    (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
+                                                                result.livenessRounds, render(result))
+                } else {
+                    var simulator = ClusterSimulator(seed: seed, profile: profile(for: seed), canary: variant)
+                    let result = simulator.run()
+                    (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
+                                                                result.livenessRounds, render(result))
+                }
                 state.withLock { sweep in
                     sweep.done += 1
-                    sweep.events += result.events
-                    sweep.messages += result.messagesBroadcast
-                    if let rounds = result.livenessRounds { sweep.maxLivenessRounds = max(sweep.maxLivenessRounds, rounds) }
-                    if !result.passed { sweep.failed.append(seed) }
+                    sweep.messages += messages
+                    if let rounds = livenessRounds { sweep.maxLivenessRounds = max(sweep.maxLivenessRounds, rounds) }
+                    if !passed { sweep.failed.append(seed) }
                     if let line { print(line) }
                     if showProgress, sweep.done % 50 == 0 || sweep.done == count {
                         let seconds = max(0.001, (ContinuousClock.now - started).seconds)
@@ -156,6 +173,23 @@ struct CarillonSim: ParsableCommand {
             print("replay the first: \(replayCommand(sweep.failed.min()!))")
             throw ExitCode(1)
         }
+    }
+
+    func membershipProfile() -> MembershipFaultProfile {
+        var profile = MembershipFaultProfile()
+        if let members { profile.nodeCount = members }
+        if let loss { profile.lossProbability = loss }
+        if let rounds { profile.faultRounds = rounds }
+        return profile
+    }
+
+    func render(_ result: MembershipSimulationResult) -> String? {
+        guard verbose || demo || !result.passed else { return nil }
+        var lines = [result.description, "  profile: \(result.profile)"]
+        for violation in result.violations { lines.append("  \(violation)") }
+        if verbose { for entry in result.log { lines.append("  \(entry)") } }
+        if !result.passed { lines.append("  replay: \(replayCommand(result.seed))") }
+        return lines.joined(separator: "\n")
     }
 
     func render(_ result: SimulationResult) -> String? {
