@@ -112,6 +112,8 @@ public struct MembershipInstance: Sendable {
     var outgoingState: [UInt8] = []
     var outgoing: [(member: MemberID, acked: Int)] = []
     var outgoingUntilRound: UInt64 = 0
+    var outgoingFromRound: UInt64 = 0
+    var donorDelayRounds: UInt64 = 0
     // State transfer, joiner side.
     var awaitingState = false
     var incomingState: [UInt8] = []
@@ -207,7 +209,8 @@ public struct MembershipInstance: Sendable {
         outgoingState = state
         outgoing = snapshotPending.map { ($0, 0) }
         snapshotPending = []
-        outgoingUntilRound = lastRound + UInt64(configuration.retireRounds)
+        outgoingFromRound = lastRound + donorDelayRounds
+        outgoingUntilRound = outgoingFromRound + UInt64(configuration.retireRounds)
     }
 
     /// Handles deadlines due at `nowNanos`: slot frames of the view (and of the
@@ -452,9 +455,11 @@ public struct MembershipInstance: Sendable {
         announcement = (old.epoch, decided.ballot, proposal)
         announceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
         counters.viewsInstalled += 1
-        // The lowest-ranked member that was in the old view sends the joiners their state.
-        if !joined.isEmpty, let donor = proposal.members.first(where: { old.members.contains($0) }), donor == me {
+        // Members that were in the old view hold the same state at this cut; the
+        // lowest-ranked sends it, the next ones take over if it makes no progress.
+        if !joined.isEmpty, let index = proposal.members.filter({ old.members.contains($0) }).firstIndex(of: me) {
             snapshotPending = joined
+            donorDelayRounds = UInt64(index * configuration.joinRetryRounds)
         }
         if leaving { stopped = true }
     }
@@ -547,7 +552,7 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func sendStateChunks(round: UInt64, nowNanos: UInt64, effects: inout MembershipEffects) {
-        guard !outgoing.isEmpty, round < outgoingUntilRound, let view else {
+        guard !outgoing.isEmpty, round >= outgoingFromRound, round < outgoingUntilRound, let view else {
             if !outgoing.isEmpty, round >= outgoingUntilRound { outgoing = [] }
             return
         }

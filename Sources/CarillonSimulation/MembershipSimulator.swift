@@ -122,7 +122,7 @@ public struct MembershipSimulator {
     var log: [String] = []
     var crashes = 0, restarts = 0, partitions = 0, viewsInstalled = 0, deliveries = 0
     var probeIDs: Set<UInt64> = []
-    var probesSent = false
+    var probeView: View?
     var wakeAt: [UInt64] = []
     var archivedLogs: [[UInt32: [UInt64]]] = []
 
@@ -196,6 +196,11 @@ public struct MembershipSimulator {
             violations.append("liveness: not settled \(profile.livenessBoundRounds) rounds after faults stopped; "
                 + processes.enumerated().map { "node \($0.offset): \($0.element.instance.view?.description ?? "joining")" }
                     .joined(separator: "; "))
+            for process in processes {
+                log.append("missing probes: \(probeIDs.subtracting(process.delivered).count), backlog \(process.backlog.count), excluded \(process.excluded)")
+                log.append("state \(process.instance.me): member \(process.instance.isMember), changing \(process.instance.isChangingView), "
+                    + (process.instance.ordering?.debugDescription ?? "no ordering"))
+            }
         }
         return MembershipSimulationResult(
             seed: seed, profile: profile, violations: violations, viewsInstalled: viewsInstalled,
@@ -255,8 +260,11 @@ public struct MembershipSimulator {
               processes.allSatisfy({ $0.instance.isMember && $0.instance.view == first }),
               first.members.count == profile.nodeCount
         else { return false }
-        if !probesSent {
-            probesSent = true
+        // Probes are sent in one view; a view change since then (a member that
+        // missed the end of the faults) starts over with fresh probes.
+        if probeView != first {
+            probeView = first
+            probeIDs = []
             for node in processes.indices {
                 let id = nextID(node)
                 probeIDs.insert(id)
