@@ -27,7 +27,23 @@ public struct MembershipFaultProfile: Sendable, Hashable {
     /// After faults stop: rounds within which every node must be in one view and deliver a probe from each.
     public var livenessBoundRounds = 3_000
 
+    /// Faults at stated rounds, on top of the random ones (for scenario tests).
+    public var script: [ScriptedFault] = []
+
     public init() {}
+
+    /// A profile with no random faults: only `script` happens.
+    public static func scripted(_ script: [ScriptedFault], nodeCount: Int = 5, faultRounds: Int = 1_000) -> MembershipFaultProfile {
+        var profile = MembershipFaultProfile()
+        profile.nodeCount = nodeCount
+        profile.crashProbability = 0
+        profile.restartProbability = 0
+        profile.partitionProbability = 0
+        profile.lossProbability = 0.01
+        profile.faultRounds = faultRounds
+        profile.script = script
+        return profile
+    }
 
     /// Draws a profile from `seed`: node count 3–5 and fault rates vary.
     public static func swarm(seed: UInt64) -> MembershipFaultProfile {
@@ -47,6 +63,24 @@ public struct MembershipFaultProfile: Sendable, Hashable {
     }
 }
 
+/// A fault at a stated round.
+public struct ScriptedFault: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        /// The node's process stops (kill -9).
+        case crash(node: Int)
+        /// The node starts again as a new incarnation and joins.
+        case restart(node: Int)
+        /// Nodes on the `true` side cannot reach the others for `rounds` rounds.
+        case partition(side: [Bool], rounds: Int)
+    }
+    public var round: Int
+    public var kind: Kind
+    public init(round: Int, _ kind: Kind) {
+        self.round = round
+        self.kind = kind
+    }
+}
+
 /// The outcome of one membership simulation.
 public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var seed: UInt64
@@ -61,6 +95,8 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var deliveries: Int
     public var livenessRounds: Int?
     public var log: [String]
+    /// Every installed view, by epoch.
+    public var views: [UInt32: [MemberID]]
 
     public var passed: Bool { violations.isEmpty }
 
@@ -205,12 +241,27 @@ public struct MembershipSimulator {
         return MembershipSimulationResult(
             seed: seed, profile: profile, violations: violations, viewsInstalled: viewsInstalled,
             highestEpoch: viewMembers.keys.max() ?? 1, crashes: crashes, restarts: restarts, partitions: partitions,
-            messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound, log: log)
+            messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound, log: log, views: viewMembers)
     }
 
     // MARK: Faults
 
     mutating func injectFaults() {
+        for fault in profile.script where UInt64(fault.round) == round {
+            switch fault.kind {
+            case .crash(let node):
+                processes[node].alive = false
+                crashes += 1
+                record("crash node \(node) (scripted)")
+            case .restart(let node):
+                restart(node)
+            case .partition(let split, let rounds):
+                side = split
+                partitionEndsNanos = nowNanos + UInt64(rounds) * profile.roundPeriodNanos
+                partitions += 1
+                record("partition \(side.map { $0 ? "A" : "B" }.joined()) (scripted)")
+            }
+        }
         let n = profile.nodeCount
         // A crash never takes the latest view below a majority of live members:
         // past that no view change can succeed, by design, and nothing recovers.
