@@ -266,7 +266,10 @@ public struct MembershipSimulator {
         // A crash never takes the latest view below a majority of live members:
         // past that no view change can succeed, by design, and nothing recovers.
         let latest = viewMembers[viewMembers.keys.max()!]!
-        let liveInView = processes.filter { $0.alive && latest.contains($0.instance.me) }.count
+        // Live means running that view: installed it and, for a joiner, holding its state.
+        let liveInView = processes.filter {
+            $0.alive && $0.instance.isMember && $0.instance.view?.members == latest && latest.contains($0.instance.me)
+        }.count
         let crashAllowed = liveInView - 1 >= latest.count / 2 + 1
         for node in 0..<n {
             if processes[node].alive {
