@@ -530,7 +530,8 @@ public struct MembershipInstance: Sendable {
                 fields.append(RankEntry(rank: ViewField.holdsCut.rawValue, value: 1))
             }
             if leaving { fields.append(RankEntry(rank: ViewField.leaving.rawValue, value: 1)) }
-            if awaitingState || round < stateAckUntilRound {
+            // Acknowledge only once the size is known: an empty state is acknowledged after its (empty) chunk.
+            if (awaitingState && incomingTotal != nil) || round < stateAckUntilRound {
                 fields.append(RankEntry(rank: ViewField.stateReceived.rawValue, value: UInt64(incomingState.count)))
             }
         }

@@ -37,8 +37,8 @@ public enum Wire {
     public static let maxFrameBytes = 65_507
 }
 
-/// What a frame is for. Codes 3 (membership) and 4 (bulk) are reserved for the
-/// layers that later work adds; a version-1 decoder rejects them as unknown.
+/// What a frame is for. Code 4 (bulk) is reserved for the bulk channel; the
+/// decoder rejects it as unknown until it exists.
 public enum FrameKind: UInt8, Sendable, CaseIterable {
     /// The one frame a member sends in its own slot of a round.
     case slot = 1
@@ -69,7 +69,8 @@ public enum SectionKind: UInt16, Sendable, CaseIterable {
     /// Membership frames: key/value fields (``ViewField`` key, 64-bit value).
     case viewFields = 0x0020
     /// Membership frames: the sender's received-below round per old-view rank,
-    /// frozen when it promised.
+    /// as of the frame (restated while it has promised; never below what it
+    /// had when it wedged).
     case viewPositions = 0x0021
     /// Membership frames: the proposed view's members in rank order (node, incarnation).
     case viewMembers = 0x0022
