@@ -318,10 +318,8 @@ public struct MembershipInstance: Sendable {
 
     /// Advances the view change from what is known now.
     private mutating func step(round: UInt64, effects: inout MembershipEffects) {
-        guard let view, ordering != nil, !awaitingState else {
-            if awaitingState { return }
-            return
-        }
+        // A joiner waiting for its state takes no part until it has it.
+        guard let view, ordering != nil, !awaitingState else { return }
         let n = view.members.count
 
         // A decision: a majority of the view accepted the same ballot and holds its cut.
