@@ -632,17 +632,7 @@ public struct OrderingInstance: Sendable {
                     let length = storeLength[cell]
                     let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
                     guard encoder.remainingBytes - reserveForSilent >= needed else { full = true; break }
-                    var inner = try encoder.beginEmbeddedFrame(
-                        header: FrameHeader(kind: .slot, senderRank: UInt16(target), epoch: configuration.epoch,
-                                            round: next, senderTimestampNanos: 0))
-                    try inner.beginSection(.data)
-                    let base = cell * batchBudgetBytes
-                    try storeBytes.withBytes { store throws(WireError) in
-                        try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
-                                                        count: storeCount[cell])
-                    }
-                    try inner.endSection()
-                    try encoder.endEmbeddedFrame(inner)
+                    try embedStoredFrame(&encoder, sender: target, round: next, cell: cell)
                     embedded += 1
                     next += 1
                     continue
@@ -680,6 +670,25 @@ public struct OrderingInstance: Sendable {
         counters.framesRetransmitted += embedded
         counters.silentRangesSent += relayScratch.count
         return try encoder.finish(tagLength: configuration.tagLength)
+    }
+
+    /// Embeds the stored data frame of `sender`'s `round` (held in `cell`) in the
+    /// open retransmission section: own repairs and relays alike.
+    private func embedStoredFrame(
+        _ encoder: inout FrameEncoder, sender: Int, round: UInt64, cell: Int
+    ) throws(WireError) {
+        var inner = try encoder.beginEmbeddedFrame(
+            header: FrameHeader(kind: .slot, senderRank: UInt16(sender), epoch: configuration.epoch,
+                                round: round, senderTimestampNanos: 0))
+        try inner.beginSection(.data)
+        let base = cell * batchBudgetBytes
+        let length = storeLength[cell]
+        try storeBytes.withBytes { store throws(WireError) in
+            try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
+                                            count: storeCount[cell])
+        }
+        try inner.endSection()
+        try encoder.endEmbeddedFrame(inner)
     }
 
     /// Encodes one frame into the next `maxFrameBytes` of the effects and lists it
@@ -732,17 +741,7 @@ public struct OrderingInstance: Sendable {
                     let length = storeLength[cell]
                     let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
                     guard encoder.remainingBytes - reserveForSilent >= needed else { full = true; break }
-                    var inner = try encoder.beginEmbeddedFrame(
-                        header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch,
-                                            round: next, senderTimestampNanos: 0))
-                    try inner.beginSection(.data)
-                    let base = cell * batchBudgetBytes
-                    try storeBytes.withBytes { store throws(WireError) in
-                        try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
-                                                        count: storeCount[cell])
-                    }
-                    try inner.endSection()
-                    try encoder.endEmbeddedFrame(inner)
+                    try embedStoredFrame(&encoder, sender: rank, round: next, cell: cell)
                     embedded += 1
                     next += 1
                 } else {
