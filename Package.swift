@@ -33,7 +33,7 @@ let package = Package(
         .target(
             name: "CarillonRuntime",
             dependencies: [
-                "CarillonOrdering", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys",
+                "CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "carillon",
             dependencies: [
-                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CCarillonSys",
+                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

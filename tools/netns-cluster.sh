@@ -7,7 +7,8 @@
 # Usage (as root):
 #   tools/netns-cluster.sh [--members N] [--loss PCT] [--shape MBIT [--tbf]] [--messages M]
 #                          [--rate PER_S] [--size BYTES] [--idle STRATEGY]
-#                          [--period-us US] [--max-frame-bytes B] [--multicast] [--bin PATH] [--out DIR] [--timeout S]
+#                          [--period-us US] [--max-frame-bytes B] [--multicast] [--suspicion-slots K]
+#                          [--bin PATH] [--out DIR] [--timeout S]
 # Examples:
 #   tools/netns-cluster.sh --members 3 --loss 5
 #   tools/netns-cluster.sh --members 5 --loss 5 --messages 2000 --out /tmp/run1
@@ -36,9 +37,10 @@ while [ $# -gt 0 ]; do
         --bin) bin=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
+        --suspicion-slots) suspicion_slots=$2; shift 2 ;;
         --multicast) multicast=1; shift ;;
         --max-frame-bytes) max_frame_bytes=$2; mtu=$(( $2 + 28 > 1500 ? $2 + 28 : 1500 )); shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "netns-cluster: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -63,10 +65,11 @@ for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 pids=()
 
 # Every member's (sender, sequence) list must be identical, complete and gap-free.
-cut -d' ' -f1,2 "$out/h0.log" > "$out/order.h0"
+# (Lines starting with "#" are view events.)
+grep -v '^#' "$out/h0.log" | cut -d' ' -f1,2 > "$out/order.h0"
 status=0
 for i in $(seq 0 $((members - 1))); do
-    cut -d' ' -f1,2 "$out/h$i.log" > "$out/order.h$i"
+    grep -v '^#' "$out/h$i.log" | cut -d' ' -f1,2 > "$out/order.h$i"
     count=$(wc -l < "$out/order.h$i")
     if [ "$count" -ne $((messages * members)) ]; then echo "h$i delivered $count of $((messages * members))" >&2; status=1; fi
     if ! cmp -s "$out/order.h0" "$out/order.h$i"; then echo "h$i's order differs from h0's" >&2; status=1; fi
@@ -80,6 +83,6 @@ done
 [ "$failed" -eq 0 ] || status=1
 [ "$status" -eq 0 ] && echo "netns-cluster: OK — $members members delivered the same $((messages * members)) messages in the same order" >&2
 for i in $(seq 0 $((members - 1))); do
-    awk -v h="h$i" 'NR == 1 { first = $4 } { last = $4; n++ } END { if (last > first) printf "%s: %d messages delivered in %.3f s = %.0f msg/s\n", h, n, (last - first) / 1e9, n / ((last - first) / 1e9) }' "$out/h$i.log" >&2
+    grep -v '^#' "$out/h$i.log" | awk -v h="h$i" 'NR == 1 { first = $4 } { last = $4; n++ } END { if (last > first) printf "%s: %d messages delivered in %.3f s = %.0f msg/s\n", h, n, (last - first) / 1e9, n / ((last - first) / 1e9) }' >&2
 done
 exit $status

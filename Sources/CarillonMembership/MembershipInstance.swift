@@ -91,6 +91,8 @@ public struct MembershipInstance: Sendable {
     var finalized = false
     var maxBallotCounter: UInt64 = 0
     var changeSinceRound: UInt64?
+    /// Ballots promised in this view (the proposal timeout doubles with each).
+    var ballotsSeen = 0
     var noPrimaryReported = false
     // What each rank of the view restated last.
     var peerPromised: [UInt64] = []
@@ -125,6 +127,17 @@ public struct MembershipInstance: Sendable {
     var lastRound: UInt64 = 0
 
     public private(set) var counters = MembershipCounters()
+    /// Counters of the views' ordering instances that are gone.
+    var pastOrderingCounters = OrderingCounters()
+
+    /// The ordering counters summed over every view this member ran.
+    public var orderingCounters: OrderingCounters {
+        pastOrderingCounters + (retired?.counters ?? OrderingCounters()) + (ordering?.counters ?? OrderingCounters())
+    }
+
+    /// Whether this member is to hand the joiners of the view just installed
+    /// their state (call ``provideSnapshot(_:)`` at that point of the stream).
+    public var isSnapshotRequested: Bool { !snapshotPending.isEmpty }
 
     /// Creates the instance; with an initial view it starts as its member, else as a joiner.
     public init(configuration: MembershipConfiguration) throws(OrderingConfigurationError) {
@@ -147,6 +160,7 @@ public struct MembershipInstance: Sendable {
         decided = nil
         finalized = false
         changeSinceRound = nil
+        ballotsSeen = 0
         noPrimaryReported = false
         proposing = 0
         laterEpochSinceRound = nil
@@ -156,7 +170,10 @@ public struct MembershipInstance: Sendable {
         peerPositions = Array(repeating: nil, count: n)
         peerProposal = Array(repeating: nil, count: n)
         peerLeaving = Array(repeating: false, count: n)
-        pendingJoins.removeAll { next.members.contains($0) }
+        // Joined, or superseded by a later incarnation already in the view.
+        pendingJoins.removeAll { joiner in
+            next.members.contains { $0.node == joiner.node && $0.incarnation >= joiner.incarnation }
+        }
     }
 
     // MARK: Observable state
@@ -227,6 +244,7 @@ public struct MembershipInstance: Sendable {
         }
         if retired != nil {
             if round >= retiredUntilRound {
+                pastOrderingCounters = pastOrderingCounters + retired!.counters
                 retired = nil
             } else {
                 retired!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
@@ -302,6 +320,7 @@ public struct MembershipInstance: Sendable {
     private mutating func promise(_ ballot: UInt64, round: UInt64) {
         guard ballot > promised else { return }
         promised = ballot
+        ballotsSeen += 1
         promisedAtRound = round
         maxBallotCounter = max(maxBallotCounter, ballot >> 16)
         if changeSinceRound == nil { changeSinceRound = round }
@@ -336,6 +355,8 @@ public struct MembershipInstance: Sendable {
         }
         // Seen a later epoch and could not finish this one in time: we were left
         // out, or cannot get the cut's frames any more. Rejoining is always safe.
+        // (A later epoch while this view is healthy is a stray frame, not a sign: forget it.)
+        if laterEpochSinceRound != nil, !isChangingView, !ordering!.suspectsAnyone { laterEpochSinceRound = nil }
         if let since = laterEpochSinceRound, round >= since + UInt64(configuration.proposalTimeoutRounds) {
             exclude(epoch: view.epoch, effects: &effects)
             return
@@ -356,7 +377,10 @@ public struct MembershipInstance: Sendable {
 
 
         // As proposer: collect promises, then pick the value.
-        let timeout = UInt64(configuration.proposalTimeoutRounds)
+        // Each ballot that failed in this view doubles the wait (up to 32×): a
+        // slow cluster settles instead of restarting ballots forever.
+        let base = UInt64(configuration.proposalTimeoutRounds)
+        let timeout = base << UInt64(min(max(ballotsSeen, 1) - 1, 5))
         if proposing != 0 {
             if round >= proposingSinceRound + timeout || promised > proposing {
                 proposing = 0
@@ -366,7 +390,7 @@ public struct MembershipInstance: Sendable {
         }
 
         // Joins wait until the last view has settled (its joiners have their state).
-        let joinsDue = !pendingJoins.isEmpty && round >= view.startRound + timeout
+        let joinsDue = !pendingJoins.isEmpty && round >= view.startRound + base
         var reason = ordering!.suspectsAnyone || joinsDue || leaving
         for r in 0..<n where peerLeaving[r] { reason = true }
         let stalled = promised == 0 || round >= promisedAtRound + timeout
@@ -379,7 +403,7 @@ public struct MembershipInstance: Sendable {
             choose(round: round)
         }
 
-        if let since = changeSinceRound, !noPrimaryReported, round >= since + 2 * timeout {
+        if let since = changeSinceRound, !noPrimaryReported, round >= since + 2 * base {
             noPrimaryReported = true
             effects.events.append(ViewEvent(
                 deliveriesBefore: effects.ordering.deliveries.count,
@@ -400,7 +424,8 @@ public struct MembershipInstance: Sendable {
         guard promisers.count >= majority else { return }
         // Wait a little for every member we do not suspect, so a slow one is not left out.
         let everyone = (0..<n).allSatisfy { r in promisers.contains(r) || ordering!.suspects(rank, r) }
-        guard everyone || round >= proposingSinceRound + UInt64(configuration.proposalTimeoutRounds / 2) else { return }
+        let patience = UInt64(configuration.proposalTimeoutRounds / 2) << UInt64(min(max(ballotsSeen, 1) - 1, 5))
+        guard everyone || round >= proposingSinceRound + patience else { return }
         // The highest-ballot proposal any promiser accepted may have been decided: keep it.
         var best: (ballot: UInt64, proposal: ViewProposal)?
         for r in promisers {
@@ -447,6 +472,7 @@ public struct MembershipInstance: Sendable {
             preconditionFailure("the next view's configuration derives from a valid one: \(error)")
         }
         finished.takePending { payload in _ = ordering!.broadcast(payload) }
+        if let older = retired { pastOrderingCounters = pastOrderingCounters + older.counters }
         retired = finished
         retiredEpoch = old.epoch
         retiredUntilRound = round + UInt64(configuration.retireRounds)
@@ -471,6 +497,7 @@ public struct MembershipInstance: Sendable {
                                             kind: .excluded(epoch: epoch, unsent: unsent)))
         }
         counters.exclusions += 1
+        pastOrderingCounters = orderingCounters
         view = nil
         ordering = nil
         retired = nil
@@ -656,6 +683,8 @@ public struct MembershipInstance: Sendable {
             if view.members.contains(joiner) {
                 // It joined but missed the decision: announce it again.
                 announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            } else if view.members.contains(where: { $0.node == node && $0.incarnation > incarnation }) {
+                // A stale request of an incarnation a later one replaced.
             } else if !pendingJoins.contains(joiner) {
                 pendingJoins.removeAll { $0.node == node && $0.incarnation < incarnation }
                 if !pendingJoins.contains(where: { $0.node == node }) { pendingJoins.append(joiner) }

@@ -50,6 +50,10 @@ public struct OrderingConfiguration: Sendable {
     /// failure detection off. Suspicion is an observation, not a verdict: it
     /// is cleared as soon as the member is heard again.
     public var suspicionSlots: Int = 20
+    /// Slots of silence before a member never heard in this view is suspected
+    /// (members of a new view start at slightly different times). At least
+    /// `suspicionSlots`.
+    public var unheardSuspicionSlots: Int = 200
     /// Room left at the end of every frame for an authentication tag.
     public var tagLength: Int = 0
     /// The view's first round.

@@ -203,4 +203,41 @@ public struct OrderingCounters: Sendable, Hashable {
     /// Repair frames carrying other members' rounds, sent during a view change.
     public var framesRelayed = 0
     public init() {}
+
+    /// The sum of two sets of counters: a member's totals over several views' instances.
+    public static func + (a: OrderingCounters, b: OrderingCounters) -> OrderingCounters {
+        var sum = a
+        sum.slotFramesSent += b.slotFramesSent
+        sum.repairFramesSent += b.repairFramesSent
+        sum.messagesBroadcast += b.messagesBroadcast
+        sum.sendBufferFull += b.sendBufferFull
+        sum.payloadsTooLarge += b.payloadsTooLarge
+        sum.framesReceived += b.framesReceived
+        sum.framesAccepted += b.framesAccepted
+        sum.duplicateFrames += b.duplicateFrames
+        sum.framesBeyondWindow += b.framesBeyondWindow
+        sum.malformedFrames += b.malformedFrames
+        sum.wrongEpochFrames += b.wrongEpochFrames
+        sum.unknownSenderFrames += b.unknownSenderFrames
+        sum.oversizedBatches += b.oversizedBatches
+        sum.conflictingFrames += b.conflictingFrames
+        sum.invalidSilentRanges += b.invalidSilentRanges
+        sum.naksSent += b.naksSent
+        sum.naksReceived += b.naksReceived
+        sum.naksSuppressed += b.naksSuppressed
+        sum.staleNaks += b.staleNaks
+        sum.framesRetransmitted += b.framesRetransmitted
+        sum.silentRangesSent += b.silentRangesSent
+        sum.roundsCaughtUp += b.roundsCaughtUp
+        sum.dataHeldByWindow += b.dataHeldByWindow
+        sum.messagesDelivered += b.messagesDelivered
+        sum.duplicateMessages += b.duplicateMessages
+        sum.sequenceGaps += b.sequenceGaps
+        sum.implausiblePositions += b.implausiblePositions
+        sum.foreignEmbeddedFrames += b.foreignEmbeddedFrames
+        sum.suspicionsRaised += b.suspicionsRaised
+        sum.suspicionsCleared += b.suspicionsCleared
+        sum.framesRelayed += b.framesRelayed
+        return sum
+    }
 }

@@ -564,12 +564,14 @@ public struct OrderingInstance: Sendable {
             // Rounds of the view that ended with nothing at all heard for them.
             let silentFrom = max(heardBelow[peer], configuration.firstRound)
             let silent = ended > silentFrom ? ended - silentFrom : 0
-            if silent >= slots, !suspected[peer] {
+            let threshold = heardBelow[peer] > configuration.firstRound
+                ? slots : max(slots, UInt64(max(configuration.unheardSuspicionSlots, 0)))
+            if silent >= threshold, !suspected[peer] {
                 suspected[peer] = true
                 suspectedSince[peer] = silentFrom
                 counters.suspicionsRaised += 1
                 effects.membershipEvents.append(.suspected(rank: peer, silentSinceRound: silentFrom))
-            } else if silent < slots, suspected[peer] {
+            } else if silent < threshold, suspected[peer] {
                 suspected[peer] = false
                 counters.suspicionsCleared += 1
                 effects.membershipEvents.append(.cleared(rank: peer))

@@ -1,5 +1,6 @@
 import CCarillonSys
 import CarillonAuth
+import CarillonMembership
 import CarillonOrdering
 import CarillonSchedule
 import CarillonTransport
@@ -8,43 +9,88 @@ import Logging
 import Synchronization
 
 /// Everything one member needs to run on real sockets.
+///
+/// The cluster is a list of *nodes* (addresses); a member is one process on a
+/// node, in one incarnation. Members of the first view start together with
+/// incarnation 0; a process that starts later (a restart, or a node added to
+/// a running cluster) calls ``joinRunningCluster(incarnation:)`` and is added
+/// at the next view change.
 public struct MemberConfiguration: Sendable {
-    /// This member's rank: its index in `members`.
-    public var rank: Int
-    /// Every member's UDP endpoint, by rank.
-    public var members: [UDPEndpoint]
+    /// This process's node: its index in `nodes`.
+    public var node: Int
+    /// Every node's UDP endpoint, by node index. Frames go to all of them.
+    public var nodes: [UDPEndpoint]
     /// Send each frame once to this IPv4 multicast group instead of to each peer.
     public var multicastGroup: UDPEndpoint?
-    /// The ordering instance's settings (schedule, delivery mode, limits).
+    /// Settings every view's ordering instance shares (schedule timing,
+    /// delivery mode, limits); rank, member count, epoch and first round
+    /// come from the view.
     public var ordering: OrderingConfiguration
+    /// Rounds without a decision before a view change is retried by the next proposer.
+    public var proposalTimeoutRounds = 40
+    /// Rounds a member keeps answering for a finished view.
+    public var retireRounds = 200
+    /// Rounds between a joiner's join requests.
+    public var joinRetryRounds = 20
+    /// `true`: start as a joiner instead of as a member of the first view.
+    public private(set) var joins = false
+    /// This process's incarnation: 0 for the first view's members, larger for each later start on the node.
+    public private(set) var incarnation: UInt64 = 0
     /// How the agent waits between duty cycles.
     public var idleStrategy: IdleStrategy = .default
     /// Seeded loss on arrival (tests only).
     public var lossInjection: LossInjection?
     /// Frame authentication; set by `init`, and off only when said so there.
     public private(set) var authentication: MemberAuthentication
-    /// Where the member logs start, stop and anomalies (never per message).
+    /// Where the member logs start, stop, view changes and anomalies (never per message).
     public var logger = Logger(label: "carillon.member")
 
-    /// A configuration with the given view; the schedule's first round is the
-    /// one in progress at `startNanos` on the view's timebase (every member of
-    /// a view must be given the same value).
+    /// A configuration whose first view is every node; the schedule's first
+    /// round is the one in progress at `startNanos` on the view's timebase
+    /// (every member of a view must be given the same value).
     ///
     /// `authentication` has no default: running without tags is a decision the
     /// caller writes down (`.off`).
-    public init(rank: Int, members: [UDPEndpoint], roundPeriodNanos: UInt64 = 100_000, reservation: Double = 0.5,
+    public init(node: Int, nodes: [UDPEndpoint], roundPeriodNanos: UInt64 = 100_000, reservation: Double = 0.5,
                 startNanos: UInt64, authentication: MemberAuthentication) throws(MemberConfigurationError) {
-        guard !members.isEmpty else { throw .noMembers }
-        guard members.indices.contains(rank) else { throw .rankOutOfRange(rank: rank, memberCount: members.count) }
+        guard !nodes.isEmpty else { throw .noMembers }
+        guard nodes.count <= Int(UInt16.max) else { throw .rankOutOfRange(rank: node, memberCount: nodes.count) }
+        guard nodes.indices.contains(node) else { throw .rankOutOfRange(rank: node, memberCount: nodes.count) }
         let schedule: TDMASchedule
-        do { schedule = try TDMASchedule(memberCount: members.count, roundPeriodNanos: roundPeriodNanos, reservation: reservation) }
+        do { schedule = try TDMASchedule(memberCount: nodes.count, roundPeriodNanos: roundPeriodNanos, reservation: reservation) }
         catch { throw .schedule(error) }
-        self.rank = rank
-        self.members = members
-        ordering = OrderingConfiguration(rank: rank, schedule: schedule)
+        self.node = node
+        self.nodes = nodes
+        ordering = OrderingConfiguration(rank: node, schedule: schedule)
         ordering.firstRound = schedule.round(atNanos: startNanos)
         self.authentication = authentication
         if case .clusterKey = authentication { ordering.tagLength = FrameAuthenticator.tagBytes }
+    }
+
+    /// Starts this process as a joiner: it asks the running cluster to add it
+    /// and receives the state at the view where it is added. `incarnation`
+    /// must be larger than any earlier one on this node (the default, the
+    /// realtime clock in nanoseconds, is).
+    public mutating func joinRunningCluster(incarnation: UInt64 = Clock.viewNanos()) {
+        joins = true
+        self.incarnation = max(incarnation, 1)
+    }
+
+    /// The first view: every node, incarnation 0, from the configured first round.
+    public var initialView: View {
+        View(epoch: ordering.epoch, members: nodes.indices.map { MemberID(node: UInt16($0), incarnation: 0) },
+             startRound: ordering.firstRound)
+    }
+
+    /// The pure membership layer's configuration for this member.
+    public var membership: MembershipConfiguration {
+        var configuration = MembershipConfiguration(
+            me: MemberID(node: UInt16(node), incarnation: incarnation), initialView: joins ? nil : initialView,
+            ordering: ordering)
+        configuration.proposalTimeoutRounds = proposalTimeoutRounds
+        configuration.retireRounds = retireRounds
+        configuration.joinRetryRounds = joinRetryRounds
+        return configuration
     }
 }
 
@@ -94,40 +140,57 @@ public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringCon
 public struct StopReport: Sendable, CustomStringConvertible {
     /// Messages accepted by `broadcast` that never left in a frame.
     public var unsentMessages: Int
-    /// Delivery position reached: (round, slot).
+    /// Delivery position reached in the last view: (round, slot).
     public var deliveryCursor: (round: UInt64, slot: Int)
     /// The round this member would have sent next.
     public var nextRoundToSend: UInt64
+    /// The view this member was in when it stopped (nil: joining, or left out).
+    public var view: View?
+    /// Ordering counters summed over every view this member ran.
     public var ordering: OrderingCounters
+    public var membership: MembershipCounters
     public var transport: TransportCounters
     public var runtime: RuntimeCounters
 
     public var description: String {
-        "stopped: \(unsentMessages) message(s) accepted but never sent; delivered up to round \(deliveryCursor.round) slot \(deliveryCursor.slot); next round to send \(nextRoundToSend)"
+        let where_ = view.map { "epoch \($0.epoch) with \($0.members.count) members" } ?? "no view"
+        return "stopped in \(where_): \(unsentMessages) message(s) accepted but never sent; delivered up to round \(deliveryCursor.round) slot \(deliveryCursor.slot); next round to send \(nextRoundToSend)"
     }
 }
 
-/// One member of a Carillon bus on real UDP sockets: an ``OrderingInstance``
-/// driven by an agent thread that reads the clock once per duty cycle, takes
-/// in arriving frames, sends its slot frame when its slot opens, and hands
-/// deliveries to the application — in total order, on the agent thread.
+/// One member of a Carillon bus on real UDP sockets: a ``MembershipInstance``
+/// (views, and each view's ``OrderingInstance``) driven by an agent thread that
+/// reads the clock once per duty cycle, takes in arriving frames, sends its
+/// slot frame when its slot opens, and hands deliveries and view events to the
+/// application — in total order, on the agent thread.
 ///
 /// ```swift
 /// let member = try Member(configuration: configuration) { delivery, payload in
 ///     print(delivery.sender, delivery.sequence, payload.count)
 /// }
+/// member.onViewEvent = { event in print(event) }
 /// try member.start()
 /// _ = member.broadcast(Array("hello".utf8))
 /// let report = member.stop()
 /// ```
 public final class Member: @unchecked Sendable {
+    /// Called for each delivered message; `delivery.sender` is the sender's rank
+    /// in the view current at that point of the stream.
     public typealias DeliveryHandler = (OrderingEffects.Delivery, UnsafeRawBufferPointer) -> Void
+    /// Called for each view event, at its point of the stream.
+    public typealias ViewEventHandler = (ViewEvent.Kind) -> Void
 
     public let configuration: MemberConfiguration
     let transport: UDPTransport
-    let state: Mutex<OrderingInstance>
+    let state: Mutex<MembershipInstance>
     let running = Atomic<Bool>(false)
     let handler: DeliveryHandler
+    /// View events, on the agent thread, in stream order. Set before ``start()``.
+    public var onViewEvent: ViewEventHandler?
+    /// The application's state at the current point of the stream, asked for
+    /// when a view with joiners is installed and this member may be their
+    /// donor. Set before ``start()``; without it joiners receive an empty state.
+    public var snapshotProvider: (() -> [UInt8])?
     var thread: pthread_t?
     /// Duty cycles that found the slot already past its send deadline (slot-timing misses).
     let lateSlots = Atomic<Int>(0)
@@ -142,10 +205,10 @@ public final class Member: @unchecked Sendable {
     /// Opens the socket and builds the instance; nothing runs until ``start()``.
     public init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
         self.configuration = configuration
-        do { state = Mutex(try OrderingInstance(configuration: configuration.ordering)) } catch { throw .ordering(error) }
+        do { state = Mutex(try MembershipInstance(configuration: configuration.membership)) } catch { throw .ordering(error) }
         var options = UDPTransportOptions(
-            bind: configuration.members[configuration.rank],
-            peers: configuration.members.enumerated().filter { $0.offset != configuration.rank }.map(\.element))
+            bind: configuration.nodes[configuration.node],
+            peers: configuration.nodes.enumerated().filter { $0.offset != configuration.node }.map(\.element))
         options.multicastGroup = configuration.multicastGroup
         options.lossInjection = configuration.lossInjection
         options.maxDatagramBytes = max(configuration.ordering.maxFrameBytes, 2048)
@@ -158,6 +221,12 @@ public final class Member: @unchecked Sendable {
     /// The endpoint the socket is bound to.
     public var localEndpoint: UDPEndpoint { transport.localEndpoint }
 
+    /// The installed view now (nil while joining).
+    public var view: View? { state.withLock { $0.view } }
+
+    /// Whether this member is in a view and may broadcast (false while joining or waiting for state).
+    public var isMember: Bool { state.withLock { $0.isMember } }
+
     /// Starts the agent thread.
     public func start() throws(SystemCallError) {
         guard markRunning() else { return }
@@ -167,15 +236,22 @@ public final class Member: @unchecked Sendable {
         }
     }
 
+    var nodeLogger: Logger {
+        var logger = configuration.logger
+        logger[metadataKey: "node"] = "\(configuration.node)"
+        return logger
+    }
+
     func logStart() {
         let o = configuration.ordering
-        var logger = configuration.logger
-        logger[metadataKey: "rank"] = "\(configuration.rank)"
+        let logger = nodeLogger
         logger.info("member starting", metadata: [
-            "endpoint": "\(transport.localEndpoint)", "members": "\(configuration.members.count)",
+            "endpoint": "\(transport.localEndpoint)", "nodes": "\(configuration.nodes.count)",
+            "start": "\(configuration.joins ? "join a running cluster" : "first view")",
+            "incarnation": "\(configuration.incarnation)",
             "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
             "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
-            "idle": "\(configuration.idleStrategy)",
+            "suspicion_slots": "\(o.suspicionSlots)", "idle": "\(configuration.idleStrategy)",
             "authentication": "\(authenticator == nil ? "off" : "blake2b-128")",
             "multicast": "\(configuration.multicastGroup.map(String.init(describing:)) ?? "no")",
         ])
@@ -198,23 +274,35 @@ public final class Member: @unchecked Sendable {
             self.thread = nil
         }
         onStop?()
-        var logger = configuration.logger
-        logger[metadataKey: "rank"] = "\(configuration.rank)"
         let report = state.withLock { instance in
-            StopReport(unsentMessages: instance.pendingMessageCount, deliveryCursor: instance.deliveryCursor,
-                       nextRoundToSend: instance.nextRoundToSend, ordering: instance.counters,
+            StopReport(unsentMessages: instance.ordering?.pendingMessageCount ?? 0,
+                       deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
+                       nextRoundToSend: instance.ordering?.nextRoundToSend ?? 0, view: instance.view,
+                       ordering: instance.orderingCounters, membership: instance.counters,
                        transport: transport.counters, runtime: runtimeCounters)
         }
-        if wasRunning { logger.info("member stopped", metadata: [
+        if wasRunning { nodeLogger.info("member stopped", metadata: [
             "unsent_messages": "\(report.unsentMessages)", "delivered": "\(report.ordering.messagesDelivered)",
+            "epoch": "\(report.view.map { String($0.epoch) } ?? "none")",
+            "views_installed": "\(report.membership.viewsInstalled)",
             "naks_sent": "\(report.ordering.naksSent)", "bad_tags": "\(report.runtime.badTag)",
             "late_slots": "\(report.runtime.lateSlots)",
         ]) }
         return report
     }
 
+    /// Asks to leave the cluster: the next view change (started at once) leaves
+    /// this member out, faster than failure detection would. Keep the member
+    /// running until ``hasLeft`` is true, then stop it.
+    public func leave() { state.withLock { $0.leave() } }
+
+    /// Whether a ``leave()`` has completed.
+    public var hasLeft: Bool { state.withLock { $0.hasLeft } }
+
     /// Queues a payload for this member's next slot; never blocks. On
-    /// `.sendBufferFull` nothing was queued: retry after a slot (or use the async variant).
+    /// `.sendBufferFull` nothing was queued: retry after a slot (or use the
+    /// async variant). On `.notInView` the member is joining, waiting for its
+    /// state, or was left out and is rejoining: retry later.
     public func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
         state.withLock { $0.broadcast(payload) }
     }
@@ -223,7 +311,8 @@ public final class Member: @unchecked Sendable {
         payload.withUnsafeBytes { broadcast($0) }
     }
 
-    /// Queues a payload, waiting (one round period at a time) while the send buffer is full.
+    /// Queues a payload, waiting (one round period at a time) while the send
+    /// buffer is full or the member is not in a view.
     public func broadcast(waitingFor payload: [UInt8]) async throws -> UInt64 {
         while true {
             switch broadcast(payload) {
@@ -236,8 +325,11 @@ public final class Member: @unchecked Sendable {
         }
     }
 
-    /// The instance's counters now.
-    public var orderingCounters: OrderingCounters { state.withLock { $0.counters } }
+    /// The ordering counters now, summed over every view this member ran.
+    public var orderingCounters: OrderingCounters { state.withLock { $0.orderingCounters } }
+
+    /// The membership layer's counters now.
+    public var membershipCounters: MembershipCounters { state.withLock { $0.counters } }
 
     /// The shell's own counters now.
     public var runtimeCounters: RuntimeCounters {
@@ -252,7 +344,7 @@ public final class Member: @unchecked Sendable {
 
     /// What the agent keeps between duty cycles; touched only by the thread running them.
     struct AgentLocal {
-        var effects = OrderingEffects()
+        var effects = MembershipEffects()
         var metrics: MemberMetrics
         var logger: Logger
         var badTagsLogged = 0
@@ -267,9 +359,7 @@ public final class Member: @unchecked Sendable {
 
     /// Prepares the agent state; called on the thread that will run the duty cycles.
     func prepareAgent() {
-        var logger = configuration.logger
-        logger[metadataKey: "rank"] = "\(configuration.rank)"
-        agent = AgentLocal(metrics: MemberMetrics(rank: configuration.rank), logger: logger)
+        agent = AgentLocal(metrics: MemberMetrics(node: configuration.node), logger: nodeLogger)
         agent.driftHistory.reserveCapacity(128)
     }
 
@@ -290,12 +380,39 @@ public final class Member: @unchecked Sendable {
 
     /// One duty cycle: read the clock once, take in arrived frames, send the
     /// slot frame if the slot has opened, carry out the effects, publish
-    /// counters now and then. Returns nanoseconds until the next slot.
+    /// counters now and then. Returns nanoseconds until the next deadline.
     func dutyCycle() -> UInt64 {
         let now = viewNow()
-        let schedule = configuration.ordering.schedule
-        let rank = configuration.rank
-        // Take in what has arrived.
+        // Take in everything that has arrived (after a late wake-up that is
+        // several batches: judging silence before reading them would suspect
+        // members that did speak).
+        var batches = 0
+        repeat {
+            batches += 1
+            receiveOneBatch(now: now)
+        } while transport.lastBatchFilled && batches < 64
+        // Our slot (and any other deadline: joins, the previous view's answers).
+        state.withLock { instance in
+            guard now >= instance.nextDeadlineNanos else { return }
+            let round = instance.ordering?.nextRoundToSend
+            instance.onTimeout(nowNanos: now, effects: &agent.effects)
+            if let round, let ordering = instance.ordering, ordering.nextRoundToSend > round {
+                let window = ordering.configuration.schedule.slotWindow(round: ordering.nextRoundToSend - 1,
+                                                                        rank: ordering.configuration.rank)
+                if now > window.sendDeadlineNanos { lateSlots.add(1, ordering: .relaxed) }
+            }
+        }
+        let logger = agent.logger
+        carryOut(&agent.effects, logger: logger)
+        if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
+        // Carrying out may have changed the view (and so the next deadline).
+        let deadline = state.withLock { $0.nextDeadlineNanos }
+        let after = viewNow()
+        return deadline > after ? deadline - after : 0
+    }
+
+    /// One recvmmsg batch: each datagram authenticated, then handed to the instance.
+    func receiveOneBatch(now: UInt64) {
         do {
             try transport.receiveBatch { bytes, _ in
                 if let authenticator {
@@ -311,37 +428,26 @@ public final class Member: @unchecked Sendable {
             // A receive error other than would-block is not expected on UDP;
             // keep running, the protocol repairs anything lost.
         }
-        // Our slot.
-        let deadline: UInt64 = state.withLock { instance in
-            if now >= instance.nextDeadlineNanos {
-                let round = instance.nextRoundToSend
-                instance.onTimeout(nowNanos: now, effects: &agent.effects)
-                if now > schedule.slotWindow(round: max(round, instance.nextRoundToSend - 1), rank: rank).sendDeadlineNanos {
-                    lateSlots.add(1, ordering: .relaxed)
-                }
-            }
-            return instance.nextDeadlineNanos
-        }
-        let logger = agent.logger
-        carryOut(&agent.effects, logger: logger)
-        if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
-        let after = viewNow()
-        return deadline > after ? deadline - after : 0
     }
 
     /// Counters out through swift-metrics, anomalies to the log, the clock
     /// correction updated: a few times a second, never per frame.
     func publishAndCorrect(now: UInt64) {
-        let schedule = configuration.ordering.schedule
-        let (ordering, transportCounters) = state.withLock { ($0.counters, transport.counters) }
+        let (ordering, membership, transportCounters, residual, slotNanos) = state.withLock { instance in
+            let ordering = instance.ordering
+            // Rank 0 is the timebase; the others follow it.
+            let residual = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
+            return (instance.orderingCounters, instance.counters, transport.counters, residual,
+                    ordering?.configuration.schedule.slotNanos ?? configuration.ordering.schedule.slotNanos)
+        }
         let runtime = runtimeCounters
-        agent.metrics.publish(ordering, transportCounters, runtime)
+        agent.metrics.publish(ordering, membership, transportCounters, runtime)
         agent.metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
-        if configuration.rank != 0, let residual = state.withLock({ $0.clockOffsetNanos(from: 0) }) {
+        if let residual {
             // Half the residual each step: converges without overshooting on noisy
             // minima. Residuals within one slot are estimator noise (asymmetric
             // wake-ups), not clock error, and are left alone.
-            if abs(residual) > Int64(schedule.slotNanos) { agent.correction += residual / 2 }
+            if abs(residual) > Int64(slotNanos) { agent.correction += residual / 2 }
             clockCorrection.store(agent.correction, ordering: .relaxed)
             if agent.driftHistory.count == agent.driftHistory.capacity { agent.driftHistory.removeFirst() }
             agent.driftHistory.append((now, agent.correction + residual))
@@ -357,29 +463,63 @@ public final class Member: @unchecked Sendable {
         }
     }
 
-    /// Carries out one batch of effects. `logger` is passed in because
+    /// Carries out one batch of effects: frames out first, then deliveries with
+    /// view events at their points of the stream. `logger` is passed in because
     /// `effects` is usually `agent.effects`: touching `agent` here again would
     /// overlap that access.
-    func carryOut(_ effects: inout OrderingEffects, logger: Logger) {
-        guard !effects.isEmpty else { return }
-        for frame in effects.frames {
-            if let authenticator { effects.withMutableBytes(of: frame) { authenticator.seal($0) } }
-            effects.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
+    func carryOut(_ effects: inout MembershipEffects, logger: Logger) {
+        guard !effects.ordering.isEmpty || !effects.events.isEmpty else { return }
+        for frame in effects.ordering.frames {
+            if let authenticator { effects.ordering.withMutableBytes(of: frame) { authenticator.seal($0) } }
+            effects.ordering.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
         }
-        for delivery in effects.deliveries {
-            effects.withPayload(of: delivery) { handler(delivery, $0) }
+        var nextEvent = 0
+        for (index, delivery) in effects.ordering.deliveries.enumerated() {
+            while nextEvent < effects.events.count, effects.events[nextEvent].deliveriesBefore <= index {
+                handle(effects.events[nextEvent].kind, logger: logger)
+                nextEvent += 1
+            }
+            effects.ordering.withPayload(of: delivery) { handler(delivery, $0) }
         }
-        for event in effects.membershipEvents {
+        while nextEvent < effects.events.count {
+            handle(effects.events[nextEvent].kind, logger: logger)
+            nextEvent += 1
+        }
+        for event in effects.ordering.membershipEvents {
             switch event {
             case .suspected(let peer, let since):
                 logger.warning("member suspected: nothing heard", metadata: [
-                    "peer": "\(peer)", "silent_since_round": "\(since)",
+                    "peer_rank": "\(peer)", "silent_since_round": "\(since)",
                     "after_slots": "\(configuration.ordering.suspicionSlots)"])
             case .cleared(let peer):
-                logger.notice("member heard again", metadata: ["peer": "\(peer)"])
+                logger.notice("member heard again", metadata: ["peer_rank": "\(peer)"])
             }
         }
         effects.removeAll()
+    }
+
+    /// Logs a view event, hands it to the application, and gives joiners their
+    /// state when this member is asked to.
+    func handle(_ event: ViewEvent.Kind, logger: Logger) {
+        switch event {
+        case .installed(let view, let joined):
+            logger.notice("view installed", metadata: [
+                "epoch": "\(view.epoch)", "members": "\(view.members.map(\.description).joined(separator: " "))",
+                "start_round": "\(view.startRound)", "joined": "\(joined.map(\.description).joined(separator: " "))"])
+        case .excluded(let epoch, let unsent):
+            logger.warning("left out of the next view: rejoining as a new incarnation", metadata: [
+                "epoch": "\(epoch)", "unsent_messages_dropped": "\(unsent)"])
+        case .noPrimaryComponent(let epoch, let rounds):
+            logger.error("not in the primary component: no majority of the view answers; delivery stopped until it does", metadata: [
+                "epoch": "\(epoch)", "waiting_rounds": "\(rounds)"])
+        case .stateReceived(let view, let state):
+            logger.notice("joined: state received", metadata: ["epoch": "\(view.epoch)", "state_bytes": "\(state.count)"])
+        }
+        onViewEvent?(event)
+        if case .installed = event, state.withLock({ $0.isSnapshotRequested }) {
+            let snapshot = snapshotProvider?() ?? []
+            state.withLock { $0.provideSnapshot(snapshot) }
+        }
     }
 
     /// Waits per the idle strategy for at most `wait` nanoseconds, waking early

@@ -152,6 +152,9 @@ public final class UDPTransport: FrameTransport {
         }
     }
 
+    /// Whether the last ``receiveBatch(_:)`` took a full batch (more may be waiting).
+    public private(set) var lastBatchFilled = false
+
     @discardableResult
     public func receiveBatch(_ handler: (UnsafeRawBufferPointer, ReceivedDatagram) -> Void) throws(SystemCallError) -> Int {
         let fd = descriptor, slots = receiveSlots
@@ -165,6 +168,7 @@ public final class UDPTransport: FrameTransport {
             return 0  // a stale ICMP error from an earlier send; nothing to read
         }
         var handed = 0
+        lastBatchFilled = Int(received) == Int(batch)
         for i in 0..<Int(received) {
             counters.datagramsReceived += 1
             let slot = slots[i]

@@ -22,13 +22,14 @@ struct ConfigFile {
     var sendBufferBytes = 1 << 20
     var startAtNanos: UInt64 = 0
     var epoch: UInt32 = 1
+    var suspicionSlots = 20
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
     var key: FrameAuthenticator?
 
     static let knownKeys: Set<String> = [
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
-        "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication",
+        "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
     ]
 
     /// Parses the file's bytes; the error names the key and says what is wrong.
@@ -80,6 +81,7 @@ struct ConfigFile {
         if let v = try number("send_buffer_bytes", 1_024...1e10) { sendBufferBytes = Int(v) }
         if let v = try number("start_at_ns", 0...1.8e19) { startAtNanos = UInt64(v) }
         if let v = try number("epoch", 0...4_294_967_295) { epoch = UInt32(v) }
+        if let v = try number("suspicion_slots", 1...1_000_000) { suspicionSlots = Int(v) }
         switch root["authentication"] {
         case let text as String where text == "off":
             key = nil
@@ -127,6 +129,7 @@ struct ConfigFile {
             "round_period_us": roundPeriodMicros, "reservation": reservation, "delivery": delivery.rawValue,
             "idle": idleText, "window_rounds": windowRounds, "max_frame_bytes": maxFrameBytes,
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
+            "suspicion_slots": suspicionSlots,
         ]
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }
         root["authentication"] = keyFile.map { ["key_file": $0] as Any } ?? "off"
@@ -150,7 +153,7 @@ struct ConfigFile {
         var configuration: MemberConfiguration
         do {
             configuration = try MemberConfiguration(
-                rank: rank, members: members.map(\.address), roundPeriodNanos: UInt64(roundPeriodMicros * 1000),
+                node: rank, nodes: members.map(\.address), roundPeriodNanos: UInt64(roundPeriodMicros * 1000),
                 reservation: reservation, startNanos: startAtNanos,
                 authentication: key.map(MemberAuthentication.clusterKey) ?? .off)
         } catch { throw ConfigError(path: path, key: "round_period_us/reservation", problem: "\(error)") }
@@ -161,6 +164,8 @@ struct ConfigFile {
         configuration.ordering.maxFrameBytes = maxFrameBytes
         configuration.ordering.sendBufferBytes = sendBufferBytes
         configuration.ordering.epoch = epoch
+        configuration.ordering.suspicionSlots = suspicionSlots
+        configuration.ordering.unheardSuspicionSlots = max(configuration.ordering.unheardSuspicionSlots, suspicionSlots)
         do { try configuration.ordering.validate() } catch {
             throw ConfigError(path: path, key: nil, problem: "describes an invalid member: \(error)")
         }

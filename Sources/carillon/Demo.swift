@@ -22,7 +22,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Member processes.") var members = 3
     @Option(help: "Messages each member broadcasts.") var messages = 2000
     @Option(help: "Messages per second per member.") var rate: Double = 2000
-    @Option(help: "Payload bytes (at least 8).") var size = 64
+    @Option(help: "Payload bytes (at least 24).") var size = 64
     @Option(help: "Round period in microseconds.") var periodUs: Double = 100
     @Option(help: "Share of each round reserved for the slots, in (0, 1].") var reservation = 0.5
     @Option(help: "Idle strategy: busy-spin, spin-then-park[:NANOS] or blocking.") var idle = "spin-then-park"
@@ -35,7 +35,7 @@ struct Demo: ParsableCommand {
         if !(1...32).contains(members) { throw ValidationError("--members must be in 1...32") }
         if messages < 1 { throw ValidationError("--messages must be at least 1") }
         if !(256...65_507).contains(maxFrameBytes) { throw ValidationError("--max-frame-bytes must be in 256...65507") }
-        if size < 8 { throw ValidationError("--size must be at least 8 (the send timestamp)") }
+        if size < 24 { throw ValidationError("--size must be at least 24 (send time, node and message number)") }
         if IdleStrategy(idle) == nil { throw ValidationError("--idle must be busy-spin, spin-then-park[:NANOS] or blocking") }
         if delivery != "agreed", delivery != "safe" { throw ValidationError("--delivery must be agreed or safe") }
     }
@@ -77,9 +77,9 @@ struct Demo: ParsableCommand {
             process.arguments = ["node", "--config", configPath, "--member", "m\(rank)", "--send", "\(messages)",
                                  "--rate", "\(rate)", "--size", "\(size)", "--expect", "\(messages * members)",
                                  "--timeout", "\(timeout)", "--log", directory.appendingPathComponent("m\(rank).log").path]
-            process.standardError = FileHandle(forWritingAtPath: directory.appendingPathComponent("m\(rank).err").path)
-                ?? { FileManager.default.createFile(atPath: directory.appendingPathComponent("m\(rank).err").path, contents: nil)
-                     return FileHandle(forWritingAtPath: directory.appendingPathComponent("m\(rank).err").path) }()
+            let errorPath = directory.appendingPathComponent("m\(rank).err").path
+            _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: errorPath)
             try process.run()
             processes.append(process)
         }

@@ -56,7 +56,7 @@ struct LoopbackClusterTests {
         let logs = (0..<3).map { _ in DeliveryLog(target: 3 * perMember) }
         var members: [Member] = []
         for rank in 0..<3 {
-            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
                                                         authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             configuration.lossInjection = loss.map { LossInjection(rate: $0.rate, meanBurst: $0.meanBurst, seed: $0.seed &+ UInt64(rank)) }
@@ -181,7 +181,7 @@ struct AsyncDeliveryTests {
         let start = Clock.viewNanos()
         var pairs: [(Member, AsyncStream<DeliveredMessage>)] = []
         for rank in 0..<2 {
-            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
                                                         authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             pairs.append(try Member.withDeliveryStream(configuration: configuration))

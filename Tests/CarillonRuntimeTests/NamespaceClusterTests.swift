@@ -10,6 +10,15 @@ let namespacesAvailable: Bool = {
 
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+/// The release `carillon` binary the namespace scripts run (timing in a debug
+/// build is not representative: members miss their slots and are suspected).
+func releaseCarillon() throws -> String {
+    let binary = packageRoot.appendingPathComponent(".build/release/carillon").path
+    try #require(FileManager.default.isExecutableFile(atPath: binary),
+                 "build the release carillon first: swift build -c release --product carillon (tools/test.sh does)")
+    return binary
+}
+
 /// Separate `carillon node` processes in network namespaces on a bridge, with
 /// nftables dropping 5% of arriving bus datagrams at every host; the script
 /// checks identical, complete, gap-free (sender, sequence) lists and removes
@@ -19,12 +28,14 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
        .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
 struct NamespaceClusterTests {
     func run(members: Int, loss: Int, messages: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
-        let binary = packageRoot.appendingPathComponent(".build/debug/carillon").path
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the carillon product first (swift build)")
+        let binary = try releaseCarillon()
         let process = Process()
         process.executableURL = packageRoot.appendingPathComponent("tools/netns-cluster.sh")
+        // Round period 400 µs and suspicion after 50 silent slots: N busy members
+        // on 2 cores cannot all wake every 100 µs, and these tests are about
+        // loss and order, not failure detection (NamespaceFaultTests is).
         process.arguments = ["--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
-                             "--timeout", "60"] + extra
+                             "--timeout", "60", "--period-us", "400", "--suspicion-slots", "50"] + extra
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe

@@ -30,7 +30,7 @@ struct RogueSenderTests {
         let logs = (0..<3).map { _ in DeliveryLog(target: 600, milestone: 300) }
         var members: [Member] = []
         for rank in 0..<3 {
-            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
                                                         authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             let log = logs[rank]

@@ -80,7 +80,9 @@ netns_up() {
 netns_config() {
     local file=$1 period=$2 idle=$3
     "$bin" keygen > "$(dirname "$file")/bus.key"
-    local start_ns=$(( $(date +%s%N) + 500000000 ))
+    # Every process must be up before the first round, or it is suspected
+    # (and rejoins): leave time to start N processes in namespaces.
+    local start_ns=$(( $(date +%s%N) + ${start_lead_ms:-1500} * 1000000 ))
     {
         echo '{ "members": ['
         for i in $(seq 0 $((members - 1))); do
@@ -88,6 +90,7 @@ netns_config() {
             echo "  {\"name\": \"h$i\", \"address\": \"$net.$((i + 1)):7400\"}$sep"
         done
         echo "], \"round_period_us\": $period, \"idle\": \"$idle\", \"start_at_ns\": $start_ns, \"max_frame_bytes\": $max_frame_bytes,"
+        [ -n "${suspicion_slots:-}" ] && echo "  \"suspicion_slots\": $suspicion_slots,"
         [ "$multicast" -eq 1 ] && echo "  \"multicast_group\": \"239.77.0.1:7400\","
         echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
     } > "$file"

@@ -205,7 +205,7 @@ final class RuntimeCluster {
         let start = Clock.viewNanos()
         let tally = self.tally
         members = try (0..<2).map { rank in
-            var configuration = try MemberConfiguration(rank: rank, members: endpoints, roundPeriodNanos: 100_000,
+            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 100_000,
                                                         startNanos: start, authentication: .clusterKey(key))
             configuration.idleStrategy = .blocking
             configuration.ordering.maxFrameBytes = 8972

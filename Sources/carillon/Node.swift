@@ -1,0 +1,265 @@
+import ArgumentParser
+import CCarillonSys
+import CarillonMembership
+import CarillonOrdering
+import CarillonRuntime
+import Dispatch
+import Foundation
+import Synchronization
+
+/// The replicated state of `carillon node`: how many messages were delivered
+/// and an FNV-1a digest of their order. A joiner receives it by state transfer,
+/// so every member's digest at the same point of the stream is the same.
+struct StreamDigest: Equatable {
+    var count: UInt64 = 0
+    var digest: UInt64 = 0xCBF2_9CE4_8422_2325
+
+    mutating func add(node: UInt16, sequence: UInt64) {
+        var h = digest
+        for byte in 0..<2 { h = (h ^ UInt64(truncatingIfNeeded: node >> (8 * byte))) &* 0x100_0000_01B3 }
+        for byte in 0..<8 { h = (h ^ ((sequence >> (8 * UInt64(byte))) & 0xFF)) &* 0x100_0000_01B3 }
+        digest = h
+        count += 1
+    }
+
+    /// 16 bytes, little-endian: count, digest.
+    var bytes: [UInt8] {
+        withUnsafeBytes(of: (count.littleEndian, digest.littleEndian)) { Array($0) }
+    }
+
+    init() {}
+
+    init?(bytes: [UInt8]) {
+        guard bytes.count == 16 else { return nil }
+        count = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        digest = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+    }
+
+    var text: String { "\(count) \(String(digest, radix: 16))" }
+}
+
+/// One line of a node's log: a delivered message, or a view event.
+enum LogLine {
+    case message(node: UInt16, sequence: UInt64, sentNanos: UInt64, deliveredNanos: UInt64)
+    case event(String)
+}
+
+/// What the agent thread's handlers share with the main thread.
+final class NodeLog: @unchecked Sendable {
+    let lines = Mutex<[LogLine]>([])
+    /// Touched only on the agent thread (delivery and view handlers, snapshots).
+    var state = StreamDigest()
+    let delivered = Atomic<Int>(0)
+    let ownDelivered = Atomic<Int>(0)
+    /// Own messages dropped when this member was left out of a view.
+    let ownDropped = Atomic<Int>(0)
+    let inView = Atomic<Bool>(false)
+
+    func append(_ line: LogLine) { lines.withLock { $0.append(line) } }
+
+    func takeLines() -> [LogLine] { lines.withLock { lines in defer { lines.removeAll(keepingCapacity: true) }; return lines } }
+}
+
+struct Node: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one member of a bus until its traffic is delivered, a timeout, or SIGINT/SIGTERM.",
+        discussion: """
+            Each message's payload starts with its send time (CLOCK_REALTIME, ns), the sender's node \
+            and its message number (from 1; a --join process numbers on from the realtime clock in µs), so each delivery's latency can be computed and every sender's messages \
+            identified across views. --log writes one line per delivery, "node number sent_ns \
+            delivered_ns", and one line per view event, starting with "#": \
+            "# view EPOCH ns COUNT DIGEST members=…", "# state EPOCH ns COUNT DIGEST members=…" \
+            (joined that view with that state), "# excluded EPOCH ns UNSENT", "# no-primary EPOCH ns ROUNDS". COUNT and DIGEST are \
+            the member's replicated state: messages delivered so far and a digest of their order. \
+            `carillon verify` checks several members' logs against each other.
+
+            On SIGINT/SIGTERM the member stops sending, waits (at most 3 s) until its own queued messages \
+            are delivered, and stops.
+
+            Examples:
+              carillon node --config bus.json --member a
+              carillon node --config bus.json --member b --send 10000 --rate 5000 --size 64 --expect 30000 --log b.log
+              carillon node --config bus.json --member c --join --send 100000 --rate 1000 --log c.log
+                  (a restarted member: joins the running cluster and receives its state)
+            """)
+
+    @Option(help: "The bus's JSON configuration file.") var config: String
+    @Option(help: "This member's name in the configuration.") var member: String
+    @Flag(help: "Join the running cluster (a restart, or a later start) instead of starting with the first view.")
+    var join = false
+    @Option(help: "Messages to broadcast.") var send = 0
+    @Option(help: "Messages per second to broadcast (0: as fast as the bus takes them).") var rate: Double = 1000
+    @Option(help: "Payload size in bytes (at least 24).") var size = 64
+    @Option(help: "Stop once this many messages have been delivered here.") var expect: Int?
+    @Option(help: "Stop after this many seconds in any case.") var timeout: Double = 60
+    @Option(help: "Write every delivery and view event to this file (appended every 100 ms).") var log: String?
+    @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
+    var closedLoop = false
+    @Option(help: "Pause after each delivered message in closed-loop mode, in microseconds.") var gapUs: Double = 1000
+
+    func validate() throws {
+        if send < 0 { throw ValidationError("--send must not be negative") }
+        if size < 24 { throw ValidationError("--size must be at least 24 (send time, node and message number)") }
+        if rate < 0 { throw ValidationError("--rate must not be negative") }
+        if timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        if let expect, expect < 0 { throw ValidationError("--expect must not be negative") }
+    }
+
+    func run() throws {
+        let file: ConfigFile
+        var configuration: MemberConfiguration
+        do {
+            file = try ConfigFile.load(path: config)
+            configuration = try file.memberConfiguration(name: member, path: config)
+        } catch { throw ValidationError(error.description) }
+        if join { configuration.joinRunningCluster() }
+
+        let output: FileHandle?
+        if let log {
+            guard FileManager.default.createFile(atPath: log, contents: nil), let handle = FileHandle(forWritingAtPath: log) else {
+                throw ValidationError("cannot write --log \(log)")
+            }
+            output = handle
+        } else {
+            output = nil
+        }
+        let record = NodeLog()
+        record.lines.withLock { $0.reserveCapacity(max(expect ?? 0, 4096)) }
+        let myNode = UInt16(configuration.node)
+        let target = expect
+        let reached = DispatchSemaphore(value: 0)
+        let node: Member
+        do {
+            node = try Member(configuration: configuration) { _, payload in
+                let now = Clock.viewNanos()
+                guard payload.count >= 24 else { return }
+                let sent = payload.loadUnaligned(as: UInt64.self)
+                let sender = payload.loadUnaligned(fromByteOffset: 8, as: UInt16.self)
+                let sequence = payload.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+                record.state.add(node: sender, sequence: sequence)
+                record.append(.message(node: sender, sequence: sequence, sentNanos: sent, deliveredNanos: now))
+                if sender == myNode { record.ownDelivered.add(1, ordering: .releasing) }
+                if record.delivered.add(1, ordering: .relaxed).newValue == target { reached.signal() }
+            }
+        } catch { throw ValidationError("member \(member): \(error)") }
+        node.snapshotProvider = { record.state.bytes }
+        node.onViewEvent = { event in
+            let now = Clock.viewNanos()
+            switch event {
+            case .installed(let view, _):
+                record.inView.store(true, ordering: .relaxed)
+                let members = view.members.map(\.description).joined(separator: ",")
+                record.append(.event("# view \(view.epoch) \(now) \(record.state.text) members=\(members)"))
+            case .stateReceived(let view, let state):
+                record.state = StreamDigest(bytes: state) ?? StreamDigest()
+                record.inView.store(true, ordering: .relaxed)
+                let members = view.members.map(\.description).joined(separator: ",")
+                record.append(.event("# state \(view.epoch) \(now) \(record.state.text) members=\(members)"))
+            case .excluded(let epoch, let unsent):
+                record.inView.store(false, ordering: .relaxed)
+                record.ownDropped.add(unsent, ordering: .relaxed)
+                record.append(.event("# excluded \(epoch) \(now) \(unsent)"))
+            case .noPrimaryComponent(let epoch, let rounds):
+                record.append(.event("# no-primary \(epoch) \(now) \(rounds)"))
+            }
+        }
+        if !join { record.inView.store(true, ordering: .relaxed) }
+
+        let stopRequested = Atomic<Bool>(false)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let sources = [SIGINT, SIGTERM].map { number in
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stopRequested.store(true, ordering: .relaxed); reached.signal() }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+
+        var nextFlush: UInt64 = 0
+        func flush(force: Bool = false) {
+            let now = Clock.viewNanos()
+            guard let output, force || now >= nextFlush else { return }
+            nextFlush = now + 100_000_000
+            let lines = record.takeLines()
+            guard !lines.isEmpty else { return }
+            var text = ""
+            text.reserveCapacity(lines.count * 48)
+            for line in lines {
+                switch line {
+                case .message(let n, let q, let s, let d): text += "\(n) \(q) \(s) \(d)\n"
+                case .event(let e): text += e + "\n"
+                }
+            }
+            output.write(Data(text.utf8))
+        }
+
+        try node.start()
+        let started = Clock.viewNanos()
+        let deadline = started + UInt64(timeout * 1e9)
+        func running() -> Bool { !stopRequested.load(ordering: .relaxed) && Clock.viewNanos() < deadline }
+        var payload = [UInt8](repeating: 0xA5, count: size)
+        let interval = rate > 0 ? UInt64(1e9 / rate) : 0
+        var next = max(Clock.viewNanos(), file.startAtNanos)
+        var sent = 0
+        // A joiner may be a restart of this node: number its messages after
+        // anything an earlier process sent (realtime microseconds).
+        let firstSequence: UInt64 = join ? Clock.viewNanos() / 1000 : 1
+        while sent < send, running() {
+            flush()
+            let now = Clock.viewNanos()
+            if now < next { sleepNanos(min(next - now, 50_000_000)); continue }
+            payload.withUnsafeMutableBytes {
+                $0.storeBytes(of: Clock.viewNanos(), as: UInt64.self)
+                $0.storeBytes(of: myNode, toByteOffset: 8, as: UInt16.self)
+                $0.storeBytes(of: firstSequence + UInt64(sent), toByteOffset: 16, as: UInt64.self)
+            }
+            switch node.broadcast(payload) {
+            case .queued:
+                sent += 1
+                next += interval
+                if closedLoop {
+                    while record.ownDelivered.load(ordering: .acquiring) + record.ownDropped.load(ordering: .relaxed) < sent,
+                          running() { sched_yield() }
+                    next = Clock.viewNanos() + UInt64(gapUs * 1000)
+                }
+            case .sendBufferFull, .notInView:
+                sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
+                // Do not burst to catch up after a wait outside a view.
+                if Clock.viewNanos() > next + 100_000_000 { next = Clock.viewNanos() }
+            case .payloadTooLarge(let limit):
+                throw ValidationError("--size \(size) exceeds the largest payload, \(limit) bytes, for max_frame_bytes \(file.maxFrameBytes)")
+            }
+        }
+        if target != nil {
+            while running(), record.delivered.load(ordering: .relaxed) < target! {
+                _ = reached.wait(timeout: .now() + .milliseconds(100))
+                flush()
+            }
+        } else {
+            while running() { _ = reached.wait(timeout: .now() + .milliseconds(100)); flush() }
+        }
+        // Our own queued messages out and delivered (bounded), and a few more
+        // rounds so peers still waiting for our frames get them.
+        let drainUntil = Clock.viewNanos() + 3_000_000_000
+        while record.inView.load(ordering: .relaxed),
+              record.ownDelivered.load(ordering: .acquiring) + record.ownDropped.load(ordering: .relaxed) < sent,
+              Clock.viewNanos() < drainUntil {
+            sleepNanos(1_000_000)
+        }
+        sleepNanos(20 * configuration.ordering.schedule.roundPeriodNanos)
+        let report = node.stop()
+        flush(force: true)
+        try? output?.close()
+        let delivered = record.delivered.load(ordering: .relaxed)
+        let c = report.ordering, m = report.membership, t = report.transport
+        FileHandle.standardError.write(Data("""
+            \(member) (node \(configuration.node)): sent \(sent), delivered \(delivered)\(target.map { " of \($0)" } ?? ""), own delivered \(record.ownDelivered.load(ordering: .relaxed)); \(report)
+              views: \(m.viewsInstalled) installed, \(m.ballotsStarted) ballots started, \(m.exclusions) exclusions, state \(m.stateBytesSent) B sent / \(m.stateBytesReceived) B received
+              frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(report.runtime.lateSlots); refused: \(report.runtime.badTag) bad tag, \(report.runtime.missingTag) without tag; clock correction \(report.runtime.clockCorrectionNanos) ns
+              socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
+
+            """.utf8))
+        if let target, delivered < target { throw ExitCode(2) }
+    }
+}
