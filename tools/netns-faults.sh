@@ -121,7 +121,7 @@ kill|restart)
     wait_until 10 "survivors delivering in the new view" progressed "$(now_ns)" $survivors
     if [ "$scenario" = restart ]; then
         t=$(now_ns); start_node "$last" --join
-        wait_until 20 "h$last rejoining with state" grep -q '^# state' "${node_log[$last]}"
+        wait_until 20 "h$last rejoining with state" grep -qs '^# state' "${node_log[$last]}"
         wait_until 10 "a $members-member view at every member" all_in_view "$t" "$members" - $all
         wait_until 10 "the rejoined member delivering" progressed "$(now_ns)" $all
         echo "netns-faults: h$last restarted → state received after $(( ($(awk '$2 == "state" { print $4; exit }' "${node_log[$last]}") - t) / 1000000 )) ms" >&2
@@ -170,7 +170,7 @@ bench)
             [ "$g" -gt "$pause" ] && pause=$g
         done
         r=$(now_ns); start_node "$victim" --join
-        wait_until 20 "kill $k: h$victim rejoining" grep -q '^# state' "${node_log[$victim]}"
+        wait_until 20 "kill $k: h$victim rejoining" grep -qs '^# state' "${node_log[$victim]}"
         wait_until 10 "kill $k: a $members-member view everywhere" all_in_view "$r" "$members" - $all
         rejoin=$(( ($(awk '$2 == "state" { print $4; exit }' "${node_log[$victim]}") - r) / 1000000 ))
         echo "$k,$victim,$((worst / 1000)),$((pause / 1000)),$rejoin" >> "$out/kills.csv"

@@ -24,8 +24,14 @@ func releaseCarillon() throws -> String {
 /// checks identical, complete, gap-free (sender, sequence) lists and removes
 /// its namespaces on every path. Needs root; CI runs as root with iproute2
 /// and nftables installed.
-@Suite("Namespace clusters (separate processes, nftables loss)", .serialized,
+/// Every namespace test, one at a time: each starts several busy processes,
+/// and two such scripts at once on 2 cores would starve each other's members.
+@Suite("Namespaces (separate processes)", .serialized,
        .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
+enum NamespaceTests {}
+
+extension NamespaceTests {
+@Suite("Namespace clusters (separate processes, nftables loss)")
 struct NamespaceClusterTests {
     func run(members: Int, loss: Int, messages: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
         let binary = try releaseCarillon()
@@ -88,4 +94,5 @@ struct NamespaceClusterTests {
         list.waitUntilExit()
         #expect(!names.contains("crln-"), "\(names)")
     }
+}
 }

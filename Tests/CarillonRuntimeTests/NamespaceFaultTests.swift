@@ -9,8 +9,8 @@ import Testing
 ///
 /// Five members, round period 400 µs, suspicion after 20 silent slots, idle
 /// blocking: on 2 cores five members cannot all wake every 100 µs.
-@Suite("Namespace faults (separate processes: kill -9, partition, restart)", .serialized,
-       .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
+extension NamespaceTests {
+@Suite("Namespace faults (separate processes: kill -9, partition, restart)")
 struct NamespaceFaultTests {
     func run(_ scenario: String) throws -> (status: Int32, output: String) {
         let binary = try releaseCarillon()
@@ -49,4 +49,5 @@ struct NamespaceFaultTests {
         #expect(output.contains("joined by 1"), "\(output)")
         #expect(output.contains("verify: OK"), "\(output)")
     }
+}
 }

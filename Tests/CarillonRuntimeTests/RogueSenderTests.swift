@@ -33,6 +33,7 @@ struct RogueSenderTests {
             var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
                                                         authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
+            configuration.tolerateSlowAgents()
             let log = logs[rank]
             members.append(try Member(configuration: configuration) { log.record($0, $1) })
         }
@@ -84,7 +85,7 @@ struct RogueSenderTests {
         for report in reports {
             #expect(report.runtime.badTag >= 1, "\(report.runtime)")
             #expect(report.runtime.missingTag >= 1, "\(report.runtime)")
-            #expect(report.ordering.wrongEpochFrames >= 1)
+            #expect(report.membership.staleEpochFrames >= 1, "a frame of a later epoch is counted by the membership layer")
             #expect(report.ordering.unknownSenderFrames >= 1)
         }
         // The replay reaches members 0 and 2 as a duplicate of member 1's round (member 1 ignores its own rank).
