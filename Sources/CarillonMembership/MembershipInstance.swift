@@ -118,6 +118,8 @@ public struct MembershipInstance: Sendable {
     var donorDelayRounds: UInt64 = 0
     // State transfer, joiner side.
     var awaitingState = false
+    /// Messages queued but never sent when this member was left out, sent again after it rejoins.
+    var carriedOver: [[UInt8]] = []
     var incomingState: [UInt8] = []
     var incomingTotal: Int?
     var stateAckUntilRound: UInt64 = 0
@@ -498,6 +500,8 @@ public struct MembershipInstance: Sendable {
         }
         counters.exclusions += 1
         pastOrderingCounters = orderingCounters
+        // What it had queued and never sent goes out again once it has rejoined.
+        ordering?.takePending { payload in carriedOver.append(Array(payload)) }
         view = nil
         ordering = nil
         retired = nil
@@ -729,6 +733,8 @@ public struct MembershipInstance: Sendable {
                 effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
                                                 kind: .stateReceived(view, state: incomingState)))
                 ordering!.holdDelivery(false, effects: &effects.ordering)
+                for payload in carriedOver { _ = ordering!.broadcast(payload) }
+                carriedOver = []
             }
             return
         }

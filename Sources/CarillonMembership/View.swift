@@ -80,7 +80,9 @@ public struct ViewEvent: Sendable, Hashable {
         case installed(View, joined: [MemberID])
         /// This member was left out of the decided view (it was not among the
         /// members that answered in time): it stopped delivering and rejoins as
-        /// a new incarnation. `unsent` messages it had queued were dropped.
+        /// a new incarnation. The `unsent` messages it had queued (never in a
+        /// frame) are sent again once it has rejoined; messages of its frames
+        /// past the cut are not delivered anywhere.
         case excluded(epoch: UInt32, unsent: Int)
         /// A view change has not reached a majority of the view for this many
         /// rounds: this member is not in the primary component and delivers

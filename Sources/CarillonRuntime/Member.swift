@@ -508,7 +508,7 @@ public final class Member: @unchecked Sendable {
                 "start_round": "\(view.startRound)", "joined": "\(joined.map(\.description).joined(separator: " "))"])
         case .excluded(let epoch, let unsent):
             logger.warning("left out of the next view: rejoining as a new incarnation", metadata: [
-                "epoch": "\(epoch)", "unsent_messages_dropped": "\(unsent)"])
+                "epoch": "\(epoch)", "unsent_messages_kept_for_after_rejoin": "\(unsent)"])
         case .noPrimaryComponent(let epoch, let rounds):
             logger.error("not in the primary component: no majority of the view answers; delivery stopped until it does", metadata: [
                 "epoch": "\(epoch)", "waiting_rounds": "\(rounds)"])
