@@ -20,6 +20,26 @@ public struct MembershipEffects: Sendable {
     }
 }
 
+/// Where the rounds of one view change went, as rounds after the first
+/// promise (the member wedged): for an operator asking why a change was slow.
+public struct ChangeTimeline: Sendable, Hashable, CustomStringConvertible {
+    /// The round this member first promised a ballot in the old view.
+    public var promisedRound: UInt64 = 0
+    /// Rounds from the first promise until this member accepted the value that was decided,
+    /// held every frame below its cut, learned the decision, and installed the next view.
+    public var acceptedAfter: UInt64?
+    public var heldCutAfter: UInt64?
+    public var decidedAfter: UInt64?
+    public var installedAfter: UInt64?
+    /// Ballots this member promised during the change.
+    public var ballots = 0
+
+    public var description: String {
+        func f(_ v: UInt64?) -> String { v.map(String.init) ?? "-" }
+        return "promised@\(promisedRound) accepted+\(f(acceptedAfter)) held+\(f(heldCutAfter)) decided+\(f(decidedAfter)) installed+\(f(installedAfter)) ballots=\(ballots)"
+    }
+}
+
 /// Counters of the membership layer.
 public struct MembershipCounters: Sendable, Hashable {
     public var viewsInstalled = 0
@@ -93,6 +113,9 @@ public struct MembershipInstance: Sendable {
     var changeSinceRound: UInt64?
     /// Ballots promised in this view (the proposal timeout doubles with each).
     var ballotsSeen = 0
+    var timeline = ChangeTimeline()
+    /// The timeline of the last view change this member installed.
+    public private(set) var lastChange: ChangeTimeline?
     var noPrimaryReported = false
     // What each rank of the view restated last.
     var peerPromised: [UInt64] = []
@@ -105,6 +128,8 @@ public struct MembershipInstance: Sendable {
     var proposing: UInt64 = 0
     var proposingSinceRound: UInt64 = 0
     var pendingJoins: [MemberID] = []
+    /// The round each pending joiner's request was last heard (by node).
+    var joinHeardRound: [UInt16: UInt64] = [:]
     var leaving = false
     /// A frame of a later epoch was seen at this round (we may have been left out).
     var laterEpochSinceRound: UInt64?
@@ -118,6 +143,8 @@ public struct MembershipInstance: Sendable {
     var donorDelayRounds: UInt64 = 0
     // State transfer, joiner side.
     var awaitingState = false
+    /// The round this joiner installed its first view and began waiting for its state.
+    var awaitingStateSinceRound: UInt64 = 0
     /// Messages queued but never sent when this member was left out, sent again after it rejoins.
     var carriedOver: [[UInt8]] = []
     var incomingState: [UInt8] = []
@@ -125,8 +152,12 @@ public struct MembershipInstance: Sendable {
     var stateAckUntilRound: UInt64 = 0
     var nextJoinRequestRound: UInt64 = 0
     var stopped = false
-    /// The round of the latest input.
+    /// The round and time of the latest input.
     var lastRound: UInt64 = 0
+    var lastNowNanos: UInt64 = 0
+    /// A decision that left this member out, told to the old view while it rejoins.
+    var exitAnnouncement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal, incarnation: UInt64)?
+    var exitAnnounceUntilRound: UInt64 = 0
 
     public private(set) var counters = MembershipCounters()
     /// Counters of the views' ordering instances that are gone.
@@ -186,6 +217,8 @@ public struct MembershipInstance: Sendable {
     public var isChangingView: Bool { promised != 0 || decided != nil }
     /// Whether this member has left (``leave()``) and the cluster has let it go.
     public var hasLeft: Bool { stopped }
+    /// The members of the next view this member has accepted (or knows decided), while a change is under way.
+    public var pendingViewMembers: [MemberID]? { (decided ?? accepted)?.proposal.members }
     /// This member's rank in the installed view.
     public var currentRank: Int? { view == nil ? nil : rank }
 
@@ -241,6 +274,10 @@ public struct MembershipInstance: Sendable {
             if round >= nextJoinRequestRound {
                 nextJoinRequestRound = round + UInt64(max(configuration.joinRetryRounds, 1))
                 sendMembershipFrame(epoch: 0, round: round, nowNanos: nowNanos, effects: &effects)
+                if let exit = exitAnnouncement, round < exitAnnounceUntilRound {
+                    sendAnnouncement((exit.epoch, exit.ballot, exit.proposal), round: round, nowNanos: nowNanos,
+                                     incarnation: exit.incarnation, effects: &effects)
+                }
             }
             return
         }
@@ -268,11 +305,52 @@ public struct MembershipInstance: Sendable {
     }
 
     /// Takes in one received datagram (authenticated by the shell, if keys are on).
+    ///
+    /// While a view change is under way, a change in this member's part of the
+    /// agreement (a promise, an accept, holding the cut, learning the decision)
+    /// is sent at once in a membership frame, not at its next slot: the view's
+    /// data is stopped anyway, and each step of the change then costs a network
+    /// hop instead of up to a round. Installing a view announces the decision
+    /// at once for the same reason. The frames of the member's slot still
+    /// restate everything, which covers their loss.
     @discardableResult
     public mutating func onFrameReceived(
         _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
     ) -> FrameDisposition {
         guard !stopped else { return .ignored }
+        let epochBefore = view?.epoch
+        let before = agreementSignature
+        let disposition = receive(bytes, nowNanos: nowNanos, effects: &effects)
+        guard !stopped, let view else { return disposition }
+        if view.epoch == epochBefore {
+            if isChangingView, agreementSignature != before {
+                sendMembershipFrame(epoch: view.epoch, round: lastRound, nowNanos: nowNanos, effects: &effects)
+            }
+        } else if let announcement, announcement.epoch == epochBefore {
+            sendAnnouncement(announcement, round: lastRound, nowNanos: nowNanos, effects: &effects)
+        }
+        return disposition
+    }
+
+    /// This member's part of the agreement, as restated in its membership frames.
+    private struct AgreementSignature: Equatable {
+        var promised: UInt64 = 0
+        var accepted: UInt64 = 0
+        var proposing: UInt64 = 0
+        var decided = false
+        var holds = false
+    }
+
+    private var agreementSignature: AgreementSignature {
+        guard let ordering, isChangingView else { return AgreementSignature() }
+        let value = decided ?? accepted
+        return AgreementSignature(promised: promised, accepted: value?.ballot ?? 0, proposing: proposing,
+                                  decided: decided != nil, holds: value.map { ordering.holds(cut: $0.proposal.cut) } ?? false)
+    }
+
+    private mutating func receive(
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
+    ) -> FrameDisposition {
         guard bytes.count >= Wire.headerBytes else {
             return ordering?.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
                 ?? .malformed(.truncated(needed: Wire.headerBytes, available: bytes.count))
@@ -305,6 +383,7 @@ public struct MembershipInstance: Sendable {
     }
 
     mutating func currentRound(_ nowNanos: UInt64) -> UInt64 {
+        lastNowNanos = max(lastNowNanos, nowNanos)
         lastRound = max(lastRound, schedule.round(atNanos: nowNanos))
         return lastRound
     }
@@ -323,6 +402,8 @@ public struct MembershipInstance: Sendable {
         guard ballot > promised else { return }
         promised = ballot
         ballotsSeen += 1
+        if ballotsSeen == 1 { timeline = ChangeTimeline(promisedRound: round) }
+        timeline.ballots = ballotsSeen
         promisedAtRound = round
         maxBallotCounter = max(maxBallotCounter, ballot >> 16)
         if changeSinceRound == nil { changeSinceRound = round }
@@ -333,14 +414,26 @@ public struct MembershipInstance: Sendable {
     private mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal) {
         guard ballot >= promised, proposal.cut.count == view!.members.count else { return }
         promised = ballot
-        if accepted?.ballot != ballot { counters.proposalsAccepted += 1 }
+        if accepted?.ballot != ballot {
+            counters.proposalsAccepted += 1
+            timeline.acceptedAfter = lastRound &- timeline.promisedRound
+        }
         accepted = (ballot, proposal)
     }
 
     /// Advances the view change from what is known now.
     private mutating func step(round: UInt64, effects: inout MembershipEffects) {
         // A joiner waiting for its state takes no part until it has it.
-        guard let view, ordering != nil, !awaitingState else { return }
+        guard let view, ordering != nil else { return }
+        if awaitingState {
+            // Left behind while waiting: the view moved on without us (a later
+            // epoch), or no donor finished the transfer. Rejoining is always safe.
+            let later = laterEpochSinceRound.map { round >= $0 + UInt64(configuration.proposalTimeoutRounds) } ?? false
+            if later || round >= awaitingStateSinceRound + 2 * UInt64(configuration.retireRounds) {
+                exclude(epoch: view.epoch, effects: &effects)
+            }
+            return
+        }
         let n = view.members.count
 
         // A decision: a majority of the view accepted the same ballot and holds its cut.
@@ -354,6 +447,9 @@ public struct MembershipInstance: Sendable {
                 }
             }
             if holders >= majority { decided = accepted }
+            if timeline.heldCutAfter == nil, ordering!.holds(cut: accepted.proposal.cut) {
+                timeline.heldCutAfter = round &- timeline.promisedRound
+            }
         }
         // Seen a later epoch and could not finish this one in time: we were left
         // out, or cannot get the cut's frames any more. Rejoining is always safe.
@@ -365,11 +461,20 @@ public struct MembershipInstance: Sendable {
         }
         if let decided {
             guard decided.proposal.members.contains(me) else {
+                // Left out: tell the others the decision on the way out — they may
+                // still be waiting for this member's statement to learn it.
+                exitAnnouncement = (view.epoch, decided.ballot, decided.proposal, me.incarnation)
+                exitAnnounceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
+                sendAnnouncement((view.epoch, decided.ballot, decided.proposal), round: round, nowNanos: lastNowNanos,
+                                 effects: &effects)
                 exclude(epoch: view.epoch, effects: &effects)
                 return
             }
             if !finalized {
                 finalized = true
+                if timeline.ballots == 0 { timeline.promisedRound = round }  // learned it without promising
+                timeline.decidedAfter = round &- timeline.promisedRound
+                if timeline.acceptedAfter == nil { timeline.acceptedAfter = timeline.decidedAfter }
                 ordering!.finalize(cut: decided.proposal.cut, endRound: decided.proposal.startRound,
                                    effects: &effects.ordering)
             }
@@ -392,6 +497,9 @@ public struct MembershipInstance: Sendable {
         }
 
         // Joins wait until the last view has settled (its joiners have their state).
+        // A joiner is added only while it keeps asking (it repeats every
+        // joinRetryRounds): one that died meanwhile would join as a dead member.
+        pendingJoins.removeAll { round > (joinHeardRound[$0.node] ?? 0) + 3 * UInt64(max(configuration.joinRetryRounds, 1)) }
         let joinsDue = !pendingJoins.isEmpty && round >= view.startRound + base
         var reason = ordering!.suspectsAnyone || joinsDue || leaving
         for r in 0..<n where peerLeaving[r] { reason = true }
@@ -450,8 +558,14 @@ public struct MembershipInstance: Sendable {
                 if pendingJoins.contains(where: { $0.node == member.node && $0.incarnation > member.incarnation }) { continue }
                 members.append(member)
             }
-            for joiner in pendingJoins where !members.contains(where: { $0.node == joiner.node }) {
+            // Fewer joiners than members carried over (but at least one): if every
+            // joiner then dies, the carried members are still a majority of the
+            // new view and can remove them. The rest join at the next change.
+            let carried = members.count
+            var joiners = 0
+            for joiner in pendingJoins where !members.contains(where: { $0.node == joiner.node }) && joiners < max(1, carried - 1) {
                 members.append(joiner)
+                joiners += 1
             }
             // The next view starts where the last cut ends.
             let start = cut.max() ?? view.startRound
@@ -481,6 +595,9 @@ public struct MembershipInstance: Sendable {
         announcement = (old.epoch, decided.ballot, proposal)
         announceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
         counters.viewsInstalled += 1
+        timeline.installedAfter = round &- timeline.promisedRound
+        lastChange = timeline
+        timeline = ChangeTimeline()
         // Members that were in the old view hold the same state at this cut; the
         // lowest-ranked sends it, the next ones take over if it makes no progress.
         if !joined.isEmpty, let index = proposal.members.filter({ old.members.contains($0) }).firstIndex(of: me) {
@@ -570,10 +687,10 @@ public struct MembershipInstance: Sendable {
 
     private mutating func sendAnnouncement(
         _ announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal), round: UInt64, nowNanos: UInt64,
-        effects: inout MembershipEffects
+        incarnation: UInt64? = nil, effects: inout MembershipEffects
     ) {
         let fields = [
-            RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation),
+            RankEntry(rank: ViewField.incarnation.rawValue, value: incarnation ?? me.incarnation),
             RankEntry(rank: ViewField.acceptedBallot.rawValue, value: announcement.ballot),
             RankEntry(rank: ViewField.decided.rawValue, value: 1),
         ]
@@ -689,9 +806,12 @@ public struct MembershipInstance: Sendable {
                 announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
             } else if view.members.contains(where: { $0.node == node && $0.incarnation > incarnation }) {
                 // A stale request of an incarnation a later one replaced.
-            } else if !pendingJoins.contains(joiner) {
-                pendingJoins.removeAll { $0.node == node && $0.incarnation < incarnation }
-                if !pendingJoins.contains(where: { $0.node == node }) { pendingJoins.append(joiner) }
+            } else {
+                joinHeardRound[node] = round
+                if !pendingJoins.contains(joiner) {
+                    pendingJoins.removeAll { $0.node == node && $0.incarnation < incarnation }
+                    if !pendingJoins.contains(where: { $0.node == node }) { pendingJoins.append(joiner) }
+                }
             }
             return
         }
@@ -702,6 +822,7 @@ public struct MembershipInstance: Sendable {
                 let next = View(epoch: epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
                 do { try install(view: next, rank: myRank) } catch { return }
                 awaitingState = true
+                awaitingStateSinceRound = round
                 incomingState = []
                 incomingTotal = nil
                 ordering!.holdDelivery(true, effects: &effects.ordering)

@@ -187,6 +187,9 @@ public final class Member: @unchecked Sendable {
     let handler: DeliveryHandler
     /// View events, on the agent thread, in stream order. Set before ``start()``.
     public var onViewEvent: ViewEventHandler?
+    /// Changes in what this member suspects (failure detection), on the agent
+    /// thread as they happen; ranks are in the current view. Set before ``start()``.
+    public var onSuspicionChange: ((MembershipEvent) -> Void)?
     /// The application's state at the current point of the stream, asked for
     /// when a view with joiners is installed and this member may be their
     /// donor. Set before ``start()``; without it joiners receive an empty state.
@@ -223,6 +226,9 @@ public final class Member: @unchecked Sendable {
 
     /// The installed view now (nil while joining).
     public var view: View? { state.withLock { $0.view } }
+
+    /// Where the rounds of the last view change went (see ``ChangeTimeline``).
+    public var lastChange: ChangeTimeline? { state.withLock { $0.lastChange } }
 
     /// Whether this member is in a view and may broadcast (false while joining or waiting for state).
     public var isMember: Bool { state.withLock { $0.isMember } }
@@ -486,6 +492,7 @@ public final class Member: @unchecked Sendable {
             nextEvent += 1
         }
         for event in effects.ordering.membershipEvents {
+            onSuspicionChange?(event)
             switch event {
             case .suspected(let peer, let since):
                 logger.warning("member suspected: nothing heard", metadata: [
@@ -503,7 +510,9 @@ public final class Member: @unchecked Sendable {
     func handle(_ event: ViewEvent.Kind, logger: Logger) {
         switch event {
         case .installed(let view, let joined):
+            let change = state.withLock { $0.lastChange }
             logger.notice("view installed", metadata: [
+                "change_rounds": "\(change.map(String.init(describing:)) ?? "-")",
                 "epoch": "\(view.epoch)", "members": "\(view.members.map(\.description).joined(separator: " "))",
                 "start_round": "\(view.startRound)", "joined": "\(joined.map(\.description).joined(separator: " "))"])
         case .excluded(let epoch, let unsent):

@@ -263,17 +263,29 @@ public struct MembershipSimulator {
             }
         }
         let n = profile.nodeCount
-        // A crash never takes the latest view below a majority of live members:
-        // past that no view change can succeed, by design, and nothing recovers.
+        // A crash never takes a view below a majority of live members — the
+        // latest installed view, or a next view some live member has accepted
+        // and may install: past that no view change can succeed, by design,
+        // and nothing recovers.
         let latest = viewMembers[viewMembers.keys.max()!]!
-        // Live means running that view: installed it and, for a joiner, holding its state.
-        let liveInView = processes.filter {
+        // Live in the latest view means running it: installed it and, for a joiner, holding its state.
+        let runningLatest = processes.filter {
             $0.alive && $0.instance.isMember && $0.instance.view?.members == latest && latest.contains($0.instance.me)
-        }.count
-        let crashAllowed = liveInView - 1 >= latest.count / 2 + 1
+        }.map(\.instance.me)
+        var pending: [[MemberID]] = []
+        for process in processes where process.alive {
+            if let members = process.instance.pendingViewMembers, !pending.contains(members) { pending.append(members) }
+        }
+        let alive = processes.filter(\.alive).map(\.instance.me)
+        func crashAllowed(_ victim: MemberID) -> Bool {
+            guard runningLatest.filter({ $0 != victim }).count >= latest.count / 2 + 1 else { return false }
+            return pending.allSatisfy { members in
+                members.filter { $0 != victim && alive.contains($0) }.count >= members.count / 2 + 1
+            }
+        }
         for node in 0..<n {
             if processes[node].alive {
-                if crashAllowed, random.chance(profile.crashProbability) {
+                if random.chance(profile.crashProbability), crashAllowed(processes[node].instance.me) {
                     processes[node].alive = false
                     crashes += 1
                     record("crash node \(node)")

@@ -67,7 +67,8 @@ struct Node: ParsableCommand {
             identified across views. --log writes one line per delivery, "node number sent_ns \
             delivered_ns", and one line per view event, starting with "#": \
             "# view EPOCH ns COUNT DIGEST members=…", "# state EPOCH ns COUNT DIGEST members=…" \
-            (joined that view with that state), "# excluded EPOCH ns UNSENT" (UNSENT are sent again after rejoining), "# no-primary EPOCH ns ROUNDS". COUNT and DIGEST are \
+            (joined that view with that state), "# excluded EPOCH ns UNSENT" (UNSENT are sent again after rejoining), "# no-primary EPOCH ns ROUNDS", and "# suspected 0 ns rank=R …" / "# cleared 0 ns rank=R" \
+            when failure detection suspects a member of the current view or hears it again. COUNT and DIGEST are \
             the member's replicated state: messages delivered so far and a digest of their order. \
             `carillon verify` checks several members' logs against each other.
 
@@ -147,7 +148,8 @@ struct Node: ParsableCommand {
             case .installed(let view, _):
                 record.inView.store(true, ordering: .relaxed)
                 let members = view.members.map(\.description).joined(separator: ",")
-                record.append(.event("# view \(view.epoch) \(now) \(record.state.text) members=\(members)"))
+                let change = node.lastChange.map { " change=\($0.description.replacingOccurrences(of: " ", with: ","))" } ?? ""
+                record.append(.event("# view \(view.epoch) \(now) \(record.state.text) members=\(members)\(change)"))
             case .stateReceived(let view, let state):
                 record.state = StreamDigest(bytes: state) ?? StreamDigest()
                 record.inView.store(true, ordering: .relaxed)
@@ -158,6 +160,13 @@ struct Node: ParsableCommand {
                 record.append(.event("# excluded \(epoch) \(now) \(unsent)"))
             case .noPrimaryComponent(let epoch, let rounds):
                 record.append(.event("# no-primary \(epoch) \(now) \(rounds)"))
+            }
+        }
+        node.onSuspicionChange = { event in
+            let now = Clock.viewNanos()
+            switch event {
+            case .suspected(let rank, let since): record.append(.event("# suspected 0 \(now) rank=\(rank) silent_since_round=\(since)"))
+            case .cleared(let rank): record.append(.event("# cleared 0 \(now) rank=\(rank)"))
             }
         }
         if !join { record.inView.store(true, ordering: .relaxed) }

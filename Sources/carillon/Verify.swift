@@ -116,6 +116,8 @@ struct MemberLog {
                         segments.append(segment)
                     }
                     current = nil
+                case "suspected", "cleared":
+                    break  // failure-detection observations, not stream events
                 case "no-primary":
                     // A report, not an end: the member stays in the view, delivering
                     // nothing until a change decides (or it is left out).
