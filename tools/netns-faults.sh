@@ -10,6 +10,8 @@
 #                         [--suspicion-slots K] [--kills K] [--bin PATH] [--out DIR]
 # Scenarios:
 #   kill       kill -9 the last member: the others install a view without it and keep delivering
+#   leave      SIGTERM the last member: it leaves gracefully, the others install a view without it
+#              sooner than failure detection would
 #   partition  cut the first 2 members off from the other 3: the 3 install a view and continue, the 2
 #              report no primary component and deliver nothing; heal: the 2 rejoin with state transfer
 #   restart    kill -9 the last member, start it again with --join: it rejoins and receives the state
@@ -40,9 +42,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$scenario" in
-    kill|partition|restart|bench) ;;
+    kill|leave|partition|restart|bench) ;;
     -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "netns-faults: give a scenario: kill, partition, restart or bench (see --help)" >&2; exit 2 ;;
+    *) echo "netns-faults: give a scenario: kill, leave, partition, restart or bench (see --help)" >&2; exit 2 ;;
 esac
 [[ "$members" =~ ^[0-9]+$ ]] && [ "$members" -ge 3 ] && [ "$members" -le 20 ] || { echo "netns-faults: --members must be 3...20" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,6 +65,11 @@ start_node() {  # start_node I [--join]
     pids+=($!)
 }
 now_ns() { date +%s%N; }
+forget() {  # forget PID: a member that was killed and reaped is no longer ours to signal
+    local kept=() p
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
+    pids=("${kept[@]}")
+}
 fail() { echo "netns-faults: FAILED — $*" >&2; tail -n 3 "$out"/*.err >&2 || true; exit 1; }
 # wait_until SECONDS DESCRIPTION COMMAND...: polls every 50 ms.
 wait_until() {
@@ -111,13 +118,19 @@ wait_until 30 "every member delivering" has_messages $all
 last=$((members - 1))
 
 case "$scenario" in
-kill|restart)
-    t=$(now_ns); kill -9 "${node_pid[$last]}"; wait "${node_pid[$last]}" 2>/dev/null || true
+kill|leave|restart)
+    signal=-9; [ "$scenario" = leave ] && signal=-TERM
+    t=$(now_ns); kill $signal "${node_pid[$last]}"
     survivors=$(others $last)
     wait_until 10 "survivors installing a view without h$last" all_in_view "$t" $((members - 1)) "$last" $survivors
+    wait "${node_pid[$last]}" 2>/dev/null || true
+    forget "${node_pid[$last]}"; unset "node_pid[$last]"
     worst=0
     for i in $survivors; do v=$(view_after "${node_log[$i]}" "$t" $((members - 1)) "$last"); [ $((v - t)) -gt $worst ] && worst=$((v - t)); done
-    echo "netns-faults: kill -9 h$last → $((members - 1))-member view at every survivor after $((worst / 1000)) µs" >&2
+    echo "netns-faults: kill $signal h$last → $((members - 1))-member view at every survivor after $((worst / 1000)) µs" >&2
+    if [ "$scenario" = leave ]; then
+        grep -q '^# left' "${node_log[$last]}" || fail "h$last did not log that it left"
+    fi
     wait_until 10 "survivors delivering in the new view" progressed "$(now_ns)" $survivors
     if [ "$scenario" = restart ]; then
         t=$(now_ns); start_node "$last" --join
@@ -128,7 +141,8 @@ kill|restart)
     fi
     ;;
 partition)
-    minority="0 1" majority=$(seq 2 $last)
+    small=$(( (members - 1) / 2 ))  # the minority side: 1 of 3 or 4, 2 of 5
+    minority=$(seq 0 $((small - 1))) majority=$(seq "$small" $last)
     rules=""
     for j in $majority; do rules+="  ip saddr $net.$((j + 1)) drop\n"; done
     for i in $minority; do
@@ -136,21 +150,23 @@ partition)
             | ip netns exec "$prefix-h$i" nft -f -
     done
     t=$(now_ns)
-    wait_until 10 "the 3 side installing a view of itself" all_in_view "$t" $((members - 2)) 0 $majority
-    wait_until 10 "the 2 side reporting no primary component" bash -c "grep -q '^# no-primary' '${node_log[0]}' && grep -q '^# no-primary' '${node_log[1]}'"
-    wait_until 10 "the 3 side delivering" progressed "$(now_ns)" $majority
+    wait_until 10 "the majority side installing a view of itself" all_in_view "$t" $((members - small)) 0 $majority
+    reported() { local i; for i in $minority; do grep -q '^# no-primary' "${node_log[$i]}" || return 1; done; }
+    wait_until 10 "the minority side reporting no primary component" reported
+    wait_until 10 "the majority side delivering" progressed "$(now_ns)" $majority
     for i in $minority; do
         # Halted: nothing delivered between the report and the end of the view.
-        n=$(awk '$1 == "#" && $2 == "no-primary" { on = 1; next } $1 == "#" { on = 0 } on { n++ } END { print n + 0 }' "${node_log[$i]}")
+        n=$(awk '$1 == "#" && $2 == "no-primary" { on = 1; next } $1 == "#" && ($2 == "view" || $2 == "state" || $2 == "excluded" || $2 == "left") { on = 0 } $1 != "#" && on { n++ } END { print n + 0 }' "${node_log[$i]}")
         [ "$n" -eq 0 ] || fail "h$i delivered $n messages after reporting no primary component"
     done
-    echo "netns-faults: partition 2|3 → the 3 continue in a view of 3, the 2 halted" >&2
+    echo "netns-faults: partition $small|$((members - small)) → the $((members - small)) continue in a view of $((members - small)), the $small halted" >&2
     for i in $minority; do ip netns exec "$prefix-h$i" nft delete table inet crln_partition; done
     t=$(now_ns)
-    wait_until 20 "the 2 rejoining with state" bash -c "grep -q '^# state' '${node_log[0]}' && grep -q '^# state' '${node_log[1]}'"
+    rejoined() { local i; for i in $minority; do grep -qs '^# state' "${node_log[$i]}" || return 1; done; }
+    wait_until 20 "the minority rejoining with state" rejoined
     wait_until 10 "a $members-member view at every member" all_in_view "$t" "$members" - $all
     wait_until 10 "every member delivering after the heal" progressed "$(now_ns)" $all
-    echo "netns-faults: healed → the 2 rejoined with state transfer" >&2
+    echo "netns-faults: healed → the $small rejoined with state transfer" >&2
     ;;
 bench)
     : > "$out/kills.csv"; echo "kill,victim,view_at_all_us,longest_pause_us,rejoin_ms" > "$out/kills.csv"
@@ -158,6 +174,7 @@ bench)
         victim=$(( (k - 1) % members ))
         survivors=$(others $victim)
         t=$(now_ns); kill -9 "${node_pid[$victim]}"; wait "${node_pid[$victim]}" 2>/dev/null || true
+        forget "${node_pid[$victim]}"; unset "node_pid[$victim]"
         wait_until 10 "kill $k: survivors installing a view without h$victim" all_in_view "$t" $((members - 1)) "$victim" $survivors
         worst=0 pause=0
         for i in $survivors; do

@@ -136,6 +136,7 @@ public struct MembershipInstance: Sendable {
 
     // State transfer, donor side.
     var snapshotPending: [MemberID] = []
+    var snapshotEpoch: UInt32 = 0
     var outgoingState: [UInt8] = []
     var outgoing: [(member: MemberID, acked: Int)] = []
     var outgoingUntilRound: UInt64 = 0
@@ -168,9 +169,13 @@ public struct MembershipInstance: Sendable {
         pastOrderingCounters + (retired?.counters ?? OrderingCounters()) + (ordering?.counters ?? OrderingCounters())
     }
 
-    /// Whether this member is to hand the joiners of the view just installed
-    /// their state (call ``provideSnapshot(_:)`` at that point of the stream).
-    public var isSnapshotRequested: Bool { !snapshotPending.isEmpty }
+    /// Whether this member is to hand the joiners of view `epoch` their state
+    /// (call ``provideSnapshot(_:forEpoch:)`` at that view's installed event).
+    public func isSnapshotRequested(forEpoch epoch: UInt32) -> Bool { !snapshotPending.isEmpty && snapshotEpoch == epoch }
+
+    /// Messages accepted by ``broadcast(_:)`` not yet sent: queued in the view,
+    /// or kept from a view this member was left out of until it rejoins.
+    public var pendingMessageCount: Int { (ordering?.pendingMessageCount ?? 0) + carriedOver.count }
 
     /// Creates the instance; with an initial view it starts as its member, else as a joiner.
     public init(configuration: MembershipConfiguration) throws(OrderingConfigurationError) {
@@ -224,6 +229,7 @@ public struct MembershipInstance: Sendable {
 
     /// When ``onTimeout(nowNanos:effects:)`` is next needed.
     public var nextDeadlineNanos: UInt64 {
+        guard !stopped else { return .max }  // left: nothing more to do
         var deadline = ordering?.nextDeadlineNanos ?? joinDeadlineNanos
         if let retired { deadline = min(deadline, retired.nextDeadlineNanos) }
         return deadline
@@ -252,12 +258,13 @@ public struct MembershipInstance: Sendable {
     /// member out (faster than failure detection), then it stops.
     public mutating func leave() { leaving = true }
 
-    /// Hands the state at the cut of the view just installed to its joiners;
-    /// call it when an ``ViewEvent/Kind/installed(_:joined:)`` event with
-    /// joiners was delivered (every member may call it; the lowest-ranked
-    /// member that was in the previous view sends it).
-    public mutating func provideSnapshot(_ state: [UInt8]) {
-        guard !snapshotPending.isEmpty else { return }
+    /// Hands the state at the cut of view `epoch` to its joiners; call it when
+    /// that view's ``ViewEvent/Kind/installed(_:joined:)`` event with joiners
+    /// is delivered, with the application's state at exactly that point of the
+    /// stream (every member may call it; the lowest-ranked member that was in
+    /// the previous view sends it). A call for another epoch does nothing.
+    public mutating func provideSnapshot(_ state: [UInt8], forEpoch epoch: UInt32) {
+        guard isSnapshotRequested(forEpoch: epoch) else { return }
         outgoingState = state
         outgoing = snapshotPending.map { ($0, 0) }
         snapshotPending = []
@@ -600,8 +607,10 @@ public struct MembershipInstance: Sendable {
         timeline = ChangeTimeline()
         // Members that were in the old view hold the same state at this cut; the
         // lowest-ranked sends it, the next ones take over if it makes no progress.
+        snapshotPending = []
         if !joined.isEmpty, let index = proposal.members.filter({ old.members.contains($0) }).firstIndex(of: me) {
             snapshotPending = joined
+            snapshotEpoch = next.epoch
             donorDelayRounds = UInt64(index * configuration.joinRetryRounds)
         }
         if leaving { stopped = true }

@@ -76,7 +76,7 @@ public struct ViewEvent: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
         /// A view was installed: every member of it sees this event at the same
         /// point of the order. `joined` lists members new in it, who need the
-        /// state at this point (see ``MembershipInstance/provideSnapshot(_:)``).
+        /// state at this point (see ``MembershipInstance/provideSnapshot(_:forEpoch:)``).
         case installed(View, joined: [MemberID])
         /// This member was left out of the decided view (it was not among the
         /// members that answered in time): it stopped delivering and rejoins as
@@ -84,9 +84,10 @@ public struct ViewEvent: Sendable, Hashable {
         /// frame) are sent again once it has rejoined; messages of its frames
         /// past the cut are not delivered anywhere.
         case excluded(epoch: UInt32, unsent: Int)
-        /// A view change has not reached a majority of the view for this many
-        /// rounds: this member is not in the primary component and delivers
-        /// nothing until it is again.
+        /// A view change has not been decided for this many rounds: this member
+        /// may not be in the primary component (a minority side never will be;
+        /// a slow change may still end), and it delivers nothing until a view
+        /// is decided.
         case noPrimaryComponent(epoch: UInt32, waitingRounds: Int)
         /// This member joined a view and received the state at that view's cut
         /// (empty when the view was the first, or no service provided state).

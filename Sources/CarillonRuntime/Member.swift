@@ -281,7 +281,7 @@ public final class Member: @unchecked Sendable {
         }
         onStop?()
         let report = state.withLock { instance in
-            StopReport(unsentMessages: instance.ordering?.pendingMessageCount ?? 0,
+            StopReport(unsentMessages: instance.pendingMessageCount,
                        deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
                        nextRoundToSend: instance.ordering?.nextRoundToSend ?? 0, view: instance.view,
                        ordering: instance.orderingCounters, membership: instance.counters,
@@ -525,9 +525,10 @@ public final class Member: @unchecked Sendable {
             logger.notice("joined: state received", metadata: ["epoch": "\(view.epoch)", "state_bytes": "\(state.count)"])
         }
         onViewEvent?(event)
-        if case .installed = event, state.withLock({ $0.isSnapshotRequested }) {
+        // The state at exactly this point of the stream, for this view's joiners.
+        if case .installed(let view, _) = event, state.withLock({ $0.isSnapshotRequested(forEpoch: view.epoch) }) {
             let snapshot = snapshotProvider?() ?? []
-            state.withLock { $0.provideSnapshot(snapshot) }
+            state.withLock { $0.provideSnapshot(snapshot, forEpoch: view.epoch) }
         }
     }
 

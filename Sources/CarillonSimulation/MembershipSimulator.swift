@@ -447,7 +447,7 @@ public struct MembershipSimulator {
             }
             viewDigest[view.epoch] = processes[node].digest
             checkSurvivors(node, epoch: previous)
-            if !joined.isEmpty { processes[node].instance.provideSnapshot(payload(processes[node].digest)) }
+            if !joined.isEmpty { processes[node].instance.provideSnapshot(payload(processes[node].digest), forEpoch: view.epoch) }
         case .stateReceived(let view, let state):
             record("node \(node) joins \(view)")
             let digest = state.count == 8 ? state.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0

@@ -160,6 +160,7 @@ public final class UDPTransport: FrameTransport {
         let fd = descriptor, slots = receiveSlots
         let batch = UInt32(max(1, min(options.receiveBatch, 64)))
         counters.receiveCalls += 1
+        lastBatchFilled = false
         let received: Int32
         do {
             guard let n = try SystemCall.run("recvmmsg", { carillon_recv_batch(fd, slots, batch) }) else { return 0 }

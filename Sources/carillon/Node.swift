@@ -72,8 +72,10 @@ struct Node: ParsableCommand {
             the member's replicated state: messages delivered so far and a digest of their order. \
             `carillon verify` checks several members' logs against each other.
 
-            On SIGINT/SIGTERM the member stops sending, waits (at most 3 s) until its own queued messages \
-            are delivered, and stops.
+            On SIGINT/SIGTERM (or when --expect or --timeout ends it) the member stops sending, waits (at \
+            most 3 s) until its own queued messages are delivered, leaves the cluster (at most 1 s; \
+            --no-leave skips it, and the others then detect the failure) and stops. A member that left \
+            logs "# left EPOCH ns 0".
 
             Examples:
               carillon node --config bus.json --member a
@@ -95,6 +97,8 @@ struct Node: ParsableCommand {
     @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
     var closedLoop = false
     @Option(help: "Pause after each delivered message in closed-loop mode, in microseconds.") var gapUs: Double = 1000
+    @Flag(inversion: .prefixedNo, help: "Leave the cluster gracefully before stopping (the others need not detect the failure).")
+    var leave = true
 
     func validate() throws {
         if send < 0 { throw ValidationError("--send must not be negative") }
@@ -169,7 +173,12 @@ struct Node: ParsableCommand {
             case .cleared(let rank): record.append(.event("# cleared 0 \(now) rank=\(rank)"))
             }
         }
-        if !join { record.inView.store(true, ordering: .relaxed) }
+        if !join {
+            record.inView.store(true, ordering: .relaxed)
+            // The first view, so that every view of the run has its line.
+            let first = configuration.initialView
+            record.append(.event("# view \(first.epoch) \(Clock.viewNanos()) \(record.state.text) members=\(first.members.map(\.description).joined(separator: ","))"))
+        }
 
         let stopRequested = Atomic<Bool>(false)
         signal(SIGINT, SIG_IGN)
@@ -254,8 +263,20 @@ struct Node: ParsableCommand {
               Clock.viewNanos() < drainUntil {
             sleepNanos(1_000_000)
         }
+        // Leave gracefully: the others install a view without this member at
+        // once instead of first having to suspect it. Bounded: without a
+        // majority of the view running the change cannot be decided.
+        var leftEpoch: UInt32?
+        if leave, record.inView.load(ordering: .relaxed), let epoch = node.view?.epoch {
+            node.leave()
+            let leaveUntil = Clock.viewNanos() + 1_000_000_000
+            while !node.hasLeft, Clock.viewNanos() < leaveUntil { sleepNanos(1_000_000) }
+            if node.hasLeft { leftEpoch = epoch }
+        }
         sleepNanos(20 * configuration.ordering.schedule.roundPeriodNanos)
         let report = node.stop()
+        // After stop: every delivery the agent carried out is logged before this line.
+        if let leftEpoch { record.append(.event("# left \(leftEpoch) \(Clock.viewNanos()) 0")) }
         flush(force: true)
         try? output?.close()
         let delivered = record.delivered.load(ordering: .relaxed)

@@ -92,7 +92,10 @@ struct MemberLog {
     init(name: String, text: String) throws {
         self.name = name
         var current: Segment?
-        for (number, raw) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        // A member killed while writing may leave half a last line: skip it.
+        let complete = text.hasSuffix("\n") ? lines.count : lines.count - 1
+        for (number, raw) in lines.prefix(complete).enumerated() {
             let fields = raw.split(separator: " ")
             if fields.first == "#" {
                 guard fields.count >= 4, let epoch = UInt32(fields[2]), let at = UInt64(fields[3]) else {
@@ -110,6 +113,10 @@ struct MemberLog {
                     installations.append(Installation(epoch: epoch, atNanos: at, state: "\(fields[4]) \(fields[5])",
                                                       members: members, joined: fields[1] == "state"))
                     current = Segment(epoch: epoch)
+                case "left":
+                    // Left gracefully: its last view ends here, a prefix of the others'.
+                    if let segment = current { segments.append(segment) }
+                    current = nil
                 case "excluded":
                     if var segment = current {
                         segment.leftOut = true

@@ -33,6 +33,15 @@ struct NamespaceFaultTests {
         #expect(output.contains("verify: OK"), "\(output)")
     }
 
+    /// SIGTERM: the member leaves gracefully and the others install a view
+    /// without it, without waiting to suspect it.
+    @Test func gracefulLeaveInstallsAFourMemberView() throws {
+        let (status, output) = try run("leave")
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("4-member view at every survivor"), "\(output)")
+        #expect(output.contains("verify: OK"), "\(output)")
+    }
+
     @Test func partitionTwoThreeThenHeal() throws {
         let (status, output) = try run("partition")
         #expect(status == 0, "\(output)")
