@@ -99,6 +99,20 @@ progressed() {  # progressed T NODES...: each delivered 100 messages after T
     local t=$1 i; shift
     for i in "$@"; do [ "$(delivered_after "$i" "$t")" -ge 100 ] || return 1; done
 }
+# stable_full_view: every member's latest view has all members, is the same
+# epoch everywhere, and is at least 200 ms old (no change under way).
+stable_full_view() {
+    local i line epoch="" now; now=$(now_ns)
+    for i in $all; do
+        line=$(awk '$1 == "#" && ($2 == "view" || $2 == "state" || $2 == "excluded" || $2 == "no-primary") { l = $0 } END { print l }' "${node_log[$i]}" 2>/dev/null)
+        set -- $line
+        [ "${2:-}" = view ] || [ "${2:-}" = state ] || return 1
+        [ -z "$epoch" ] && epoch=$3
+        [ "$3" = "$epoch" ] || return 1
+        [ $(( now - $4 )) -ge 200000000 ] || return 1
+        [ "$(echo "${7#members=}" | tr ',' '\n' | wc -l)" -eq "$members" ] || return 1
+    done
+}
 stop_all() {
     local i
     for i in "${!node_pid[@]}"; do kill -TERM "${node_pid[$i]}" 2>/dev/null || true; done
@@ -171,6 +185,9 @@ partition)
 bench)
     : > "$out/kills.csv"; echo "kill,victim,view_at_all_us,longest_pause_us,rejoin_ms" > "$out/kills.csv"
     for k in $(seq 1 "$kills"); do
+        # Kill only from a settled, full view: a kill during a change that false
+        # suspicions started could take a smaller view below its majority.
+        wait_until 30 "kill $k: a settled $members-member view" stable_full_view
         victim=$(( (k - 1) % members ))
         survivors=$(others $victim)
         t=$(now_ns); kill -9 "${node_pid[$victim]}"; wait "${node_pid[$victim]}" 2>/dev/null || true
