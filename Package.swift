@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "CarillonSimulation", targets: ["CarillonSimulation"]),
         .executable(name: "carillon-sim", targets: ["carillon-sim"]),
         .executable(name: "carillon", targets: ["carillon"]),
+        .executable(name: "carillon-tap", targets: ["carillon-tap"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +30,8 @@ let package = Package(
         .target(name: "CCarillonSys"),
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .target(name: "CarillonAuth", dependencies: ["CSodium", "CarillonWire"]),
+        .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
+        .target(name: "CarillonCapture", dependencies: ["CPcap", "CarillonWire", "CarillonAuth", "CarillonSchedule"]),
         .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
         .target(
             name: "CarillonRuntime",
@@ -51,6 +54,13 @@ let package = Package(
         ),
 
         .executableTarget(
+            name: "carillon-tap",
+            dependencies: [
+                "CarillonCapture", "CarillonAuth", "CarillonSchedule",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
             name: "carillon",
             dependencies: [
                 "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
@@ -65,5 +75,6 @@ let package = Package(
         .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire"]),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
+        .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonRuntime", "CarillonTransport"]),
     ]
 )

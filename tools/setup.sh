@@ -4,9 +4,10 @@
 # Sourced by tools/demo.sh and tools/test.sh; safe to run on its own.
 set -euo pipefail
 
-# Debian packages the build needs (libsodium: frame authentication tags);
-# tools/test.sh adds what the namespace tests need.
-CARILLON_APT_PACKAGES=(libsodium-dev ${CARILLON_EXTRA_APT_PACKAGES:-})
+# Debian packages the build needs (libsodium: frame authentication tags;
+# libpcap: carillon-tap); tools/test.sh adds what the namespace and capture
+# tests need.
+CARILLON_APT_PACKAGES=(libsodium-dev libpcap-dev ${CARILLON_EXTRA_APT_PACKAGES:-})
 
 if ! command -v swift >/dev/null 2>&1; then
     echo "carillon: swift is not on PATH. Install Swift 6.1 or later (swift.org/install) and retry." >&2

@@ -6,11 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Namespace tests need iproute2 and nftables (and root; without root they skip and say why).
-CARILLON_EXTRA_APT_PACKAGES="iproute2 nftables"
+# The capture tests compare with tshark (the Wireshark dissector) and tcpdump.
+CARILLON_EXTRA_APT_PACKAGES="iproute2 nftables tshark tcpdump"
 source tools/setup.sh
 swift build --build-tests
 # The namespace tests run release members (debug timing misses slots).
 swift build -c release --product carillon
+swift build -c release --product carillon-tap
 swift test --skip-build
 swift build -c release --product carillon-sim
 .build/release/carillon-sim --swarm --seeds 1-2000

@@ -1,0 +1,2 @@
+// libpcap (Debian: libpcap-dev), for carillon-tap.
+#include <pcap/pcap.h>

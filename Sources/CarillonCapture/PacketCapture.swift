@@ -1,0 +1,148 @@
+import CPcap
+
+/// A libpcap error: what was being done and what libpcap said.
+public struct CaptureError: Error, Sendable, CustomStringConvertible {
+    public var action: String
+    public var message: String
+    public var description: String { "\(action): \(message)" }
+}
+
+/// One captured packet's metadata.
+public struct CapturedPacket: Sendable {
+    /// Capture time on the realtime clock, nanoseconds.
+    public var timestampNanos: UInt64
+    /// Bytes on the wire (may exceed the captured bytes).
+    public var wireLength: Int
+}
+
+/// A libpcap handle: live capture on an interface or reading a pcap/pcapng
+/// file, a BPF filter, and an optional pcap writer. A thin shell: decoding is
+/// ``TapDecoder``'s, in the library's wire module.
+public final class PacketCapture {
+    let handle: OpaquePointer
+    /// The link-layer type (DLT_*), which ``PacketDissector`` needs.
+    public let linkType: Int32
+    var dumper: OpaquePointer?
+
+    init(handle: OpaquePointer) {
+        self.handle = handle
+        linkType = pcap_datalink(handle)
+    }
+
+    deinit {
+        if let dumper { pcap_dump_flush(dumper); pcap_dump_close(dumper) }
+        pcap_close(handle)
+    }
+
+    /// Opens `interface` ("any" for all) for live capture with a 256 KiB...8 MiB
+    /// kernel buffer and immediate delivery (no batching delay).
+    public static func live(interface: String, snapshotLength: Int32 = 65_535, bufferBytes: Int32 = 8 << 20) throws(CaptureError) -> PacketCapture {
+        var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
+        guard let handle = pcap_create(interface, &errorBuffer) else {
+            throw CaptureError(action: "opening interface \(interface)", message: String(cString: errorBuffer))
+        }
+        pcap_set_snaplen(handle, snapshotLength)
+        pcap_set_promisc(handle, 0)
+        pcap_set_timeout(handle, 100)
+        pcap_set_immediate_mode(handle, 1)
+        pcap_set_buffer_size(handle, bufferBytes)
+        pcap_set_tstamp_precision(handle, Int32(PCAP_TSTAMP_PRECISION_NANO))
+        let status = pcap_activate(handle)
+        if status < 0 {
+            let message = String(cString: pcap_geterr(handle))
+            pcap_close(handle)
+            let hint = status == PCAP_ERROR_PERM_DENIED ? " (live capture needs root or CAP_NET_RAW)" :
+                status == PCAP_ERROR_NO_SUCH_DEVICE ? " (list interfaces with `ip link`; `any` captures on all)" : ""
+            throw CaptureError(action: "starting capture on \(interface)", message: message + hint)
+        }
+        return PacketCapture(handle: handle)
+    }
+
+    /// Opens a pcap or pcapng file (`-` for standard input), timestamps in nanoseconds.
+    public static func offline(path: String) throws(CaptureError) -> PacketCapture {
+        var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
+        guard let handle = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer) else {
+            throw CaptureError(action: "reading \(path)", message: String(cString: errorBuffer))
+        }
+        return PacketCapture(handle: handle)
+    }
+
+    /// A handle that only writes (for generating captures): `linkType` packets into `path`.
+    public static func writer(linkType: Int32, path: String) throws(CaptureError) -> PacketCapture {
+        guard let handle = pcap_open_dead_with_tstamp_precision(linkType, 65_535, UInt32(PCAP_TSTAMP_PRECISION_NANO)) else {
+            throw CaptureError(action: "preparing a writer", message: "pcap_open_dead failed")
+        }
+        let capture = PacketCapture(handle: handle)
+        try capture.write(to: path)
+        return capture
+    }
+
+    /// Compiles and sets a BPF filter (tcpdump's expression syntax).
+    public func setFilter(_ expression: String) throws(CaptureError) {
+        var program = bpf_program()
+        guard pcap_compile(handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
+            throw CaptureError(action: "filter \"\(expression)\"", message: String(cString: pcap_geterr(handle)))
+        }
+        defer { pcap_freecode(&program) }
+        guard pcap_setfilter(handle, &program) == 0 else {
+            throw CaptureError(action: "setting filter \"\(expression)\"", message: String(cString: pcap_geterr(handle)))
+        }
+    }
+
+    /// Also writes every packet read to `path` (pcap format; `-` for standard output).
+    public func write(to path: String) throws(CaptureError) {
+        guard let dumper = pcap_dump_open(handle, path) else {
+            throw CaptureError(action: "writing \(path)", message: String(cString: pcap_geterr(handle)))
+        }
+        self.dumper = dumper
+    }
+
+    /// Writes one packet to the file opened by ``write(to:)``.
+    public func dump(timestampNanos: UInt64, bytes: UnsafeRawBufferPointer) {
+        guard let dumper else { return }
+        var header = pcap_pkthdr()
+        header.ts.tv_sec = Int(timestampNanos / 1_000_000_000)
+        header.ts.tv_usec = Int(timestampNanos % 1_000_000_000)  // nanoseconds: the handle's precision
+        header.caplen = UInt32(bytes.count)
+        header.len = UInt32(bytes.count)
+        pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header,
+                  bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// Reads packets until `count` (0: no limit), the end of the file, an error,
+    /// or `body` returns false. Packets are also written out when a writer is open.
+    /// Returns the number of packets read.
+    @discardableResult
+    public func run(count: Int = 0, _ body: (CapturedPacket, UnsafeRawBufferPointer) -> Bool) throws(CaptureError) -> Int {
+        var read = 0
+        var header: UnsafeMutablePointer<pcap_pkthdr>?
+        var data: UnsafePointer<UInt8>?
+        while count == 0 || read < count {
+            let status = pcap_next_ex(handle, &header, &data)
+            if status == 0 { if !body(CapturedPacket(timestampNanos: 0, wireLength: -1), UnsafeRawBufferPointer(start: nil, count: 0)) { break }; continue }
+            if status == PCAP_ERROR_BREAK { break }
+            if status < 0 {
+                throw CaptureError(action: "reading packets", message: String(cString: pcap_geterr(handle)))
+            }
+            guard let header, let data else { continue }
+            read += 1
+            if let dumper { pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data) }
+            let ts = header.pointee.ts
+            let packet = CapturedPacket(timestampNanos: UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_usec),
+                                        wireLength: Int(header.pointee.len))
+            if !body(packet, UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))) { break }
+        }
+        if let dumper { pcap_dump_flush(dumper) }
+        return read
+    }
+
+    /// Makes ``run(count:_:)`` return soon (from a signal handler's thread).
+    public func breakLoop() { pcap_breakloop(handle) }
+
+    /// Packets received and dropped by the kernel (live capture).
+    public var kernelStatistics: (received: Int, dropped: Int)? {
+        var stats = pcap_stat()
+        guard pcap_stats(handle, &stats) == 0 else { return nil }
+        return (Int(stats.ps_recv), Int(stats.ps_drop))
+    }
+}

@@ -1,0 +1,1 @@
+CarillonTap.main()
