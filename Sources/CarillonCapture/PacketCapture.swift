@@ -11,14 +11,16 @@ public struct CaptureError: Error, Sendable, CustomStringConvertible {
 public struct CapturedPacket: Sendable {
     /// Capture time on the realtime clock, nanoseconds.
     public var timestampNanos: UInt64
-    /// Bytes on the wire (may exceed the captured bytes).
+    /// Bytes on the wire (may exceed the captured bytes); -1 when no packet
+    /// came within a live capture's 100 ms timeout (a chance to stop or report).
     public var wireLength: Int
 }
 
 /// A libpcap handle: live capture on an interface or reading a pcap/pcapng
 /// file, a BPF filter, and an optional pcap writer. A thin shell: decoding is
-/// ``TapDecoder``'s, in the library's wire module.
-public final class PacketCapture {
+/// ``TapDecoder``'s, in the library's wire module. Use it from one thread;
+/// only ``breakLoop()`` may be called from another.
+public final class PacketCapture: @unchecked Sendable {
     let handle: OpaquePointer
     /// The link-layer type (DLT_*), which ``PacketDissector`` needs.
     public let linkType: Int32
