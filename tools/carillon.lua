@@ -458,8 +458,14 @@ local function data_section(st, sitem, sstart, send, slim, count)
         end
         done = done + 1
         if plen > avail then
-            problem(st, m, ef.truncated, string.format(
-                "payload length %d runs past the end of the section (%d bytes left)", plen, avail))
+            if slim == send then
+                problem(st, m, ef.length, string.format(
+                    "payload length %d runs past the end of the section (%d bytes left) (entryCountMismatch)",
+                    plen, avail))
+            else
+                problem(st, m, ef.truncated, string.format(
+                    "truncated message: payload length %d, %d bytes present", plen, avail))
+            end
             o = slim
             stopped = true
             break
@@ -523,8 +529,14 @@ local function retrans_section(st, sitem, sstart, send, slim, count)
         e:set_text(label)
         done = done + 1
         if elen > avail then
-            problem(st, e, ef.truncated, string.format(
-                "embedded frame length %d runs past the end of the section (%d bytes left)", elen, avail))
+            if slim == send then
+                problem(st, e, ef.length, string.format(
+                    "embedded frame length %d runs past the end of the section (%d bytes left) (entryCountMismatch)",
+                    elen, avail))
+            else
+                problem(st, e, ef.truncated, string.format(
+                    "truncated embedded frame: length %d, %d bytes present", elen, avail))
+            end
             o = slim
             stopped = true
             break
@@ -770,7 +782,8 @@ dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
         o = slim
     end
 
-    if not section_trouble and body_end <= cap and found ~= nsections then
+    -- (more sections than declared was already reported on the extra sections)
+    if not section_trouble and body_end <= cap and found < nsections then
         problem(st, it_nsec, ef.length, string.format(
             "header declares %d sections, the body holds %d (sectionCountMismatch)", nsections, found))
     end
