@@ -86,8 +86,12 @@ Fields (display-filter names)
     carillon.tag              bytes, authentication tag
     carillon.trailing         bytes after header + body + tag (a decoder error)
   Expert infos: carillon.expert.truncated, carillon.expert.length,
-    carillon.expert.invalid, carillon.expert.embedded (all Malformed/Error),
-    carillon.expert.skipped (Undecoded/Note), carillon.expert.ignored (Protocol/Warn).
+    carillon.expert.invalid, carillon.expert.embedded (all Malformed/Error: what
+    FrameView.decode rejects; the text names the WireError case),
+    carillon.expert.skipped (Undecoded/Note: unknown skippable section),
+    carillon.expert.ignored (Protocol/Warn: silent range not below the frame's round),
+    carillon.expert.not_captured (Undecoded/Warn: capture shorter than the datagram).
+    Filter malformed frames with: carillon && _ws.expert.severity == error
 
   Info column: "<kind> r=<round> s=<sender> e=<epoch>" followed by counts, e.g.
   "slot r=123456 s=2 e=1 msgs=3 naks=1", "repair r=9 s=0 e=1 retrans=2 silent=1",
@@ -111,7 +115,6 @@ local SILENT_ENTRY_BYTES = 16
 local RETRANS_HEADER_BYTES = 4
 local MAX_TAG_BYTES = 64
 local MAX_FRAME_BYTES = 65507
-local MAX_BODY_BYTES = MAX_FRAME_BYTES - HEADER_BYTES   -- 65,467
 local DEFAULT_PORT = 7400
 
 local KIND_SLOT, KIND_REPAIR, KIND_MEMBERSHIP = 1, 2, 3
@@ -267,8 +270,10 @@ local ef = {
                                 expert.group.UNDECODED, expert.severity.NOTE),
     ignored   = ProtoExpert.new("carillon.expert.ignored", "Ignored by the receiver",
                                 expert.group.PROTOCOL, expert.severity.WARN),
+    capture   = ProtoExpert.new("carillon.expert.not_captured", "Packet size limited during capture",
+                                expert.group.UNDECODED, expert.severity.WARN),
 }
-carillon.experts = { ef.truncated, ef.length, ef.invalid, ef.embedded, ef.skipped, ef.ignored }
+carillon.experts = { ef.truncated, ef.length, ef.invalid, ef.embedded, ef.skipped, ef.ignored, ef.capture }
 
 ------------------------------------------------------------------------------
 -- Preferences
@@ -423,8 +428,9 @@ local function fixed_section(st, sitem, sstart, send, slim, count, stride, code,
         o = o + stride
     end
     if o < slim then
-        local t = undecoded(st, sitem, o, slim)
-        problem(st, t, ef.truncated, string.format("truncated entry: %d of %d bytes", slim - o, stride))
+        -- a partial entry: already reported as a length mismatch, a truncated
+        -- section or a capture limit
+        undecoded(st, sitem, o, slim):append_text(string.format(" (partial entry: %d of %d bytes)", slim - o, stride))
     end
 end
 
@@ -436,10 +442,8 @@ local function data_section(st, sitem, sstart, send, slim, count)
     for i = 1, count do
         if slim - o < MESSAGE_HEADER_BYTES then
             if o < slim then
-                local t = undecoded(st, sitem, o, slim)
-                problem(st, t, ef.truncated, string.format(
-                    "truncated message %d of %d: header needs %d bytes, %d left", i, count,
-                    MESSAGE_HEADER_BYTES, slim - o))
+                undecoded(st, sitem, o, slim):append_text(string.format(
+                    " (message %d of %d: header needs %d bytes, %d left)", i, count, MESSAGE_HEADER_BYTES, slim - o))
                 o = slim
             end
             stopped = true
@@ -463,8 +467,7 @@ local function data_section(st, sitem, sstart, send, slim, count)
                     "payload length %d runs past the end of the section (%d bytes left) (entryCountMismatch)",
                     plen, avail))
             else
-                problem(st, m, ef.truncated, string.format(
-                    "truncated message: payload length %d, %d bytes present", plen, avail))
+                m:append_text(string.format(" [%d of %d payload bytes present]", avail, plen))
             end
             o = slim
             stopped = true
@@ -495,9 +498,8 @@ local function retrans_section(st, sitem, sstart, send, slim, count)
     for i = 1, count do
         if slim - o < RETRANS_HEADER_BYTES then
             if o < slim then
-                local t = undecoded(st, sitem, o, slim)
-                problem(st, t, ef.truncated, string.format(
-                    "truncated retransmission entry %d of %d: length needs 4 bytes, %d left", i, count, slim - o))
+                undecoded(st, sitem, o, slim):append_text(string.format(
+                    " (retransmission entry %d of %d: length needs 4 bytes, %d left)", i, count, slim - o))
                 o = slim
             end
             stopped = true
@@ -507,12 +509,13 @@ local function retrans_section(st, sitem, sstart, send, slim, count)
         local fstart = o + RETRANS_HEADER_BYTES
         local avail = slim - fstart
         local take = math.min(elen, avail)
+        local fsize = math.min(elen, send - fstart)   -- the embedded frame, as far as the section declares it
         local e = sitem:add(f.retrans, tvb:range(o, RETRANS_HEADER_BYTES + take))
         e:add_le(f.retrans_length, tvb:range(o, 4))
         local label = string.format("Retransmitted frame %d: %d bytes", i, elen)
         if take > 0 then
             if carillon.prefs.dissect_embedded and st.depth == 0 then
-                local inner = dissect_frame(tvb, st.pinfo, e, fstart, take, true, st.depth + 1)
+                local inner = dissect_frame(tvb, st.pinfo, e, fstart, fsize, slim, true, st.depth + 1)
                 if inner.header then
                     label = label .. string.format(", %s from rank %d, round %s, epoch %d, %d msgs",
                         KIND_NAMES[inner.kind] or ("kind " .. inner.kind), inner.sender,
@@ -534,8 +537,7 @@ local function retrans_section(st, sitem, sstart, send, slim, count)
                     "embedded frame length %d runs past the end of the section (%d bytes left) (entryCountMismatch)",
                     elen, avail))
             else
-                problem(st, e, ef.truncated, string.format(
-                    "truncated embedded frame: length %d, %d bytes present", elen, avail))
+                e:append_text(string.format(" [%d of %d bytes present]", avail, elen))
             end
             o = slim
             stopped = true
@@ -577,9 +579,11 @@ end
 ------------------------------------------------------------------------------
 
 -- Dissects the frame of `fsize` bytes at `fstart` (a datagram, or a frame
--- embedded in a retransmission section) under `parent`. Returns a summary table.
-dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
-    local cap = math.min(fstart + fsize, tvb:len())
+-- embedded in a retransmission section) under `parent`; bytes at or after
+-- `limit` are not available (not captured, or outside the enclosing section).
+-- Returns a summary table.
+dissect_frame = function(tvb, pinfo, parent, fstart, fsize, limit, embedded, depth)
+    local cap = math.min(fstart + fsize, limit, tvb:len())
     if cap < fstart then cap = fstart end
     local avail = cap - fstart
     local st = {
@@ -610,8 +614,15 @@ dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
         if avail >= 8 then root:add_le(f.flags, tvb:range(fstart + 6, 2)) end
         if avail >= 10 then root:add_le(f.sender, tvb:range(fstart + 8, 2)) end
         if avail > 10 then undecoded(st, root, fstart + 10, cap) end
-        problem(st, root, ef.truncated, string.format(
-            "truncated frame header: %d of %d bytes", avail, HEADER_BYTES))
+        if fsize < HEADER_BYTES then
+            problem(st, root, ef.truncated, string.format(
+                "truncated frame header: the frame has %d bytes, the header needs %d (truncated)",
+                fsize, HEADER_BYTES))
+        else
+            problem(st, root, ef.capture, string.format(
+                "frame header not fully captured: %d of %d bytes", avail, HEADER_BYTES), true)
+            st.partial = true
+        end
         st.short = true
         return st
     end
@@ -686,12 +697,13 @@ dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
         problem(st, it_tag, ef.invalid, string.format(
             "tag length %d without the authenticated flag (badTag)", tag_len))
     end
-    if body_len > MAX_BODY_BYTES then
-        problem(st, it_body, ef.invalid, string.format(
-            "body length %d exceeds %d (lengthOverflow)", body_len, MAX_BODY_BYTES))
-    end
-
+    -- FrameView.decode checks 40 + body + tag <= 65,507 (the code; the doc's
+    -- decoding rules say "Body Length <= 65,467", which ignores the tag).
     local total = HEADER_BYTES + body_len + tag_len
+    if total > MAX_FRAME_BYTES then
+        problem(st, it_body, ef.invalid, string.format(
+            "40 + body %d + tag %d exceeds %d bytes (lengthOverflow)", body_len, tag_len, MAX_FRAME_BYTES))
+    end
     if total > fsize then
         problem(st, root, ef.truncated, string.format(
             "frame declares %d bytes (40 + body %d + tag %d), the %s has %d (truncated)",
@@ -702,7 +714,9 @@ dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
             fsize - total, total, fsize))
     end
     if cap < fstart + fsize and not embedded then
-        root:append_text(string.format(" [only %d of %d bytes captured]", avail, fsize))
+        problem(st, root, ef.capture, string.format(
+            "only %d of the datagram's %d bytes were captured; the rest is not dissected", avail, fsize), true)
+        st.partial = true
     end
 
     -- Sections ---------------------------------------------------------------
@@ -718,8 +732,15 @@ dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
     while o < bend do
         if bend - o < SECTION_HEADER_BYTES then
             local t = undecoded(st, root, o, bend)
-            problem(st, t, ef.truncated, string.format(
-                "truncated section header: %d bytes left in the body, %d needed", bend - o, SECTION_HEADER_BYTES))
+            if bend == body_end then
+                problem(st, t, ef.truncated, string.format(
+                    "truncated section header: %d bytes left in the body, %d needed (truncated)",
+                    bend - o, SECTION_HEADER_BYTES))
+            else
+                -- the rest of the body is missing from the datagram (reported on the
+                -- frame) or from the capture (reported as not captured)
+                t:append_text(" (partial section header)")
+            end
             section_trouble = true
             o = bend
             break
@@ -744,11 +765,11 @@ dissect_frame = function(tvb, pinfo, parent, fstart, fsize, embedded, depth)
             section_trouble = true
             if send > body_end then
                 problem(st, it_slen, ef.truncated, string.format(
-                    "truncated section: length %d runs past the end of the body (%d bytes left)",
+                    "truncated section: length %d runs past the end of the body (%d bytes left) (truncated)",
                     slen, body_end - sstart))
             else
-                problem(st, it_slen, ef.truncated, string.format(
-                    "truncated section: %d of %d bytes present", slim - sstart, slen))
+                -- the body is long enough; the bytes are missing from the capture
+                sitem:append_text(string.format(" [%d of %d bytes present]", slim - sstart, slen))
             end
         end
         if found > nsections then
@@ -819,7 +840,8 @@ local INFO_KIND = { [1] = "slot", [2] = "repair", [3] = "membership", [4] = "bul
 
 local function info_text(st, size)
     if st.short then
-        return string.format("truncated frame (%d bytes)", size)
+        return string.format("truncated frame header (%d bytes)%s", size,
+                             st.partial and " [partial capture]" or "")
     end
     if st.badmagic then return "bad magic" end
     if st.badversion then return "unsupported version" end
@@ -849,6 +871,7 @@ local function info_text(st, size)
         if c[SEC_SUSPICIONS] then parts[#parts + 1] = "susp=" .. c[SEC_SUSPICIONS] end
     end
     if st.bad then parts[#parts + 1] = "[malformed]" end
+    if st.partial then parts[#parts + 1] = "[partial capture]" end
     return table.concat(parts, " ")
 end
 
@@ -860,7 +883,7 @@ function carillon.dissector(tvb, pinfo, tree)
     local captured = tvb:len()
     local size = tvb:reported_len()
     pinfo.cols.protocol = "Carillon"
-    local st = dissect_frame(tvb, pinfo, tree, 0, size, false, 0)
+    local st = dissect_frame(tvb, pinfo, tree, 0, size, captured, false, 0)
     pinfo.cols.info:set(info_text(st, size))
     return captured
 end
