@@ -60,4 +60,27 @@ struct DissectorTests {
         let (_, expert) = try tshark(["-r", path, "-Y", "_ws.malformed || _ws.expert.severity == error", "-T", "fields", "-e", "frame.number"])
         #expect(expert.split(separator: "\n").filter { $0.first?.isNumber == true }.count >= 2, "\(expert)")
     }
+
+    /// pcapng (converted by Wireshark's editcap, installed with tshark) reads like pcap.
+    @Test func pcapngFilesReadLikePcap() throws {
+        let pcap = temporaryPath("ng.pcap"), pcapng = temporaryPath("ng.pcapng")
+        defer { for p in [pcap, pcapng] { try? FileManager.default.removeItem(atPath: p) } }
+        try SampleTraffic(members: 2).write(rounds: 20, to: pcap)
+        let editcap = Process()
+        editcap.executableURL = URL(fileURLWithPath: "/usr/bin/editcap")
+        editcap.arguments = ["-F", "pcapng", pcap, pcapng]
+        try editcap.run()
+        editcap.waitUntilExit()
+        try #require(editcap.terminationStatus == 0)
+        let header = try [UInt8](Data(contentsOf: URL(fileURLWithPath: pcapng)).prefix(4))
+        #expect(header == [0x0A, 0x0D, 0x0D, 0x0A])  // a pcapng section header block
+        let capture = try PacketCapture.offline(path: pcapng)
+        var decoder = TapDecoder(format: .quiet, authenticator: nil)
+        try capture.run { packet, bytes in
+            decoder.packet(timestampNanos: packet.timestampNanos, linkType: capture.linkType, bytes: bytes)
+            return true
+        }
+        #expect(decoder.statistics.frames == 40)
+        #expect(decoder.statistics.framesMalformed == 0)
+    }
 }
