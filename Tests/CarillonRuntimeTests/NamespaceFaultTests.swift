@@ -7,8 +7,11 @@ import Testing
 /// expects in the members' logs and ends with `carillon verify` over every log
 /// (same views, same state at each view, same order within each view).
 ///
-/// Five members, round period 400 µs, suspicion after 20 silent slots, idle
-/// blocking: on 2 cores five members cannot all wake every 100 µs.
+/// Five members, round period 400 µs, suspicion after 50 silent slots (20 ms),
+/// idle blocking: on 2 cores five members cannot all wake every 100 µs, and a
+/// false suspicion during a scenario would add views the script does not
+/// expect. These tests check what happens, not how fast (docs/benchmarks.md
+/// has the timing, at the default 20 slots).
 extension NamespaceTests {
 @Suite("Namespace faults (separate processes: kill -9, partition, restart)")
 struct NamespaceFaultTests {
@@ -16,7 +19,7 @@ struct NamespaceFaultTests {
         let binary = try releaseCarillon()
         let process = Process()
         process.executableURL = packageRoot.appendingPathComponent("tools/netns-faults.sh")
-        process.arguments = [scenario, "--members", "5", "--period-us", "400", "--bin", binary]
+        process.arguments = [scenario, "--members", "5", "--period-us", "400", "--suspicion-slots", "50", "--bin", binary]
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
