@@ -127,7 +127,9 @@ others() { local i; for i in $(seq 0 $((members - 1))); do [ "$i" = "$1" ] || pr
 
 echo "netns-faults: $scenario, $members members, $rate msg/s each, round ${period_us} µs, idle $idle; logs in $out" >&2
 all=$(seq 0 $((members - 1)))
-for i in $all; do start_node "$i"; done
+# In the leave scenario members leave gracefully on SIGTERM (carillon node --leave).
+leave_flag=(); [ "$scenario" = leave ] && leave_flag=(--leave)
+for i in $all; do start_node "$i" "${leave_flag[@]}"; done
 wait_until 30 "every member delivering" has_messages $all
 last=$((members - 1))
 

@@ -227,6 +227,12 @@ public final class Member: @unchecked Sendable {
     /// The installed view now (nil while joining).
     public var view: View? { state.withLock { $0.view } }
 
+    /// The current view's stability line and the round this member sends next:
+    /// when the line has passed a round, every member holds every frame below it.
+    public var stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)? {
+        state.withLock { instance in instance.ordering.map { ($0.stableBelowRound, $0.nextRoundToSend) } }
+    }
+
     /// Where the rounds of the last view change went (see ``ChangeTimeline``).
     public var lastChange: ChangeTimeline? { state.withLock { $0.lastChange } }
 

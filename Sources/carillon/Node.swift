@@ -73,9 +73,10 @@ struct Node: ParsableCommand {
             `carillon verify` checks several members' logs against each other.
 
             On SIGINT/SIGTERM (or when --expect or --timeout ends it) the member stops sending, waits (at \
-            most 3 s) until its own queued messages are delivered, leaves the cluster (at most 1 s; \
-            --no-leave skips it, and the others then detect the failure) and stops. A member that left \
-            logs "# left EPOCH ns 0".
+            most 3 s) until its own queued messages are delivered, then (at most 3 s) until every member \
+            holds its frames, with --leave leaves the cluster (at most 1 s; without it the others detect \
+            the failure) and stops. A member that left logs \
+            "# left EPOCH ns 0".
 
             Examples:
               carillon node --config bus.json --member a
@@ -97,8 +98,8 @@ struct Node: ParsableCommand {
     @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
     var closedLoop = false
     @Option(help: "Pause after each delivered message in closed-loop mode, in microseconds.") var gapUs: Double = 1000
-    @Flag(inversion: .prefixedNo, help: "Leave the cluster gracefully before stopping (the others need not detect the failure).")
-    var leave = true
+    @Flag(help: "On SIGINT/SIGTERM, leave the cluster gracefully before stopping, so the others need not detect a failure. Not for stopping a whole cluster at once: the last members cannot form a majority to let each other go.")
+    var leave = false
 
     func validate() throws {
         if send < 0 { throw ValidationError("--send must not be negative") }
@@ -263,11 +264,19 @@ struct Node: ParsableCommand {
               Clock.viewNanos() < drainUntil {
             sleepNanos(1_000_000)
         }
+        // Stay until every member holds our frames (the stability line passes
+        // the round we are at), so nobody needs a repair from us after we stop.
+        if let target = node.stability?.nextRoundToSend {
+            let stableUntil = Clock.viewNanos() + 3_000_000_000
+            while let line = node.stability, line.stableBelowRound < target, Clock.viewNanos() < stableUntil {
+                sleepNanos(1_000_000)
+            }
+        }
         // Leave gracefully: the others install a view without this member at
         // once instead of first having to suspect it. Bounded: without a
         // majority of the view running the change cannot be decided.
         var leftEpoch: UInt32?
-        if leave, record.inView.load(ordering: .relaxed), let epoch = node.view?.epoch {
+        if leave, stopRequested.load(ordering: .relaxed), record.inView.load(ordering: .relaxed), let epoch = node.view?.epoch {
             node.leave()
             let leaveUntil = Clock.viewNanos() + 1_000_000_000
             while !node.hasLeft, Clock.viewNanos() < leaveUntil { sleepNanos(1_000_000) }
