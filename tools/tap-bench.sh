@@ -30,7 +30,7 @@ size=$(stat -c %s "$dir/bus.pcap")
 best() {  # best CMD...: the fastest of 3 runs, in nanoseconds
     local best=0 t0 t1 i
     for i in 1 2 3; do
-        t0=$(date +%s%N); "$@" > /dev/null 2>&1; t1=$(date +%s%N)
+        t0=$(date +%s%N); "$@" > /dev/null 2>&1 || { echo "tap-bench: '$*' failed" >&2; exit 1; }; t1=$(date +%s%N)
         if [ "$best" -eq 0 ] || [ $((t1 - t0)) -lt "$best" ]; then best=$((t1 - t0)); fi
     done
     echo "$best"

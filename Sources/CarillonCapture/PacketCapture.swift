@@ -26,9 +26,13 @@ public final class PacketCapture: @unchecked Sendable {
     public let linkType: Int32
     var dumper: OpaquePointer?
 
+    /// Timestamp fractions per second the handle delivers (nanoseconds where libpcap could).
+    let fractionsPerSecond: UInt64
+
     init(handle: OpaquePointer) {
         self.handle = handle
         linkType = pcap_datalink(handle)
+        fractionsPerSecond = pcap_get_tstamp_precision(handle) == Int32(PCAP_TSTAMP_PRECISION_NANO) ? 1_000_000_000 : 1_000_000
     }
 
     deinit {
@@ -121,7 +125,12 @@ public final class PacketCapture: @unchecked Sendable {
         var data: UnsafePointer<UInt8>?
         while count == 0 || read < count {
             let status = pcap_next_ex(handle, &header, &data)
-            if status == 0 { if !body(CapturedPacket(timestampNanos: 0, wireLength: -1), UnsafeRawBufferPointer(start: nil, count: 0)) { break }; continue }
+            if status == 0 {
+                // A live capture's quiet 100 ms: the file is flushed, so a reader of -w sees every packet.
+                if let dumper { pcap_dump_flush(dumper) }
+                if !body(CapturedPacket(timestampNanos: 0, wireLength: -1), UnsafeRawBufferPointer(start: nil, count: 0)) { break }
+                continue
+            }
             if status == PCAP_ERROR_BREAK { break }
             if status < 0 {
                 throw CaptureError(action: "reading packets", message: String(cString: pcap_geterr(handle)))
@@ -130,7 +139,11 @@ public final class PacketCapture: @unchecked Sendable {
             read += 1
             if let dumper { pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data) }
             let ts = header.pointee.ts
-            let packet = CapturedPacket(timestampNanos: UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_usec),
+            // Negative or absurd times (a crafted file) become 0, never a trap.
+            let seconds = UInt64(clamping: ts.tv_sec), fraction = UInt64(clamping: ts.tv_usec)
+            let (wholeNanos, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+            let fractionNanos = min(fraction, fractionsPerSecond) * (1_000_000_000 / fractionsPerSecond)
+            let packet = CapturedPacket(timestampNanos: overflow ? 0 : wholeNanos &+ fractionNanos,
                                         wireLength: Int(header.pointee.len))
             if !body(packet, UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))) { break }
         }

@@ -53,6 +53,8 @@ public enum PacketError: Error, Sendable, Hashable, CustomStringConvertible {
     case notUDP(protocolNumber: UInt8)
     /// A fragment after the first: its bytes are not a frame on their own.
     case laterFragment
+    /// The first fragment of a datagram larger than the path MTU: the frame is incomplete here.
+    case firstFragment
 
     public var description: String {
         switch self {
@@ -62,6 +64,7 @@ public enum PacketError: Error, Sendable, Hashable, CustomStringConvertible {
         case .badIPHeader(let why): return "bad IPv4 header: \(why)"
         case .notUDP(let p): return "not UDP (IP protocol \(p))"
         case .laterFragment: return "IPv4 fragment after the first"
+        case .firstFragment: return "first IPv4 fragment of a larger datagram (the frame continues in later fragments; raise the MTU or max_frame_bytes)"
         }
     }
 }
@@ -85,9 +88,15 @@ public enum PacketDissector {
             guard etherType == 0x0800 else { throw .notIPv4(etherType: etherType) }
         case .linuxSLL:
             try need(packet, 16, "Linux cooked header")
-            let protocolType = be16(packet, 14)
-            guard protocolType == 0x0800 else { throw .notIPv4(etherType: protocolType) }
+            var protocolType = be16(packet, 14)
             offset = 16
+            if protocolType == 0x8100 || protocolType == 0x88A8 {
+                // libpcap puts a VLAN tag back after the cooked header.
+                try need(packet, 20, "802.1Q tag")
+                protocolType = be16(packet, 18)
+                offset = 20
+            }
+            guard protocolType == 0x0800 else { throw .notIPv4(etherType: protocolType) }
         case .linuxSLL2:
             try need(packet, 20, "Linux cooked v2 header")
             let protocolType = be16(packet, 0)
@@ -111,6 +120,7 @@ public enum PacketDissector {
         guard totalLength >= headerLength else { throw .badIPHeader("total length \(totalLength) below header length \(headerLength)") }
         let fragment = be16(packet, offset + 6)
         if fragment & 0x1FFF != 0 { throw .laterFragment }
+        if fragment & 0x2000 != 0 { throw .firstFragment }
         let protocolNumber = packet[offset + 9]
         guard protocolNumber == 17 else { throw .notUDP(protocolNumber: protocolNumber) }
         let source = be32(packet, offset + 12), destination = be32(packet, offset + 16)
@@ -119,6 +129,9 @@ public enum PacketDissector {
         try need(packet, offset + 8, "UDP header")
         let udpLength = Int(be16(packet, offset + 4))
         guard udpLength >= 8 else { throw .badIPHeader("UDP length \(udpLength)") }
+        guard udpLength <= totalLength - headerLength else {
+            throw .badIPHeader("UDP length \(udpLength) exceeds the IPv4 datagram's \(totalLength - headerLength) bytes")
+        }
         let payloadOffset = offset + 8
         return UDPDatagram(
             source: SocketAddress(address: source, port: be16(packet, offset)),

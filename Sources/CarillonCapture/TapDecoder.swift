@@ -104,7 +104,8 @@ public struct TapDecoder {
 
     mutating func problemLine(_ timestampNanos: UInt64, _ source: SocketAddress?, _ text: String) {
         if format == .json {
-            output.text("{\"t\":"); output.decimal(timestampNanos)
+            output.text("{\"s\":"); output.decimal(timestampNanos / 1_000_000_000)
+            output.text(",\"ns\":"); output.decimal(timestampNanos % 1_000_000_000)
             if let source { output.text(",\"src\":\""); output.address(source); output.text("\"") }
             output.text(",\"error\":\""); output.escaped(text); output.text("\"}\n")
             return
@@ -182,7 +183,8 @@ public struct TapDecoder {
 
     mutating func json(_ view: FrameView, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
         let h = view.header
-        output.text("{\"t\":"); output.decimal(timestampNanos)
+        output.text("{\"s\":"); output.decimal(timestampNanos / 1_000_000_000)
+        output.text(",\"ns\":"); output.decimal(timestampNanos % 1_000_000_000)
         if let source { output.text(",\"src\":\""); output.address(source); output.text("\"") }
         output.text(",\"kind\":\""); output.text(Self.kindName(h.kind))
         output.text("\",\"epoch\":"); output.decimal(UInt64(h.epoch))
@@ -204,6 +206,18 @@ public struct TapDecoder {
             if !first { output.byte(44) }; first = false
             output.byte(91); output.decimal(UInt64(nak.rank)); output.byte(44); output.decimal(nak.firstRound)
             output.byte(44); output.decimal(nak.lastRound); output.byte(93)
+        }
+        output.text("],\"silent\":[")
+        first = true
+        for silent in view.silentRanges {
+            if !first { output.byte(44) }; first = false
+            output.byte(91); output.decimal(silent.firstRound); output.byte(44); output.decimal(silent.lastRound); output.byte(93)
+        }
+        output.text("],\"suspects\":[")
+        first = true
+        for suspicion in view.suspicionEntries {
+            if !first { output.byte(44) }; first = false
+            output.decimal(UInt64(suspicion.rank))
         }
         var embedded = 0
         for _ in view.embeddedFrames { embedded += 1 }

@@ -71,9 +71,15 @@ public struct TapStatistics: Sendable {
         case .slot:
             m.slotFrames += 1
             m.slotFrameBytes += datagramBytes
-            // (A round far ahead is a damaged or foreign frame, not a real gap: capped.)
-            if let last = m.lastSlotRound, h.round > last &+ 1 { m.gapRounds &+= Int(min(h.round - last - 1, 1 << 32)) }
-            m.lastSlotRound = max(m.lastSlotRound ?? 0, h.round)
+            // A round far from the last one is a damaged, forged or foreign frame,
+            // not a gap: only jumps below a million rounds count, and the last
+            // round follows the frames actually seen (no arithmetic can overflow).
+            if let last = m.lastSlotRound, h.round > last, h.round - last > 1, h.round - last < 1_000_000 {
+                m.gapRounds &+= Int(h.round - last - 1)
+            }
+            if m.lastSlotRound == nil || h.round > m.lastSlotRound! && h.round - m.lastSlotRound! < 1_000_000 {
+                m.lastSlotRound = h.round
+            }
             if let schedule, Int(h.senderRank) < schedule.memberCount {
                 let error = Int64(bitPattern: timestampNanos &- schedule.slotWindow(round: h.round, rank: Int(h.senderRank)).startNanos)
                 m.slotErrorSum += Double(error)
@@ -102,12 +108,13 @@ public struct TapStatistics: Sendable {
 
     mutating func noteRound(_ round: UInt64, rank: Int, memberCount: Int) {
         guard rank < 64 else { return }
+        // A round far from the ones seen is a damaged or foreign frame: ignored here.
+        if highestRound != 0, round > highestRound ? round - highestRound > 1_000_000 : highestRound - round > 1_000_000 { return }
         recentRounds[round, default: 0] |= 1 << UInt64(rank)
-        guard round > highestRound else { return }
-        highestRound = round
+        highestRound = max(highestRound, round)
         guard recentRounds.count > 2_048 else { return }
         let full: UInt64 = memberCount >= 64 ? .max : (1 << UInt64(memberCount)) - 1
-        for (r, seen) in recentRounds where r + 1_024 < highestRound {
+        for (r, seen) in recentRounds where highestRound - r > 1_024 {
             if seen & full == full { roundsComplete += 1 } else { roundsIncomplete += 1 }
             recentRounds[r] = nil
         }

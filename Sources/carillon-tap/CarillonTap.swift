@@ -37,7 +37,7 @@ struct CarillonTap: ParsableCommand {
 
     @Option(name: .customShort("i"), help: "Interface to capture on (any: all of them).") var interface = "any"
     @Option(name: .customShort("r"), help: "Read packets from a pcap or pcapng file (- for standard input).") var readFile: String?
-    @Option(name: .customShort("w"), help: "Write the packets to a pcap file (- for standard output); without --print nothing is decoded.") var writeFile: String?
+    @Option(name: .customShort("w"), help: "Write the packets to a pcap file (- for standard output); without --print nothing is printed (frames are still counted for --stats).") var writeFile: String?
     @Option(name: .customShort("c"), help: "Stop after this many packets.") var count = 0
     @Flag(name: .customShort("n"), help: "Do not resolve addresses (never done anyway; accepted for tcpdump habits).") var numeric = false
     @Flag(name: .customShort("v"), help: "Verbose: message headers and a hex/ASCII preview of each payload.") var verbose = false
@@ -59,9 +59,14 @@ struct CarillonTap: ParsableCommand {
 
     func validate() throws {
         if count < 0 { throw ValidationError("-c must not be negative") }
-        if statsInterval <= 0 { throw ValidationError("--stats-interval must be positive") }
+        if !(statsInterval > 0 && statsInterval <= 86_400) { throw ValidationError("--stats-interval must be in (0, 86400] seconds") }
+        if !(roundPeriodUs > 0 && roundPeriodUs <= 1_000_000) { throw ValidationError("--round-period-us must be in (0, 1000000]") }
+        if !(reservation > 0 && reservation <= 1) { throw ValidationError("--reservation must be in (0, 1]") }
+        if !(linkGbit > 0 && linkGbit <= 10_000) { throw ValidationError("--link-gbit must be in (0, 10000]") }
+        if writeFile == "-", print || json || verbose {
+            throw ValidationError("-w - writes the capture to standard output; it cannot also carry decoded lines (write to a file, or drop --print)")
+        }
         if let members, !(1...4096).contains(members) { throw ValidationError("--members must be 1...4096") }
-        if roundPeriodUs <= 0 { throw ValidationError("--round-period-us must be positive") }
         if json && verbose { throw ValidationError("-v and --json do not go together") }
         if sampleRounds < 1 || sampleMembers < 1 { throw ValidationError("--sample-rounds and --sample-members must be at least 1") }
     }

@@ -1,5 +1,6 @@
 import CarillonAuth
 import CarillonCapture
+import CarillonSchedule
 import CarillonWire
 import Foundation
 import Testing
@@ -79,5 +80,47 @@ struct TapDecoderTests {
         #expect(object?["messages"] as? Int == 2)
         #expect(object?["src"] as? String == "10.0.0.1:7400")
         #expect(object?["auth"] as? String == "unchecked")
+        #expect(object?["s"] as? Int == 0 && object?["ns"] as? Int == 77)
+        #expect(object?["silent"] is [Any] && object?["suspects"] is [Any])
+    }
+
+    /// Forged frames with extreme rounds, from the same sender, never trap the statistics.
+    @Test func extremeRoundsAreCountedNotFatal() throws {
+        var statistics = TapStatistics(schedule: try CarillonSchedule.TDMASchedule(memberCount: 3, roundPeriodNanos: 100_000, reservation: 0.5))
+        statistics.linkBitsPerSecond = 1e9
+        var decoder = TapDecoder(format: .quiet, authenticator: nil, statistics: statistics)
+        let plain = SampleTraffic(members: 3, messagesPerFrame: 0)
+        for round in [UInt64.max, UInt64.max, 0, 5, UInt64.max - 1, 7, 1 << 63] + Array(UInt64(10)..<UInt64(2_200)) {
+            plain.slotFrame(round: round, rank: 1, sequence: 1, timestampNanos: 0).withUnsafeBytes {
+                decoder.frame(timestampNanos: UInt64.max, source: nil, payload: $0)
+            }
+        }
+        decoder.statistics.settle()
+        #expect(decoder.statistics.frames == 7 + 2_190)
+        #expect(decoder.statistics.members.values.first?.gapRounds ?? -1 < 1_000_000)
+    }
+
+    /// Link layers and IP oddities: Linux cooked with a VLAN tag, a UDP length
+    /// beyond the IP datagram, a first fragment.
+    @Test func linkLayersAndIPOddities() {
+        let frame = sample.slotFrame(round: 3, rank: 0, sequence: 1, timestampNanos: 0)
+        let ethernet = sample.packet(udpPayload: frame, rank: 0)
+        let ip = Array(ethernet.dropFirst(14))
+        // Linux cooked v1 with the VLAN tag libpcap restores after it.
+        var cooked: [UInt8] = [0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0, 0x81, 0x00]
+        cooked += [0, 5, 0x08, 0x00] + ip
+        var decoder = TapDecoder(format: .line, authenticator: nil)
+        cooked.withUnsafeBytes { decoder.packet(timestampNanos: 0, linkType: LinkType.linuxSLL.rawValue, bytes: $0) }
+        ip.withUnsafeBytes { decoder.packet(timestampNanos: 0, linkType: LinkType.raw.rawValue, bytes: $0) }
+        #expect(decoder.statistics.frames == 2)
+        var longUDP = ethernet
+        longUDP[14 + 20 + 4] = 0xFF  // UDP length far beyond the IP datagram
+        var fragment = ethernet
+        fragment[14 + 6] = 0x20  // more fragments
+        for packet in [longUDP, fragment] { packet.withUnsafeBytes { decoder.packet(timestampNanos: 0, linkType: 1, bytes: $0) } }
+        #expect(decoder.statistics.packetsNotUDP == 2)
+        let output = text(decoder)
+        #expect(output.contains("exceeds the IPv4 datagram"))
+        #expect(output.contains("first IPv4 fragment"))
     }
 }
