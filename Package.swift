@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "carillon-sim", targets: ["carillon-sim"]),
         .executable(name: "carillon", targets: ["carillon"]),
         .executable(name: "carillon-tap", targets: ["carillon-tap"]),
+        .library(name: "CarillonCapture", targets: ["CarillonCapture"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

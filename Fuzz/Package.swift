@@ -1,8 +1,9 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// A libFuzzer target for the frame decoder, kept out of the main package: it
-// only links with -sanitize=fuzzer (see docs/testing.md for the command).
+// libFuzzer targets for the frame decoder and for carillon-tap's packet path,
+// kept out of the main package: they only link with -sanitize=fuzzer (see
+// docs/testing.md for the command).
 let package = Package(
     name: "CarillonFuzz",
     dependencies: [.package(name: "Carillon", path: "..")],
@@ -10,6 +11,13 @@ let package = Package(
         .executableTarget(
             name: "FuzzFrameDecoder",
             dependencies: [.product(name: "Carillon", package: "Carillon")]
-        )
+        ),
+        .executableTarget(
+            name: "FuzzCapturedPacket",
+            dependencies: [
+                .product(name: "Carillon", package: "Carillon"),
+                .product(name: "CarillonCapture", package: "Carillon"),
+            ]
+        ),
     ]
 )

@@ -161,11 +161,13 @@ partition)
     minority=$(seq 0 $((small - 1))) majority=$(seq "$small" $last)
     rules=""
     for j in $majority; do rules+="  ip saddr $net.$((j + 1)) drop\n"; done
+    # Times are taken before the change to the network: the cluster may react
+    # before the script's next line runs.
+    t=$(now_ns)
     for i in $minority; do
         printf "table inet crln_partition {\n chain input {\n  type filter hook input priority -10;\n$rules }\n chain output {\n  type filter hook output priority -10;\n${rules//saddr/daddr} }\n}\n" \
             | ip netns exec "$prefix-h$i" nft -f -
     done
-    t=$(now_ns)
     wait_until 10 "the majority side installing a view of itself" all_in_view "$t" $((members - small)) 0 $majority
     reported() { local i; for i in $minority; do grep -q '^# no-primary' "${node_log[$i]}" || return 1; done; }
     wait_until 10 "the minority side reporting no primary component" reported
@@ -176,8 +178,8 @@ partition)
         [ "$n" -eq 0 ] || fail "h$i delivered $n messages after reporting no primary component"
     done
     echo "netns-faults: partition $small|$((members - small)) → the $((members - small)) continue in a view of $((members - small)), the $small halted" >&2
-    for i in $minority; do ip netns exec "$prefix-h$i" nft delete table inet crln_partition; done
     t=$(now_ns)
+    for i in $minority; do ip netns exec "$prefix-h$i" nft delete table inet crln_partition; done
     rejoined() { local i; for i in $minority; do grep -qs '^# state' "${node_log[$i]}" || return 1; done; }
     wait_until 20 "the minority rejoining with state" rejoined
     wait_until 10 "a $members-member view at every member" all_in_view "$t" "$members" - $all
