@@ -7,6 +7,12 @@ public struct CaptureError: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(action): \(message)" }
 }
 
+/// libpcap's error buffer as text (up to its terminating zero).
+func errorText(_ buffer: [CChar]) -> String {
+    let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
 /// One captured packet's metadata.
 public struct CapturedPacket: Sendable {
     /// Capture time on the realtime clock, nanoseconds.
@@ -45,7 +51,7 @@ public final class PacketCapture: @unchecked Sendable {
     public static func live(interface: String, snapshotLength: Int32 = 65_535, bufferBytes: Int32 = 8 << 20) throws(CaptureError) -> PacketCapture {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         guard let handle = pcap_create(interface, &errorBuffer) else {
-            throw CaptureError(action: "opening interface \(interface)", message: String(cString: errorBuffer))
+            throw CaptureError(action: "opening interface \(interface)", message: errorText(errorBuffer))
         }
         pcap_set_snaplen(handle, snapshotLength)
         pcap_set_promisc(handle, 0)
@@ -68,7 +74,7 @@ public final class PacketCapture: @unchecked Sendable {
     public static func offline(path: String) throws(CaptureError) -> PacketCapture {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE))
         guard let handle = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errorBuffer) else {
-            throw CaptureError(action: "reading \(path)", message: String(cString: errorBuffer))
+            throw CaptureError(action: "reading \(path)", message: errorText(errorBuffer))
         }
         return PacketCapture(handle: handle)
     }
