@@ -401,7 +401,7 @@ public final class Member: @unchecked Sendable {
         var batches = 0
         repeat {
             batches += 1
-            receiveOneBatch(now: now)
+            receiveOneBatch(now: batches == 1 ? now : viewNow())  // a fresh time per batch: clock samples stay honest
         } while transport.lastBatchFilled && batches < 64
         // Our slot (and any other deadline: joins, the previous view's answers).
         state.withLock { instance in
