@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
         --suspicion-slots) suspicion_slots=$2; shift 2 ;;
         --multicast) multicast=1; shift ;;
         --max-frame-bytes) max_frame_bytes=$2; mtu=$(( $2 + 28 > 1500 ? $2 + 28 : 1500 )); shift 2 ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "netns-cluster: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -127,6 +127,7 @@ public final class PacketCapture: @unchecked Sendable {
     @discardableResult
     public func run(count: Int = 0, _ body: (CapturedPacket, UnsafeRawBufferPointer) -> Bool) throws(CaptureError) -> Int {
         var read = 0
+        var flushedAt = ContinuousClock.now
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
         while count == 0 || read < count {
@@ -143,7 +144,14 @@ public final class PacketCapture: @unchecked Sendable {
             }
             guard let header, let data else { continue }
             read += 1
-            if let dumper { pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data) }
+            if let dumper {
+                pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data)
+                // Every 100 ms, so a reader of the file (or of `-w -`) keeps up with a busy bus.
+                if ContinuousClock.now - flushedAt >= .milliseconds(100) {
+                    pcap_dump_flush(dumper)
+                    flushedAt = ContinuousClock.now
+                }
+            }
             let ts = header.pointee.ts
             // Negative or absurd times (a crafted file) become 0, never a trap.
             let seconds = UInt64(clamping: ts.tv_sec), fraction = UInt64(clamping: ts.tv_usec)

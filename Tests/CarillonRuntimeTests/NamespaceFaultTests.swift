@@ -2,8 +2,8 @@ import Foundation
 import Testing
 
 /// Membership faults with separate `carillon node` processes in network
-/// namespaces (tools/netns-faults.sh): kill -9, a 2 | 3 partition and its heal,
-/// a restart with state transfer. The script waits, bounded, for the events it
+/// namespaces (tools/netns-faults.sh): kill -9, a graceful leave, a 2 | 3
+/// partition and its heal, a restart with state transfer. The script waits, bounded, for the events it
 /// expects in the members' logs and ends with `carillon verify` over every log
 /// (same views, same state at each view, same order within each view).
 ///
@@ -13,7 +13,7 @@ import Testing
 /// expect. These tests check what happens, not how fast (docs/benchmarks.md
 /// has the timing, at the default 20 slots).
 extension NamespaceTests {
-@Suite("Namespace faults (separate processes: kill -9, partition, restart)")
+@Suite("Namespace faults (separate processes: kill -9, leave, partition, restart)")
 struct NamespaceFaultTests {
     func run(_ scenario: String) throws -> (status: Int32, output: String) {
         let binary = try releaseCarillon()

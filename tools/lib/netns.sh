@@ -1,4 +1,5 @@
-# Shared by tools/netns-cluster.sh and tools/netns-bench.sh: N hosts in
+# Shared by tools/netns-cluster.sh, tools/netns-bench.sh and
+# tools/netns-faults.sh: N hosts in
 # network namespaces on a bridge, optional HTB shaping and nftables loss on
 # the bus port, a bus configuration, and removal of every namespace and
 # process on every exit path. Source it, set `members`, `loss`, `shape` and
