@@ -78,25 +78,11 @@ public enum PacketDissector {
         switch link {
         case .ethernet:
             try need(packet, 14, "Ethernet header")
-            var etherType = be16(packet, 12)
-            offset = 14
-            if etherType == 0x8100 || etherType == 0x88A8 {
-                try need(packet, 18, "802.1Q tag")
-                etherType = be16(packet, 16)
-                offset = 18
-            }
-            guard etherType == 0x0800 else { throw .notIPv4(etherType: etherType) }
+            offset = try ipv4After(etherTypeAt: 12, packet)
         case .linuxSLL:
             try need(packet, 16, "Linux cooked header")
-            var protocolType = be16(packet, 14)
-            offset = 16
-            if protocolType == 0x8100 || protocolType == 0x88A8 {
-                // libpcap puts a VLAN tag back after the cooked header.
-                try need(packet, 20, "802.1Q tag")
-                protocolType = be16(packet, 18)
-                offset = 20
-            }
-            guard protocolType == 0x0800 else { throw .notIPv4(etherType: protocolType) }
+            // (libpcap puts a VLAN tag back after the cooked header.)
+            offset = try ipv4After(etherTypeAt: 14, packet)
         case .linuxSLL2:
             try need(packet, 20, "Linux cooked v2 header")
             let protocolType = be16(packet, 0)
@@ -138,6 +124,20 @@ public enum PacketDissector {
             destination: SocketAddress(address: destination, port: be16(packet, offset + 2)),
             payloadOffset: payloadOffset, payloadLength: udpLength - 8,
             capturedPayloadLength: max(0, min(udpLength - 8, packet.count - payloadOffset)))
+    }
+
+    /// The offset of the IPv4 header after the ethertype at `at`, past at most
+    /// one 802.1Q/802.1ad tag; an error unless the (inner) type is IPv4.
+    static func ipv4After(etherTypeAt at: Int, _ packet: UnsafeRawBufferPointer) throws(PacketError) -> Int {
+        var etherType = be16(packet, at)
+        var offset = at + 2
+        if etherType == 0x8100 || etherType == 0x88A8 {
+            try need(packet, offset + 4, "802.1Q tag")
+            etherType = be16(packet, offset + 2)
+            offset += 4
+        }
+        guard etherType == 0x0800 else { throw .notIPv4(etherType: etherType) }
+        return offset
     }
 
     @inline(__always)

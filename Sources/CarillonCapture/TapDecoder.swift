@@ -81,11 +81,12 @@ public struct TapDecoder {
         } else {
             auth = .unchecked
         }
-        statistics.record(view, timestampNanos: timestampNanos, authentication: auth, datagramBytes: payload.count)
+        let totals = FrameTotals(view)
+        statistics.record(view, totals, timestampNanos: timestampNanos, authentication: auth, datagramBytes: payload.count)
         switch format {
         case .quiet: return
-        case .line: line(view, timestampNanos, source, auth)
-        case .json: json(view, timestampNanos, source, auth)
+        case .line: line(view, totals, timestampNanos, source, auth)
+        case .json: json(view, totals, timestampNanos, source, auth)
         }
         output.byte(10)
     }
@@ -124,7 +125,7 @@ public struct TapDecoder {
         }
     }
 
-    mutating func line(_ view: FrameView, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
+    mutating func line(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
         let h = view.header
         time(timestampNanos)
         output.byte(32)
@@ -133,10 +134,8 @@ public struct TapDecoder {
         output.text(" e="); output.decimal(UInt64(h.epoch))
         output.text(" r="); output.decimal(h.round)
         output.text(" s="); output.decimal(UInt64(h.senderRank))
-        var messageBytes = 0
-        for message in view.messages { messageBytes += message.payload.count }
         output.text(" msgs="); output.decimal(UInt64(view.messageCount))
-        output.text(" bytes="); output.decimal(UInt64(messageBytes))
+        output.text(" bytes="); output.decimal(UInt64(totals.payloadBytes))
         var first = true
         for entry in view.positionEntries {
             output.text(first ? " acks=" : ","); first = false
@@ -153,9 +152,7 @@ public struct TapDecoder {
             output.text(first ? " silent=" : ","); first = false
             output.decimal(silent.firstRound); output.byte(45); output.decimal(silent.lastRound)
         }
-        var embedded = 0
-        for _ in view.embeddedFrames { embedded += 1 }
-        if embedded > 0 { output.text(" retransmits="); output.decimal(UInt64(embedded)) }
+        if totals.embeddedFrames > 0 { output.text(" retransmits="); output.decimal(UInt64(totals.embeddedFrames)) }
         first = true
         for suspicion in view.suspicionEntries {
             output.text(first ? " suspects=" : ","); first = false
@@ -181,7 +178,7 @@ public struct TapDecoder {
 
     // MARK: JSON
 
-    mutating func json(_ view: FrameView, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
+    mutating func json(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
         let h = view.header
         output.text("{\"s\":"); output.decimal(timestampNanos / 1_000_000_000)
         output.text(",\"ns\":"); output.decimal(timestampNanos % 1_000_000_000)
@@ -190,10 +187,8 @@ public struct TapDecoder {
         output.text("\",\"epoch\":"); output.decimal(UInt64(h.epoch))
         output.text(",\"round\":"); output.decimal(h.round)
         output.text(",\"slot\":"); output.decimal(UInt64(h.senderRank))
-        var messageBytes = 0
-        for message in view.messages { messageBytes += message.payload.count }
         output.text(",\"messages\":"); output.decimal(UInt64(view.messageCount))
-        output.text(",\"bytes\":"); output.decimal(UInt64(messageBytes))
+        output.text(",\"bytes\":"); output.decimal(UInt64(totals.payloadBytes))
         output.text(",\"acks\":[")
         var first = true
         for entry in view.positionEntries {
@@ -219,10 +214,19 @@ public struct TapDecoder {
             if !first { output.byte(44) }; first = false
             output.decimal(UInt64(suspicion.rank))
         }
-        var embedded = 0
-        for _ in view.embeddedFrames { embedded += 1 }
-        output.text("],\"retransmits\":"); output.decimal(UInt64(embedded))
+        output.text("],\"retransmits\":"); output.decimal(UInt64(totals.embeddedFrames))
         output.text(",\"auth\":\""); output.text(auth.rawValue); output.text("\"}")
+    }
+}
+
+/// What a frame adds up to, counted once for both its line and the statistics.
+struct FrameTotals {
+    var payloadBytes = 0
+    var embeddedFrames = 0
+
+    init(_ view: FrameView) {
+        for message in view.messages { payloadBytes += message.payload.count }
+        for _ in view.embeddedFrames { embeddedFrames += 1 }
     }
 }
 

@@ -54,7 +54,7 @@ public struct TapStatistics: Sendable {
 
     public init(schedule: TDMASchedule? = nil) { self.schedule = schedule }
 
-    mutating func record(_ view: FrameView, timestampNanos: UInt64, authentication: AuthenticationStatus, datagramBytes: Int) {
+    mutating func record(_ view: FrameView, _ totals: FrameTotals, timestampNanos: UInt64, authentication: AuthenticationStatus, datagramBytes: Int) {
         let h = view.header
         frames += 1
         firstNanos = min(firstNanos, timestampNanos)
@@ -92,9 +92,9 @@ public struct TapStatistics: Sendable {
         case .membership: m.membershipFrames += 1
         }
         m.messages += view.messageCount
-        for message in view.messages { m.payloadBytes += message.payload.count }
+        m.payloadBytes += totals.payloadBytes
         for _ in view.nakRanges { m.nakRanges += 1 }
-        for _ in view.embeddedFrames { m.retransmittedFrames += 1 }
+        m.retransmittedFrames += totals.embeddedFrames
         var lowest = UInt64.max
         for entry in view.positionEntries { lowest = min(lowest, entry.receivedBelowRound) }
         if lowest != .max, h.round >= lowest {
