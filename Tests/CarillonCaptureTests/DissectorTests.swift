@@ -9,17 +9,8 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
 @Suite("Wireshark dissector (tshark)", .enabled(if: tsharkPath != nil, "tshark is not installed (apt-get install -y tshark; CI has it)"))
 struct DissectorTests {
     func tshark(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tsharkPath!)
-        process.arguments = ["-X", "lua_script:" + packageRoot.appendingPathComponent("tools/carillon.lua").path] + arguments
-        let pipe = Pipe(), errors = Pipe()
-        process.standardOutput = pipe
-        process.standardError = errors
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output + errorText.split(separator: "\n").filter { !$0.contains("Running as user") }.joined(separator: "\n"))
+        let run = try runProcess(tsharkPath!, ["-X", "lua_script:" + packageRoot.appendingPathComponent("tools/carillon.lua").path] + arguments)
+        return (run.status, run.output + run.errors.split(separator: "\n").filter { !$0.contains("Running as user") }.joined(separator: "\n"))
     }
 
     @Test func everyFrameIsDissectedWithItsRoundSenderAndMessages() throws {

@@ -2,6 +2,7 @@ import CarillonAuth
 import CarillonCapture
 import CarillonRuntime
 import CarillonTransport
+import Dispatch
 import Foundation
 import Synchronization
 import Testing
@@ -27,26 +28,32 @@ struct LiveCaptureTests {
 
         let capture = try PacketCapture.live(interface: "lo")
         try capture.setFilter(ports)
-        // The reader thread owns the decoder until it has finished.
+        // The reader thread owns the decoder until it has finished. It signals
+        // once it has read `target` packets.
         let box = DecoderBox(TapDecoder(format: .quiet, authenticator: tapKey))
         let captured = Atomic<Int>(0)
+        let target = Atomic<Int>(.max)
+        let caughtUp = DispatchSemaphore(value: 0), readerDone = DispatchSemaphore(value: 0)
+        let signalled = Atomic<Bool>(false)
         let stop = Atomic<Bool>(false)
-        let finished = Atomic<Bool>(false)
         let linkType = capture.linkType
         let reader = Thread {
             _ = try? capture.run { packet, bytes in
                 if packet.wireLength >= 0 {
                     box.decoder.packet(timestampNanos: packet.timestampNanos, linkType: linkType, bytes: bytes)
-                    captured.add(1, ordering: .relaxed)
+                    captured.add(1, ordering: .sequentiallyConsistent)
                 }
+                if captured.load(ordering: .sequentiallyConsistent) >= target.load(ordering: .sequentiallyConsistent),
+                   !signalled.exchange(true, ordering: .relaxed) { caughtUp.signal() }
                 return !stop.load(ordering: .relaxed)
             }
-            finished.store(true, ordering: .releasing)
+            readerDone.signal()
         }
         reader.start()
 
-        // Three members, idle blocking, authenticated; a few hundred messages each.
+        // Three members, idle blocking, authenticated; 200 messages each.
         let start = Clock.viewNanos() + 50_000_000
+        let allDelivered = DispatchSemaphore(value: 0)
         var members: [Member] = []
         for node in 0..<3 {
             var configuration = try MemberConfiguration(node: node, nodes: endpoints, roundPeriodNanos: 500_000, startNanos: start,
@@ -54,26 +61,29 @@ struct LiveCaptureTests {
             configuration.idleStrategy = .blocking
             configuration.ordering.suspicionSlots = 500
             configuration.ordering.unheardSuspicionSlots = 5_000
-            members.append(try Member(configuration: configuration) { _, _ in })
+            let delivered = Atomic<Int>(0)
+            members.append(try Member(configuration: configuration) { _, _ in
+                if delivered.add(1, ordering: .relaxed).newValue == 600 { allDelivered.signal() }
+            })
         }
         for member in members { try member.start() }
+        var queued = 0
         for i in 0..<200 {
-            for member in members { _ = member.broadcast(Array("tap-\(i)".utf8)) }
-            Thread.sleep(forTimeInterval: 0.001)  // pacing the senders, not waiting for a result
+            for member in members { if case .queued = member.broadcast(Array("tap-\(i)".utf8)) { queued += 1 } }
         }
-        // Bounded wait for the members to have delivered everything.
-        let deadline = Date().addingTimeInterval(20)
-        while members.contains(where: { $0.orderingCounters.messagesDelivered < 600 }), Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(queued == 600)
+        // Bounded waits on events: every member delivered everything; then the
+        // capture read every datagram the members' counters say they sent.
+        for _ in members { _ = allDelivered.wait(timeout: .now() + 20) }
         let reports = members.map { $0.stop() }
         let sent = reports.reduce(0) { $0 + $1.transport.datagramsSent }
-        // Bounded wait for the capture to have read every datagram sent.
-        let captureDeadline = Date().addingTimeInterval(10)
-        while captured.load(ordering: .relaxed) < sent, Date() < captureDeadline { Thread.sleep(forTimeInterval: 0.01) }
+        // Target first, then the count: a packet read after the store signals,
+        // one read before it is seen here.
+        target.store(sent, ordering: .sequentiallyConsistent)
+        if captured.load(ordering: .sequentiallyConsistent) < sent { _ = caughtUp.wait(timeout: .now() + 10) }
         stop.store(true, ordering: .relaxed)
         capture.breakLoop()
-        let readerDeadline = Date().addingTimeInterval(5)
-        while !finished.load(ordering: .acquiring), Date() < readerDeadline { Thread.sleep(forTimeInterval: 0.01) }
-        let readerStopped = finished.load(ordering: .acquiring)
+        let readerStopped = readerDone.wait(timeout: .now() + 5) == .success
         try #require(readerStopped, "the capture thread did not stop")
 
         #expect(reports.allSatisfy { $0.ordering.messagesDelivered == 600 })

@@ -9,17 +9,7 @@ let tapBinary = packageRoot.appendingPathComponent(".build/release/carillon-tap"
                                         "build it first: swift build -c release --product carillon-tap (tools/test.sh does)"))
 struct TapCommandTests {
     func tap(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tapBinary)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output, errors)
+        try runProcess(tapBinary, arguments)
     }
 
     @Test func readWriteAndPrintLikeTcpdump() throws {

@@ -10,6 +10,20 @@ let namespacesAvailable: Bool = {
 
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+/// Runs a script to its end; its standard output and error together.
+func runScript(_ script: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = packageRoot.appendingPathComponent(script)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardError = pipe
+    process.standardOutput = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
 /// The release `carillon` binary the namespace scripts run (timing in a debug
 /// build is not representative: members miss their slots and are suspected).
 func releaseCarillon() throws -> String {
@@ -35,20 +49,12 @@ extension NamespaceTests {
 struct NamespaceClusterTests {
     func run(members: Int, loss: Int, messages: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
         let binary = try releaseCarillon()
-        let process = Process()
-        process.executableURL = packageRoot.appendingPathComponent("tools/netns-cluster.sh")
         // Round period 400 µs and suspicion after 50 silent slots: N busy members
         // on 2 cores cannot all wake every 100 µs, and these tests are about
         // loss and order, not failure detection (NamespaceFaultTests is).
-        process.arguments = ["--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
-                             "--timeout", "60", "--period-us", "400", "--suspicion-slots", "50"] + extra
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        return try runScript("tools/netns-cluster.sh", [
+            "--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
+            "--timeout", "60", "--period-us", "400", "--suspicion-slots", "50"] + extra)
     }
 
     @Test func threeMembersWithFivePercentLoss() throws {

@@ -16,17 +16,8 @@ extension NamespaceTests {
 @Suite("Namespace faults (separate processes: kill -9, leave, partition, restart)")
 struct NamespaceFaultTests {
     func run(_ scenario: String) throws -> (status: Int32, output: String) {
-        let binary = try releaseCarillon()
-        let process = Process()
-        process.executableURL = packageRoot.appendingPathComponent("tools/netns-faults.sh")
-        process.arguments = [scenario, "--members", "5", "--period-us", "400", "--suspicion-slots", "50", "--bin", binary]
-        let pipe = Pipe()
-        process.standardError = pipe
-        process.standardOutput = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        try runScript("tools/netns-faults.sh",
+                      [scenario, "--members", "5", "--period-us", "400", "--suspicion-slots", "50", "--bin", try releaseCarillon()])
     }
 
     @Test func killOneOfFiveLeavesAFourMemberViewThatKeepsDelivering() throws {
