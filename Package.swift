@@ -14,11 +14,13 @@ let package = Package(
         .executable(name: "carillon", targets: ["carillon"]),
         .executable(name: "carillon-tap", targets: ["carillon-tap"]),
         .library(name: "CarillonCapture", targets: ["CarillonCapture"]),
+        .executable(name: "carillon-bench", targets: ["carillon-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Pure layers: standard library only, time is an argument.
@@ -70,12 +72,25 @@ let package = Package(
             ]
         ),
 
+        // carillon-bench: results model, HdrHistogram summaries, CSV, SVG plots and
+        // the docs/benchmarks.md report (Foundation only), and the orchestrator.
+        .target(name: "CarillonBench", dependencies: [.product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .executableTarget(
+            name: "carillon-bench",
+            dependencies: [
+                "CarillonBench", "CarillonTransport", "CarillonRuntime", "CCarillonSys",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+
         .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
         .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
         .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"], exclude: ["Transcripts"]),
         .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire"]),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
+        .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),
     ]
 )
