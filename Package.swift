@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "CarillonSchedule"),
         .target(name: "CarillonOrdering", dependencies: ["CarillonWire", "CarillonSchedule"]),
         .target(name: "CarillonMembership", dependencies: ["CarillonOrdering", "CarillonWire", "CarillonSchedule"]),
+        // The bulk channel's datagrams, pacer, sender and receiver.
+        .target(name: "CarillonBulk", dependencies: ["CarillonSchedule"]),
 
         // Shells: sockets, clocks, threads.
         .target(name: "CCarillonSys"),
@@ -40,11 +42,12 @@ let package = Package(
             name: "CarillonRuntime",
             dependencies: [
                 "CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys",
+                "CarillonBulk",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        .target(name: "Carillon", dependencies: ["CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
+        .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
         .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule"]),
@@ -90,6 +93,7 @@ let package = Package(
         .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire"]),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
+        .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),
     ]

@@ -1,6 +1,7 @@
 // The library applications import: every layer's public API under one name.
 // The layers stay separate targets underneath (see docs/architecture.md), so
 // their import rules can be checked; this module only re-exports them.
+@_exported import CarillonBulk
 @_exported import CarillonMembership
 @_exported import CarillonOrdering
 @_exported import CarillonSchedule

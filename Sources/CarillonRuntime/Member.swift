@@ -233,6 +233,16 @@ public final class Member: @unchecked Sendable {
         state.withLock { instance in instance.ordering.map { ($0.stableBelowRound, $0.nextRoundToSend) } }
     }
 
+    /// The current view's TDMA schedule (nil while joining): the bulk channel
+    /// gates its sends on it. Cheap enough to read about once a millisecond.
+    public var currentSchedule: TDMASchedule? { state.withLock { $0.ordering?.configuration.schedule } }
+
+    /// Now on the view's timebase: this host's clock minus the member's
+    /// correction toward rank 0's clock, the time ``currentSchedule`` is in.
+    public func viewTimeNanos() -> UInt64 {
+        UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- clockCorrection.load(ordering: .relaxed))
+    }
+
     /// Where the rounds of the last view change went (see ``ChangeTimeline``).
     public var lastChange: ChangeTimeline? { state.withLock { $0.lastChange } }
 

@@ -152,6 +152,34 @@ public final class UDPTransport: FrameTransport {
         }
     }
 
+    /// Sends one datagram to `destination` (the bulk channel's point-to-point
+    /// path). Returns false when the socket's buffer is full (`EAGAIN`): the
+    /// caller keeps the datagram and tries again later — backpressure, not a drop.
+    public func send(_ datagram: UnsafeRawBufferPointer, to destination: UDPEndpoint) throws(SystemCallError) -> Bool {
+        var address = destination.socketAddress
+        let fd = descriptor
+        counters.sendCalls += 1
+        let result = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, datagram.baseAddress, datagram.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if result >= 0 {
+            counters.datagramsSent += 1
+            return true
+        }
+        switch errno {
+        case EAGAIN, EWOULDBLOCK, EINTR:
+            return false
+        case ENOBUFS, ECONNREFUSED:
+            // As for sendToAll: lost to the peer, recovered by the sender's retransmission.
+            counters.datagramsNotSent += 1
+            return true
+        case let code:
+            throw SystemCallError(call: "sendto(\(destination))", errno: code)
+        }
+    }
+
     /// Whether the last ``receiveBatch(_:)`` took a full batch (more may be waiting).
     public private(set) var lastBatchFilled = false
 

@@ -1,0 +1,126 @@
+import CarillonSchedule
+
+/// How the bulk channel shares a link with the bus.
+public enum BulkPacing: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// Send only outside the slots' reserved window of each round, at no more
+    /// than the link rate, and finish each datagram `marginNanos` before the next
+    /// reserved window opens: the bus's slot frames never find bulk bytes queued
+    /// ahead of them on the sender's link.
+    case gated
+    /// A token bucket at (1 − reservation) × link rate, with no regard for slot
+    /// timing: the bulk channel never takes more than its share on average, but a
+    /// slot frame may still wait behind one bulk datagram.
+    case paced
+    /// As fast as the socket takes datagrams: the comparison case, in which bulk
+    /// traffic queues ahead of the bus on a bottleneck link.
+    case unpaced
+
+    public var description: String { rawValue }
+}
+
+/// When the bulk channel may start its next datagram. Pure: time is an argument.
+///
+/// The pacer models the sender's link as busy for a datagram's transmission
+/// time at `linkBitsPerSecond` (wire bytes: the datagram plus
+/// ``overheadBytes`` of UDP, IPv4 and Ethernet headers), so back-to-back
+/// datagrams are spaced as the link would space them and never build a queue.
+public struct BulkPacer: Sendable, Hashable {
+    /// UDP (8), IPv4 (20) and Ethernet (14 + 4 FCS) bytes a datagram adds on the wire.
+    public static let overheadBytes = 46
+
+    public let pacing: BulkPacing
+    public let linkBitsPerSecond: UInt64
+    /// The bus's reserved share of the link, in (0, 1]; ``BulkPacing/paced`` takes the rest.
+    public let reservation: Double
+    /// How long before the next reserved window a gated datagram must have left
+    /// the link: covers the sender's wake-up jitter and clock error.
+    public let marginNanos: UInt64
+    /// The modelled link is busy until this time.
+    public private(set) var linkFreeAtNanos: UInt64 = 0
+
+    public init(pacing: BulkPacing, linkBitsPerSecond: UInt64, reservation: Double, marginNanos: UInt64 = 20_000) {
+        precondition(linkBitsPerSecond > 0, "link rate must be positive")
+        precondition(reservation > 0 && reservation <= 1, "reservation must be in (0, 1]")
+        self.pacing = pacing
+        self.linkBitsPerSecond = linkBitsPerSecond
+        self.reservation = reservation
+        self.marginNanos = marginNanos
+    }
+
+    /// Nanoseconds the link needs for a datagram of `bytes` (headers added) at `bitsPerSecond`.
+    public static func transmissionNanos(bytes: Int, bitsPerSecond: Double) -> UInt64 {
+        UInt64((Double(bytes + overheadBytes) * 8 * 1e9 / bitsPerSecond).rounded(.up))
+    }
+
+    /// The unreserved part of a round in which a gated datagram may start and
+    /// finish: checks that a datagram of `bytes` fits it at all.
+    public func validate(datagramBytes bytes: Int, schedule: TDMASchedule) throws(BulkPacingError) {
+        guard pacing == .gated else { return }
+        let reservedNanos = UInt64(schedule.memberCount) * schedule.slotNanos
+        let freeNanos = schedule.roundPeriodNanos > reservedNanos ? schedule.roundPeriodNanos - reservedNanos : 0
+        let needed = Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond)) + marginNanos
+        guard needed <= freeNanos else {
+            throw .datagramExceedsUnreservedWindow(neededNanos: needed, windowNanos: freeNanos, datagramBytes: bytes,
+                                                   linkBitsPerSecond: linkBitsPerSecond)
+        }
+    }
+
+    /// The earliest time at or after `now` at which a datagram of `bytes` may
+    /// start. `schedule` is the bus's current schedule on the same timebase as
+    /// `now`; without one (not in a view) a gated pacer paces like ``BulkPacing/paced``.
+    /// Returns `UInt64.max` when the datagram can never fit a gated window.
+    public func earliestStart(bytes: Int, atNanos now: UInt64, schedule: TDMASchedule?) -> UInt64 {
+        switch pacing {
+        case .unpaced:
+            return now
+        case .paced:
+            return max(now, linkFreeAtNanos)
+        case .gated:
+            let start = max(now, linkFreeAtNanos)
+            guard let schedule else { return start }
+            let transmit = Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond))
+            let reservedNanos = UInt64(schedule.memberCount) * schedule.slotNanos
+            let period = schedule.roundPeriodNanos
+            guard reservedNanos + transmit + marginNanos <= period else { return .max }
+            var round = schedule.round(atNanos: start)
+            // Two tries: this round's unreserved window, or else the next round's.
+            for _ in 0..<2 {
+                let roundStart = schedule.originNanos &+ round &* period
+                let open = roundStart &+ reservedNanos
+                let close = roundStart &+ period &- marginNanos
+                let candidate = max(start, open)
+                if candidate &+ transmit <= close { return candidate }
+                round += 1
+            }
+            return .max
+        }
+    }
+
+    /// Records that a datagram of `bytes` started at `nanos`: the modelled link
+    /// is busy for its transmission time (at the link rate when gated, at
+    /// (1 − reservation) of it when paced).
+    public mutating func didSend(bytes: Int, atNanos nanos: UInt64) {
+        switch pacing {
+        case .unpaced:
+            return
+        case .gated:
+            linkFreeAtNanos = max(nanos, linkFreeAtNanos)
+                &+ Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond))
+        case .paced:
+            let share = Double(linkBitsPerSecond) * max(1 - reservation, 0.01)
+            linkFreeAtNanos = max(nanos, linkFreeAtNanos) &+ Self.transmissionNanos(bytes: bytes, bitsPerSecond: share)
+        }
+    }
+}
+
+/// A bulk pacing setting that cannot work.
+public enum BulkPacingError: Error, Sendable, Hashable, CustomStringConvertible {
+    case datagramExceedsUnreservedWindow(neededNanos: UInt64, windowNanos: UInt64, datagramBytes: Int, linkBitsPerSecond: UInt64)
+
+    public var description: String {
+        switch self {
+        case .datagramExceedsUnreservedWindow(let needed, let window, let bytes, let rate):
+            return "a \(bytes)-byte bulk datagram needs \(needed / 1000) µs (with margin) at \(rate / 1_000_000) Mbit/s, but a round leaves only \(window / 1000) µs outside the reserved slots: use smaller chunks, a longer round period, a lower reservation or a faster link"
+        }
+    }
+}

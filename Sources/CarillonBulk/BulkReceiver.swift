@@ -1,0 +1,160 @@
+/// The receiving half of the bulk channel: reassembles each sender's current
+/// transfer, acknowledges progress, hands over a transfer once, when complete.
+/// Pure: the shell decodes and authenticates datagrams and sends the
+/// acknowledgements it is told to.
+public struct BulkReceiver: Sendable {
+    public let node: UInt16
+    public let maxTransferBytes: Int
+    /// Acknowledge at least every this many new chunks.
+    public let ackEveryChunks: UInt32
+    private var sources: [UInt16: SourceState] = [:]
+    public private(set) var counters = BulkReceiverCounters()
+
+    public init(node: UInt16, maxTransferBytes: Int = 256 << 20, ackEveryChunks: UInt32 = 16) {
+        self.node = node
+        self.maxTransferBytes = maxTransferBytes
+        self.ackEveryChunks = max(1, ackEveryChunks)
+    }
+
+    /// What to do after a data datagram.
+    public enum Outcome: Sendable {
+        /// Stored; send an acknowledgement when `ackDue`.
+        case stored(ackDue: Bool)
+        /// The transfer is complete: these are its bytes (handed over once); acknowledge.
+        case completed(transferID: UInt64, bytes: [UInt8])
+        /// Already held or already delivered: acknowledge again (the sender missed an acknowledgement).
+        case duplicate
+        /// From a transfer older than the one in progress: ignore.
+        case stale
+        /// Refused; nothing stored.
+        case refused(String)
+    }
+
+    /// Takes in one data chunk (`header` decoded and authenticated by the shell).
+    public mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer) -> Outcome {
+        guard header.kind == .data else { return .refused("not a data datagram") }
+        guard header.receiver == node else {
+            counters.refused += 1
+            return .refused("addressed to node \(header.receiver), this is node \(node)")
+        }
+        let total = header.totalBytesOrBitmap
+        guard total <= UInt64(maxTransferBytes) else {
+            counters.refused += 1
+            return .refused("transfer of \(total) bytes exceeds the receiver's limit of \(maxTransferBytes)")
+        }
+        var state = sources[header.sender] ?? SourceState()
+        defer { sources[header.sender] = state }
+        if let done = state.completedThrough, header.transferID <= done {
+            counters.duplicateChunks += 1
+            return .duplicate
+        }
+        if let current = state.incoming, header.transferID < current.id {
+            counters.staleChunks += 1
+            return .stale
+        }
+        if state.incoming == nil || state.incoming!.id != header.transferID {
+            // A newer transfer replaces an unfinished older one (its sender restarted).
+            if state.incoming != nil { counters.transfersAbandoned += 1 }
+            state.incoming = IncomingTransfer(header: header)
+        }
+        guard state.incoming!.matches(header) else {
+            counters.refused += 1
+            return .refused("chunk \(header.chunkIndex) does not match transfer \(header.transferID)'s length or chunking")
+        }
+        guard state.incoming!.store(header, payload: payload) else {
+            counters.duplicateChunks += 1
+            return .duplicate
+        }
+        counters.chunksReceived += 1
+        counters.bytesReceived += payload.count
+        if state.incoming!.isComplete {
+            let done = state.incoming!
+            state.incoming = nil
+            state.completedThrough = done.id
+            counters.transfersCompleted += 1
+            return .completed(transferID: done.id, bytes: done.bytes)
+        }
+        let incoming = state.incoming!
+        let outOfOrder = header.chunkIndex &+ 1 != incoming.receivedBelow
+        return .stored(ackDue: outOfOrder || incoming.receivedCount % ackEveryChunks == 0)
+    }
+
+    /// The acknowledgement to send `source` for `transferID`: chunks below
+    /// `receivedBelow` and the bitmap of the 64 after it.
+    public func acknowledgement(for source: UInt16, transferID: UInt64, chunkCount: UInt32) -> (receivedBelow: UInt32, bitmap: UInt64) {
+        guard let state = sources[source] else { return (0, 0) }
+        if let done = state.completedThrough, transferID <= done { return (chunkCount, 0) }
+        guard let incoming = state.incoming, incoming.id == transferID else { return (0, 0) }
+        return (incoming.receivedBelow, incoming.bitmapAfterReceivedBelow())
+    }
+}
+
+/// What the receiver has done.
+public struct BulkReceiverCounters: Sendable, Hashable {
+    public var chunksReceived = 0
+    public var bytesReceived = 0
+    public var transfersCompleted = 0
+    public var duplicateChunks = 0
+    public var staleChunks = 0
+    public var transfersAbandoned = 0
+    /// Chunks refused as inconsistent, misaddressed or too long.
+    public var refused = 0
+    public init() {}
+}
+
+struct SourceState: Sendable {
+    var completedThrough: UInt64?
+    var incoming: IncomingTransfer?
+}
+
+struct IncomingTransfer: Sendable {
+    let id: UInt64
+    let chunkCount: UInt32
+    let chunkBytes: Int
+    let totalBytes: UInt64
+    var bytes: [UInt8]
+    var have: [UInt64]
+    var receivedCount: UInt32 = 0
+    var receivedBelow: UInt32 = 0
+
+    init(header: BulkHeader) {
+        id = header.transferID
+        chunkCount = header.chunkCount
+        chunkBytes = Int(header.chunkBytes)
+        totalBytes = header.totalBytesOrBitmap
+        bytes = Array(repeating: 0, count: Int(header.totalBytesOrBitmap))
+        have = Array(repeating: 0, count: (Int(header.chunkCount) + 63) / 64)
+    }
+
+    var isComplete: Bool { receivedCount == chunkCount }
+
+    func matches(_ header: BulkHeader) -> Bool {
+        header.chunkCount == chunkCount && Int(header.chunkBytes) == chunkBytes && header.totalBytesOrBitmap == totalBytes
+    }
+
+    func holds(_ chunk: UInt32) -> Bool { have[Int(chunk) / 64] & (1 << UInt64(chunk % 64)) != 0 }
+
+    /// Stores a chunk; false when it was already held.
+    mutating func store(_ header: BulkHeader, payload: UnsafeRawBufferPointer) -> Bool {
+        let chunk = header.chunkIndex
+        guard !holds(chunk) else { return false }
+        have[Int(chunk) / 64] |= 1 << UInt64(chunk % 64)
+        let offset = Int(chunk) * chunkBytes
+        bytes.withUnsafeMutableBytes { $0.baseAddress!.advanced(by: offset).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        receivedCount += 1
+        while receivedBelow < chunkCount, holds(receivedBelow) { receivedBelow += 1 }
+        return true
+    }
+
+    func bitmapAfterReceivedBelow() -> UInt64 {
+        var bitmap: UInt64 = 0
+        var chunk = receivedBelow &+ 1
+        var bit: UInt64 = 0
+        while bit < 64, chunk < chunkCount {
+            if holds(chunk) { bitmap |= 1 << bit }
+            chunk += 1
+            bit += 1
+        }
+        return bitmap
+    }
+}

@@ -1,0 +1,285 @@
+/// Settings both ends of a bulk channel share.
+public struct BulkTransferConfiguration: Sendable, Hashable {
+    /// Payload bytes per data datagram (the last chunk of a transfer may be shorter).
+    public var chunkBytes: Int = 1_400
+    /// Most chunks of one transfer sent and not yet acknowledged.
+    public var windowChunks: Int = 512
+    /// A chunk not acknowledged after this long is sent again.
+    public var retransmitTimeoutNanos: UInt64 = 20_000_000
+    /// Most bytes queued for sending, over all transfers: beyond it ``BulkSender/enqueue(_:to:)``
+    /// refuses (backpressure), it never drops.
+    public var maxQueuedBytes: Int = 64 << 20
+    /// The longest transfer a receiver accepts.
+    public var maxTransferBytes: Int = 256 << 20
+
+    public init() {}
+}
+
+/// Outcome of offering a transfer to the sender.
+public enum BulkEnqueueResult: Sendable, Hashable {
+    /// Queued under this transfer id.
+    case queued(transferID: UInt64)
+    /// The queue holds ``BulkTransferConfiguration/maxQueuedBytes`` already: try again later.
+    case queueFull
+    /// Empty, or longer than ``BulkTransferConfiguration/maxTransferBytes``.
+    case invalidLength(Int)
+}
+
+/// A chunk the sender wants on the wire next.
+public struct BulkChunk: Sendable, Hashable {
+    public var destination: UInt16
+    public var transferID: UInt64
+    public var index: UInt32
+    public var count: UInt32
+    public var totalBytes: UInt64
+    /// Where the chunk's bytes start in the transfer.
+    public var offset: Int
+    public var length: Int
+    /// True when this chunk was sent before (timeout or fast retransmission).
+    public var isRetransmission: Bool
+}
+
+/// The sending half of the bulk channel: reliable, unordered between
+/// transfers to different destinations, one transfer at a time per
+/// destination. Pure: the shell asks for the next chunk, puts it on the wire
+/// when the pacer allows, and feeds acknowledgements back.
+public struct BulkSender: Sendable {
+    public let configuration: BulkTransferConfiguration
+    public let node: UInt16
+    private var queues: [UInt16: [OutgoingTransfer]] = [:]
+    private var destinations: [UInt16] = []
+    private var turn = 0
+    private var nextTransferID: UInt64
+    public private(set) var queuedBytes = 0
+    public private(set) var counters = BulkSenderCounters()
+
+    /// - Parameter firstTransferID: transfer ids count up from here; a restarted
+    ///   sender starts above its earlier ids (the shell uses the realtime clock)
+    ///   so a receiver never mistakes a new transfer for an old one.
+    public init(node: UInt16, configuration: BulkTransferConfiguration, firstTransferID: UInt64) {
+        precondition(configuration.chunkBytes > 0 && configuration.chunkBytes <= Int(UInt16.max))
+        self.node = node
+        self.configuration = configuration
+        self.nextTransferID = firstTransferID
+    }
+
+    /// Queues `bytes` for `destination`.
+    public mutating func enqueue(_ bytes: [UInt8], to destination: UInt16) -> BulkEnqueueResult {
+        guard !bytes.isEmpty, bytes.count <= configuration.maxTransferBytes else { return .invalidLength(bytes.count) }
+        guard queuedBytes + bytes.count <= configuration.maxQueuedBytes || queuedBytes == 0 else { return .queueFull }
+        let id = nextTransferID
+        nextTransferID += 1
+        if queues[destination] == nil { destinations.append(destination) }
+        queues[destination, default: []].append(OutgoingTransfer(id: id, bytes: bytes, chunkBytes: configuration.chunkBytes))
+        queuedBytes += bytes.count
+        counters.transfersQueued += 1
+        return .queued(transferID: id)
+    }
+
+    /// Transfers not yet fully acknowledged.
+    public var pendingTransfers: Int { queues.values.reduce(0) { $0 + $1.count } }
+
+    /// The next chunk to send at `now`, or nil when every destination's window
+    /// is full or everything sent awaits acknowledgement. Destinations take
+    /// turns; within one, a chunk due for retransmission goes first.
+    public mutating func nextChunk(atNanos now: UInt64) -> BulkChunk? {
+        guard !destinations.isEmpty else { return nil }
+        for step in 0..<destinations.count {
+            let destination = destinations[(turn + step) % destinations.count]
+            guard var transfers = queues[destination], !transfers.isEmpty else { continue }
+            let chunk = transfers[0].nextChunk(atNanos: now, window: configuration.windowChunks,
+                                               timeoutNanos: configuration.retransmitTimeoutNanos)
+            queues[destination] = transfers
+            if let (index, retransmission) = chunk {
+                turn = (turn + step + 1) % destinations.count
+                let t = transfers[0]
+                let offset = Int(index) * configuration.chunkBytes
+                return BulkChunk(destination: destination, transferID: t.id, index: index, count: t.chunkCount,
+                                 totalBytes: UInt64(t.bytes.count), offset: offset,
+                                 length: min(configuration.chunkBytes, t.bytes.count - offset),
+                                 isRetransmission: retransmission)
+            }
+        }
+        return nil
+    }
+
+    /// Calls `body` with the bytes of `chunk` (valid until the transfer is acknowledged).
+    public func withBytes<R>(of chunk: BulkChunk, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        guard let t = queues[chunk.destination]?.first, t.id == chunk.transferID else { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return t.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[chunk.offset..<(chunk.offset + chunk.length)])) }
+    }
+
+    /// Records that `chunk` went on the wire at `now`.
+    public mutating func didSend(_ chunk: BulkChunk, atNanos now: UInt64) {
+        guard var transfers = queues[chunk.destination], !transfers.isEmpty, transfers[0].id == chunk.transferID else { return }
+        transfers[0].didSend(chunk.index, atNanos: now)
+        queues[chunk.destination] = transfers
+        counters.chunksSent += 1
+        if chunk.isRetransmission { counters.chunksRetransmitted += 1 }
+    }
+
+    /// The chunk could not be sent (socket full): offer it again next time.
+    public mutating func didNotSend(_ chunk: BulkChunk) {
+        guard var transfers = queues[chunk.destination], !transfers.isEmpty, transfers[0].id == chunk.transferID else { return }
+        transfers[0].unsend(chunk.index, wasRetransmission: chunk.isRetransmission)
+        queues[chunk.destination] = transfers
+    }
+
+    /// Applies an acknowledgement from `source`. Returns the transfer id when it
+    /// completes that transfer.
+    public mutating func handleAck(from source: UInt16, transferID: UInt64, receivedBelow: UInt32, bitmap: UInt64,
+                                   atNanos now: UInt64) -> UInt64? {
+        counters.acksReceived += 1
+        guard var transfers = queues[source], !transfers.isEmpty, transfers[0].id == transferID else {
+            counters.staleAcks += 1
+            return nil
+        }
+        transfers[0].acknowledge(below: receivedBelow, bitmap: bitmap)
+        if transfers[0].isComplete {
+            let done = transfers.removeFirst()
+            queuedBytes -= done.bytes.count
+            counters.transfersCompleted += 1
+            counters.bytesCompleted += done.bytes.count
+            queues[source] = transfers
+            return transferID
+        }
+        queues[source] = transfers
+        return nil
+    }
+
+    /// The earliest time a chunk becomes due for retransmission, for the
+    /// shell's wait (nil when nothing is in flight).
+    public var nextRetransmissionNanos: UInt64? {
+        var earliest: UInt64?
+        for transfers in queues.values {
+            if let t = transfers.first, let due = t.oldestSentNanos {
+                let at = due &+ configuration.retransmitTimeoutNanos
+                earliest = min(earliest ?? at, at)
+            }
+        }
+        return earliest
+    }
+}
+
+/// What the sender has done.
+public struct BulkSenderCounters: Sendable, Hashable {
+    public var transfersQueued = 0
+    public var transfersCompleted = 0
+    public var bytesCompleted = 0
+    public var chunksSent = 0
+    public var chunksRetransmitted = 0
+    public var acksReceived = 0
+    /// Acknowledgements for a transfer that is not the one in progress (late or replayed).
+    public var staleAcks = 0
+    public init() {}
+}
+
+/// One transfer on its way out. Chunks are sent in index order; `sentOrder`
+/// holds unacknowledged chunks by send time, so the oldest is checked first.
+struct OutgoingTransfer: Sendable {
+    let id: UInt64
+    let bytes: [UInt8]
+    let chunkCount: UInt32
+    /// Per chunk: send time, 0 before the first send.
+    private var sentAt: [UInt64]
+    private var acked: [Bool]
+    private var ackedCount: UInt32 = 0
+    /// Chunks below this are acknowledged.
+    private var ackedBelow: UInt32 = 0
+    /// The next chunk never sent.
+    private var nextFresh: UInt32 = 0
+    /// Sent, not yet acknowledged (by send order); may hold acknowledged entries, skipped lazily.
+    private var sentOrder: [UInt32]
+    private var sentOrderHead = 0
+    private var inFlight = 0
+    /// The chunk reported missing by consecutive acknowledgements, and how often.
+    private var holeReported: (chunk: UInt32, times: Int) = (.max, 0)
+    /// A chunk to send again at once (fast retransmission).
+    private var fastRetransmit: UInt32?
+
+    init(id: UInt64, bytes: [UInt8], chunkBytes: Int) {
+        self.id = id
+        self.bytes = bytes
+        chunkCount = UInt32((bytes.count + chunkBytes - 1) / chunkBytes)
+        sentAt = Array(repeating: 0, count: Int(chunkCount))
+        acked = Array(repeating: false, count: Int(chunkCount))
+        sentOrder = []
+        sentOrder.reserveCapacity(Int(chunkCount))
+    }
+
+    var isComplete: Bool { ackedCount == chunkCount }
+
+    var oldestSentNanos: UInt64? {
+        var head = sentOrderHead
+        while head < sentOrder.count {
+            let chunk = sentOrder[head]
+            if !acked[Int(chunk)] { return sentAt[Int(chunk)] }
+            head += 1
+        }
+        return nil
+    }
+
+    mutating func nextChunk(atNanos now: UInt64, window: Int, timeoutNanos: UInt64) -> (UInt32, Bool)? {
+        if let chunk = fastRetransmit {
+            fastRetransmit = nil
+            if !acked[Int(chunk)] { return (chunk, true) }
+        }
+        // Drop acknowledged entries from the front of the send order.
+        while sentOrderHead < sentOrder.count, acked[Int(sentOrder[sentOrderHead])] { sentOrderHead += 1 }
+        compactSentOrder()
+        if sentOrderHead < sentOrder.count {
+            let oldest = sentOrder[sentOrderHead]
+            if sentAt[Int(oldest)] &+ timeoutNanos <= now { return (oldest, true) }
+        }
+        if nextFresh < chunkCount, inFlight < window { return (nextFresh, false) }
+        return nil
+    }
+
+    mutating func didSend(_ chunk: UInt32, atNanos now: UInt64) {
+        if chunk == nextFresh {
+            nextFresh += 1
+            inFlight += 1
+        } else if sentOrderHead < sentOrder.count, sentOrder[sentOrderHead] == chunk {
+            sentOrderHead += 1  // a timeout retransmission: re-queued at the back
+        } else if let at = sentOrder[sentOrderHead...].firstIndex(of: chunk) {
+            sentOrder.remove(at: at)  // a fast retransmission (rare)
+        }
+        sentAt[Int(chunk)] = now
+        sentOrder.append(chunk)
+    }
+
+    mutating func unsend(_ chunk: UInt32, wasRetransmission: Bool) {
+        if wasRetransmission { fastRetransmit = chunk }
+    }
+
+    mutating func acknowledge(below: UInt32, bitmap: UInt64) {
+        let below = min(below, nextFresh)
+        func mark(_ chunk: UInt32) {
+            guard chunk < nextFresh, !acked[Int(chunk)] else { return }
+            acked[Int(chunk)] = true
+            ackedCount += 1
+            inFlight -= 1
+        }
+        while ackedBelow < below { mark(ackedBelow); ackedBelow += 1 }
+        var bits = bitmap
+        while bits != 0 {
+            let i = UInt32(bits.trailingZeroBitCount)
+            bits &= bits - 1
+            let chunk = below &+ 1 &+ i
+            if chunk < chunkCount { mark(chunk) }
+        }
+        // Three acknowledgements in a row naming the same hole with later chunks
+        // received: send the hole again now rather than at the timeout.
+        if bitmap != 0, below < chunkCount, !acked[Int(below)] {
+            if holeReported.chunk == below { holeReported.times += 1 } else { holeReported = (below, 1) }
+            if holeReported.times == 3 { fastRetransmit = below }
+        }
+    }
+
+    private mutating func compactSentOrder() {
+        if sentOrderHead > 4096, sentOrderHead * 2 > sentOrder.count {
+            sentOrder.removeFirst(sentOrderHead)
+            sentOrderHead = 0
+        }
+    }
+}

@@ -1,0 +1,307 @@
+import CCarillonSys
+import CarillonAuth
+import CarillonBulk
+import CarillonSchedule
+import CarillonTransport
+import Glibc
+import Synchronization
+
+/// Settings of one member's bulk channel.
+public struct BulkChannelConfiguration: Sendable {
+    /// This member's index in ``nodes``.
+    public var node: Int
+    /// Every member's bulk endpoint (by convention the bus port + 1).
+    public var nodes: [UDPEndpoint]
+    public var pacing: BulkPacing = .gated
+    /// The rate of the link the bulk channel shares with the bus (the
+    /// bottleneck: the sender's interface or the switch port beyond it).
+    public var linkBitsPerSecond: UInt64 = 1_000_000_000
+    /// The bus's share of the link; ``BulkPacing/paced`` takes 1 − this.
+    public var reservation: Double = 0.5
+    /// See ``BulkPacer/marginNanos``.
+    public var marginNanos: UInt64 = 20_000
+    public var transfer = BulkTransferConfiguration()
+    /// Seals every datagram and refuses any without a valid tag (the bus's key).
+    public var authenticator: FrameAuthenticator?
+    /// Drops received datagrams at random (tests of the channel's reliability).
+    public var lossInjection: LossInjection?
+
+    public init(node: Int, nodes: [UDPEndpoint]) {
+        self.node = node
+        self.nodes = nodes
+    }
+
+    /// Each node's bus endpoint with the port one higher.
+    public static func endpoints(besideBus nodes: [UDPEndpoint]) -> [UDPEndpoint] {
+        nodes.map { UDPEndpoint(address: $0.address, port: $0.port &+ 1) }
+    }
+}
+
+/// What a bulk channel has done, for operators and benchmarks.
+public struct BulkChannelCounters: Sendable, Hashable {
+    public var sender = BulkSenderCounters()
+    public var receiver = BulkReceiverCounters()
+    public var transport = TransportCounters()
+    public var acksSent = 0
+    /// Datagrams refused: malformed, with a bad tag, or without one.
+    public var malformed = 0
+    public var badTag = 0
+    public var missingTag = 0
+    /// Times the socket buffer was full (the datagram waited; nothing was dropped).
+    public var socketFull = 0
+    /// Sends that waited for the unreserved part of a round (gated) or for the pacer.
+    public var pacedWaits = 0
+    public init() {}
+}
+
+/// Reliable, unordered, point-to-point transfer of large data between
+/// members, paced around the bus's reserved slots (docs/protocol.md, "Bulk
+/// channel"). It has its own socket and thread; with a ``Member`` it gates on
+/// that member's current schedule and clock.
+///
+/// ```swift
+/// let bulk = try BulkChannel(configuration: settings, member: member) { source, id, bytes in … }
+/// try bulk.start()
+/// if case .queueFull = bulk.send(snapshot, to: 2) { /* try again later */ }
+/// ```
+public final class BulkChannel: @unchecked Sendable {
+    public typealias TransferHandler = (_ source: Int, _ transferID: UInt64, _ bytes: [UInt8]) -> Void
+
+    public let configuration: BulkChannelConfiguration
+    let transport: UDPTransport
+    let sender: Mutex<BulkSender>
+    let running = Atomic<Bool>(false)
+    let published = Mutex(BulkChannelCounters())
+    let scheduleSource: @Sendable () -> TDMASchedule?
+    let clock: @Sendable () -> UInt64
+    let onTransfer: TransferHandler
+    var thread: pthread_t?
+
+    /// - Parameters:
+    ///   - scheduleSource: the bus's current schedule (nil: not in a view; gating falls back to pacing).
+    ///   - clock: now, on the schedule's timebase.
+    public init(configuration: BulkChannelConfiguration, scheduleSource: @escaping @Sendable () -> TDMASchedule?,
+                clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler) throws(SystemCallError) {
+        precondition(configuration.nodes.indices.contains(configuration.node), "node is not in nodes")
+        self.configuration = configuration
+        var options = UDPTransportOptions(bind: configuration.nodes[configuration.node], peers: [])
+        options.maxDatagramBytes = BulkWire.headerBytes + configuration.transfer.chunkBytes + FrameAuthenticator.tagBytes
+        options.socketBufferBytes = 4 << 20
+        options.lossInjection = configuration.lossInjection
+        transport = try UDPTransport(options: options)
+        sender = Mutex(BulkSender(node: UInt16(configuration.node), configuration: configuration.transfer,
+                                  firstTransferID: Clock.viewNanos()))
+        self.scheduleSource = scheduleSource
+        self.clock = clock
+        self.onTransfer = onTransfer
+    }
+
+    /// A bulk channel beside `member`, gated on its schedule and clock.
+    public convenience init(configuration: BulkChannelConfiguration, member: Member,
+                            onTransfer: @escaping TransferHandler) throws(SystemCallError) {
+        try self.init(configuration: configuration, scheduleSource: { [weak member] in member?.currentSchedule },
+                      clock: { [weak member] in member?.viewTimeNanos() ?? Clock.viewNanos() }, onTransfer: onTransfer)
+    }
+
+    /// Checks that a full datagram fits the unreserved part of `schedule`'s rounds (gated pacing).
+    public func validate(against schedule: TDMASchedule) throws(BulkPacingError) {
+        let pacer = BulkPacer(pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
+                              reservation: configuration.reservation, marginNanos: configuration.marginNanos)
+        try pacer.validate(datagramBytes: datagramBytes(payload: configuration.transfer.chunkBytes), schedule: schedule)
+    }
+
+    /// Queues `bytes` for `node`. Never blocks and never drops: a full queue says so.
+    public func send(_ bytes: [UInt8], to node: Int) -> BulkEnqueueResult {
+        guard configuration.nodes.indices.contains(node), node != configuration.node else { return .invalidLength(bytes.count) }
+        return sender.withLock { $0.enqueue(bytes, to: UInt16(node)) }
+    }
+
+    /// Transfers queued or in flight.
+    public var pendingTransfers: Int { sender.withLock { $0.pendingTransfers } }
+
+    /// Counters as of the thread's last publication (a few times a second, and at stop).
+    public var counters: BulkChannelCounters { published.withLock { $0 } }
+
+    public var localEndpoint: UDPEndpoint { transport.localEndpoint }
+
+    public func start() throws(SystemCallError) {
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        do { thread = try startAgentThread { [self] in run() } } catch {
+            running.store(false, ordering: .releasing)
+            throw error
+        }
+    }
+
+    /// Stops the thread and returns the final counters.
+    @discardableResult
+    public func stop() -> BulkChannelCounters {
+        if running.exchange(false, ordering: .acquiringAndReleasing), let thread {
+            pthread_join(thread, nil)
+            self.thread = nil
+        }
+        return counters
+    }
+
+    deinit { _ = stop() }
+
+    private var tagBytes: Int { configuration.authenticator == nil ? 0 : FrameAuthenticator.tagBytes }
+    private func datagramBytes(payload: Int) -> Int { BulkWire.headerBytes + payload + tagBytes }
+
+    // MARK: - The channel's thread
+
+    private func run() {
+        _ = carillon_set_timer_slack(1)
+        let node = UInt16(configuration.node)
+        var receiver = BulkReceiver(node: node, maxTransferBytes: configuration.transfer.maxTransferBytes)
+        var pacer = BulkPacer(pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
+                              reservation: configuration.reservation, marginNanos: configuration.marginNanos)
+        var local = BulkChannelCounters()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: datagramBytes(payload: configuration.transfer.chunkBytes),
+                                                           alignment: 16)
+        defer { buffer.deallocate() }
+        // Acknowledgements owed: (destination, transfer, chunk count); a few at a time.
+        var acksOwed: [(UInt16, UInt64, UInt32)] = []
+        acksOwed.reserveCapacity(64)
+        var schedule = scheduleSource()
+        var scheduleReadAt: UInt64 = 0
+        var publishAt: UInt64 = 0
+        let tag = tagBytes
+
+        func publish() {
+            local.sender = sender.withLock { $0.counters }
+            local.receiver = receiver.counters
+            local.transport = transport.counters
+            published.withLock { $0 = local }
+        }
+
+        while running.load(ordering: .relaxed) {
+            var now = clock()
+            if now >= scheduleReadAt {
+                schedule = scheduleSource()
+                scheduleReadAt = now + 1_000_000
+            }
+            // 1. Take in everything waiting.
+            repeat {
+                _ = try? transport.receiveBatch { bytes, datagram in
+                    if let authenticator = configuration.authenticator {
+                        switch authenticator.verify(bytes) {
+                        case .authentic: break
+                        case .badTag: local.badTag += 1; return
+                        case .missingTag: local.missingTag += 1; return
+                        case .malformed: local.malformed += 1; return
+                        }
+                    }
+                    let header: BulkHeader
+                    do { header = try BulkHeader.decode(bytes, expectedTagLength: tag) } catch {
+                        local.malformed += 1
+                        return
+                    }
+                    guard header.receiver == node, configuration.nodes.indices.contains(Int(header.sender)) else {
+                        local.malformed += 1
+                        return
+                    }
+                    switch header.kind {
+                    case .ack:
+                        _ = sender.withLock {
+                            $0.handleAck(from: header.sender, transferID: header.transferID, receivedBelow: header.chunkIndex,
+                                         bitmap: header.totalBytesOrBitmap, atNanos: now)
+                        }
+                    case .data:
+                        let payload = UnsafeRawBufferPointer(rebasing: bytes[BulkWire.headerBytes..<(BulkWire.headerBytes + Int(header.payloadLength))])
+                        switch receiver.receive(header, payload: payload) {
+                        case .stored(let due):
+                            if due { owe(header) }
+                        case .completed(let id, let data):
+                            owe(header)
+                            onTransfer(Int(header.sender), id, data)
+                        case .duplicate:
+                            owe(header)
+                        case .stale, .refused:
+                            break
+                        }
+                    }
+                }
+            } while transport.lastBatchFilled
+            now = clock()
+
+            // 2. Send acknowledgements, then chunks, as the pacer allows.
+            var waitNanos: UInt64 = 1_000_000
+            var burst = 0
+            sending: while burst < 64 {
+                if let (destination, transferID, chunkCount) = acksOwed.first {
+                    let size = datagramBytes(payload: 0)
+                    let start = pacer.earliestStart(bytes: size, atNanos: now, schedule: schedule)
+                    if start > now + 1_000 { waitNanos = min(waitNanos, start - now); local.pacedWaits += 1; break sending }
+                    let (below, bitmap) = receiver.acknowledgement(for: destination, transferID: transferID, chunkCount: chunkCount)
+                    let header = BulkHeader(kind: .ack, sender: node, receiver: destination, chunkBytes: 0, chunkIndex: below,
+                                            chunkCount: chunkCount, tagLength: UInt16(tag), payloadLength: 0,
+                                            transferID: transferID, totalBytesOrBitmap: bitmap)
+                    let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+                    header.encode(into: datagram)
+                    configuration.authenticator?.seal(datagram)
+                    guard (try? transport.send(UnsafeRawBufferPointer(datagram), to: configuration.nodes[Int(destination)])) != false else {
+                        local.socketFull += 1
+                        waitNanos = 50_000
+                        break sending
+                    }
+                    acksOwed.removeFirst()
+                    local.acksSent += 1
+                    pacer.didSend(bytes: size, atNanos: now)
+                    burst += 1
+                    continue
+                }
+                let sent: Bool? = sender.withLock { sender -> Bool? in
+                    guard let chunk = sender.nextChunk(atNanos: now) else { return nil }
+                    let size = datagramBytes(payload: chunk.length)
+                    let start = pacer.earliestStart(bytes: size, atNanos: now, schedule: schedule)
+                    if start > now + 1_000 {
+                        sender.didNotSend(chunk)
+                        waitNanos = min(waitNanos, start == .max ? 1_000_000 : start - now)
+                        local.pacedWaits += 1
+                        return false
+                    }
+                    let header = BulkHeader(kind: .data, sender: node, receiver: chunk.destination,
+                                            chunkBytes: UInt16(configuration.transfer.chunkBytes), chunkIndex: chunk.index,
+                                            chunkCount: chunk.count, tagLength: UInt16(tag), payloadLength: UInt16(chunk.length),
+                                            transferID: chunk.transferID, totalBytesOrBitmap: chunk.totalBytes)
+                    let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+                    header.encode(into: datagram)
+                    sender.withBytes(of: chunk) { bytes in
+                        UnsafeMutableRawBufferPointer(rebasing: datagram[BulkWire.headerBytes...]).copyMemory(from: bytes)
+                    }
+                    configuration.authenticator?.seal(datagram)
+                    guard (try? transport.send(UnsafeRawBufferPointer(datagram), to: configuration.nodes[Int(chunk.destination)])) != false else {
+                        sender.didNotSend(chunk)
+                        local.socketFull += 1
+                        waitNanos = 50_000
+                        return false
+                    }
+                    sender.didSend(chunk, atNanos: now)
+                    pacer.didSend(bytes: size, atNanos: now)
+                    return true
+                }
+                guard sent == true else {
+                    if sent == nil, let due = sender.withLock({ $0.nextRetransmissionNanos }) {
+                        waitNanos = min(waitNanos, due > now ? due - now : 0)
+                    }
+                    break sending
+                }
+                burst += 1
+                if configuration.pacing != .unpaced { now = clock() }
+            }
+            if burst == 64 { waitNanos = 0 }
+
+            if now >= publishAt {
+                publish()
+                publishAt = now + 200_000_000
+            }
+            if waitNanos > 0 { _ = carillon_wait_readable(transport.descriptor, Int64(min(waitNanos, 1_000_000))) }
+        }
+        publish()
+
+        func owe(_ header: BulkHeader) {
+            if let last = acksOwed.last, last.0 == header.sender, last.1 == header.transferID { return }
+            if acksOwed.count < 64 { acksOwed.append((header.sender, header.transferID, header.chunkCount)) }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import CarillonBulk
+import CarillonSchedule
+import Testing
+
+/// A seeded generator, so every failing case replays.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite struct BulkPacerTests {
+    let schedule = try! TDMASchedule(memberCount: 3, roundPeriodNanos: 500_000, reservation: 0.5)
+
+    @Test func gatedDatagramsStayOutsideTheReservedWindowsAndUseTheRest() throws {
+        var pacer = BulkPacer(pacing: .gated, linkBitsPerSecond: 200_000_000, reservation: 0.5, marginNanos: 20_000)
+        try pacer.validate(datagramBytes: 1_456, schedule: schedule)
+        let transmit = BulkPacer.transmissionNanos(bytes: 1_456, bitsPerSecond: 200e6)
+        let reserved = UInt64(schedule.memberCount) * schedule.slotNanos
+        var now: UInt64 = 123_457
+        var sent = 0
+        let end: UInt64 = 100_000_000  // 100 ms
+        while now < end {
+            let start = pacer.earliestStart(bytes: 1_456, atNanos: now, schedule: schedule)
+            #expect(start >= now)
+            let intoRound = (start - schedule.originNanos) % schedule.roundPeriodNanos
+            // Starts after the slots and is off the link margin before the next round.
+            #expect(intoRound >= reserved)
+            #expect(intoRound + transmit + pacer.marginNanos <= schedule.roundPeriodNanos)
+            pacer.didSend(bytes: 1_456, atNanos: start)
+            sent += 1
+            now = start + 1_000  // the shell is a little late each time
+        }
+        // The unreserved part (minus the margin) carries whole datagrams back to back.
+        let perRound = (schedule.roundPeriodNanos - reserved - pacer.marginNanos) / transmit
+        let rounds = end / schedule.roundPeriodNanos
+        #expect(abs(sent - Int(perRound * rounds)) <= Int(rounds) + 2)
+    }
+
+    @Test func gatedRefusesDatagramsThatCannotFitTheWindow() {
+        let pacer = BulkPacer(pacing: .gated, linkBitsPerSecond: 10_000_000, reservation: 0.5)
+        #expect(throws: BulkPacingError.self) { try pacer.validate(datagramBytes: 1_456, schedule: schedule) }
+        #expect(pacer.earliestStart(bytes: 1_456, atNanos: 0, schedule: schedule) == .max)
+    }
+
+    @Test func pacedTakesTheUnreservedShareOfTheLink() {
+        var pacer = BulkPacer(pacing: .paced, linkBitsPerSecond: 100_000_000, reservation: 0.25)
+        var now: UInt64 = 0
+        var bytes = 0
+        while now < 1_000_000_000 {
+            now = pacer.earliestStart(bytes: 1_000, atNanos: now, schedule: nil)
+            pacer.didSend(bytes: 1_000, atNanos: now)
+            bytes += 1_000 + BulkPacer.overheadBytes
+        }
+        let bitsPerSecond = Double(bytes * 8)
+        #expect(abs(bitsPerSecond - 75e6) < 0.01 * 75e6)
+    }
+
+    @Test func unpacedNeverWaits() {
+        var pacer = BulkPacer(pacing: .unpaced, linkBitsPerSecond: 1, reservation: 0.5)
+        pacer.didSend(bytes: 60_000, atNanos: 5)
+        #expect(pacer.earliestStart(bytes: 60_000, atNanos: 6, schedule: schedule) == 6)
+    }
+}
+
+@Suite struct BulkDatagramTests {
+    func datagram(index: UInt32 = 1, count: UInt32 = 3, total: UInt64 = 250, chunk: UInt16 = 100, payload: Int = 100, tag: Int = 16) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0x5A, count: BulkWire.headerBytes + payload + tag)
+        let header = BulkHeader(kind: .data, sender: 1, receiver: 2, chunkBytes: chunk, chunkIndex: index, chunkCount: count,
+                                tagLength: UInt16(tag), payloadLength: UInt16(payload), transferID: 9, totalBytesOrBitmap: total)
+        bytes.withUnsafeMutableBytes { header.encode(into: $0) }
+        return bytes
+    }
+
+    @Test func roundTrip() throws {
+        let bytes = datagram()
+        let header = try bytes.withUnsafeBytes { try BulkHeader.decode($0, expectedTagLength: 16) }
+        #expect(header.chunkIndex == 1 && header.chunkCount == 3 && header.totalBytesOrBitmap == 250 && header.transferID == 9)
+    }
+
+    @Test func everyPrefixIsRefusedWithAReason() {
+        let bytes = datagram()
+        for length in 0..<bytes.count {
+            #expect(throws: BulkDatagramError.self) {
+                try bytes.withUnsafeBytes { try BulkHeader.decode(UnsafeRawBufferPointer(rebasing: $0[0..<length]), expectedTagLength: 16) }
+            }
+        }
+    }
+
+    @Test func inconsistentChunksAreRefused() {
+        let cases: [[UInt8]] = [
+            datagram(index: 3),                      // index past the count
+            datagram(total: 400),                    // 400 B are not 3 chunks of 100
+            datagram(index: 2, payload: 100),        // the last chunk carries 50
+            datagram(tag: 0),                        // no tag where one is expected
+        ]
+        for bytes in cases {
+            #expect(throws: BulkDatagramError.self) { try bytes.withUnsafeBytes { try BulkHeader.decode($0, expectedTagLength: 16) } }
+        }
+        var badMagic = datagram()
+        badMagic[0] ^= 0xFF
+        #expect(throws: BulkDatagramError.badMagic) { try badMagic.withUnsafeBytes { try BulkHeader.decode($0, expectedTagLength: 16) } }
+    }
+}
+
+@Suite struct BulkTransferTests {
+    /// Runs senders and receivers over a network that loses, duplicates and
+    /// reorders datagrams (seeded), until every transfer is acknowledged.
+    func exchange(seed: UInt64, loss: Double, transfers: Int) -> (delivered: [(UInt16, UInt64, [UInt8])], sent: [(UInt16, UInt16, [UInt8])]) {
+        var random = SplitMix(state: seed)
+        var configuration = BulkTransferConfiguration()
+        configuration.chunkBytes = 300
+        configuration.windowChunks = 16
+        configuration.retransmitTimeoutNanos = 2_000_000
+        var senders = (0..<3).map { BulkSender(node: UInt16($0), configuration: configuration, firstTransferID: 1_000) }
+        var receivers = (0..<3).map { BulkReceiver(node: UInt16($0), ackEveryChunks: 4) }
+        var sent: [(UInt16, UInt16, [UInt8])] = []
+        for i in 0..<transfers {
+            let from = UInt16(i % 3), to = UInt16((i % 3 + 1 + (i / 3) % 2) % 3)
+            let bytes = (0..<Int.random(in: 1...5_000, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            guard case .queued = senders[Int(from)].enqueue(bytes, to: to) else { Issue.record("not queued"); continue }
+            sent.append((from, to, bytes))
+        }
+        // In flight: (deliver at, datagram kind, from, header, payload).
+        var network: [(at: UInt64, header: BulkHeader, payload: [UInt8])] = []
+        var delivered: [(UInt16, UInt64, [UInt8])] = []
+        var now: UInt64 = 0
+        func transmit(_ header: BulkHeader, _ payload: [UInt8]) {
+            if Double.random(in: 0..<1, using: &random) < loss { return }
+            let copies = Double.random(in: 0..<1, using: &random) < 0.05 ? 2 : 1
+            for _ in 0..<copies { network.append((now + UInt64.random(in: 10_000...400_000, using: &random), header, payload)) }
+        }
+        var steps = 0
+        while senders.contains(where: { $0.pendingTransfers > 0 }), steps < 200_000 {
+            steps += 1
+            now += 50_000
+            for s in senders.indices {
+                while let chunk = senders[s].nextChunk(atNanos: now) {
+                    let payload = senders[s].withBytes(of: chunk) { Array($0) }
+                    senders[s].didSend(chunk, atNanos: now)
+                    transmit(BulkHeader(kind: .data, sender: UInt16(s), receiver: chunk.destination, chunkBytes: 300,
+                                        chunkIndex: chunk.index, chunkCount: chunk.count, tagLength: 0,
+                                        payloadLength: UInt16(chunk.length), transferID: chunk.transferID,
+                                        totalBytesOrBitmap: chunk.totalBytes), payload)
+                }
+            }
+            network.shuffle(using: &random)
+            let due = network.filter { $0.at <= now }
+            network.removeAll { $0.at <= now }
+            for d in due {
+                let r = Int(d.header.receiver)
+                switch d.header.kind {
+                case .data:
+                    var ack = false
+                    switch d.payload.withUnsafeBytes({ receivers[r].receive(d.header, payload: $0) }) {
+                    case .stored(let due): ack = due
+                    case .completed(let id, let bytes): delivered.append((d.header.sender, id, bytes)); ack = true
+                    case .duplicate: ack = true
+                    case .stale: break
+                    case .refused(let why): Issue.record("refused: \(why)")
+                    }
+                    if ack {
+                        let (below, bitmap) = receivers[r].acknowledgement(for: d.header.sender, transferID: d.header.transferID,
+                                                                           chunkCount: d.header.chunkCount)
+                        transmit(BulkHeader(kind: .ack, sender: UInt16(r), receiver: d.header.sender, chunkBytes: 0,
+                                            chunkIndex: below, chunkCount: d.header.chunkCount, tagLength: 0, payloadLength: 0,
+                                            transferID: d.header.transferID, totalBytesOrBitmap: bitmap), [])
+                    }
+                case .ack:
+                    _ = senders[r].handleAck(from: d.header.sender, transferID: d.header.transferID,
+                                             receivedBelow: d.header.chunkIndex, bitmap: d.header.totalBytesOrBitmap, atNanos: now)
+                }
+            }
+        }
+        return (delivered, sent)
+    }
+
+    @Test(arguments: [(UInt64(1), 0.0), (2, 0.1), (3, 0.3), (4, 0.05), (5, 0.2)])
+    func everyTransferArrivesOnceAndIntactDespiteLossDuplicationAndReordering(seed: UInt64, loss: Double) {
+        let (delivered, sent) = exchange(seed: seed, loss: loss, transfers: 24)
+        #expect(delivered.count == sent.count, "seed \(seed): \(delivered.count) of \(sent.count) transfers delivered")
+        // Per (source, destination) the transfers arrive in the order they were queued, each once, byte for byte.
+        for from in 0..<3 {
+            for to in 0..<3 where to != from {
+                let expected = sent.filter { $0.0 == from && $0.1 == to }.map(\.2)
+                let got = delivered.filter { Int($0.0) == from }.map(\.2).filter { bytes in expected.contains(bytes) }
+                #expect(got == expected, "seed \(seed): \(from)→\(to)")
+            }
+        }
+    }
+
+    @Test func aFullQueueRefusesInsteadOfDropping() {
+        var configuration = BulkTransferConfiguration()
+        configuration.maxQueuedBytes = 10_000
+        var sender = BulkSender(node: 0, configuration: configuration, firstTransferID: 1)
+        #expect(sender.enqueue([UInt8](repeating: 1, count: 6_000), to: 1) == .queued(transferID: 1))
+        #expect(sender.enqueue([UInt8](repeating: 2, count: 6_000), to: 1) == .queueFull)
+        #expect(sender.enqueue([], to: 1) == .invalidLength(0))
+        // Acknowledge the first transfer completely: room again.
+        while let chunk = sender.nextChunk(atNanos: 0) { sender.didSend(chunk, atNanos: 0) }
+        #expect(sender.handleAck(from: 1, transferID: 1, receivedBelow: 5, bitmap: 0, atNanos: 1) == 1)
+        #expect(sender.enqueue([UInt8](repeating: 2, count: 6_000), to: 1) == .queued(transferID: 2))
+    }
+
+    @Test func aReplayedChunkOfADeliveredTransferIsNotDeliveredAgain() {
+        var receiver = BulkReceiver(node: 2)
+        let header = BulkHeader(kind: .data, sender: 1, receiver: 2, chunkBytes: 100, chunkIndex: 0, chunkCount: 1, tagLength: 0,
+                                payloadLength: 10, transferID: 7, totalBytesOrBitmap: 10)
+        let payload = [UInt8](repeating: 3, count: 10)
+        guard case .completed(7, payload) = payload.withUnsafeBytes({ receiver.receive(header, payload: $0) }) else {
+            Issue.record("first copy not delivered")
+            return
+        }
+        guard case .duplicate = payload.withUnsafeBytes({ receiver.receive(header, payload: $0) }) else {
+            Issue.record("replay not recognised")
+            return
+        }
+        #expect(receiver.acknowledgement(for: 1, transferID: 7, chunkCount: 1) == (1, 0))
+        var tooLong = header
+        tooLong.transferID = 8
+        tooLong.totalBytesOrBitmap = 1 << 40
+        guard case .refused = payload.withUnsafeBytes({ receiver.receive(tooLong, payload: $0) }) else {
+            Issue.record("over-long transfer accepted")
+            return
+        }
+    }
+}
