@@ -70,6 +70,7 @@ let package = Package(
             name: "carillon",
             dependencies: [
                 "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
+                "CarillonBulk",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CCarillonSys
+import CarillonBulk
 import CarillonMembership
 import CarillonOrdering
 import CarillonRuntime
@@ -51,6 +52,8 @@ final class NodeLog: @unchecked Sendable {
     var state = StreamDigest()
     let delivered = Atomic<Int>(0)
     let ownDelivered = Atomic<Int>(0)
+    /// Signalled per own delivery in closed-loop mode: the sender waits on it instead of spinning.
+    let ownArrived = DispatchSemaphore(value: 0)
     let inView = Atomic<Bool>(false)
 
     func append(_ line: LogLine) { lines.withLock { $0.append(line) } }
@@ -98,6 +101,13 @@ struct Node: ParsableCommand {
     @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
     var closedLoop = false
     @Option(help: "Pause after each delivered message in closed-loop mode, in microseconds.") var gapUs: Double = 1000
+    @Option(help: "Run the bulk channel beside the bus (port + 1) with this pacing: gated (only outside the reserved slots), paced ((1 − reservation) × --link-mbit) or unpaced.")
+    var bulk: String?
+    @Option(help: "Keep bulk transfers queued to this member for the whole run (needs --bulk; the target runs --bulk too).")
+    var bulkTo: String?
+    @Option(help: "Bytes per bulk transfer.") var bulkBytes = 1 << 20
+    @Option(help: "Rate of the link the bulk channel shares with the bus, in Mbit/s (the pacer's model of the bottleneck).")
+    var linkMbit: Double = 1000
     @Flag(help: "On SIGINT/SIGTERM, leave the cluster gracefully before stopping, so the others need not detect a failure. Not for stopping a whole cluster at once: the last members cannot form a majority to let each other go.")
     var leave = false
 
@@ -107,6 +117,10 @@ struct Node: ParsableCommand {
         if rate < 0 { throw ValidationError("--rate must not be negative") }
         if timeout <= 0 { throw ValidationError("--timeout must be positive") }
         if let expect, expect < 0 { throw ValidationError("--expect must not be negative") }
+        if let bulk, BulkPacing(rawValue: bulk) == nil { throw ValidationError("--bulk must be gated, paced or unpaced") }
+        if bulkTo != nil, bulk == nil { throw ValidationError("--bulk-to needs --bulk PACING") }
+        if !(1...(256 << 20)).contains(bulkBytes) { throw ValidationError("--bulk-bytes must be in 1...268435456") }
+        if !(linkMbit > 0) { throw ValidationError("--link-mbit must be positive") }
     }
 
     func run() throws {
@@ -130,6 +144,9 @@ struct Node: ParsableCommand {
         let record = NodeLog()
         record.lines.withLock { $0.reserveCapacity(max(expect ?? 0, 4096)) }
         let myNode = UInt16(configuration.node)
+        let closedLoop = self.closedLoop
+        // Open-loop pacing sleeps to the microsecond (the default slack is 50 µs).
+        _ = carillon_set_timer_slack(1)
         let target = expect
         let reached = DispatchSemaphore(value: 0)
         let node: Member
@@ -142,7 +159,10 @@ struct Node: ParsableCommand {
                 let sequence = payload.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
                 record.state.add(node: sender, sequence: sequence)
                 record.append(.message(node: sender, sequence: sequence, sentNanos: sent, deliveredNanos: now))
-                if sender == myNode { record.ownDelivered.add(1, ordering: .releasing) }
+                if sender == myNode {
+                    record.ownDelivered.add(1, ordering: .releasing)
+                    if closedLoop { record.ownArrived.signal() }
+                }
                 if record.delivered.add(1, ordering: .relaxed).newValue == target { reached.signal() }
             }
         } catch { throw ValidationError("member \(member): \(error)") }
@@ -211,6 +231,7 @@ struct Node: ParsableCommand {
         }
 
         try node.start()
+        let bulkRun = try startBulk(configuration: configuration, file: file, member: node)
         let started = Clock.viewNanos()
         let deadline = started + UInt64(timeout * 1e9)
         func running() -> Bool { !stopRequested.load(ordering: .relaxed) && Clock.viewNanos() < deadline }
@@ -225,8 +246,11 @@ struct Node: ParsableCommand {
             flush()
             let now = Clock.viewNanos()
             if now < next { sleepNanos(min(next - now, 50_000_000)); continue }
+            // Open loop: the intended send time, so a message held up by
+            // backpressure counts its wait (no coordinated omission).
+            let stamp = closedLoop || interval == 0 ? Clock.viewNanos() : next
             payload.withUnsafeMutableBytes {
-                $0.storeBytes(of: Clock.viewNanos(), as: UInt64.self)
+                $0.storeBytes(of: stamp, as: UInt64.self)
                 $0.storeBytes(of: myNode, toByteOffset: 8, as: UInt16.self)
                 $0.storeBytes(of: firstSequence + UInt64(sent), toByteOffset: 16, as: UInt64.self)
             }
@@ -236,10 +260,12 @@ struct Node: ParsableCommand {
                 next += interval
                 if closedLoop {
                     while record.ownDelivered.load(ordering: .acquiring) < sent,
-                          running() { sched_yield() }
+                          running() { _ = record.ownArrived.wait(timeout: .now() + .milliseconds(100)) }
                     next = Clock.viewNanos() + UInt64(gapUs * 1000)
                 }
-            case .sendBufferFull, .notInView:
+            case .sendBufferFull:
+                sleepNanos(configuration.ordering.schedule.roundPeriodNanos / 4)
+            case .notInView:
                 sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
                 // Do not burst to catch up after a wait outside a view.
                 if Clock.viewNanos() > next + 100_000_000 { next = Clock.viewNanos() }
@@ -283,6 +309,7 @@ struct Node: ParsableCommand {
             if node.hasLeft { leftEpoch = epoch }
         }
         sleepNanos(20 * configuration.ordering.schedule.roundPeriodNanos)
+        let bulkReport = bulkRun?.finish()
         let report = node.stop()
         // After stop: every delivery the agent carried out is logged before this line.
         if let leftEpoch { record.append(.event("# left \(leftEpoch) \(Clock.viewNanos()) 0")) }
@@ -297,6 +324,69 @@ struct Node: ParsableCommand {
               socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
 
             """.utf8))
+        if let bulkReport { FileHandle.standardError.write(Data("  \(bulkReport)\n".utf8)) }
         if let target, delivered < target { throw ExitCode(2) }
+    }
+
+    /// Starts the bulk channel when --bulk is given, and with --bulk-to a
+    /// thread that keeps two transfers queued to that member.
+    func startBulk(configuration: MemberConfiguration, file: ConfigFile, member: Member) throws -> BulkRun? {
+        guard let bulk, let pacing = BulkPacing(rawValue: bulk) else { return nil }
+        var settings = BulkChannelConfiguration(node: configuration.node,
+                                                nodes: BulkChannelConfiguration.endpoints(besideBus: configuration.nodes))
+        settings.pacing = pacing
+        settings.linkBitsPerSecond = UInt64(linkMbit * 1e6)
+        settings.reservation = file.reservation
+        if case .clusterKey(let key) = configuration.authentication { settings.authenticator = key }
+        let channel: BulkChannel
+        do {
+            channel = try BulkChannel(configuration: settings, member: member) { _, _, _ in }
+            try channel.validate(against: configuration.ordering.schedule)
+        } catch { throw ValidationError("bulk channel: \(error)") }
+        var target: Int?
+        if let bulkTo {
+            guard let index = file.members.firstIndex(where: { $0.name == bulkTo }), index != configuration.node else {
+                throw ValidationError("--bulk-to \(bulkTo) is not another member in \(config)")
+            }
+            target = index
+        }
+        try channel.start()
+        return BulkRun(channel: channel, target: target, bytes: [UInt8](repeating: 0xB5, count: bulkBytes), pacing: pacing)
+    }
+}
+
+/// A bulk channel and the thread keeping it busy.
+final class BulkRun: @unchecked Sendable {
+    let channel: BulkChannel
+    let pacing: BulkPacing
+    let stopping = Atomic<Bool>(false)
+    let started = Clock.viewNanos()
+    var filler: Thread?
+    let done = DispatchSemaphore(value: 0)
+
+    init(channel: BulkChannel, target: Int?, bytes: [UInt8], pacing: BulkPacing) {
+        self.channel = channel
+        self.pacing = pacing
+        guard let target else { return }
+        let thread = Thread { [self] in
+            while !stopping.load(ordering: .relaxed) {
+                while channel.pendingTransfers < 2, case .queued = channel.send(bytes, to: target) {}
+                sleepNanos(1_000_000)
+            }
+            done.signal()
+        }
+        thread.start()
+        filler = thread
+    }
+
+    /// Stops the filler and the channel; a one-line report.
+    func finish() -> String {
+        stopping.store(true, ordering: .relaxed)
+        if filler != nil { done.wait() }
+        let c = channel.stop()
+        let seconds = Double(Clock.viewNanos() - started) / 1e9
+        let sentMbit = Double(c.sender.bytesCompleted) * 8 / seconds / 1e6
+        let receivedMbit = Double(c.receiver.bytesReceived) * 8 / seconds / 1e6
+        return "bulk (\(pacing)): \(c.sender.transfersCompleted) transfers acknowledged (\(String(format: "%.1f", sentMbit)) Mbit/s), \(c.receiver.transfersCompleted) received (\(String(format: "%.1f", receivedMbit)) Mbit/s); chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag"
     }
 }
