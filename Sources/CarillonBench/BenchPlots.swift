@@ -42,7 +42,7 @@ public enum BenchPlots {
             guard let latency = row.latency else { continue }
             var points: [PlotPoint] = []
             for point in latency.distribution where point.percentile < 100 {
-                let x = min(1 / (1 - max(point.percentile, 0) / 100), maximumPercentileX)
+                let x = min(100 / (100 - max(point.percentile, 0)), maximumPercentileX)
                 points.append(PlotPoint(x: x, y: point.valueMicros))
             }
             if let maximum = latency.distribution.last(where: { $0.percentile >= 100 }) {

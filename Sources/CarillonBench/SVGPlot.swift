@@ -395,8 +395,9 @@ struct PlotAxis {
         let magnitude = pow(10, (decimalLogarithm(rough)).rounded(.down))
         let residual = rough / magnitude
         let step = (residual <= 1 ? 1 : residual <= 2 ? 2 : residual <= 5 ? 5 : 10) * magnitude
-        let first = (low / step - 1e-9).rounded(.down)
-        let last = (high / step + 1e-9).rounded(.up)
+        // The tolerance absorbs rounding (0.3 / 0.1 = 2.9999999999999996).
+        let first = (low / step + 1e-9).rounded(.down)
+        let last = (high / step - 1e-9).rounded(.up)
         let decimals = Swift.max(0, -Int((decimalLogarithm(step) + 1e-9).rounded(.down)))
         let count = Int((last - first).rounded())
         return (0...count).map { i in

@@ -3,6 +3,19 @@ import ArgumentParser
 struct CarillonBenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "carillon-bench",
-        abstract: "Carillon's latency and throughput benchmarks.",
-        subcommands: [])
+        abstract: "Carillon's benchmarks: each scenario is one command; results go to --out as JSON, CSV and SVG plots.",
+        discussion: """
+            Run from a release build. As root the members are separate processes in network namespaces on \
+            a bridge; without root they are separate processes on loopback and the results say so. Every \
+            latency is recorded in an HdrHistogram. `report` turns the results into docs/benchmarks.md.
+
+            Examples:
+              swift build -c release --product carillon --product carillon-bench
+              sudo .build/release/carillon-bench baseline
+              sudo .build/release/carillon-bench ordered --members 3 --sizes 64,1024
+              sudo .build/release/carillon-bench interference
+              sudo .build/release/carillon-bench corosync
+              .build/release/carillon-bench report --results bench-results --doc docs/benchmarks.md
+            """,
+        subcommands: [Baseline.self, Ordered.self, Throughput.self, Interference.self, Report.self, UDPPingPong.self])
 }

@@ -1,0 +1,208 @@
+import CarillonAuth
+import Foundation
+import Histogram
+
+/// The binaries the bench starts: `carillon` next to `carillon-bench`.
+enum Binaries {
+    static var directory: String { URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path }
+
+    static func carillon() throws -> String {
+        let path = directory + "/carillon"
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw BenchError("\(path) is missing: build it with `swift build -c release --product carillon`")
+        }
+        return path
+    }
+
+    static var bench: String { URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path }
+}
+
+/// One latency histogram in nanoseconds (1 ns to 60 s, 3 significant digits).
+func latencyHistogram() -> Histogram<UInt64> {
+    Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+}
+
+/// What one bus run does: who sends what, how, with which settings.
+struct BusSpec {
+    var members = 3
+    var sizeBytes = 64
+    var roundPeriodMicros = 100.0
+    var reservation = 0.5
+    var idle = "blocking"
+    /// Members that send.
+    var senders: [Int] = [0]
+    var messagesPerSender = 1000
+    /// Closed loop: the next message after the sender delivered the previous one, plus `gapMicros`.
+    var closedLoop = true
+    var gapMicros = 1000.0
+    /// Open loop: messages per second per sender (0: as fast as the bus takes them).
+    var ratePerSender = 0.0
+    var maxFrameBytes = 1472
+    var suspicionSlots = 200
+    /// Bulk channel on every member with this pacing, each sending to the next member.
+    var bulkPacing: String?
+    var linkMbit = 1000.0
+    var timeoutSeconds = 120.0
+
+    var expectedPerMember: Int { senders.count * messagesPerSender }
+}
+
+/// One member's log, parsed.
+struct MemberLog {
+    var deliveries: [(node: UInt16, sequence: UInt64, sentNanos: UInt64, deliveredNanos: UInt64)] = []
+    var viewChanges = 0
+    var bulkLine: String?
+}
+
+/// What a bus run measured.
+struct BusOutcome {
+    /// Broadcast (or intended send, open loop) → delivered at every member.
+    var atAll = latencyHistogram()
+    var messagesPerSecond: [Double] = []
+    var bytesPerSecond: [Double] = []
+    var delivered: [Int] = []
+    var notes: [String] = []
+}
+
+/// Starts one `carillon node` per member, waits for them, and reads their logs.
+func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws -> BusOutcome {
+    let carillon = try Binaries.carillon()
+    let configPath = try writeBusConfig(spec, on: topology, directory: directory)
+
+    var children: [Child] = []
+    defer { children.forEach { $0.kill9() } }
+    for i in 0..<spec.members {
+        var argv = [carillon, "node", "--config", configPath, "--member", "h\(i)", "--size", "\(spec.sizeBytes)",
+                    "--expect", "\(spec.expectedPerMember)", "--timeout", "\(Int(spec.timeoutSeconds))",
+                    "--log", "\(directory)/h\(i).log"]
+        let sends = spec.senders.contains(i) ? spec.messagesPerSender : 0
+        argv += ["--send", "\(sends)"]
+        if spec.closedLoop {
+            argv += ["--closed-loop", "--gap-us", "\(spec.gapMicros)"]
+        } else {
+            argv += ["--rate", "\(spec.ratePerSender)"]
+        }
+        if let pacing = spec.bulkPacing {
+            argv += ["--bulk", pacing, "--bulk-to", "h\((i + 1) % spec.members)", "--link-mbit", "\(spec.linkMbit)"]
+        }
+        children.append(try Child(topology.command(host: i, argv), stderr: "\(directory)/h\(i).err"))
+    }
+    var failures: [String] = []
+    for (i, child) in children.enumerated() {
+        let status = child.wait(seconds: spec.timeoutSeconds + 15)
+        if status != 0 { failures.append("h\(i) \(status.map { "exited with status \($0)" } ?? "timed out"):\n\(child.stderrTail)") }
+    }
+    let logs = try (0..<spec.members).map { try readLog("\(directory)/h\($0).log", stderr: "\(directory)/h\($0).err") }
+    var outcome = summarise(logs: logs, sizeBytes: spec.sizeBytes)
+    if !failures.isEmpty {
+        outcome.notes.append("\(failures.count) member(s) fell short")
+        FileHandle.standardError.write(Data("\ncarillon-bench: \(failures.joined(separator: "\n"))\n(logs in \(directory))\n".utf8))
+    }
+    return outcome
+}
+
+/// Writes the bus configuration (and a fresh key beside it) for `spec`'s members.
+func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) throws -> String {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let key = FrameAuthenticator.generateHexKey()
+    try key.write(toFile: directory + "/bus.key", atomically: true, encoding: .utf8)
+    // Every process must be up before the first round: 1.5 s plus a little per member.
+    let startNanos = UInt64(Date().timeIntervalSince1970 * 1e9) + UInt64(1_500_000_000 + 200_000_000 * spec.members)
+    let members = (0..<spec.members).map { i in
+        "{\"name\": \"h\(i)\", \"address\": \"\(topology.address(i)):\(topology.busPort(i))\"}"
+    }.joined(separator: ",\n  ")
+    let config = """
+        { "members": [
+          \(members)
+        ],
+        "round_period_us": \(spec.roundPeriodMicros), "reservation": \(spec.reservation), "idle": "\(spec.idle)",
+        "start_at_ns": \(startNanos), "max_frame_bytes": \(spec.maxFrameBytes), "suspicion_slots": \(spec.suspicionSlots),
+        "authentication": {"key_file": "bus.key"} }
+        """
+    let path = directory + "/bus.json"
+    try config.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// Reads a `carillon node` log ("node seq sent_ns delivered_ns" and "# …" lines).
+func readLog(_ path: String, stderr: String? = nil) throws -> MemberLog {
+    var log = MemberLog()
+    guard let data = FileManager.default.contents(atPath: path) else { throw BenchError("no log at \(path)") }
+    data.withUnsafeBytes { raw in
+        let bytes = raw.bindMemory(to: UInt8.self)
+        var fields: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var field = 0, value: UInt64 = 0, comment = false, any = false
+        for byte in bytes {
+            if byte == 0x0A {
+                if !comment, field == 3, any {
+                    fields.3 = value
+                    log.deliveries.append((UInt16(truncatingIfNeeded: fields.0), fields.1, fields.2, fields.3))
+                }
+                field = 0; value = 0; comment = false; any = false
+                continue
+            }
+            if comment { continue }
+            if byte == 0x23 {  // '#'
+                comment = true
+                continue
+            }
+            if byte == 0x20 {
+                switch field {
+                case 0: fields.0 = value
+                case 1: fields.1 = value
+                case 2: fields.2 = value
+                default: break
+                }
+                field += 1; value = 0
+            } else if byte >= 0x30, byte <= 0x39 {
+                value = value &* 10 &+ UInt64(byte - 0x30)
+                any = true
+            }
+        }
+    }
+    if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+        log.viewChanges = text.split(separator: "\n").filter { $0.hasPrefix("# view ") }.count
+    }
+    if let stderr, let text = try? String(contentsOfFile: stderr, encoding: .utf8) {
+        log.bulkLine = text.split(separator: "\n").first { $0.contains("bulk (") }.map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+    return log
+}
+
+/// Latency at all members and delivered rates from members' logs.
+func summarise(logs: [MemberLog], sizeBytes: Int) -> BusOutcome {
+    var outcome = BusOutcome()
+    // (node, sequence) → (sent, latest delivery, members that delivered it)
+    var seen: [UInt64: (sent: UInt64, last: UInt64, count: Int)] = [:]
+    for log in logs {
+        for d in log.deliveries {
+            let key = UInt64(d.node) << 48 | (d.sequence & 0xFFFF_FFFF_FFFF)
+            if let entry = seen[key] {
+                seen[key] = (entry.sent, max(entry.last, d.deliveredNanos), entry.count + 1)
+            } else {
+                seen[key] = (d.sentNanos, d.deliveredNanos, 1)
+            }
+        }
+        outcome.delivered.append(log.deliveries.count)
+        if let first = log.deliveries.first?.deliveredNanos, let last = log.deliveries.last?.deliveredNanos, last > first {
+            let seconds = Double(last - first) / 1e9
+            outcome.messagesPerSecond.append(Double(log.deliveries.count - 1) / seconds)
+            outcome.bytesPerSecond.append(Double((log.deliveries.count - 1) * sizeBytes) / seconds)
+        } else {
+            outcome.messagesPerSecond.append(0)
+            outcome.bytesPerSecond.append(0)
+        }
+    }
+    var partial = 0
+    for entry in seen.values {
+        if entry.count == logs.count {
+            _ = outcome.atAll.record(entry.last > entry.sent ? entry.last - entry.sent : 0)
+        } else {
+            partial += 1
+        }
+    }
+    if partial > 0 { outcome.notes.append("\(partial) messages not delivered at every member (left out of the latency)") }
+    let views = logs.map(\.viewChanges).max() ?? 0
+    if views > 1 { outcome.notes.append("\(views - 1) view changes during the run") }
+    return outcome
+}
