@@ -13,6 +13,7 @@ swift build --build-tests
 # The namespace tests run release members (debug timing misses slots).
 swift build -c release --product carillon
 swift build -c release --product carillon-tap
+swift build -c release --product carillon-bench
 swift test --skip-build
 swift build -c release --product carillon-sim
 .build/release/carillon-sim --swarm --seeds 1-2000

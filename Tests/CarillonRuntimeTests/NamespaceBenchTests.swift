@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+
+extension NamespaceTests {
+/// `carillon-bench` scenarios that need namespaces, in their short (--quick)
+/// form: each is one command, exits 0, and writes results a reader can use.
+/// They check what the bench produces, never how fast anything is.
+@Suite("carillon-bench in namespaces (separate processes)")
+struct NamespaceBenchTests {
+    func bench(_ arguments: [String]) throws -> (status: Int32, output: String, out: URL) {
+        let binary = packageRoot.appendingPathComponent(".build/release/carillon-bench")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path),
+                     "build it first: swift build -c release --product carillon-bench (tools/test.sh does)")
+        _ = try releaseCarillon()
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("crln-bench-test-\(getpid())-\(arguments[0])")
+        try? FileManager.default.removeItem(at: out)
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments + ["--quick", "--out", out.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output, out)
+    }
+
+    func rows(_ url: URL) throws -> [[String: Any]] {
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any]
+        return try #require(object?["results"] as? [[String: Any]])
+    }
+
+    @Test func interferenceComparesNoBulkGatedAndUnpacedInOneRun() throws {
+        let (status, output, out) = try bench(["interference"])
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(status == 0, "\(output)")
+        let results = try rows(out.appendingPathComponent("interference.json"))
+        #expect(results.compactMap { ($0["parameters"] as? [String: String])?["bulk"] } == ["none", "gated", "unpaced"])
+        for row in results {
+            // Every closed-loop message was delivered at every member and counted.
+            let latency = try #require(row["latency"] as? [String: Any])
+            #expect(latency["count"] as? Int == 200, "\(row)")
+            #expect(row["placement"] as? String == "namespaces")
+        }
+        // The bulk channel ran where asked and moved data (its goodput is in the notes).
+        let notes = results.map { ($0["notes"] as? [String]) ?? [] }
+        #expect(notes[0].allSatisfy { !$0.contains("bulk goodput") })
+        #expect(notes[1].contains { $0.contains("bulk goodput") } && notes[2].contains { $0.contains("bulk goodput") })
+        #expect(output.contains("p99 with gated bulk / p99 without bulk:"))
+        for file in ["interference.csv", "interference-bars.svg", "interference-percentiles.svg"] {
+            #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), "\(file) missing")
+        }
+        // Namespaces removed on the way out.
+        let list = Process()
+        list.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        list.arguments = ["ip", "netns", "list"]
+        let pipe = Pipe()
+        list.standardOutput = pipe
+        try list.run()
+        let names = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        list.waitUntilExit()
+        #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
+    }
+
+    @Test func baselineMeasuresPingPongAndFanOut() throws {
+        let (status, output, out) = try bench(["baseline"])
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(status == 0, "\(output)")
+        let results = try rows(out.appendingPathComponent("baseline.json"))
+        #expect(results.compactMap { $0["system"] as? String } == ["raw-udp-pingpong", "raw-udp-fanout"])
+        for row in results {
+            let latency = try #require(row["latency"] as? [String: Any])
+            #expect(latency["count"] as? Int == 200, "\(row)")
+        }
+    }
+}
+}
