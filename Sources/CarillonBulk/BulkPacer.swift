@@ -65,47 +65,72 @@ public struct BulkPacer: Sendable, Hashable {
         }
     }
 
-    /// The earliest time at or after `now` at which a datagram of `bytes` may
-    /// start. `schedule` is the bus's current schedule on the same timebase as
-    /// `now`; without one (not in a view) a gated pacer paces like ``BulkPacing/paced``.
-    /// Returns `UInt64.max` when the datagram can never fit a gated window.
-    public func earliestStart(bytes: Int, atNanos now: UInt64, schedule: TDMASchedule?) -> UInt64 {
+    /// Nanoseconds a paced channel may run ahead of its rate (a burst of a few
+    /// datagrams, so that one late wake-up does not cost bandwidth).
+    public static let pacedBurstNanos: UInt64 = 250_000
+
+    /// When the modelled link would start a datagram of `bytes` queued at `now`:
+    /// after everything already handed over (``linkFreeAtNanos``) and, when
+    /// gated, inside the unreserved part of a round of `schedule` (on the same
+    /// timebase as `now`) with its transmission over `marginNanos` before the
+    /// next round's slots. `UInt64.max` when it can never fit a gated window.
+    /// Without a schedule (not in a view) a gated pacer paces like ``BulkPacing/paced``.
+    public func scheduledStart(bytes: Int, atNanos now: UInt64, schedule: TDMASchedule?) -> UInt64 {
+        let start = max(now, linkFreeAtNanos)
+        guard pacing == .gated, let schedule else { return pacing == .unpaced ? now : start }
+        let transmit = Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond))
+        let reservedNanos = UInt64(schedule.memberCount) * schedule.slotNanos
+        let period = schedule.roundPeriodNanos
+        guard reservedNanos + transmit + marginNanos <= period else { return .max }
+        var round = schedule.round(atNanos: start)
+        // This round's unreserved window, or else the next round's.
+        for _ in 0..<2 {
+            let roundStart = schedule.originNanos &+ round &* period
+            let open = roundStart &+ reservedNanos
+            let close = roundStart &+ period &- marginNanos
+            let candidate = max(start, open)
+            if candidate &+ transmit <= close { return candidate }
+            round += 1
+        }
+        return .max
+    }
+
+    /// When a datagram of `bytes` may be handed to the socket (at or before
+    /// `now`: at once). Gated: as soon as the unreserved window holding its
+    /// scheduled start is open — a burst handed over at the window's start
+    /// leaves the link back to back and is off it before the next slots,
+    /// because the schedule counted each datagram's transmission time; never
+    /// while the slots' reserved window is open. Paced: when its scheduled
+    /// start is at most ``pacedBurstNanos`` ahead. Unpaced: now.
+    public func releaseTime(bytes: Int, atNanos now: UInt64, schedule: TDMASchedule?) -> UInt64 {
         switch pacing {
         case .unpaced:
             return now
         case .paced:
-            return max(now, linkFreeAtNanos)
-        case .gated:
             let start = max(now, linkFreeAtNanos)
-            guard let schedule else { return start }
-            let transmit = Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond))
-            let reservedNanos = UInt64(schedule.memberCount) * schedule.slotNanos
-            let period = schedule.roundPeriodNanos
-            guard reservedNanos + transmit + marginNanos <= period else { return .max }
-            var round = schedule.round(atNanos: start)
-            // Two tries: this round's unreserved window, or else the next round's.
-            for _ in 0..<2 {
-                let roundStart = schedule.originNanos &+ round &* period
-                let open = roundStart &+ reservedNanos
-                let close = roundStart &+ period &- marginNanos
-                let candidate = max(start, open)
-                if candidate &+ transmit <= close { return candidate }
-                round += 1
-            }
-            return .max
+            return start > now &+ Self.pacedBurstNanos ? start - Self.pacedBurstNanos : now
+        case .gated:
+            let start = scheduledStart(bytes: bytes, atNanos: now, schedule: schedule)
+            guard start != .max else { return .max }
+            guard let schedule else { return start > now &+ Self.pacedBurstNanos ? start - Self.pacedBurstNanos : now }
+            let round = schedule.round(atNanos: start)
+            let open = schedule.originNanos &+ round &* schedule.roundPeriodNanos &+ UInt64(schedule.memberCount) * schedule.slotNanos
+            return max(now, open)
         }
     }
 
-    /// Records that a datagram of `bytes` started at `nanos`: the modelled link
-    /// is busy for its transmission time (at the link rate when gated, at
-    /// (1 − reservation) of it when paced).
-    public mutating func didSend(bytes: Int, atNanos nanos: UInt64) {
+    /// Records that a datagram of `bytes` was handed to the socket at `nanos`:
+    /// the modelled link is busy from its scheduled start for its transmission
+    /// time (at the link rate when gated, at (1 − reservation) of it when paced).
+    public mutating func didSend(bytes: Int, atNanos nanos: UInt64, schedule: TDMASchedule?) {
         switch pacing {
         case .unpaced:
             return
         case .gated:
-            linkFreeAtNanos = max(nanos, linkFreeAtNanos)
-                &+ Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond))
+            let start = scheduledStart(bytes: bytes, atNanos: nanos, schedule: schedule)
+            let rate = schedule == nil ? Double(linkBitsPerSecond) * max(1 - reservation, 0.01) : Double(linkBitsPerSecond)
+            linkFreeAtNanos = (start == .max ? max(nanos, linkFreeAtNanos) : start)
+                &+ Self.transmissionNanos(bytes: bytes, bitsPerSecond: rate)
         case .paced:
             let share = Double(linkBitsPerSecond) * max(1 - reservation, 0.01)
             linkFreeAtNanos = max(nanos, linkFreeAtNanos) &+ Self.transmissionNanos(bytes: bytes, bitsPerSecond: share)

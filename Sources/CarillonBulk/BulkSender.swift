@@ -4,7 +4,10 @@ public struct BulkTransferConfiguration: Sendable, Hashable {
     public var chunkBytes: Int = 1_400
     /// Most chunks of one transfer sent and not yet acknowledged.
     public var windowChunks: Int = 512
-    /// A chunk not acknowledged after this long is sent again.
+    /// The retransmission timeout before a destination's round trip is
+    /// measured, and its floor after: the timeout then follows the measured
+    /// round-trip time (smoothed, plus four deviations, doubled on each
+    /// timeout), so a queue on the path does not cause spurious resends.
     public var retransmitTimeoutNanos: UInt64 = 20_000_000
     /// Most bytes queued for sending, over all transfers: beyond it ``BulkSender/enqueue(_:to:)``
     /// refuses (backpressure), it never drops.
@@ -50,6 +53,7 @@ public struct BulkSender: Sendable {
     private var destinations: [UInt16] = []
     private var turn = 0
     private var nextTransferID: UInt64
+    private var roundTrips: [UInt16: RoundTripEstimate] = [:]
     public private(set) var queuedBytes = 0
     public private(set) var counters = BulkSenderCounters()
 
@@ -88,9 +92,10 @@ public struct BulkSender: Sendable {
             let destination = destinations[(turn + step) % destinations.count]
             guard var transfers = queues[destination], !transfers.isEmpty else { continue }
             let chunk = transfers[0].nextChunk(atNanos: now, window: configuration.windowChunks,
-                                               timeoutNanos: configuration.retransmitTimeoutNanos)
+                                               timeoutNanos: retransmitTimeout(for: destination))
             queues[destination] = transfers
-            if let (index, retransmission) = chunk {
+            if let (index, retransmission, timedOut) = chunk {
+                if timedOut { roundTrips[destination, default: RoundTripEstimate()].backOff() }
                 turn = (turn + step + 1) % destinations.count
                 let t = transfers[0]
                 let offset = Int(index) * configuration.chunkBytes
@@ -134,7 +139,9 @@ public struct BulkSender: Sendable {
             counters.staleAcks += 1
             return nil
         }
-        transfers[0].acknowledge(below: receivedBelow, bitmap: bitmap)
+        if let sample = transfers[0].acknowledge(below: receivedBelow, bitmap: bitmap, atNanos: now) {
+            roundTrips[source, default: RoundTripEstimate()].add(sampleNanos: sample)
+        }
         if transfers[0].isComplete {
             let done = transfers.removeFirst()
             queuedBytes -= done.bytes.count
@@ -151,13 +158,48 @@ public struct BulkSender: Sendable {
     /// shell's wait (nil when nothing is in flight).
     public var nextRetransmissionNanos: UInt64? {
         var earliest: UInt64?
-        for transfers in queues.values {
+        for (destination, transfers) in queues {
             if let t = transfers.first, let due = t.oldestSentNanos {
-                let at = due &+ configuration.retransmitTimeoutNanos
+                let at = due &+ retransmitTimeout(for: destination)
                 earliest = min(earliest ?? at, at)
             }
         }
         return earliest
+    }
+}
+
+extension BulkSender {
+    /// The retransmission timeout towards `destination` now.
+    public func retransmitTimeout(for destination: UInt16) -> UInt64 {
+        roundTrips[destination]?.timeoutNanos(floor: configuration.retransmitTimeoutNanos) ?? configuration.retransmitTimeoutNanos
+    }
+}
+
+/// Smoothed round-trip time and its deviation (the usual 1/8 and 1/4 gains),
+/// from chunks sent once (a resent chunk's acknowledgement is ambiguous).
+struct RoundTripEstimate: Sendable {
+    var smoothed: Double?
+    var deviation = 0.0
+    var backoff: UInt64 = 1
+
+    mutating func add(sampleNanos: UInt64) {
+        let sample = Double(sampleNanos)
+        if let s = smoothed {
+            deviation = 0.75 * deviation + 0.25 * abs(s - sample)
+            smoothed = 0.875 * s + 0.125 * sample
+        } else {
+            smoothed = sample
+            deviation = sample / 2
+        }
+        backoff = 1
+    }
+
+    mutating func backOff() { backoff = min(backoff * 2, 64) }
+
+    func timeoutNanos(floor: UInt64) -> UInt64 {
+        guard let smoothed else { return min(floor &* backoff, 2_000_000_000) }
+        let base = max(UInt64(smoothed + 4 * deviation), floor)
+        return min(base &* backoff, 2_000_000_000)
     }
 }
 
@@ -182,6 +224,8 @@ struct OutgoingTransfer: Sendable {
     let chunkCount: UInt32
     /// Per chunk: send time, 0 before the first send.
     private var sentAt: [UInt64]
+    /// Per chunk: sent more than once (its acknowledgement gives no round-trip sample).
+    private var resent: [Bool]
     private var acked: [Bool]
     private var ackedCount: UInt32 = 0
     /// Chunks below this are acknowledged.
@@ -202,6 +246,7 @@ struct OutgoingTransfer: Sendable {
         self.bytes = bytes
         chunkCount = UInt32((bytes.count + chunkBytes - 1) / chunkBytes)
         sentAt = Array(repeating: 0, count: Int(chunkCount))
+        resent = Array(repeating: false, count: Int(chunkCount))
         acked = Array(repeating: false, count: Int(chunkCount))
         sentOrder = []
         sentOrder.reserveCapacity(Int(chunkCount))
@@ -219,19 +264,20 @@ struct OutgoingTransfer: Sendable {
         return nil
     }
 
-    mutating func nextChunk(atNanos now: UInt64, window: Int, timeoutNanos: UInt64) -> (UInt32, Bool)? {
+    /// The next chunk: (index, is a retransmission, timed out).
+    mutating func nextChunk(atNanos now: UInt64, window: Int, timeoutNanos: UInt64) -> (UInt32, Bool, Bool)? {
         if let chunk = fastRetransmit {
             fastRetransmit = nil
-            if !acked[Int(chunk)] { return (chunk, true) }
+            if !acked[Int(chunk)] { return (chunk, true, false) }
         }
         // Drop acknowledged entries from the front of the send order.
         while sentOrderHead < sentOrder.count, acked[Int(sentOrder[sentOrderHead])] { sentOrderHead += 1 }
         compactSentOrder()
         if sentOrderHead < sentOrder.count {
             let oldest = sentOrder[sentOrderHead]
-            if sentAt[Int(oldest)] &+ timeoutNanos <= now { return (oldest, true) }
+            if sentAt[Int(oldest)] &+ timeoutNanos <= now { return (oldest, true, true) }
         }
-        if nextFresh < chunkCount, inFlight < window { return (nextFresh, false) }
+        if nextFresh < chunkCount, inFlight < window { return (nextFresh, false, false) }
         return nil
     }
 
@@ -239,10 +285,13 @@ struct OutgoingTransfer: Sendable {
         if chunk == nextFresh {
             nextFresh += 1
             inFlight += 1
-        } else if sentOrderHead < sentOrder.count, sentOrder[sentOrderHead] == chunk {
-            sentOrderHead += 1  // a timeout retransmission: re-queued at the back
-        } else if let at = sentOrder[sentOrderHead...].firstIndex(of: chunk) {
-            sentOrder.remove(at: at)  // a fast retransmission (rare)
+        } else {
+            resent[Int(chunk)] = true
+            if sentOrderHead < sentOrder.count, sentOrder[sentOrderHead] == chunk {
+                sentOrderHead += 1  // a timeout retransmission: re-queued at the back
+            } else if let at = sentOrder[sentOrderHead...].firstIndex(of: chunk) {
+                sentOrder.remove(at: at)  // a fast retransmission (rare)
+            }
         }
         sentAt[Int(chunk)] = now
         sentOrder.append(chunk)
@@ -252,13 +301,17 @@ struct OutgoingTransfer: Sendable {
         if wasRetransmission { fastRetransmit = chunk }
     }
 
-    mutating func acknowledge(below: UInt32, bitmap: UInt64) {
+    /// Marks acknowledged chunks; returns a round-trip sample from the latest
+    /// newly acknowledged chunk that was sent once.
+    mutating func acknowledge(below: UInt32, bitmap: UInt64, atNanos now: UInt64) -> UInt64? {
         let below = min(below, nextFresh)
+        var sample: UInt64?
         func mark(_ chunk: UInt32) {
             guard chunk < nextFresh, !acked[Int(chunk)] else { return }
             acked[Int(chunk)] = true
             ackedCount += 1
             inFlight -= 1
+            if !resent[Int(chunk)], now >= sentAt[Int(chunk)] { sample = now - sentAt[Int(chunk)] }
         }
         while ackedBelow < below { mark(ackedBelow); ackedBelow += 1 }
         var bits = bitmap
@@ -274,6 +327,7 @@ struct OutgoingTransfer: Sendable {
             if holeReported.chunk == below { holeReported.times += 1 } else { holeReported = (below, 1) }
             if holeReported.times == 3 { fastRetransmit = below }
         }
+        return sample
     }
 
     private mutating func compactSentOrder() {

@@ -144,6 +144,9 @@ public final class BulkChannel: @unchecked Sendable {
 
     deinit { _ = stop() }
 
+    /// How long before a paced start the thread stops sleeping and spins.
+    static let spinNanos: UInt64 = 30_000
+
     private var tagBytes: Int { configuration.authenticator == nil ? 0 : FrameAuthenticator.tagBytes }
     private func datagramBytes(payload: Int) -> Int { BulkWire.headerBytes + payload + tagBytes }
 
@@ -230,8 +233,8 @@ public final class BulkChannel: @unchecked Sendable {
             sending: while burst < 64 {
                 if let (destination, transferID, chunkCount) = acksOwed.first {
                     let size = datagramBytes(payload: 0)
-                    let start = pacer.earliestStart(bytes: size, atNanos: now, schedule: schedule)
-                    if start > now + 1_000 { waitNanos = min(waitNanos, start - now); local.pacedWaits += 1; break sending }
+                    let release = pacer.releaseTime(bytes: size, atNanos: now, schedule: schedule)
+                    if release > now { waitNanos = min(waitNanos, release == .max ? 1_000_000 : release - now); local.pacedWaits += 1; break sending }
                     let (below, bitmap) = receiver.acknowledgement(for: destination, transferID: transferID, chunkCount: chunkCount)
                     let header = BulkHeader(kind: .ack, sender: node, receiver: destination, chunkBytes: 0, chunkIndex: below,
                                             chunkCount: chunkCount, tagLength: UInt16(tag), payloadLength: 0,
@@ -246,17 +249,17 @@ public final class BulkChannel: @unchecked Sendable {
                     }
                     acksOwed.removeFirst()
                     local.acksSent += 1
-                    pacer.didSend(bytes: size, atNanos: now)
+                    pacer.didSend(bytes: size, atNanos: now, schedule: schedule)
                     burst += 1
                     continue
                 }
                 let sent: Bool? = sender.withLock { sender -> Bool? in
                     guard let chunk = sender.nextChunk(atNanos: now) else { return nil }
                     let size = datagramBytes(payload: chunk.length)
-                    let start = pacer.earliestStart(bytes: size, atNanos: now, schedule: schedule)
-                    if start > now + 1_000 {
+                    let release = pacer.releaseTime(bytes: size, atNanos: now, schedule: schedule)
+                    if release > now {
                         sender.didNotSend(chunk)
-                        waitNanos = min(waitNanos, start == .max ? 1_000_000 : start - now)
+                        waitNanos = min(waitNanos, release == .max ? 1_000_000 : release - now)
                         local.pacedWaits += 1
                         return false
                     }
@@ -277,7 +280,7 @@ public final class BulkChannel: @unchecked Sendable {
                         return false
                     }
                     sender.didSend(chunk, atNanos: now)
-                    pacer.didSend(bytes: size, atNanos: now)
+                    pacer.didSend(bytes: size, atNanos: now, schedule: schedule)
                     return true
                 }
                 guard sent == true else {
@@ -295,7 +298,14 @@ public final class BulkChannel: @unchecked Sendable {
                 publish()
                 publishAt = now + 200_000_000
             }
-            if waitNanos > 0 { _ = carillon_wait_readable(transport.descriptor, Int64(min(waitNanos, 1_000_000))) }
+            // Sleep until shortly before the pacer's next start, then spin to it:
+            // a gated window is short, and a late wake-up costs its capacity.
+            if waitNanos > Self.spinNanos {
+                _ = carillon_wait_readable(transport.descriptor, Int64(min(waitNanos - Self.spinNanos, 1_000_000)))
+            } else if waitNanos > 0 {
+                let until = clock() &+ waitNanos
+                while clock() < until, carillon_wait_readable(transport.descriptor, 0) == 0 {}
+            }
         }
         publish()
 

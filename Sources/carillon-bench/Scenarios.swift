@@ -359,11 +359,11 @@ struct Interference: ParsableCommand {
         for i in 0..<members {
             guard let text = try? String(contentsOfFile: "\(directory)/h\(i).err", encoding: .utf8),
                   let line = text.split(separator: "\n").first(where: { $0.contains("bulk (") }),
-                  let open = line.range(of: "acknowledged ("), let close = line[open.upperBound...].range(of: " Mbit/s")
+                  let open = line.range(of: " transfers, "), let close = line[open.upperBound...].range(of: " Mbit/s from first to last")
             else { continue }
             if let value = Double(line[open.upperBound..<close.lowerBound]) { rates.append(value) }
         }
         guard !rates.isEmpty else { return nil }
-        return "bulk goodput \(String(format: "%.1f", rates.reduce(0, +) / Double(rates.count))) Mbit/s per member"
+        return "bulk goodput \(String(format: "%.1f", rates.reduce(0, +) / Double(rates.count))) Mbit/s per member (received, first to last transfer)"
     }
 }

@@ -339,8 +339,9 @@ struct Node: ParsableCommand {
         settings.reservation = file.reservation
         if case .clusterKey(let key) = configuration.authentication { settings.authenticator = key }
         let channel: BulkChannel
+        let arrivals = BulkArrivals()
         do {
-            channel = try BulkChannel(configuration: settings, member: member) { _, _, _ in }
+            channel = try BulkChannel(configuration: settings, member: member) { _, _, bytes in arrivals.add(bytes.count) }
             try channel.validate(against: configuration.ordering.schedule)
         } catch { throw ValidationError("bulk channel: \(error)") }
         var target: Int?
@@ -351,7 +352,32 @@ struct Node: ParsableCommand {
             target = index
         }
         try channel.start()
-        return BulkRun(channel: channel, target: target, bytes: [UInt8](repeating: 0xB5, count: bulkBytes), pacing: pacing)
+        return BulkRun(channel: channel, target: target, bytes: [UInt8](repeating: 0xB5, count: bulkBytes), pacing: pacing,
+                       arrivals: arrivals)
+    }
+}
+
+/// Transfers that arrived: how many, how many bytes, first and last arrival.
+final class BulkArrivals: Sendable {
+    let state = Mutex<(count: Int, bytes: Int, firstNanos: UInt64, lastNanos: UInt64)>((0, 0, 0, 0))
+
+    func add(_ bytes: Int) {
+        let now = Clock.viewNanos()
+        state.withLock {
+            if $0.count == 0 { $0.firstNanos = now }
+            $0.count += 1
+            $0.bytes += bytes
+            $0.lastNanos = now
+        }
+    }
+
+    /// Payload rate between the first and the last arrival (the first transfer's bytes excluded).
+    var summary: String {
+        let s = state.withLock { $0 }
+        guard s.count >= 2, s.lastNanos > s.firstNanos else { return "received \(s.count) transfers" }
+        let perTransfer = s.bytes / s.count
+        let mbit = Double(s.bytes - perTransfer) * 8 / (Double(s.lastNanos - s.firstNanos) / 1e9) / 1e6
+        return "received \(s.count) transfers, \(String(format: "%.1f", mbit)) Mbit/s from first to last"
     }
 }
 
@@ -359,14 +385,16 @@ struct Node: ParsableCommand {
 final class BulkRun: @unchecked Sendable {
     let channel: BulkChannel
     let pacing: BulkPacing
+    let arrivals: BulkArrivals
     let stopping = Atomic<Bool>(false)
     let started = Clock.viewNanos()
     var filler: Thread?
     let done = DispatchSemaphore(value: 0)
 
-    init(channel: BulkChannel, target: Int?, bytes: [UInt8], pacing: BulkPacing) {
+    init(channel: BulkChannel, target: Int?, bytes: [UInt8], pacing: BulkPacing, arrivals: BulkArrivals) {
         self.channel = channel
         self.pacing = pacing
+        self.arrivals = arrivals
         guard let target else { return }
         let thread = Thread { [self] in
             while !stopping.load(ordering: .relaxed) {
@@ -384,9 +412,6 @@ final class BulkRun: @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
         if filler != nil { done.wait() }
         let c = channel.stop()
-        let seconds = Double(Clock.viewNanos() - started) / 1e9
-        let sentMbit = Double(c.sender.bytesCompleted) * 8 / seconds / 1e6
-        let receivedMbit = Double(c.receiver.bytesReceived) * 8 / seconds / 1e6
-        return "bulk (\(pacing)): \(c.sender.transfersCompleted) transfers acknowledged (\(String(format: "%.1f", sentMbit)) Mbit/s), \(c.receiver.transfersCompleted) received (\(String(format: "%.1f", receivedMbit)) Mbit/s); chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag"
+        return "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag"
     }
 }
