@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Namespace tests need iproute2 and nftables (and root; without root they skip and say why).
 # The capture tests compare with tshark (the Wireshark dissector) and tcpdump.
-CARILLON_EXTRA_APT_PACKAGES="iproute2 nftables tshark tcpdump"
+# carillon-bench corosync (and its test) compares with Corosync CPG.
+CARILLON_EXTRA_APT_PACKAGES="iproute2 nftables tshark tcpdump corosync libcpg4"
 source tools/setup.sh
 swift build --build-tests
 # The namespace tests run release members (debug timing misses slots).

@@ -17,5 +17,6 @@ struct CarillonBenchCommand: ParsableCommand {
               sudo .build/release/carillon-bench corosync
               .build/release/carillon-bench report --results bench-results --doc docs/benchmarks.md
             """,
-        subcommands: [Baseline.self, Ordered.self, Throughput.self, Interference.self, Report.self, UDPPingPong.self])
+        subcommands: [Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Report.self,
+                      UDPPingPong.self, CPGAgent.self])
 }

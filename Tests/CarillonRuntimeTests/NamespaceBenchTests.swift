@@ -63,6 +63,33 @@ struct NamespaceBenchTests {
         #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
     }
 
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/corosync"),
+                    "needs corosync and libcpg4 (tools/test.sh installs them)"))
+    func corosyncSideBySideWithTheBus() throws {
+        let (status, output, out) = try bench(["corosync"])
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(status == 0, "\(output)")
+        let results = try rows(out.appendingPathComponent("corosync.json"))
+        // For each size: carillon closed loop and throughput, then Corosync CPG the same.
+        let keys = results.compactMap { row -> String? in
+            guard let p = row["parameters"] as? [String: String], let system = row["system"] as? String else { return nil }
+            return "\(system) \(p["size_bytes"] ?? "?") \(p["mode"] ?? "?")"
+        }
+        #expect(Set(keys) == ["carillon 64 closed-loop", "carillon 64 throughput", "carillon 1024 closed-loop", "carillon 1024 throughput",
+                              "corosync-cpg 64 closed-loop", "corosync-cpg 64 throughput", "corosync-cpg 1024 closed-loop",
+                              "corosync-cpg 1024 throughput"])
+        for row in results {
+            let mode = (row["parameters"] as? [String: String])?["mode"]
+            if mode == "closed-loop" {
+                #expect((row["latency"] as? [String: Any])?["count"] as? Int == 100, "\(row)")
+            } else {
+                let perMember = (row["throughput"] as? [String: Any])?["messagesPerSecondPerMember"] as? [Double] ?? []
+                #expect(perMember.count == 3 && perMember.allSatisfy { $0 > 0 }, "\(row)")
+            }
+            #expect((row["notes"] as? [String] ?? []).isEmpty, "\(row)")
+        }
+    }
+
     @Test func baselineMeasuresPingPongAndFanOut() throws {
         let (status, output, out) = try bench(["baseline"])
         defer { try? FileManager.default.removeItem(at: out) }
