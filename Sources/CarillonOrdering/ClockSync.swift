@@ -11,9 +11,15 @@
 ///
 /// Clocks decide only when a member sends; nothing delivered depends on
 /// these estimates.
+/// The clock estimator's filter length, for shells that pace their corrections.
+public enum ClockFilter {
+    /// Frames per peer in one min-filter bucket; the filter spans one to two buckets.
+    public static let bucketFrames = 256
+}
+
 struct ClockSync: Sendable {
     /// Samples per min-filter bucket; the filter spans one to two buckets.
-    static let bucketSamples = 256
+    static let bucketSamples = ClockFilter.bucketFrames
 
     private var current: [Int64]
     private var previous: [Int64]

@@ -373,6 +373,9 @@ public final class Member: @unchecked Sendable {
         /// The view's timebase is rank 0's clock: others follow it by the offset
         /// their frames' timestamps show (ClockSync), corrected gradually.
         var correction: Int64 = 0
+        /// No new correction before this: the min-filters must first refill
+        /// with samples taken under the last one (see publishAndCorrect).
+        var nextCorrectionNanos: UInt64 = 0
         var driftHistory: [(atNanos: UInt64, offsetNanos: Int64)] = []
     }
     var agent: AgentLocal!
@@ -455,12 +458,13 @@ public final class Member: @unchecked Sendable {
     /// Counters out through swift-metrics, anomalies to the log, the clock
     /// correction updated: a few times a second, never per frame.
     func publishAndCorrect(now: UInt64) {
-        let (ordering, membership, transportCounters, residual, slotNanos) = state.withLock { instance in
+        let (ordering, membership, transportCounters, residual, slotNanos, periodNanos) = state.withLock { instance in
             let ordering = instance.ordering
             // Rank 0 is the timebase; the others follow it.
             let residual = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
-            return (instance.orderingCounters, instance.counters, transport.counters, residual,
-                    ordering?.configuration.schedule.slotNanos ?? configuration.ordering.schedule.slotNanos)
+            let schedule = ordering?.configuration.schedule ?? configuration.ordering.schedule
+            return (instance.orderingCounters, instance.counters, transport.counters, residual, schedule.slotNanos,
+                    schedule.roundPeriodNanos)
         }
         let runtime = runtimeCounters
         agent.metrics.publish(ordering, membership, transportCounters, runtime)
@@ -469,7 +473,16 @@ public final class Member: @unchecked Sendable {
             // Half the residual each step: converges without overshooting on noisy
             // minima. Residuals within one slot are estimator noise (asymmetric
             // wake-ups), not clock error, and are left alone.
-            if abs(residual) > Int64(slotNanos) { agent.correction += residual / 2 }
+            // The estimate is a minimum over the last one to two buckets of
+            // ClockFilter.bucketFrames frames per peer, in both directions, so
+            // after a correction it reflects the old one until both sides'
+            // buckets have rolled over twice; correcting again before that
+            // applies the same error twice and overshoots (seen as offsets of
+            // several slots between members on one host at 500 µs rounds).
+            if abs(residual) > Int64(slotNanos), now >= agent.nextCorrectionNanos {
+                agent.correction += residual / 2
+                agent.nextCorrectionNanos = now + 3 * UInt64(ClockFilter.bucketFrames) * periodNanos
+            }
             clockCorrection.store(agent.correction, ordering: .relaxed)
             if agent.driftHistory.count == agent.driftHistory.capacity { agent.driftHistory.removeFirst() }
             agent.driftHistory.append((now, agent.correction + residual))
