@@ -284,7 +284,8 @@ struct Interference: ParsableCommand {
             flow). gated: bulk only outside the reserved slots, at the link rate; paced: at (1 − \
             reservation) of the link rate; unpaced: as fast as the socket takes it. The summary gives \
             p99 gated / p99 none (the target: at most 1.5) and p99 unpaced / p99 none (the inflation that \
-            reservation avoids). A slot must carry a full frame at the link rate, so the round period is \
+            reservation avoids). The modes take turns --repeats times and each mode's histograms are pooled, \
+            so a noisy spell of the machine does not fall on one mode only. A slot must carry a full frame at the link rate, so the round period is \
             longer than on an unshaped link (500 µs at 200 Mbit/s). Needs root.
 
             Examples:
@@ -301,46 +302,74 @@ struct Interference: ParsableCommand {
     @Option(help: "Closed-loop messages per mode.") var messages = 2000
     @Option(help: "Payload bytes of the ordered messages.") var size = 64
     @Option(help: "Pause after each delivery, microseconds.") var gapUs: Double = 1000
+    @Option(help: "Runs per mode; the modes take turns and each mode's runs are pooled.") var repeats = 3
 
     func run() throws {
         Cleanup.installSignalHandlers()
         defer { Cleanup.runAll() }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         let modeList = modes.split(separator: ",").map(String.init)
         guard !modeList.isEmpty, modeList.allSatisfy({ ["none", "gated", "paced", "unpaced"].contains($0) }) else {
             throw ValidationError("--modes: a comma-separated list of none, gated, paced, unpaced")
         }
         guard (2...8).contains(members) else { throw ValidationError("--members must be in 2...8") }
         let count = common.quick ? 200 : messages
+        let rounds = common.quick ? 1 : repeats
         let topology = try Topology(hosts: members, placement: try common.placement(needsNamespaces: true), mtu: 1500, shapeMbit: linkMbit)
-        let progress = ProgressBar(scenario: "interference", steps: modeList.count)
+        let progress = ProgressBar(scenario: "interference", steps: modeList.count * rounds)
+        // The modes take turns (none, gated, unpaced, none, …) and each mode's
+        // runs are pooled, so a quiet or noisy spell of the machine does not
+        // land on one mode only.
+        var pooled: [String: BusOutcome] = [:]
+        var goodput: [String: [Double]] = [:]
+        var step = 0
+        for repetition in 1...rounds {
+            for mode in modeList {
+                step += 1
+                progress.begin(step, "bulk \(mode), link \(Int(linkMbit)) Mbit/s, run \(repetition) of \(rounds)")
+                var s = BusSpec()
+                s.members = members
+                s.sizeBytes = size
+                s.roundPeriodMicros = periodUs
+                s.reservation = reservation
+                s.idle = common.idle
+                s.messagesPerSender = count
+                s.gapMicros = gapUs
+                s.bulkPacing = mode == "none" ? nil : mode
+                s.linkMbit = linkMbit
+                s.timeoutSeconds = Double(count) * (gapUs + 30_000) / 1e6 + 30
+                let directory = try common.workDirectory("interference/\(mode)-\(repetition)")
+                let outcome = try runBus(s, on: topology, directory: directory)
+                if let rate = bulkThroughput(directory: directory, members: members) { goodput[mode, default: []].append(rate) }
+                progress.report("bulk \(mode), run \(repetition): \(describe(outcome))")
+                if var merged = pooled[mode] {
+                    merged.atAll.add(outcome.atAll)
+                    merged.notes += outcome.notes.map { "run \(repetition): \($0)" }
+                    pooled[mode] = merged
+                } else {
+                    var first = outcome
+                    first.notes = outcome.notes.map { "run \(repetition): \($0)" }
+                    pooled[mode] = first
+                }
+            }
+        }
+        progress.finish()
         var results: [BenchResult] = []
         var p99: [String: Double] = [:]
-        for (index, mode) in modeList.enumerated() {
-            progress.begin(index + 1, "bulk \(mode), link \(Int(linkMbit)) Mbit/s")
-            var s = BusSpec()
-            s.members = members
-            s.sizeBytes = size
-            s.roundPeriodMicros = periodUs
-            s.reservation = reservation
-            s.idle = common.idle
-            s.messagesPerSender = count
-            s.gapMicros = gapUs
-            s.bulkPacing = mode == "none" ? nil : mode
-            s.linkMbit = linkMbit
-            s.timeoutSeconds = Double(count) * (gapUs + 30_000) / 1e6 + 30
-            let outcome = try runBus(s, on: topology, directory: try common.workDirectory("interference/\(mode)"))
+        for mode in modeList {
+            guard let outcome = pooled[mode] else { continue }
             var r = row("interference", topology: topology,
                         parameters: ["members": "\(members)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)",
                                      "reservation": "\(reservation)", "idle": common.idle, "mode": "closed-loop", "bulk": mode,
-                                     "link_mbit": "\(Int(linkMbit))"],
+                                     "link_mbit": "\(Int(linkMbit))", "runs": "\(rounds)"],
                         outcome: outcome)
-            let bulk = bulkThroughput(directory: "\(common.out)/work/interference/\(mode)", members: members)
-            if let bulk { r.notes.append(bulk) }
+            if let rates = goodput[mode], !rates.isEmpty {
+                r.notes.insert("bulk goodput \(String(format: "%.1f", rates.reduce(0, +) / Double(rates.count))) Mbit/s per member (received, first to last transfer)", at: 0)
+            }
             results.append(r)
             p99[mode] = r.latency?.p99Micros
-            progress.report("bulk \(mode): \(describe(outcome))\(bulk.map { "; \($0)" } ?? "")")
+            print("bulk \(mode): \(describe(outcome))\(r.notes.first.map { "; \($0)" } ?? "")")
         }
-        progress.finish()
         if let none = p99["none"] {
             for mode in modeList where mode != "none" {
                 if let value = p99[mode] { print("p99 with \(mode) bulk / p99 without bulk: \(String(format: "%.2f", value / none))") }
@@ -348,13 +377,14 @@ struct Interference: ParsableCommand {
         }
         let run = BenchRun(scenario: "interference", environment: .current(),
                            settings: ["placement": topology.label, "idle": common.idle, "shaper": "tbf \(Int(linkMbit)) Mbit/s, burst 4 KB, on every host's link",
-                                      "bulk": "ring h(i) → h(i+1), 1 MiB transfers, two queued at all times"],
+                                      "bulk": "ring h(i) → h(i+1), 1 MiB transfers, two queued at all times",
+                                      "runs": "\(rounds) per mode, modes taking turns, histograms pooled"],
                            results: results)
         try save(run, to: common.out)
     }
 
-    /// "bulk: X Mbit/s acknowledged per member (mean)" from the members' reports.
-    func bulkThroughput(directory: String, members: Int) -> String? {
+    /// Mean bulk goodput per member (Mbit/s, received, first to last transfer) from the members' reports.
+    func bulkThroughput(directory: String, members: Int) -> Double? {
         var rates: [Double] = []
         for i in 0..<members {
             guard let text = try? String(contentsOfFile: "\(directory)/h\(i).err", encoding: .utf8),
@@ -364,6 +394,6 @@ struct Interference: ParsableCommand {
             if let value = Double(line[open.upperBound..<close.lowerBound]) { rates.append(value) }
         }
         guard !rates.isEmpty else { return nil }
-        return "bulk goodput \(String(format: "%.1f", rates.reduce(0, +) / Double(rates.count))) Mbit/s per member (received, first to last transfer)"
+        return rates.reduce(0, +) / Double(rates.count)
     }
 }
