@@ -46,10 +46,19 @@ public struct BenchReport: Sendable {
         let stem = fileStem(run.scenario)
         let name = scenarioTitle(run.scenario)
         let latencyRows = run.results.filter { $0.latency != nil }
-        if !latencyRows.isEmpty {
+        // Open-loop rows get a distribution plot of their own (beside the load
+        // plot): with the closed-loop rows in one plot it has too many lines to read.
+        let openLoop = latencyRows.filter { $0.parameters["offered_per_second"] != nil }
+        let others = latencyRows.filter { $0.parameters["offered_per_second"] == nil }
+        if !others.isEmpty {
             let title = "\(name): latency by percentile"
-            let plot = BenchPlots.percentileDistribution(results: run.results, title: title)
+            let plot = BenchPlots.percentileDistribution(results: others, title: title)
             files.append(("\(stem)-percentiles.svg", title, plot.svg()))
+        }
+        if !openLoop.isEmpty {
+            let title = "\(name): latency by percentile, open loop"
+            let plot = BenchPlots.percentileDistribution(results: openLoop, title: title)
+            files.append(("\(stem)-open-loop-percentiles.svg", title, plot.svg()))
         }
         if latencyRows.contains(where: { $0.parameters["offered_per_second"] != nil }) {
             let title = "\(name): latency against offered load"

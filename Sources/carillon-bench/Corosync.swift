@@ -171,6 +171,8 @@ struct CorosyncComparison: ParsableCommand {
             // Many messages per frame, as Corosync packs many per totem frame;
             // the kernel fragments 8,972 B frames on the 1500 B MTU.
             s.maxFrameBytes = 8_972
+            // Capacity, not failure detection (as in `throughput`): 200 ms of silence before a suspicion.
+            s.suspicionSlots = 2_000
             let busy = try runBus(s, on: topology, directory: try common.workDirectory("corosync/carillon-\(size)-throughput"))
             results.append(row("corosync", topology: topology,
                                parameters: parameters(size, "throughput", ["idle": common.idle, "round_period_us": "\(periodUs)",

@@ -71,7 +71,7 @@ import Testing
     @Test func plotsAreLinked() {
         #expect(report.contains("![Interference: latency by percentile](bench/interference-percentiles.svg)"))
         #expect(report.contains("![Interference: latency under bulk traffic](bench/interference-bars.svg)"))
-        #expect(report.contains("![Ordered: latency by percentile](bench/ordered-percentiles.svg)"))
+        #expect(report.contains("![Ordered: latency by percentile, open loop](bench/ordered-open-loop-percentiles.svg)"))
         #expect(report.contains("![Ordered: latency against offered load](bench/ordered-load.svg)"))
         #expect(report.contains("(bench/corosync-percentiles.svg)"))
         #expect(!report.contains("baseline-load.svg") && !report.contains("corosync-bars.svg") && !report.contains("zzz-"))
@@ -80,7 +80,20 @@ import Testing
 
     @Test func plotFilesMatchTheScenario() throws {
         #expect(BenchReport.plotFiles(for: Fixtures.interferenceRun).map(\.fileName) == ["interference-percentiles.svg", "interference-bars.svg"])
-        #expect(BenchReport.plotFiles(for: Fixtures.orderedRun).map(\.fileName) == ["ordered-percentiles.svg", "ordered-load.svg"])
+        #expect(BenchReport.plotFiles(for: Fixtures.orderedRun).map(\.fileName) == ["ordered-open-loop-percentiles.svg", "ordered-load.svg"])
+        // Closed-loop rows and open-loop rows get a distribution plot each, one line per row.
+        var mixed = Fixtures.orderedRun
+        var closed = mixed.results[0]
+        closed.parameters["offered_per_second"] = nil
+        closed.parameters["mode"] = "closed-loop"
+        mixed.results.append(closed)
+        let files = BenchReport.plotFiles(for: mixed)
+        #expect(files.map(\.fileName) == ["ordered-percentiles.svg", "ordered-open-loop-percentiles.svg", "ordered-load.svg"])
+        func lines(_ svg: String) throws -> Int {
+            SVGInspection.elements("polyline", in: try SVGInspection.root(svg)).filter { SVGInspection.attribute("class", of: $0) == "series-line" }.count
+        }
+        #expect(try lines(files[0].svg) == 1)
+        #expect(try lines(files[1].svg) == Fixtures.orderedRun.results.filter { $0.latency != nil }.count)
         #expect(BenchReport.plotFiles(for: Fixtures.baselineRun).map(\.fileName) == ["baseline-percentiles.svg"])
         #expect(BenchReport.plotFiles(for: other).isEmpty)
         for file in BenchReport.plotFiles(for: Fixtures.orderedRun) + BenchReport.plotFiles(for: Fixtures.interferenceRun) {
