@@ -12,7 +12,7 @@ public struct BenchEnvironment: Codable, Sendable, Hashable {
     public var kernel: String
     /// `release` or `debug`: figures are only meaningful from `release`.
     public var buildMode: String
-    /// `git rev-parse --short HEAD` of the tree, when known.
+    /// `git describe --always --dirty` of the tree, when known (`-dirty`: uncommitted changes).
     public var commit: String?
     /// The command line that produced the results, so a reader can rerun it.
     public var command: String

@@ -13,7 +13,7 @@ extension BenchEnvironment {
         #else
         let mode = "release"
         #endif
-        let commit = try? run(["git", "-C", FileManager.default.currentDirectoryPath, "rev-parse", "--short", "HEAD"])
+        let commit = try? run(["git", "-C", FileManager.default.currentDirectoryPath, "describe", "--always", "--dirty", "--abbrev=7"])
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let formatter = ISO8601DateFormatter()
         let arguments = CommandLine.arguments
