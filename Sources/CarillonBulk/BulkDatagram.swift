@@ -115,7 +115,7 @@ public struct BulkHeader: Sendable, Hashable {
                 throw .inconsistentChunk("chunk \(header.chunkIndex) carries \(header.payloadLength) B, expected \(expectedPayload)")
             }
         case .ack:
-            guard header.payloadLength == 0, header.chunkIndex <= header.chunkCount else {
+            guard header.payloadLength == 0, header.chunkBytes == 0, header.chunkIndex <= header.chunkCount else {
                 throw .inconsistentChunk("ack of \(header.chunkIndex) of \(header.chunkCount) chunks with \(header.payloadLength) B payload")
             }
         }

@@ -5,15 +5,23 @@
 public struct BulkReceiver: Sendable {
     public let node: UInt16
     public let maxTransferBytes: Int
+    /// The sender's chunk size; chunks of any other size are refused, so a
+    /// header cannot make the receiver size a buffer for 1-byte chunks.
+    public let chunkBytes: Int
     /// Acknowledge at least every this many new chunks.
     public let ackEveryChunks: UInt32
+    /// An unfinished transfer silent this long may be replaced by an older-looking one (its sender restarted).
+    public let abandonAfterNanos: UInt64
     private var sources: [UInt16: SourceState] = [:]
     public private(set) var counters = BulkReceiverCounters()
 
-    public init(node: UInt16, maxTransferBytes: Int = 256 << 20, ackEveryChunks: UInt32 = 16) {
+    public init(node: UInt16, chunkBytes: Int = BulkTransferConfiguration().chunkBytes, maxTransferBytes: Int = 256 << 20,
+                ackEveryChunks: UInt32 = 16, abandonAfterNanos: UInt64 = BulkTransferConfiguration().abandonAfterNanos) {
         self.node = node
+        self.chunkBytes = chunkBytes
         self.maxTransferBytes = maxTransferBytes
         self.ackEveryChunks = max(1, ackEveryChunks)
+        self.abandonAfterNanos = abandonAfterNanos
     }
 
     /// What to do after a data datagram.
@@ -30,60 +38,35 @@ public struct BulkReceiver: Sendable {
         case refused(String)
     }
 
-    /// Takes in one data chunk (`header` decoded and authenticated by the shell).
-    public mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer) -> Outcome {
+    /// Takes in one data chunk (`header` decoded and authenticated by the shell) at `now`.
+    ///
+    /// Each source's state is changed in place: a copy taken out of the
+    /// dictionary would copy the whole reassembly buffer on every chunk.
+    public mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64) -> Outcome {
         guard header.kind == .data else { return .refused("not a data datagram") }
         guard header.receiver == node else {
             counters.refused += 1
             return .refused("addressed to node \(header.receiver), this is node \(node)")
+        }
+        guard Int(header.chunkBytes) == chunkBytes else {
+            counters.refused += 1
+            return .refused("chunks of \(header.chunkBytes) B, this channel uses \(chunkBytes) B")
         }
         let total = header.totalBytesOrBitmap
         guard total <= UInt64(maxTransferBytes) else {
             counters.refused += 1
             return .refused("transfer of \(total) bytes exceeds the receiver's limit of \(maxTransferBytes)")
         }
-        var state = sources[header.sender] ?? SourceState()
-        defer { sources[header.sender] = state }
-        if let done = state.completedThrough, header.transferID <= done {
-            counters.duplicateChunks += 1
-            return .duplicate
-        }
-        if let current = state.incoming, header.transferID < current.id {
-            counters.staleChunks += 1
-            return .stale
-        }
-        if state.incoming == nil || state.incoming!.id != header.transferID {
-            // A newer transfer replaces an unfinished older one (its sender restarted).
-            if state.incoming != nil { counters.transfersAbandoned += 1 }
-            state.incoming = IncomingTransfer(header: header)
-        }
-        guard state.incoming!.matches(header) else {
-            counters.refused += 1
-            return .refused("chunk \(header.chunkIndex) does not match transfer \(header.transferID)'s length or chunking")
-        }
-        guard state.incoming!.store(header, payload: payload) else {
-            counters.duplicateChunks += 1
-            return .duplicate
-        }
-        counters.chunksReceived += 1
-        counters.bytesReceived += payload.count
-        if state.incoming!.isComplete {
-            let done = state.incoming!
-            state.incoming = nil
-            state.completedThrough = done.id
-            counters.transfersCompleted += 1
-            return .completed(transferID: done.id, bytes: done.bytes)
-        }
-        let incoming = state.incoming!
-        let outOfOrder = header.chunkIndex &+ 1 != incoming.receivedBelow
-        return .stored(ackDue: outOfOrder || incoming.receivedCount % ackEveryChunks == 0)
+        let outcome = sources[header.sender, default: SourceState()].receive(
+            header, payload: payload, atNanos: now, ackEvery: ackEveryChunks, abandonAfter: abandonAfterNanos, counters: &counters)
+        return outcome
     }
 
     /// The acknowledgement to send `source` for `transferID`: chunks below
     /// `receivedBelow` and the bitmap of the 64 after it.
     public func acknowledgement(for source: UInt16, transferID: UInt64, chunkCount: UInt32) -> (receivedBelow: UInt32, bitmap: UInt64) {
         guard let state = sources[source] else { return (0, 0) }
-        if let done = state.completedThrough, transferID <= done { return (chunkCount, 0) }
+        if state.hasCompleted(transferID) { return (chunkCount, 0) }
         guard let incoming = state.incoming, incoming.id == transferID else { return (0, 0) }
         return (incoming.receivedBelow, incoming.bitmapAfterReceivedBelow())
     }
@@ -103,8 +86,62 @@ public struct BulkReceiverCounters: Sendable, Hashable {
 }
 
 struct SourceState: Sendable {
-    var completedThrough: UInt64?
+    /// Ids of the last transfers completed from this source (a ring): their
+    /// chunks are duplicates, acknowledged and never handed over again. A set
+    /// rather than "every id up to the last": a restarted sender whose clock
+    /// stepped back starts with smaller ids, and those are new transfers.
+    var recentlyCompleted: [UInt64] = []
+    var nextSlot = 0
     var incoming: IncomingTransfer?
+    var lastChunkNanos: UInt64 = 0
+
+    static let remembered = 64
+
+    func hasCompleted(_ id: UInt64) -> Bool { recentlyCompleted.contains(id) }
+
+    mutating func remember(_ id: UInt64) {
+        if recentlyCompleted.count < Self.remembered { recentlyCompleted.append(id) } else { recentlyCompleted[nextSlot] = id }
+        nextSlot = (nextSlot + 1) % Self.remembered
+    }
+
+    mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64, ackEvery: UInt32,
+                          abandonAfter: UInt64, counters: inout BulkReceiverCounters) -> BulkReceiver.Outcome {
+        if hasCompleted(header.transferID) {
+            counters.duplicateChunks += 1
+            return .duplicate
+        }
+        if let current = incoming, header.transferID != current.id {
+            // An older transfer's straggler is ignored while the current one
+            // progresses; a transfer silent for `abandonAfter` gives way.
+            if header.transferID < current.id, now < lastChunkNanos &+ abandonAfter {
+                counters.staleChunks += 1
+                return .stale
+            }
+            counters.transfersAbandoned += 1
+            incoming = nil
+        }
+        if incoming == nil { incoming = IncomingTransfer(header: header) }
+        guard incoming!.matches(header) else {
+            counters.refused += 1
+            return .refused("chunk \(header.chunkIndex) does not match transfer \(header.transferID)'s length or chunking")
+        }
+        lastChunkNanos = now
+        guard incoming!.store(header, payload: payload) else {
+            counters.duplicateChunks += 1
+            return .duplicate
+        }
+        counters.chunksReceived += 1
+        counters.bytesReceived += payload.count
+        if incoming!.isComplete {
+            let done = incoming!
+            incoming = nil
+            remember(done.id)
+            counters.transfersCompleted += 1
+            return .completed(transferID: done.id, bytes: done.bytes)
+        }
+        let outOfOrder = header.chunkIndex &+ 1 != incoming!.receivedBelow
+        return .stored(ackDue: outOfOrder || incoming!.receivedCount % ackEvery == 0)
+    }
 }
 
 struct IncomingTransfer: Sendable {

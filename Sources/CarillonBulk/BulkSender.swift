@@ -14,6 +14,10 @@ public struct BulkTransferConfiguration: Sendable, Hashable {
     public var maxQueuedBytes: Int = 64 << 20
     /// The longest transfer a receiver accepts.
     public var maxTransferBytes: Int = 256 << 20
+    /// A transfer that makes no progress for this long is given up: the sender
+    /// drops it (``BulkSenderCounters/transfersAbandoned``), a receiver lets a
+    /// new transfer replace it.
+    public var abandonAfterNanos: UInt64 = 30_000_000_000
 
     public init() {}
 }
@@ -26,6 +30,8 @@ public enum BulkEnqueueResult: Sendable, Hashable {
     case queueFull
     /// Empty, or longer than ``BulkTransferConfiguration/maxTransferBytes``.
     case invalidLength(Int)
+    /// Not another member of the channel.
+    case invalidDestination(Int)
 }
 
 /// A chunk the sender wants on the wire next.
@@ -85,25 +91,34 @@ public struct BulkSender: Sendable {
 
     /// The next chunk to send at `now`, or nil when every destination's window
     /// is full or everything sent awaits acknowledgement. Destinations take
-    /// turns; within one, a chunk due for retransmission goes first.
+    /// turns; within one, a chunk due for retransmission goes first. A transfer
+    /// without progress for ``BulkTransferConfiguration/abandonAfterNanos`` is
+    /// dropped here and counted (its destination is gone or has restarted).
+    ///
+    /// Transfers are changed in place (`queues[d]![0]…`): taking a copy out of
+    /// the dictionary and putting it back would copy their arrays on every chunk.
     public mutating func nextChunk(atNanos now: UInt64) -> BulkChunk? {
         guard !destinations.isEmpty else { return nil }
         for step in 0..<destinations.count {
             let destination = destinations[(turn + step) % destinations.count]
-            guard var transfers = queues[destination], !transfers.isEmpty else { continue }
-            let chunk = transfers[0].nextChunk(atNanos: now, window: configuration.windowChunks,
-                                               timeoutNanos: retransmitTimeout(for: destination))
-            queues[destination] = transfers
-            if let (index, retransmission, timedOut) = chunk {
-                if timedOut { roundTrips[destination, default: RoundTripEstimate()].backOff() }
-                turn = (turn + step + 1) % destinations.count
-                let t = transfers[0]
-                let offset = Int(index) * configuration.chunkBytes
-                return BulkChunk(destination: destination, transferID: t.id, index: index, count: t.chunkCount,
-                                 totalBytes: UInt64(t.bytes.count), offset: offset,
-                                 length: min(configuration.chunkBytes, t.bytes.count - offset),
-                                 isRetransmission: retransmission)
+            while queues[destination]?.isEmpty == false, queues[destination]![0].isStalled(atNanos: now, after: configuration.abandonAfterNanos) {
+                let dropped = queues[destination]!.removeFirst()
+                queuedBytes -= dropped.bytes.count
+                counters.transfersAbandoned += 1
             }
+            guard queues[destination]?.isEmpty == false else { continue }
+            let timeout = retransmitTimeout(for: destination)
+            guard let (index, retransmission, timedOut) = queues[destination]![0].nextChunk(
+                atNanos: now, window: configuration.windowChunks, timeoutNanos: timeout) else { continue }
+            if timedOut { roundTrips[destination, default: RoundTripEstimate()].backOff() }
+            turn = (turn + step + 1) % destinations.count
+            let id = queues[destination]![0].id
+            let count = queues[destination]![0].chunkCount
+            let total = queues[destination]![0].bytes.count
+            let offset = Int(index) * configuration.chunkBytes
+            return BulkChunk(destination: destination, transferID: id, index: index, count: count,
+                             totalBytes: UInt64(total), offset: offset, length: min(configuration.chunkBytes, total - offset),
+                             isRetransmission: retransmission)
         }
         return nil
     }
@@ -114,20 +129,22 @@ public struct BulkSender: Sendable {
         return t.bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[chunk.offset..<(chunk.offset + chunk.length)])) }
     }
 
+    private func isCurrent(_ destination: UInt16, _ transferID: UInt64) -> Bool {
+        queues[destination]?.first?.id == transferID
+    }
+
     /// Records that `chunk` went on the wire at `now`.
     public mutating func didSend(_ chunk: BulkChunk, atNanos now: UInt64) {
-        guard var transfers = queues[chunk.destination], !transfers.isEmpty, transfers[0].id == chunk.transferID else { return }
-        transfers[0].didSend(chunk.index, atNanos: now)
-        queues[chunk.destination] = transfers
+        guard isCurrent(chunk.destination, chunk.transferID) else { return }
+        queues[chunk.destination]![0].didSend(chunk.index, atNanos: now)
         counters.chunksSent += 1
         if chunk.isRetransmission { counters.chunksRetransmitted += 1 }
     }
 
     /// The chunk could not be sent (socket full): offer it again next time.
     public mutating func didNotSend(_ chunk: BulkChunk) {
-        guard var transfers = queues[chunk.destination], !transfers.isEmpty, transfers[0].id == chunk.transferID else { return }
-        transfers[0].unsend(chunk.index, wasRetransmission: chunk.isRetransmission)
-        queues[chunk.destination] = transfers
+        guard isCurrent(chunk.destination, chunk.transferID) else { return }
+        queues[chunk.destination]![0].unsend(chunk.index, wasRetransmission: chunk.isRetransmission)
     }
 
     /// Applies an acknowledgement from `source`. Returns the transfer id when it
@@ -135,23 +152,21 @@ public struct BulkSender: Sendable {
     public mutating func handleAck(from source: UInt16, transferID: UInt64, receivedBelow: UInt32, bitmap: UInt64,
                                    atNanos now: UInt64) -> UInt64? {
         counters.acksReceived += 1
-        guard var transfers = queues[source], !transfers.isEmpty, transfers[0].id == transferID else {
+        guard isCurrent(source, transferID) else {
             counters.staleAcks += 1
             return nil
         }
-        if let sample = transfers[0].acknowledge(below: receivedBelow, bitmap: bitmap, atNanos: now) {
-            roundTrips[source, default: RoundTripEstimate()].add(sampleNanos: sample)
-        }
-        if transfers[0].isComplete {
-            let done = transfers.removeFirst()
-            queuedBytes -= done.bytes.count
-            counters.transfersCompleted += 1
-            counters.bytesCompleted += done.bytes.count
-            queues[source] = transfers
-            return transferID
-        }
-        queues[source] = transfers
-        return nil
+        let holdOff = max(roundTrips[source]?.smoothed.map { UInt64($0) } ?? configuration.retransmitTimeoutNanos / 4, 200_000)
+        let (sample, progressed) = queues[source]![0].acknowledge(below: receivedBelow, bitmap: bitmap, atNanos: now,
+                                                                  holdOffNanos: holdOff)
+        if let sample { roundTrips[source, default: RoundTripEstimate()].add(sampleNanos: sample) }
+        if progressed { roundTrips[source]?.backoff = 1 }
+        guard queues[source]![0].isComplete else { return nil }
+        let done = queues[source]!.removeFirst()
+        queuedBytes -= done.bytes.count
+        counters.transfersCompleted += 1
+        counters.bytesCompleted += done.bytes.count
+        return transferID
     }
 
     /// The earliest time a chunk becomes due for retransmission, for the
@@ -159,8 +174,7 @@ public struct BulkSender: Sendable {
     public var nextRetransmissionNanos: UInt64? {
         var earliest: UInt64?
         for (destination, transfers) in queues {
-            if let t = transfers.first, let due = t.oldestSentNanos {
-                let at = due &+ retransmitTimeout(for: destination)
+            if let at = transfers.first?.nextTimeoutNanos(timeoutNanos: retransmitTimeout(for: destination)) {
                 earliest = min(earliest ?? at, at)
             }
         }
@@ -213,6 +227,8 @@ public struct BulkSenderCounters: Sendable, Hashable {
     public var acksReceived = 0
     /// Acknowledgements for a transfer that is not the one in progress (late or replayed).
     public var staleAcks = 0
+    /// Transfers given up after ``BulkTransferConfiguration/abandonAfterNanos`` without progress.
+    public var transfersAbandoned = 0
     public init() {}
 }
 
@@ -236,10 +252,19 @@ struct OutgoingTransfer: Sendable {
     private var sentOrder: [UInt32]
     private var sentOrderHead = 0
     private var inFlight = 0
-    /// The chunk reported missing by consecutive acknowledgements, and how often.
-    private var holeReported: (chunk: UInt32, times: Int) = (.max, 0)
-    /// A chunk to send again at once (fast retransmission).
+    /// Chunks to send again at once: holes the selective acknowledgement shows
+    /// (later chunks arrived, these did not, for longer than a round trip).
+    private var retransmitQueue: [UInt32] = []
+    private var retransmitHead = 0
+    private var queuedForRetransmit: [Bool]
+    /// A retransmission the socket refused, offered again first.
     private var fastRetransmit: UInt32?
+    /// The last timeout retransmission: at most one per timeout, like TCP's
+    /// single retransmission timer, so a lost hole does not time out every
+    /// chunk behind it in turn.
+    private var lastTimeoutNanos: UInt64 = 0
+    /// When the transfer was first sent or last had a chunk acknowledged (0: not sent yet).
+    private var lastProgressNanos: UInt64 = 0
 
     init(id: UInt64, bytes: [UInt8], chunkBytes: Int) {
         self.id = id
@@ -248,11 +273,24 @@ struct OutgoingTransfer: Sendable {
         sentAt = Array(repeating: 0, count: Int(chunkCount))
         resent = Array(repeating: false, count: Int(chunkCount))
         acked = Array(repeating: false, count: Int(chunkCount))
+        queuedForRetransmit = Array(repeating: false, count: Int(chunkCount))
         sentOrder = []
         sentOrder.reserveCapacity(Int(chunkCount))
     }
 
     var isComplete: Bool { ackedCount == chunkCount }
+
+    func isStalled(atNanos now: UInt64, after limit: UInt64) -> Bool {
+        lastProgressNanos != 0 && now > lastProgressNanos &+ limit
+    }
+
+    /// When the retransmission timer fires next (nil: nothing in flight):
+    /// the oldest unacknowledged chunk's send time plus the timeout, and not
+    /// before one timeout after the last timeout retransmission.
+    func nextTimeoutNanos(timeoutNanos: UInt64) -> UInt64? {
+        guard let oldest = oldestSentNanos else { return nil }
+        return max(oldest &+ timeoutNanos, lastTimeoutNanos &+ timeoutNanos)
+    }
 
     var oldestSentNanos: UInt64? {
         var head = sentOrderHead
@@ -270,18 +308,35 @@ struct OutgoingTransfer: Sendable {
             fastRetransmit = nil
             if !acked[Int(chunk)] { return (chunk, true, false) }
         }
+        while retransmitHead < retransmitQueue.count {
+            let chunk = retransmitQueue[retransmitHead]
+            retransmitHead += 1
+            queuedForRetransmit[Int(chunk)] = false
+            if !acked[Int(chunk)] { return (chunk, true, false) }
+        }
+        if retransmitHead > 0 {
+            retransmitQueue.removeAll(keepingCapacity: true)
+            retransmitHead = 0
+        }
         // Drop acknowledged entries from the front of the send order.
         while sentOrderHead < sentOrder.count, acked[Int(sentOrder[sentOrderHead])] { sentOrderHead += 1 }
         compactSentOrder()
         if sentOrderHead < sentOrder.count {
             let oldest = sentOrder[sentOrderHead]
-            if sentAt[Int(oldest)] &+ timeoutNanos <= now { return (oldest, true, true) }
+            if sentAt[Int(oldest)] &+ timeoutNanos <= now, lastTimeoutNanos &+ timeoutNanos <= now {
+                lastTimeoutNanos = now
+                // Resend the lowest chunk not acknowledged: it is what holds the
+                // receiver's cumulative acknowledgement back (chunks past the
+                // 64-chunk bitmap may have arrived but cannot be acknowledged yet).
+                return (ackedBelow < nextFresh && !acked[Int(ackedBelow)] ? ackedBelow : oldest, true, true)
+            }
         }
         if nextFresh < chunkCount, inFlight < window { return (nextFresh, false, false) }
         return nil
     }
 
     mutating func didSend(_ chunk: UInt32, atNanos now: UInt64) {
+        if lastProgressNanos == 0 { lastProgressNanos = now }
         if chunk == nextFresh {
             nextFresh += 1
             inFlight += 1
@@ -301,17 +356,29 @@ struct OutgoingTransfer: Sendable {
         if wasRetransmission { fastRetransmit = chunk }
     }
 
-    /// Marks acknowledged chunks; returns a round-trip sample from the latest
-    /// newly acknowledged chunk that was sent once.
-    mutating func acknowledge(below: UInt32, bitmap: UInt64, atNanos now: UInt64) -> UInt64? {
+    /// Marks acknowledged chunks; returns a round-trip sample (see the end) and
+    /// whether any chunk was newly acknowledged.
+    ///
+    /// Every chunk below the highest one the bitmap reports, not acknowledged
+    /// and last sent more than `holdOffNanos` ago, is queued to be sent again
+    /// at once: later chunks overtook it, so it is lost (the hold-off keeps a
+    /// chunk from being resent while its previous copy may still be in flight).
+    mutating func acknowledge(below: UInt32, bitmap: UInt64, atNanos now: UInt64, holdOffNanos: UInt64) -> (sample: UInt64?, progressed: Bool) {
         let below = min(below, nextFresh)
         var sample: UInt64?
+        var coversResent = false
+        let before = ackedCount
         func mark(_ chunk: UInt32) {
             guard chunk < nextFresh, !acked[Int(chunk)] else { return }
             acked[Int(chunk)] = true
             ackedCount += 1
             inFlight -= 1
-            if !resent[Int(chunk)], now >= sentAt[Int(chunk)] { sample = now - sentAt[Int(chunk)] }
+            lastProgressNanos = now
+            if resent[Int(chunk)] {
+                coversResent = true
+            } else if now >= sentAt[Int(chunk)] {
+                sample = min(sample ?? .max, now - sentAt[Int(chunk)])
+            }
         }
         while ackedBelow < below { mark(ackedBelow); ackedBelow += 1 }
         var bits = bitmap
@@ -321,13 +388,23 @@ struct OutgoingTransfer: Sendable {
             let chunk = below &+ 1 &+ i
             if chunk < chunkCount { mark(chunk) }
         }
-        // Three acknowledgements in a row naming the same hole with later chunks
-        // received: send the hole again now rather than at the timeout.
-        if bitmap != 0, below < chunkCount, !acked[Int(below)] {
-            if holeReported.chunk == below { holeReported.times += 1 } else { holeReported = (below, 1) }
-            if holeReported.times == 3 { fastRetransmit = below }
+        if bitmap != 0 {
+            let highest = below &+ 1 &+ UInt32(63 - bitmap.leadingZeroBitCount)
+            var chunk = below
+            while chunk < highest, chunk < nextFresh {
+                let c = Int(chunk)
+                if !acked[c], !queuedForRetransmit[c], now >= sentAt[c] &+ holdOffNanos {
+                    queuedForRetransmit[c] = true
+                    retransmitQueue.append(chunk)
+                }
+                chunk += 1
+            }
         }
-        return sample
+        // No sample from an acknowledgement that also covers a resent chunk:
+        // it may be the hole's retransmission that released it, and the
+        // chunks behind the hole (sent long ago) would make the round trip
+        // look seconds long. Otherwise the most recently sent chunk it covers.
+        return (coversResent ? nil : sample, ackedCount > before)
     }
 
     private mutating func compactSentOrder() {

@@ -51,6 +51,8 @@ public struct BulkChannelCounters: Sendable, Hashable {
     public var socketFull = 0
     /// Sends that waited for the unreserved part of a round (gated) or for the pacer.
     public var pacedWaits = 0
+    /// Datagrams the kernel refused with an error other than a full buffer (counted as lost).
+    public var sendErrors = 0
     public init() {}
 }
 
@@ -112,7 +114,7 @@ public final class BulkChannel: @unchecked Sendable {
 
     /// Queues `bytes` for `node`. Never blocks and never drops: a full queue says so.
     public func send(_ bytes: [UInt8], to node: Int) -> BulkEnqueueResult {
-        guard configuration.nodes.indices.contains(node), node != configuration.node else { return .invalidLength(bytes.count) }
+        guard configuration.nodes.indices.contains(node), node != configuration.node else { return .invalidDestination(node) }
         return sender.withLock { $0.enqueue(bytes, to: UInt16(node)) }
     }
 
@@ -147,6 +149,15 @@ public final class BulkChannel: @unchecked Sendable {
     /// How long before a paced start the thread stops sleeping and spins.
     static let spinNanos: UInt64 = 30_000
 
+    /// One datagram out; false when the socket is full (try again). Other
+    /// send errors count as a loss (the sender's retransmission recovers it).
+    private func send(_ datagram: UnsafeRawBufferPointer, to node: Int, counters: inout BulkChannelCounters) -> Bool {
+        do { return try transport.send(datagram, to: configuration.nodes[node]) } catch {
+            counters.sendErrors += 1
+            return true
+        }
+    }
+
     private var tagBytes: Int { configuration.authenticator == nil ? 0 : FrameAuthenticator.tagBytes }
     private func datagramBytes(payload: Int) -> Int { BulkWire.headerBytes + payload + tagBytes }
 
@@ -155,7 +166,9 @@ public final class BulkChannel: @unchecked Sendable {
     private func run() {
         _ = carillon_set_timer_slack(1)
         let node = UInt16(configuration.node)
-        var receiver = BulkReceiver(node: node, maxTransferBytes: configuration.transfer.maxTransferBytes)
+        var receiver = BulkReceiver(node: node, chunkBytes: configuration.transfer.chunkBytes,
+                                    maxTransferBytes: configuration.transfer.maxTransferBytes,
+                                    abandonAfterNanos: configuration.transfer.abandonAfterNanos)
         var pacer = BulkPacer(pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
                               reservation: configuration.reservation, marginNanos: configuration.marginNanos)
         var local = BulkChannelCounters()
@@ -211,7 +224,7 @@ public final class BulkChannel: @unchecked Sendable {
                         }
                     case .data:
                         let payload = UnsafeRawBufferPointer(rebasing: bytes[BulkWire.headerBytes..<(BulkWire.headerBytes + Int(header.payloadLength))])
-                        switch receiver.receive(header, payload: payload) {
+                        switch receiver.receive(header, payload: payload, atNanos: now) {
                         case .stored(let due):
                             if due { owe(header) }
                         case .completed(let id, let data):
@@ -242,7 +255,7 @@ public final class BulkChannel: @unchecked Sendable {
                     let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
                     header.encode(into: datagram)
                     configuration.authenticator?.seal(datagram)
-                    guard (try? transport.send(UnsafeRawBufferPointer(datagram), to: configuration.nodes[Int(destination)])) != false else {
+                    guard send(UnsafeRawBufferPointer(datagram), to: Int(destination), counters: &local) else {
                         local.socketFull += 1
                         waitNanos = 50_000
                         break sending
@@ -273,7 +286,7 @@ public final class BulkChannel: @unchecked Sendable {
                         UnsafeMutableRawBufferPointer(rebasing: datagram[BulkWire.headerBytes...]).copyMemory(from: bytes)
                     }
                     configuration.authenticator?.seal(datagram)
-                    guard (try? transport.send(UnsafeRawBufferPointer(datagram), to: configuration.nodes[Int(chunk.destination)])) != false else {
+                    guard send(UnsafeRawBufferPointer(datagram), to: Int(chunk.destination), counters: &local) else {
                         sender.didNotSend(chunk)
                         local.socketFull += 1
                         waitNanos = 50_000

@@ -10,7 +10,7 @@ struct CarillonBenchCommand: ParsableCommand {
             latency is recorded in an HdrHistogram. `report` turns the results into docs/benchmarks.md.
 
             Examples:
-              swift build -c release --product carillon --product carillon-bench
+              swift build -c release --product carillon && swift build -c release --product carillon-bench
               sudo .build/release/carillon-bench baseline
               sudo .build/release/carillon-bench ordered --members 3 --sizes 64,1024
               sudo .build/release/carillon-bench interference

@@ -134,6 +134,9 @@ struct CorosyncComparison: ParsableCommand {
         let sizeList: [Int] = try parseList(sizes, "--sizes")
         guard sizeList.allSatisfy({ (24...1_400).contains($0) }) else { throw ValidationError("--sizes: each in 24...1400 (one frame, standard MTU)") }
         guard (2...8).contains(members) else { throw ValidationError("--members must be in 2...8") }
+        guard messages >= 1, throughputMessages >= 1, gapUs >= 0, periodUs > 0 else {
+            throw ValidationError("--messages and --throughput-messages must be at least 1, --gap-us not negative, --period-us positive")
+        }
         let closedCount = common.quick ? 100 : messages
         let bulkCount = common.quick ? 2_000 : throughputMessages
         let topology = try Topology(hosts: members, placement: try common.placement(needsNamespaces: true), mtu: 1500)

@@ -142,6 +142,7 @@ struct Ordered: ParsableCommand {
         guard memberCounts.allSatisfy({ (1...16).contains($0) }) else { throw ValidationError("--members: each in 1...16") }
         guard sizeList.allSatisfy({ (24...8_192).contains($0) }) else { throw ValidationError("--sizes: each in 24...8192") }
         let reference = memberCounts.contains(3) ? 3 : memberCounts[0]
+        guard messages >= 1, duration > 0, gapUs >= 0 else { throw ValidationError("--messages must be at least 1, --duration positive, --gap-us not negative") }
         let count = common.quick ? 100 : messages
         let seconds = common.quick ? 0.5 : duration
 
@@ -238,6 +239,9 @@ struct Throughput: ParsableCommand {
         defer { Cleanup.runAll() }
         let memberCounts: [Int] = try parseList(members, "--members")
         let sizeList: [Int] = try parseList(sizes, "--sizes")
+        guard memberCounts.allSatisfy({ (1...16).contains($0) }) else { throw ValidationError("--members: each in 1...16") }
+        guard sizeList.allSatisfy({ (24...65_000).contains($0) }) else { throw ValidationError("--sizes: each in 24...65000") }
+        guard messages >= 1 else { throw ValidationError("--messages must be at least 1") }
         guard (256...65_507).contains(maxFrameBytes) else { throw ValidationError("--max-frame-bytes must be in 256...65507") }
         let count = common.quick ? 2_000 : messages
         let topology = try Topology(hosts: memberCounts.max()!, placement: try common.placement(), mtu: maxFrameBytes > 1_472 ? 9000 : 1500)
@@ -318,6 +322,12 @@ struct Interference: ParsableCommand {
             throw ValidationError("--modes: a comma-separated list of none, gated, paced, unpaced")
         }
         guard (2...8).contains(members) else { throw ValidationError("--members must be in 2...8") }
+        guard messages >= 1, gapUs >= 0, (24...1_400).contains(size) else {
+            throw ValidationError("--messages must be at least 1, --gap-us not negative, --size in 24...1400")
+        }
+        guard linkMbit >= 1, periodUs > 0, reservation > 0, reservation <= 1 else {
+            throw ValidationError("--link-mbit must be at least 1, --period-us positive, --reservation in (0, 1]")
+        }
         let count = common.quick ? 200 : messages
         let rounds = common.quick ? 1 : repeats
         let topology = try Topology(hosts: members, placement: try common.placement(needsNamespaces: true), mtu: 1500, shapeMbit: linkMbit)

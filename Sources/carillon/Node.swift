@@ -120,7 +120,7 @@ struct Node: ParsableCommand {
         if let bulk, BulkPacing(rawValue: bulk) == nil { throw ValidationError("--bulk must be gated, paced or unpaced") }
         if bulkTo != nil, bulk == nil { throw ValidationError("--bulk-to needs --bulk PACING") }
         if !(1...(256 << 20)).contains(bulkBytes) { throw ValidationError("--bulk-bytes must be in 1...268435456") }
-        if !(linkMbit > 0) { throw ValidationError("--link-mbit must be positive") }
+        if !(0.001...1_000_000).contains(linkMbit) { throw ValidationError("--link-mbit must be in 0.001...1000000 (1 kbit/s to 1 Tbit/s)") }
     }
 
     func run() throws {
@@ -332,6 +332,9 @@ struct Node: ParsableCommand {
     /// thread that keeps two transfers queued to that member.
     func startBulk(configuration: MemberConfiguration, file: ConfigFile, member: Member) throws -> BulkRun? {
         guard let bulk, let pacing = BulkPacing(rawValue: bulk) else { return nil }
+        if let busy = configuration.nodes.first(where: { $0.port == UInt16.max }) {
+            throw ValidationError("the bulk channel uses the bus port + 1, and \(busy) has port 65535: give the bus a lower port")
+        }
         var settings = BulkChannelConfiguration(node: configuration.node,
                                                 nodes: BulkChannelConfiguration.endpoints(besideBus: configuration.nodes))
         settings.pacing = pacing

@@ -10,7 +10,7 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
     func bench(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let binary = packageRoot.appendingPathComponent(".build/release/carillon-bench")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path),
-                     "build it first: swift build -c release --product carillon --product carillon-bench (tools/test.sh does)")
+                     "build it first: swift build -c release --product carillon && swift build -c release --product carillon-bench (tools/test.sh does)")
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments

@@ -55,7 +55,10 @@ import Testing
         }
         guard case .queued = one.send(payloads[0], to: 0) else { Issue.record("not queued"); return }
         for _ in payloads {
-            #expect(atOne.arrived.wait(timeout: .now() + .seconds(30)) == .success, "\(pacing): a transfer did not arrive")
+            guard atOne.arrived.wait(timeout: .now() + .seconds(30)) == .success else {
+                Issue.record("\(pacing): a transfer did not arrive; sender \(zero.counters), receiver \(one.counters)")
+                return
+            }
         }
         #expect(atZero.arrived.wait(timeout: .now() + .seconds(30)) == .success)
         let got = atOne.transfers.withLock { $0 }
