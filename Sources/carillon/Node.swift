@@ -264,7 +264,7 @@ struct Node: ParsableCommand {
                     next = Clock.viewNanos() + UInt64(gapUs * 1000)
                 }
             case .sendBufferFull:
-                sleepNanos(configuration.ordering.schedule.roundPeriodNanos / 4)
+                sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
             case .notInView:
                 sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
                 // Do not burst to catch up after a wait outside a view.
