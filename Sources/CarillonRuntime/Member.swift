@@ -376,6 +376,8 @@ public final class Member: @unchecked Sendable {
         /// No new correction before this: the min-filters must first refill
         /// with samples taken under the last one (see publishAndCorrect).
         var nextCorrectionNanos: UInt64 = 0
+        /// The view whose estimator the pause above refers to.
+        var correctionEpoch: UInt32?
         var driftHistory: [(atNanos: UInt64, offsetNanos: Int64)] = []
     }
     var agent: AgentLocal!
@@ -458,13 +460,19 @@ public final class Member: @unchecked Sendable {
     /// Counters out through swift-metrics, anomalies to the log, the clock
     /// correction updated: a few times a second, never per frame.
     func publishAndCorrect(now: UInt64) {
-        let (ordering, membership, transportCounters, residual, slotNanos, periodNanos) = state.withLock { instance in
+        let (ordering, membership, transportCounters, residual, slotNanos, periodNanos, epoch) = state.withLock { instance in
             let ordering = instance.ordering
             // Rank 0 is the timebase; the others follow it.
             let residual = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
             let schedule = ordering?.configuration.schedule ?? configuration.ordering.schedule
             return (instance.orderingCounters, instance.counters, transport.counters, residual, schedule.slotNanos,
-                    schedule.roundPeriodNanos)
+                    schedule.roundPeriodNanos, instance.view?.epoch)
+        }
+        // A new view starts its estimator afresh (samples under the current
+        // correction only), so it need not wait out the last view's pause.
+        if epoch != agent.correctionEpoch {
+            agent.correctionEpoch = epoch
+            agent.nextCorrectionNanos = 0
         }
         let runtime = runtimeCounters
         agent.metrics.publish(ordering, membership, transportCounters, runtime)

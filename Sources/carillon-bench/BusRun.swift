@@ -129,24 +129,23 @@ func readLog(_ path: String, stderr: String? = nil) throws -> MemberLog {
     var log = MemberLog()
     guard let data = FileManager.default.contents(atPath: path) else { throw BenchError("no log at \(path)") }
     data.withUnsafeBytes { raw in
-        let bytes = raw.bindMemory(to: UInt8.self)
         var fields: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         var field = 0, value: UInt64 = 0, comment = false, any = false
-        for byte in bytes {
+        func endLine() {
+            if !comment, field == 3, any {
+                fields.3 = value
+                log.deliveries.append((UInt16(truncatingIfNeeded: fields.0), fields.1, fields.2, fields.3))
+            }
+            field = 0; value = 0; comment = false; any = false
+        }
+        for byte in raw {
             if byte == 0x0A {
-                if !comment, field == 3, any {
-                    fields.3 = value
-                    log.deliveries.append((UInt16(truncatingIfNeeded: fields.0), fields.1, fields.2, fields.3))
-                }
-                field = 0; value = 0; comment = false; any = false
+                endLine()
+            } else if comment {
                 continue
-            }
-            if comment { continue }
-            if byte == 0x23 {  // '#'
+            } else if byte == 0x23 {  // '#': a view event line
                 comment = true
-                continue
-            }
-            if byte == 0x20 {
+            } else if byte == 0x20 {
                 switch field {
                 case 0: fields.0 = value
                 case 1: fields.1 = value
@@ -159,6 +158,7 @@ func readLog(_ path: String, stderr: String? = nil) throws -> MemberLog {
                 any = true
             }
         }
+        if raw.last != 0x0A { endLine() }  // a last line without its newline counts too
     }
     if let text = try? String(contentsOfFile: path, encoding: .utf8) {
         log.viewChanges = text.split(separator: "\n").filter { $0.hasPrefix("# view ") }.count
@@ -193,15 +193,16 @@ func summarise(logs: [MemberLog], sizeBytes: Int) -> BusOutcome {
             outcome.bytesPerSecond.append(0)
         }
     }
-    var partial = 0
+    var partial = 0, beyondRange = 0
     for entry in seen.values {
         if entry.count == logs.count {
-            _ = outcome.atAll.record(entry.last > entry.sent ? entry.last - entry.sent : 0)
+            if !outcome.atAll.record(entry.last > entry.sent ? entry.last - entry.sent : 0) { beyondRange += 1 }
         } else {
             partial += 1
         }
     }
     if partial > 0 { outcome.notes.append("\(partial) messages not delivered at every member (left out of the latency)") }
+    if beyondRange > 0 { outcome.notes.append("\(beyondRange) latencies above the histogram's 60 s range (left out)") }
     let views = logs.map(\.viewChanges).max() ?? 0
     if views > 1 { outcome.notes.append("\(views - 1) view changes during the run") }
     return outcome
