@@ -1,4 +1,5 @@
 import CPcap
+import Glibc
 
 /// A libpcap error: what was being done and what libpcap said.
 public struct CaptureError: Error, Sendable, CustomStringConvertible {
@@ -34,9 +35,16 @@ public final class PacketCapture: @unchecked Sendable {
 
     /// Timestamp fractions per second the handle delivers (nanoseconds where libpcap could).
     let fractionsPerSecond: UInt64
+    /// A live handle's descriptor, in non-blocking mode: ``run(count:_:)`` waits
+    /// on it with `poll` for at most 100 ms. (In immediate mode on Linux,
+    /// `pcap_next_ex` on a blocking handle does not return when the 100 ms
+    /// timeout passes without a packet, so a quiet bus starved the periodic
+    /// statistics and the `-w` flush.)
+    let selectableDescriptor: Int32?
 
-    init(handle: OpaquePointer) {
+    init(handle: OpaquePointer, selectableDescriptor: Int32? = nil) {
         self.handle = handle
+        self.selectableDescriptor = selectableDescriptor
         linkType = pcap_datalink(handle)
         fractionsPerSecond = pcap_get_tstamp_precision(handle) == Int32(PCAP_TSTAMP_PRECISION_NANO) ? 1_000_000_000 : 1_000_000
     }
@@ -67,7 +75,13 @@ public final class PacketCapture: @unchecked Sendable {
                 status == PCAP_ERROR_NO_SUCH_DEVICE ? " (list interfaces with `ip link`; `any` captures on all)" : ""
             throw CaptureError(action: "starting capture on \(interface)", message: message + hint)
         }
-        return PacketCapture(handle: handle)
+        let descriptor = pcap_get_selectable_fd(handle)
+        guard descriptor >= 0, pcap_setnonblock(handle, 1, &errorBuffer) == 0 else {
+            let message = errorText(errorBuffer)
+            pcap_close(handle)
+            throw CaptureError(action: "preparing capture on \(interface)", message: message.isEmpty ? "no selectable descriptor" : message)
+        }
+        return PacketCapture(handle: handle, selectableDescriptor: descriptor)
     }
 
     /// Opens a pcap or pcapng file (`-` for standard input), timestamps in nanoseconds.
@@ -131,7 +145,13 @@ public final class PacketCapture: @unchecked Sendable {
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
         while count == 0 || read < count {
-            let status = pcap_next_ex(handle, &header, &data)
+            var status = pcap_next_ex(handle, &header, &data)
+            if status == 0, let descriptor = selectableDescriptor {
+                // Nothing buffered: wait for the descriptor, at most 100 ms.
+                var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                if poll(&entry, 1, 100) != 0 { continue }  // readable (or interrupted): read again
+                status = 0
+            }
             if status == 0 {
                 // A live capture's quiet 100 ms: the file is flushed, so a reader of -w sees every packet.
                 if let dumper { pcap_dump_flush(dumper) }

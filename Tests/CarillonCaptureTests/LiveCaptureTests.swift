@@ -103,4 +103,27 @@ struct LiveCaptureTests {
             #expect(seen.allSatisfy { $0.badTags == 0 && $0.missingTags == 0 })
         }
     }
+
+    /// A quiet interface still hands the reader a tick about every 100 ms (the
+    /// chance to print periodic statistics and flush `-w`). Before the handle
+    /// was polled, libpcap's immediate mode never returned on a quiet bus and
+    /// the only way out was `breakLoop` — which this test uses only as a deadline.
+    @Test func aQuietCaptureStillTicks() throws {
+        let capture = try PacketCapture.live(interface: "lo")
+        try capture.setFilter("udp port 9")  // discard: nothing here sends to it
+        let ticks = Atomic<Int>(0)
+        let ticked = DispatchSemaphore(value: 0), readerDone = DispatchSemaphore(value: 0)
+        let reader = Thread {
+            _ = try? capture.run { packet, _ in
+                if packet.wireLength < 0, ticks.add(1, ordering: .relaxed).newValue == 3 { ticked.signal() }
+                return ticks.load(ordering: .relaxed) < 3
+            }
+            readerDone.signal()
+        }
+        reader.start()
+        let sawTicks = ticked.wait(timeout: .now() + .seconds(10)) == .success
+        if !sawTicks { capture.breakLoop() }
+        #expect(readerDone.wait(timeout: .now() + .seconds(5)) == .success, "the reader did not stop")
+        #expect(sawTicks, "only \(ticks.load(ordering: .relaxed)) quiet ticks in 10 s")
+    }
 }
