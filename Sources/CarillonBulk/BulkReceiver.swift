@@ -92,6 +92,10 @@ struct SourceState: Sendable {
     /// stepped back starts with smaller ids, and those are new transfers.
     var recentlyCompleted: [UInt64] = []
     var nextSlot = 0
+    /// The highest id that fell out of the ring: lower-or-equal ids are taken
+    /// for replays unless the source has been silent for the abandon time (a
+    /// restart whose clock stepped back).
+    var evictedThrough: UInt64?
     var incoming: IncomingTransfer?
     var lastChunkNanos: UInt64 = 0
 
@@ -100,13 +104,23 @@ struct SourceState: Sendable {
     func hasCompleted(_ id: UInt64) -> Bool { recentlyCompleted.contains(id) }
 
     mutating func remember(_ id: UInt64) {
-        if recentlyCompleted.count < Self.remembered { recentlyCompleted.append(id) } else { recentlyCompleted[nextSlot] = id }
+        if recentlyCompleted.count < Self.remembered {
+            recentlyCompleted.append(id)
+        } else {
+            evictedThrough = max(evictedThrough ?? 0, recentlyCompleted[nextSlot])
+            recentlyCompleted[nextSlot] = id
+        }
         nextSlot = (nextSlot + 1) % Self.remembered
     }
 
     mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64, ackEvery: UInt32,
                           abandonAfter: UInt64, counters: inout BulkReceiverCounters) -> BulkReceiver.Outcome {
         if hasCompleted(header.transferID) {
+            counters.duplicateChunks += 1
+            return .duplicate
+        }
+        if let evicted = evictedThrough, header.transferID <= evicted, incoming?.id != header.transferID,
+           now < lastChunkNanos &+ abandonAfter {
             counters.duplicateChunks += 1
             return .duplicate
         }
@@ -125,6 +139,9 @@ struct SourceState: Sendable {
             counters.refused += 1
             return .refused("chunk \(header.chunkIndex) does not match transfer \(header.transferID)'s length or chunking")
         }
+        // A chunk after a pause in arrivals is most likely a resend of a
+        // hole: acknowledge at once, so the sender does not wait a timeout.
+        let afterPause = now > lastChunkNanos &+ 1_000_000
         lastChunkNanos = now
         guard incoming!.store(header, payload: payload) else {
             counters.duplicateChunks += 1
@@ -140,7 +157,7 @@ struct SourceState: Sendable {
             return .completed(transferID: done.id, bytes: done.bytes)
         }
         let outOfOrder = header.chunkIndex &+ 1 != incoming!.receivedBelow
-        return .stored(ackDue: outOfOrder || incoming!.receivedCount % ackEvery == 0)
+        return .stored(ackDue: outOfOrder || afterPause || incoming!.receivedCount % ackEvery == 0)
     }
 }
 

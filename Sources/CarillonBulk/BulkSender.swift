@@ -156,7 +156,8 @@ public struct BulkSender: Sendable {
             counters.staleAcks += 1
             return nil
         }
-        let holdOff = max(roundTrips[source]?.smoothed.map { UInt64($0) } ?? configuration.retransmitTimeoutNanos / 4, 200_000)
+        let holdOff = min(max(roundTrips[source]?.smoothed.map { UInt64($0) } ?? configuration.retransmitTimeoutNanos / 4, 200_000),
+                          retransmitTimeout(for: source))
         let (sample, progressed) = queues[source]![0].acknowledge(below: receivedBelow, bitmap: bitmap, atNanos: now,
                                                                   holdOffNanos: holdOff)
         if let sample { roundTrips[source, default: RoundTripEstimate()].add(sampleNanos: sample) }
@@ -328,7 +329,10 @@ struct OutgoingTransfer: Sendable {
                 // Resend the lowest chunk not acknowledged: it is what holds the
                 // receiver's cumulative acknowledgement back (chunks past the
                 // 64-chunk bitmap may have arrived but cannot be acknowledged yet).
-                return (ackedBelow < nextFresh && !acked[Int(ackedBelow)] ? ackedBelow : oldest, true, true)
+                let lowest = ackedBelow < nextFresh && !acked[Int(ackedBelow)] ? ackedBelow : oldest
+                // Just resent (a hole the acknowledgements showed): give it a
+                // timeout of its own before sending it again and backing off.
+                if sentAt[Int(lowest)] &+ timeoutNanos <= now { return (lowest, true, true) }
             }
         }
         if nextFresh < chunkCount, inFlight < window { return (nextFresh, false, false) }
@@ -364,7 +368,11 @@ struct OutgoingTransfer: Sendable {
     /// at once: later chunks overtook it, so it is lost (the hold-off keeps a
     /// chunk from being resent while its previous copy may still be in flight).
     mutating func acknowledge(below: UInt32, bitmap: UInt64, atNanos now: UInt64, holdOffNanos: UInt64) -> (sample: UInt64?, progressed: Bool) {
+        // An acknowledgement past what was ever sent is bogus: its bitmap would
+        // name the wrong chunks, so only the sent part of it is used.
+        let bogus = below > nextFresh
         let below = min(below, nextFresh)
+        let bitmap = bogus ? 0 : bitmap
         var sample: UInt64?
         var coversResent = false
         let before = ackedCount
@@ -387,6 +395,21 @@ struct OutgoingTransfer: Sendable {
             bits &= bits - 1
             let chunk = below &+ 1 &+ i
             if chunk < chunkCount { mark(chunk) }
+        }
+        // A partial acknowledgement after a timeout (the resent hole arrived,
+        // the next chunk is still missing): everything sent before that timeout
+        // in the next 64 chunks is as good as lost — resend it now instead of
+        // one chunk per timeout.
+        if coversResent, lastTimeoutNanos != 0 {
+            var chunk = ackedBelow
+            while chunk < min(ackedBelow &+ 64, nextFresh) {
+                let c = Int(chunk)
+                if !acked[c], !queuedForRetransmit[c], sentAt[c] <= lastTimeoutNanos {
+                    queuedForRetransmit[c] = true
+                    retransmitQueue.append(chunk)
+                }
+                chunk += 1
+            }
         }
         if bitmap != 0 {
             let highest = below &+ 1 &+ UInt32(63 - bitmap.leadingZeroBitCount)

@@ -1,5 +1,6 @@
 import CPcap
 import Glibc
+import Synchronization
 
 /// A libpcap error: what was being done and what libpcap said.
 public struct CaptureError: Error, Sendable, CustomStringConvertible {
@@ -41,6 +42,9 @@ public final class PacketCapture: @unchecked Sendable {
     /// timeout passes without a packet, so a quiet bus starved the periodic
     /// statistics and the `-w` flush.)
     let selectableDescriptor: Int32?
+    /// Set by ``breakLoop()``: with a non-blocking handle libpcap's own break
+    /// flag is only looked at when a packet is read, so a quiet capture checks this.
+    let stopRequested = Atomic<Bool>(false)
 
     init(handle: OpaquePointer, selectableDescriptor: Int32? = nil) {
         self.handle = handle
@@ -148,8 +152,14 @@ public final class PacketCapture: @unchecked Sendable {
             var status = pcap_next_ex(handle, &header, &data)
             if status == 0, let descriptor = selectableDescriptor {
                 // Nothing buffered: wait for the descriptor, at most 100 ms.
+                if stopRequested.load(ordering: .relaxed) { break }
                 var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-                if poll(&entry, 1, 100) != 0 { continue }  // readable (or interrupted): read again
+                let ready = poll(&entry, 1, 100)
+                if ready < 0, errno != EINTR {
+                    throw CaptureError(action: "waiting for packets", message: String(cString: strerror(errno)))
+                }
+                if stopRequested.load(ordering: .relaxed) { break }
+                if ready != 0 { continue }  // readable (or interrupted): read again
                 status = 0
             }
             if status == 0 {
@@ -186,7 +196,10 @@ public final class PacketCapture: @unchecked Sendable {
     }
 
     /// Makes ``run(count:_:)`` return soon (from a signal handler's thread).
-    public func breakLoop() { pcap_breakloop(handle) }
+    public func breakLoop() {
+        stopRequested.store(true, ordering: .relaxed)
+        pcap_breakloop(handle)
+    }
 
     /// Packets received and dropped by the kernel (live capture).
     public var kernelStatistics: (received: Int, dropped: Int)? {

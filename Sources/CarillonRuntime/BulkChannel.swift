@@ -146,6 +146,13 @@ public final class BulkChannel: @unchecked Sendable {
 
     deinit { _ = stop() }
 
+    /// CLOCK_MONOTONIC in nanoseconds: the sender's and receiver's timers.
+    static func monotonicNanos() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+
     /// How long before a paced start the thread stops sleeping and spins.
     static let spinNanos: UInt64 = 30_000
 
@@ -162,6 +169,8 @@ public final class BulkChannel: @unchecked Sendable {
     private func datagramBytes(payload: Int) -> Int { BulkWire.headerBytes + payload + tagBytes }
 
     // MARK: - The channel's thread
+
+    private func monotonicNanos() -> UInt64 { Self.monotonicNanos() }
 
     private func run() {
         _ = carillon_set_timer_slack(1)
@@ -191,7 +200,11 @@ public final class BulkChannel: @unchecked Sendable {
         }
 
         while running.load(ordering: .relaxed) {
+            // Two clocks: the view's (slot windows, for the pacer) and the
+            // monotonic one (timeouts, round trips, abandonment), so a step of
+            // the wall clock neither stalls nor abandons a transfer.
             var now = clock()
+            var tick = monotonicNanos()
             if now >= scheduleReadAt {
                 schedule = scheduleSource()
                 scheduleReadAt = now + 1_000_000
@@ -220,11 +233,11 @@ public final class BulkChannel: @unchecked Sendable {
                     case .ack:
                         _ = sender.withLock {
                             $0.handleAck(from: header.sender, transferID: header.transferID, receivedBelow: header.chunkIndex,
-                                         bitmap: header.totalBytesOrBitmap, atNanos: now)
+                                         bitmap: header.totalBytesOrBitmap, atNanos: tick)
                         }
                     case .data:
                         let payload = UnsafeRawBufferPointer(rebasing: bytes[BulkWire.headerBytes..<(BulkWire.headerBytes + Int(header.payloadLength))])
-                        switch receiver.receive(header, payload: payload, atNanos: now) {
+                        switch receiver.receive(header, payload: payload, atNanos: tick) {
                         case .stored(let due):
                             if due { owe(header) }
                         case .completed(let id, let data):
@@ -239,6 +252,7 @@ public final class BulkChannel: @unchecked Sendable {
                 }
             } while transport.lastBatchFilled
             now = clock()
+            tick = monotonicNanos()
 
             // 2. Send acknowledgements, then chunks, as the pacer allows.
             var waitNanos: UInt64 = 1_000_000
@@ -267,7 +281,7 @@ public final class BulkChannel: @unchecked Sendable {
                     continue
                 }
                 let sent: Bool? = sender.withLock { sender -> Bool? in
-                    guard let chunk = sender.nextChunk(atNanos: now) else { return nil }
+                    guard let chunk = sender.nextChunk(atNanos: tick) else { return nil }
                     let size = datagramBytes(payload: chunk.length)
                     let release = pacer.releaseTime(bytes: size, atNanos: now, schedule: schedule)
                     if release > now {
@@ -292,18 +306,18 @@ public final class BulkChannel: @unchecked Sendable {
                         waitNanos = 50_000
                         return false
                     }
-                    sender.didSend(chunk, atNanos: now)
+                    sender.didSend(chunk, atNanos: tick)
                     pacer.didSend(bytes: size, atNanos: now, schedule: schedule)
                     return true
                 }
                 guard sent == true else {
                     if sent == nil, let due = sender.withLock({ $0.nextRetransmissionNanos }) {
-                        waitNanos = min(waitNanos, due > now ? due - now : 0)
+                        waitNanos = min(waitNanos, due > tick ? due - tick : 0)
                     }
                     break sending
                 }
                 burst += 1
-                if configuration.pacing != .unpaced { now = clock() }
+                if configuration.pacing != .unpaced { now = clock(); tick = monotonicNanos() }
             }
             if burst == 64 { waitNanos = 0 }
 

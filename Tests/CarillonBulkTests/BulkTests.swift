@@ -262,3 +262,54 @@ struct SplitMix: RandomNumberGenerator {
         }
     }
 }
+
+@Suite struct BulkRecoveryTests {
+    /// One transfer of 600 chunks whose first copies of chunks 100–299 (a run
+    /// far wider than the 64-chunk bitmap) and of the last five are lost; every
+    /// other datagram and every resend arrives after 200 µs. Recovery must take
+    /// a few timeouts, not one timeout per lost chunk (205 × 20 ms).
+    @Test func aLongBurstAndALostTailRecoverInAFewTimeouts() {
+        let configuration = BulkTransferConfiguration()
+        var sender = BulkSender(node: 0, configuration: configuration, firstTransferID: 1)
+        var receiver = BulkReceiver(node: 1, chunkBytes: configuration.chunkBytes)
+        let bytes = (0..<(600 * configuration.chunkBytes)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        guard case .queued(let id) = sender.enqueue(bytes, to: 1) else { Issue.record("not queued"); return }
+        var firstCopy = Set<UInt32>()
+        var inFlight: [(at: UInt64, header: BulkHeader, payload: [UInt8])] = []
+        var delivered: [UInt8]?
+        var now: UInt64 = 1_000
+        while delivered == nil || sender.pendingTransfers > 0, now < 10_000_000_000 {
+            now += 50_000
+            while let chunk = sender.nextChunk(atNanos: now) {
+                let payload = sender.withBytes(of: chunk) { Array($0) }
+                sender.didSend(chunk, atNanos: now)
+                let lost = firstCopy.insert(chunk.index).inserted && ((100..<300).contains(chunk.index) || chunk.index >= 595)
+                if !lost {
+                    inFlight.append((now + 200_000, BulkHeader(kind: .data, sender: 0, receiver: 1, chunkBytes: UInt16(configuration.chunkBytes),
+                                                           chunkIndex: chunk.index, chunkCount: chunk.count, tagLength: 0,
+                                                           payloadLength: UInt16(chunk.length), transferID: chunk.transferID,
+                                                           totalBytesOrBitmap: chunk.totalBytes), payload))
+                }
+            }
+            let due = inFlight.filter { $0.at <= now }
+            inFlight.removeAll { $0.at <= now }
+            for d in due {
+                var ack = false
+                switch d.payload.withUnsafeBytes({ receiver.receive(d.header, payload: $0, atNanos: now) }) {
+                case .stored(let due): ack = due
+                case .completed(_, let data): delivered = data; ack = true
+                case .duplicate: ack = true
+                case .stale, .refused: break
+                }
+                if ack {
+                    let (below, bitmap) = receiver.acknowledgement(for: 0, transferID: id, chunkCount: 600)
+                    _ = sender.handleAck(from: 1, transferID: id, receivedBelow: below, bitmap: bitmap, atNanos: now)
+                }
+            }
+        }
+        #expect(delivered == bytes)
+        // Simulated time: a handful of 20 ms timeouts (doubling), not 205 of them.
+        #expect(now < 400_000_000, "took \(now / 1_000_000) ms of simulated time")
+        #expect(sender.counters.chunksRetransmitted < 400, "\(sender.counters.chunksRetransmitted) chunks resent for 205 lost")
+    }
+}
