@@ -62,6 +62,11 @@ struct BusOutcome {
     var bytesPerSecond: [Double] = []
     var delivered: [Int] = []
     var notes: [String] = []
+
+    /// Delivered messages per second, averaged over members.
+    var meanMessagesPerSecond: Double {
+        messagesPerSecond.isEmpty ? 0 : messagesPerSecond.reduce(0, +) / Double(messagesPerSecond.count)
+    }
 }
 
 /// Starts one `carillon node` per member, waits for them, and reads their logs.
@@ -87,15 +92,23 @@ func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws ->
         }
         children.append(try Child(topology.command(host: i, argv), stderr: "\(directory)/h\(i).err"))
     }
+    return try collectOutcome(of: children, waitSeconds: spec.timeoutSeconds + 15, directory: directory,
+                              sizeBytes: spec.sizeBytes, noun: "member")
+}
+
+/// Waits for the agents h0, h1, … (bus members or CPG clients) that log to
+/// `directory/h<i>.log`, then reads and summarises their logs; an agent that
+/// failed or timed out is noted on the outcome and its stderr tail printed.
+func collectOutcome(of children: [Child], waitSeconds: Double, directory: String, sizeBytes: Int, noun: String) throws -> BusOutcome {
     var failures: [String] = []
     for (i, child) in children.enumerated() {
-        let status = child.wait(seconds: spec.timeoutSeconds + 15)
+        let status = child.wait(seconds: waitSeconds)
         if status != 0 { failures.append("h\(i) \(status.map { "exited with status \($0)" } ?? "timed out"):\n\(child.stderrTail)") }
     }
-    let logs = try (0..<spec.members).map { try readLog("\(directory)/h\($0).log", stderr: "\(directory)/h\($0).err") }
-    var outcome = summarise(logs: logs, sizeBytes: spec.sizeBytes)
+    let logs = try children.indices.map { try readLog("\(directory)/h\($0).log", stderr: "\(directory)/h\($0).err") }
+    var outcome = summarise(logs: logs, sizeBytes: sizeBytes)
     if !failures.isEmpty {
-        outcome.notes.append("\(failures.count) member(s) fell short")
+        outcome.notes.append("\(failures.count) \(noun)(s) fell short")
         FileHandle.standardError.write(Data("\ncarillon-bench: \(failures.joined(separator: "\n"))\n(logs in \(directory))\n".utf8))
     }
     return outcome

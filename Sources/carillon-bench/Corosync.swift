@@ -181,7 +181,7 @@ struct CorosyncComparison: ParsableCommand {
                                parameters: parameters(size, "throughput", ["idle": common.idle, "round_period_us": "\(periodUs)",
                                                                         "max_frame_bytes": "8972"]),
                                outcome: busy, latency: false, throughput: true))
-            progress.report("carillon \(size) B throughput: \(Int(mean(busy.messagesPerSecond))) msgs/s per member")
+            progress.report("carillon \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member")
         }
 
         let work = try common.workDirectory("corosync/daemons")
@@ -204,7 +204,7 @@ struct CorosyncComparison: ParsableCommand {
                                   directory: try common.workDirectory("corosync/cpg-\(size)-throughput"))
             results.append(row("corosync", system: "corosync-cpg", topology: topology,
                                parameters: parameters(size, "throughput", ["transport": "udpu"]), outcome: busy, latency: false, throughput: true))
-            progress.report("corosync \(size) B throughput: \(Int(mean(busy.messagesPerSecond))) msgs/s per member")
+            progress.report("corosync \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member")
         }
         progress.finish()
         let run = BenchRun(scenario: "corosync", environment: .current(),
@@ -214,8 +214,6 @@ struct CorosyncComparison: ParsableCommand {
                            results: results)
         try save(run, to: common.out)
     }
-
-    func mean(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count) }
 
     /// One CPG client per host; the same log format and summary as the bus.
     func runCPG(cluster: CorosyncCluster, size: Int, senders: [Int], perSender: Int, closedLoop: Bool, directory: String) throws -> BusOutcome {
@@ -232,17 +230,6 @@ struct CorosyncComparison: ParsableCommand {
             if closedLoop { argv += ["--closed-loop", "--gap-us", "\(gapUs)"] }
             children.append(try Child(argv, stderr: "\(directory)/h\(i).err"))
         }
-        var failures: [String] = []
-        for (i, child) in children.enumerated() {
-            let status = child.wait(seconds: timeout + 15)
-            if status != 0 { failures.append("h\(i) \(status.map { "exited with status \($0)" } ?? "timed out"):\n\(child.stderrTail)") }
-        }
-        let logs = try (0..<members).map { try readLog("\(directory)/h\($0).log") }
-        var outcome = summarise(logs: logs, sizeBytes: size)
-        if !failures.isEmpty {
-            outcome.notes.append("\(failures.count) client(s) fell short")
-            FileHandle.standardError.write(Data("\ncarillon-bench: \(failures.joined(separator: "\n"))\n".utf8))
-        }
-        return outcome
+        return try collectOutcome(of: children, waitSeconds: timeout + 15, directory: directory, sizeBytes: size, noun: "client")
     }
 }

@@ -269,7 +269,7 @@ struct Throughput: ParsableCommand {
             let parameters = ["members": "\(m)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)", "idle": common.idle,
                               "max_frame_bytes": "\(maxFrameBytes)", "mode": "throughput"]
             results.append(row("throughput", topology: topology, parameters: parameters, outcome: outcome, latency: false, throughput: true))
-            let mean = outcome.messagesPerSecond.reduce(0, +) / Double(max(outcome.messagesPerSecond.count, 1))
+            let mean = outcome.meanMessagesPerSecond
             progress.report("\(m) members, \(size) B: \(Int(mean)) msgs/s per member (\(String(format: "%.1f", mean * Double(size) * 8 / 1e6)) Mbit/s of payload)")
         }
         progress.finish()

@@ -14,16 +14,8 @@ struct NamespaceBenchTests {
         _ = try releaseCarillon()
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("crln-bench-test-\(getpid())-\(arguments[0])")
         try? FileManager.default.removeItem(at: out)
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments + ["--quick", "--out", out.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output, out)
+        let (status, output) = try runScript(".build/release/carillon-bench", arguments + ["--quick", "--out", out.path])
+        return (status, output, out)
     }
 
     func rows(_ url: URL) throws -> [[String: Any]] {
@@ -52,14 +44,7 @@ struct NamespaceBenchTests {
             #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), "\(file) missing")
         }
         // Namespaces removed on the way out.
-        let list = Process()
-        list.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        list.arguments = ["ip", "netns", "list"]
-        let pipe = Pipe()
-        list.standardOutput = pipe
-        try list.run()
-        let names = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        list.waitUntilExit()
+        let names = try namespaceNames()
         #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
     }
 

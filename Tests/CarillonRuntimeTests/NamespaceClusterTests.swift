@@ -24,6 +24,19 @@ func runScript(_ script: String, _ arguments: [String]) throws -> (status: Int32
     return (process.terminationStatus, output)
 }
 
+/// `ip netns list`: every network namespace on the machine, one per line.
+func namespaceNames() throws -> String {
+    let list = Process()
+    list.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+    list.arguments = ["netns", "list"]
+    let pipe = Pipe()
+    list.standardOutput = pipe
+    try list.run()
+    let names = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    list.waitUntilExit()
+    return names
+}
+
 /// The release `carillon` binary the namespace scripts run (timing in a debug
 /// build is not representative: members miss their slots and are suspected).
 func releaseCarillon() throws -> String {
@@ -90,14 +103,7 @@ struct NamespaceClusterTests {
 
     @Test func noNamespaceIsLeftBehind() throws {
         _ = try run(members: 2, loss: 0, messages: 10)
-        let list = Process()
-        list.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        list.arguments = ["netns", "list"]
-        let pipe = Pipe()
-        list.standardOutput = pipe
-        try list.run()
-        let names = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        list.waitUntilExit()
+        let names = try namespaceNames()
         #expect(!names.contains("crln-"), "\(names)")
     }
 }
