@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "CarillonRuntime",
             dependencies: [
-                "CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys",
+                "CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys", "CarillonWire",
                 "CarillonBulk",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
-        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule"]),
+        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonWire"]),
         .executableTarget(
             name: "carillon-sim",
             dependencies: [

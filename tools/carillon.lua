@@ -184,6 +184,7 @@ local VIEW_FIELD_NAMES = {
     [10] = "stateFor",
     [11] = "stateReceived",
     [12] = "leaving",
+    [13] = "run",
 }
 local BALLOT_KEYS = { [1] = true, [2] = true, [5] = true }
 

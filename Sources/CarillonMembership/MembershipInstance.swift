@@ -53,6 +53,19 @@ public struct MembershipCounters: Sendable, Hashable {
     public var membershipFramesSent = 0
     public var membershipFramesReceived = 0
     public var staleEpochFrames = 0
+    /// Membership frames naming another run of the cluster (replayed from an earlier run) — ignored.
+    public var otherRunFrames = 0
+    /// Join requests of an incarnation of the node no newer than one already
+    /// seen in a view (a replay, or a dead incarnation) — ignored.
+    public var staleJoinRequests = 0
+    /// Decisions not adopted: this member had promised nothing in the view, or
+    /// the cut lies below what it already delivered (it rejoins instead).
+    public var refusedDecisions = 0
+    /// Starts as a member of the first view that came too late for it, and
+    /// joined as a new incarnation instead (see `lateStartRounds`).
+    public var lateStarts = 0
+    /// Joins retried under a fresh incarnation after asking in vain for `joinRefreshRounds`.
+    public var incarnationRefreshes = 0
     public init() {}
 }
 
@@ -91,6 +104,18 @@ public struct MembershipInstance: Sendable {
 
     /// The installed view (`nil` while joining).
     public private(set) var view: View?
+    /// The run of the cluster this member belongs to (0: a joiner that has not
+    /// been admitted yet). The shell seals slot and repair frames under it.
+    public private(set) var runIdentity: UInt64
+    /// Per node, the newest incarnation this member has seen in a view: a join
+    /// request of that incarnation or an older one is a replay or comes from a
+    /// process that is gone, and is ignored.
+    var knownIncarnation: [UInt16: UInt64] = [:]
+    /// Per rank of the view: the round from which that member's frames have
+    /// said it hears nothing from this member (nil: they do not).
+    var suspectsMeSince: [UInt64?] = []
+    /// Whether an input has been seen (the late-start check runs once).
+    var started = false
     /// The installed view's ordering instance.
     public private(set) var ordering: OrderingInstance?
     var rank = 0
@@ -152,6 +177,10 @@ public struct MembershipInstance: Sendable {
     var incomingTotal: Int?
     var stateAckUntilRound: UInt64 = 0
     var nextJoinRequestRound: UInt64 = 0
+    /// The round this member started asking to join with its current incarnation (nil: not yet asked).
+    var joiningSinceRound: UInt64?
+    /// The round since which this member has heard less than a majority of its view (nil: it hears one).
+    var minoritySinceRound: UInt64?
     var stopped = false
     /// The round and time of the latest input.
     var lastRound: UInt64 = 0
@@ -181,6 +210,7 @@ public struct MembershipInstance: Sendable {
     public init(configuration: MembershipConfiguration) throws(OrderingConfigurationError) {
         self.configuration = configuration
         me = configuration.me
+        runIdentity = configuration.runIdentity
         if let initial = configuration.initialView {
             guard let rank = initial.rank(of: me) else { throw .rankOutOfRange(rank: -1, memberCount: initial.members.count) }
             try install(view: initial, rank: rank)
@@ -200,6 +230,7 @@ public struct MembershipInstance: Sendable {
         changeSinceRound = nil
         ballotsSeen = 0
         noPrimaryReported = false
+        minoritySinceRound = nil
         proposing = 0
         laterEpochSinceRound = nil
         peerPromised = Array(repeating: 0, count: n)
@@ -208,6 +239,8 @@ public struct MembershipInstance: Sendable {
         peerPositions = Array(repeating: nil, count: n)
         peerProposal = Array(repeating: nil, count: n)
         peerLeaving = Array(repeating: false, count: n)
+        suspectsMeSince = Array(repeating: nil, count: n)
+        for member in next.members { knownIncarnation[member.node] = max(knownIncarnation[member.node] ?? 0, member.incarnation) }
         // Joined, or superseded by a later incarnation already in the view.
         pendingJoins.removeAll { joiner in
             next.members.contains { $0.node == joiner.node && $0.incarnation >= joiner.incarnation }
@@ -275,9 +308,19 @@ public struct MembershipInstance: Sendable {
     /// Handles deadlines due at `nowNanos`: slot frames of the view (and of the
     /// previous one while it is retired), membership frames, join requests.
     public mutating func onTimeout(nowNanos: UInt64, effects: inout MembershipEffects) {
+        checkLateStart(nowNanos: nowNanos)
         let round = currentRound(nowNanos)
         guard !stopped else { return }
         guard view != nil else {
+            // Asked in vain for long: perhaps admitted into a view it never
+            // heard of and removed again, after which its incarnation counts as
+            // gone (its requests look like replays). Ask again as a new one.
+            if let since = joiningSinceRound, round >= since &+ joinRefreshRounds {
+                me.incarnation = max(nowNanos, me.incarnation &+ 1)
+                joiningSinceRound = round
+                counters.incarnationRefreshes += 1
+            }
+            if joiningSinceRound == nil { joiningSinceRound = round }
             if round >= nextJoinRequestRound {
                 nextJoinRequestRound = round + UInt64(max(configuration.joinRetryRounds, 1))
                 sendMembershipFrame(epoch: 0, round: round, nowNanos: nowNanos, effects: &effects)
@@ -325,6 +368,7 @@ public struct MembershipInstance: Sendable {
         _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
     ) -> FrameDisposition {
         guard !stopped else { return .ignored }
+        checkLateStart(nowNanos: nowNanos)
         let epochBefore = view?.epoch
         let before = agreementSignature
         let disposition = receive(bytes, nowNanos: nowNanos, effects: &effects)
@@ -389,6 +433,33 @@ public struct MembershipInstance: Sendable {
         return .ignored
     }
 
+    /// At the first input: a member of the first view that starts this late
+    /// is a restart or a straggler the others have stopped waiting for. It
+    /// joins as a new incarnation instead of reusing the first view's, whose
+    /// rounds its earlier self may have sent (two different frames for one
+    /// slot would split the members' deliveries).
+    private mutating func checkLateStart(nowNanos: UInt64) {
+        guard !started else { return }
+        started = true
+        guard configuration.canary != .restartReusesFirstView else { return }
+        guard let initial = configuration.initialView, let view, view.epoch == initial.epoch else { return }
+        let round = schedule.round(atNanos: nowNanos)
+        guard round >= initial.startRound &+ UInt64(max(configuration.lateStartRounds, 0)) else { return }
+        // What was queued before this first input goes out once it has joined.
+        ordering?.takePending { payload in carriedOver.append(Array(payload)) }
+        self.view = nil
+        ordering = nil
+        me.incarnation = max(nowNanos, me.incarnation &+ 1)
+        nextJoinRequestRound = 0
+        joiningSinceRound = nil
+        counters.lateStarts += 1
+    }
+
+    /// Rounds a joiner asks under one incarnation before it takes a fresh one.
+    var joinRefreshRounds: UInt64 {
+        2 * UInt64(max(configuration.retireRounds, 1)) + 4 * UInt64(max(configuration.proposalTimeoutRounds, 1))
+    }
+
     mutating func currentRound(_ nowNanos: UInt64) -> UInt64 {
         lastNowNanos = max(lastNowNanos, nowNanos)
         lastRound = max(lastRound, schedule.round(atNanos: nowNanos))
@@ -399,10 +470,46 @@ public struct MembershipInstance: Sendable {
 
     private var majority: Int { view!.majority }
 
-    private func isLowestUnsuspected() -> Bool {
-        guard let ordering else { return false }
-        for lower in 0..<rank where !ordering.suspects(rank, lower) { return false }
+    /// Whether this member counts rank `r` as failing: it has heard nothing
+    /// from `r` for the suspicion period, or `r`'s own frames have said for a
+    /// suspicion period that it hears nothing from this member — a member that
+    /// can send but not receive (a full socket buffer, a lost multicast
+    /// membership, a one-way link) is heard but cannot take part.
+    private func failing(_ r: Int, round: UInt64) -> Bool {
+        guard let ordering, r != rank else { return false }
+        if ordering.suspects(rank, r) { return true }
+        guard configuration.canary != .deafMayPropose, let since = suspectsMeSince[r] else { return false }
+        return round >= since &+ UInt64(max(configuration.ordering.suspicionSlots, 1))
+    }
+
+    /// Whether this member hears a majority of the view (itself included): a
+    /// member that hears too few — deaf, or on a minority side — never proposes.
+    /// Its ballots could only wedge the members that hear it, and it could
+    /// never collect their promises.
+    private var hearsMajority: Bool {
+        guard let ordering, let view else { return false }
+        if configuration.canary == .deafMayPropose { return true }
+        var heard = 0
+        for r in view.members.indices where r == rank || !ordering.suspects(rank, r) { heard += 1 }
+        return heard >= view.majority
+    }
+
+    private func isLowestUnsuspected(round: UInt64) -> Bool {
+        guard ordering != nil else { return false }
+        for lower in 0..<rank where !failing(lower, round: round) { return false }
         return true
+    }
+
+    /// Tracks, per rank, since when its frames say it suspects this member.
+    private mutating func updateSuspectsMe(round: UInt64) {
+        guard let ordering else { return }
+        for r in suspectsMeSince.indices where r != rank {
+            if ordering.suspects(r, rank) {
+                if suspectsMeSince[r] == nil { suspectsMeSince[r] = round }
+            } else {
+                suspectsMeSince[r] = nil
+            }
+        }
     }
 
     private mutating func promise(_ ballot: UInt64, round: UInt64) {
@@ -442,6 +549,7 @@ public struct MembershipInstance: Sendable {
             return
         }
         let n = view.members.count
+        updateSuspectsMe(round: round)
 
         // A decision: a majority of the view accepted the same ballot and holds its cut.
         if decided == nil, let accepted {
@@ -478,6 +586,18 @@ public struct MembershipInstance: Sendable {
                 return
             }
             if !finalized {
+                // Never below what this member delivered: a cut below it would
+                // contradict deliveries already made (a decision this member
+                // could not have helped make). Rejoining is always safe.
+                let (cursorRound, cursorSlot) = ordering!.deliveryCursor
+                let below = decided.proposal.cut.indices.contains { s in
+                    decided.proposal.cut[s] < cursorRound &+ (s < cursorSlot ? 1 : 0)
+                }
+                if below, configuration.canary != .runsNotTold {
+                    counters.refusedDecisions += 1
+                    exclude(epoch: view.epoch, effects: &effects)
+                    return
+                }
                 finalized = true
                 if timeline.ballots == 0 { timeline.promisedRound = round }  // learned it without promising
                 timeline.decidedAfter = round &- timeline.promisedRound
@@ -508,10 +628,13 @@ public struct MembershipInstance: Sendable {
         // joinRetryRounds): one that died meanwhile would join as a dead member.
         pendingJoins.removeAll { round > (joinHeardRound[$0.node] ?? 0) + 3 * UInt64(max(configuration.joinRetryRounds, 1)) }
         let joinsDue = !pendingJoins.isEmpty && round >= view.startRound + base
-        var reason = ordering!.suspectsAnyone || joinsDue || leaving
-        for r in 0..<n where peerLeaving[r] { reason = true }
+        var reason = joinsDue || leaving
+        // A member that says it is wedged in a change nobody finishes (its
+        // proposer gave up, or proposed from a side that lost its majority)
+        // is a reason too: it delivers nothing until a decision.
+        for r in 0..<n where peerLeaving[r] || failing(r, round: round) || peerPromised[r] != 0 { reason = true }
         let stalled = promised == 0 || round >= promisedAtRound + timeout
-        if proposing == 0, reason || promised != 0, stalled, isLowestUnsuspected() {
+        if proposing == 0, reason || promised != 0, stalled, isLowestUnsuspected(round: round), hearsMajority {
             maxBallotCounter += 1
             proposing = maxBallotCounter << 16 | UInt64(me.node)
             proposingSinceRound = round
@@ -520,7 +643,15 @@ public struct MembershipInstance: Sendable {
             choose(round: round)
         }
 
-        if let since = changeSinceRound, !noPrimaryReported, round >= since + 2 * base {
+        // A member that hears less than a majority cannot change the view (it
+        // does not propose) and cannot deliver past the members it does not hear.
+        if hearsMajority {
+            minoritySinceRound = nil
+        } else if minoritySinceRound == nil {
+            minoritySinceRound = round
+        }
+        let waitingSince = [changeSinceRound, minoritySinceRound].compactMap { $0 }.min()
+        if let since = waitingSince, !noPrimaryReported, round >= since + 2 * base {
             noPrimaryReported = true
             effects.events.append(ViewEvent(
                 deliveriesBefore: effects.ordering.deliveries.count,
@@ -540,7 +671,7 @@ public struct MembershipInstance: Sendable {
         }
         guard promisers.count >= majority else { return }
         // Wait a little for every member we do not suspect, so a slow one is not left out.
-        let everyone = (0..<n).allSatisfy { r in promisers.contains(r) || ordering!.suspects(rank, r) }
+        let everyone = (0..<n).allSatisfy { r in promisers.contains(r) || failing(r, round: round) }
         let patience = UInt64(configuration.proposalTimeoutRounds / 2) << UInt64(min(max(ballotsSeen, 1) - 1, 5))
         guard everyone || round >= proposingSinceRound + patience else { return }
         // The highest-ballot proposal any promiser accepted may have been decided: keep it.
@@ -636,6 +767,10 @@ public struct MembershipInstance: Sendable {
         // Rejoin as a new incarnation.
         me.incarnation &+= 1
         nextJoinRequestRound = 0
+        joiningSinceRound = nil
+        promised = 0
+        decided = nil
+        accepted = nil
     }
 
     // MARK: Membership frames
@@ -657,12 +792,14 @@ public struct MembershipInstance: Sendable {
         var stateFor: UInt16?
         var stateReceived: Int?
         var leaving = false
+        var run: UInt64 = 0
     }
 
     private mutating func sendMembershipFrame(
         epoch: UInt32, round: UInt64, nowNanos: UInt64, effects: inout MembershipEffects
     ) {
         var fields: [RankEntry] = [RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation)]
+        if epoch != 0 { fields.append(RankEntry(rank: ViewField.run.rawValue, value: runIdentity)) }
         var positions: [UInt64]?
         var proposal: ViewProposal?
         if epoch == 0 {
@@ -700,6 +837,7 @@ public struct MembershipInstance: Sendable {
     ) {
         let fields = [
             RankEntry(rank: ViewField.incarnation.rawValue, value: incarnation ?? me.incarnation),
+            RankEntry(rank: ViewField.run.rawValue, value: runIdentity),
             RankEntry(rank: ViewField.acceptedBallot.rawValue, value: announcement.ballot),
             RankEntry(rank: ViewField.decided.rawValue, value: 1),
         ]
@@ -712,7 +850,7 @@ public struct MembershipInstance: Sendable {
             if !outgoing.isEmpty, round >= outgoingUntilRound { outgoing = [] }
             return
         }
-        let overhead = Wire.headerBytes + 3 * Wire.sectionHeaderBytes + 8 * Wire.rankEntryBytes
+        let overhead = Wire.headerBytes + 3 * Wire.sectionHeaderBytes + 9 * Wire.rankEntryBytes
             + Wire.messageHeaderBytes + configuration.ordering.tagLength
         let chunkLimit = max(1, min(configuration.stateChunkBytes, configuration.ordering.maxFrameBytes - overhead))
         for (member, acked) in outgoing where acked < outgoingState.count || acked == 0 {
@@ -720,6 +858,7 @@ public struct MembershipInstance: Sendable {
             let end = min(outgoingState.count, acked + chunkLimit)
             let fields = [
                 RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation),
+                RankEntry(rank: ViewField.run.rawValue, value: runIdentity),
                 RankEntry(rank: ViewField.stateFor.rawValue, value: UInt64(member.node)),
                 RankEntry(rank: ViewField.stateBytes.rawValue, value: UInt64(outgoingState.count)),
             ]
@@ -794,6 +933,7 @@ public struct MembershipInstance: Sendable {
             case .stateFor: fields.stateFor = UInt16(truncatingIfNeeded: entry.value)
             case .stateReceived: fields.stateReceived = Int(clamping: entry.value)
             case .leaving: fields.leaving = entry.value != 0
+            case .run: fields.run = entry.value
             }
         }
         let node = frame.header.senderRank
@@ -813,8 +953,12 @@ public struct MembershipInstance: Sendable {
             if view.members.contains(joiner) {
                 // It joined but missed the decision: announce it again.
                 announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
-            } else if view.members.contains(where: { $0.node == node && $0.incarnation > incarnation }) {
-                // A stale request of an incarnation a later one replaced.
+            } else if configuration.canary == .staleJoinsTaken
+                        ? view.members.contains(where: { $0.node == node && $0.incarnation > incarnation })
+                        : incarnation <= (knownIncarnation[node] ?? 0) {
+                // An incarnation no newer than one already seen in a view: a
+                // replayed request, or one of a process that is gone.
+                counters.staleJoinRequests += 1
             } else {
                 joinHeardRound[node] = round
                 if !pendingJoins.contains(joiner) {
@@ -827,9 +971,12 @@ public struct MembershipInstance: Sendable {
 
         guard let view else {
             // Joining: a decided view that contains us.
+            // Incarnations are fresh at every start, so a decision recorded in
+            // an earlier run cannot list this one: its run is the run to join.
             if fields.decided, let proposal, let myRank = proposal.members.firstIndex(of: me) {
                 let next = View(epoch: epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
                 do { try install(view: next, rank: myRank) } catch { return }
+                runIdentity = fields.run
                 awaitingState = true
                 awaitingStateSinceRound = round
                 incomingState = []
@@ -837,6 +984,10 @@ public struct MembershipInstance: Sendable {
                 ordering!.holdDelivery(true, effects: &effects.ordering)
                 counters.viewsInstalled += 1
             }
+            return
+        }
+        guard fields.run == runIdentity || configuration.canary == .runsNotTold else {
+            counters.otherRunFrames += 1
             return
         }
         if epoch == retiredEpoch, retired != nil {
@@ -853,7 +1004,7 @@ public struct MembershipInstance: Sendable {
         // State transfer.
         if fields.stateFor == me.node, awaitingState, let total = fields.stateBytes {
             incomingTotal = total
-            for chunk in frame.messages where Int(chunk.sequence) == incomingState.count {
+            for chunk in frame.messages where chunk.sequence == UInt64(incomingState.count) {
                 incomingState.append(contentsOf: chunk.payload)
                 counters.stateBytesReceived += chunk.payload.count
             }
@@ -887,9 +1038,17 @@ public struct MembershipInstance: Sendable {
         if let proposal, proposal.cut.count == view.members.count { peerProposal[r] = proposal }
         maxBallotCounter = max(maxBallotCounter, fields.promised >> 16, fields.proposing >> 16, fields.acceptedBallot >> 16)
 
+        // A decision is adopted only in a view this member promised in: every
+        // member of a decided view promised in it, so a decision reaching a
+        // member that promised nothing cannot admit it (it learns it was left
+        // out from the later epoch instead).
         if fields.decided, decided == nil, let proposal = peerProposal[r], fields.acceptedBallot > 0 {
-            decided = (fields.acceptedBallot, proposal)
-            accepted = decided
+            if promised != 0 || configuration.canary == .runsNotTold {
+                decided = (fields.acceptedBallot, proposal)
+                accepted = decided
+            } else {
+                counters.refusedDecisions += 1
+            }
         }
         if fields.proposing != 0 {
             promise(fields.proposing, round: round)

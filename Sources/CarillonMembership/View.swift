@@ -121,6 +121,22 @@ public struct MembershipConfiguration: Sendable {
     public var joinRetryRounds: Int = 20
     /// Largest state-transfer chunk per frame.
     public var stateChunkBytes: Int = 1024
+    /// The run of the cluster this member's first view belongs to: every
+    /// member of the first view is given the same value, a different one for
+    /// every start of the cluster (the runtime uses the first view's start
+    /// time). The shell binds it into every slot and repair frame's tag; every
+    /// membership frame names it, and frames naming another run are ignored.
+    /// A joiner may leave it 0: it adopts the run of the decision that admits it.
+    public var runIdentity: UInt64 = 0
+    /// A member of the first view whose first input comes this many rounds or
+    /// more after the view's start round does not take part in it: it is a
+    /// restart (or started too late to be waited for), and joins as a new
+    /// incarnation instead. Reusing the first view would reuse its
+    /// incarnation and rounds its earlier self may already have sent.
+    public var lateStartRounds: Int = 20
+    /// A deliberately broken variant, for showing that the simulator's checkers
+    /// catch what each rule prevents (tests only).
+    @_spi(Canary) public var canary: MembershipCanary? = nil
 
     public init(me: MemberID, initialView: View?, ordering: OrderingConfiguration) {
         self.me = me
@@ -148,4 +164,21 @@ public struct MembershipConfiguration: Sendable {
         configuration.firstRound = view.startRound
         return configuration
     }
+}
+
+/// Deliberately broken membership variants: each brings back a defect the
+/// rules of issue 12 remove, so a test can show the simulator catches it.
+@_spi(Canary) public enum MembershipCanary: String, Sendable, CaseIterable {
+    /// Runs are not told apart: membership frames naming another run are taken,
+    /// the simulated shell's tag check ignores the run, the first view's
+    /// incarnations are the same in every run, and a decision is adopted
+    /// without a promise or below what was delivered.
+    case runsNotTold = "runs-not-told"
+    /// A member proposes without hearing a majority, and counts as failing
+    /// only members it does not hear itself (a deaf member stops everyone).
+    case deafMayPropose = "deaf-may-propose"
+    /// Join requests of an incarnation already seen in a view are taken again.
+    case staleJoinsTaken = "stale-joins-taken"
+    /// A restart given the first view's configuration reuses it and its incarnation.
+    case restartReusesFirstView = "restart-reuses-first-view"
 }

@@ -407,10 +407,17 @@ public struct OrderingInstance: Sendable {
             header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
                                 senderTimestampNanos: nowNanos))
 
-        // Data only when there is room to keep the frame until it is stable.
+        // Data only when there is room to keep the frame until it is stable,
+        // and only in a round every member can buffer. A member's receive
+        // window starts at its own stability line (or its frozen delivery
+        // while wedged, which its reported position then stays at, see
+        // below); members' lines differ by the reports each heard last, so
+        // data stays within half a window of this member's line. A round
+        // someone had to drop could keep it from ever holding a cut that
+        // includes the round.
         var sentData = false
         if pendingMessages > 0, !wedged {
-            if ownTail - ownHead < UInt64(windowRounds) {
+            if ownTail - ownHead < UInt64(windowRounds), round < stableBelow &+ UInt64(windowRounds / 2) {
                 sentData = try encodeBatch(&encoder, round: round)
             } else {
                 counters.dataHeldByWindow += 1
@@ -420,6 +427,7 @@ public struct OrderingInstance: Sendable {
         // Our own position, counting this frame as sent.
         var ownBelow = round + 1
         for sender in 0..<memberCount where sender != rank { ownBelow = min(ownBelow, receivedBelow[sender]) }
+        ownBelow = min(ownBelow, frozenBelow)
         try encoder.beginSection(.positions)
         try encoder.appendPosition(PositionEntry(rank: UInt16(rank), receivedBelowRound: ownBelow))
         try encoder.endSection()
@@ -978,8 +986,13 @@ public struct OrderingInstance: Sendable {
         }
     }
 
+    /// While wedged, delivery stops below the rounds received at the wedge, and
+    /// so does this member's receive window: its reported position stays there,
+    /// so that no member sends data in rounds it could not buffer. `.max` otherwise.
+    var frozenBelow: UInt64 { wedged && endRound == .max ? deliverBelow.min()! : .max }
+
     private mutating func updateStability() {
-        var line = receivedBelow.min()!
+        var line = min(receivedBelow.min()!, frozenBelow)
         reportedBelow[rank] = line
         for member in 0..<memberCount where member != rank { line = min(line, reportedBelow[member]) }
         stableBelow = max(stableBelow, line)

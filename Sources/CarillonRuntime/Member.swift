@@ -4,6 +4,7 @@ import CarillonMembership
 import CarillonOrdering
 import CarillonSchedule
 import CarillonTransport
+import CarillonWire
 import Glibc
 import Logging
 import Synchronization
@@ -11,10 +12,19 @@ import Synchronization
 /// Everything one member needs to run on real sockets.
 ///
 /// The cluster is a list of *nodes* (addresses); a member is one process on a
-/// node, in one incarnation. Members of the first view start together with
-/// incarnation 0; a process that starts later (a restart, or a node added to
-/// a running cluster) calls ``joinRunningCluster(incarnation:)`` and is added
-/// at the next view change.
+/// node, in one incarnation. Members of the first view start together; a
+/// process that starts later (a restart, or a node added to a running
+/// cluster) calls ``joinRunningCluster(incarnation:)`` and is added at the
+/// next view change. A first-view member that starts more than
+/// `MembershipConfiguration.lateStartRounds` rounds after the first view's
+/// start joins that way by itself.
+///
+/// **Run identity.** Every start of a cluster is a *run*, named by the first
+/// view's start time (`startNanos`, which every member of the first view is
+/// given and which differs from one start to the next). The first view's
+/// members take it as their incarnation, slot and repair frames are sealed
+/// under a key bound to it, and membership frames name it: frames recorded
+/// in an earlier run are refused in a later one.
 public struct MemberConfiguration: Sendable {
     /// This process's node: its index in `nodes`.
     public var node: Int
@@ -34,8 +44,11 @@ public struct MemberConfiguration: Sendable {
     public var joinRetryRounds = 20
     /// `true`: start as a joiner instead of as a member of the first view.
     public private(set) var joins = false
-    /// This process's incarnation: 0 for the first view's members, larger for each later start on the node.
-    public private(set) var incarnation: UInt64 = 0
+    /// This process's incarnation: the run identity for the first view's
+    /// members, the realtime clock at start (larger) for each later start on the node.
+    public private(set) var incarnation: UInt64
+    /// The run this configuration starts (the first view's start time, at least 1).
+    public let runIdentity: UInt64
     /// How the agent waits between duty cycles.
     public var idleStrategy: IdleStrategy = .default
     /// Seeded loss on arrival (tests only).
@@ -63,6 +76,8 @@ public struct MemberConfiguration: Sendable {
         self.nodes = nodes
         ordering = OrderingConfiguration(rank: node, schedule: schedule)
         ordering.firstRound = schedule.round(atNanos: startNanos)
+        runIdentity = max(startNanos, 1)
+        incarnation = runIdentity
         self.authentication = authentication
         if case .clusterKey = authentication { ordering.tagLength = FrameAuthenticator.tagBytes }
     }
@@ -76,9 +91,9 @@ public struct MemberConfiguration: Sendable {
         self.incarnation = max(incarnation, 1)
     }
 
-    /// The first view: every node, incarnation 0, from the configured first round.
+    /// The first view: every node, with the run identity as its incarnation, from the configured first round.
     public var initialView: View {
-        View(epoch: ordering.epoch, members: nodes.indices.map { MemberID(node: UInt16($0), incarnation: 0) },
+        View(epoch: ordering.epoch, members: nodes.indices.map { MemberID(node: UInt16($0), incarnation: runIdentity) },
              startRound: ordering.firstRound)
     }
 
@@ -90,6 +105,7 @@ public struct MemberConfiguration: Sendable {
         configuration.proposalTimeoutRounds = proposalTimeoutRounds
         configuration.retireRounds = retireRounds
         configuration.joinRetryRounds = joinRetryRounds
+        configuration.runIdentity = joins ? 0 : runIdentity
         return configuration
     }
 }
@@ -243,6 +259,13 @@ public final class Member: @unchecked Sendable {
         UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- clockCorrection.load(ordering: .relaxed))
     }
 
+    /// The run this member belongs to (0 while a joiner has not been admitted):
+    /// slot and repair frames are sealed under a key bound to it.
+    public var runIdentity: UInt64 { state.withLock { $0.runIdentity } }
+
+    /// This process's incarnation now (it changes when the member rejoins).
+    public var incarnation: UInt64 { state.withLock { $0.me.incarnation } }
+
     /// Where the rounds of the last view change went (see ``ChangeTimeline``).
     public var lastChange: ChangeTimeline? { state.withLock { $0.lastChange } }
 
@@ -270,7 +293,7 @@ public final class Member: @unchecked Sendable {
         logger.info("member starting", metadata: [
             "endpoint": "\(transport.localEndpoint)", "nodes": "\(configuration.nodes.count)",
             "start": "\(configuration.joins ? "join a running cluster" : "first view")",
-            "incarnation": "\(configuration.incarnation)",
+            "incarnation": "\(configuration.incarnation)", "run": "\(configuration.runIdentity)",
             "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
             "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
             "suspicion_slots": "\(o.suspicionSlots)", "idle": "\(configuration.idleStrategy)",
@@ -379,6 +402,10 @@ public final class Member: @unchecked Sendable {
         /// The view whose estimator the pause above refers to.
         var correctionEpoch: UInt32?
         var driftHistory: [(atNanos: UInt64, offsetNanos: Int64)] = []
+        /// Slot and repair frames are sealed and checked under the run's key.
+        var run: UInt64 = 0
+        var runKey: FrameAuthenticator?
+        var lateStartsLogged = 0
     }
     var agent: AgentLocal!
     /// This member's socket, as the list `idle` polls (built once: no allocation per cycle).
@@ -387,6 +414,7 @@ public final class Member: @unchecked Sendable {
     /// Prepares the agent state; called on the thread that will run the duty cycles.
     func prepareAgent() {
         agent = AgentLocal(metrics: MemberMetrics(node: configuration.node), logger: nodeLogger)
+        updateRunKey(state.withLock { $0.runIdentity })
         agent.driftHistory.reserveCapacity(128)
     }
 
@@ -430,7 +458,8 @@ public final class Member: @unchecked Sendable {
             }
         }
         let logger = agent.logger
-        carryOut(&agent.effects, logger: logger)
+        let runKey = agent.runKey
+        carryOut(&agent.effects, logger: logger, runKey: runKey)
         if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
         // Carrying out may have changed the view (and so the next deadline).
         let deadline = state.withLock { $0.nextDeadlineNanos }
@@ -438,18 +467,39 @@ public final class Member: @unchecked Sendable {
         return deadline > after ? deadline - after : 0
     }
 
+    /// Derives the run key when the member's run changes (a joiner adopts the run that admits it).
+    func updateRunKey(_ run: UInt64) {
+        guard run != agent.run || (agent.runKey == nil && run != 0) else { return }
+        agent.run = run
+        agent.runKey = run == 0 ? nil : authenticator?.bound(toRun: run)
+    }
+
+    /// The key a frame of this kind is sealed and checked under: membership
+    /// frames under the cluster key (a joiner reads them before it knows the
+    /// run; they name the run inside), slot and repair frames under the run's key.
+    @inline(__always) func key(forKind kind: UInt8) -> FrameAuthenticator? {
+        kind == FrameKind.membership.rawValue ? authenticator : agent.runKey
+    }
+
     /// One recvmmsg batch: each datagram authenticated, then handed to the instance.
     func receiveOneBatch(now: UInt64) {
         do {
             try transport.receiveBatch { bytes, _ in
-                if let authenticator {
-                    switch authenticator.verify(bytes) {
+                if authenticator != nil {
+                    guard bytes.count > 5 else { missingTags.add(1, ordering: .relaxed); return }
+                    // No run yet (a joiner): its slot frames cannot be checked, nor are they needed.
+                    guard let key = key(forKind: bytes[5]) else { return }
+                    switch key.verify(bytes) {
                     case .authentic: break
                     case .badTag: badTags.add(1, ordering: .relaxed); return
                     case .missingTag, .malformed: missingTags.add(1, ordering: .relaxed); return
                     }
                 }
-                state.withLock { _ = $0.onFrameReceived(bytes, nowNanos: now, effects: &agent.effects) }
+                let run = state.withLock { instance in
+                    _ = instance.onFrameReceived(bytes, nowNanos: now, effects: &agent.effects)
+                    return instance.runIdentity
+                }
+                if run != agent.run { updateRunKey(run) }
             }
         } catch {
             // A receive error other than would-block is not expected on UDP;
@@ -499,6 +549,12 @@ public final class Member: @unchecked Sendable {
                 clockDrift.store(Int64(slope * 1e9), ordering: .relaxed)
             }
         }
+        if membership.lateStarts > agent.lateStartsLogged {
+            agent.lateStartsLogged = membership.lateStarts
+            agent.logger.notice("started after the first view began: joining the running cluster as a new incarnation", metadata: [
+                "run": "\(configuration.runIdentity)", "first_round": "\(configuration.ordering.firstRound)",
+                "hint": "a restart should use --join; a fresh cluster needs a fresh start time (start_at_ns)"])
+        }
         if runtime.badTag + runtime.missingTag > agent.badTagsLogged {
             agent.logger.warning("refused frames that failed authentication", metadata: [
                 "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"])
@@ -509,11 +565,17 @@ public final class Member: @unchecked Sendable {
     /// Carries out one batch of effects: frames out first, then deliveries with
     /// view events at their points of the stream. `logger` is passed in because
     /// `effects` is usually `agent.effects`: touching `agent` here again would
-    /// overlap that access.
-    func carryOut(_ effects: inout MembershipEffects, logger: Logger) {
+    /// overlap that access (so is `runKey`, the run's sealing key).
+    func carryOut(_ effects: inout MembershipEffects, logger: Logger, runKey: FrameAuthenticator?) {
         guard !effects.ordering.isEmpty || !effects.events.isEmpty else { return }
         for frame in effects.ordering.frames {
-            if let authenticator { effects.ordering.withMutableBytes(of: frame) { authenticator.seal($0) } }
+            if let authenticator {
+                effects.ordering.withMutableBytes(of: frame) { bytes in
+                    // Membership frames under the cluster key, the others under
+                    // the run's (a joiner without a run sends only membership frames).
+                    (bytes[5] == FrameKind.membership.rawValue ? authenticator : runKey)?.seal(bytes)
+                }
+            }
             effects.ordering.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
         }
         var nextEvent = 0

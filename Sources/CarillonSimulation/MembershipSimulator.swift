@@ -1,6 +1,7 @@
-import CarillonMembership
+@_spi(Canary) import CarillonMembership
 import CarillonOrdering
 import CarillonSchedule
+import CarillonWire
 
 /// Faults for the membership simulator: crashes, restarts, partitions (with a
 /// majority and a minority side), loss, duplicates, joins of restarted nodes.
@@ -26,6 +27,34 @@ public struct MembershipFaultProfile: Sendable, Hashable {
     public var deliveryMode: DeliveryMode = .agreed
     /// After faults stop: rounds within which every node must be in one view and deliver a probe from each.
     public var livenessBoundRounds = 3_000
+
+    // The adversary is as rough as the world (issue 12): members that cannot
+    // hear, links that fail one way, processes that are descheduled, receive
+    // queues that fill, replays from this run and from an earlier run of the
+    // same cluster under the same key, restarts without --join.
+    /// Per round: chance that a live node goes deaf — it still sends, it hears nothing — and for how many rounds.
+    public var deafProbability = 0.0
+    public var deafRounds = 100
+    /// Per round: chance that one direction of one link fails, and for how many rounds.
+    public var oneWayProbability = 0.0
+    public var oneWayRounds = 100
+    /// Per round and node: chance that the process is descheduled (it neither
+    /// reads nor sends), for 1 ms up to `maxPauseNanos`.
+    public var pauseProbability = 0.0
+    public var maxPauseNanos: UInt64 = 50_000_000
+    /// Frames a node's receive queue holds while its process is busy or
+    /// paused; more are dropped, as by a full socket buffer.
+    public var receiveQueueFrames = 1_024
+    /// CPU time a node spends on each received frame: frames that arrive
+    /// faster wait in the receive queue (so storms and overload show).
+    public var frameCostNanos: UInt64 = 1_000
+    /// Per round: chance that the replaying adversary injects a frame it
+    /// recorded earlier in this run or in an earlier run of the same cluster
+    /// (same key, another run identity; the same round numbers).
+    public var replayProbability = 0.0
+    /// Share of restarts that start the node again with the first view's
+    /// configuration, as a restart without `--join` does.
+    public var restartWithoutJoinShare = 0.0
 
     /// Faults at stated rounds, on top of the random ones (for scenario tests).
     public var script: [ScriptedFault] = []
@@ -59,6 +88,17 @@ public struct MembershipFaultProfile: Sendable, Hashable {
         profile.broadcastProbability = [0.1, 0.3, 0.8][random.int(in: 0...2)]
         profile.faultRounds = random.int(in: 300...1_200)
         profile.deliveryMode = random.chance(0.5) ? .agreed : .safe
+        // The adversary's faults, drawn after the older ones so a seed keeps those.
+        profile.deafProbability = [0, 0, 0.0005, 0.002][random.int(in: 0...3)]
+        profile.deafRounds = random.int(in: 20...400)
+        profile.oneWayProbability = [0, 0, 0.0005, 0.002][random.int(in: 0...3)]
+        profile.oneWayRounds = random.int(in: 20...400)
+        profile.pauseProbability = [0, 0.0002, 0.001][random.int(in: 0...2)]
+        profile.maxPauseNanos = [1_000_000, 10_000_000, 50_000_000][random.int(in: 0...2)]
+        profile.receiveQueueFrames = [16, 64, 1_024][random.int(in: 0...2)]
+        profile.frameCostNanos = [500, 2_000, 5_000][random.int(in: 0...2)]
+        profile.replayProbability = [0, 0.01, 0.1][random.int(in: 0...2)]
+        profile.restartWithoutJoinShare = [0, 0.5][random.int(in: 0...1)]
         return profile
     }
 }
@@ -72,6 +112,18 @@ public struct ScriptedFault: Sendable, Hashable {
         case restart(node: Int)
         /// Nodes on the `true` side cannot reach the others for `rounds` rounds.
         case partition(side: [Bool], rounds: Int)
+        /// The node still sends but hears nothing for `rounds` rounds.
+        case deaf(node: Int, rounds: Int)
+        /// Frames from `from` to `to` are lost for `rounds` rounds (the other direction works).
+        case oneWay(from: Int, to: Int, rounds: Int)
+        /// The node's process is descheduled for `nanos`: it neither reads nor sends.
+        case pause(node: Int, nanos: UInt64)
+        /// The node starts again with the first view's configuration, as a restart without `--join`.
+        case restartWithoutJoin(node: Int)
+        /// The adversary injects `count` frames recorded in an earlier run of
+        /// the same cluster (`earlierRun`) or earlier in this run, into every
+        /// node; with `joinRequests`, only join requests it recorded.
+        case replay(earlierRun: Bool, count: Int, joinRequests: Bool = false)
     }
     public var round: Int
     public var kind: Kind
@@ -94,6 +146,17 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var messagesBroadcast: Int
     public var deliveries: Int
     public var livenessRounds: Int?
+    /// The adversary's work: frames replayed, frames refused by the simulated
+    /// tag check (another run's key), frames dropped from full receive queues,
+    /// pauses, deaf spells and one-way link failures.
+    public var replayed = 0
+    public var refusedTags = 0
+    public var queueDrops = 0
+    public var pauses = 0
+    public var deafSpells = 0
+    public var oneWayFailures = 0
+    /// The round at which each epoch was first installed (or joined).
+    public var installedRound: [UInt32: Int] = [:]
     public var log: [String]
     /// Every installed view, by epoch.
     public var views: [UInt32: [MemberID]]
@@ -103,7 +166,9 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var description: String {
         let status = passed ? "ok" : "FAILED (\(violations.count) violation\(violations.count == 1 ? "" : "s"))"
         return "seed \(seed): \(status) — \(profile.nodeCount) nodes, \(crashes) crashes, \(restarts) restarts, "
-            + "\(partitions) partitions, \(viewsInstalled) views installed (epoch \(highestEpoch)), "
+            + "\(partitions) partitions, \(deafSpells) deaf, \(oneWayFailures) one-way, \(pauses) pauses, "
+            + "\(replayed) replayed (\(refusedTags) refused by tag), \(queueDrops) queue drops, "
+            + "\(viewsInstalled) views installed (epoch \(highestEpoch)), "
             + "\(messagesBroadcast) broadcast, \(deliveries) deliveries, "
             + "liveness \(livenessRounds.map { "\($0) rounds" } ?? "not reached")"
     }
@@ -128,10 +193,47 @@ public struct MembershipSimulator {
     public let seed: UInt64
     public let profile: MembershipFaultProfile
     var random: SimulationRandom
-    var queue = EventQueue()
+    enum Event {
+        case wake(Int)
+        case arrive(Int, [UInt8])
+        /// A frame that waited in the node's receive queue while it was busy.
+        case queued(Int, [UInt8])
+    }
+    var queue = TimedQueue<Event>()
     var nowNanos: UInt64 = 0
-    let origin: UInt64 = 1_000_000
+    /// The first view's start on the simulated realtime clock: also the run
+    /// identity and the first view's incarnation, as in the runtime. Later
+    /// incarnations are the clock at restart.
+    let origin: UInt64
+    /// The first view (a restart without --join is given it again).
+    let firstView: View
+    /// Bits 32–47 of this run's message ids (an earlier run's differ).
+    let idSalt: UInt64
+    /// Stop at the end of the fault phase and keep the recorded frames (an earlier run, for replays).
+    let harvesting: Bool
     var effects = MembershipEffects()
+    /// Frames this run sent (a reservoir sample over the whole run) and frames of an earlier run.
+    var recorded: [[UInt8]] = []
+    var recordedTotal: UInt64 = 0
+    var earlierRun: [[UInt8]] = []
+    /// The latest join requests seen (membership frames of epoch 0), for targeted replays.
+    var recordedJoinRequests: [[UInt8]] = []
+    static let recordedCapacity = 4_096
+    /// The simulated tag: membership frames are sealed under the cluster key
+    /// (this marker), slot and repair frames under the run's key (the run identity).
+    static let clusterKeySeal: UInt64 = 0x4B45_595F_5345_414C
+    static let tagLength = 8
+    var deafUntil: [UInt64]
+    var cutUntil: [UInt64]
+    var busyUntil: [UInt64]
+    var queuedArrivals: [Int]
+    var restartCount: [UInt64]
+    var replayed = 0, refusedTags = 0, queueDrops = 0, pauses = 0, deafSpells = 0, oneWayFailures = 0
+    let canary: MembershipCanary?
+    /// Whether the adversary records frames (only when it will replay them).
+    let recording: Bool
+    /// The round each epoch was first installed at.
+    var installedRound: [UInt32: Int] = [:]
 
     struct Process {
         var instance: MembershipInstance
@@ -163,18 +265,63 @@ public struct MembershipSimulator {
     var archivedLogs: [[UInt32: [UInt64]]] = []
 
     public init(seed: UInt64, profile: MembershipFaultProfile) {
+        self.init(seed: seed, profile: profile, canary: nil)
+    }
+
+    /// A simulation of a deliberately broken variant (the checkers must catch it).
+    @_spi(Canary) public init(seed: UInt64, profile: MembershipFaultProfile, canary: MembershipCanary?) {
+        // A realtime-like clock: the first view starts 10^15 ns plus a per-seed offset in.
+        self.init(seed: seed, profile: profile, origin: 1_000_000_000_000_000 + (seed & 0xFFFF_FFFF) << 20, idSalt: 0,
+                  harvesting: false, canary: canary)
+        let scriptReplaysEarlierRun = profile.script.contains { fault in
+            if case .replay(let earlier, _, _) = fault.kind { return earlier } else { return false }
+        }
+        if profile.replayProbability > 0 || scriptReplaysEarlierRun {
+            // An earlier run of the same cluster: same key, same round numbers,
+            // 1,000 s earlier on the clock (so another run identity and other
+            // incarnations). The adversary recorded its frames.
+            var earlierProfile = profile
+            earlierProfile.replayProbability = 0
+            earlierProfile.script = profile.script.filter {
+                if case .replay = $0.kind { return false } else { return true }
+            }
+            earlierProfile.faultRounds = min(profile.faultRounds, 400)
+            var earlier = MembershipSimulator(seed: seed ^ 0xEA71_E500, profile: earlierProfile,
+                                              origin: origin - 1_000_000_000_000, idSalt: 0x8000, harvesting: true,
+                                              canary: canary)
+            _ = earlier.run()
+            earlierRun = earlier.recorded
+        }
+    }
+
+    init(seed: UInt64, profile: MembershipFaultProfile, origin: UInt64, idSalt: UInt64, harvesting: Bool,
+         canary: MembershipCanary?) {
         self.seed = seed
+        self.canary = canary
+        recording = harvesting || profile.replayProbability > 0 || profile.script.contains {
+            if case .replay = $0.kind { return true } else { return false }
+        }
         self.profile = profile
+        self.origin = origin
+        self.idSalt = idSalt
+        self.harvesting = harvesting
         random = SimulationRandom(seed: seed)
-        side = Array(repeating: false, count: profile.nodeCount)
-        let members = (0..<profile.nodeCount).map { MemberID(node: UInt16($0), incarnation: 1) }
-        let view = View(epoch: 1, members: members, startRound: 0)
-        for node in 0..<profile.nodeCount {
-            processes.append(Process(instance: makeInstance(MemberID(node: UInt16(node), incarnation: 1), view: view)))
+        let n = profile.nodeCount
+        side = Array(repeating: false, count: n)
+        deafUntil = Array(repeating: 0, count: n)
+        cutUntil = Array(repeating: 0, count: n * n)
+        busyUntil = Array(repeating: 0, count: n)
+        queuedArrivals = Array(repeating: 0, count: n)
+        restartCount = Array(repeating: 0, count: n)
+        // Without run identities every run's first view had the same incarnations.
+        let members = (0..<n).map { MemberID(node: UInt16($0), incarnation: canary == .runsNotTold ? 1 : origin) }
+        firstView = View(epoch: 1, members: members, startRound: 0)
+        for node in 0..<n {
+            processes.append(Process(instance: makeInstance(members[node], view: firstView)))
             processes[node].epoch = 1
             processes[node].installed = [1]
         }
-        wakeAt = Array(repeating: 0, count: profile.nodeCount)
+        wakeAt = Array(repeating: 0, count: n)
         viewMembers[1] = members
         viewDigest[1] = 0
     }
@@ -187,7 +334,10 @@ public struct MembershipSimulator {
         ordering.deliveryMode = profile.deliveryMode
         ordering.suspicionSlots = profile.suspicionSlots
         ordering.sendBufferBytes = 16_384
+        ordering.tagLength = Self.tagLength
         var configuration = MembershipConfiguration(me: me, initialView: view, ordering: ordering)
+        configuration.runIdentity = view == nil ? 0 : origin
+        configuration.canary = canary
         configuration.proposalTimeoutRounds = 3 * profile.suspicionSlots
         configuration.retireRounds = 400
         return try! MembershipInstance(configuration: configuration)
@@ -208,9 +358,12 @@ public struct MembershipSimulator {
         while let event = queue.pop() {
             nowNanos = event.atNanos
             if !violations.isEmpty || nowNanos > livenessEnd { break }
+            if harvesting, nowNanos >= faultEnd { break }
             if faultsOn, nowNanos >= faultEnd {
                 faultsOn = false
                 partitionEndsNanos = 0
+                for i in deafUntil.indices { deafUntil[i] = 0 }
+                for i in cutUntil.indices { cutUntil[i] = 0 }
                 livenessEnd = faultEnd + UInt64(profile.livenessBoundRounds) * profile.roundPeriodNanos
                 for node in processes.indices where !processes[node].alive { restart(node) }
                 record("faults stop")
@@ -222,9 +375,10 @@ public struct MembershipSimulator {
                     break
                 }
             }
-            switch event.kind {
+            switch event.payload {
             case .wake(let node): wake(node)
-            case .arrive(let node, let frame): arrive(node, frame)
+            case .arrive(let node, let frame): arrive(node, frame, fromQueue: false)
+            case .queued(let node, let frame): arrive(node, frame, fromQueue: true)
             }
         }
         if violations.isEmpty { checkCommonOrder() }
@@ -241,12 +395,15 @@ public struct MembershipSimulator {
         return MembershipSimulationResult(
             seed: seed, profile: profile, violations: violations, viewsInstalled: viewsInstalled,
             highestEpoch: viewMembers.keys.max() ?? 1, crashes: crashes, restarts: restarts, partitions: partitions,
-            messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound, log: log, views: viewMembers)
+            messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound,
+            replayed: replayed, refusedTags: refusedTags, queueDrops: queueDrops, pauses: pauses, deafSpells: deafSpells,
+            oneWayFailures: oneWayFailures, installedRound: installedRound, log: log, views: viewMembers)
     }
 
     // MARK: Faults
 
     mutating func injectFaults() {
+        let n = profile.nodeCount
         for fault in profile.script where UInt64(fault.round) == round {
             switch fault.kind {
             case .crash(let node):
@@ -260,9 +417,36 @@ public struct MembershipSimulator {
                 partitionEndsNanos = nowNanos + UInt64(rounds) * profile.roundPeriodNanos
                 partitions += 1
                 record("partition \(side.map { $0 ? "A" : "B" }.joined()) (scripted)")
+            case .deaf(let node, let rounds):
+                makeDeaf(node, rounds: rounds)
+            case .oneWay(let from, let to, let rounds):
+                cutLink(from: from, to: to, rounds: rounds)
+            case .pause(let node, let nanos):
+                pause(node, nanos: nanos)
+            case .restartWithoutJoin(let node):
+                restart(node, withoutJoin: true)
+            case .replay(let earlier, let count, let joinRequests):
+                for _ in 0..<count {
+                    for node in processes.indices { injectReplay(into: node, earlierRun: earlier, joinRequests: joinRequests) }
+                }
             }
         }
-        let n = profile.nodeCount
+        // The adversary's faults.
+        for node in 0..<n where processes[node].alive {
+            if random.chance(profile.deafProbability) { makeDeaf(node, rounds: profile.deafRounds) }
+            if random.chance(profile.pauseProbability) {
+                let longest = max(profile.maxPauseNanos, 1_000_000)
+                pause(node, nanos: 1_000_000 + random.below(longest - 1_000_000 + 1))
+            }
+        }
+        if n > 1, random.chance(profile.oneWayProbability) {
+            let from = random.int(in: 0...(n - 1))
+            let to = (from + random.int(in: 1...(n - 1))) % n
+            cutLink(from: from, to: to, rounds: profile.oneWayRounds)
+        }
+        if random.chance(profile.replayProbability) {
+            injectReplay(into: random.int(in: 0...(n - 1)), earlierRun: !earlierRun.isEmpty && random.chance(0.5))
+        }
         // A crash never takes a view below a majority of live members — the
         // latest installed view, or a next view some live member has accepted
         // and may install: past that no view change can succeed, by design,
@@ -305,14 +489,48 @@ public struct MembershipSimulator {
         }
     }
 
-    mutating func restart(_ node: Int) {
+    mutating func restart(_ node: Int, withoutJoin: Bool = false) {
         let old = processes[node].instance.me
-        let me = MemberID(node: UInt16(node), incarnation: old.incarnation + 1_000)
         archivedLogs.append(processes[node].epochLog)
-        processes[node] = Process(instance: makeInstance(me, view: nil))
+        restartCount[node] += 1
+        // A restart without --join is given the first view again, with its
+        // incarnation; the member must see it is late and join instead.
+        // (Within the first lateStartRounds of the cluster a restart cannot be
+        // told from a first start: a real process restart takes longer.)
+        let plain = (withoutJoin || random.chance(profile.restartWithoutJoinShare)) && round >= 20
+        let me = plain ? firstView.members[node] : MemberID(node: UInt16(node), incarnation: max(nowNanos, old.incarnation + 1))
+        processes[node] = Process(instance: makeInstance(me, view: plain ? firstView : nil))
         restarts += 1
-        record("restart node \(node) as \(me)")
+        record("restart node \(node) as \(me)\(plain ? " without join" : "")")
         scheduleWake(node, at: nowNanos + 1)
+    }
+
+    mutating func makeDeaf(_ node: Int, rounds: Int) {
+        deafUntil[node] = max(deafUntil[node], nowNanos + UInt64(rounds) * profile.roundPeriodNanos)
+        deafSpells += 1
+        record("node \(node) deaf for \(rounds) rounds")
+    }
+
+    mutating func cutLink(from: Int, to: Int, rounds: Int) {
+        let link = from * profile.nodeCount + to
+        cutUntil[link] = max(cutUntil[link], nowNanos + UInt64(rounds) * profile.roundPeriodNanos)
+        oneWayFailures += 1
+        record("link \(from)→\(to) fails for \(rounds) rounds")
+    }
+
+    mutating func pause(_ node: Int, nanos: UInt64) {
+        busyUntil[node] = max(busyUntil[node], nowNanos) + nanos
+        pauses += 1
+        record("node \(node) paused for \(nanos / 1_000) µs")
+    }
+
+    /// Injects one recorded frame — of this run, or of the earlier run — into `node`'s network.
+    mutating func injectReplay(into node: Int, earlierRun fromEarlier: Bool, joinRequests: Bool = false) {
+        let source = joinRequests ? recordedJoinRequests : fromEarlier ? earlierRun : recorded
+        guard !source.isEmpty, processes[node].alive else { return }
+        let frame = source[Int(random.below(UInt64(source.count)))]
+        replayed += 1
+        queue.push(at: nowNanos + profile.baseLatencyNanos, .arrive(node, frame))
     }
 
     mutating func scheduleWake(_ node: Int, at nanos: UInt64) {
@@ -352,13 +570,18 @@ public struct MembershipSimulator {
 
     mutating func nextID(_ node: Int) -> UInt64 {
         processes[node].counter += 1
-        return UInt64(node) << 48 | (processes[node].instance.me.incarnation & 0xFFFF) << 32 | UInt64(processes[node].counter)
+        return UInt64(node) << 48 | ((restartCount[node] | idSalt) & 0xFFFF) << 32 | UInt64(processes[node].counter)
     }
 
     func payload(_ id: UInt64) -> [UInt8] { withUnsafeBytes(of: id.littleEndian) { Array($0) } }
 
     mutating func wake(_ node: Int) {
         guard processes[node].alive, nowNanos == wakeAt[node] else { return }
+        // A descheduled or busy process wakes when its CPU is free.
+        if nowNanos < busyUntil[node] {
+            scheduleWake(node, at: busyUntil[node])
+            return
+        }
         if faultsOn, processes[node].instance.isMember, random.chance(profile.broadcastProbability) {
             processes[node].backlog.append(payload(nextID(node)))
         }
@@ -376,8 +599,28 @@ public struct MembershipSimulator {
         scheduleWake(node, at: max(processes[node].instance.nextDeadlineNanos, nowNanos + 1))
     }
 
-    mutating func arrive(_ node: Int, _ frame: [UInt8]) {
-        guard processes[node].alive else { return }
+    mutating func arrive(_ node: Int, _ frame: [UInt8], fromQueue: Bool) {
+        guard processes[node].alive else {
+            if fromQueue { queuedArrivals[node] -= 1 }
+            return
+        }
+        // A busy or paused process leaves frames in its receive queue; a full queue drops them.
+        if nowNanos < busyUntil[node] {
+            if !fromQueue {
+                guard queuedArrivals[node] < profile.receiveQueueFrames else { queueDrops += 1; return }
+                queuedArrivals[node] += 1
+            }
+            queue.push(at: busyUntil[node], .queued(node, frame))
+            return
+        }
+        if fromQueue { queuedArrivals[node] -= 1 }
+        busyUntil[node] = nowNanos + profile.frameCostNanos
+        // The shell's tag check: slot and repair frames under the run's key,
+        // membership frames under the cluster key.
+        guard Self.verify(frame, run: processes[node].instance.runIdentity, ignoringRun: canary == .runsNotTold) else {
+            refusedTags += 1
+            return
+        }
         effects.removeAll()
         frame.withUnsafeBytes { _ = processes[node].instance.onFrameReceived($0, nowNanos: nowNanos, effects: &effects) }
         carryOut(node)
@@ -388,7 +631,9 @@ public struct MembershipSimulator {
 
     mutating func carryOut(_ node: Int) {
         for frame in effects.ordering.frames {
-            let bytes = Array(effects.ordering.frameBytes[frame.offset..<(frame.offset + frame.length)])
+            var bytes = Array(effects.ordering.frameBytes[frame.offset..<(frame.offset + frame.length)])
+            Self.seal(&bytes, run: processes[node].instance.runIdentity)
+            if recording { recordFrame(bytes) }
             for peer in processes.indices where peer != node { transmit(bytes, from: node, to: peer) }
         }
         var next = 0
@@ -472,6 +717,7 @@ public struct MembershipSimulator {
             violations.append("single primary: epoch \(view.epoch) installed as \(members) and as \(view.members)")
         }
         viewMembers[view.epoch] = view.members
+        if installedRound[view.epoch] == nil { installedRound[view.epoch] = Int(round) }
         processes[node].epoch = view.epoch
         processes[node].installed.append(view.epoch)
     }
@@ -506,9 +752,42 @@ public struct MembershipSimulator {
 
     // MARK: Network
 
+    /// Seals a frame as the shell would: the tag stands for a MAC under the
+    /// run's key (slot and repair frames) or the cluster key (membership frames).
+    static func seal(_ frame: inout [UInt8], run: UInt64) {
+        guard frame.count >= Wire.headerBytes + tagLength else { return }
+        let value = frame[5] == FrameKind.membership.rawValue ? clusterKeySeal : run
+        for i in 0..<8 { frame[frame.count - tagLength + i] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))) }
+    }
+
+    /// The shell's tag check; a receiver without a run (a joiner) cannot check slot and repair frames and drops them.
+    static func verify(_ frame: [UInt8], run: UInt64, ignoringRun: Bool = false) -> Bool {
+        guard frame.count >= Wire.headerBytes + tagLength else { return false }
+        var tag: UInt64 = 0
+        for i in 0..<8 { tag |= UInt64(frame[frame.count - tagLength + i]) << (8 * UInt64(i)) }
+        if ignoringRun { return true }
+        return frame[5] == FrameKind.membership.rawValue ? tag == clusterKeySeal : (run != 0 && tag == run)
+    }
+
+    /// Keeps a uniform sample of this run's frames for the replaying adversary.
+    mutating func recordFrame(_ frame: [UInt8]) {
+        if frame[5] == FrameKind.membership.rawValue, frame[16] == 0, frame[17] == 0, frame[18] == 0, frame[19] == 0 {
+            if recordedJoinRequests.count == 64 { recordedJoinRequests.removeFirst() }
+            recordedJoinRequests.append(frame)
+        }
+        recordedTotal += 1
+        if recorded.count < Self.recordedCapacity {
+            recorded.append(frame)
+        } else {
+            let slot = random.below(recordedTotal)
+            if slot < UInt64(Self.recordedCapacity) { recorded[Int(slot)] = frame }
+        }
+    }
+
     mutating func transmit(_ frame: [UInt8], from sender: Int, to receiver: Int) {
         if faultsOn {
             if partitionEndsNanos > nowNanos, side[sender] != side[receiver] { return }
+            if deafUntil[receiver] > nowNanos || cutUntil[sender * profile.nodeCount + receiver] > nowNanos { return }
             if random.chance(profile.lossProbability) { return }
         }
         let latency = profile.baseLatencyNanos + random.below(profile.jitterNanos + 1)

@@ -254,4 +254,8 @@ public enum ViewField: UInt16, Sendable, CaseIterable {
     case stateReceived = 11
     /// The sender left gracefully (1) or asks to leave.
     case leaving = 12
+    /// The run identity the sender's view belongs to (every membership frame
+    /// but a join request): a frame recorded in an earlier run of the same
+    /// cluster under the same key names another run and is ignored.
+    case run = 13
 }
