@@ -132,7 +132,10 @@ public struct MembershipConfiguration: Sendable {
     /// more after the view's start round does not take part in it: it is a
     /// restart (or started too late to be waited for), and joins as a new
     /// incarnation instead. Reusing the first view would reuse its
-    /// incarnation and rounds its earlier self may already have sent.
+    /// incarnation and rounds its earlier self may already have sent. A
+    /// restart sooner than this is not told apart from a first start, so keep
+    /// it shorter than a process restart, and long enough for every member of
+    /// a fresh cluster to start (the runtime derives it from one second).
     public var lateStartRounds: Int = 20
     /// A deliberately broken variant, for showing that the simulator's checkers
     /// catch what each rule prevents (tests only).

@@ -42,6 +42,13 @@ public struct MemberConfiguration: Sendable {
     public var retireRounds = 200
     /// Rounds between a joiner's join requests.
     public var joinRetryRounds = 20
+    /// A first-view member that starts this long after the first view's
+    /// start (`startNanos`) is taken for a restart and joins as a new
+    /// incarnation instead (a restart without ``joinRunningCluster(incarnation:)``
+    /// would otherwise reuse the first view's incarnation and rounds). Long
+    /// enough for every member of a fresh cluster to start; a restart within
+    /// it is not told apart from a first start.
+    public var lateStartGraceNanos: UInt64 = 1_000_000_000
     /// `true`: start as a joiner instead of as a member of the first view.
     public private(set) var joins = false
     /// This process's incarnation: the run identity for the first view's
@@ -106,6 +113,8 @@ public struct MemberConfiguration: Sendable {
         configuration.retireRounds = retireRounds
         configuration.joinRetryRounds = joinRetryRounds
         configuration.runIdentity = joins ? 0 : runIdentity
+        let period = max(ordering.schedule.roundPeriodNanos, 1)
+        configuration.lateStartRounds = Int(clamping: max(lateStartGraceNanos / period, UInt64(max(ordering.unheardSuspicionSlots, 0))))
         return configuration
     }
 }

@@ -8,8 +8,9 @@ import Glibc
 import Testing
 
 /// A plain UDP socket throws forged, unauthenticated, replayed and foreign
-/// frames at an authenticated 3-member cluster: nothing from it may be
-/// delivered, and the counters must show each kind.
+/// frames at an authenticated 3-member cluster — and frames sealed with the
+/// right cluster key but for an earlier run of the cluster (issue 12, defect
+/// 1): nothing from it may be delivered, and the counters must show each kind.
 @Suite("Rogue sender (real UDP sockets)", .serialized)
 struct RogueSenderTests {
     func frame(sender: UInt16, round: UInt64, epoch: UInt32 = 1, sequence: UInt64, tag: Bool) -> [UInt8] {
@@ -47,6 +48,10 @@ struct RogueSenderTests {
         send(100)
 
         let wrongKey = try FrameAuthenticator(hexKey: String(repeating: "01", count: 32))
+        // Slot frames are sealed under the run's key; a key holder of this run uses it.
+        let run = members[0].runIdentity
+        #expect(run == start && members.allSatisfy { $0.runIdentity == run })
+        let runKey = testKey.bound(toRun: run)
         let schedule = members[0].configuration.ordering.schedule
         let first = members[0].configuration.ordering.firstRound
         let current = schedule.round(atNanos: Clock.viewNanos())
@@ -57,14 +62,23 @@ struct RogueSenderTests {
         rogueFrames.append(forged)
         // Unauthenticated: no tag at all.
         rogueFrames.append(frame(sender: 1, round: current + 51, sequence: 1_001, tag: false))
+        // An earlier run of the same cluster, same key: a slot frame recorded
+        // then (its run was another start time), for a round not yet sent here.
+        var earlierRun = frame(sender: 1, round: current + 54, sequence: 1_003, tag: true)
+        earlierRun.withUnsafeMutableBytes { testKey.bound(toRun: run - 60_000_000_000).seal($0) }
+        rogueFrames.append(earlierRun)
+        // The cluster key itself does not seal slot frames (only membership frames).
+        var clusterKeyOnly = frame(sender: 1, round: current + 55, sequence: 1_004, tag: true)
+        clusterKeyOnly.withUnsafeMutableBytes { testKey.seal($0) }
+        rogueFrames.append(clusterKeyOnly)
         // Replayed: the right key, but a round of member 1 long received.
         var replayed = frame(sender: 1, round: first, sequence: 1, tag: true)
-        replayed.withUnsafeMutableBytes { testKey.seal($0) }
+        replayed.withUnsafeMutableBytes { runKey.seal($0) }
         // Foreign epoch and unknown rank, with the right key.
         var foreign = frame(sender: 1, round: current + 52, epoch: 99, sequence: 1_002, tag: true)
-        foreign.withUnsafeMutableBytes { testKey.seal($0) }
+        foreign.withUnsafeMutableBytes { runKey.seal($0) }
         var unknown = frame(sender: 9, round: current + 53, sequence: 1, tag: true)
-        unknown.withUnsafeMutableBytes { testKey.seal($0) }
+        unknown.withUnsafeMutableBytes { runKey.seal($0) }
         let rogue = try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: endpoints))
         for bytes in rogueFrames + [foreign, unknown] { try bytes.withUnsafeBytes { try rogue.sendToAll($0) } }
         // Replay only once round `first` is received everywhere (every member has
@@ -83,7 +97,8 @@ struct RogueSenderTests {
         #expect(sequences[1] == sequences[0] && sequences[2] == sequences[0])
         #expect(!sequences[0].contains { $0.payload == Array("rogue".utf8) })
         for report in reports {
-            #expect(report.runtime.badTag >= 1, "\(report.runtime)")
+            // The wrong key, the earlier run's key, and the cluster key on a slot frame.
+            #expect(report.runtime.badTag >= 3, "\(report.runtime)")
             #expect(report.runtime.missingTag >= 1, "\(report.runtime)")
             #expect(report.membership.staleEpochFrames >= 1, "a frame of a later epoch is counted by the membership layer")
             #expect(report.ordering.unknownSenderFrames >= 1)
