@@ -99,6 +99,7 @@ let package = Package(
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
+        .testTarget(name: "CarillonAuthTests", dependencies: ["CarillonAuth"]),
         .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),
     ]
 )
