@@ -335,12 +335,11 @@ struct Node: ParsableCommand {
         if let busy = configuration.nodes.first(where: { $0.port == UInt16.max }) {
             throw ValidationError("the bulk channel uses the bus port + 1, and \(busy) has port 65535: give the bus a lower port")
         }
-        var settings = BulkChannelConfiguration(node: configuration.node,
-                                                nodes: BulkChannelConfiguration.endpoints(besideBus: configuration.nodes))
+        // The member's key (or none, as the configuration file says), run and incarnations.
+        var settings = BulkChannelConfiguration(member: member)
         settings.pacing = pacing
         settings.linkBitsPerSecond = UInt64(linkMbit * 1e6)
         settings.reservation = file.reservation
-        if case .clusterKey(let key) = configuration.authentication { settings.authenticator = key }
         let channel: BulkChannel
         let arrivals = BulkArrivals()
         do {
