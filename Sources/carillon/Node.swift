@@ -414,6 +414,6 @@ final class BulkRun: @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
         if filler != nil { done.wait() }
         let c = channel.stop()
-        return "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag"
+        return "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag, \(c.replaysRefused) addressed to or from another incarnation (replays across a restart)"
     }
 }
