@@ -66,10 +66,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The log checks behind `carillon verify` (Foundation only).
+        .target(name: "CarillonVerify"),
         .executableTarget(
             name: "carillon",
             dependencies: [
-                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
+                "CarillonVerify", "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
                 "CarillonBulk",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -91,11 +93,19 @@ let package = Package(
         .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
         .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
         .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"], exclude: ["Transcripts"]),
-        .testTarget(name: "CarillonRuntimeTests", dependencies: ["CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire"]),
+        .testTarget(
+            name: "CarillonRuntimeTests",
+            dependencies: [
+                "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire", "CarillonBulk",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
+        .testTarget(name: "CarillonAuthTests", dependencies: ["CarillonAuth"]),
         .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),
     ]
 )

@@ -23,7 +23,7 @@ bin=${bin:-$here/.build/release/carillon-tap}
 command -v tcpdump >/dev/null || { echo "tap-bench: tcpdump missing: apt-get install -y tcpdump" >&2; exit 2; }
 dir=$(mktemp -d /tmp/carillon-tap-bench-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/bus.key"
+(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/bus.key")   # key files must be 0600
 "$bin" --write-sample "$dir/bus.pcap" --sample-rounds "$rounds" --key-file "$dir/bus.key"
 frames=$(( rounds * 3 ))
 size=$(stat -c %s "$dir/bus.pcap")

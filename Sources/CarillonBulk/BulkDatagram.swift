@@ -1,8 +1,11 @@
-/// The bulk channel's datagram format, version 1 (docs/wire-format.md, "Bulk
+/// The bulk channel's datagram format, version 2 (docs/wire-format.md, "Bulk
 /// datagrams"). Bulk datagrams travel on their own UDP port, never on the bus
 /// port, and share only the authentication tag's placement with bus frames: a
-/// fixed 40-byte little-endian header whose bytes 20–21 hold the tag length,
-/// then the payload, then the tag, which covers everything before it.
+/// fixed 56-byte little-endian header whose bytes 20–21 hold the tag length,
+/// then the payload, then the tag, which covers everything before it. Version
+/// 2 binds each datagram to its sender's and its receiver's incarnations
+/// (the tag's key binds it to the run), so a datagram recorded before either
+/// end restarted is refused after (docs/protocol.md §19, "Replays").
 ///
 /// ```
 ///  0               4       5       6               8               10              12
@@ -11,12 +14,14 @@
 ///  | chunk index (data) / received below (ack)     | chunk count   | tag length    | payload length|
 /// 24                                                              32                              40
 ///  | transfer id                                   | total bytes (data) / SACK bitmap (ack)          |
+/// 40                                                              48                              56
+///  | sender incarnation                            | receiver incarnation                            |
 /// ```
 public enum BulkWire {
     /// `"CRLB"` read as a little-endian `UInt32`.
     public static let magic: UInt32 = 0x424C_5243
-    public static let version: UInt8 = 1
-    public static let headerBytes = 40
+    public static let version: UInt8 = 2
+    public static let headerBytes = 56
     /// Offset of the 16-bit tag length, the same as in a bus frame header, so one
     /// authenticator seals and verifies both.
     public static let tagLengthOffset = 20
@@ -46,9 +51,15 @@ public struct BulkHeader: Sendable, Hashable {
     public var transferID: UInt64
     /// Data: the transfer's length in bytes. Ack: the selective-acknowledgement bitmap.
     public var totalBytesOrBitmap: UInt64
+    /// The incarnation of the member that sent the datagram (``sender``).
+    public var senderIncarnation: UInt64
+    /// The incarnation of ``receiver`` the datagram is addressed to: any other
+    /// incarnation of that member (a restart) refuses it.
+    public var receiverIncarnation: UInt64
 
     public init(kind: BulkDatagramKind, sender: UInt16, receiver: UInt16, chunkBytes: UInt16, chunkIndex: UInt32,
-                chunkCount: UInt32, tagLength: UInt16, payloadLength: UInt16, transferID: UInt64, totalBytesOrBitmap: UInt64) {
+                chunkCount: UInt32, tagLength: UInt16, payloadLength: UInt16, transferID: UInt64, totalBytesOrBitmap: UInt64,
+                senderIncarnation: UInt64 = 0, receiverIncarnation: UInt64 = 0) {
         self.kind = kind
         self.sender = sender
         self.receiver = receiver
@@ -59,6 +70,8 @@ public struct BulkHeader: Sendable, Hashable {
         self.payloadLength = payloadLength
         self.transferID = transferID
         self.totalBytesOrBitmap = totalBytesOrBitmap
+        self.senderIncarnation = senderIncarnation
+        self.receiverIncarnation = receiverIncarnation
     }
 
     /// Writes the header into the first ``BulkWire/headerBytes`` of `buffer`.
@@ -76,6 +89,8 @@ public struct BulkHeader: Sendable, Hashable {
         buffer.storeBytes(of: payloadLength.littleEndian, toByteOffset: 22, as: UInt16.self)
         buffer.storeBytes(of: transferID.littleEndian, toByteOffset: 24, as: UInt64.self)
         buffer.storeBytes(of: totalBytesOrBitmap.littleEndian, toByteOffset: 32, as: UInt64.self)
+        buffer.storeBytes(of: senderIncarnation.littleEndian, toByteOffset: 40, as: UInt64.self)
+        buffer.storeBytes(of: receiverIncarnation.littleEndian, toByteOffset: 48, as: UInt64.self)
     }
 
     /// Decodes and checks a whole datagram: header, payload length against the
@@ -94,7 +109,7 @@ public struct BulkHeader: Sendable, Hashable {
         func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
         let header = BulkHeader(kind: kind, sender: u16(6), receiver: u16(8), chunkBytes: u16(10), chunkIndex: u32(12),
                                 chunkCount: u32(16), tagLength: u16(20), payloadLength: u16(22), transferID: u64(24),
-                                totalBytesOrBitmap: u64(32))
+                                totalBytesOrBitmap: u64(32), senderIncarnation: u64(40), receiverIncarnation: u64(48))
         guard Int(header.tagLength) == expectedTagLength else {
             throw .tagLength(declared: Int(header.tagLength), expected: expectedTagLength)
         }
@@ -137,7 +152,7 @@ public enum BulkDatagramError: Error, Sendable, Hashable, CustomStringConvertibl
         switch self {
         case .truncated(let n): return "bulk datagram of \(n) bytes is shorter than its \(BulkWire.headerBytes)-byte header"
         case .badMagic: return "not a bulk datagram (magic is not CRLB)"
-        case .unsupportedVersion(let v): return "bulk datagram version \(v) is not supported (this build reads version 1)"
+        case .unsupportedVersion(let v): return "bulk datagram version \(v) is not supported (this build reads version \(BulkWire.version))"
         case .unknownKind(let k): return "unknown bulk datagram kind \(k) (1 data, 2 ack)"
         case .tagLength(let declared, let expected):
             return "bulk datagram declares a \(declared)-byte tag, the channel expects \(expected) (is the key configured on both ends?)"

@@ -2,26 +2,34 @@
 /// transfer, acknowledges progress, hands over a transfer once, when complete.
 /// Pure: the shell decodes and authenticates datagrams and sends the
 /// acknowledgements it is told to.
+///
+/// Replays: a chunk addressed to another incarnation of this member is
+/// refused (``BulkReceiverCounters/wrongIncarnation``), and so is one from an
+/// incarnation of its sender older than the newest seen or known
+/// (``BulkReceiverCounters/staleIncarnation``). Within one sender
+/// incarnation transfer ids only grow (a sender works on one transfer per
+/// destination at a time, in id order), so a chunk of a transfer at or below
+/// the last one completed is a duplicate however long ago that was.
 public struct BulkReceiver: Sendable {
     public let node: UInt16
+    /// This member's current incarnation: chunks addressed to another are refused.
+    public var incarnation: UInt64
     public let maxTransferBytes: Int
     /// The sender's chunk size; chunks of any other size are refused, so a
     /// header cannot make the receiver size a buffer for 1-byte chunks.
     public let chunkBytes: Int
     /// Acknowledge at least every this many new chunks.
     public let ackEveryChunks: UInt32
-    /// An unfinished transfer silent this long may be replaced by an older-looking one (its sender restarted).
-    public let abandonAfterNanos: UInt64
     private var sources: [UInt16: SourceState] = [:]
     public private(set) var counters = BulkReceiverCounters()
 
-    public init(node: UInt16, chunkBytes: Int = BulkTransferConfiguration().chunkBytes, maxTransferBytes: Int = 256 << 20,
-                ackEveryChunks: UInt32 = 16, abandonAfterNanos: UInt64 = BulkTransferConfiguration().abandonAfterNanos) {
+    public init(node: UInt16, incarnation: UInt64, chunkBytes: Int = BulkTransferConfiguration().chunkBytes, maxTransferBytes: Int = 256 << 20,
+                ackEveryChunks: UInt32 = 16) {
         self.node = node
+        self.incarnation = incarnation
         self.chunkBytes = chunkBytes
         self.maxTransferBytes = maxTransferBytes
         self.ackEveryChunks = max(1, ackEveryChunks)
-        self.abandonAfterNanos = abandonAfterNanos
     }
 
     /// What to do after a data datagram.
@@ -39,14 +47,26 @@ public struct BulkReceiver: Sendable {
     }
 
     /// Takes in one data chunk (`header` decoded and authenticated by the shell) at `now`.
+    /// `floor`: the sender's incarnation in this member's view, when known —
+    /// chunks from older incarnations are refused even before a newer one is heard.
     ///
     /// Each source's state is changed in place: a copy taken out of the
     /// dictionary would copy the whole reassembly buffer on every chunk.
-    public mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64) -> Outcome {
+    public mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64,
+                                 senderIncarnationAtLeast floor: UInt64 = 0) -> Outcome {
         guard header.kind == .data else { return .refused("not a data datagram") }
         guard header.receiver == node else {
             counters.refused += 1
             return .refused("addressed to node \(header.receiver), this is node \(node)")
+        }
+        guard header.receiverIncarnation == incarnation else {
+            counters.wrongIncarnation += 1
+            return .refused("addressed to incarnation \(header.receiverIncarnation) of node \(node), this is incarnation \(incarnation)")
+        }
+        let newest = max(floor, sources[header.sender]?.senderIncarnation ?? 0)
+        guard header.senderIncarnation >= newest else {
+            counters.staleIncarnation += 1
+            return .refused("from incarnation \(header.senderIncarnation) of node \(header.sender), which has restarted since (\(newest))")
         }
         guard Int(header.chunkBytes) == chunkBytes else {
             counters.refused += 1
@@ -57,8 +77,13 @@ public struct BulkReceiver: Sendable {
             counters.refused += 1
             return .refused("transfer of \(total) bytes exceeds the receiver's limit of \(maxTransferBytes)")
         }
-        let outcome = sources[header.sender, default: SourceState()].receive(
-            header, payload: payload, atNanos: now, ackEvery: ackEveryChunks, abandonAfter: abandonAfterNanos, counters: &counters)
+        if let known = sources[header.sender]?.senderIncarnation, header.senderIncarnation > known {
+            // The sender restarted: its old transfers are gone, its ids start afresh.
+            if sources[header.sender]?.incoming != nil { counters.transfersAbandoned += 1 }
+            sources[header.sender] = nil
+        }
+        let outcome = sources[header.sender, default: SourceState(senderIncarnation: header.senderIncarnation)].receive(
+            header, payload: payload, atNanos: now, ackEvery: ackEveryChunks, counters: &counters)
         return outcome
     }
 
@@ -66,9 +91,11 @@ public struct BulkReceiver: Sendable {
     /// `receivedBelow` and the bitmap of the 64 after it.
     public func acknowledgement(for source: UInt16, transferID: UInt64, chunkCount: UInt32) -> (receivedBelow: UInt32, bitmap: UInt64) {
         guard let state = sources[source] else { return (0, 0) }
-        if state.hasCompleted(transferID) { return (chunkCount, 0) }
-        guard let incoming = state.incoming, incoming.id == transferID else { return (0, 0) }
-        return (incoming.receivedBelow, incoming.bitmapAfterReceivedBelow())
+        if let incoming = state.incoming, incoming.id == transferID {
+            return (incoming.receivedBelow, incoming.bitmapAfterReceivedBelow())
+        }
+        guard state.hasCompleted(transferID) else { return (0, 0) }
+        return (chunkCount, 0)
     }
 }
 
@@ -82,52 +109,41 @@ public struct BulkReceiverCounters: Sendable, Hashable {
     public var transfersAbandoned = 0
     /// Chunks refused as inconsistent, misaddressed or too long.
     public var refused = 0
+    /// Chunks addressed to another incarnation of this member: replays of
+    /// datagrams recorded before it restarted.
+    public var wrongIncarnation = 0
+    /// Chunks from an incarnation of their sender older than the newest seen
+    /// from it or named in the view: replays of a sender that has restarted.
+    public var staleIncarnation = 0
     public init() {}
 }
 
+/// What the receiver holds for one sender incarnation.
 struct SourceState: Sendable {
-    /// Ids of the last transfers completed from this source (a ring): their
-    /// chunks are duplicates, acknowledged and never handed over again. A set
-    /// rather than "every id up to the last": a restarted sender whose clock
-    /// stepped back starts with smaller ids, and those are new transfers.
-    var recentlyCompleted: [UInt64] = []
-    var nextSlot = 0
-    /// The highest id that fell out of the ring: lower-or-equal ids are taken
-    /// for replays unless the source has been silent for the abandon time (a
-    /// restart whose clock stepped back).
-    var evictedThrough: UInt64?
+    /// The sender's incarnation these ids belong to (a newer one replaces the state).
+    let senderIncarnation: UInt64
+    /// The highest id completed from this incarnation. Ids only grow within
+    /// an incarnation, so every id at or below it is done: a chunk of one is
+    /// a duplicate (acknowledged, never handed over again), however old.
+    var completedThrough: UInt64?
     var incoming: IncomingTransfer?
     var lastChunkNanos: UInt64 = 0
 
-    static let remembered = 64
+    init(senderIncarnation: UInt64) { self.senderIncarnation = senderIncarnation }
 
-    func hasCompleted(_ id: UInt64) -> Bool { recentlyCompleted.contains(id) }
-
-    mutating func remember(_ id: UInt64) {
-        if recentlyCompleted.count < Self.remembered {
-            recentlyCompleted.append(id)
-        } else {
-            evictedThrough = max(evictedThrough ?? 0, recentlyCompleted[nextSlot])
-            recentlyCompleted[nextSlot] = id
-        }
-        nextSlot = (nextSlot + 1) % Self.remembered
-    }
+    func hasCompleted(_ id: UInt64) -> Bool { completedThrough.map { id <= $0 } ?? false }
 
     mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64, ackEvery: UInt32,
-                          abandonAfter: UInt64, counters: inout BulkReceiverCounters) -> BulkReceiver.Outcome {
-        if hasCompleted(header.transferID) {
-            counters.duplicateChunks += 1
-            return .duplicate
-        }
-        if let evicted = evictedThrough, header.transferID <= evicted, incoming?.id != header.transferID,
-           now < lastChunkNanos &+ abandonAfter {
+                          counters: inout BulkReceiverCounters) -> BulkReceiver.Outcome {
+        if incoming?.id != header.transferID, hasCompleted(header.transferID) {
             counters.duplicateChunks += 1
             return .duplicate
         }
         if let current = incoming, header.transferID != current.id {
-            // An older transfer's straggler is ignored while the current one
-            // progresses; a transfer silent for `abandonAfter` gives way.
-            if header.transferID < current.id, now < lastChunkNanos &+ abandonAfter {
+            // An older transfer's straggler is ignored; a newer one means the
+            // sender gave up on the current one (no progress for its abandon
+            // time) and moved on.
+            if header.transferID < current.id {
                 counters.staleChunks += 1
                 return .stale
             }
@@ -152,7 +168,7 @@ struct SourceState: Sendable {
         if incoming!.isComplete {
             let done = incoming!
             incoming = nil
-            remember(done.id)
+            completedThrough = max(completedThrough ?? 0, done.id)
             counters.transfersCompleted += 1
             return .completed(transferID: done.id, bytes: done.bytes)
         }

@@ -15,8 +15,8 @@ public struct BulkTransferConfiguration: Sendable, Hashable {
     /// The longest transfer a receiver accepts.
     public var maxTransferBytes: Int = 256 << 20
     /// A transfer that makes no progress for this long is given up: the sender
-    /// drops it (``BulkSenderCounters/transfersAbandoned``), a receiver lets a
-    /// new transfer replace it.
+    /// drops it (``BulkSenderCounters/transfersAbandoned``) and goes on with
+    /// the next, whose higher id makes the receiver drop its unfinished copy.
     public var abandonAfterNanos: UInt64 = 30_000_000_000
 
     public init() {}
@@ -63,9 +63,9 @@ public struct BulkSender: Sendable {
     public private(set) var queuedBytes = 0
     public private(set) var counters = BulkSenderCounters()
 
-    /// - Parameter firstTransferID: transfer ids count up from here; a restarted
-    ///   sender starts above its earlier ids (the shell uses the realtime clock)
-    ///   so a receiver never mistakes a new transfer for an old one.
+    /// - Parameter firstTransferID: transfer ids count up from here. Receivers
+    ///   rely on ids growing only within one incarnation of the sender; a
+    ///   restarted sender is told apart by its new incarnation, not its ids.
     public init(node: UInt16, configuration: BulkTransferConfiguration, firstTransferID: UInt64) {
         precondition(configuration.chunkBytes > 0 && configuration.chunkBytes <= Int(UInt16.max))
         self.node = node
@@ -97,10 +97,14 @@ public struct BulkSender: Sendable {
     ///
     /// Transfers are changed in place (`queues[d]![0]…`): taking a copy out of
     /// the dictionary and putting it back would copy their arrays on every chunk.
-    public mutating func nextChunk(atNanos now: UInt64) -> BulkChunk? {
+    ///
+    /// Destinations for which `sendableTo` says false are passed over (the
+    /// shell does not know which incarnation of them to address yet).
+    public mutating func nextChunk(atNanos now: UInt64, sendableTo: (UInt16) -> Bool = { _ in true }) -> BulkChunk? {
         guard !destinations.isEmpty else { return nil }
         for step in 0..<destinations.count {
             let destination = destinations[(turn + step) % destinations.count]
+            guard sendableTo(destination) else { continue }
             while queues[destination]?.isEmpty == false, queues[destination]![0].isStalled(atNanos: now, after: configuration.abandonAfterNanos) {
                 let dropped = queues[destination]!.removeFirst()
                 queuedBytes -= dropped.bytes.count
@@ -121,6 +125,20 @@ public struct BulkSender: Sendable {
                              isRetransmission: retransmission)
         }
         return nil
+    }
+
+    /// Starts the transfer in progress to `destination` over from its first
+    /// chunk, under the same id: the destination restarted (it holds none of
+    /// it, and refuses what was addressed to its old incarnation).
+    public mutating func restartTransfers(to destination: UInt16) {
+        guard let current = queues[destination]?.first else { return }
+        queues[destination]![0] = OutgoingTransfer(id: current.id, bytes: current.bytes, chunkBytes: configuration.chunkBytes)
+        counters.transfersRestarted += 1
+    }
+
+    /// Starts every transfer in progress over (this member's incarnation changed).
+    public mutating func restartTransfers() {
+        for destination in destinations { restartTransfers(to: destination) }
     }
 
     /// Calls `body` with the bytes of `chunk` (valid until the transfer is acknowledged).
@@ -230,6 +248,8 @@ public struct BulkSenderCounters: Sendable, Hashable {
     public var staleAcks = 0
     /// Transfers given up after ``BulkTransferConfiguration/abandonAfterNanos`` without progress.
     public var transfersAbandoned = 0
+    /// Transfers started over because their destination (or this member) restarted.
+    public var transfersRestarted = 0
     public init() {}
 }
 

@@ -4,14 +4,47 @@ import CarillonBulk
 import CarillonSchedule
 import CarillonTransport
 import Glibc
+import Logging
 import Synchronization
 
+/// How a bulk channel authenticates its datagrams. There is no default:
+/// running without tags is a decision written down (``off``), and logged.
+public enum BulkAuthentication: Sendable {
+    /// Every datagram is sealed and checked under a subkey of this cluster key
+    /// bound to the run; datagrams that fail are dropped and counted.
+    case clusterKey(FrameAuthenticator)
+    /// No tags: any host that reaches the port can inject transfers, and
+    /// replay recorded ones. Only for closed test networks; logged as a warning.
+    case off
+}
+
 /// Settings of one member's bulk channel.
+///
+/// Beside a ``Member``, ``init(member:)`` takes everything from it: endpoints,
+/// the cluster key, the run identity and the incarnations. Alone, give the
+/// authentication, this process's incarnation and how to learn each peer's.
 public struct BulkChannelConfiguration: Sendable {
     /// This member's index in ``nodes``.
     public var node: Int
     /// Every member's bulk endpoint (by convention the bus port + 1).
     public var nodes: [UDPEndpoint]
+    /// Datagram authentication; set by `init`, off only when said so there.
+    public var authentication: BulkAuthentication
+    /// The run the channel's datagrams belong to: the tag's key is derived
+    /// from the cluster key and it, so datagrams of another run fail the tag.
+    /// Read every millisecond; the key follows a change.
+    public var runIdentity: @Sendable () -> UInt64
+    /// This process's current incarnation (fresh on every start). Datagrams
+    /// carry it, and a receiver refuses datagrams addressed to any other
+    /// incarnation of itself. Read every millisecond.
+    public var incarnation: @Sendable () -> UInt64
+    /// A peer's current incarnation (from the membership view), or nil when
+    /// unknown: nothing is sent to a peer of unknown incarnation (transfers
+    /// to it wait), and a transfer in flight to a peer that restarted starts
+    /// over. Read every millisecond.
+    public var peerIncarnation: @Sendable (_ node: Int) -> UInt64?
+    /// Where the channel logs its start and its warnings.
+    public var logger = Logger(label: "carillon.bulk")
     public var pacing: BulkPacing = .gated
     /// The rate of the link the bulk channel shares with the bus (the
     /// bottleneck: the sender's interface or the switch port beyond it).
@@ -21,14 +54,47 @@ public struct BulkChannelConfiguration: Sendable {
     /// See ``BulkPacer/marginNanos``.
     public var marginNanos: UInt64 = 20_000
     public var transfer = BulkTransferConfiguration()
-    /// Seals every datagram and refuses any without a valid tag (the bus's key).
-    public var authenticator: FrameAuthenticator?
     /// Drops received datagrams at random (tests of the channel's reliability).
     public var lossInjection: LossInjection?
 
-    public init(node: Int, nodes: [UDPEndpoint]) {
+    /// A channel of its own: `authentication` has no default; `incarnation`
+    /// is this process's (fresh on every start), `runIdentity` the run's, and
+    /// `peerIncarnation` says which incarnation of each peer to address.
+    public init(node: Int, nodes: [UDPEndpoint], authentication: BulkAuthentication, runIdentity: UInt64 = 0,
+                incarnation: UInt64, peerIncarnation: @escaping @Sendable (_ node: Int) -> UInt64?) {
         self.node = node
         self.nodes = nodes
+        self.authentication = authentication
+        self.runIdentity = { runIdentity }
+        self.incarnation = { incarnation }
+        self.peerIncarnation = peerIncarnation
+    }
+
+    /// The channel beside `member`: its node, the bus endpoints with the port
+    /// one higher, its reservation, and — taken from the member, so the
+    /// channel authenticates whenever the bus does — its cluster key (or
+    /// `.off` when the member runs without one), run identity, incarnation, and
+    /// each peer's incarnation from the member's current view.
+    public init(member: Member) {
+        let configuration = member.configuration
+        node = configuration.node
+        nodes = Self.endpoints(besideBus: configuration.nodes)
+        switch configuration.authentication {
+        case .clusterKey(let key): authentication = .clusterKey(key)
+        case .off: authentication = .off
+        }
+        reservation = configuration.ordering.schedule.reservation
+        runIdentity = { [weak member] in member?.bulkRunIdentity ?? 0 }
+        incarnation = { [weak member] in member?.bulkIncarnation ?? configuration.incarnation }
+        peerIncarnation = { [weak member] node in
+            member?.view?.members.first { Int($0.node) == node }?.incarnation
+        }
+    }
+
+    /// The cluster key, when the channel authenticates.
+    public var clusterKey: FrameAuthenticator? {
+        if case .clusterKey(let key) = authentication { return key }
+        return nil
     }
 
     /// Each node's bus endpoint with the port one higher.
@@ -43,6 +109,10 @@ public struct BulkChannelCounters: Sendable, Hashable {
     public var receiver = BulkReceiverCounters()
     public var transport = TransportCounters()
     public var acksSent = 0
+    /// Acknowledgements refused because they were addressed to another
+    /// incarnation of this member, or came from another incarnation of the
+    /// peer than the one this member sends to (replays across a restart).
+    public var acksWrongIncarnation = 0
     /// Datagrams refused: malformed, with a bad tag, or without one.
     public var malformed = 0
     public var badTag = 0
@@ -54,6 +124,11 @@ public struct BulkChannelCounters: Sendable, Hashable {
     /// Datagrams the kernel refused with an error other than a full buffer (counted as lost).
     public var sendErrors = 0
     public init() {}
+
+    /// Datagrams refused as replays across a restart: addressed to another
+    /// incarnation of this member, or from an incarnation of the sender older
+    /// than the newest known (data and acknowledgements).
+    public var replaysRefused: Int { receiver.wrongIncarnation + receiver.staleIncarnation + acksWrongIncarnation }
 }
 
 /// Reliable, unordered, point-to-point transfer of large data between
@@ -61,8 +136,12 @@ public struct BulkChannelCounters: Sendable, Hashable {
 /// channel"). It has its own socket and thread; with a ``Member`` it gates on
 /// that member's current schedule and clock.
 ///
+/// Datagrams are authenticated under the run's subkey of the cluster key and
+/// bound to both ends' incarnations, so one recorded before either end
+/// restarted is refused and counted (``BulkChannelCounters/replaysRefused``).
+///
 /// ```swift
-/// let bulk = try BulkChannel(configuration: settings, member: member) { source, id, bytes in … }
+/// let bulk = try BulkChannel(member: member) { source, id, bytes in … }
 /// try bulk.start()
 /// if case .queueFull = bulk.send(snapshot, to: 2) { /* try again later */ }
 /// ```
@@ -86,6 +165,10 @@ public final class BulkChannel: @unchecked Sendable {
                 clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler) throws(SystemCallError) {
         precondition(configuration.nodes.indices.contains(configuration.node), "node is not in nodes")
         self.configuration = configuration
+        if case .off = configuration.authentication {
+            configuration.logger.warning("bulk channel runs WITHOUT authentication (.off): any host that reaches its port can inject transfers or replay recorded ones; give it the cluster key", metadata: [
+                "endpoint": "\(configuration.nodes[configuration.node])"])
+        }
         var options = UDPTransportOptions(bind: configuration.nodes[configuration.node], peers: [])
         options.maxDatagramBytes = BulkWire.headerBytes + configuration.transfer.chunkBytes + FrameAuthenticator.tagBytes
         options.socketBufferBytes = 4 << 20
@@ -98,7 +181,14 @@ public final class BulkChannel: @unchecked Sendable {
         self.onTransfer = onTransfer
     }
 
-    /// A bulk channel beside `member`, gated on its schedule and clock.
+    /// A bulk channel beside `member` with ``BulkChannelConfiguration/init(member:)``'s
+    /// settings (the member's key, run and incarnations), gated on its schedule and clock.
+    public convenience init(member: Member, onTransfer: @escaping TransferHandler) throws(SystemCallError) {
+        try self.init(configuration: BulkChannelConfiguration(member: member), member: member, onTransfer: onTransfer)
+    }
+
+    /// A bulk channel beside `member`, gated on its schedule and clock; start
+    /// `configuration` from ``BulkChannelConfiguration/init(member:)``.
     public convenience init(configuration: BulkChannelConfiguration, member: Member,
                             onTransfer: @escaping TransferHandler) throws(SystemCallError) {
         try self.init(configuration: configuration, scheduleSource: { [weak member] in member?.currentSchedule },
@@ -165,7 +255,7 @@ public final class BulkChannel: @unchecked Sendable {
         }
     }
 
-    private var tagBytes: Int { configuration.authenticator == nil ? 0 : FrameAuthenticator.tagBytes }
+    private var tagBytes: Int { configuration.clusterKey == nil ? 0 : FrameAuthenticator.tagBytes }
     private func datagramBytes(payload: Int) -> Int { BulkWire.headerBytes + payload + tagBytes }
 
     // MARK: - The channel's thread
@@ -175,22 +265,52 @@ public final class BulkChannel: @unchecked Sendable {
     private func run() {
         _ = carillon_set_timer_slack(1)
         let node = UInt16(configuration.node)
-        var receiver = BulkReceiver(node: node, chunkBytes: configuration.transfer.chunkBytes,
-                                    maxTransferBytes: configuration.transfer.maxTransferBytes,
-                                    abandonAfterNanos: configuration.transfer.abandonAfterNanos)
+        var receiver = BulkReceiver(node: node, incarnation: configuration.incarnation(), chunkBytes: configuration.transfer.chunkBytes,
+                                    maxTransferBytes: configuration.transfer.maxTransferBytes)
         var pacer = BulkPacer(pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
                               reservation: configuration.reservation, marginNanos: configuration.marginNanos)
         var local = BulkChannelCounters()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: datagramBytes(payload: configuration.transfer.chunkBytes),
                                                            alignment: 16)
         defer { buffer.deallocate() }
-        // Acknowledgements owed: (destination, transfer, chunk count); a few at a time.
-        var acksOwed: [(UInt16, UInt64, UInt32)] = []
+        // Acknowledgements owed: (destination, transfer, chunk count, the
+        // destination's incarnation that sent the data); a few at a time.
+        var acksOwed: [(UInt16, UInt64, UInt32, UInt64)] = []
         acksOwed.reserveCapacity(64)
         var schedule = scheduleSource()
         var scheduleReadAt: UInt64 = 0
         var publishAt: UInt64 = 0
         let tag = tagBytes
+        // The run's subkey, this member's incarnation and each peer's: read
+        // with the schedule, once a millisecond (the subkey derived again
+        // only when the run changes).
+        var run = configuration.runIdentity()
+        var sealer = configuration.clusterKey?.subkey(for: "bulk", run: run)
+        var peers: [UInt64?] = configuration.nodes.indices.map { $0 == configuration.node ? nil : configuration.peerIncarnation($0) }
+
+        func refreshIdentities() {
+            let newRun = configuration.runIdentity()
+            if newRun != run {
+                run = newRun
+                sealer = configuration.clusterKey?.subkey(for: "bulk", run: run)
+            }
+            let me = configuration.incarnation()
+            if me != receiver.incarnation {
+                // A new incarnation of this member: what it sent as the old
+                // one is refused by now, so every transfer in flight starts over.
+                receiver.incarnation = me
+                sender.withLock { $0.restartTransfers() }
+            }
+            for peer in peers.indices where peer != configuration.node {
+                let now = configuration.peerIncarnation(peer)
+                if let before = peers[peer], let now, now != before {
+                    // The peer restarted: it refuses datagrams addressed to
+                    // its old incarnation and holds none of the transfer.
+                    sender.withLock { $0.restartTransfers(to: UInt16(peer)) }
+                }
+                peers[peer] = now
+            }
+        }
 
         func publish() {
             local.sender = sender.withLock { $0.counters }
@@ -207,12 +327,13 @@ public final class BulkChannel: @unchecked Sendable {
             var tick = monotonicNanos()
             if now >= scheduleReadAt {
                 schedule = scheduleSource()
+                refreshIdentities()
                 scheduleReadAt = now + 1_000_000
             }
             // 1. Take in everything waiting.
             repeat {
                 _ = try? transport.receiveBatch { bytes, datagram in
-                    if let authenticator = configuration.authenticator {
+                    if let authenticator = sealer {
                         switch authenticator.verify(bytes) {
                         case .authentic: break
                         case .badTag: local.badTag += 1; return
@@ -231,13 +352,20 @@ public final class BulkChannel: @unchecked Sendable {
                     }
                     switch header.kind {
                     case .ack:
+                        // For this incarnation, from the incarnation of the peer it sends to.
+                        guard header.receiverIncarnation == receiver.incarnation,
+                              header.senderIncarnation == peers[Int(header.sender)] else {
+                            local.acksWrongIncarnation += 1
+                            return
+                        }
                         _ = sender.withLock {
                             $0.handleAck(from: header.sender, transferID: header.transferID, receivedBelow: header.chunkIndex,
                                          bitmap: header.totalBytesOrBitmap, atNanos: tick)
                         }
                     case .data:
                         let payload = UnsafeRawBufferPointer(rebasing: bytes[BulkWire.headerBytes..<(BulkWire.headerBytes + Int(header.payloadLength))])
-                        switch receiver.receive(header, payload: payload, atNanos: tick) {
+                        switch receiver.receive(header, payload: payload, atNanos: tick,
+                                                senderIncarnationAtLeast: peers[Int(header.sender)] ?? 0) {
                         case .stored(let due):
                             if due { owe(header) }
                         case .completed(let id, let data):
@@ -258,17 +386,18 @@ public final class BulkChannel: @unchecked Sendable {
             var waitNanos: UInt64 = 1_000_000
             var burst = 0
             sending: while burst < 64 {
-                if let (destination, transferID, chunkCount) = acksOwed.first {
+                if let (destination, transferID, chunkCount, destinationIncarnation) = acksOwed.first {
                     let size = datagramBytes(payload: 0)
                     let release = pacer.releaseTime(bytes: size, atNanos: now, schedule: schedule)
                     if release > now { waitNanos = min(waitNanos, release == .max ? 1_000_000 : release - now); local.pacedWaits += 1; break sending }
                     let (below, bitmap) = receiver.acknowledgement(for: destination, transferID: transferID, chunkCount: chunkCount)
                     let header = BulkHeader(kind: .ack, sender: node, receiver: destination, chunkBytes: 0, chunkIndex: below,
                                             chunkCount: chunkCount, tagLength: UInt16(tag), payloadLength: 0,
-                                            transferID: transferID, totalBytesOrBitmap: bitmap)
+                                            transferID: transferID, totalBytesOrBitmap: bitmap,
+                                            senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
                     let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
                     header.encode(into: datagram)
-                    configuration.authenticator?.seal(datagram)
+                    sealer?.seal(datagram)
                     guard send(UnsafeRawBufferPointer(datagram), to: Int(destination), counters: &local) else {
                         local.socketFull += 1
                         waitNanos = 50_000
@@ -281,7 +410,12 @@ public final class BulkChannel: @unchecked Sendable {
                     continue
                 }
                 let sent: Bool? = sender.withLock { sender -> Bool? in
-                    guard let chunk = sender.nextChunk(atNanos: tick) else { return nil }
+                    // Only to peers whose incarnation is known: the datagram is addressed to it.
+                    guard let chunk = sender.nextChunk(atNanos: tick, sendableTo: { peers[Int($0)] != nil }) else { return nil }
+                    guard let destinationIncarnation = peers[Int(chunk.destination)] else {
+                        sender.didNotSend(chunk)
+                        return nil
+                    }
                     let size = datagramBytes(payload: chunk.length)
                     let release = pacer.releaseTime(bytes: size, atNanos: now, schedule: schedule)
                     if release > now {
@@ -293,13 +427,14 @@ public final class BulkChannel: @unchecked Sendable {
                     let header = BulkHeader(kind: .data, sender: node, receiver: chunk.destination,
                                             chunkBytes: UInt16(configuration.transfer.chunkBytes), chunkIndex: chunk.index,
                                             chunkCount: chunk.count, tagLength: UInt16(tag), payloadLength: UInt16(chunk.length),
-                                            transferID: chunk.transferID, totalBytesOrBitmap: chunk.totalBytes)
+                                            transferID: chunk.transferID, totalBytesOrBitmap: chunk.totalBytes,
+                                            senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
                     let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
                     header.encode(into: datagram)
                     sender.withBytes(of: chunk) { bytes in
                         UnsafeMutableRawBufferPointer(rebasing: datagram[BulkWire.headerBytes...]).copyMemory(from: bytes)
                     }
-                    configuration.authenticator?.seal(datagram)
+                    sealer?.seal(datagram)
                     guard send(UnsafeRawBufferPointer(datagram), to: Int(chunk.destination), counters: &local) else {
                         sender.didNotSend(chunk)
                         local.socketFull += 1
@@ -337,8 +472,18 @@ public final class BulkChannel: @unchecked Sendable {
         publish()
 
         func owe(_ header: BulkHeader) {
-            if let last = acksOwed.last, last.0 == header.sender, last.1 == header.transferID { return }
-            if acksOwed.count < 64 { acksOwed.append((header.sender, header.transferID, header.chunkCount)) }
+            if let last = acksOwed.last, last.0 == header.sender, last.1 == header.transferID, last.3 == header.senderIncarnation { return }
+            if acksOwed.count < 64 { acksOwed.append((header.sender, header.transferID, header.chunkCount, header.senderIncarnation)) }
         }
     }
+}
+
+// Stand-ins until main's `Member.runIdentity` and `Member.incarnation` land:
+// then these two bodies become `runIdentity` and `incarnation`.
+extension Member {
+    /// The run's identity (stand-in: 0, one run for every start of the cluster).
+    var bulkRunIdentity: UInt64 { 0 }
+    /// This process's incarnation (stand-in: the configured one; a rejoin in
+    /// the same process does not change it).
+    var bulkIncarnation: UInt64 { configuration.incarnation }
 }

@@ -117,8 +117,10 @@ func collectOutcome(of children: [Child], waitSeconds: Double, directory: String
 /// Writes the bus configuration (and a fresh key beside it) for `spec`'s members.
 func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) throws -> String {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    let key = FrameAuthenticator.generateHexKey()
-    try key.write(toFile: directory + "/bus.key", atomically: true, encoding: .utf8)
+    // A fresh key, mode 0600 (KeyFile.write never replaces a file: the last run's goes first).
+    let keyPath = directory + "/bus.key"
+    if FileManager.default.fileExists(atPath: keyPath) { try FileManager.default.removeItem(atPath: keyPath) }
+    try KeyFile.write(hexKey: FrameAuthenticator.generateHexKey(), to: keyPath)
     // Every process must be up before the first round: 1.5 s plus a little per member.
     let startNanos = UInt64(Date().timeIntervalSince1970 * 1e9) + UInt64(1_500_000_000 + 200_000_000 * spec.members)
     let members = (0..<spec.members).map { i in

@@ -74,10 +74,7 @@ struct CarillonTap: ParsableCommand {
     func run() throws {
         var authenticator: FrameAuthenticator?
         if let keyFile {
-            guard let text = try? String(contentsOfFile: keyFile, encoding: .utf8) else {
-                throw ValidationError("cannot read --key-file \(keyFile)")
-            }
-            do { authenticator = try FrameAuthenticator(hexKey: text) } catch { throw ValidationError("--key-file \(keyFile): \(error)") }
+            do { authenticator = try KeyFile.load(path: keyFile) } catch { throw ValidationError("--key-file: \(error)") }
         }
         if let writeSample {
             var sample = SampleTraffic(members: sampleMembers, authenticator: authenticator)

@@ -33,12 +33,23 @@ func sleepNanos(_ nanos: UInt64) {
 
 struct Keygen: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print a fresh random cluster key (64 hex digits) for the configuration's key_file.",
+        abstract: "Make a fresh random cluster key (64 hex digits) for the configuration's key_file.",
         discussion: """
+            With --output the key goes to a new file of mode 0600 (an existing file is never replaced); \
+            without, to standard output. Key files that group or others can read are refused.
+
             Examples:
-              carillon keygen > bus.key && chmod 600 bus.key
+              carillon keygen --output bus.key
+              (umask 077 && carillon keygen > bus.key)
             """)
-    func run() { print(FrameAuthenticator.generateHexKey()) }
+    @Option(name: [.short, .long], help: "Write the key to this new file (mode 0600) instead of standard output.")
+    var output: String?
+
+    func run() throws {
+        let key = FrameAuthenticator.generateHexKey()
+        guard let output else { return print(key) }
+        do { try KeyFile.write(hexKey: key, to: output) } catch { throw ValidationError("\(error)") }
+    }
 }
 
 /// Raw UDP 1→N fan-out on the same path as the bus: the baseline every

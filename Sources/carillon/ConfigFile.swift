@@ -91,10 +91,8 @@ struct ConfigFile {
             }
             // Relative to the configuration file.
             let resolved = file.hasPrefix("/") ? file : URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(file).path
-            guard let data = FileManager.default.contents(atPath: resolved), let text = String(data: data, encoding: .utf8) else {
-                throw fail("authentication.key_file", "\(resolved) cannot be read")
-            }
-            do { key = try FrameAuthenticator(hexKey: text) } catch { throw fail("authentication.key_file", "\(resolved): \(error)") }
+            // Refused unless only its owner can reach it (KeyFile says which file, its mode and the fix).
+            do { key = try KeyFile.load(path: resolved) } catch { throw fail("authentication.key_file", "\(error)") }
             keyFile = file
         case nil:
             throw fail("authentication", "is missing: give {\"key_file\": \"bus.key\"} (make one with `carillon keygen`), or \"off\" to run without frame authentication")

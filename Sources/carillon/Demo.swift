@@ -44,8 +44,11 @@ struct Demo: ParsableCommand {
     }
 
     func run() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("carillon-demo-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // A private directory (0700, fresh): it holds the cluster key.
+        let directory: URL
+        do { directory = URL(fileURLWithPath: try KeyFile.makePrivateDirectory(prefix: "carillon-demo-")) } catch {
+            throw ValidationError("\(error)")
+        }
         defer { if !keep { try? FileManager.default.removeItem(at: directory) } }
 
         // Free loopback ports: bind port 0, note the port, release it.
@@ -65,7 +68,7 @@ struct Demo: ParsableCommand {
         file.startAtNanos = Clock.viewNanos() + 300_000_000
         // Frames are authenticated: a fresh cluster key for this demo.
         let keyPath = directory.appendingPathComponent("bus.key").path
-        try FrameAuthenticator.generateHexKey().write(toFile: keyPath, atomically: true, encoding: .utf8)
+        do { try KeyFile.write(hexKey: FrameAuthenticator.generateHexKey(), to: keyPath) } catch { throw ValidationError("\(error)") }
         file.keyFile = "bus.key"
 
         let configPath = directory.appendingPathComponent("bus.json").path

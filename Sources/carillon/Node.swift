@@ -335,12 +335,11 @@ struct Node: ParsableCommand {
         if let busy = configuration.nodes.first(where: { $0.port == UInt16.max }) {
             throw ValidationError("the bulk channel uses the bus port + 1, and \(busy) has port 65535: give the bus a lower port")
         }
-        var settings = BulkChannelConfiguration(node: configuration.node,
-                                                nodes: BulkChannelConfiguration.endpoints(besideBus: configuration.nodes))
+        // The member's key (or none, as the configuration file says), run and incarnations.
+        var settings = BulkChannelConfiguration(member: member)
         settings.pacing = pacing
         settings.linkBitsPerSecond = UInt64(linkMbit * 1e6)
         settings.reservation = file.reservation
-        if case .clusterKey(let key) = configuration.authentication { settings.authenticator = key }
         let channel: BulkChannel
         let arrivals = BulkArrivals()
         do {
@@ -415,6 +414,6 @@ final class BulkRun: @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
         if filler != nil { done.wait() }
         let c = channel.stop()
-        return "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag"
+        return "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag, \(c.replaysRefused) addressed to or from another incarnation (replays across a restart)"
     }
 }

@@ -80,7 +80,8 @@ struct SplitMix: RandomNumberGenerator {
     func datagram(index: UInt32 = 1, count: UInt32 = 3, total: UInt64 = 250, chunk: UInt16 = 100, payload: Int = 100, tag: Int = 16) -> [UInt8] {
         var bytes = [UInt8](repeating: 0x5A, count: BulkWire.headerBytes + payload + tag)
         let header = BulkHeader(kind: .data, sender: 1, receiver: 2, chunkBytes: chunk, chunkIndex: index, chunkCount: count,
-                                tagLength: UInt16(tag), payloadLength: UInt16(payload), transferID: 9, totalBytesOrBitmap: total)
+                                tagLength: UInt16(tag), payloadLength: UInt16(payload), transferID: 9, totalBytesOrBitmap: total,
+                                senderIncarnation: 0x1122_3344_5566_7788, receiverIncarnation: 0x99AA_BBCC_DDEE_FF00)
         bytes.withUnsafeMutableBytes { header.encode(into: $0) }
         return bytes
     }
@@ -89,6 +90,8 @@ struct SplitMix: RandomNumberGenerator {
         let bytes = datagram()
         let header = try bytes.withUnsafeBytes { try BulkHeader.decode($0, expectedTagLength: 16) }
         #expect(header.chunkIndex == 1 && header.chunkCount == 3 && header.totalBytesOrBitmap == 250 && header.transferID == 9)
+        #expect(header.senderIncarnation == 0x1122_3344_5566_7788 && header.receiverIncarnation == 0x99AA_BBCC_DDEE_FF00)
+        #expect(bytes.count == 56 + 100 + 16 && bytes[4] == 2, "version 2: a 56-byte header")
     }
 
     @Test func everyPrefixIsRefusedWithAReason() {
@@ -131,7 +134,7 @@ struct SplitMix: RandomNumberGenerator {
                   maxBytes: Int = 5_000, ackEvery: UInt32 = 4) -> (delivered: [(UInt16, UInt64, [UInt8], UInt16)], sent: [(UInt16, UInt16, [UInt8])], steps: Int) {
         var random = SplitMix(state: seed)
         var senders = (0..<3).map { BulkSender(node: UInt16($0), configuration: configuration, firstTransferID: 1_000) }
-        var receivers = (0..<3).map { BulkReceiver(node: UInt16($0), chunkBytes: configuration.chunkBytes, ackEveryChunks: ackEvery) }
+        var receivers = (0..<3).map { BulkReceiver(node: UInt16($0), incarnation: 0, chunkBytes: configuration.chunkBytes, ackEveryChunks: ackEvery) }
         var sent: [(UInt16, UInt16, [UInt8])] = []
         for i in 0..<transfers {
             let from = UInt16(i % 3), to = UInt16((i % 3 + 1 + (i / 3) % 2) % 3)
@@ -240,7 +243,7 @@ struct SplitMix: RandomNumberGenerator {
     }
 
     @Test func aReplayedChunkOfADeliveredTransferIsNotDeliveredAgain() {
-        var receiver = BulkReceiver(node: 2, chunkBytes: 100)
+        var receiver = BulkReceiver(node: 2, incarnation: 0, chunkBytes: 100)
         let header = BulkHeader(kind: .data, sender: 1, receiver: 2, chunkBytes: 100, chunkIndex: 0, chunkCount: 1, tagLength: 0,
                                 payloadLength: 10, transferID: 7, totalBytesOrBitmap: 10)
         let payload = [UInt8](repeating: 3, count: 10)
@@ -271,7 +274,7 @@ struct SplitMix: RandomNumberGenerator {
     @Test func aLongBurstAndALostTailRecoverInAFewTimeouts() {
         let configuration = BulkTransferConfiguration()
         var sender = BulkSender(node: 0, configuration: configuration, firstTransferID: 1)
-        var receiver = BulkReceiver(node: 1, chunkBytes: configuration.chunkBytes)
+        var receiver = BulkReceiver(node: 1, incarnation: 0, chunkBytes: configuration.chunkBytes)
         let bytes = (0..<(600 * configuration.chunkBytes)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         guard case .queued(let id) = sender.enqueue(bytes, to: 1) else { Issue.record("not queued"); return }
         var firstCopy = Set<UInt32>()
@@ -311,5 +314,84 @@ struct SplitMix: RandomNumberGenerator {
         // Simulated time: a handful of 20 ms timeouts (doubling), not 205 of them.
         #expect(now < 400_000_000, "took \(now / 1_000_000) ms of simulated time")
         #expect(sender.counters.chunksRetransmitted < 400, "\(sender.counters.chunksRetransmitted) chunks resent for 205 lost")
+    }
+}
+
+/// Issue 12, defect 9 (bulk replays): datagrams are bound to the sender's and
+/// the receiver's incarnations, and within one sender incarnation transfer ids
+/// only grow, so a recorded transfer is never handed over twice — not to a
+/// restarted receiver, not after the completed-id ring has forgotten it.
+@Suite struct BulkReplayTests {
+    /// One whole transfer of `bytes` as the datagrams `sender` would send.
+    func datagrams(id: UInt64, bytes: Int, chunk: Int = 100, from: UInt16 = 1, fromIncarnation: UInt64,
+                   to: UInt16 = 2, toIncarnation: UInt64) -> [(BulkHeader, [UInt8])] {
+        let count = (bytes + chunk - 1) / chunk
+        return (0..<count).map { index in
+            let length = min(chunk, bytes - index * chunk)
+            let header = BulkHeader(kind: .data, sender: from, receiver: to, chunkBytes: UInt16(chunk), chunkIndex: UInt32(index),
+                                    chunkCount: UInt32(count), tagLength: 0, payloadLength: UInt16(length), transferID: id,
+                                    totalBytesOrBitmap: UInt64(bytes), senderIncarnation: fromIncarnation, receiverIncarnation: toIncarnation)
+            return (header, [UInt8](repeating: UInt8(truncatingIfNeeded: id), count: length))
+        }
+    }
+
+    /// Feeds datagrams; returns the ids handed over.
+    func feed(_ receiver: inout BulkReceiver, _ datagrams: [(BulkHeader, [UInt8])], at now: UInt64, floor: UInt64 = 0) -> [UInt64] {
+        var completed: [UInt64] = []
+        for (header, payload) in datagrams {
+            if case .completed(let id, _) = payload.withUnsafeBytes({ receiver.receive(header, payload: $0, atNanos: now, senderIncarnationAtLeast: floor) }) {
+                completed.append(id)
+            }
+        }
+        return completed
+    }
+
+    @Test func transfersRecordedBeforeTheReceiverRestartedAreRefusedAndCounted() {
+        var before = BulkReceiver(node: 2, incarnation: 1_000, chunkBytes: 100)
+        var recorded: [(BulkHeader, [UInt8])] = []
+        for id in UInt64(1)...81 { recorded += datagrams(id: id, bytes: 250, fromIncarnation: 500, toIncarnation: 1_000) }
+        #expect(feed(&before, recorded, at: 1_000).count == 81)
+        // The receiver restarts (a new incarnation, no memory); all 81 transfers are replayed.
+        var after = BulkReceiver(node: 2, incarnation: 2_000, chunkBytes: 100)
+        #expect(feed(&after, recorded, at: 2_000) == [], "a restarted receiver delivered replayed transfers")
+        #expect(after.counters.wrongIncarnation == recorded.count)
+        #expect(after.counters.transfersCompleted == 0)
+        // The sender's genuine next transfer, addressed to the new incarnation, arrives.
+        #expect(feed(&after, datagrams(id: 82, bytes: 250, fromIncarnation: 500, toIncarnation: 2_000), at: 2_001) == [82])
+    }
+
+    @Test func anOldTransferReplayedAfterTheCompletedRingForgotItIsADuplicate() {
+        let abandon = BulkTransferConfiguration().abandonAfterNanos
+        var receiver = BulkReceiver(node: 2, incarnation: 7, chunkBytes: 100)
+        var now: UInt64 = 1_000
+        var recorded: [(BulkHeader, [UInt8])] = []
+        for id in UInt64(1)...100 {
+            let transfer = datagrams(id: id, bytes: 150, fromIncarnation: 3, toIncarnation: 7)
+            recorded += transfer
+            #expect(feed(&receiver, transfer, at: now) == [id])
+            now += 1_000_000
+        }
+        // 31 s of silence, then every recorded transfer again: none is handed over.
+        now += abandon + 1_000_000_000
+        #expect(feed(&receiver, recorded, at: now) == [], "old transfers delivered again after the silence")
+        #expect(receiver.counters.transfersCompleted == 100)
+        // And each is acknowledged as complete (the sender may have missed the acknowledgement).
+        #expect(receiver.acknowledgement(for: 1, transferID: 1, chunkCount: 2) == (2, 0))
+        #expect(feed(&receiver, datagrams(id: 101, bytes: 150, fromIncarnation: 3, toIncarnation: 7), at: now) == [101])
+    }
+
+    @Test func transfersFromAnOlderIncarnationOfTheSenderAreRefused() {
+        var receiver = BulkReceiver(node: 2, incarnation: 7, chunkBytes: 100)
+        let old = datagrams(id: 50, bytes: 150, fromIncarnation: 3, toIncarnation: 7)
+        #expect(feed(&receiver, old, at: 1) == [50])
+        // The sender restarts: a new incarnation whose ids start lower (its clock stepped back) is new.
+        #expect(feed(&receiver, datagrams(id: 10, bytes: 150, fromIncarnation: 4, toIncarnation: 7), at: 2) == [10])
+        // The old incarnation's datagrams are refused now, whatever their ids.
+        #expect(feed(&receiver, datagrams(id: 60, bytes: 150, fromIncarnation: 3, toIncarnation: 7), at: 3) == [])
+        #expect(receiver.counters.staleIncarnation == 2)
+        // A receiver that has not heard from the new incarnation yet refuses the old one when the view says it is gone.
+        var fresh = BulkReceiver(node: 2, incarnation: 7, chunkBytes: 100)
+        #expect(feed(&fresh, old, at: 1, floor: 4) == [])
+        #expect(fresh.counters.staleIncarnation == 2)
     }
 }

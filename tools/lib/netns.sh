@@ -80,7 +80,9 @@ netns_up() {
 # netns_config FILE PERIOD_US IDLE: a bus configuration for the hosts, with a fresh key beside it.
 netns_config() {
     local file=$1 period=$2 idle=$3
-    "$bin" keygen > "$(dirname "$file")/bus.key"
+    # Key files must be owner-only (0600): keygen --output creates it so.
+    rm -f "$(dirname "$file")/bus.key"
+    "$bin" keygen --output "$(dirname "$file")/bus.key"
     # Every process must be up before the first round, or it is suspected
     # (and rejoins): leave time to start N processes in namespaces.
     local start_ns=$(( $(date +%s%N) + ${start_lead_ms:-1500} * 1000000 ))
