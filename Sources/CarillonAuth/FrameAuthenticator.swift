@@ -40,24 +40,11 @@ public struct FrameAuthenticator: Sendable {
         try self.init(key: key)
     }
 
-    /// This key bound to one run of the cluster: a subkey
-    /// `BLAKE2b-256(key: cluster key, "carillon run key v1" ‖ run as 8 bytes LE)`.
-    ///
-    /// Slot and repair frames are sealed under the run key, so a frame
-    /// recorded in an earlier run of the same cluster (same cluster key,
-    /// another run identity) fails its tag in a later one. Derive it once per
-    /// run, not per frame.
-    public func bound(toRun run: UInt64) -> FrameAuthenticator {
-        var input = Array("carillon run key v1".utf8)
-        withUnsafeBytes(of: run.littleEndian) { input.append(contentsOf: $0) }
-        var subkey = [UInt8](repeating: 0, count: Self.keyBytes)
-        key.withUnsafeBufferPointer { key in
-            _ = crypto_generichash(&subkey, Self.keyBytes, input, UInt64(input.count), key.baseAddress, key.count)
-        }
-        return FrameAuthenticator(subkey: subkey)
-    }
-
-    private init(subkey: [UInt8]) { key = subkey }
+    /// The key slot and repair frames of one run are sealed under:
+    /// ``subkey(for:run:)`` with purpose `"bus"`. A frame recorded in an
+    /// earlier run of the same cluster (same cluster key, another run
+    /// identity) fails its tag in a later one. Derive it once per run.
+    public func bound(toRun run: UInt64) -> FrameAuthenticator { subkey(for: "bus", run: run) }
 
     /// Fills in the tag of a frame built with `tagLength` = ``tagBytes``.
     public func seal(_ frame: UnsafeMutableRawBufferPointer) {

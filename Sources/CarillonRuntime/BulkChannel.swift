@@ -84,8 +84,8 @@ public struct BulkChannelConfiguration: Sendable {
         case .off: authentication = .off
         }
         reservation = configuration.ordering.schedule.reservation
-        runIdentity = { [weak member] in member?.bulkRunIdentity ?? 0 }
-        incarnation = { [weak member] in member?.bulkIncarnation ?? configuration.incarnation }
+        runIdentity = { [weak member] in member?.runIdentity ?? 0 }
+        incarnation = { [weak member] in member?.incarnation ?? configuration.incarnation }
         peerIncarnation = { [weak member] node in
             member?.view?.members.first { Int($0.node) == node }?.incarnation
         }
@@ -476,14 +476,4 @@ public final class BulkChannel: @unchecked Sendable {
             if acksOwed.count < 64 { acksOwed.append((header.sender, header.transferID, header.chunkCount, header.senderIncarnation)) }
         }
     }
-}
-
-// Stand-ins until main's `Member.runIdentity` and `Member.incarnation` land:
-// then these two bodies become `runIdentity` and `incarnation`.
-extension Member {
-    /// The run's identity (stand-in: 0, one run for every start of the cluster).
-    var bulkRunIdentity: UInt64 { 0 }
-    /// This process's incarnation (stand-in: the configured one; a rejoin in
-    /// the same process does not change it).
-    var bulkIncarnation: UInt64 { configuration.incarnation }
 }
