@@ -450,6 +450,9 @@ extension OrderingCounters {
         suspicionsRaised += other.suspicionsRaised
         suspicionsCleared += other.suspicionsCleared
         framesRelayed += other.framesRelayed
+        naksClipped += other.naksClipped
+        repairsSuppressed += other.repairsSuppressed
+        implausibleRounds += other.implausibleRounds
     }
 }
 
