@@ -822,6 +822,22 @@ public struct OrderingInstance: Sendable {
                     next = last + 1
                 }
             }
+            // The asker stops its NAKs at its window end; when our rounds after
+            // the request carried no data up to a later data frame (or up to now),
+            // say so: silent rounds are taken beyond the window, and a member
+            // that fell behind skips the stretch without asking round by round.
+            if !full, next == run.upperBound &+ 1, next < nextSendRound, repairRuns.end(containing: next) == nil {
+                let frame = ownFrame(atOrAfter: next)
+                // (Up to the last round before this one: the slot frame just sent speaks for itself.)
+                let dataRound = frame < ownTail ? storeRound[ownCell(frame)] : nextSendRound - 1
+                if dataRound > next {
+                    if let lastRange = silentScratch.last, lastRange.lastRound &+ 1 == next {
+                        silentScratch[silentScratch.count - 1].lastRound = dataRound - 1
+                    } else if silentScratch.count < silentLimit {
+                        silentScratch.append(SilentRange(firstRound: next, lastRound: dataRound - 1))
+                    }
+                }
+            }
             repairRuns.removeBelow(next)
         }
         try encoder.endSection()

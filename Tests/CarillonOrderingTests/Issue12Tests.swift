@@ -269,3 +269,19 @@ struct Issue12CounterTests {
         #expect(large.delivered.allSatisfy { $0.count == 1 })
     }
 }
+
+/// Swarm seeds the first sweep with the new faults (pauses of tens of
+/// milliseconds, bounded receive queues, replays) found: with NAKs stopped at
+/// the window end, a member that fell ~1,000 rounds behind a sender whose
+/// silent stretches it had not learned caught up one window per NAK round trip
+/// and missed the liveness bound. Repairs now also state the silent stretch
+/// that follows the requested rounds.
+@Suite("Issue 12: swarm regression seeds")
+struct Issue12SwarmSeeds {
+    @Test(arguments: [UInt64(624), 1672, 2758, 5995])
+    func seedPasses(seed: UInt64) {
+        var simulator = ClusterSimulator(seed: seed, profile: .swarm(seed: seed))
+        let result = simulator.run()
+        #expect(result.passed, "\(result)\n\(result.violations.first.map(String.init(describing:)) ?? "")")
+    }
+}
