@@ -61,6 +61,9 @@ struct ClockSync: Sendable {
     /// How far this member's clock is ahead of `peer`'s, when both directions are known.
     func offset(from peer: Int) -> Int64? {
         guard let inbound = minOneWay(from: peer), reportedByPeer[peer] != .max else { return nil }
-        return (inbound - reportedByPeer[peer]) / 2
+        // Both figures come from the wire (a timestamp, a peer's report) and
+        // may be anything: halve before subtracting when the difference overflows.
+        let (difference, overflow) = inbound.subtractingReportingOverflow(reportedByPeer[peer])
+        return overflow ? inbound / 2 - reportedByPeer[peer] / 2 : difference / 2
     }
 }

@@ -20,6 +20,12 @@ public struct OrderingConfiguration: Sendable {
     public var schedule: TDMASchedule
     /// The view's epoch; frames of other epochs are ignored.
     public var epoch: UInt32 = 1
+    /// The most members any view of this cluster can have (for example its
+    /// node count); defaults to this view's size. ``maxPayloadBytes`` is sized
+    /// for it, so a message queued in this view fits a frame of every later
+    /// view up to this size: one `broadcast` accepted is never dropped at a
+    /// view change. Every view of a cluster should use the same value.
+    public var maxMemberCount: Int
     /// Agreed or safe delivery.
     public var deliveryMode: DeliveryMode = .agreed
     /// Largest datagram this member sends (slot frames and repair frames alike).
@@ -69,6 +75,7 @@ public struct OrderingConfiguration: Sendable {
     public init(rank: Int, schedule: TDMASchedule) {
         self.rank = rank
         self.schedule = schedule
+        self.maxMemberCount = schedule.memberCount
         self.lossGraceNanos = schedule.roundPeriodNanos
         self.nakRetryNanos = 2 * schedule.roundPeriodNanos
     }
@@ -77,7 +84,10 @@ public struct OrderingConfiguration: Sendable {
     public var memberCount: Int { schedule.memberCount }
 
     /// Bytes of header and non-data sections a slot frame may need.
-    var slotFrameOverheadBytes: Int {
+    var slotFrameOverheadBytes: Int { slotFrameOverheadBytes(memberCount: memberCount) }
+
+    /// The same in a view of `memberCount` members.
+    func slotFrameOverheadBytes(memberCount: Int) -> Int {
         Wire.headerBytes + Wire.sectionHeaderBytes  // data section header
             + Wire.sectionHeaderBytes + Wire.positionEntryBytes
             + Wire.sectionHeaderBytes + Wire.nakEntryBytes * maxNakRangesPerFrame
@@ -95,22 +105,32 @@ public struct OrderingConfiguration: Sendable {
             + tagLength
     }
 
-    /// Bytes of message entries (12-byte headers included) one frame carries.
+    /// Bytes of message entries (12-byte headers included) one frame of this view carries.
     public var batchBudgetBytes: Int { maxFrameBytes - max(slotFrameOverheadBytes, repairFrameOverheadBytes) }
 
-    /// Largest payload `broadcast` accepts.
-    public var maxPayloadBytes: Int { batchBudgetBytes - Wire.messageHeaderBytes }
+    /// Bytes of message entries one frame carries in the largest view
+    /// (`maxMemberCount` members): at most ``batchBudgetBytes``.
+    public var smallestBatchBudgetBytes: Int {
+        maxFrameBytes - max(slotFrameOverheadBytes(memberCount: max(maxMemberCount, memberCount)), repairFrameOverheadBytes)
+    }
+
+    /// Largest payload `broadcast` accepts: one that fits a frame of every view
+    /// of up to `maxMemberCount` members, so the same for all of them.
+    public var maxPayloadBytes: Int { smallestBatchBudgetBytes - Wire.messageHeaderBytes }
 
     /// Checks the limits against each other.
     public func validate() throws(OrderingConfigurationError) {
         guard rank >= 0, rank < memberCount else { throw .rankOutOfRange(rank: rank, memberCount: memberCount) }
+        guard maxMemberCount >= memberCount, maxMemberCount <= Int(UInt16.max) + 1 else {
+            throw .maxMemberCountOutOfRange(maxMemberCount: maxMemberCount, memberCount: memberCount)
+        }
         guard maxFrameBytes <= Wire.maxFrameBytes else { throw .frameTooLarge(maxFrameBytes) }
         guard tagLength >= 0, tagLength <= Wire.maxTagBytes else { throw .tagTooLong(tagLength) }
         guard maxNakRangesPerFrame >= 1, maxSilentRangesPerRepair >= 1, maxRepairFramesPerSlot >= 1,
             maxBatchMessages >= 1
         else { throw .limitBelowOne }
-        guard batchBudgetBytes >= Wire.messageHeaderBytes + 1 else {
-            throw .frameTooSmall(maxFrameBytes: maxFrameBytes, neededBytes: max(slotFrameOverheadBytes, repairFrameOverheadBytes) + Wire.messageHeaderBytes + 1)
+        guard smallestBatchBudgetBytes >= Wire.messageHeaderBytes + 1 else {
+            throw .frameTooSmall(maxFrameBytes: maxFrameBytes, neededBytes: maxFrameBytes - smallestBatchBudgetBytes + Wire.messageHeaderBytes + 1)
         }
         guard windowRounds >= 4 else { throw .windowTooSmall(windowRounds) }
         guard suspicionSlots >= 0 else { throw .limitBelowOne }
@@ -128,6 +148,7 @@ public struct OrderingConfiguration: Sendable {
 /// What is wrong with an ``OrderingConfiguration``.
 public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
     case rankOutOfRange(rank: Int, memberCount: Int)
+    case maxMemberCountOutOfRange(maxMemberCount: Int, memberCount: Int)
     case frameTooLarge(Int)
     case frameTooSmall(maxFrameBytes: Int, neededBytes: Int)
     case tagTooLong(Int)
@@ -139,6 +160,8 @@ public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringC
     public var description: String {
         switch self {
         case .rankOutOfRange(let rank, let n): return "rank \(rank) is not in a view of \(n) members (0...\(n - 1))"
+        case .maxMemberCountOutOfRange(let m, let n):
+            return "maxMemberCount \(m) must be at least the view's \(n) members and at most 65536"
         case .frameTooLarge(let b): return "maxFrameBytes \(b) exceeds the largest UDP payload (\(Wire.maxFrameBytes))"
         case .frameTooSmall(let b, let needed):
             return "maxFrameBytes \(b) leaves no room for a message; it must be at least \(needed) with these NAK, silent-range and tag limits"

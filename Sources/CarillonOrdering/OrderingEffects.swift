@@ -202,6 +202,16 @@ public struct OrderingCounters: Sendable, Hashable {
     public var suspicionsCleared = 0
     /// Repair frames carrying other members' rounds, sent during a view change.
     public var framesRelayed = 0
+    /// Slot frames whose NAKs for a sender stopped at this member's receive
+    /// window end although more was missing beyond it (asked for once the
+    /// window moves).
+    public var naksClipped = 0
+    /// Repairs not sent: requested rounds no receiver could take (beyond its
+    /// window), or an own frame retransmitted moments before (rate limit).
+    public var repairsSuppressed = 0
+    /// Frames, silent ranges and NAKs whose rounds lie beyond what the sender
+    /// can know (more than a window past the current round), ignored.
+    public var implausibleRounds = 0
     public init() {}
 
     /// The sum of two sets of counters: a member's totals over several views' instances.
@@ -238,6 +248,9 @@ public struct OrderingCounters: Sendable, Hashable {
         sum.suspicionsRaised += b.suspicionsRaised
         sum.suspicionsCleared += b.suspicionsCleared
         sum.framesRelayed += b.framesRelayed
+        sum.naksClipped += b.naksClipped
+        sum.repairsSuppressed += b.repairsSuppressed
+        sum.implausibleRounds += b.implausibleRounds
         return sum
     }
 }

@@ -40,6 +40,8 @@ public struct OrderingInstance: Sendable {
     var storeLength: [Int]
     var storeCount: [Int]
     var storeBytes: [UInt8]
+    /// Own row only: when the kept frame was last retransmitted (0: never).
+    var storeRepairedNanos: [UInt64]
 
     /// Per sender: every round below this has been received (or, for ourselves, sent).
     var receivedBelow: [UInt64]
@@ -121,6 +123,7 @@ public struct OrderingInstance: Sendable {
         storeHasData = Array(repeating: false, count: cells)
         storeLength = Array(repeating: 0, count: cells)
         storeCount = Array(repeating: 0, count: cells)
+        storeRepairedNanos = Array(repeating: 0, count: cells)
         storeBytes = Array(repeating: 0, count: cells * batchBudgetBytes)
         let first = configuration.firstRound
         receivedBelow = Array(repeating: first, count: memberCount)
@@ -221,7 +224,14 @@ public struct OrderingInstance: Sendable {
     /// Anchored at the lower of the delivery cursor and the stability line, so a
     /// frame is never overwritten before every member holds it: during a view
     /// change any survivor can relay a failed member's frames (see `wedge()`).
-    var windowEnd: UInt64 { min(cursorRound, stableBelow) + UInt64(windowRounds) }
+    var windowEnd: UInt64 { min(cursorRound, stableBelow).addingClamped(UInt64(windowRounds)) }
+
+    /// Rounds from the wire at or above this are beyond what any member can
+    /// know: more than a window past the current round (by this member's clock
+    /// or its next slot, whichever is later). Frames claiming them are ignored.
+    func plausibleRoundLimit(nowNanos: UInt64) -> UInt64 {
+        max(nextSendRound, configuration.schedule.round(atNanos: nowNanos)).addingClamped(UInt64(windowRounds) + 1)
+    }
 
     @inline(__always) func cell(_ sender: Int, _ round: UInt64) -> Int {
         sender &* windowRounds &+ Int(round % UInt64(windowRounds))
@@ -333,8 +343,40 @@ public struct OrderingInstance: Sendable {
         advanceDelivery(effects: &effects)
     }
 
+    /// Moves every queued, unsent message to `next` (the next view's
+    /// instance), in order, with new sequence numbers there — all or nothing:
+    /// when `next` could not queue every one of them (a smaller payload limit
+    /// or less free send buffer), nothing moves, this instance keeps them and
+    /// the result is `nil`. Otherwise returns how many moved. With the same
+    /// `maxMemberCount`, frame, tag and NAK limits and send buffer in both
+    /// configurations, an empty `next` always takes them all.
+    public mutating func movePending(into next: inout OrderingInstance) -> Int? {
+        var largest = 0
+        pending.withUnsafeBytes { queue in
+            var offset = pendingHead
+            for _ in 0..<pendingMessages {
+                let length = Int(UInt32(littleEndian: queue.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)))
+                largest = max(largest, length)
+                offset += Wire.messageHeaderBytes + length
+            }
+        }
+        let free = next.pending.count - (next.pendingTail - next.pendingHead)
+        guard largest <= next.configuration.maxPayloadBytes, pendingTail - pendingHead <= free else { return nil }
+        let moved = pendingMessages
+        takePending { payload in
+            guard case .queued = next.broadcast(payload) else {
+                preconditionFailure("a payload within the limit into a buffer with room was refused")
+            }
+        }
+        return moved
+    }
+
     /// Hands every queued, unsent message's payload to `body`, in order, and
-    /// empties the queue (the next view's instance takes them).
+    /// empties the queue (the next view's instance takes them). Every payload
+    /// is at most ``OrderingConfiguration/maxPayloadBytes``, which is sized for
+    /// the largest view (`maxMemberCount`): an instance of any view up to that
+    /// size with the same limits accepts it. ``movePending(into:)`` checks that
+    /// before anything leaves this instance.
     public mutating func takePending(_ body: (UnsafeRawBufferPointer) -> Void) {
         pending.withUnsafeBytes { queue in
             var offset = pendingHead
@@ -493,6 +535,7 @@ public struct OrderingInstance: Sendable {
         storeHasData[cell] = true
         storeLength[cell] = bytes
         storeCount[cell] = taken
+        storeRepairedNanos[cell] = 0
         ownTail += 1
         pendingHead += bytes
         pendingMessages -= taken
@@ -519,9 +562,12 @@ public struct OrderingInstance: Sendable {
             }
             nakVisited[sender] = true
             let ended = configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart)
-            // Not capped by the window: silent rounds beyond it are answered and
-            // remembered compactly, which is how a member that fell far behind catches up.
-            let dueBelow = min(max(heardBelow[sender], ended), cutRound[sender])
+            // Capped at the window end: never ask for what we would drop. A
+            // member that fell behind asks for one window at a time; long
+            // silent stretches come with the sender's own slot frames.
+            let uncapped = min(max(heardBelow[sender], ended), cutRound[sender])
+            let dueBelow = min(uncapped, windowEnd)
+            if uncapped > windowEnd, receivedBelow[sender] < uncapped { counters.naksClipped += 1 }
             var round = receivedBelow[sender]
             nakScratch.removeAll(keepingCapacity: true)
             while round < dueBelow, written + nakScratch.count < limit {
@@ -650,6 +696,8 @@ public struct OrderingInstance: Sendable {
                 // Below our received line and not stored with data: silent (data
                 // frames at or above the stability line are never overwritten).
                 // Beyond it: only what a silent run says.
+                // What we relay as silent never reaches past our own round.
+                guard next <= round else { next = run.upperBound.addingClamped(1); break }
                 var last: UInt64
                 if next < known {
                     last = next
@@ -661,9 +709,10 @@ public struct OrderingInstance: Sendable {
                 } else if let end = silentRuns[target].end(containing: next) {
                     last = min(end, run.upperBound)
                 } else {
-                    next = run.upperBound + 1  // not held here: someone else may answer
+                    next = run.upperBound.addingClamped(1)  // not held here: someone else may answer
                     break
                 }
+                last = min(last, round)
                 guard relayScratch.count < silentLimit else { full = true; break }
                 relayScratch.append(NakRange(rank: UInt16(target), firstRound: next, lastRound: last))
                 next = last + 1
@@ -740,6 +789,11 @@ public struct OrderingInstance: Sendable {
         var embedded = 0
         var full = false
         try encoder.beginSection(.retransmissions)
+        // No receiver's window reaches past our own received-below round plus
+        // the window (its stability line is at most the position we report).
+        let takeableBelow = receivedBelow.min()!.addingClamped(UInt64(windowRounds))
+        // At most once per NAK retry interval (less a quarter, for clock jitter).
+        let holdoff = configuration.nakRetryNanos - configuration.nakRetryNanos / 4
         while !full, let run = repairRuns.first {
             var next = run.lowerBound
             while next <= run.upperBound {
@@ -748,10 +802,24 @@ public struct OrderingInstance: Sendable {
                 let frame = ownFrame(atOrAfter: next)
                 let cell = ownCell(frame)
                 if frame < ownTail, storeRound[cell] == next {
+                    guard next < takeableBelow else {
+                        // Nobody can take it: drop the rest of the request.
+                        counters.repairsSuppressed += 1
+                        next = run.upperBound + 1
+                        break
+                    }
+                    // Resent moments ago (another member asked for it too): once is enough.
+                    if storeRepairedNanos[cell] != 0, nowNanos < storeRepairedNanos[cell] &+ holdoff,
+                       nowNanos >= storeRepairedNanos[cell] {
+                        counters.repairsSuppressed += 1
+                        next += 1
+                        continue
+                    }
                     let length = storeLength[cell]
                     let needed = Wire.retransmissionEntryHeaderBytes + Wire.headerBytes + Wire.sectionHeaderBytes + length
                     guard encoder.remainingBytes - reserveForSilent >= needed else { full = true; break }
                     try embedStoredFrame(&encoder, sender: rank, round: next, cell: cell)
+                    storeRepairedNanos[cell] = nowNanos
                     embedded += 1
                     next += 1
                 } else {
@@ -760,6 +828,22 @@ public struct OrderingInstance: Sendable {
                     let last = frame < ownTail ? min(run.upperBound, storeRound[cell] - 1) : run.upperBound
                     silentScratch.append(SilentRange(firstRound: next, lastRound: last))
                     next = last + 1
+                }
+            }
+            // The asker stops its NAKs at its window end; when our rounds after
+            // the request carried no data up to a later data frame (or up to now),
+            // say so: silent rounds are taken beyond the window, and a member
+            // that fell behind skips the stretch without asking round by round.
+            if !full, next == run.upperBound &+ 1, next < nextSendRound, repairRuns.end(containing: next) == nil {
+                let frame = ownFrame(atOrAfter: next)
+                // (Up to the last round before this one: the slot frame just sent speaks for itself.)
+                let dataRound = frame < ownTail ? storeRound[ownCell(frame)] : nextSendRound - 1
+                if dataRound > next {
+                    if let lastRange = silentScratch.last, lastRange.lastRound &+ 1 == next {
+                        silentScratch[silentScratch.count - 1].lastRound = dataRound - 1
+                    } else if silentScratch.count < silentLimit {
+                        silentScratch.append(SilentRange(firstRound: next, lastRound: dataRound - 1))
+                    }
                 }
             }
             repairRuns.removeBelow(next)
@@ -794,6 +878,12 @@ public struct OrderingInstance: Sendable {
         let sender = Int(header.senderRank)
         guard sender < memberCount else { counters.unknownSenderFrames += 1; return .ignored }
         guard sender != rank else { return .ignored }
+        // Every round from the wire is range-checked before use.
+        let roundLimit = plausibleRoundLimit(nowNanos: nowNanos)
+        if header.kind != .membership, header.round >= roundLimit {
+            counters.implausibleRounds += 1
+            return .ignored
+        }
 
         var disposition = FrameDisposition.accepted
         switch header.kind {
@@ -825,14 +915,17 @@ public struct OrderingInstance: Sendable {
                 else { counters.foreignEmbeddedFrames += 1; continue }
                 let origin = Int(inner.header.senderRank)
                 guard origin != rank else { continue }
+                guard inner.header.round < roundLimit else { counters.implausibleRounds += 1; continue }
                 if acceptFrame(from: origin, round: inner.header.round, batch: inner.dataBatchBytes,
                                count: inner.messageCount, effects: &effects) == .accepted {
                     disposition = .accepted
                 }
             }
+            // Relayed silence reaches at most the relayer's own round: it cannot
+            // know another member's rounds that have not happened yet.
             for relayed in frame.relayedSilentRanges where Int(relayed.rank) < memberCount && Int(relayed.rank) != rank {
                 let range = SilentRange(firstRound: relayed.firstRound, lastRound: relayed.lastRound)
-                if acceptSilentRanges(CollectionOfOne(range), from: Int(relayed.rank), frameRound: .max) {
+                if acceptSilentRanges(CollectionOfOne(range), from: Int(relayed.rank), frameRound: header.round + 1) {
                     disposition = .accepted
                 }
             }
@@ -843,7 +936,7 @@ public struct OrderingInstance: Sendable {
             disposition = .accepted
         }
         acceptPositions(frame.positionEntries, from: sender)
-        acceptNaks(frame.nakRanges, from: sender, nowNanos: nowNanos)
+        acceptNaks(frame.nakRanges, from: sender, nowNanos: nowNanos, roundLimit: roundLimit)
         if disposition == .accepted { counters.framesAccepted += 1 }
         advanceDelivery(effects: &effects)
         return disposition
@@ -935,20 +1028,34 @@ public struct OrderingInstance: Sendable {
         if changed { updateStability() }
     }
 
-    private mutating func acceptNaks(_ naks: FixedEntrySequence<NakRange>, from sender: Int, nowNanos: UInt64) {
+    private mutating func acceptNaks(
+        _ naks: FixedEntrySequence<NakRange>, from sender: Int, nowNanos: UInt64, roundLimit: UInt64
+    ) {
+        // A NAK lists its sender's missing rounds of us from its received-below
+        // round on, and its window ends at most `windowRounds` past that: the
+        // first range bounds what it can take.
+        var takeableBelow = UInt64.max
         for nak in naks {
             let target = Int(nak.rank)
             if target == rank {
                 counters.naksReceived += 1
-                guard nextSendRound > 0 else { continue }
+                guard nextSendRound > 0, nak.firstRound <= nak.lastRound else { counters.staleNaks += 1; continue }
+                if takeableBelow == .max { takeableBelow = nak.firstRound.addingClamped(UInt64(windowRounds)) }
                 let first = max(nak.firstRound, stableBelow)
-                let last = min(nak.lastRound, nextSendRound - 1)
+                var last = min(nak.lastRound, nextSendRound - 1)
+                if last >= takeableBelow {
+                    counters.repairsSuppressed += 1
+                    last = takeableBelow - 1
+                }
                 guard first <= last else { counters.staleNaks += 1; continue }
                 repairRuns.insert(first, last)
             } else if target < memberCount, wedged, nak.lastRound >= stableBelow {
-                // During a view change, answer for any member from what we hold.
+                // During a view change, answer for any member from what we hold
+                // (nobody holds rounds past the plausible limit).
                 let first = max(nak.firstRound, stableBelow)
-                if first <= nak.lastRound { relayRuns[target].insert(first, nak.lastRound) }
+                let last = min(nak.lastRound, roundLimit - 1)
+                if nak.lastRound > last { counters.implausibleRounds += 1 }
+                if first <= last { relayRuns[target].insert(first, last) }
             } else if target < memberCount, nakActive[target] || receivedBelow[target] < heardBelow[target] {
                 // Someone else asked for what we miss too: hold ours back one retry interval.
                 let missing = receivedBelow[target]
@@ -1064,5 +1171,15 @@ extension OrderingInstance: CustomDebugStringConvertible {
         "rank \(rank): next send \(nextSendRound), cursor (\(cursorRound),\(cursorSlot)), stable below \(stableBelow), "
             + "received below \(receivedBelow), heard below \(heardBelow), reported \(reportedBelow), "
             + "pending \(pendingMessages), repair \(repairRuns.first.map { "from \($0)" } ?? "none")"
+    }
+}
+
+extension UInt64 {
+    /// `self + other`, stopping at `.max` instead of trapping: for rounds and
+    /// times derived from values on the wire.
+    @inline(__always)
+    func addingClamped(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
     }
 }

@@ -1,4 +1,5 @@
 import CarillonSchedule
+import CarillonWire
 @_spi(Canary) import CarillonOrdering
 
 /// What one seeded run did and found.
@@ -15,7 +16,20 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
     /// Rounds the liveness phase took to deliver everything everywhere.
     public var livenessRounds: Int?
     public var framesSent: Int
+    /// Frames lost: by the network, or to a full receive queue.
     public var framesDropped: Int
+    /// Of those, frames that arrived to a full receive queue.
+    public var framesDroppedByQueue: Int
+    /// Old frames the replaying adversary injected again.
+    public var framesReplayed: Int
+    /// Repair frames sent in the last quarter of the liveness phase's bound
+    /// (or of the run, once settled), summed over members: a storm that does
+    /// not end shows here.
+    public var repairFramesAtEnd: Int
+    /// Per round of the run (from the schedule's origin): repair frames sent,
+    /// summed over members, and frames dropped by full receive queues.
+    public var repairFramesPerRound: [Int]
+    public var queueDropsPerRound: [Int]
     public var events: Int
     /// Counters summed over members.
     public var counters: OrderingCounters
@@ -31,7 +45,7 @@ public struct SimulationResult: Sendable, CustomStringConvertible {
     public var description: String {
         let status = passed ? "ok" : "FAILED (\(violations.count) violation\(violations.count == 1 ? "" : "s"))"
         return "seed \(seed): \(status) — \(messagesBroadcast) broadcast, \(deliveries) deliveries, "
-            + "\(framesSent) frames (\(framesDropped) dropped), liveness \(livenessRounds.map { "\($0) rounds" } ?? "not reached"), "
+            + "\(framesSent) frames (\(framesDropped) dropped, \(framesDroppedByQueue) by full queues, \(framesReplayed) replayed), liveness \(livenessRounds.map { "\($0) rounds" } ?? "not reached"), "
             + "\(counters.naksSent) NAKs, \(counters.framesRetransmitted) retransmitted"
     }
 }
@@ -54,7 +68,7 @@ public struct ClusterSimulator {
     var members: [OrderingInstance]
     var effects = OrderingEffects()
     var checker: InvariantChecker
-    var queue = EventQueue()
+    var queue = TimedQueue<ClusterEvent>()
     var nowNanos: UInt64 = 0
 
     var clockOffsetNanos: [UInt64]
@@ -64,6 +78,19 @@ public struct ClusterSimulator {
     var linkJitterNanos: [UInt64]
     var driftPPM: [Int]
     var pausedUntilNanos: [UInt64]
+    /// Per member: frames arrived and not yet taken in (the socket buffer),
+    /// from `receiveHead` on; whether a drain is scheduled; when the frame being
+    /// taken in is done.
+    var receiveQueue: [[[UInt8]]]
+    var receiveHead: [Int]
+    var drainScheduled: [Bool]
+    var busyUntilNanos: [UInt64]
+    /// Old frames of this run kept by the replaying adversary.
+    var replayPool: [[UInt8]] = []
+    var framesDroppedByQueue = 0
+    var framesReplayed = 0
+    var repairFramesPerRound: [Int] = []
+    var queueDropsPerRound: [Int] = []
     /// Payloads refused with backpressure, retried at the member's next wake.
     var backlog: [[[UInt8]]]
     var partitionSide: [Bool]
@@ -114,6 +141,10 @@ public struct ClusterSimulator {
             linkJitterNanos.append(profile.jitterNanos / 2 + random.below(profile.jitterNanos + 1))
         }
         pausedUntilNanos = Array(repeating: 0, count: n)
+        receiveQueue = Array(repeating: [], count: n)
+        receiveHead = Array(repeating: 0, count: n)
+        drainScheduled = Array(repeating: false, count: n)
+        busyUntilNanos = Array(repeating: 0, count: n)
         backlog = Array(repeating: [], count: n)
         partitionSide = Array(repeating: false, count: n)
     }
@@ -123,9 +154,13 @@ public struct ClusterSimulator {
         let n = profile.memberCount
         for member in 0..<n { scheduleWake(member) }
         let origin = members[0].configuration.schedule.originNanos
+        for pause in profile.scriptedPauses where pause.member < n {
+            queue.push(at: origin + pause.atRound * profile.roundPeriodNanos, .pause(pause.member, pause.nanos))
+        }
         let safetyEnd = origin + UInt64(profile.faultRounds) * profile.roundPeriodNanos
         var livenessEnd = UInt64.max
         var settledAt: UInt64?
+        var repairCountFrom: Int?
 
         while let event = queue.pop() {
             nowNanos = event.atNanos
@@ -141,19 +176,29 @@ public struct ClusterSimulator {
                 break
             }
             if nowNanos > livenessEnd || !checker.violations.isEmpty { break }
+            if livenessEnd != .max, repairCountFrom == nil,
+               nowNanos >= livenessEnd - (livenessEnd - safetyEnd) / 4 {
+                repairCountFrom = members.reduce(0) { $0 + $1.counters.repairFramesSent }
+            }
             switch event.kind {
             case .wake(let member): wake(member)
             case .arrive(let member, let frame): arrive(member, frame)
+            case .drain(let member): drain(member)
+            case .pause(let member, let nanos):
+                pausedUntilNanos[member] = max(pausedUntilNanos[member], nowNanos + nanos)
             }
         }
         if checker.violations.isEmpty, settledAt == nil { checker.checkAllDelivered(nowNanos: nowNanos) }
         var total = OrderingCounters()
         for member in members { total.add(member.counters) }
+        let repairFramesAtEnd = settledAt == nil ? total.repairFramesSent - (repairCountFrom ?? 0) : 0
         return SimulationResult(
             seed: seed, profile: profile, violations: checker.violations, messagesBroadcast: checker.broadcastCount,
             deliveries: (0..<n).reduce(0) { $0 + checker.delivered(at: $1) }, settledAtNanos: settledAt,
             livenessRounds: settledAt.map { $0 <= safetyEnd ? 0 : Int(($0 - safetyEnd) / profile.roundPeriodNanos) },
-            framesSent: framesSent, framesDropped: framesDropped, events: events, counters: total,
+            framesSent: framesSent, framesDropped: framesDropped, framesDroppedByQueue: framesDroppedByQueue,
+            framesReplayed: framesReplayed, repairFramesAtEnd: repairFramesAtEnd,
+            repairFramesPerRound: repairFramesPerRound, queueDropsPerRound: queueDropsPerRound, events: events, counters: total,
             memberStates: members.map(\.debugDescription), latency: LatencySummary(checker.latenciesNanos),
             deliveryOrderPrefix: Array(checker.canonicalPrefix))
     }
@@ -197,8 +242,10 @@ public struct ClusterSimulator {
         if faultsOn, random.chance(profile.pauseProbability) {
             pausedUntilNanos[member] = nowNanos + profile.pauseNanos
         }
-        if pausedUntilNanos[member] > nowNanos {
-            queue.push(at: pausedUntilNanos[member], .wake(member))
+        // Paused, or busy taking in a frame: the slot waits.
+        let readyAt = max(pausedUntilNanos[member], busyUntilNanos[member])
+        if readyAt > nowNanos {
+            queue.push(at: readyAt, .wake(member))
             return
         }
         updatePartition()
@@ -210,11 +257,48 @@ public struct ClusterSimulator {
         scheduleWake(member)
     }
 
+    /// A frame reached `member`'s host: into its receive queue, or dropped when the queue is full.
     mutating func arrive(_ member: Int, _ frame: [UInt8]) {
-        if pausedUntilNanos[member] > nowNanos {
-            queue.push(at: pausedUntilNanos[member], .arrive(member, frame))
+        let waiting = receiveQueue[member].count - receiveHead[member]
+        if profile.receiveQueueFrames > 0, waiting >= profile.receiveQueueFrames {
+            framesDropped += 1
+            framesDroppedByQueue += 1
+            countInRound(&queueDropsPerRound)
             return
         }
+        receiveQueue[member].append(frame)
+        if !drainScheduled[member] {
+            drainScheduled[member] = true
+            queue.push(at: max(nowNanos, pausedUntilNanos[member], busyUntilNanos[member]), .drain(member))
+        }
+    }
+
+    /// `member` takes the next frame from its receive queue, unless paused or still busy.
+    mutating func drain(_ member: Int) {
+        let readyAt = max(pausedUntilNanos[member], busyUntilNanos[member])
+        if readyAt > nowNanos {
+            queue.push(at: readyAt, .drain(member))
+            return
+        }
+        let frame = receiveQueue[member][receiveHead[member]]
+        receiveHead[member] += 1
+        if receiveHead[member] == receiveQueue[member].count {
+            receiveQueue[member].removeAll(keepingCapacity: true)
+            receiveHead[member] = 0
+        } else if receiveHead[member] >= 1024 {
+            receiveQueue[member].removeFirst(receiveHead[member])
+            receiveHead[member] = 0
+        }
+        busyUntilNanos[member] = nowNanos + profile.frameCostNanos
+        if receiveHead[member] < receiveQueue[member].count {
+            queue.push(at: busyUntilNanos[member], .drain(member))
+        } else {
+            drainScheduled[member] = false
+        }
+        takeIn(member, frame)
+    }
+
+    mutating func takeIn(_ member: Int, _ frame: [UInt8]) {
         effects.removeAll()
         let local = localNanos(member, nowNanos)
         frame.withUnsafeBytes { _ = members[member].onFrameReceived($0, nowNanos: local, effects: &effects) }
@@ -254,8 +338,18 @@ public struct ClusterSimulator {
         }
     }
 
+    /// Adds one to the current round's entry of a per-round series.
+    func countInRound(_ series: inout [Int]) {
+        let origin = members[0].configuration.schedule.originNanos
+        guard nowNanos >= origin else { return }
+        let round = Int(min((nowNanos - origin) / profile.roundPeriodNanos, 1 << 20))
+        if series.count <= round { series.append(contentsOf: repeatElement(0, count: round + 1 - series.count)) }
+        series[round] += 1
+    }
+
     mutating func carryOut(_ member: Int) {
         for frame in effects.frames {
+            if frame.kind == .repair { countInRound(&repairFramesPerRound) }
             let bytes = Array(effects.frameBytes[frame.offset..<(frame.offset + frame.length)])
             for peer in 0..<profile.memberCount where peer != member { transmit(bytes, from: member, to: peer) }
         }
@@ -283,6 +377,24 @@ public struct ClusterSimulator {
         if faultsOn, random.chance(profile.duplicateProbability) {
             queue.push(at: nowNanos + latencyNanos(link), .arrive(receiver, frame))
         }
+        if faultsOn, profile.replayProbability > 0 { replay(frame) }
+    }
+
+    /// The replaying adversary: keeps some frames it saw and now and then
+    /// injects an old one again, to a random member, some rounds later.
+    mutating func replay(_ frame: [UInt8]) {
+        let poolSize = 256
+        if replayPool.count < poolSize {
+            replayPool.append(frame)
+        } else if random.chance(0.05) {
+            replayPool[Int(random.below(UInt64(poolSize)))] = frame
+        }
+        guard random.chance(profile.replayProbability) else { return }
+        let old = replayPool[Int(random.below(UInt64(replayPool.count)))]
+        let target = Int(random.below(UInt64(profile.memberCount)))
+        let delay = random.below(UInt64(profile.replayDelayRounds) * profile.roundPeriodNanos + 1)
+        framesReplayed += 1
+        queue.push(at: nowNanos + delay, .arrive(target, old))
     }
 
     /// One frame's latency on `link`: the link's base, uniform jitter, and now and then a spike.
@@ -338,15 +450,33 @@ extension OrderingCounters {
         suspicionsRaised += other.suspicionsRaised
         suspicionsCleared += other.suspicionsCleared
         framesRelayed += other.framesRelayed
+        naksClipped += other.naksClipped
+        repairsSuppressed += other.repairsSuppressed
+        implausibleRounds += other.implausibleRounds
     }
 }
 
+/// The membership simulator's events: wakes and arrivals.
+enum WakeOrArrival {
+    case wake(Int)
+    case arrive(Int, [UInt8])
+}
+
+/// The cluster simulator's events.
+enum ClusterEvent {
+    case wake(Int)
+    /// A frame reaches a member's host.
+    case arrive(Int, [UInt8])
+    /// A member takes the next frame from its receive queue.
+    case drain(Int)
+    /// A member stops for this long (a scripted pause).
+    case pause(Int, UInt64)
+}
+
+typealias EventQueue = TimedQueue<WakeOrArrival>
+
 /// Events in virtual time; ties break by insertion order, so runs are deterministic.
-struct EventQueue {
-    enum Kind {
-        case wake(Int)
-        case arrive(Int, [UInt8])
-    }
+struct TimedQueue<Kind> {
     struct Event {
         var atNanos: UInt64
         var order: UInt64

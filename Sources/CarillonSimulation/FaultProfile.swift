@@ -35,6 +35,24 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
     /// Chance per round that a member pauses (a GC or scheduler stall) and how long.
     public var pauseProbability = 0.002
     public var pauseNanos: UInt64 = 1_000_000
+    /// Pauses at fixed times, on top of the random ones (regression scenarios).
+    public var scriptedPauses: [ScriptedPause] = []
+
+    // Hosts, per member. These stay on in the liveness phase: they are the
+    // machine, not a fault that heals.
+    /// Frames a member's receive queue holds (a socket buffer); a frame that
+    /// arrives to a full queue is dropped. 0: unbounded.
+    public var receiveQueueFrames = 0
+    /// CPU time a member spends on each received frame; frames wait in the
+    /// receive queue meanwhile, and so does the member's next slot.
+    public var frameCostNanos: UInt64 = 0
+
+    // The replaying adversary.
+    /// Chance per transmitted frame that an old frame of this run (one sent
+    /// earlier, kept by the adversary) is injected again to a random member,
+    /// up to `replayDelayRounds` rounds later.
+    public var replayProbability = 0.0
+    public var replayDelayRounds = 50
 
     // Workload, per member and round.
     public var broadcastProbability = 0.3
@@ -67,10 +85,20 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         p.maxClockOffsetNanos = UInt64(random.int(in: 0...2 * Int(p.roundPeriodNanos)))
         p.maxDriftPPM = [0, 50, 500][random.int(in: 0...2)]
         p.pauseProbability = [0, 0.001, 0.01][random.int(in: 0...2)]
-        p.pauseNanos = UInt64(random.int(in: 1...100)) * p.roundPeriodNanos
+        // Short stalls of up to 100 rounds, or a descheduled process: 1–50 ms.
+        p.pauseNanos = random.chance(0.5)
+            ? UInt64(random.int(in: 1...100)) * p.roundPeriodNanos : UInt64(random.int(in: 1...50)) * 1_000_000
         p.broadcastProbability = [0.05, 0.3, 0.9][random.int(in: 0...2)]
         p.maxMessagesPerRound = [1, 4, 32][random.int(in: 0...2)]
         p.maxPayloadBytes = [16, 200, 1000][random.int(in: 0...2)]
+        // A socket buffer of a few frames per peer up to a roomy one, and a CPU
+        // cost per frame of up to a fifth of a member's share of the round
+        // (slot frames alone then use at most 20% of it; repair storms show).
+        p.receiveQueueFrames = [0, 4 * p.memberCount, 32 * p.memberCount, 256][random.int(in: 0...3)]
+        p.frameCostNanos = [0, p.roundPeriodNanos / UInt64(20 * p.memberCount),
+                            p.roundPeriodNanos / UInt64(5 * p.memberCount)][random.int(in: 0...2)]
+        p.replayProbability = [0, 0.01, 0.05][random.int(in: 0...2)]
+        p.replayDelayRounds = random.int(in: 1...200)
         // The window must cover the stability lag — about two one-way latencies
         // plus a round for agreed delivery, twice that for safe — or buffering
         // ahead throttles the bus below its own catch-up rate (docs/protocol.md).
@@ -78,7 +106,9 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         let lagRounds = (p.deliveryMode == .safe ? 4 : 2) * oneWayRounds + 2
         p.windowRounds = max(p.windowRounds, 2 * lagRounds)
         // Liveness: long enough to drain a full window per member several times over.
+        // A pause that starts just before the faults stop runs on into the liveness phase.
         p.livenessBoundRounds = 200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
+            + Int(p.pauseNanos / p.roundPeriodNanos)
         return p
     }
 
@@ -87,6 +117,22 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
             + "frame=\(maxFrameBytes)B rounds=\(faultRounds) latency=\(baseLatencyNanos)+\(jitterNanos)ns "
             + "loss=\(lossProbability) dup=\(duplicateProbability) spike=\(spikeProbability)x\(spikeNanos)ns "
             + "partition=\(partitionProbability)x\(partitionRounds)r clock=±\(maxClockOffsetNanos)ns/\(maxDriftPPM)ppm "
-            + "pause=\(pauseProbability)x\(pauseNanos)ns load=\(broadcastProbability)x\(maxMessagesPerRound)x≤\(maxPayloadBytes)B"
+            + "pause=\(pauseProbability)x\(pauseNanos)ns\(scriptedPauses.isEmpty ? "" : "+\(scriptedPauses)") "
+            + "queue=\(receiveQueueFrames == 0 ? "∞" : String(receiveQueueFrames))x\(frameCostNanos)ns "
+            + "replay=\(replayProbability)x≤\(replayDelayRounds)r load=\(broadcastProbability)x\(maxMessagesPerRound)x≤\(maxPayloadBytes)B"
     }
+}
+
+/// A stall of one member at a fixed time: the member neither sends nor takes
+/// frames in, which wait in (and overflow) its receive queue.
+public struct ScriptedPause: Sendable, Hashable, CustomStringConvertible {
+    public var member: Int
+    public var atRound: UInt64
+    public var nanos: UInt64
+    public init(member: Int, atRound: UInt64, nanos: UInt64) {
+        self.member = member
+        self.atRound = atRound
+        self.nanos = nanos
+    }
+    public var description: String { "member \(member) at round \(atRound) for \(nanos)ns" }
 }

@@ -17,6 +17,18 @@ struct CarillonSim: ParsableCommand {
             checked on every delivery, validity at the end. The exit status is 0 only when no \
             seed failed; a failing seed prints the one command that replays it.
 
+            Faults of the ordering swarm (--swarm draws each from the seed):
+              loss, duplicates, reordering   per frame and directed link
+              delay spikes, partitions       partitions split the members in two and heal
+              pauses                         a member stops (descheduled): up to 100 rounds, or 1–50 ms
+              receive queues                 a bounded queue per member (a socket buffer): frames
+                                             beyond it are dropped; each frame costs CPU time,
+                                             during which the queue fills and the next slot waits
+              replays                        an adversary re-injects old frames of the same run
+                                             (earlier rounds) at random later times
+              clocks                         per-member offset and drift
+            Receive queues and frame costs stay on in the liveness phase (they are the host).
+
             Examples:
               carillon-sim --seed 1 --demo           one seed: delivery order and latency summary
               carillon-sim --seed 42                 one seed, standard fault profile

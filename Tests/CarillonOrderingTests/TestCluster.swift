@@ -27,7 +27,7 @@ struct TestCluster {
     }
 
     init(memberCount: Int, mode: DeliveryMode = .agreed, windowRounds: Int = 16, sendBufferBytes: Int = 4096,
-         maxFrameBytes: Int = 1472) {
+         maxFrameBytes: Int = 1472, configure: (inout OrderingConfiguration) -> Void = { _ in }) {
         let schedule = try! TDMASchedule(memberCount: memberCount, roundPeriodNanos: 100_000, reservation: 0.5)
         members = (0..<memberCount).map { rank in
             var configuration = OrderingConfiguration(rank: rank, schedule: schedule)
@@ -35,6 +35,7 @@ struct TestCluster {
             configuration.windowRounds = windowRounds
             configuration.sendBufferBytes = sendBufferBytes
             configuration.maxFrameBytes = maxFrameBytes
+            configure(&configuration)
             return try! OrderingInstance(configuration: configuration)
         }
         outbox = Array(repeating: [], count: memberCount)
