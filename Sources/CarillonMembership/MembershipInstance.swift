@@ -339,6 +339,7 @@ public struct MembershipInstance: Sendable {
                 retired!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
             }
         }
+        if isMember, !carriedOver.isEmpty { sendCarriedOver() }
         let before = ordering!.nextRoundToSend
         ordering!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
         guard ordering!.nextRoundToSend != before else { return }
@@ -431,6 +432,16 @@ public struct MembershipInstance: Sendable {
         counters.staleEpochFrames += 1
         step(round: round, effects: &effects)
         return .ignored
+    }
+
+    /// Queues messages kept from an earlier view or incarnation, in order, as far as the send buffer takes them.
+    private mutating func sendCarriedOver() {
+        var sent = 0
+        for payload in carriedOver {
+            guard case .queued = ordering!.broadcast(payload) else { break }
+            sent += 1
+        }
+        carriedOver.removeFirst(sent)
     }
 
     /// At the first input: a member of the first view that starts this late
@@ -725,7 +736,12 @@ public struct MembershipInstance: Sendable {
         do { try install(view: next, rank: next.rank(of: me)!) } catch {
             preconditionFailure("the next view's configuration derives from a valid one: \(error)")
         }
-        finished.takePending { payload in _ = ordering!.broadcast(payload) }
+        // Every queued message moves (payload limits are sized for the largest
+        // view, `maxMemberCount`); should the next instance refuse them, they
+        // are kept and sent as room allows, never dropped.
+        if finished.movePending(into: &ordering!) == nil {
+            finished.takePending { payload in carriedOver.append(Array(payload)) }
+        }
         if let older = retired { pastOrderingCounters = pastOrderingCounters + older.counters }
         retired = finished
         retiredEpoch = old.epoch
@@ -1014,8 +1030,7 @@ public struct MembershipInstance: Sendable {
                 effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
                                                 kind: .stateReceived(view, state: incomingState)))
                 ordering!.holdDelivery(false, effects: &effects.ordering)
-                for payload in carriedOver { _ = ordering!.broadcast(payload) }
-                carriedOver = []
+                sendCarriedOver()
             }
             return
         }

@@ -180,7 +180,7 @@ public struct ClusterSimulator {
                nowNanos >= livenessEnd - (livenessEnd - safetyEnd) / 4 {
                 repairCountFrom = members.reduce(0) { $0 + $1.counters.repairFramesSent }
             }
-            switch event.kind {
+            switch event.payload {
             case .wake(let member): wake(member)
             case .arrive(let member, let frame): arrive(member, frame)
             case .drain(let member): drain(member)
@@ -457,11 +457,6 @@ extension OrderingCounters {
 }
 
 /// The membership simulator's events: wakes and arrivals.
-enum WakeOrArrival {
-    case wake(Int)
-    case arrive(Int, [UInt8])
-}
-
 /// The cluster simulator's events.
 enum ClusterEvent {
     case wake(Int)
@@ -471,49 +466,6 @@ enum ClusterEvent {
     case drain(Int)
     /// A member stops for this long (a scripted pause).
     case pause(Int, UInt64)
-}
-
-typealias EventQueue = TimedQueue<WakeOrArrival>
-
-/// Events in virtual time; ties break by insertion order, so runs are deterministic.
-struct TimedQueue<Kind> {
-    struct Event {
-        var atNanos: UInt64
-        var order: UInt64
-        var kind: Kind
-        func precedes(_ other: Event) -> Bool { (atNanos, order) < (other.atNanos, other.order) }
-    }
-    var heap: [Event] = []
-    var counter: UInt64 = 0
-
-    mutating func push(at nanos: UInt64, _ kind: Kind) {
-        counter += 1
-        heap.append(Event(atNanos: nanos, order: counter, kind: kind))
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard heap[child].precedes(heap[parent]) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    mutating func pop() -> Event? {
-        guard !heap.isEmpty else { return nil }
-        heap.swapAt(0, heap.count - 1)
-        let top = heap.removeLast()
-        var parent = 0
-        while true {
-            let left = 2 * parent + 1, right = left + 1
-            var best = parent
-            if left < heap.count, heap[left].precedes(heap[best]) { best = left }
-            if right < heap.count, heap[right].precedes(heap[best]) { best = right }
-            guard best != parent else { break }
-            heap.swapAt(parent, best)
-            parent = best
-        }
-        return top
-    }
 }
 
 /// Percentiles of a set of latencies.

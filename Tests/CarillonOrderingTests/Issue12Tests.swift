@@ -86,11 +86,33 @@ struct RepairStormTests {
             if round % 4 == 0 { _ = cluster.broadcast(0, "r\(round)") }
             last = cluster.openSlot(0, round: round)[0]
         }
-        #expect(cluster.receive(1, last).0 == .beyondWindow)
+        // Member 0 keeps its data within half a window of its stability line
+        // (rounds 0 and 4 here), so its round-60 frame is empty: member 1
+        // takes it as a silent round even beyond its window, and knows that
+        // rounds up to 60 exist.
+        #expect(cluster.receive(1, last).0 == .accepted)
         let frames = cluster.openSlot(1, round: 60)
         let naks = nakRanges(in: frames[0])
         #expect(!naks.isEmpty)
         #expect(naks.allSatisfy { $0.lastRound < 16 }, "\(naks)")
+    }
+
+    /// Issue 12 (found by the membership swarm): a sender whose peers do not
+    /// acknowledge must not put data in rounds they cannot buffer — a wedged
+    /// member that had to drop such a round could never hold a cut that
+    /// includes it. Data stays within half a window of the stability line.
+    @Test func dataStaysWithinHalfAWindowOfTheStabilityLine() {
+        var cluster = TestCluster(memberCount: 2, windowRounds: 16)
+        var dataRounds: [UInt64] = []
+        for round in UInt64(0)...40 {
+            _ = cluster.broadcast(0, "r\(round)")
+            for frame in cluster.openSlot(0, round: round) {
+                let view = try! frame.withUnsafeBytes { try FrameView.decode($0) }
+                if view.header.kind == .slot, view.messageCount > 0 { dataRounds.append(round) }
+            }
+        }
+        #expect(!dataRounds.isEmpty)
+        #expect(dataRounds.allSatisfy { $0 < 8 }, "\(dataRounds)")
     }
 
     /// A NAK (by an old or faulty member) for 61 rounds: the repairer sends
