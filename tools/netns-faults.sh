@@ -15,6 +15,9 @@
 #   partition  cut the first 2 members off from the other 3: the 3 install a view and continue, the 2
 #              report no primary component and deliver nothing; heal: the 2 rejoin with state transfer
 #   restart    kill -9 the last member, start it again with --join: it rejoins and receives the state
+#   deaf       drop every frame reaching the last member (nftables, input only: it still sends) for 3 s:
+#              the others leave it out and keep delivering, it delivers nothing; then it hears again
+#              and rejoins with state transfer
 #   bench      K times (--kills, default 20): kill -9 one member, time until every survivor installed the
 #              next view and the longest gap between deliveries a survivor saw, then restart it (rejoin)
 # Examples:
@@ -42,9 +45,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$scenario" in
-    kill|leave|partition|restart|bench) ;;
+    kill|leave|partition|restart|deaf|bench) ;;
     -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "netns-faults: give a scenario: kill, leave, partition, restart or bench (see --help)" >&2; exit 2 ;;
+    *) echo "netns-faults: give a scenario: kill, leave, partition, restart, deaf or bench (see --help)" >&2; exit 2 ;;
 esac
 [[ "$members" =~ ^[0-9]+$ ]] && [ "$members" -ge 3 ] && [ "$members" -le 20 ] || { echo "netns-faults: --members must be 3...20" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -185,6 +188,30 @@ partition)
     wait_until 10 "a $members-member view at every member" all_in_view "$t" "$members" - $all
     wait_until 10 "every member delivering after the heal" progressed "$(now_ns)" $all
     echo "netns-faults: healed → the $small rejoined with state transfer" >&2
+    ;;
+deaf)
+    # Only inbound traffic is cut: the member still sends its slot frames, so
+    # the others still hear it — it must be left out for not taking part.
+    rules=""
+    for j in $(others $last); do rules+="  ip saddr $net.$((j + 1)) drop\n"; done
+    t=$(now_ns)
+    printf "table inet crln_deaf {\n chain input {\n  type filter hook input priority -10;\n$rules }\n}\n" \
+        | ip netns exec "$prefix-h$last" nft -f -
+    survivors=$(others $last)
+    wait_until 10 "the others installing a view without the deaf h$last" all_in_view "$t" $((members - 1)) "$last" $survivors
+    worst=0
+    for i in $survivors; do v=$(view_after "${node_log[$i]}" "$t" $((members - 1)) "$last"); [ $((v - t)) -gt $worst ] && worst=$((v - t)); done
+    echo "netns-faults: h$last deaf → $((members - 1))-member view at every other member after $((worst / 1000)) µs" >&2
+    wait_until 10 "the others delivering without h$last" progressed "$(now_ns)" $survivors
+    # Deaf, it hears nobody: it delivers nothing past the cut and says it is not in the primary component.
+    wait_until 10 "the deaf h$last reporting no primary component" grep -qs '^# no-primary' "${node_log[$last]}"
+    sleep 3
+    t=$(now_ns)
+    ip netns exec "$prefix-h$last" nft delete table inet crln_deaf
+    wait_until 20 "h$last rejoining with state once it hears again" grep -qs '^# state' "${node_log[$last]}"
+    wait_until 10 "a $members-member view at every member" all_in_view "$t" "$members" - $all
+    wait_until 10 "every member delivering after it hears again" progressed "$(now_ns)" $all
+    echo "netns-faults: h$last hears again → rejoined with state transfer" >&2
     ;;
 bench)
     : > "$out/kills.csv"; echo "kill,victim,view_at_all_us,longest_pause_us,rejoin_ms" > "$out/kills.csv"

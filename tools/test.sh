@@ -2,7 +2,8 @@
 # The test command: unit, transcript, property and corpus tests, a 500-seed
 # simulator sweep and the canaries, real-socket loopback and rogue-sender
 # tests, and (as root) namespace clusters of separate processes with 5% loss
-# — all in swift test — then a release sweep of 2,000 swarm seeds.
+# — all in swift test — then release sweeps of 2,000 ordering swarm seeds and
+# 400 membership swarm seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Namespace tests need iproute2 and nftables (and root; without root they skip and say why).
@@ -18,3 +19,6 @@ swift build -c release --product carillon-bench
 swift test --skip-build
 swift build -c release --product carillon-sim
 .build/release/carillon-sim --swarm --seeds 1-2000
+# The membership swarm (crashes, partitions, deaf members, one-way links,
+# pauses, replays from this and an earlier run, restarts without join).
+.build/release/carillon-sim --membership --swarm --seeds 1-400

@@ -8,7 +8,7 @@ import Synchronization
 struct CarillonSim: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "carillon-sim",
-        abstract: "Run Carillon's ordering core in a seeded, deterministic cluster simulator.",
+        abstract: "Run Carillon's ordering and membership layers in a seeded, deterministic cluster simulator.",
         discussion: """
             Each seed runs a cluster in virtual time: a safety phase with loss, duplication, \
             reordering, delay spikes, partitions that heal, member pauses and drifting clocks, \
@@ -28,6 +28,20 @@ struct CarillonSim: ParsableCommand {
                                              (earlier rounds) at random later times
               clocks                         per-member offset and drift
             Receive queues and frame costs stay on in the liveness phase (they are the host).
+
+            Faults of the membership swarm (--membership --swarm), on top of loss and duplicates:
+              crashes, restarts              kill -9 and a restart that joins as a new incarnation
+              restarts without join          a restart given the first view's configuration again
+              partitions                     a majority and a minority side, healed later
+              deaf members                   a member still sends but hears nothing (a full socket
+                                             buffer, a lost multicast membership)
+              one-way links                  frames from one member to another are lost, not back
+              pauses                         a process is descheduled for 1–50 ms
+              receive queues                 bounded, with a CPU cost per frame (as above)
+              replays                        frames recorded earlier in this run, or in an earlier
+                                             run of the same cluster under the same key
+            Membership checks: integrity, agreement and virtual synchrony per epoch, one member
+            list per epoch, equal state digests, validity, and liveness after the faults.
 
             Examples:
               carillon-sim --seed 1 --demo           one seed: delivery order and latency summary

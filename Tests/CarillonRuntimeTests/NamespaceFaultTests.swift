@@ -13,11 +13,23 @@ import Testing
 /// expect. These tests check what happens, not how fast (docs/benchmarks.md
 /// has the timing, at the default 20 slots).
 extension NamespaceTests {
-@Suite("Namespace faults (separate processes: kill -9, leave, partition, restart)")
+@Suite("Namespace faults (separate processes: kill -9, leave, partition, restart, deaf)")
 struct NamespaceFaultTests {
     func run(_ scenario: String) throws -> (status: Int32, output: String) {
         try runScript("tools/netns-faults.sh",
                       [scenario, "--members", "5", "--period-us", "400", "--suspicion-slots", "50", "--bin", try releaseCarillon()])
+    }
+
+    /// Issue 12, defect 2: a member that can send but not receive (nftables
+    /// drops its inbound traffic). Before, it suspected everyone and its
+    /// ballots froze the others; now the others leave it out within the
+    /// detection time and keep delivering, and it rejoins when it hears again.
+    @Test func aDeafMemberIsLeftOutAndTheOthersKeepDelivering() throws {
+        let (status, output) = try run("deaf")
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("4-member view at every other member"), "\(output)")
+        #expect(output.contains("rejoined with state transfer"), "\(output)")
+        #expect(output.contains("verify: OK"), "\(output)")
     }
 
     @Test func killOneOfFiveLeavesAFourMemberViewThatKeepsDelivering() throws {
