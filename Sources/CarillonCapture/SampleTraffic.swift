@@ -4,13 +4,24 @@ import CarillonWire
 
 /// Synthetic bus traffic as Ethernet/IPv4/UDP packets: slot frames of
 /// `members` senders round after round, with messages, positions and now and
-/// then a NAK, sealed when a key is given. For tests, the dissector check and
-/// the decode-rate benchmark; a real capture is better for anything else.
+/// then a NAK, and (in ``write(rounds:to:)``) one membership frame first that
+/// names the run. Sealed, when a key is given, as a running bus seals them:
+/// slot frames under the run's key (`authenticator.bound(toRun: run)`),
+/// membership frames under the cluster key. For tests, the dissector check
+/// and the decode-rate benchmark; a real capture is better for anything else.
 public struct SampleTraffic {
     public var members: Int
     public var messagesPerFrame: Int
     public var payloadBytes: Int
-    public var authenticator: FrameAuthenticator?
+    /// The cluster key (nil: frames without tags).
+    public var authenticator: FrameAuthenticator? { didSet { deriveRunKey() } }
+    /// The run identity: a running bus's is its first view's start time in
+    /// nanoseconds; the default is this sample's first round's start.
+    public var run: UInt64 = 17_950_000_000_000 * 100_000 { didSet { deriveRunKey() } }
+    /// The key slot frames are sealed under: the cluster key bound to ``run``.
+    public private(set) var runAuthenticator: FrameAuthenticator?
+    /// Whether ``write(rounds:to:)`` starts with a membership frame naming the run (a decoder learns the run from it).
+    public var includesMembershipFrame = true
     public var port: UInt16 = 7400
     public var roundPeriodNanos: UInt64 = 100_000
     /// Rounds on the realtime timebase, as a running bus numbers them (this one is in November 2026).
@@ -21,6 +32,32 @@ public struct SampleTraffic {
         self.messagesPerFrame = messagesPerFrame
         self.payloadBytes = payloadBytes
         self.authenticator = authenticator
+        deriveRunKey()
+    }
+
+    mutating func deriveRunKey() { runAuthenticator = authenticator?.bound(toRun: run) }
+
+    /// The UDP payload of a membership frame from `node` about epoch 1, as a
+    /// member changing the view sends it: fields `incarnation` and `run`
+    /// (both ``run``, a first-view member's), sealed under the cluster key.
+    public func membershipFrame(round: UInt64, node: Int, timestampNanos: UInt64) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let length: Int = buffer.withUnsafeMutableBytes { raw in
+            do {
+                var encoder = try FrameEncoder(buffer: raw, header: FrameHeader(
+                    kind: .membership, senderRank: UInt16(node), epoch: 1, round: round, senderTimestampNanos: timestampNanos))
+                try encoder.beginSection(.viewFields)
+                try encoder.appendEntry(RankEntry(rank: ViewField.incarnation.rawValue, value: run))
+                try encoder.appendEntry(RankEntry(rank: ViewField.run.rawValue, value: run))
+                try encoder.endSection()
+                return try encoder.finish(tagLength: authenticator == nil ? 0 : FrameAuthenticator.tagBytes)
+            } catch {
+                preconditionFailure("the sample membership frame fits its buffer: \(error)")
+            }
+        }
+        buffer.removeLast(buffer.count - length)
+        if let authenticator { buffer.withUnsafeMutableBytes { authenticator.seal($0) } }
+        return buffer
     }
 
     /// The UDP payload of sender `rank`'s slot frame for `round` (sequence numbers continue from `sequence`).
@@ -55,7 +92,7 @@ public struct SampleTraffic {
             }
         }
         buffer.removeLast(buffer.count - length)
-        if let authenticator { buffer.withUnsafeMutableBytes { authenticator.seal($0) } }
+        if let runAuthenticator { buffer.withUnsafeMutableBytes { runAuthenticator.seal($0) } }
         return buffer
     }
 
@@ -80,12 +117,19 @@ public struct SampleTraffic {
         return p
     }
 
-    /// Writes `rounds` rounds of every member's slot frame to a pcap file;
-    /// returns the number of packets written.
+    /// Writes a membership frame from node 0 naming the run (unless
+    /// ``includesMembershipFrame`` is false), then `rounds` rounds of every
+    /// member's slot frame, to a pcap file; returns the number of packets written.
     @discardableResult
     public func write(rounds: Int, to path: String) throws(CaptureError) -> Int {
         let writer = try PacketCapture.writer(linkType: LinkType.ethernet.rawValue, path: path)
         var written = 0
+        if includesMembershipFrame {
+            let time = firstRound * roundPeriodNanos + 1_000
+            let bytes = packet(udpPayload: membershipFrame(round: firstRound, node: 0, timestampNanos: time), rank: 0)
+            bytes.withUnsafeBytes { writer.dump(timestampNanos: time, bytes: $0) }
+            written += 1
+        }
         for i in 0..<rounds {
             let round = firstRound + UInt64(i)
             for rank in 0..<members {

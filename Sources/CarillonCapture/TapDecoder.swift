@@ -2,13 +2,22 @@ import CarillonAuth
 import CarillonWire
 
 /// How a frame's authentication tag checked out.
+///
+/// Membership frames are checked under the cluster key; slot and repair
+/// frames under the key of their run (`FrameAuthenticator.bound(toRun:)`,
+/// docs/wire-format.md "Authentication tag"), so they can be checked only
+/// once the decoder knows a run.
 public enum AuthenticationStatus: String, Sendable, Hashable {
-    /// The tag matches the cluster key.
+    /// The tag matches: the cluster key (membership frames) or a known run's key (slot and repair frames).
     case verified = "ok"
-    /// The frame carries a tag that does not match the key: forged, altered, or another cluster's.
+    /// The frame carries a tag that matches neither the key nor any known run's
+    /// key: forged, altered, another cluster's, or a run the decoder was not told.
     case badTag = "bad-tag"
     /// The frame carries no tag although a key was given.
     case noTag = "no-tag"
+    /// A slot or repair frame while no run is known: its tag cannot be checked
+    /// yet (give `--run` or `--config`, or capture a membership frame naming the run).
+    case runUnknown = "run-unknown"
     /// No key was given: the tag was not checked.
     case unchecked = "unchecked"
 }
@@ -27,21 +36,57 @@ public enum TapFormat: Sendable {
 /// checks tags when it has the cluster key, prints one line (or JSON object)
 /// per frame into an output buffer, and keeps the statistics. One instance per
 /// capture; it allocates nothing per frame once its buffer has grown.
+///
+/// Tags are checked as the members check them: a membership frame under the
+/// cluster key, a slot or repair frame under the key of its run. Runs become
+/// known from ``init(format:authenticator:runs:statistics:)`` or
+/// ``learn(run:)``, and from the `run` field of every authentic membership
+/// frame. Up to ``maxRuns`` are kept, each with its key derived once; a frame
+/// is tried against each (a recording may span a restart of the cluster),
+/// the run that matched last first.
 public struct TapDecoder {
     public var format: TapFormat
     /// Message headers and a hex/ASCII preview of each payload.
     public var verbose = false
     /// Bytes of each payload shown in verbose mode.
     public var previewBytes = 16
+    /// The cluster key: membership frames' tags, and the root of every run key.
     let authenticator: FrameAuthenticator?
+    /// Known runs, the one that matched last first; `runKeys[i]` is `runs[i]`'s key.
+    public private(set) var runs: [UInt64] = []
+    var runKeys: [FrameAuthenticator] = []
+    /// Whether the one-time "run unknown" note has been printed.
+    var saidRunUnknown = false
     /// What to print; the shell writes it out and clears it.
     public var output = TapOutput()
     public var statistics: TapStatistics
 
-    public init(format: TapFormat, authenticator: FrameAuthenticator?, statistics: TapStatistics = TapStatistics()) {
+    /// Runs kept at most (the least recently matched is forgotten first).
+    public static let maxRuns = 8
+
+    /// - Parameters:
+    ///   - authenticator: the cluster key (nil: tags are not checked).
+    ///   - runs: run identities known up front (`--run`, `--config`): the
+    ///     first view's `start_at_ns`, at least 1.
+    public init(format: TapFormat, authenticator: FrameAuthenticator?, runs: [UInt64] = [], statistics: TapStatistics = TapStatistics()) {
         self.format = format
         self.authenticator = authenticator
         self.statistics = statistics
+        for run in runs.reversed() { learn(run: run) }
+    }
+
+    /// Makes `run` known (deriving its key once); returns false when it already
+    /// was, or is 0 (no run), or there is no cluster key to derive from.
+    @discardableResult
+    public mutating func learn(run: UInt64) -> Bool {
+        guard run != 0, let authenticator, !runs.contains(run) else { return false }
+        if runs.count >= Self.maxRuns {
+            runs.removeLast()
+            runKeys.removeLast()
+        }
+        runs.insert(run, at: 0)
+        runKeys.insert(authenticator.bound(toRun: run), at: 0)
+        return true
     }
 
     /// Takes one captured packet. `timestampNanos` is the capture time (realtime).
@@ -71,24 +116,57 @@ public struct TapDecoder {
             if format != .quiet { problemLine(timestampNanos, source, "malformed frame (\(payload.count) bytes): \(error)") }
             return
         }
-        let auth: AuthenticationStatus
+        var auth = AuthenticationStatus.unchecked
+        // The run a slot or repair frame verified under; the run a membership frame names.
+        var run: UInt64?
+        if view.header.kind == .membership {
+            for field in view.viewFieldEntries where field.rank == ViewField.run.rawValue { run = field.value }
+        }
         if let authenticator {
-            switch authenticator.verify(payload) {
-            case .authentic: auth = .verified
-            case .badTag: auth = .badTag
-            case .missingTag, .malformed: auth = .noTag
+            if view.header.kind == .membership {
+                auth = Self.status(authenticator.verify(payload))
+                // Only an authentic frame teaches a run (a join request, epoch 0, names none).
+                if auth == .verified, view.header.epoch != 0, let run { learn(run: run) }
+            } else if Int(view.header.tagLength) != FrameAuthenticator.tagBytes {
+                auth = .noTag
+            } else if runKeys.isEmpty {
+                auth = .runUnknown
+            } else {
+                auth = .badTag
+                for i in runKeys.indices {
+                    let result = runKeys[i].verify(payload)
+                    if result == .authentic {
+                        auth = .verified
+                        run = runs[i]
+                        if i > 0 { runs.swapAt(0, i); runKeys.swapAt(0, i) }
+                        break
+                    }
+                    if result != .badTag { auth = Self.status(result); break }
+                }
             }
-        } else {
-            auth = .unchecked
         }
         let totals = FrameTotals(view)
-        statistics.record(view, totals, timestampNanos: timestampNanos, authentication: auth, datagramBytes: payload.count)
+        statistics.record(view, totals, timestampNanos: timestampNanos, authentication: auth,
+                          verifiedRun: auth == .verified && view.header.kind != .membership ? run : nil, datagramBytes: payload.count)
         switch format {
         case .quiet: return
-        case .line: line(view, totals, timestampNanos, source, auth)
-        case .json: json(view, totals, timestampNanos, source, auth)
+        case .line:
+            if auth == .runUnknown && !saidRunUnknown {
+                saidRunUnknown = true
+                problemLine(timestampNanos, source, "tag: run unknown (give --run or --config): slot and repair frames are sealed under the run's key and print auth=run-unknown until a run is known (an authentic membership frame names it)")
+            }
+            line(view, totals, timestampNanos, source, auth, run)
+        case .json: json(view, totals, timestampNanos, source, auth, run)
         }
         output.byte(10)
+    }
+
+    static func status(_ result: AuthenticationResult) -> AuthenticationStatus {
+        switch result {
+        case .authentic: return .verified
+        case .badTag: return .badTag
+        case .missingTag, .malformed: return .noTag
+        }
     }
 
     // MARK: Text
@@ -125,7 +203,7 @@ public struct TapDecoder {
         }
     }
 
-    mutating func line(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
+    mutating func line(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus, _ run: UInt64?) {
         let h = view.header
         time(timestampNanos)
         output.byte(32)
@@ -160,6 +238,7 @@ public struct TapDecoder {
         }
         output.text(" auth="); output.text(auth.rawValue)
         if verbose {
+            if let run { output.text(" run="); output.decimal(run) }
             for message in view.messages {
                 output.text("\n    seq="); output.decimal(message.sequence)
                 output.text(" len="); output.decimal(UInt64(message.payload.count))
@@ -178,7 +257,7 @@ public struct TapDecoder {
 
     // MARK: JSON
 
-    mutating func json(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus) {
+    mutating func json(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus, _ run: UInt64?) {
         let h = view.header
         output.text("{\"s\":"); output.decimal(timestampNanos / 1_000_000_000)
         output.text(",\"ns\":"); output.decimal(timestampNanos % 1_000_000_000)
@@ -215,7 +294,9 @@ public struct TapDecoder {
             output.decimal(UInt64(suspicion.rank))
         }
         output.text("],\"retransmits\":"); output.decimal(UInt64(totals.embeddedFrames))
-        output.text(",\"auth\":\""); output.text(auth.rawValue); output.text("\"}")
+        output.text(",\"auth\":\""); output.text(auth.rawValue); output.byte(34)
+        if let run { output.text(",\"run\":"); output.decimal(run) }
+        output.byte(125)
     }
 }
 

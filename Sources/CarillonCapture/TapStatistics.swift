@@ -20,6 +20,8 @@ public struct TapStatistics: Sendable {
         public var retransmittedFrames = 0
         public var badTags = 0
         public var missingTags = 0
+        /// Slot and repair frames whose tag could not be checked: no run known yet (not bad tags).
+        public var runUnknown = 0
         /// Rounds between a frame's round and the lowest position it acknowledges (how far stability trails).
         public var stabilityLagSum = 0
         public var stabilityLagMax = 0
@@ -43,6 +45,8 @@ public struct TapStatistics: Sendable {
     public var packetsNotUDP = 0
     public var framesMalformed = 0
     public private(set) var frames = 0
+    /// Slot and repair frames whose tag verified, by the run whose key it verified under.
+    public private(set) var framesByRun: [UInt64: Int] = [:]
     public private(set) var firstNanos: UInt64 = .max
     public private(set) var lastNanos: UInt64 = 0
     /// Rounds whose slot frames were all captured, and rounds with some missing (needs the schedule's member count).
@@ -54,7 +58,8 @@ public struct TapStatistics: Sendable {
 
     public init(schedule: TDMASchedule? = nil) { self.schedule = schedule }
 
-    mutating func record(_ view: FrameView, _ totals: FrameTotals, timestampNanos: UInt64, authentication: AuthenticationStatus, datagramBytes: Int) {
+    mutating func record(_ view: FrameView, _ totals: FrameTotals, timestampNanos: UInt64, authentication: AuthenticationStatus,
+                         verifiedRun: UInt64? = nil, datagramBytes: Int) {
         let h = view.header
         frames += 1
         firstNanos = min(firstNanos, timestampNanos)
@@ -65,8 +70,10 @@ public struct TapStatistics: Sendable {
         switch authentication {
         case .badTag: m.badTags += 1
         case .noTag: m.missingTags += 1
+        case .runUnknown: m.runUnknown += 1
         case .verified, .unchecked: break
         }
+        if let verifiedRun { framesByRun[verifiedRun, default: 0] += 1 }
         switch h.kind {
         case .slot:
             m.slotFrames += 1
@@ -134,7 +141,7 @@ public struct TapStatistics: Sendable {
         var lines: [String] = []
         let seconds = lastNanos > firstNanos ? Double(lastNanos - firstNanos) / 1e9 : 0
         lines.append("carillon-tap statistics: \(frames) frames in \(String(format: "%.3f", seconds)) s; \(framesMalformed) malformed; \(packetsNotUDP) packets not bus datagrams")
-        lines.append("  epoch slot   frames(slot/repair/memb)   msgs    payload B  gaps  naks  retx  bad-tag no-tag  lag(avg/max rnd)  slot error µs (min/avg/max)  occupancy")
+        lines.append("  epoch slot   frames(slot/repair/memb)   msgs    payload B  gaps  naks  retx  bad-tag no-tag run-unk  lag(avg/max rnd)  slot error µs (min/avg/max)  occupancy")
         for key in members.keys.sorted() {
             let m = members[key]!
             let lag = m.stabilityLagSamples > 0 ? String(format: "%.1f/%d", Double(m.stabilityLagSum) / Double(m.stabilityLagSamples), m.stabilityLagMax) : "-"
@@ -153,7 +160,14 @@ public struct TapStatistics: Sendable {
             lines.append("  " + pad("\(m.epoch)", 5) + " " + pad("\(m.rank)", 4) + "   " + pad(frames, 24, left: true) + " "
                          + pad("\(m.messages)", 6) + " " + pad("\(m.payloadBytes)", 12) + " " + pad("\(m.gapRounds)", 5) + " "
                          + pad("\(m.nakRanges)", 5) + " " + pad("\(m.retransmittedFrames)", 5) + "  " + pad("\(m.badTags)", 7) + " "
-                         + pad("\(m.missingTags)", 6) + "  " + pad(lag, 17, left: true) + " " + pad(timing, 28, left: true) + " " + occupancy)
+                         + pad("\(m.missingTags)", 6) + " " + pad("\(m.runUnknown)", 7) + "  " + pad(lag, 17, left: true) + " " + pad(timing, 28, left: true) + " " + occupancy)
+        }
+        let unknown = members.values.reduce(0) { $0 + $1.runUnknown }
+        if unknown > 0 {
+            lines.append("  tags: \(unknown) slot/repair frames not checked, run unknown (give --run or --config); not counted as bad tags")
+        }
+        if !framesByRun.isEmpty {
+            lines.append("  runs: " + framesByRun.keys.sorted().map { "\($0) (\(framesByRun[$0]!) slot/repair frames verified)" }.joined(separator: ", "))
         }
         if schedule != nil {
             let total = roundsComplete + roundsIncomplete

@@ -15,16 +15,26 @@ struct CarillonTap: ParsableCommand {
             Flags follow tcpdump where they apply. Without -r it captures live on -i (default: any) with \
             the BPF filter "udp port PORT" and, if given, the trailing filter expression on top. Each \
             frame is decoded by the library's own wire codec; malformed, truncated or unauthenticated \
-            frames are printed with the reason. With --key-file every frame's tag is checked.
+            frames are printed with the reason. With --key-file every frame's tag is checked as the \
+            members check it: membership frames under the cluster key, slot and repair frames under \
+            the key of their run (the first view's start_at_ns). Give the run with --run or --config \
+            (which also names the key file); an authentic membership frame teaches it too. Until a run \
+            is known, slot and repair frames print auth=run-unknown, never bad-tag.
 
             Line format:
               TIME SRC KIND e=EPOCH r=ROUND s=SLOT msgs=N bytes=B [acks=RANK:BELOW,…] [naks=RANK:FIRST-LAST,…]
-              [silent=FIRST-LAST,…] [retransmits=N] [suspects=RANK,…] auth=ok|bad-tag|no-tag|unchecked
+              [silent=FIRST-LAST,…] [retransmits=N] [suspects=RANK,…] auth=ok|bad-tag|no-tag|run-unknown|unchecked
+              (-v adds run=RUN: the run a slot or repair frame verified under, the run a membership frame names)
 
             Examples:
               carillon-tap                                   tail the bus on every interface (root)
               carillon-tap -i h0 -c 100 -v                   100 frames with message headers and payload previews
               carillon-tap -r bus.pcap --key-file bus.key --stats
+              carillon-tap --config bus.json                 the cluster key and run from the cluster's configuration
+              carillon-tap --key-file bus.key --run 1796183437712642454
+                                                             check slot and repair tags under that run's key
+              carillon-tap -r restart.pcap --config old.json --config new.json -v
+                                                             a recording across a restart: each frame says which run verified
               carillon-tap -w bus.pcap                       write a capture without decoding it
               carillon-tap -w bus.pcap --print               write it and print it
               carillon-tap --json -r bus.pcapng | jq .round
@@ -46,6 +56,8 @@ struct CarillonTap: ParsableCommand {
     @Flag(help: "With -w: also decode and print.") var print = false
     @Option(help: "The bus's UDP port.") var port: UInt16 = 7400
     @Option(help: "Cluster key file (64 hex digits): check every frame's authentication tag.") var keyFile: String?
+    @Option(name: .customLong("run"), help: ArgumentHelp("A run identity (the first view's start_at_ns; `carillon node` logs it as run=): check slot and repair tags under its key. Repeatable.", valueName: "run")) var runs: [UInt64] = []
+    @Option(name: .customLong("config"), help: ArgumentHelp("A cluster configuration file (JSON): its start_at_ns gives the run, its key_file the key (unless --key-file). Repeatable.", valueName: "bus.json")) var configs: [String] = []
     @Flag(help: "Print statistics at the end (and every --stats-interval seconds during a live capture).") var stats = false
     @Option(help: "Seconds between statistics during a live capture.") var statsInterval: Double = 10
     @Option(help: "Members in the view, for slot timing and round completeness.") var members: Int?
@@ -69,6 +81,8 @@ struct CarillonTap: ParsableCommand {
         if let members, !(1...4096).contains(members) { throw ValidationError("--members must be 1...4096") }
         if json && verbose { throw ValidationError("-v and --json do not go together") }
         if sampleRounds < 1 || sampleMembers < 1 { throw ValidationError("--sample-rounds and --sample-members must be at least 1") }
+        if runs.contains(0) { throw ValidationError("--run must be at least 1 (a run identity is the first view's start_at_ns, and at least 1)") }
+        if !runs.isEmpty, keyFile == nil, configs.isEmpty { throw ValidationError("--run needs the cluster key: give --key-file (or --config)") }
     }
 
     func run() throws {
@@ -76,11 +90,24 @@ struct CarillonTap: ParsableCommand {
         if let keyFile {
             do { authenticator = try KeyFile.load(path: keyFile) } catch { throw ValidationError("--key-file: \(error)") }
         }
+        var knownRuns = runs
+        for path in configs {
+            let config: ClusterConfigRun
+            do { config = try ClusterConfigRun.load(path: path) } catch { throw ValidationError("--config: \(error)") }
+            if authenticator == nil {
+                do { authenticator = try config.loadKey() } catch { throw ValidationError("--config: \(path): \(error)") }
+            }
+            knownRuns.append(config.runIdentity)
+        }
+        if !configs.isEmpty, authenticator == nil {
+            FileHandle.standardError.write(Data("carillon-tap: the configuration says \"authentication\": \"off\": tags are not checked\n".utf8))
+        }
         if let writeSample {
             var sample = SampleTraffic(members: sampleMembers, authenticator: authenticator)
+            if let run = knownRuns.first { sample.run = run }
             sample.port = port
             let written = try sample.write(rounds: sampleRounds, to: writeSample)
-            FileHandle.standardError.write(Data("carillon-tap: wrote \(written) packets (\(sampleRounds) rounds × \(sampleMembers) members) to \(writeSample)\n".utf8))
+            FileHandle.standardError.write(Data("carillon-tap: wrote \(written) packets (a membership frame naming run \(sample.run), then \(sampleRounds) rounds × \(sampleMembers) members) to \(writeSample)\n".utf8))
             return
         }
 
@@ -98,7 +125,7 @@ struct CarillonTap: ParsableCommand {
         var statistics = TapStatistics(schedule: schedule)
         statistics.linkBitsPerSecond = linkGbit * 1e9
         let format: TapFormat = quiet || (writeFile != nil && !print) ? .quiet : json ? .json : .line
-        var decoder = TapDecoder(format: format, authenticator: authenticator, statistics: statistics)
+        var decoder = TapDecoder(format: format, authenticator: authenticator, runs: knownRuns, statistics: statistics)
         decoder.verbose = verbose
         let toStandardOutput = writeFile == "-"
         if readFile == nil {

@@ -55,7 +55,7 @@ struct CaptureFileTests {
         }
         let capture = try PacketCapture.offline(path: path)
         #expect(capture.linkType == LinkType.ethernet.rawValue)
-        var decoder = TapDecoder(format: .line, authenticator: tapKey)
+        var decoder = TapDecoder(format: .line, authenticator: tapKey, runs: [sample.run])
         let read = try capture.run { packet, bytes in
             decoder.packet(timestampNanos: packet.timestampNanos, linkType: capture.linkType, bytes: bytes)
             return true

@@ -22,8 +22,8 @@ struct DissectorTests {
                                            "-e", "carillon.round", "-e", "carillon.sender", "-e", "carillon.kind"])
         #expect(status == 0, "\(output)")
         let rows = output.split(separator: "\n").filter { $0.first?.isNumber == true }
-        #expect(rows.count == 150, "\(output.prefix(2000))")
-        var expected: [String] = []
+        #expect(rows.count == 151, "\(output.prefix(2000))")
+        var expected = ["\(sample.firstRound);0;3"]  // the membership frame naming the run
         for i in 0..<50 { for rank in 0..<3 { expected.append("\(sample.firstRound + UInt64(i));\(rank);1") } }
         #expect(rows.map(String.init) == expected, "\(rows.prefix(6))")
         // Two messages per frame, each a msg.sequence field.
@@ -31,6 +31,9 @@ struct DissectorTests {
         let sequences = messages.split(separator: "\n").filter { $0.first?.isNumber == true }
         #expect(sequences.count == 150)
         #expect(sequences.allSatisfy { $0.split(separator: ",").count == 2 })
+        // The membership frame's `run` view field (key 13) is named, with the sample's run.
+        let (_, runs) = try tshark(["-r", path, "-Y", "carillon.view.key == 13", "-V"])
+        #expect(runs.contains("View field: run (13)") && runs.contains("\(sample.run)"), "\(runs.suffix(1500))")
     }
 
     @Test func malformedFramesAreFlaggedNotFatal() throws {
@@ -71,7 +74,7 @@ struct DissectorTests {
             decoder.packet(timestampNanos: packet.timestampNanos, linkType: capture.linkType, bytes: bytes)
             return true
         }
-        #expect(decoder.statistics.frames == 40)
+        #expect(decoder.statistics.frames == 41)  // 20 rounds × 2 members and the membership frame
         #expect(decoder.statistics.framesMalformed == 0)
     }
 }

@@ -28,9 +28,13 @@ struct LiveCaptureTests {
 
         let capture = try PacketCapture.live(interface: "lo")
         try capture.setFilter(ports)
+        // The run: the first view's start; slot and repair frames are sealed
+        // under its key, which the decoder is told (a cluster that changes no
+        // view sends no membership frame to learn it from).
+        let start = Clock.viewNanos() + 50_000_000
         // The reader thread owns the decoder until it has finished. It signals
         // once it has read `target` packets.
-        let box = DecoderBox(TapDecoder(format: .quiet, authenticator: tapKey))
+        let box = DecoderBox(TapDecoder(format: .quiet, authenticator: tapKey, runs: [max(start, 1)]))
         let captured = Atomic<Int>(0)
         let target = Atomic<Int>(.max)
         let caughtUp = DispatchSemaphore(value: 0), readerDone = DispatchSemaphore(value: 0)
@@ -52,12 +56,12 @@ struct LiveCaptureTests {
         reader.start()
 
         // Three members, idle blocking, authenticated; 200 messages each.
-        let start = Clock.viewNanos() + 50_000_000
         let allDelivered = DispatchSemaphore(value: 0)
         var members: [Member] = []
         for node in 0..<3 {
             var configuration = try MemberConfiguration(node: node, nodes: endpoints, roundPeriodNanos: 500_000, startNanos: start,
                                                         authentication: .clusterKey(tapKey))
+            #expect(configuration.runIdentity == max(start, 1))
             configuration.idleStrategy = .blocking
             configuration.ordering.suspicionSlots = 500
             configuration.ordering.unheardSuspicionSlots = 5_000
@@ -100,8 +104,11 @@ struct LiveCaptureTests {
             #expect(slot == 2 * report.ordering.slotFramesSent, "rank \(rank)")
             #expect(repair == 2 * report.ordering.repairFramesSent, "rank \(rank)")
             #expect(seen.reduce(0) { $0 + $1.messages } == 2 * report.ordering.messagesBroadcast, "rank \(rank)")
-            #expect(seen.allSatisfy { $0.badTags == 0 && $0.missingTags == 0 })
+            #expect(seen.allSatisfy { $0.badTags == 0 && $0.missingTags == 0 && $0.runUnknown == 0 })
         }
+        // Every slot and repair frame verified under the run's key.
+        let slotAndRepair = stats.members.values.reduce(0) { $0 + $1.slotFrames + $1.repairFrames }
+        #expect(stats.framesByRun == [max(start, 1): slotAndRepair])
     }
 
     /// A quiet interface still hands the reader a tick about every 100 ms (the

@@ -14,7 +14,7 @@ struct TapDecoderTests {
     let sample = SampleTraffic(members: 3, messagesPerFrame: 2, payloadBytes: 20, authenticator: tapKey)
 
     @Test func aSlotFrameIsOneLineWithItsFields() {
-        var decoder = TapDecoder(format: .line, authenticator: tapKey)
+        var decoder = TapDecoder(format: .line, authenticator: tapKey, runs: [sample.run])
         let frame = sample.slotFrame(round: 1_000_167, rank: 2, sequence: 7, timestampNanos: 5)  // 1000167 = 97 · 10311: it NAKs
         sample.packet(udpPayload: frame, rank: 2).withUnsafeBytes {
             decoder.packet(timestampNanos: 3_723_000_004_000, linkType: LinkType.ethernet.rawValue, bytes: $0)
@@ -28,7 +28,7 @@ struct TapDecoderTests {
 
     @Test func aFrameUnderAnotherKeyIsBadTagAndUntaggedIsNoTag() throws {
         let other = try FrameAuthenticator(hexKey: String(repeating: "11", count: 32))
-        var decoder = TapDecoder(format: .line, authenticator: other)
+        var decoder = TapDecoder(format: .line, authenticator: other, runs: [sample.run])
         sample.slotFrame(round: 5, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes {
             decoder.frame(timestampNanos: 0, source: nil, payload: $0)
         }
@@ -40,6 +40,129 @@ struct TapDecoderTests {
         #expect(lines[1].hasSuffix("auth=no-tag"))
         #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.badTags } == 1)
         #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.missingTags } == 1)
+    }
+
+    /// Slot and repair frames are sealed under the run's key: a decoder that
+    /// does not know the run says so (never "bad tag"), and learns the run
+    /// from the first authentic membership frame that names it.
+    @Test func withoutTheRunSlotFramesAreRunUnknownUntilAMembershipFrameNamesIt() throws {
+        var decoder = TapDecoder(format: .line, authenticator: tapKey)
+        decoder.verbose = true
+        func feed(_ frame: [UInt8]) { frame.withUnsafeBytes { decoder.frame(timestampNanos: 0, source: nil, payload: $0) } }
+        feed(sample.slotFrame(round: 10, rank: 0, sequence: 1, timestampNanos: 0))
+        feed(sample.slotFrame(round: 10, rank: 1, sequence: 1, timestampNanos: 0))
+        var lines = text(decoder).split(separator: "\n").filter { !$0.hasPrefix("    seq=") }
+        // One note, then the two frames.
+        #expect(lines.count == 3, "\(lines)")
+        #expect(lines[0].contains("! tag: run unknown (give --run or --config)"), "\(lines[0])")
+        #expect(lines[1].hasSuffix("auth=run-unknown") && lines[2].hasSuffix("auth=run-unknown"), "\(lines)")
+        #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.runUnknown } == 2)
+        #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.badTags } == 0)
+        #expect(decoder.statistics.report().contains("2 slot/repair frames not checked, run unknown"))
+        #expect(decoder.runs.isEmpty)
+
+        // A forged membership frame naming another run teaches nothing.
+        var forgedSample = sample
+        forgedSample.run = 12_345
+        var forged = forgedSample.membershipFrame(round: 11, node: 2, timestampNanos: 0)
+        forged[forged.count - 1] ^= 1
+        feed(forged)
+        #expect(decoder.runs.isEmpty)
+
+        decoder.output.removeAll()
+        feed(sample.membershipFrame(round: 11, node: 0, timestampNanos: 0))
+        #expect(decoder.runs == [sample.run])
+        feed(sample.slotFrame(round: 11, rank: 0, sequence: 3, timestampNanos: 0))
+        lines = text(decoder).split(separator: "\n").filter { !$0.hasPrefix("    seq=") }
+        #expect(lines.count == 2, "\(lines)")
+        #expect(lines[0].contains(" membership e=1 ") && lines[0].hasSuffix("auth=ok run=\(sample.run)"), "\(lines[0])")
+        #expect(lines[1].contains(" slot ") && lines[1].hasSuffix("auth=ok run=\(sample.run)"), "\(lines[1])")
+        #expect(decoder.statistics.framesByRun == [sample.run: 1])
+        #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.badTags } == 1)  // the forged membership frame
+    }
+
+    /// Once the run is known, a slot frame sealed under another run's key (an
+    /// earlier run of the cluster) or under the cluster key itself is a bad
+    /// tag; with two runs known (a recording across a restart) each frame
+    /// verifies under its own, and the JSON says which.
+    @Test func aFrameUnderAnotherRunsKeyIsABadTagWhenTheRunIsKnown() throws {
+        var earlier = sample
+        earlier.run = sample.run - 3_600_000_000_000
+        var decoder = TapDecoder(format: .json, authenticator: tapKey, runs: [sample.run])
+        var objects: [[String: Any]] = []
+        func feed(_ frame: [UInt8]) throws {
+            decoder.output.removeAll()
+            frame.withUnsafeBytes { decoder.frame(timestampNanos: 0, source: nil, payload: $0) }
+            objects.append(try #require(try JSONSerialization.jsonObject(with: Data(decoder.output.bytes)) as? [String: Any]))
+        }
+        try feed(earlier.slotFrame(round: 20, rank: 1, sequence: 1, timestampNanos: 0))
+        // Sealed under the cluster key, as before runs were bound into tags (the tag covers header and body only).
+        var underClusterKey = sample.slotFrame(round: 20, rank: 2, sequence: 1, timestampNanos: 0)
+        underClusterKey.withUnsafeMutableBytes { tapKey.seal($0) }
+        try feed(underClusterKey)
+        try feed(sample.slotFrame(round: 20, rank: 0, sequence: 1, timestampNanos: 0))
+        #expect(objects.map { $0["auth"] as? String } == ["bad-tag", "bad-tag", "ok"], "\(objects)")
+        #expect(objects[0]["run"] == nil && objects[2]["run"] as? UInt64 == sample.run)
+        #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.badTags } == 2)
+        #expect(decoder.statistics.members.values.reduce(0) { $0 + $1.runUnknown } == 0)
+
+        // Both runs known: each frame verifies under its own run's key.
+        objects = []
+        decoder.learn(run: earlier.run)
+        try feed(earlier.slotFrame(round: 21, rank: 1, sequence: 1, timestampNanos: 0))
+        try feed(sample.slotFrame(round: 21, rank: 0, sequence: 1, timestampNanos: 0))
+        try feed(earlier.slotFrame(round: 22, rank: 1, sequence: 1, timestampNanos: 0))
+        #expect(objects.map { $0["auth"] as? String } == ["ok", "ok", "ok"], "\(objects)")
+        #expect(objects.map { $0["run"] as? UInt64 } == [earlier.run, sample.run, earlier.run])
+        #expect(decoder.statistics.framesByRun == [earlier.run: 2, sample.run: 2])
+        #expect(decoder.statistics.report().contains("runs: \(earlier.run) (2 slot/repair frames verified), \(sample.run) (2"))
+    }
+
+    /// At most `maxRuns` runs are kept, each derived once; the least recently matched goes first.
+    @Test func runsAreBoundedAndRecentlyMatchedOnesKept() {
+        var decoder = TapDecoder(format: .quiet, authenticator: tapKey, runs: [sample.run])
+        for run in UInt64(1)...UInt64(TapDecoder.maxRuns - 1) { decoder.learn(run: run) }
+        #expect(decoder.runs.count == TapDecoder.maxRuns)
+        sample.slotFrame(round: 1, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes { decoder.frame(timestampNanos: 0, source: nil, payload: $0) }
+        #expect(decoder.runs.first == sample.run)
+        #expect(!decoder.learn(run: sample.run) && !decoder.learn(run: 0))
+        decoder.learn(run: 1_000)
+        #expect(decoder.runs.count == TapDecoder.maxRuns && decoder.runs.contains(sample.run) && decoder.runs.first == 1_000)
+        // Without a cluster key there is nothing to derive from.
+        var unkeyed = TapDecoder(format: .quiet, authenticator: nil, runs: [5])
+        #expect(unkeyed.runs.isEmpty && !unkeyed.learn(run: 6))
+    }
+
+    /// `--config`: the run and the key file come out of a cluster configuration
+    /// as `carillon node` reads it (start_at_ns through a Double; run at least 1).
+    @Test func theRunAndKeyComeFromTheClusterConfiguration() throws {
+        let directory = temporaryPath("config")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try KeyFile.write(hexKey: String(repeating: "5e", count: 32), to: directory + "/bus.key")
+        let path = directory + "/bus.json"
+        func config(_ json: String) throws -> ClusterConfigRun {
+            try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+            return try ClusterConfigRun.load(path: path)
+        }
+        let members = #""members": [{"name": "a", "address": "127.0.0.1:7400"}]"#
+        let read = try config(#"{\#(members), "start_at_ns": 1796183437712642454, "authentication": {"key_file": "bus.key"}}"#)
+        #expect(read.runIdentity == UInt64(Double(1796183437712642454 as UInt64)))
+        #expect(read.keyFilePath == directory + "/bus.key")
+        let key = try #require(try read.loadKey())
+        var check = sample
+        check.authenticator = key
+        check.run = read.runIdentity
+        var decoder = TapDecoder(format: .quiet, authenticator: key, runs: [read.runIdentity])
+        check.slotFrame(round: 1, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes { decoder.frame(timestampNanos: 0, source: nil, payload: $0) }
+        #expect(decoder.statistics.framesByRun == [read.runIdentity: 1])
+
+        let off = try config(#"{\#(members), "authentication": "off"}"#)
+        #expect(off.runIdentity == 1 && off.keyFilePath == nil)
+        for bad in [#"true"#, #""soon""#, #"-5"#] {
+            #expect(throws: ClusterConfigError.self) { try config(#"{\#(members), "start_at_ns": \#(bad), "authentication": "off"}"#) }
+        }
+        #expect(throws: ClusterConfigError.self) { try config("not json") }
     }
 
     @Test func malformedAndTruncatedInputIsReportedWithTheReasonNeverACrash() {
