@@ -66,6 +66,9 @@ public struct MembershipCounters: Sendable, Hashable {
     public var lateStarts = 0
     /// Joins retried under a fresh incarnation after asking in vain for `joinRefreshRounds`.
     public var incarnationRefreshes = 0
+    /// Accepted values a proposer set aside because no promiser held their cut
+    /// (so no majority can have decided them).
+    public var undecidedValuesDropped = 0
     public init() {}
 }
 
@@ -132,6 +135,12 @@ public struct MembershipInstance: Sendable {
     var promised: UInt64 = 0
     var promisedAtRound: UInt64 = 0
     var accepted: (ballot: UInt64, proposal: ViewProposal)?
+    /// Whether this member held the accepted value's cut when it promised a
+    /// higher ballot (nil: it has promised none above its accepted ballot).
+    /// Holding is part of accepting: from that promise on, the hold it states
+    /// for the lower ballot no longer changes, so a proposer of the higher
+    /// ballot sees every hold a decision of the lower one can have counted.
+    var holdsAtHigherPromise: Bool?
     var decided: (ballot: UInt64, proposal: ViewProposal)?
     var finalized = false
     var maxBallotCounter: UInt64 = 0
@@ -225,6 +234,7 @@ public struct MembershipInstance: Sendable {
         let n = next.members.count
         promised = 0
         accepted = nil
+        holdsAtHigherPromise = nil
         decided = nil
         finalized = false
         changeSinceRound = nil
@@ -397,7 +407,7 @@ public struct MembershipInstance: Sendable {
         guard let ordering, isChangingView else { return AgreementSignature() }
         let value = decided ?? accepted
         return AgreementSignature(promised: promised, accepted: value?.ballot ?? 0, proposing: proposing,
-                                  decided: decided != nil, holds: value.map { ordering.holds(cut: $0.proposal.cut) } ?? false)
+                                  decided: decided != nil, holds: value.map { statesHold(of: $0.proposal) } ?? false)
     }
 
     private mutating func receive(
@@ -525,6 +535,9 @@ public struct MembershipInstance: Sendable {
 
     private mutating func promise(_ ballot: UInt64, round: UInt64) {
         guard ballot > promised else { return }
+        if let accepted, ballot > accepted.ballot, holdsAtHigherPromise == nil, decided == nil {
+            holdsAtHigherPromise = ordering!.holds(cut: accepted.proposal.cut)
+        }
         promised = ballot
         ballotsSeen += 1
         if ballotsSeen == 1 { timeline = ChangeTimeline(promisedRound: round) }
@@ -542,6 +555,7 @@ public struct MembershipInstance: Sendable {
         if accepted?.ballot != ballot {
             counters.proposalsAccepted += 1
             timeline.acceptedAfter = lastRound &- timeline.promisedRound
+            holdsAtHigherPromise = nil
         }
         accepted = (ballot, proposal)
     }
@@ -567,7 +581,7 @@ public struct MembershipInstance: Sendable {
             var holders = 0
             for r in 0..<n {
                 if r == rank {
-                    if ordering!.holds(cut: accepted.proposal.cut) { holders += 1 }
+                    if statesHold(of: accepted.proposal) { holders += 1 }
                 } else if peerAccepted[r] == accepted.ballot, peerHolds[r] {
                     holders += 1
                 }
@@ -670,6 +684,13 @@ public struct MembershipInstance: Sendable {
         }
     }
 
+    /// Whether this member states that it holds `proposal`'s cut: frozen at a
+    /// promise above its accepted ballot (see `holdsAtHigherPromise`), live otherwise.
+    private func statesHold(of proposal: ViewProposal) -> Bool {
+        if decided == nil, let frozen = holdsAtHigherPromise { return frozen }
+        return ordering?.holds(cut: proposal.cut) ?? false
+    }
+
     /// With promises for our ballot from a majority, picks the proposal and accepts it.
     private mutating func choose(round: UInt64) {
         let view = view!
@@ -692,6 +713,21 @@ public struct MembershipInstance: Sendable {
                 ? accepted.map { ($0.ballot, $0.proposal) }
                 : peerProposal[r].map { (peerAccepted[r], $0) }
             if let candidate, candidate.0 > 0, candidate.0 > (best?.ballot ?? 0) { best = candidate }
+        }
+        // A value was decided only if a majority accepted it *and held its
+        // cut* — and holds are frozen at a higher promise — so some promiser
+        // of this ballot (a majority too) states that it holds it. When none
+        // does, it was not decided, and if its cut needs frames that only
+        // failed members had, keeping it would wedge the view for good.
+        if let chosen = best {
+            let held = promisers.contains { r in
+                r == rank ? accepted?.proposal == chosen.proposal && statesHold(of: chosen.proposal)
+                          : peerProposal[r] == chosen.proposal && peerHolds[r]
+            }
+            if !held {
+                best = nil
+                counters.undecidedValuesDropped += 1
+            }
         }
         let proposal: ViewProposal
         if let best {
@@ -834,7 +870,7 @@ public struct MembershipInstance: Sendable {
                 fields.append(RankEntry(rank: ViewField.acceptedBallot.rawValue, value: accepted.ballot))
                 proposal = accepted.proposal
             }
-            if let proposal, ordering!.holds(cut: proposal.cut) {
+            if let proposal, statesHold(of: proposal) {
                 fields.append(RankEntry(rank: ViewField.holdsCut.rawValue, value: 1))
             }
             if leaving { fields.append(RankEntry(rank: ViewField.leaving.rawValue, value: 1)) }
