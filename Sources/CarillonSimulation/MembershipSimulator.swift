@@ -55,6 +55,10 @@ public struct MembershipFaultProfile: Sendable, Hashable {
     /// Share of restarts that start the node again with the first view's
     /// configuration, as a restart without `--join` does.
     public var restartWithoutJoinShare = 0.0
+    /// Per node: a clock offset up to this (either way) and a drift up to
+    /// `maxDriftPPM`; each member's instance sees its own clock.
+    public var maxClockOffsetNanos: UInt64 = 0
+    public var maxDriftPPM = 0
 
     /// Faults at stated rounds, on top of the random ones (for scenario tests).
     public var script: [ScriptedFault] = []
@@ -99,6 +103,8 @@ public struct MembershipFaultProfile: Sendable, Hashable {
         profile.frameCostNanos = [500, 2_000, 5_000][random.int(in: 0...2)]
         profile.replayProbability = [0, 0.01, 0.1][random.int(in: 0...2)]
         profile.restartWithoutJoinShare = [0, 0.5][random.int(in: 0...1)]
+        profile.maxClockOffsetNanos = [0, 50_000, 200_000][random.int(in: 0...2)]
+        profile.maxDriftPPM = [0, 50, 500][random.int(in: 0...2)]
         return profile
     }
 }
@@ -228,6 +234,10 @@ public struct MembershipSimulator {
     var busyUntil: [UInt64]
     var queuedArrivals: [Int]
     var restartCount: [UInt64]
+    /// Per node: its clock's offset from true time and its drift (ppm): the
+    /// time its instance is given is true time plus both.
+    var clockOffset: [Int64]
+    var clockDriftPPM: [Int64]
     var replayed = 0, refusedTags = 0, queueDrops = 0, pauses = 0, deafSpells = 0, oneWayFailures = 0
     let canary: MembershipCanary?
     /// Whether the adversary records frames (only when it will replay them).
@@ -313,6 +323,14 @@ public struct MembershipSimulator {
         busyUntil = Array(repeating: 0, count: n)
         queuedArrivals = Array(repeating: 0, count: n)
         restartCount = Array(repeating: 0, count: n)
+        clockOffset = []
+        clockDriftPPM = []
+        for _ in 0..<n {
+            let offset = profile.maxClockOffsetNanos
+            clockOffset.append(offset == 0 ? 0 : Int64(random.below(2 * offset + 1)) - Int64(offset))
+            let drift = profile.maxDriftPPM
+            clockDriftPPM.append(drift == 0 ? 0 : Int64(random.int(in: -drift...drift)))
+        }
         // Without run identities every run's first view had the same incarnations.
         let members = (0..<n).map { MemberID(node: UInt16($0), incarnation: canary == .runsNotTold ? 1 : origin) }
         firstView = View(epoch: 1, members: members, startRound: 0)
@@ -345,12 +363,31 @@ public struct MembershipSimulator {
 
     var round: UInt64 { nowNanos > origin ? (nowNanos - origin) / profile.roundPeriodNanos : 0 }
 
+    /// The time on `node`'s clock at true time `t`.
+    func localTime(_ node: Int, at t: UInt64) -> UInt64 {
+        let elapsed = Int64(bitPattern: t &- origin)
+        return UInt64(bitPattern: Int64(bitPattern: t) &+ clockOffset[node] &+ elapsed &* clockDriftPPM[node] / 1_000_000)
+    }
+
+    /// The first true time at which `node`'s clock reads `local` or later.
+    func trueTime(_ node: Int, atLocal local: UInt64) -> UInt64 {
+        guard local != .max else { return .max }
+        // Invert t + offset + (t − origin)·d: a first guess, then a few
+        // nanoseconds of correction for the drift term's rounding.
+        let d = clockDriftPPM[node]
+        let shifted = Int64(bitPattern: local &- origin) &- clockOffset[node]
+        var t = origin &+ UInt64(bitPattern: shifted &- shifted &* d / (1_000_000 &+ d))
+        while localTime(node, at: t) < local { t &+= 1 }
+        while t > 0, localTime(node, at: t &- 1) >= local { t &-= 1 }
+        return t
+    }
+
     mutating func record(_ line: String) {
         if log.count < 400 { log.append("r\(round): \(line)") }
     }
 
     public mutating func run() -> MembershipSimulationResult {
-        for node in processes.indices { scheduleWake(node, at: processes[node].instance.nextDeadlineNanos) }
+        for node in processes.indices { scheduleWake(node, at: trueTime(node, atLocal: processes[node].instance.nextDeadlineNanos)) }
         let faultEnd = origin + UInt64(profile.faultRounds) * profile.roundPeriodNanos
         var livenessEnd = UInt64.max
         var settledRound: Int?
@@ -504,7 +541,7 @@ public struct MembershipSimulator {
         // (Within the first lateStartRounds of the cluster a restart cannot be
         // told from a first start: a real process restart takes longer.)
         let plain = (withoutJoin || random.chance(profile.restartWithoutJoinShare)) && round >= 20
-        let me = plain ? firstView.members[node] : MemberID(node: UInt16(node), incarnation: max(nowNanos, old.incarnation + 1))
+        let me = plain ? firstView.members[node] : MemberID(node: UInt16(node), incarnation: max(localTime(node, at: nowNanos), old.incarnation + 1))
         processes[node] = Process(instance: makeInstance(me, view: plain ? firstView : nil))
         restarts += 1
         record("restart node \(node) as \(me)\(plain ? " without join" : "")")
@@ -600,9 +637,9 @@ public struct MembershipSimulator {
             processes[node].backlog.removeFirst()
         }
         effects.removeAll()
-        processes[node].instance.onTimeout(nowNanos: nowNanos, effects: &effects)
+        processes[node].instance.onTimeout(nowNanos: localTime(node, at: nowNanos), effects: &effects)
         carryOut(node)
-        scheduleWake(node, at: max(processes[node].instance.nextDeadlineNanos, nowNanos + 1))
+        scheduleWake(node, at: max(trueTime(node, atLocal: processes[node].instance.nextDeadlineNanos), nowNanos + 1))
     }
 
     mutating func arrive(_ node: Int, _ frame: [UInt8], fromQueue: Bool) {
@@ -628,10 +665,11 @@ public struct MembershipSimulator {
             return
         }
         effects.removeAll()
-        frame.withUnsafeBytes { _ = processes[node].instance.onFrameReceived($0, nowNanos: nowNanos, effects: &effects) }
+        let local = localTime(node, at: nowNanos)
+        frame.withUnsafeBytes { _ = processes[node].instance.onFrameReceived($0, nowNanos: local, effects: &effects) }
         carryOut(node)
         // A frame can move the deadline earlier (a joiner that just got its view).
-        let deadline = max(processes[node].instance.nextDeadlineNanos, nowNanos + 1)
+        let deadline = max(trueTime(node, atLocal: processes[node].instance.nextDeadlineNanos), nowNanos + 1)
         if processes[node].alive, deadline < wakeAt[node] { scheduleWake(node, at: deadline) }
     }
 

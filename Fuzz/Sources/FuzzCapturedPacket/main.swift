@@ -15,7 +15,7 @@ let schedule = try! TDMASchedule(memberCount: 3, roundPeriodNanos: 100_000, rese
 nonisolated(unsafe) var inputs = 0
 /// Decoders kept across inputs, so the statistics see long sequences of frames.
 nonisolated(unsafe) var decoders = [
-    TapDecoder(format: .line, authenticator: key, statistics: TapStatistics(schedule: schedule)),
+    TapDecoder(format: .line, authenticator: key, runs: [SampleTraffic().run], statistics: TapStatistics(schedule: schedule)),
     TapDecoder(format: .json, authenticator: nil, statistics: TapStatistics(schedule: schedule)),
 ]
 
@@ -42,7 +42,7 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     // Fresh decoders now and then: the statistics' tables stay small and fast.
     inputs += 1
     if inputs % 5_000 == 0 {
-        decoders[0] = TapDecoder(format: .line, authenticator: key, statistics: TapStatistics(schedule: schedule))
+        decoders[0] = TapDecoder(format: .line, authenticator: key, runs: [SampleTraffic().run], statistics: TapStatistics(schedule: schedule))
         decoders[1] = TapDecoder(format: .json, authenticator: nil, statistics: TapStatistics(schedule: schedule))
     }
     return 0
