@@ -130,7 +130,19 @@ struct Node: ParsableCommand {
             file = try ConfigFile.load(path: config)
             configuration = try file.memberConfiguration(name: member, path: config)
         } catch { throw ValidationError(error.description) }
-        if join { configuration.joinRunningCluster() }
+        if join {
+            configuration.joinRunningCluster()
+        } else if file.startAtNanos == 0 {
+            // The start time is the run's identity (and the first view's
+            // incarnation): a file without one would make every start of the
+            // cluster the same run, and every member a late starter.
+            let suggestion = Clock.viewNanos() / 1_000_000_000 * 1_000_000_000 + 5_000_000_000
+            throw ValidationError(
+                "\(config): \"start_at_ns\" is not set. It is the first view's start on CLOCK_REALTIME and the run's identity: "
+                    + "give every start of the cluster a fresh value shared by all members, a few seconds ahead "
+                    + "(for example \(suggestion), or $(($(date +%s%N) + 5000000000)) in a shell), or start with --join "
+                    + "to join a running cluster")
+        }
 
         let output: FileHandle?
         if let log {
