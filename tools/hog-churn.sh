@@ -85,8 +85,10 @@ for run in $runs; do
             $1 != "#" { d++ } END { printf "%d %d %d %d", v, x, s, d }' "$out/$run-$m.log")
         set -- $counts
         total=$(( total + $1 ))
-        echo "hog-churn: $run, member $m: $1 view changes, $2 exclusions, $3 suspicions in ${seconds} s; $4 deliveries logged" >&2
+        echo "hog-churn: $run, member $m: $1 views installed, $2 exclusions, $3 suspicions in ${seconds} s; $4 deliveries logged" >&2
         sed -n 's/^ *//; /views:\|frames:\|agent thread/p' "$out/$run-$m.err" | sed "s/^/hog-churn:   $m: /" >&2
     done
-    echo "hog-churn: RESULT $run: $total view changes in total over 3 members, ${seconds} s, $hogs hog(s), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/summary.txt" >&2
+    # View changes of the cluster: distinct epochs installed (or joined) inside the window, at any member.
+    changes=$(cat "$out/$run-"[abc].log | awk -v a="$start_ns" -v b="$end_ns" '$1 == "#" && ($2 == "view" || $2 == "state") && $4 >= a && $4 < b { e[$3] = 1 } END { print length(e) }')
+    echo "hog-churn: RESULT $run: $changes view changes ($total installations over 3 members) in ${seconds} s, $hogs hog(s), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/summary.txt" >&2
 done

@@ -60,11 +60,13 @@ public struct OrderingConfiguration: Sendable {
     public var suspicionFloorNanos: UInt64 = 3_000_000
     /// Adaptive part: the threshold is at least this many times the longest
     /// gap between the member's frames seen in the last `suspicionHistoryNanos`
-    /// (a member descheduled for 8 ms now and then is given 16 ms). 0 turns
+    /// (a member descheduled for 8 ms now and then is given 24 ms: stalls on a
+    /// loaded host vary by more than 2× from one to the next). 0 turns
     /// learning off.
-    public var suspicionGapFactor: Int = 2
-    /// How long a learned gap is remembered.
-    public var suspicionHistoryNanos: UInt64 = 16_000_000_000
+    public var suspicionGapFactor: Int = 3
+    /// How long a learned gap is remembered (a loaded host stays loaded for a
+    /// while; 16 s forgot a burst and the next one was a false suspicion).
+    public var suspicionHistoryNanos: UInt64 = 60_000_000_000
     /// Learning never raises the threshold above this (a dead member is still
     /// suspected within it, however unsteady it was before).
     public var suspicionCeilingNanos: UInt64 = 500_000_000

@@ -24,7 +24,7 @@ struct ConfigFile {
     var epoch: UInt32 = 1
     var suspicionSlots = 20
     var suspicionFloorMicros: Double = 3000
-    var suspicionGapFactor = 2
+    var suspicionGapFactor = 3
     var scheduling: AgentScheduling = .default
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
