@@ -95,7 +95,10 @@ struct ConfigFile {
             scheduling.policy = policy
         }
         if let value = root["lock_memory"] {
-            guard type(of: value) == Bool.self, let flag = value as? Bool else {
+            // JSONSerialization gives true/false as Bool or as an NSNumber of type "c" (Linux); never accept 0/1.
+            let isBoolean = type(of: value) == Bool.self
+                || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
+            guard isBoolean, let flag = value as? Bool else {
                 throw fail("lock_memory", "must be true or false")
             }
             scheduling.lockMemory = flag
