@@ -6,6 +6,13 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <sched.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
 
 enum { CARILLON_MAX_BATCH = 64 };
 
@@ -88,4 +95,36 @@ int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns) {
     struct timespec ts = { .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000 };
     int ready = ppoll(p, (nfds_t)count, &ts, NULL);
     return ready > 0 ? 1 : ready;
+}
+
+int carillon_set_thread_scheduling(pthread_t thread, int policy, int priority) {
+    struct sched_param param = { .sched_priority = 0 };
+    int native = SCHED_OTHER;
+    if (policy == CARILLON_SCHED_FIFO) native = SCHED_FIFO;
+    if (policy == CARILLON_SCHED_RR) native = SCHED_RR;
+    if (native != SCHED_OTHER) param.sched_priority = priority;
+    return pthread_setschedparam(thread, native, &param);
+}
+
+int carillon_set_thread_cpu(pthread_t thread, int cpu) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return EINVAL;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(thread, sizeof set, &set);
+}
+
+static int has_cap_ipc_lock(void) {
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0) return 0;
+    return (data[CAP_IPC_LOCK / 32].effective >> (CAP_IPC_LOCK % 32)) & 1;
+}
+
+int carillon_lock_memory(void) {
+    struct rlimit limit;
+    int unlimited = getrlimit(RLIMIT_MEMLOCK, &limit) == 0 && limit.rlim_cur == RLIM_INFINITY;
+    if (!unlimited && !has_cap_ipc_lock()) return EPERM;
+    return mlockall(MCL_CURRENT | MCL_FUTURE) == 0 ? 0 : errno;
 }

@@ -167,6 +167,9 @@ public struct MembershipInstance: Sendable {
     var leaving = false
     /// A frame of a later epoch was seen at this round (we may have been left out).
     var laterEpochSinceRound: UInt64?
+    /// While fetching a decided cut: the sum of received-below rounds, and the round it last grew.
+    var catchUpReceived: UInt64 = 0
+    var catchUpProgressRound: UInt64 = 0
 
     // State transfer, donor side.
     var snapshotPending: [MemberID] = []
@@ -227,7 +230,10 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func install(view next: View, rank nextRank: Int) throws(OrderingConfigurationError) {
-        let instance = try OrderingInstance(configuration: configuration.orderingConfiguration(view: next, rank: nextRank))
+        var instance = try OrderingInstance(configuration: configuration.orderingConfiguration(view: next, rank: nextRank))
+        // The gaps failure detection learned carry into the next view: a new
+        // view does not start at the floor on a host that stalls now and then.
+        if let previous = ordering { instance.inheritSuspicionHistory(from: previous, nowNanos: lastNowNanos) }
         view = next
         rank = nextRank
         ordering = instance
@@ -434,8 +440,10 @@ public struct MembershipInstance: Sendable {
             return disposition
         }
         if retired != nil, epoch == retiredEpoch {
-            // A member still finishing the previous view: answer it, and tell it the decision.
+            // A member still finishing the previous view: answer it — for as
+            // long as it keeps asking — and tell it the decision.
             announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            retiredUntilRound = max(retiredUntilRound, round + UInt64(configuration.proposalTimeoutRounds))
             return retired!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
         }
         if epoch > view.epoch, laterEpochSinceRound == nil { laterEpochSinceRound = round }
@@ -595,7 +603,21 @@ public struct MembershipInstance: Sendable {
         // out, or cannot get the cut's frames any more. Rejoining is always safe.
         // (A later epoch while this view is healthy is a stray frame, not a sign: forget it.)
         if laterEpochSinceRound != nil, !isChangingView, !ordering!.suspectsAnyone { laterEpochSinceRound = nil }
-        if let since = laterEpochSinceRound, round >= since + UInt64(configuration.proposalTimeoutRounds) {
+        // A member of the decided view still fetching the frames below its cut
+        // is not left behind while it makes progress: the others keep their
+        // finished instance answering while its frames keep coming.
+        let catchingUp = decided.map { $0.proposal.members.contains(me) } ?? false
+        if catchingUp {
+            // Others' rounds only: its own position grows with every slot it sends.
+            var received: UInt64 = 0
+            for (s, below) in ordering!.receivedBelowBySender.enumerated() where s != rank { received &+= below }
+            if received != catchUpReceived { catchUpReceived = received; catchUpProgressRound = round }
+        }
+        let patienceRounds = UInt64(configuration.proposalTimeoutRounds)
+        let leftBehind = laterEpochSinceRound.map { since in
+            catchingUp ? round >= max(since, catchUpProgressRound) + patienceRounds : round >= since + patienceRounds
+        } ?? false
+        if leftBehind {
             exclude(epoch: view.epoch, effects: &effects)
             return
         }
@@ -1035,6 +1057,11 @@ public struct MembershipInstance: Sendable {
                 incomingTotal = nil
                 ordering!.holdDelivery(true, effects: &effects.ordering)
                 counters.viewsInstalled += 1
+                // It knows the decision too: it tells members of the old view
+                // that missed it (a member of the new view that excludes itself
+                // for want of it would take the new view's majority with it).
+                announcement = (epoch, fields.acceptedBallot, proposal)
+                announceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
             }
             return
         }
@@ -1046,9 +1073,24 @@ public struct MembershipInstance: Sendable {
             announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
             return
         }
+        if let announcement, epoch == announcement.epoch {
+            announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            return
+        }
         guard epoch == view.epoch else {
             if epoch > view.epoch, laterEpochSinceRound == nil { laterEpochSinceRound = round }
             counters.staleEpochFrames += 1
+            return
+        }
+        // A decision of this view, from any member of this run — one of the
+        // view's, or a joiner the decision admitted, or an incarnation that
+        // has since been left out: an epoch is decided once, so a genuine
+        // frame stating it is the decision (adopted only after a promise).
+        if fields.decided, decided == nil, promised != 0, fields.acceptedBallot > 0, let proposal,
+           proposal.cut.count == view.members.count, view.rank(ofNode: node).map({ view.members[$0].incarnation != fields.incarnation }) ?? true {
+            decided = (fields.acceptedBallot, proposal)
+            accepted = decided
+            step(round: round, effects: &effects)
             return
         }
         guard let r = view.rank(ofNode: node), view.members[r].incarnation == fields.incarnation, r != rank else { return }

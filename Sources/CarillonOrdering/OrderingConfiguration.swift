@@ -52,10 +52,30 @@ public struct OrderingConfiguration: Sendable {
     /// Time before a NAK for the same gap is repeated.
     public var nakRetryNanos: UInt64
     /// A member from which nothing was heard for this many consecutive slots
-    /// (each past its slot end plus `lossGraceNanos`) is suspected. 0 turns
+    /// (each past its slot end plus `lossGraceNanos`) is suspected — or for
+    /// longer, see `suspicionFloorNanos` and `suspicionGapFactor`. 0 turns
     /// failure detection off. Suspicion is an observation, not a verdict: it
     /// is cleared as soon as the member is heard again.
     public var suspicionSlots: Int = 20
+    /// The least silence, in time, before a member is suspected, whatever the
+    /// round period: the threshold is never below `max(suspicionSlots ·
+    /// roundPeriod, suspicionFloorNanos)`. 3 ms by default: longer than the
+    /// wake-up delays of a member at normal priority on a quiet 2-vCPU host
+    /// (which 20 slots, 2 ms, were not), short enough that `kill -9` → new
+    /// view stays near 5 ms at 100 µs rounds (docs/protocol.md §14).
+    public var suspicionFloorNanos: UInt64 = 3_000_000
+    /// Adaptive part: the threshold is at least this many times the longest
+    /// gap between the member's frames seen in the last `suspicionHistoryNanos`
+    /// (a member descheduled for 8 ms now and then is given 24 ms: stalls on a
+    /// loaded host vary by more than 2× from one to the next). 0 turns
+    /// learning off.
+    public var suspicionGapFactor: Int = 3
+    /// How long a learned gap is remembered (a loaded host stays loaded for a
+    /// while; 16 s forgot a burst and the next one was a false suspicion).
+    public var suspicionHistoryNanos: UInt64 = 60_000_000_000
+    /// Learning never raises the threshold above this (a dead member is still
+    /// suspected within it, however unsteady it was before).
+    public var suspicionCeilingNanos: UInt64 = 500_000_000
     /// Slots of silence before a member never heard in this view is suspected
     /// (members of a new view start at slightly different times). At least
     /// `suspicionSlots`.
@@ -133,7 +153,7 @@ public struct OrderingConfiguration: Sendable {
             throw .frameTooSmall(maxFrameBytes: maxFrameBytes, neededBytes: maxFrameBytes - smallestBatchBudgetBytes + Wire.messageHeaderBytes + 1)
         }
         guard windowRounds >= 4 else { throw .windowTooSmall(windowRounds) }
-        guard suspicionSlots >= 0 else { throw .limitBelowOne }
+        guard suspicionSlots >= 0, suspicionGapFactor >= 0 else { throw .limitBelowOne }
         guard sendBufferBytes >= batchBudgetBytes else {
             throw .sendBufferTooSmall(sendBufferBytes: sendBufferBytes, neededBytes: batchBudgetBytes)
         }

@@ -91,6 +91,8 @@ public struct OrderingInstance: Sendable {
     var suspected: [Bool]
     var suspectedSince: [UInt64]
     var suspicionHeard: [Bool]
+    /// Per peer: the longest recent gaps between its frames (the adaptive threshold).
+    var arrivals: ArrivalGaps
 
     // View change (see `wedge()`, `finalize(cut:endRound:)`).
     /// No more data leaves this member in this view once wedged.
@@ -150,6 +152,7 @@ public struct OrderingInstance: Sendable {
         suspected = Array(repeating: false, count: memberCount)
         suspectedSince = Array(repeating: 0, count: memberCount)
         suspicionHeard = Array(repeating: false, count: memberCount * memberCount)
+        arrivals = ArrivalGaps(memberCount: memberCount, historyNanos: configuration.suspicionHistoryNanos)
         deliverBelow = Array(repeating: .max, count: memberCount)
         cutRound = Array(repeating: .max, count: memberCount)
         relayRuns = Array(repeating: RoundRuns(capacity: 2 * configuration.maxNakRangesPerFrame), count: memberCount)
@@ -210,7 +213,7 @@ public struct OrderingInstance: Sendable {
     /// Whether the decided cut is delivered in full: the view is over here.
     public var isFinished: Bool { endRound != .max && cursorRound >= endRound }
 
-    /// Members this one currently suspects (nothing heard for `suspicionSlots` slots).
+    /// Members this one currently suspects (nothing heard for the threshold, see ``suspicionThresholdNanos(for:nowNanos:)``).
     public var suspectedMembers: [Int] { (0..<memberCount).filter { suspected[$0] } }
 
     /// Whether `member`'s latest frame said it suspects `target` (for this
@@ -224,7 +227,19 @@ public struct OrderingInstance: Sendable {
     /// Anchored at the lower of the delivery cursor and the stability line, so a
     /// frame is never overwritten before every member holds it: during a view
     /// change any survivor can relay a failed member's frames (see `wedge()`).
-    var windowEnd: UInt64 { min(cursorRound, stableBelow).addingClamped(UInt64(windowRounds)) }
+    var windowEnd: UInt64 { windowAnchor.addingClamped(UInt64(windowRounds)) }
+
+    /// Where the receive window starts: the lower of the cursor and the
+    /// stability line, so that frames stay until every member holds them and
+    /// relays are exact. Once the cut is decided and this member is still
+    /// fetching it, the other members have left the view and their positions
+    /// no longer move the line: the window then follows the cursor alone, and
+    /// this member relays nothing (its buffer below the cursor is no longer
+    /// exact; the members that installed relay from their finished instances).
+    var windowAnchor: UInt64 { catchingUpAfterDecision ? cursorRound : min(cursorRound, stableBelow) }
+
+    /// Finalized (the cut is decided) but not finished delivering it.
+    var catchingUpAfterDecision: Bool { endRound != .max && cursorRound < endRound }
 
     /// Rounds from the wire at or above this are beyond what any member can
     /// know: more than a window past the current round (by this member's clock
@@ -606,21 +621,56 @@ public struct OrderingInstance: Sendable {
 
     // MARK: Failure detection
 
-    /// A peer whose last `suspicionSlots` slots have all ended (plus the loss
-    /// grace) with nothing heard from it — no frame and no statement covering
-    /// those rounds — is suspected; hearing it again clears the suspicion.
-    private mutating func updateSuspicions(nowNanos: UInt64, effects: inout OrderingEffects) {
-        let slots = UInt64(configuration.suspicionSlots)
-        guard slots > 0 else { return }
+    /// How long `peer` may be silent at `nowNanos` before it is suspected:
+    /// the floor — `max(suspicionSlots · roundPeriod, suspicionFloorNanos)` —
+    /// or `suspicionGapFactor` times the longest gap between its frames in the
+    /// last `suspicionHistoryNanos`, whichever is longer, but learning never
+    /// goes above `suspicionCeilingNanos`. Nil when detection is off.
+    public func suspicionThresholdNanos(for peer: Int, nowNanos: UInt64) -> UInt64? {
+        guard configuration.suspicionSlots > 0, peer >= 0, peer < memberCount else { return nil }
+        let period = configuration.schedule.roundPeriodNanos
+        let floor = max(UInt64(configuration.suspicionSlots).multipliedReportingOverflow(by: period).partialValue,
+                        configuration.suspicionFloorNanos)
+        let gap = arrivals.recentMaxGap(peer: peer, nowNanos: nowNanos)
+        let (learned, overflow) = gap.multipliedReportingOverflow(by: UInt64(max(configuration.suspicionGapFactor, 0)))
+        return max(floor, min(overflow ? .max : learned, configuration.suspicionCeilingNanos))
+    }
+
+    /// The longest gap between any peer's frames in the recent past: what a
+    /// next view's instance can start from (``inheritSuspicionHistory(from:nowNanos:)``).
+    public func recentMaxArrivalGapNanos(nowNanos: UInt64) -> UInt64 { arrivals.recentMaxGap(nowNanos: nowNanos) }
+
+    /// Starts this instance's failure detection from what `previous` (the
+    /// last view's instance on this member) learned: every peer is first
+    /// given the longest recent gap of any peer there. A host that was just
+    /// descheduled long enough to cause a view change is likely to be again,
+    /// and ranks change between views, so the memory carries over per host,
+    /// not per peer. Call it right after creating the next view's instance.
+    public mutating func inheritSuspicionHistory(from previous: OrderingInstance, nowNanos: UInt64) {
+        let gap = previous.arrivals.recentMaxGap(nowNanos: nowNanos)
+        guard gap > 0 else { return }
+        for peer in 0..<memberCount where peer != rank { arrivals.record(peer: peer, gapNanos: gap, atNanos: nowNanos) }
+    }
+
+    /// A peer whose silence — rounds ended (plus the loss grace) with
+    /// nothing heard for them: no frame and no statement covering them — has
+    /// reached its threshold (`suspicionThresholdNanos`, in rounds) is
+    /// suspected; hearing it again clears the suspicion. `raising: false`
+    /// only clears (on a frame's arrival; suspicions are raised at slots).
+    private mutating func updateSuspicions(nowNanos: UInt64, raising: Bool = true, effects: inout OrderingEffects) {
+        guard configuration.suspicionSlots > 0 else { return }
+        let period = configuration.schedule.roundPeriodNanos
         let graceStart = nowNanos >= configuration.lossGraceNanos ? nowNanos - configuration.lossGraceNanos : 0
-        for peer in 0..<memberCount where peer != rank {
+        for peer in 0..<memberCount where peer != rank && (raising || suspected[peer]) {
             let ended = configuration.schedule.roundsEnded(rank: peer, atNanos: graceStart)
             // Rounds of the view that ended with nothing at all heard for them.
             let silentFrom = max(heardBelow[peer], configuration.firstRound)
             let silent = ended > silentFrom ? ended - silentFrom : 0
+            let nanos = suspicionThresholdNanos(for: peer, nowNanos: nowNanos) ?? .max
+            let slots = nanos / period + (nanos % period == 0 ? 0 : 1)
             let threshold = heardBelow[peer] > configuration.firstRound
                 ? slots : max(slots, UInt64(max(configuration.unheardSuspicionSlots, 0)))
-            if silent >= threshold, !suspected[peer] {
+            if raising, silent >= threshold, !suspected[peer] {
                 suspected[peer] = true
                 suspectedSince[peer] = silentFrom
                 counters.suspicionsRaised += 1
@@ -647,7 +697,7 @@ public struct OrderingInstance: Sendable {
             counters.repairFramesSent += 1
             built += 1
         }
-        guard wedged else { return }
+        guard wedged, !catchingUpAfterDecision else { return }
         for target in 0..<memberCount where target != rank {
             relayRuns[target].removeBelow(stableBelow)
             while !relayRuns[target].isEmpty, built < 2 * configuration.maxRepairFramesPerSlot {
@@ -884,6 +934,8 @@ public struct OrderingInstance: Sendable {
             counters.implausibleRounds += 1
             return .ignored
         }
+        // Failure detection learns the gaps between a peer's new frames (not replays of old rounds).
+        if header.round &+ 1 >= heardBelow[sender] { arrivals.observe(peer: sender, nowNanos: nowNanos) }
 
         var disposition = FrameDisposition.accepted
         switch header.kind {
@@ -938,6 +990,9 @@ public struct OrderingInstance: Sendable {
         acceptPositions(frame.positionEntries, from: sender)
         acceptNaks(frame.nakRanges, from: sender, nowNanos: nowNanos, roundLimit: roundLimit)
         if disposition == .accepted { counters.framesAccepted += 1 }
+        // A suspect heard again is cleared at once, not at our next slot: a
+        // proposer choosing meanwhile must not leave it out.
+        if suspectsAnyone { updateSuspicions(nowNanos: nowNanos, raising: false, effects: &effects) }
         advanceDelivery(effects: &effects)
         return disposition
     }
@@ -1049,7 +1104,7 @@ public struct OrderingInstance: Sendable {
                 }
                 guard first <= last else { counters.staleNaks += 1; continue }
                 repairRuns.insert(first, last)
-            } else if target < memberCount, wedged, nak.lastRound >= stableBelow {
+            } else if target < memberCount, wedged, !catchingUpAfterDecision, nak.lastRound >= stableBelow {
                 // During a view change, answer for any member from what we hold
                 // (nobody holds rounds past the plausible limit).
                 let first = max(nak.firstRound, stableBelow)

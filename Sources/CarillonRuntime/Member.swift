@@ -58,6 +58,10 @@ public struct MemberConfiguration: Sendable {
     public let runIdentity: UInt64
     /// How the agent waits between duty cycles.
     public var idleStrategy: IdleStrategy = .default
+    /// Real-time policy, memory locking and CPU for the agent thread (falls back, with a notice, when not
+    /// permitted). Off in the library (`.none`: a process may run many members, and real-time threads
+    /// outnumbering the cores starve each other); `carillon node` turns it on (`AgentScheduling.default`).
+    public var scheduling: AgentScheduling = .none
     /// Seeded loss on arrival (tests only).
     public var lossInjection: LossInjection?
     /// Frame authentication; set by `init`, and off only when said so there.
@@ -281,13 +285,18 @@ public final class Member: @unchecked Sendable {
     /// Whether this member is in a view and may broadcast (false while joining or waiting for state).
     public var isMember: Bool { state.withLock { $0.isMember } }
 
-    /// Starts the agent thread.
+    /// What the agent thread got of ``MemberConfiguration/scheduling`` (nil before ``start()``).
+    public internal(set) var schedulingReport: SchedulingReport?
+
+    /// Starts the agent thread with the configured scheduling, then logs the start.
     public func start() throws(SystemCallError) {
-        guard markRunning() else { return }
+        guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
         do { thread = try startAgentThread { [self] in runAgent() } } catch {
             running.store(false, ordering: .releasing)
             throw error
         }
+        schedulingReport = applyScheduling(configuration.scheduling, to: thread!)
+        logStart()
     }
 
     var nodeLogger: Logger {
@@ -305,11 +314,21 @@ public final class Member: @unchecked Sendable {
             "incarnation": "\(configuration.incarnation)", "run": "\(configuration.runIdentity)",
             "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
             "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
-            "suspicion_slots": "\(o.suspicionSlots)", "idle": "\(configuration.idleStrategy)",
+            "suspicion_slots": "\(o.suspicionSlots)", "suspicion_floor_us": "\(o.suspicionFloorNanos / 1000)",
+            "suspicion_gap_factor": "\(o.suspicionGapFactor)", "idle": "\(configuration.idleStrategy)",
+            "scheduling": "\(schedulingReport?.policyText ?? "normal")", "memory": "\(schedulingReport?.memoryText ?? "not locked")",
+            "cpu": "\(schedulingReport?.cpu.map(String.init) ?? "any")",
             "authentication": "\(authenticator == nil ? "off" : "blake2b-128")",
             "multicast": "\(configuration.multicastGroup.map(String.init(describing:)) ?? "no")",
         ])
         if authenticator == nil { logger.warning("frame authentication is off: any host that reaches the port can inject frames") }
+        if let refusals = schedulingReport?.refusals {
+            logger.notice("agent thread runs with less than asked: a busy host can deschedule it long enough to be suspected", metadata: [
+                "refused": "\(refusals)"])
+        }
+        if configuration.idleStrategy == .busySpin, let policy = schedulingReport?.policy, policy != .normal {
+            logger.warning("busy-spin at a real-time priority takes a whole core from every normal process (the kernel's RT throttling leaves 5 %)")
+        }
     }
 
     /// Marks the member running and logs its start; false if it already ran.
@@ -403,14 +422,10 @@ public final class Member: @unchecked Sendable {
         var logger: Logger
         var badTagsLogged = 0
         /// The view's timebase is rank 0's clock: others follow it by the offset
-        /// their frames' timestamps show (ClockSync), corrected gradually.
+        /// their frames' timestamps show (ClockSync), through a bounded corrector.
+        var corrector: ClockCorrector
+        /// `corrector.correctionNanos`, read every duty cycle.
         var correction: Int64 = 0
-        /// No new correction before this: the min-filters must first refill
-        /// with samples taken under the last one (see publishAndCorrect).
-        var nextCorrectionNanos: UInt64 = 0
-        /// The view whose estimator the pause above refers to.
-        var correctionEpoch: UInt32?
-        var driftHistory: [(atNanos: UInt64, offsetNanos: Int64)] = []
         /// Slot and repair frames are sealed and checked under the run's key.
         var run: UInt64 = 0
         var runKey: FrameAuthenticator?
@@ -422,9 +437,9 @@ public final class Member: @unchecked Sendable {
 
     /// Prepares the agent state; called on the thread that will run the duty cycles.
     func prepareAgent() {
-        agent = AgentLocal(metrics: MemberMetrics(node: configuration.node), logger: nodeLogger)
+        agent = AgentLocal(metrics: MemberMetrics(node: configuration.node), logger: nodeLogger,
+                           corrector: ClockCorrector(settings: .init(schedule: configuration.ordering.schedule)))
         updateRunKey(state.withLock { $0.runIdentity })
-        agent.driftHistory.reserveCapacity(128)
     }
 
     /// The member's own agent thread: duty cycles until stopped.
@@ -519,45 +534,28 @@ public final class Member: @unchecked Sendable {
     /// Counters out through swift-metrics, anomalies to the log, the clock
     /// correction updated: a few times a second, never per frame.
     func publishAndCorrect(now: UInt64) {
-        let (ordering, membership, transportCounters, residual, slotNanos, periodNanos, epoch) = state.withLock { instance in
+        let (ordering, membership, transportCounters, residual, epoch, timebase) = state.withLock { instance in
             let ordering = instance.ordering
             // Rank 0 is the timebase; the others follow it.
             let residual = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
-            let schedule = ordering?.configuration.schedule ?? configuration.ordering.schedule
-            return (instance.orderingCounters, instance.counters, transport.counters, residual, schedule.slotNanos,
-                    schedule.roundPeriodNanos, instance.view?.epoch)
+            let timebase = instance.view.flatMap(\.members.first).map { UInt64($0.node) << 48 ^ $0.incarnation }
+            return (instance.orderingCounters, instance.counters, transport.counters, residual, instance.view?.epoch, timebase)
         }
-        // A new view starts its estimator afresh (samples under the current
-        // correction only), so it need not wait out the last view's pause.
-        if epoch != agent.correctionEpoch {
-            agent.correctionEpoch = epoch
-            agent.nextCorrectionNanos = 0
+        // The pure corrector decides (docs/protocol.md §13): steps bounded, none
+        // from a scattered estimate, a fresh start at each view. Local time, so
+        // its own steps do not move its clock.
+        let step = agent.corrector.update(nowNanos: Clock.viewNanos(), epoch: epoch, timebase: timebase,
+                                          estimateNanos: residual)
+        agent.correction = agent.corrector.correctionNanos
+        clockCorrection.store(agent.correction, ordering: .relaxed)
+        clockDrift.store(agent.corrector.driftPPB ?? .min, ordering: .relaxed)
+        if step.magnitude >= 1_000_000 {
+            agent.logger.notice("clock corrected toward the view's timebase", metadata: [
+                "step_ns": "\(step)", "correction_ns": "\(agent.correction)", "estimate_ns": "\(residual ?? 0)"])
         }
         let runtime = runtimeCounters
         agent.metrics.publish(ordering, membership, transportCounters, runtime)
         agent.metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
-        if let residual {
-            // Half the residual each step: converges without overshooting on noisy
-            // minima. Residuals within one slot are estimator noise (asymmetric
-            // wake-ups), not clock error, and are left alone.
-            // The estimate is a minimum over the last one to two buckets of
-            // ClockFilter.bucketFrames frames per peer, in both directions, so
-            // after a correction it reflects the old one until both sides'
-            // buckets have rolled over twice; correcting again before that
-            // applies the same error twice and overshoots (seen as offsets of
-            // several slots between members on one host at 500 µs rounds).
-            if abs(residual) > Int64(slotNanos), now >= agent.nextCorrectionNanos {
-                agent.correction += residual / 2
-                agent.nextCorrectionNanos = now + 3 * UInt64(ClockFilter.bucketFrames) * periodNanos
-            }
-            clockCorrection.store(agent.correction, ordering: .relaxed)
-            if agent.driftHistory.count == agent.driftHistory.capacity { agent.driftHistory.removeFirst() }
-            agent.driftHistory.append((now, agent.correction + residual))
-            if let first = agent.driftHistory.first, now > first.atNanos + 10_000_000_000 {
-                let slope = Double(agent.correction + residual - first.offsetNanos) / Double(now - first.atNanos)
-                clockDrift.store(Int64(slope * 1e9), ordering: .relaxed)
-            }
-        }
         if membership.lateStarts > agent.lateStartsLogged {
             agent.lateStartsLogged = membership.lateStarts
             agent.logger.notice("started after the first view began: joining the running cluster as a new incarnation", metadata: [
@@ -603,9 +601,10 @@ public final class Member: @unchecked Sendable {
             onSuspicionChange?(event)
             switch event {
             case .suspected(let peer, let since):
+                let threshold = state.withLock { $0.ordering?.suspicionThresholdNanos(for: peer, nowNanos: viewTimeNanos()) }
                 logger.warning("member suspected: nothing heard", metadata: [
                     "peer_rank": "\(peer)", "silent_since_round": "\(since)",
-                    "after_slots": "\(configuration.ordering.suspicionSlots)"])
+                    "threshold_us": "\(threshold.map { String($0 / 1000) } ?? "-")"])
             case .cleared(let peer):
                 logger.notice("member heard again", metadata: ["peer_rank": "\(peer)"])
             }

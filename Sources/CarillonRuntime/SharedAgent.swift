@@ -31,10 +31,15 @@ public final class SharedAgent: @unchecked Sendable {
     /// Starts the shared thread.
     public func start() throws(SystemCallError) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        for member in members { _ = member.markRunning() }
         do { thread = try startAgentThread { [self] in run() } } catch {
             running.store(false, ordering: .releasing)
             throw error
+        }
+        // One thread for all: the first member's scheduling settings apply to it.
+        let report = applyScheduling(members.first?.configuration.scheduling ?? .none, to: thread!)
+        for member in members {
+            member.schedulingReport = report
+            _ = member.markRunning()
         }
     }
 

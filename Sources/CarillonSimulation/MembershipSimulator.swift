@@ -59,6 +59,11 @@ public struct MembershipFaultProfile: Sendable, Hashable {
     /// `maxDriftPPM`; each member's instance sees its own clock.
     public var maxClockOffsetNanos: UInt64 = 0
     public var maxDriftPPM = 0
+    /// Per round and node: chance that its clock steps (as NTP steps a
+    /// clock), by up to `maxClockStepNanos` either way. Each member runs the
+    /// runtime's ``ClockCorrector`` toward its view's timebase on its own clock.
+    public var clockStepProbability = 0.0
+    public var maxClockStepNanos: UInt64 = 0
 
     /// Faults at stated rounds, on top of the random ones (for scenario tests).
     public var script: [ScriptedFault] = []
@@ -105,6 +110,8 @@ public struct MembershipFaultProfile: Sendable, Hashable {
         profile.restartWithoutJoinShare = [0, 0.5][random.int(in: 0...1)]
         profile.maxClockOffsetNanos = [0, 50_000, 200_000][random.int(in: 0...2)]
         profile.maxDriftPPM = [0, 50, 500][random.int(in: 0...2)]
+        profile.clockStepProbability = [0, 0, 0.0005, 0.002][random.int(in: 0...3)]
+        profile.maxClockStepNanos = UInt64(random.int(in: 1...5)) * profile.roundPeriodNanos
         return profile
     }
 }
@@ -161,6 +168,7 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var pauses = 0
     public var deafSpells = 0
     public var oneWayFailures = 0
+    public var clockSteps = 0
     /// The round at which each epoch was first installed (or joined).
     public var installedRound: [UInt32: Int] = [:]
     public var log: [String]
@@ -172,7 +180,7 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var description: String {
         let status = passed ? "ok" : "FAILED (\(violations.count) violation\(violations.count == 1 ? "" : "s"))"
         return "seed \(seed): \(status) — \(profile.nodeCount) nodes, \(crashes) crashes, \(restarts) restarts, "
-            + "\(partitions) partitions, \(deafSpells) deaf, \(oneWayFailures) one-way, \(pauses) pauses, "
+            + "\(partitions) partitions, \(deafSpells) deaf, \(oneWayFailures) one-way, \(pauses) pauses, \(clockSteps) clock steps, "
             + "\(replayed) replayed (\(refusedTags) refused by tag), \(queueDrops) queue drops, "
             + "\(viewsInstalled) views installed (epoch \(highestEpoch)), "
             + "\(messagesBroadcast) broadcast, \(deliveries) deliveries, "
@@ -229,6 +237,7 @@ public struct MembershipSimulator {
     /// (this marker), slot and repair frames under the run's key (the run identity).
     static let clusterKeySeal: UInt64 = 0x4B45_595F_5345_414C
     static let tagLength = 8
+    static let lateStartRounds = 600
     var deafUntil: [UInt64]
     var cutUntil: [UInt64]
     var busyUntil: [UInt64]
@@ -238,6 +247,11 @@ public struct MembershipSimulator {
     /// time its instance is given is true time plus both.
     var clockOffset: [Int64]
     var clockDriftPPM: [Int64]
+    /// Per node: the runtime's clock corrector (its instance sees its clock
+    /// minus the correction), restarted with the process.
+    var correctors: [ClockCorrector]
+    var nextCorrectionNanos: [UInt64]
+    var clockSteps = 0
     var replayed = 0, refusedTags = 0, queueDrops = 0, pauses = 0, deafSpells = 0, oneWayFailures = 0
     let canary: MembershipCanary?
     /// Whether the adversary records frames (only when it will replay them).
@@ -323,6 +337,14 @@ public struct MembershipSimulator {
         busyUntil = Array(repeating: 0, count: n)
         queuedArrivals = Array(repeating: 0, count: n)
         restartCount = Array(repeating: 0, count: n)
+        let schedule = try! TDMASchedule(memberCount: n, roundPeriodNanos: profile.roundPeriodNanos,
+                                         reservation: 0.9, guardFraction: 0.1, originNanos: origin)
+        // The runtime's settings, with an estimate every 20 rounds instead of
+        // every 100 ms: a simulated run lasts a few hundred milliseconds.
+        var settings = ClockCorrector.Settings(schedule: schedule)
+        settings.sampleIntervalNanos = 20 * profile.roundPeriodNanos
+        correctors = Array(repeating: ClockCorrector(settings: settings), count: n)
+        nextCorrectionNanos = Array(repeating: 0, count: n)
         clockOffset = []
         clockDriftPPM = []
         for _ in 0..<n {
@@ -351,10 +373,17 @@ public struct MembershipSimulator {
         ordering.windowRounds = 512
         ordering.deliveryMode = profile.deliveryMode
         ordering.suspicionSlots = profile.suspicionSlots
+        // The simulator's rounds are its unit of time: suspicion after
+        // `suspicionSlots` slots, as chosen, not after the runtime's 3 ms floor
+        // (the learned gaps still raise it).
+        ordering.suspicionFloorNanos = 0
         ordering.sendBufferBytes = 16_384
         ordering.tagLength = Self.tagLength
         var configuration = MembershipConfiguration(me: me, initialView: view, ordering: ordering)
         configuration.runIdentity = view == nil ? 0 : origin
+        // Longer than the longest pause a member may take before its first
+        // input (as the runtime's second is longer than a slow start).
+        configuration.lateStartRounds = Self.lateStartRounds
         configuration.canary = canary
         configuration.proposalTimeoutRounds = 3 * profile.suspicionSlots
         configuration.retireRounds = 400
@@ -367,6 +396,30 @@ public struct MembershipSimulator {
     func localTime(_ node: Int, at t: UInt64) -> UInt64 {
         let elapsed = Int64(bitPattern: t &- origin)
         return UInt64(bitPattern: Int64(bitPattern: t) &+ clockOffset[node] &+ elapsed &* clockDriftPPM[node] / 1_000_000)
+    }
+
+    /// The time `node`'s instance is given at true time `t`: its clock minus its correction.
+    func viewTime(_ node: Int, at t: UInt64) -> UInt64 {
+        UInt64(bitPattern: Int64(bitPattern: localTime(node, at: t)) &- correctors[node].correctionNanos)
+    }
+
+    /// The first true time at which `node`'s instance time reads `view` or later.
+    func trueTime(_ node: Int, atView view: UInt64) -> UInt64 {
+        guard view != .max else { return .max }
+        return trueTime(node, atLocal: UInt64(bitPattern: Int64(bitPattern: view) &+ correctors[node].correctionNanos))
+    }
+
+    /// The runtime's correction loop, on `node`'s own clock: its offset to the
+    /// view's rank 0 as its ordering instance estimates it.
+    mutating func correctClock(_ node: Int) {
+        guard nowNanos >= nextCorrectionNanos[node] else { return }
+        nextCorrectionNanos[node] = nowNanos + 5 * profile.roundPeriodNanos
+        let instance = processes[node].instance
+        let ordering = instance.ordering
+        let estimate = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
+        let timebase = instance.view.flatMap(\.members.first).map { UInt64($0.node) << 48 ^ $0.incarnation }
+        correctors[node].update(nowNanos: localTime(node, at: nowNanos), epoch: instance.view?.epoch, timebase: timebase,
+                                estimateNanos: estimate)
     }
 
     /// The first true time at which `node`'s clock reads `local` or later.
@@ -387,7 +440,7 @@ public struct MembershipSimulator {
     }
 
     public mutating func run() -> MembershipSimulationResult {
-        for node in processes.indices { scheduleWake(node, at: trueTime(node, atLocal: processes[node].instance.nextDeadlineNanos)) }
+        for node in processes.indices { scheduleWake(node, at: trueTime(node, atView: processes[node].instance.nextDeadlineNanos)) }
         let faultEnd = origin + UInt64(profile.faultRounds) * profile.roundPeriodNanos
         var livenessEnd = UInt64.max
         var settledRound: Int?
@@ -425,6 +478,7 @@ public struct MembershipSimulator {
                     .joined(separator: "; "))
             for process in processes {
                 log.append("missing probes: \(probeIDs.subtracting(process.delivered).count), backlog \(process.backlog.count), excluded \(process.excluded)")
+                log.append("counters \(process.instance.me): \(process.instance.counters)")
                 log.append("state \(process.instance.me): member \(process.instance.isMember), changing \(process.instance.isChangingView), "
                     + (process.instance.ordering?.debugDescription ?? "no ordering"))
             }
@@ -434,7 +488,7 @@ public struct MembershipSimulator {
             highestEpoch: viewMembers.keys.max() ?? 1, crashes: crashes, restarts: restarts, partitions: partitions,
             messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound,
             replayed: replayed, refusedTags: refusedTags, queueDrops: queueDrops, pauses: pauses, deafSpells: deafSpells,
-            oneWayFailures: oneWayFailures, installedRound: installedRound, log: log, views: viewMembers)
+            oneWayFailures: oneWayFailures, clockSteps: clockSteps, installedRound: installedRound, log: log, views: viewMembers)
     }
 
     // MARK: Faults
@@ -469,6 +523,13 @@ public struct MembershipSimulator {
             }
         }
         // The adversary's faults.
+        for node in 0..<n where random.chance(profile.clockStepProbability) {
+            let most = max(profile.maxClockStepNanos, 1)
+            let step = Int64(random.below(2 * most + 1)) - Int64(most)
+            clockOffset[node] &+= step
+            clockSteps += 1
+            record("node \(node)'s clock steps by \(step / 1_000) µs")
+        }
         for node in 0..<n where processes[node].alive {
             if random.chance(profile.deafProbability) { makeDeaf(node, rounds: profile.deafRounds) }
             if random.chance(profile.pauseProbability) {
@@ -540,9 +601,10 @@ public struct MembershipSimulator {
         // incarnation; the member must see it is late and join instead.
         // (Within the first lateStartRounds of the cluster a restart cannot be
         // told from a first start: a real process restart takes longer.)
-        let plain = (withoutJoin || random.chance(profile.restartWithoutJoinShare)) && round >= 20
+        let plain = (withoutJoin || random.chance(profile.restartWithoutJoinShare)) && round >= UInt64(Self.lateStartRounds)
         let me = plain ? firstView.members[node] : MemberID(node: UInt16(node), incarnation: max(localTime(node, at: nowNanos), old.incarnation + 1))
         processes[node] = Process(instance: makeInstance(me, view: plain ? firstView : nil))
+        correctors[node] = ClockCorrector(settings: correctors[node].settings)
         restarts += 1
         record("restart node \(node) as \(me)\(plain ? " without join" : "")")
         scheduleWake(node, at: nowNanos + 1)
@@ -637,9 +699,10 @@ public struct MembershipSimulator {
             processes[node].backlog.removeFirst()
         }
         effects.removeAll()
-        processes[node].instance.onTimeout(nowNanos: localTime(node, at: nowNanos), effects: &effects)
+        processes[node].instance.onTimeout(nowNanos: viewTime(node, at: nowNanos), effects: &effects)
         carryOut(node)
-        scheduleWake(node, at: max(trueTime(node, atLocal: processes[node].instance.nextDeadlineNanos), nowNanos + 1))
+        correctClock(node)
+        scheduleWake(node, at: max(trueTime(node, atView: processes[node].instance.nextDeadlineNanos), nowNanos + 1))
     }
 
     mutating func arrive(_ node: Int, _ frame: [UInt8], fromQueue: Bool) {
@@ -665,11 +728,11 @@ public struct MembershipSimulator {
             return
         }
         effects.removeAll()
-        let local = localTime(node, at: nowNanos)
+        let local = viewTime(node, at: nowNanos)
         frame.withUnsafeBytes { _ = processes[node].instance.onFrameReceived($0, nowNanos: local, effects: &effects) }
         carryOut(node)
         // A frame can move the deadline earlier (a joiner that just got its view).
-        let deadline = max(trueTime(node, atLocal: processes[node].instance.nextDeadlineNanos), nowNanos + 1)
+        let deadline = max(trueTime(node, atView: processes[node].instance.nextDeadlineNanos), nowNanos + 1)
         if processes[node].alive, deadline < wakeAt[node] { scheduleWake(node, at: deadline) }
     }
 

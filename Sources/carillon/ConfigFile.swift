@@ -23,6 +23,9 @@ struct ConfigFile {
     var startAtNanos: UInt64 = 0
     var epoch: UInt32 = 1
     var suspicionSlots = 20
+    var suspicionFloorMicros: Double = 3000
+    var suspicionGapFactor = 3
+    var scheduling: AgentScheduling = .default
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
     var key: FrameAuthenticator?
@@ -30,6 +33,7 @@ struct ConfigFile {
     static let knownKeys: Set<String> = [
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
         "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
+        "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu",
     ]
 
     /// Parses the file's bytes; the error names the key and says what is wrong.
@@ -82,6 +86,29 @@ struct ConfigFile {
         if let v = try number("start_at_ns", 0...1.8e19) { startAtNanos = UInt64(v) }
         if let v = try number("epoch", 0...4_294_967_295) { epoch = UInt32(v) }
         if let v = try number("suspicion_slots", 1...1_000_000) { suspicionSlots = Int(v) }
+        if let v = try number("suspicion_floor_us", 0...60_000_000) { suspicionFloorMicros = v }
+        if let v = try number("suspicion_gap_factor", 0...1_000) { suspicionGapFactor = Int(v) }
+        if let value = root["scheduling"] {
+            guard let text = value as? String, let policy = AgentScheduling.policy(text) else {
+                throw fail("scheduling", "must be \"rr\", \"rr:PRIORITY\", \"fifo\", \"fifo:PRIORITY\" (priority 1–99) or \"normal\"")
+            }
+            scheduling.policy = policy
+        }
+        if let value = root["lock_memory"] {
+            // JSONSerialization gives true/false as Bool or as an NSNumber of type "c" (Linux); never accept 0/1.
+            let isBoolean = type(of: value) == Bool.self
+                || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
+            guard isBoolean, let flag = value as? Bool else {
+                throw fail("lock_memory", "must be true or false")
+            }
+            scheduling.lockMemory = flag
+        }
+        if let value = root["cpu"], !(value is NSNull) {
+            guard type(of: value) != Bool.self, let n = value as? NSNumber, n.doubleValue >= 0, n.doubleValue < 1024,
+                  n.doubleValue == n.doubleValue.rounded()
+            else { throw fail("cpu", "must be a CPU number (0, 1, …) or null") }
+            scheduling.cpu = n.intValue
+        }
         switch root["authentication"] {
         case let text as String where text == "off":
             key = nil
@@ -127,8 +154,11 @@ struct ConfigFile {
             "round_period_us": roundPeriodMicros, "reservation": reservation, "delivery": delivery.rawValue,
             "idle": idleText, "window_rounds": windowRounds, "max_frame_bytes": maxFrameBytes,
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
-            "suspicion_slots": suspicionSlots,
+            "suspicion_slots": suspicionSlots, "suspicion_floor_us": suspicionFloorMicros,
+            "suspicion_gap_factor": suspicionGapFactor, "scheduling": AgentScheduling.text(scheduling.policy),
+            "lock_memory": scheduling.lockMemory,
         ]
+        if let cpu = scheduling.cpu { root["cpu"] = cpu }
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }
         root["authentication"] = keyFile.map { ["key_file": $0] as Any } ?? "off"
 
@@ -163,6 +193,9 @@ struct ConfigFile {
         configuration.ordering.sendBufferBytes = sendBufferBytes
         configuration.ordering.epoch = epoch
         configuration.ordering.suspicionSlots = suspicionSlots
+        configuration.ordering.suspicionFloorNanos = UInt64(suspicionFloorMicros * 1000)
+        configuration.ordering.suspicionGapFactor = suspicionGapFactor
+        configuration.scheduling = scheduling
         configuration.ordering.unheardSuspicionSlots = max(configuration.ordering.unheardSuspicionSlots, suspicionSlots)
         do { try configuration.ordering.validate() } catch {
             throw ConfigError(path: path, key: nil, problem: "describes an invalid member: \(error)")

@@ -243,6 +243,9 @@ struct Node: ParsableCommand {
         }
 
         try node.start()
+        if let scheduling = node.schedulingReport {
+            FileHandle.standardError.write(Data("\(member) (node \(configuration.node)): \(scheduling)\n".utf8))
+        }
         let bulkRun = try startBulk(configuration: configuration, file: file, member: node)
         let started = Clock.viewNanos()
         let deadline = started + UInt64(timeout * 1e9)
@@ -333,6 +336,7 @@ struct Node: ParsableCommand {
             \(member) (node \(configuration.node)): sent \(sent), delivered \(delivered)\(target.map { " of \($0)" } ?? ""), own delivered \(record.ownDelivered.load(ordering: .relaxed)); \(report)
               views: \(m.viewsInstalled) installed, \(m.ballotsStarted) ballots started, \(m.exclusions) exclusions, state \(m.stateBytesSent) B sent / \(m.stateBytesReceived) B received
               frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(report.runtime.lateSlots); refused: \(report.runtime.badTag) bad tag, \(report.runtime.missingTag) without tag; clock correction \(report.runtime.clockCorrectionNanos) ns
+              \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")
               socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
 
             """.utf8))

@@ -81,11 +81,12 @@ struct AdversaryTests {
     }
 
     /// Defect 6: a crashed member restarted with the first view's
-    /// configuration (a restart without --join) before the others noticed.
+    /// configuration (a restart without --join) before the others noticed,
+    /// past the simulator's late-start limit (600 rounds).
     static func restartWithoutJoin(_ canary: MembershipCanary?) -> MembershipSimulationResult {
         var simulator = MembershipSimulator(
-            seed: 24, profile: .scripted([ScriptedFault(round: 100, .crash(node: 2)),
-                                          ScriptedFault(round: 104, .restartWithoutJoin(node: 2))], faultRounds: 600),
+            seed: 24, profile: .scripted([ScriptedFault(round: 700, .crash(node: 2)),
+                                          ScriptedFault(round: 704, .restartWithoutJoin(node: 2))], faultRounds: 1_200),
             canary: canary)
         return simulator.run()
     }

@@ -94,6 +94,8 @@ netns_config() {
         done
         echo "], \"round_period_us\": $period, \"idle\": \"$idle\", \"start_at_ns\": $start_ns, \"max_frame_bytes\": $max_frame_bytes,"
         [ -n "${suspicion_slots:-}" ] && echo "  \"suspicion_slots\": $suspicion_slots,"
+        # Extra keys, e.g. CARILLON_EXTRA_CONFIG='"suspicion_gap_factor": 0,' (each followed by a comma).
+        [ -n "${CARILLON_EXTRA_CONFIG:-}" ] && echo "  $CARILLON_EXTRA_CONFIG"
         [ "$multicast" -eq 1 ] && echo "  \"multicast_group\": \"239.77.0.1:7400\","
         echo "  \"authentication\": {\"key_file\": \"bus.key\"} }"
     } > "$file"

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -44,5 +45,22 @@ int carillon_wait_readable(int fd, int64_t timeout_ns);
 
 /// ppoll(2) on several descriptors: 1 when any is readable, 0 on timeout, -1 with errno.
 int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns);
+
+/// Scheduling policy for `carillon_set_thread_scheduling`.
+enum { CARILLON_SCHED_NORMAL = 0, CARILLON_SCHED_FIFO = 1, CARILLON_SCHED_RR = 2 };
+
+/// pthread_setschedparam(3) on `thread` with SCHED_OTHER (priority ignored),
+/// SCHED_FIFO or SCHED_RR. Returns 0, or the error number (EPERM when not
+/// permitted, EINVAL for a priority out of range).
+int carillon_set_thread_scheduling(pthread_t thread, int policy, int priority);
+
+/// pthread_setaffinity_np(3): `thread` runs only on CPU `cpu`. Returns 0 or the error number.
+int carillon_set_thread_cpu(pthread_t thread, int cpu);
+
+/// mlockall(MCL_CURRENT | MCL_FUTURE) when permitted: with CAP_IPC_LOCK or an
+/// unlimited RLIMIT_MEMLOCK (otherwise MCL_FUTURE would make later
+/// allocations past the limit fail). Returns 0, or the error number (EPERM
+/// when not permitted, without trying).
+int carillon_lock_memory(void);
 
 #endif
