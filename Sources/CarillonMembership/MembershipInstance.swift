@@ -167,6 +167,8 @@ public struct MembershipInstance: Sendable {
     var leaving = false
     /// A frame of a later epoch was seen at this round (we may have been left out).
     var laterEpochSinceRound: UInt64?
+    /// The latest round a frame of a later epoch arrived.
+    var laterEpochHeardRound: UInt64 = 0
     /// While fetching a decided cut: the sum of received-below rounds, and the round it last grew.
     var catchUpReceived: UInt64 = 0
     var catchUpProgressRound: UInt64 = 0
@@ -446,7 +448,7 @@ public struct MembershipInstance: Sendable {
             retiredUntilRound = max(retiredUntilRound, round + UInt64(configuration.proposalTimeoutRounds))
             return retired!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
         }
-        if epoch > view.epoch, laterEpochSinceRound == nil { laterEpochSinceRound = round }
+        if epoch > view.epoch { sawLaterEpoch(round: round) }
         counters.staleEpochFrames += 1
         step(round: round, effects: &effects)
         return .ignored
@@ -482,6 +484,12 @@ public struct MembershipInstance: Sendable {
         nextJoinRequestRound = 0
         joiningSinceRound = nil
         counters.lateStarts += 1
+    }
+
+    /// Notes a frame of a later epoch: a sign this member may have been left out.
+    private mutating func sawLaterEpoch(round: UInt64) {
+        if laterEpochSinceRound == nil { laterEpochSinceRound = round }
+        laterEpochHeardRound = max(laterEpochHeardRound, round)
     }
 
     /// Rounds a joiner asks under one incarnation before it takes a fresh one.
@@ -614,9 +622,16 @@ public struct MembershipInstance: Sendable {
             if received != catchUpReceived { catchUpReceived = received; catchUpProgressRound = round }
         }
         let patienceRounds = UInt64(configuration.proposalTimeoutRounds)
-        let leftBehind = laterEpochSinceRound.map { since in
-            catchingUp ? round >= max(since, catchUpProgressRound) + patienceRounds : round >= since + patienceRounds
-        } ?? false
+        // Only while the later epoch is still heard: its members announce the
+        // decision to anyone they hear in the old view, so a member that hears
+        // them and still has no decision after a while was left out; one that
+        // hears nothing (deaf, cut off) would only drop out of a view it may
+        // be a member of.
+        let hearsLaterEpoch = round <= laterEpochHeardRound &+ patienceRounds / 2
+        let leftBehind = hearsLaterEpoch && (laterEpochSinceRound.map { since in
+            catchingUp ? round >= max(since, catchUpProgressRound) + UInt64(configuration.retireRounds)
+                       : round >= since + patienceRounds
+        } ?? false)
         if leftBehind {
             exclude(epoch: view.epoch, effects: &effects)
             return
@@ -1078,7 +1093,7 @@ public struct MembershipInstance: Sendable {
             return
         }
         guard epoch == view.epoch else {
-            if epoch > view.epoch, laterEpochSinceRound == nil { laterEpochSinceRound = round }
+            if epoch > view.epoch { sawLaterEpoch(round: round) }
             counters.staleEpochFrames += 1
             return
         }

@@ -98,10 +98,10 @@ public struct MembershipFaultProfile: Sendable, Hashable {
         profile.faultRounds = random.int(in: 300...1_200)
         profile.deliveryMode = random.chance(0.5) ? .agreed : .safe
         // The adversary's faults, drawn after the older ones so a seed keeps those.
-        profile.deafProbability = [0, 0, 0.0005, 0.002][random.int(in: 0...3)]
-        profile.deafRounds = random.int(in: 20...400)
-        profile.oneWayProbability = [0, 0, 0.0005, 0.002][random.int(in: 0...3)]
-        profile.oneWayRounds = random.int(in: 20...400)
+        profile.deafProbability = [0, 0, 0.0002, 0.001][random.int(in: 0...3)]
+        profile.deafRounds = random.int(in: 20...300)
+        profile.oneWayProbability = [0, 0, 0.0002, 0.001][random.int(in: 0...3)]
+        profile.oneWayRounds = random.int(in: 20...300)
         profile.pauseProbability = [0, 0.0002, 0.001][random.int(in: 0...2)]
         profile.maxPauseNanos = [1_000_000, 10_000_000, 50_000_000][random.int(in: 0...2)]
         profile.receiveQueueFrames = [16, 64, 1_024][random.int(in: 0...2)]
@@ -110,8 +110,13 @@ public struct MembershipFaultProfile: Sendable, Hashable {
         profile.restartWithoutJoinShare = [0, 0.5][random.int(in: 0...1)]
         profile.maxClockOffsetNanos = [0, 50_000, 200_000][random.int(in: 0...2)]
         profile.maxDriftPPM = [0, 50, 500][random.int(in: 0...2)]
-        profile.clockStepProbability = [0, 0, 0.0005, 0.002][random.int(in: 0...3)]
-        profile.maxClockStepNanos = UInt64(random.int(in: 1...5)) * profile.roundPeriodNanos
+        profile.clockStepProbability = [0, 0, 0.0002, 0.001][random.int(in: 0...3)]
+        profile.maxClockStepNanos = UInt64(random.int(in: 1...3)) * profile.roundPeriodNanos
+        // Failure detection learns the gaps a paused member leaves (up to three
+        // times the longest): the liveness phase allows for a few such detections.
+        if profile.pauseProbability > 0 {
+            profile.livenessBoundRounds += 6 * Int(profile.maxPauseNanos / profile.roundPeriodNanos)
+        }
         return profile
     }
 }
