@@ -380,8 +380,11 @@ public struct MembershipSimulator {
         ordering.suspicionSlots = profile.suspicionSlots
         // The simulator's rounds are its unit of time: suspicion after
         // `suspicionSlots` slots, as chosen, not after the runtime's 3 ms floor
-        // (the learned gaps still raise it).
-        ordering.suspicionFloorNanos = 0
+        // (the learned gaps still raise it) — but never below twice the clock
+        // error a member can carry before its corrector catches up (the
+        // runtime's floor plays that part: a clock a few rounds off is not a
+        // dead member).
+        ordering.suspicionFloorNanos = 2 * (profile.maxClockOffsetNanos + 4 * profile.maxClockStepNanos)
         ordering.sendBufferBytes = 16_384
         ordering.tagLength = Self.tagLength
         var configuration = MembershipConfiguration(me: me, initialView: view, ordering: ordering)
