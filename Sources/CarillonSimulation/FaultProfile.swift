@@ -104,7 +104,9 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         // ahead throttles the bus below its own catch-up rate (docs/protocol.md).
         let oneWayRounds = Int((p.baseLatencyNanos + p.jitterNanos) * 3 / 2 / p.roundPeriodNanos) + 1
         let lagRounds = (p.deliveryMode == .safe ? 4 : 2) * oneWayRounds + 2
-        p.windowRounds = max(p.windowRounds, 2 * lagRounds)
+        // A sender keeps its data within half a window of its stability line
+        // (docs/protocol.md §10), so the window covers twice that lag.
+        p.windowRounds = max(p.windowRounds, 4 * lagRounds)
         // Liveness: long enough to drain a full window per member several times over.
         // A pause that starts just before the faults stop runs on into the liveness phase.
         p.livenessBoundRounds = 200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
