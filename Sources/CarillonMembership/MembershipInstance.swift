@@ -297,6 +297,13 @@ public struct MembershipInstance: Sendable {
     /// Queues `payload` in the installed view; see ``OrderingInstance/broadcast(_:)``.
     public mutating func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
         guard isMember, ordering != nil else { return .notInView }
+        // Messages kept from an earlier view or incarnation go first: a new
+        // one waits (backpressure) until they are all queued, so each
+        // sender's messages keep their order.
+        if !carriedOver.isEmpty {
+            sendCarriedOver()
+            guard carriedOver.isEmpty else { return .sendBufferFull }
+        }
         return ordering!.broadcast(payload)
     }
 
@@ -1044,7 +1051,9 @@ public struct MembershipInstance: Sendable {
                 announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
             } else if configuration.canary == .staleJoinsTaken
                         ? view.members.contains(where: { $0.node == node && $0.incarnation > incarnation })
-                        : incarnation <= (knownIncarnation[node] ?? 0) {
+                        : incarnation <= (knownIncarnation[node] ?? 0) || incarnation < runIdentity {
+                // (Every incarnation of this run is the clock at a start no
+                // earlier than the run's: an older one is from an earlier run.)
                 // An incarnation no newer than one already seen in a view: a
                 // replayed request, or one of a process that is gone.
                 counters.staleJoinRequests += 1

@@ -104,6 +104,8 @@ public struct OrderingInstance: Sendable {
     var cutRound: [UInt64]
     /// First round after the view: `.max` until the cut is decided.
     var endRound: UInt64 = .max
+    /// Set at a finalize that leaves part of the cut to fetch: see `windowAnchor`.
+    var anchorFollowsCursor = false
     /// Other members' rounds someone asked for while we were wedged: relayed
     /// from what we hold, so a failed member's frames reach every survivor.
     var relayRuns: [RoundRuns]
@@ -231,15 +233,13 @@ public struct OrderingInstance: Sendable {
 
     /// Where the receive window starts: the lower of the cursor and the
     /// stability line, so that frames stay until every member holds them and
-    /// relays are exact. Once the cut is decided and this member is still
-    /// fetching it, the other members have left the view and their positions
-    /// no longer move the line: the window then follows the cursor alone, and
-    /// this member relays nothing (its buffer below the cursor is no longer
-    /// exact; the members that installed relay from their finished instances).
-    var windowAnchor: UInt64 { catchingUpAfterDecision ? cursorRound : min(cursorRound, stableBelow) }
-
-    /// Finalized (the cut is decided) but not finished delivering it.
-    var catchingUpAfterDecision: Bool { endRound != .max && cursorRound < endRound }
+    /// relays are exact. Once the cut is decided and this member still has to
+    /// fetch part of it, the other members have left the view and their
+    /// positions no longer move the line: the window then follows the cursor
+    /// alone, for good, and this instance relays nothing from then on (cells
+    /// below the cursor may be overwritten, so its buffer no longer says
+    /// which rounds were silent; the members that held the cut relay).
+    var windowAnchor: UInt64 { anchorFollowsCursor ? cursorRound : min(cursorRound, stableBelow) }
 
     /// Rounds from the wire at or above this are beyond what any member can
     /// know: more than a window past the current round (by this member's clock
@@ -356,6 +356,7 @@ public struct OrderingInstance: Sendable {
         }
         updateStability()
         advanceDelivery(effects: &effects)
+        if cursorRound < endRound { anchorFollowsCursor = true }
     }
 
     /// Moves every queued, unsent message to `next` (the next view's
@@ -697,7 +698,7 @@ public struct OrderingInstance: Sendable {
             counters.repairFramesSent += 1
             built += 1
         }
-        guard wedged, !catchingUpAfterDecision else { return }
+        guard wedged, !anchorFollowsCursor else { return }
         for target in 0..<memberCount where target != rank {
             relayRuns[target].removeBelow(stableBelow)
             while !relayRuns[target].isEmpty, built < 2 * configuration.maxRepairFramesPerSlot {
@@ -1104,7 +1105,7 @@ public struct OrderingInstance: Sendable {
                 }
                 guard first <= last else { counters.staleNaks += 1; continue }
                 repairRuns.insert(first, last)
-            } else if target < memberCount, wedged, !catchingUpAfterDecision, nak.lastRound >= stableBelow {
+            } else if target < memberCount, wedged, !anchorFollowsCursor, nak.lastRound >= stableBelow {
                 // During a view change, answer for any member from what we hold
                 // (nobody holds rounds past the plausible limit).
                 let first = max(nak.firstRound, stableBelow)
