@@ -307,3 +307,58 @@ struct Issue12SwarmSeeds {
         #expect(result.passed, "\(result)\n\(result.violations.first.map(String.init(describing:)) ?? "")")
     }
 }
+
+/// Found by review after the membership swarm's catch-up fix: an instance whose
+/// window followed its cursor while it fetched a decided cut may have
+/// overwritten cells below the cursor, so it must never relay again — a relay
+/// from it could call a data round it delivered silent.
+@Suite("Issue 12: no relays after catching up")
+struct RelayAfterCatchUpTests {
+    /// What member 1 relays for member 0's rounds 0...3 after it finalized a
+    /// cut it held at once (`fetchFirst` false) or one it had to fetch part of.
+    static func relayedForMemberZero(fetchFirst: Bool) -> (rounds: [UInt64], silences: Int, finished: Bool) {
+        var cluster = TestCluster(memberCount: 3)
+        _ = cluster.broadcast(0, "d")
+        cluster.runRounds(0...3)
+        _ = cluster.members[1].wedge()
+        var effects = OrderingEffects()
+        cluster.members[1].finalize(cut: fetchFirst ? [4, 4, 8] : [4, 4, 4], endRound: fetchFirst ? 8 : 4, effects: &effects)
+        if fetchFirst {
+            // Member 2's rounds 4...7 reach it afterwards: it finishes by fetching.
+            for round in UInt64(4)...7 { for frame in cluster.openSlot(2, round: round) { cluster.receive(1, frame) } }
+        }
+        let finished = cluster.members[1].isFinished
+        let nak = handmadeFrame(.slot, from: 2, round: 8) { encoder throws(WireError) in
+            try encoder.beginSection(.naks)
+            try encoder.appendNak(NakRange(rank: 0, firstRound: 0, lastRound: 3))
+            try encoder.endSection()
+        }
+        cluster.receive(1, nak)
+        var rounds: [UInt64] = []
+        var silences = 0
+        for frame in cluster.openSlot(1, round: 9) {
+            frame.withUnsafeBytes { raw in
+                let view = try! FrameView.decode(raw)
+                guard view.header.kind == .repair else { return }
+                for embedded in view.embeddedFrames {
+                    let inner = try! FrameView.decode(embedded)
+                    if inner.header.senderRank == 0 { rounds.append(inner.header.round) }
+                }
+                silences += view.relayedSilentRanges.filter { $0.rank == 0 }.count
+            }
+        }
+        return (rounds, silences, finished)
+    }
+
+    @Test func aMemberThatHeldTheCutRelays() {
+        let result = Self.relayedForMemberZero(fetchFirst: false)
+        #expect(result.finished)
+        #expect(!result.rounds.isEmpty || result.silences > 0, "a member that held the cut answers relay requests")
+    }
+
+    @Test func aMemberThatCaughtUpNeverRelays() {
+        let result = Self.relayedForMemberZero(fetchFirst: true)
+        #expect(result.finished)
+        #expect(result.rounds.isEmpty && result.silences == 0, "relayed \(result.rounds), \(result.silences) silences")
+    }
+}
