@@ -484,12 +484,7 @@ public struct MembershipInstance: Sendable {
         let round = schedule.round(atNanos: nowNanos)
         guard round >= initial.startRound &+ UInt64(max(configuration.lateStartRounds, 0)) else { return }
         // What was queued before this first input goes out once it has joined.
-        ordering?.takePending { payload in carriedOver.append(Array(payload)) }
-        self.view = nil
-        ordering = nil
-        me.incarnation = max(nowNanos, me.incarnation &+ 1)
-        nextJoinRequestRound = 0
-        joiningSinceRound = nil
+        startJoining(as: max(nowNanos, me.incarnation &+ 1))
         counters.lateStarts += 1
     }
 
@@ -853,15 +848,20 @@ public struct MembershipInstance: Sendable {
         }
         counters.exclusions += 1
         pastOrderingCounters = orderingCounters
-        // What it had queued and never sent goes out again once it has rejoined.
+        startJoining(as: me.incarnation &+ 1)
+    }
+
+    /// Drops the view, its instances and its agreement state, keeps what was
+    /// queued and never sent for after the join, and starts asking to join
+    /// as `incarnation` (an exclusion, or a late start of the first view).
+    private mutating func startJoining(as incarnation: UInt64) {
         ordering?.takePending { payload in carriedOver.append(Array(payload)) }
         view = nil
         ordering = nil
         retired = nil
         announcement = nil
         awaitingState = false
-        // Rejoin as a new incarnation.
-        me.incarnation &+= 1
+        me.incarnation = incarnation
         nextJoinRequestRound = 0
         joiningSinceRound = nil
         promised = 0
