@@ -365,10 +365,16 @@ public struct MembershipInstance: Sendable {
             }
         }
         if isMember, !carriedOver.isEmpty { sendCarriedOver() }
-        let before = ordering!.nextRoundToSend
+        // In promise mode an idle member speaks once per heartbeat; while the
+        // membership layer has work every round, its frames go every round.
+        ordering!.keepBusy = needsMembershipFrame(round: round) || (announcement != nil && round < announceUntilRound)
+            || !outgoing.isEmpty || !carriedOver.isEmpty
+        let (beforeRound, beforeFrames) = (ordering!.nextRoundToSend, ordering!.counters.slotFramesSent)
         ordering!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
-        guard ordering!.nextRoundToSend != before else { return }
-        // Our slot opened: the membership step, then our membership frames.
+        guard ordering!.nextRoundToSend != beforeRound || ordering!.counters.slotFramesSent != beforeFrames
+            || (ordering!.configuration.mode == .promises && ordering!.isFinished)
+        else { return }
+        // Our slot frame left: the membership step, then our membership frames.
         step(round: round, effects: &effects)
         guard view != nil, !stopped else { return }
         if needsMembershipFrame(round: round) {

@@ -64,6 +64,9 @@ struct ArrivalGaps: Sendable {
         return longest
     }
 
+    /// When `peer`'s last new frame arrived (0: never).
+    func lastArrivalNanos(peer: Int) -> UInt64 { lastArrival[peer] }
+
     /// The latest arrival heard from anyone (0: none).
     var latestArrivalNanos: UInt64 { lastArrival.max() ?? 0 }
 }

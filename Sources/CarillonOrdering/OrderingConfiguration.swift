@@ -11,6 +11,24 @@ public enum DeliveryMode: String, Sendable, CaseIterable {
     case safe
 }
 
+/// When a member may send its frame for a round (docs/protocol.md §15).
+public enum OrderingMode: String, Sendable, CaseIterable {
+    /// Time division: every member sends one frame per round, in its own slot,
+    /// whether it has anything to say or not. A message waits for its
+    /// sender's next slot (half a round on average).
+    case slots
+    /// Send at once with promises: a member sends a frame when it has data —
+    /// at once, for the current round (or the first round past its own
+    /// promises) — and otherwise only to promise silence: "nothing from me
+    /// before round r". A frame for a future round is such a promise. An idle
+    /// member promises a few milliseconds ahead and speaks once per heartbeat;
+    /// a member that hears data for a round it has not promised answers at
+    /// once. The order is the same `(round, slot, index)` key as in slot mode,
+    /// and a round is delivered once every member's frames cover it, so
+    /// clocks decide only when frames leave, never what is delivered.
+    case promises
+}
+
 /// The limits and timing of one member's ordering instance. Every limit is
 /// fixed at start; memory is allocated once, in ``OrderingInstance/init(configuration:)``.
 public struct OrderingConfiguration: Sendable {
@@ -80,6 +98,20 @@ public struct OrderingConfiguration: Sendable {
     /// (members of a new view start at slightly different times). At least
     /// `suspicionSlots`.
     public var unheardSuspicionSlots: Int = 200
+    /// When frames leave: slot by slot, or at once with promises.
+    public var mode: OrderingMode = .slots
+    /// Promise mode: an idle member's frames promise silence this many rounds
+    /// past its clock's round (0: derived, two heartbeats' worth of rounds).
+    /// A member that hears data promises it answers only up to that data's
+    /// round, so the other members' first message after a silence is not
+    /// pushed this far out.
+    public var promiseLookaheadRounds: Int = 0
+    /// Promise mode: an idle member sends a frame at least this often (its
+    /// heartbeat: failure detection, clock samples, positions).
+    public var promiseHeartbeatNanos: UInt64 = 3_000_000
+    /// Promise mode: a member that sent no data for this long is idle and
+    /// promises ``effectivePromiseLookaheadRounds`` ahead.
+    public var promiseIdleAfterNanos: UInt64 = 2_000_000
     /// Room left at the end of every frame for an authentication tag.
     public var tagLength: Int = 0
     /// The view's first round.
@@ -102,6 +134,24 @@ public struct OrderingConfiguration: Sendable {
 
     /// Members in the view.
     public var memberCount: Int { schedule.memberCount }
+
+    /// The promise lookahead in rounds: ``promiseLookaheadRounds``, or two
+    /// heartbeats' worth of rounds when that is 0, at most an eighth of the window.
+    public var effectivePromiseLookaheadRounds: UInt64 {
+        let period = max(schedule.roundPeriodNanos, 1)
+        let derived = promiseLookaheadRounds > 0
+            ? UInt64(promiseLookaheadRounds) : (2 * effectivePromiseHeartbeatNanos + period - 1) / period
+        return max(1, min(derived, UInt64(windowRounds / 8)))
+    }
+
+    /// The heartbeat: ``promiseHeartbeatNanos``, but at most an eighth of the
+    /// window's time. Positions travel with frames, and a sender keeps its
+    /// data within half a window of the stability line: heartbeats rarer than
+    /// that would hold an idle bus's first message back by the window.
+    public var effectivePromiseHeartbeatNanos: UInt64 {
+        let period = max(schedule.roundPeriodNanos, 1)
+        return min(promiseHeartbeatNanos, max(period, UInt64(windowRounds / 8) * period))
+    }
 
     /// Bytes of header and non-data sections a slot frame may need.
     var slotFrameOverheadBytes: Int { slotFrameOverheadBytes(memberCount: memberCount) }
@@ -154,6 +204,10 @@ public struct OrderingConfiguration: Sendable {
         }
         guard windowRounds >= 4 else { throw .windowTooSmall(windowRounds) }
         guard suspicionSlots >= 0, suspicionGapFactor >= 0 else { throw .limitBelowOne }
+        guard promiseLookaheadRounds >= 0, promiseLookaheadRounds <= windowRounds / 4 else {
+            throw .lookaheadTooLong(rounds: promiseLookaheadRounds, windowRounds: windowRounds)
+        }
+        guard mode == .slots || promiseHeartbeatNanos > 0 else { throw .limitBelowOne }
         guard sendBufferBytes >= batchBudgetBytes else {
             throw .sendBufferTooSmall(sendBufferBytes: sendBufferBytes, neededBytes: batchBudgetBytes)
         }
@@ -175,6 +229,7 @@ public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringC
     case limitBelowOne
     case windowTooSmall(Int)
     case sendBufferTooSmall(sendBufferBytes: Int, neededBytes: Int)
+    case lookaheadTooLong(rounds: Int, windowRounds: Int)
     case schedule(ScheduleError)
 
     public var description: String {
@@ -190,6 +245,8 @@ public enum OrderingConfigurationError: Error, Sendable, Hashable, CustomStringC
         case .windowTooSmall(let w): return "windowRounds \(w) is below 4; the window must cover a few round trips"
         case .sendBufferTooSmall(let b, let needed):
             return "sendBufferBytes \(b) cannot hold one full batch; it must be at least \(needed)"
+        case .lookaheadTooLong(let rounds, let window):
+            return "promiseLookaheadRounds \(rounds) must be in 0...\(window / 4) (a quarter of windowRounds \(window))"
         case .schedule(let error): return "schedule: \(error)"
         }
     }

@@ -212,6 +212,13 @@ public struct OrderingCounters: Sendable, Hashable {
     /// Frames, silent ranges and NAKs whose rounds lie beyond what the sender
     /// can know (more than a window past the current round), ignored.
     public var implausibleRounds = 0
+    /// Slot frames that arrived after their round's slot ended plus the loss
+    /// grace (slot mode): late, not lost — counted apart from repairs.
+    public var lateFrames = 0
+    /// Promise mode: frames sent only to promise silence (heartbeats and answers to data).
+    public var promiseFramesSent = 0
+    /// Promise mode: frames sent at once because another member's data needed our promise.
+    public var promisesOwed = 0
     public init() {}
 
     /// The sum of two sets of counters: a member's totals over several views' instances.
@@ -251,6 +258,9 @@ public struct OrderingCounters: Sendable, Hashable {
         sum.naksClipped += b.naksClipped
         sum.repairsSuppressed += b.repairsSuppressed
         sum.implausibleRounds += b.implausibleRounds
+        sum.lateFrames += b.lateFrames
+        sum.promiseFramesSent += b.promiseFramesSent
+        sum.promisesOwed += b.promisesOwed
         return sum
     }
 }

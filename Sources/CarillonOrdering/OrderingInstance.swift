@@ -111,6 +111,33 @@ public struct OrderingInstance: Sendable {
     var relayRuns: [RoundRuns]
     var relayScratch: [NakRange]
 
+    // Promise mode (see `OrderingMode.promises` and `onPromiseTimeout`).
+    /// When this member last sent a slot frame, and one with data.
+    var lastFrameSentNanos: UInt64 = 0
+    var lastDataSentNanos: UInt64 = 0
+    /// When repair frames last left (they follow at most one batch per round period).
+    var lastRepairSentNanos: UInt64 = 0
+    /// Whether this member's latest slot frame carried data (it is then never restated as empty).
+    var lastSentWasData = false
+    /// Whether the latest attempt to send data was held back by the window.
+    var dataHeld = false
+    /// One past the highest round another member sent data in: our frames must
+    /// cover it before anyone can deliver it.
+    var owedBelow: UInt64
+    /// One past the highest round anyone sent data in, and since when: delivery
+    /// waits for it, and a member still missing part of it after the loss
+    /// grace NAKs.
+    var neededBelow: UInt64
+    var neededSinceNanos: UInt64 = 0
+    /// Set by the membership layer while it has work every round (a joiner's
+    /// state, an announcement): in promise mode frames then go out every round.
+    public var keepBusy = false
+    /// The latest time an input brought (promise mode's deadline reads
+    /// suspicion thresholds as of then, as the input's check did).
+    var lastInputNanos: UInt64 = 0
+    /// Promise mode, once finished: the next round at whose start the instance wants a timeout.
+    var finishedTickRound: UInt64 = 0
+
     /// Everything counted so far.
     public private(set) var counters = OrderingCounters()
 
@@ -144,6 +171,8 @@ public struct OrderingInstance: Sendable {
         cursorRound = first
         cursorSlot = 0
         nextSendRound = first
+        owedBelow = first
+        neededBelow = first
         pending = Array(repeating: 0, count: configuration.sendBufferBytes)
         repairRuns = RoundRuns(capacity: 2 * configuration.maxNakRangesPerFrame)
         silentScratch = []
@@ -174,9 +203,15 @@ public struct OrderingInstance: Sendable {
     public var nextRoundToSend: UInt64 { nextSendRound }
     /// Messages accepted by `broadcast` and not yet sent.
     public var pendingMessageCount: Int { pendingMessages }
-    /// When the instance next needs ``onTimeout(nowNanos:effects:)``: its next slot.
+    /// When the instance next needs ``onTimeout(nowNanos:effects:)``: its next
+    /// slot; in promise mode the earliest of data to send, a promise owed, a
+    /// heartbeat, a NAK or repair due and the moment a silent peer reaches
+    /// its suspicion threshold.
     public var nextDeadlineNanos: UInt64 {
-        configuration.schedule.slotWindow(round: nextSendRound, rank: rank).startNanos
+        switch configuration.mode {
+        case .slots: return configuration.schedule.slotWindow(round: nextSendRound, rank: rank).startNanos
+        case .promises: return promiseDeadlineNanos
+        }
     }
 
     /// How far this member's clock is ahead of `peer`'s (nanoseconds, negative
@@ -414,6 +449,10 @@ public struct OrderingInstance: Sendable {
     /// sends the frame of the latest opened round (declaring any rounds it slept
     /// through silent). Call it at or after ``nextDeadlineNanos``.
     public mutating func onTimeout(nowNanos: UInt64, effects: inout OrderingEffects) {
+        if configuration.mode == .promises {
+            onPromiseTimeout(nowNanos: nowNanos, effects: &effects)
+            return
+        }
         guard nowNanos >= nextDeadlineNanos,
               let round = configuration.schedule.latestOpenedRound(rank: rank, atNanos: nowNanos)
         else { return }
@@ -437,17 +476,7 @@ public struct OrderingInstance: Sendable {
         }
         if round > nextSendRound { counters.roundsCaughtUp += Int(clamping: round - nextSendRound) }
         updateSuspicions(nowNanos: nowNanos, effects: &effects)
-
-        appendFrame(kind: .slot, round: round, to: &effects) { instance, buffer throws(WireError) in
-            try instance.encodeSlotFrame(into: buffer, round: round, nowNanos: nowNanos)
-        }
-        counters.slotFramesSent += 1
-
-        nextSendRound = round + 1
-        receivedBelow[rank] = nextSendRound
-        heardBelow[rank] = nextSendRound
-        if nextSendRound >= cutRound[rank] { receivedBelow[rank] = max(nextSendRound, endRound) }
-        updateStability()
+        sendSlotFrame(round: round, allowData: true, nowNanos: nowNanos, effects: &effects)
 
         if configuration.canary != .ignoreNaks {
             emitRepairs(round: round, nowNanos: nowNanos, effects: &effects)
@@ -457,8 +486,146 @@ public struct OrderingInstance: Sendable {
         advanceDelivery(effects: &effects)
     }
 
+    // MARK: Promise mode
+
+    /// Whether frames go out every round period in promise mode: something is
+    /// happening that the other members must hear about promptly (a view
+    /// change, a suspicion, a gap being NAKed, the membership layer's work).
+    var promiseBusy: Bool {
+        if keepBusy || wedged || suspectsAnyone { return true }
+        for sender in 0..<memberCount where sender != rank && receivedBelow[sender] < min(heardBelow[sender], cutRound[sender]) {
+            return true
+        }
+        return false
+    }
+
+    /// Time after which a member still missing part of a round someone sent
+    /// data in NAKs it: the loss grace, plus room for the answer's round trip.
+    var promiseNakGraceNanos: UInt64 { 4 * configuration.lossGraceNanos }
+
+    public var promiseDebug: String {
+        "owed \(owedBelow) needed \(neededBelow)@\(neededSinceNanos) pending \(pendingMessages) wedged \(wedged) held \(dataHeld) lastFrame \(lastFrameSentNanos) lastRepair \(lastRepairSentNanos) busy \(promiseBusy) finished \(isFinished) lastInput \(lastInputNanos) suspected \(suspected) repairs \(repairRuns.isEmpty) end \(endRound)"
+    }
+
+    /// See ``nextDeadlineNanos``.
+    var promiseDeadlineNanos: UInt64 {
+        let period = configuration.schedule.roundPeriodNanos
+        let repairsDue = !repairRuns.isEmpty || (wedged && !anchorFollowsCursor && relayRuns.contains { !$0.isEmpty })
+        let repairDeadline = repairsDue ? lastRepairSentNanos &+ period : .max
+        // Finished: ticks every round like slot mode (the membership layer
+        // steps on them until the next view is installed) and answers repairs.
+        if isFinished { return min(repairDeadline, configuration.schedule.slotWindow(round: finishedTickRound, rank: rank).startNanos) }
+        var deadline = min(repairDeadline, lastFrameSentNanos &+ (promiseBusy ? period : configuration.effectivePromiseHeartbeatNanos))
+        if owedBelow > nextSendRound { deadline = 0 }
+        if pendingMessages > 0, !wedged {
+            if dataHeld {
+                deadline = min(deadline, lastFrameSentNanos &+ period)
+            } else {
+                // At once, unless this member has run more than two lookaheads ahead of its clock.
+                let ahead = 2 * configuration.effectivePromiseLookaheadRounds + 1
+                let earliest = nextSendRound > ahead ? nextSendRound - ahead : 0
+                deadline = min(deadline, configuration.schedule.slotWindow(round: earliest, rank: 0).startNanos)
+            }
+        }
+        if cursorRound < neededBelow, endRound == .max {
+            deadline = min(deadline, max(neededSinceNanos &+ promiseNakGraceNanos, lastFrameSentNanos &+ period))
+        }
+        if configuration.suspicionSlots > 0 {
+            for peer in 0..<memberCount where peer != rank && !suspected[peer] {
+                let (since, threshold) = silenceBasis(peer: peer, nowNanos: lastInputNanos)
+                deadline = min(deadline, since.addingClamped(threshold))
+            }
+        }
+        // Nothing leaves before the view's first round has begun (as in slot mode).
+        return max(deadline, configuration.schedule.slotWindow(round: configuration.firstRound, rank: 0).startNanos)
+    }
+
+    /// Promise mode's time input: sends a data frame at once if messages are
+    /// queued, a promise when another member's data needs one, a heartbeat
+    /// when due; then repairs; then checks suspicions.
+    mutating func onPromiseTimeout(nowNanos: UInt64, effects: inout OrderingEffects) {
+        lastInputNanos = max(lastInputNanos, nowNanos)
+        guard nowNanos >= nextDeadlineNanos else { return }
+        let period = configuration.schedule.roundPeriodNanos
+        let frameBytes = configuration.maxFrameBytes
+        effects.reserveFrameBytes(frameBytes * (1 + 2 * configuration.maxRepairFramesPerSlot))
+        let repairsDue = nowNanos >= lastRepairSentNanos &+ period
+        if isFinished {
+            finishedTickRound = configuration.schedule.round(atNanos: nowNanos) + 1
+            if repairsDue { emitPromiseModeRepairs(nowNanos: nowNanos, effects: &effects) }
+            return
+        }
+        updateSuspicions(nowNanos: nowNanos, effects: &effects)
+        let clockRound = configuration.schedule.round(atNanos: nowNanos)
+        let lookahead = configuration.effectivePromiseLookaheadRounds
+        let busy = promiseBusy
+        let idle = !busy && nowNanos >= lastDataSentNanos &+ configuration.promiseIdleAfterNanos
+        let owed = owedBelow > nextSendRound
+        let owedRound = owedBelow > 0 ? owedBelow - 1 : 0
+        let wantData = pendingMessages > 0 && !wedged && (!dataHeld || nowNanos >= lastFrameSentNanos &+ period)
+            && nextSendRound <= clockRound.addingClamped(2 * lookahead + 1)
+        let heartbeatDue = nowNanos >= lastFrameSentNanos &+ (busy ? period : configuration.effectivePromiseHeartbeatNanos)
+        let nakDue = cursorRound < neededBelow && endRound == .max && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos
+            && nowNanos >= lastFrameSentNanos &+ period
+        if wantData {
+            sendSlotFrame(round: max(nextSendRound, clockRound, owedRound), allowData: true, nowNanos: nowNanos, effects: &effects)
+        } else if owed || heartbeatDue || nakDue {
+            if owed { counters.promisesOwed += 1 }
+            let target = max(owedRound, idle ? clockRound.addingClamped(lookahead) : clockRound)
+            if target >= nextSendRound {
+                sendSlotFrame(round: target, allowData: false, nowNanos: nowNanos, effects: &effects)
+            } else if !lastSentWasData, nextSendRound > configuration.firstRound, counters.slotFramesSent > 0 {
+                // Promised far enough already: restate the latest (empty) frame.
+                sendSlotFrame(round: nextSendRound - 1, allowData: false, nowNanos: nowNanos, effects: &effects)
+            } else {
+                sendSlotFrame(round: nextSendRound, allowData: false, nowNanos: nowNanos, effects: &effects)
+            }
+            counters.promiseFramesSent += 1
+        }
+        if repairsDue, configuration.canary != .ignoreNaks {
+            emitPromiseModeRepairs(nowNanos: nowNanos, effects: &effects)
+        } else if configuration.canary == .ignoreNaks {
+            repairRuns.removeBelow(.max)
+        }
+        advanceDelivery(effects: &effects)
+    }
+
+    /// Repair frames in promise mode carry the next round to send as theirs:
+    /// every round they repair or declare silent lies below it.
+    /// At most one batch per round period, whether or not it packed anything.
+    private mutating func emitPromiseModeRepairs(nowNanos: UInt64, effects: inout OrderingEffects) {
+        emitRepairs(round: nextSendRound, nowNanos: nowNanos, effects: &effects)
+        lastRepairSentNanos = nowNanos
+    }
+
+    /// Sends this member's slot frame for `round` (data only when `allowData`)
+    /// and moves its own position past it. A `round` below ``nextRoundToSend``
+    /// restates the latest frame, which was empty: same round, fresh sections.
+    private mutating func sendSlotFrame(round: UInt64, allowData: Bool, nowNanos: UInt64, effects: inout OrderingEffects) {
+        var sentData = false
+        appendFrame(kind: .slot, round: round, to: &effects) { instance, buffer throws(WireError) in
+            try instance.encodeSlotFrame(into: buffer, round: round, allowData: allowData, nowNanos: nowNanos,
+                                         sentData: &sentData)
+        }
+        counters.slotFramesSent += 1
+        lastFrameSentNanos = nowNanos
+        dataHeld = allowData && !sentData && pendingMessages > 0 && !wedged
+        guard round >= nextSendRound else { return }
+        lastSentWasData = sentData
+        if sentData {
+            lastDataSentNanos = nowNanos
+            if round + 1 > neededBelow { neededBelow = round + 1; neededSinceNanos = nowNanos }
+        }
+        nextSendRound = round + 1
+        receivedBelow[rank] = nextSendRound
+        heardBelow[rank] = nextSendRound
+        if nextSendRound >= cutRound[rank] { receivedBelow[rank] = max(nextSendRound, endRound) }
+        updateStability()
+    }
+
     private mutating func encodeSlotFrame(
-        into buffer: UnsafeMutableRawBufferPointer, round: UInt64, nowNanos: UInt64
+        into buffer: UnsafeMutableRawBufferPointer, round: UInt64, allowData: Bool, nowNanos: UInt64,
+        sentData: inout Bool
     ) throws(WireError) -> Int {
         var encoder = try FrameEncoder(
             buffer: buffer,
@@ -473,8 +640,7 @@ public struct OrderingInstance: Sendable {
         // data stays within half a window of this member's line. A round
         // someone had to drop could keep it from ever holding a cut that
         // includes the round.
-        var sentData = false
-        if pendingMessages > 0, !wedged {
+        if allowData, pendingMessages > 0, !wedged {
             if ownTail - ownHead < UInt64(windowRounds), round < stableBelow &+ UInt64(windowRounds / 2) {
                 sentData = try encodeBatch(&encoder, round: round)
             } else {
@@ -577,7 +743,25 @@ public struct OrderingInstance: Sendable {
                 if sender < 0 || receivedBelow[candidate] < receivedBelow[sender] { sender = candidate }
             }
             nakVisited[sender] = true
-            let ended = configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart)
+            let ended: UInt64
+            switch configuration.mode {
+            case .slots:
+                // Late is not lost: a frame is NAKed by time only once its slot
+                // ended longer ago than the sender's longest recent gap (a
+                // descheduled sender's frames come late, not never); a gap
+                // behind a later frame (`heardBelow`) is NAKed at once.
+                let learned = arrivals.recentMaxGap(peer: sender, nowNanos: nowNanos)
+                let start = learned > configuration.lossGraceNanos ? (nowNanos >= learned ? nowNanos - learned : 0) : graceStart
+                ended = configuration.schedule.roundsEnded(rank: sender, atNanos: start)
+            case .promises:
+                // Nothing is expected by time: only rounds someone sent data in,
+                // once the answer is overdue; after a decision, the whole cut.
+                if endRound != .max {
+                    ended = .max
+                } else {
+                    ended = cursorRound < neededBelow && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos ? neededBelow : 0
+                }
+            }
             // Capped at the window end: never ask for what we would drop. A
             // member that fell behind asks for one window at a time; long
             // silent stretches come with the sender's own slot frames.
@@ -632,9 +816,25 @@ public struct OrderingInstance: Sendable {
         let period = configuration.schedule.roundPeriodNanos
         let floor = max(UInt64(configuration.suspicionSlots).multipliedReportingOverflow(by: period).partialValue,
                         configuration.suspicionFloorNanos)
-        let gap = arrivals.recentMaxGap(peer: peer, nowNanos: nowNanos)
+        var gap = arrivals.recentMaxGap(peer: peer, nowNanos: nowNanos)
+        // Promise mode: an idle peer is heard once per heartbeat by design;
+        // only lateness beyond that is learned, and the heartbeat is added.
+        let heartbeat = configuration.mode == .promises ? configuration.effectivePromiseHeartbeatNanos : 0
+        gap = gap > heartbeat ? gap - heartbeat : 0
         let (learned, overflow) = gap.multipliedReportingOverflow(by: UInt64(max(configuration.suspicionGapFactor, 0)))
-        return max(floor, min(overflow ? .max : learned, configuration.suspicionCeilingNanos))
+        return heartbeat.addingClamped(max(floor, min(overflow ? .max : learned, configuration.suspicionCeilingNanos)))
+    }
+
+    /// Promise mode: since when `peer` has been silent (its last new frame, or
+    /// the view's first round when never heard) and how long it may be.
+    func silenceBasis(peer: Int, nowNanos: UInt64) -> (sinceNanos: UInt64, thresholdNanos: UInt64) {
+        let last = arrivals.lastArrivalNanos(peer: peer)
+        var threshold = suspicionThresholdNanos(for: peer, nowNanos: nowNanos) ?? .max
+        guard last == 0 else { return (last, threshold) }
+        let period = configuration.schedule.roundPeriodNanos
+        let unheard = UInt64(max(configuration.unheardSuspicionSlots, 0)).multipliedReportingOverflow(by: period)
+        threshold = max(threshold, unheard.overflow ? .max : unheard.partialValue)
+        return (configuration.schedule.slotWindow(round: configuration.firstRound, rank: 0).startNanos, threshold)
     }
 
     /// The longest gap between any peer's frames in the recent past: what a
@@ -660,6 +860,26 @@ public struct OrderingInstance: Sendable {
     /// only clears (on a frame's arrival; suspicions are raised at slots).
     private mutating func updateSuspicions(nowNanos: UInt64, raising: Bool = true, effects: inout OrderingEffects) {
         guard configuration.suspicionSlots > 0 else { return }
+        if configuration.mode == .promises {
+            // Rounds say nothing about time here (promises run ahead of the
+            // clock): a peer is suspected after its threshold in time with no
+            // new frame at all.
+            for peer in 0..<memberCount where peer != rank && (raising || suspected[peer]) {
+                let (since, threshold) = silenceBasis(peer: peer, nowNanos: nowNanos)
+                let silent = nowNanos >= since.addingClamped(threshold)
+                if raising, silent, !suspected[peer] {
+                    suspected[peer] = true
+                    suspectedSince[peer] = heardBelow[peer]
+                    counters.suspicionsRaised += 1
+                    effects.membershipEvents.append(.suspected(rank: peer, silentSinceRound: heardBelow[peer]))
+                } else if !silent, suspected[peer] {
+                    suspected[peer] = false
+                    counters.suspicionsCleared += 1
+                    effects.membershipEvents.append(.cleared(rank: peer))
+                }
+            }
+            return
+        }
         let period = configuration.schedule.roundPeriodNanos
         let graceStart = nowNanos >= configuration.lossGraceNanos ? nowNanos - configuration.lossGraceNanos : 0
         for peer in 0..<memberCount where peer != rank && (raising || suspected[peer]) {
@@ -919,6 +1139,7 @@ public struct OrderingInstance: Sendable {
         _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout OrderingEffects
     ) -> FrameDisposition {
         counters.framesReceived += 1
+        lastInputNanos = max(lastInputNanos, nowNanos)
         let frame: FrameView
         do { frame = try FrameView.decode(bytes) } catch {
             counters.malformedFrames += 1
@@ -956,8 +1177,13 @@ public struct OrderingInstance: Sendable {
                     suspicionHeard[row + Int(suspicion.rank)] = true
                 }
             }
+            // Late, not lost: a new frame arriving after its slot plus the grace.
+            if configuration.mode == .slots, header.round >= receivedBelow[sender],
+               nowNanos > configuration.schedule.slotWindow(round: header.round, rank: sender).endNanos &+ configuration.lossGraceNanos {
+                counters.lateFrames += 1
+            }
             disposition = acceptFrame(from: sender, round: header.round, batch: frame.dataBatchBytes,
-                                      count: frame.messageCount, effects: &effects)
+                                      count: frame.messageCount, nowNanos: nowNanos, effects: &effects)
         case .repair:
             disposition = .duplicate
             for embedded in frame.embeddedFrames {
@@ -970,7 +1196,7 @@ public struct OrderingInstance: Sendable {
                 guard origin != rank else { continue }
                 guard inner.header.round < roundLimit else { counters.implausibleRounds += 1; continue }
                 if acceptFrame(from: origin, round: inner.header.round, batch: inner.dataBatchBytes,
-                               count: inner.messageCount, effects: &effects) == .accepted {
+                               count: inner.messageCount, nowNanos: nowNanos, effects: &effects) == .accepted {
                     disposition = .accepted
                 }
             }
@@ -998,8 +1224,19 @@ public struct OrderingInstance: Sendable {
         return disposition
     }
 
+    /// Another member sent data in `round`: our frames must cover it (promise
+    /// mode answers at once), and delivery waits for everyone's.
+    private mutating func noteData(round: UInt64, nowNanos: UInt64) {
+        owedBelow = max(owedBelow, round.addingClamped(1))
+        if round.addingClamped(1) > neededBelow {
+            neededBelow = round.addingClamped(1)
+            neededSinceNanos = nowNanos
+        }
+    }
+
     private mutating func acceptFrame(
-        from sender: Int, round: UInt64, batch: UnsafeRawBufferPointer, count: Int, effects: inout OrderingEffects
+        from sender: Int, round: UInt64, batch: UnsafeRawBufferPointer, count: Int, nowNanos: UInt64,
+        effects: inout OrderingEffects
     ) -> FrameDisposition {
         if round < UInt64.max { heardBelow[sender] = max(heardBelow[sender], round + 1) }
         let cell = cell(sender, round)
@@ -1034,6 +1271,7 @@ public struct OrderingInstance: Sendable {
         storeHasData[cell] = count > 0
         storeLength[cell] = batch.count
         storeCount[cell] = count
+        if count > 0 { noteData(round: round, nowNanos: nowNanos) }
         if configuration.canary == .deliverOnArrival, count > 0 {
             deliverBatch(batch, count: count, sender: sender, round: round, effects: &effects, checkSequence: true)
         }

@@ -231,6 +231,13 @@ public final class Member: @unchecked Sendable {
     let clockCorrection = Atomic<Int64>(0)
     let clockDrift = Atomic<Int64>(.min)
     let authenticator: FrameAuthenticator?
+    /// Promise mode sends a broadcast at once: a broadcast from another thread
+    /// wakes a parked agent through this eventfd (-1 if none could be made:
+    /// the message then leaves at the next deadline, a heartbeat at most).
+    let wakeDescriptor: Int32
+    /// The agent is (about to be) parked in `idle`; a wake is already signalled.
+    let agentParked = Atomic<Bool>(false)
+    let wakeSignalled = Atomic<Bool>(false)
     /// Called once the agent has stopped (ends the delivery stream).
     var onStop: (@Sendable () -> Void)?
 
@@ -245,9 +252,14 @@ public final class Member: @unchecked Sendable {
         options.lossInjection = configuration.lossInjection
         options.maxDatagramBytes = max(configuration.ordering.maxFrameBytes, 2048)
         do { transport = try UDPTransport(options: options) } catch { throw .transport(error) }
-        ownDescriptors = [transport.descriptor]
+        wakeDescriptor = carillon_make_wake_descriptor()
+        ownDescriptors = wakeDescriptor >= 0 ? [transport.descriptor, wakeDescriptor] : [transport.descriptor]
         handler = onDelivery
         if case .clusterKey(let key) = configuration.authentication { authenticator = key } else { authenticator = nil }
+    }
+
+    deinit {
+        if wakeDescriptor >= 0 { close(wakeDescriptor) }
     }
 
     /// The endpoint the socket is bound to.
@@ -377,7 +389,27 @@ public final class Member: @unchecked Sendable {
     /// async variant). On `.notInView` the member is joining, waiting for its
     /// state, or was left out and is rejoining: retry later.
     public func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
-        state.withLock { $0.broadcast(payload) }
+        let result = state.withLock { $0.broadcast(payload) }
+        if case .queued = result, configuration.ordering.mode == .promises { wakeAgent() }
+        return result
+    }
+
+    /// Wakes the agent if it is parked (one eventfd write per parking, none while it runs).
+    @inline(__always) func wakeAgent() {
+        guard wakeDescriptor >= 0, agentParked.load(ordering: .sequentiallyConsistent),
+              !wakeSignalled.exchange(true, ordering: .acquiringAndReleasing)
+        else { return }
+        var one: UInt64 = 1
+        _ = write(wakeDescriptor, &one, 8)
+    }
+
+    /// After parking: drains a wake, if one was signalled.
+    @inline(__always) func unpark() {
+        agentParked.store(false, ordering: .relaxed)
+        if wakeSignalled.exchange(false, ordering: .acquiringAndReleasing) {
+            var count: UInt64 = 0
+            _ = read(wakeDescriptor, &count, 8)
+        }
     }
 
     public func broadcast(_ payload: [UInt8]) -> BroadcastResult {
@@ -449,6 +481,7 @@ public final class Member: @unchecked Sendable {
         while running.load(ordering: .relaxed) {
             let wait = dutyCycle()
             idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
+            unpark()
         }
     }
 
@@ -486,6 +519,8 @@ public final class Member: @unchecked Sendable {
         carryOut(&agent.effects, logger: logger, runKey: runKey)
         if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
         // Carrying out may have changed the view (and so the next deadline).
+        // Parked from here on: a broadcast after this reads wakes us.
+        agentParked.store(true, ordering: .sequentiallyConsistent)
         let deadline = state.withLock { $0.nextDeadlineNanos }
         let after = viewNow()
         return deadline > after ? deadline - after : 0

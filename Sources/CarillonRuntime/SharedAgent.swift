@@ -25,7 +25,7 @@ public final class SharedAgent: @unchecked Sendable {
     public init(members: [Member], idleStrategy: IdleStrategy = .default) {
         self.members = members
         self.idleStrategy = idleStrategy
-        descriptors = members.map(\.transport.descriptor)
+        descriptors = members.flatMap(\.ownDescriptors)
     }
 
     /// Starts the shared thread.
@@ -60,6 +60,7 @@ public final class SharedAgent: @unchecked Sendable {
             var wait = UInt64.max
             for member in members { wait = min(wait, member.dutyCycle()) }
             members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
+            for member in members { member.unpark() }
         }
     }
 }

@@ -121,6 +121,8 @@ public struct ClusterSimulator {
         members = (0..<n).map { rank in
             var configuration = OrderingConfiguration(rank: rank, schedule: schedule)
             configuration.deliveryMode = profile.deliveryMode
+            configuration.mode = profile.orderingMode
+            configuration.promiseHeartbeatNanos = FaultProfile.promiseHeartbeatNanos
             configuration.windowRounds = profile.windowRounds
             configuration.maxFrameBytes = profile.maxFrameBytes
             configuration.sendBufferBytes = max(configuration.batchBudgetBytes * 4, 4096)
@@ -182,6 +184,7 @@ public struct ClusterSimulator {
             }
             switch event.payload {
             case .wake(let member): wake(member)
+            case .react(let member): react(member)
             case .arrive(let member, let frame): arrive(member, frame)
             case .drain(let member): drain(member)
             case .pause(let member, let nanos):
@@ -232,7 +235,14 @@ public struct ClusterSimulator {
     }
 
     mutating func scheduleWake(_ member: Int) {
-        let at = max(virtualNanos(member, reaching: members[member].nextDeadlineNanos), pausedUntilNanos[member])
+        var deadline = members[member].nextDeadlineNanos
+        if profile.orderingMode == .promises {
+            // The workload is offered once a round: wake at the next round too.
+            let schedule = members[member].configuration.schedule
+            let local = localNanos(member, nowNanos)
+            deadline = min(deadline, schedule.slotWindow(round: schedule.round(atNanos: local) + 1, rank: 0).startNanos)
+        }
+        let at = max(virtualNanos(member, reaching: deadline), pausedUntilNanos[member])
         queue.push(at: at, .wake(member))
     }
 
@@ -302,6 +312,22 @@ public struct ClusterSimulator {
         effects.removeAll()
         let local = localNanos(member, nowNanos)
         frame.withUnsafeBytes { _ = members[member].onFrameReceived($0, nowNanos: local, effects: &effects) }
+        carryOut(member)
+        // Promise mode answers data at once: a deadline now due is met now.
+        if profile.orderingMode == .promises, members[member].nextDeadlineNanos <= local {
+            queue.push(at: nowNanos, .react(member))
+        }
+    }
+
+    /// Promise mode: the member's deadline came due on a frame's arrival.
+    mutating func react(_ member: Int) {
+        let readyAt = max(pausedUntilNanos[member], busyUntilNanos[member])
+        if readyAt > nowNanos {
+            queue.push(at: readyAt, .react(member))
+            return
+        }
+        effects.removeAll()
+        members[member].onTimeout(nowNanos: localNanos(member, nowNanos), effects: &effects)
         carryOut(member)
     }
 
@@ -460,6 +486,8 @@ extension OrderingCounters {
 /// The cluster simulator's events.
 enum ClusterEvent {
     case wake(Int)
+    /// Promise mode: a member's deadline came due on an arrival.
+    case react(Int)
     /// A frame reaches a member's host.
     case arrive(Int, [UInt8])
     /// A member takes the next frame from its receive queue.

@@ -7,6 +7,8 @@ import CarillonOrdering
 public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
     public var memberCount = 3
     public var deliveryMode: DeliveryMode = .agreed
+    /// Slot by slot, or at once with promises.
+    public var orderingMode: OrderingMode = .slots
     public var roundPeriodNanos: UInt64 = 100_000
     public var windowRounds = 64
     public var maxFrameBytes = 1472
@@ -61,6 +63,9 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
 
     public init() {}
 
+    /// The heartbeat of promise-mode members in the simulator (the runtime's default).
+    public static let promiseHeartbeatNanos: UInt64 = 3_000_000
+
     /// The fixed profile used by `carillon-sim --seed N` without `--swarm`.
     public static let standard = FaultProfile()
 
@@ -111,11 +116,17 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         // A pause that starts just before the faults stop runs on into the liveness phase.
         p.livenessBoundRounds = 200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
             + Int(p.pauseNanos / p.roundPeriodNanos)
+        // Drawn last, so the other parameters of a seed stay what they were.
+        p.orderingMode = random.chance(0.5) ? .promises : .slots
+        if p.orderingMode == .promises {
+            // A lost promise waits for the next heartbeat at worst.
+            p.livenessBoundRounds += 4 * Int(FaultProfile.promiseHeartbeatNanos / p.roundPeriodNanos)
+        }
         return p
     }
 
     public var description: String {
-        "members=\(memberCount) mode=\(deliveryMode.rawValue) period=\(roundPeriodNanos)ns window=\(windowRounds) "
+        "members=\(memberCount) mode=\(deliveryMode.rawValue)/\(orderingMode.rawValue) period=\(roundPeriodNanos)ns window=\(windowRounds) "
             + "frame=\(maxFrameBytes)B rounds=\(faultRounds) latency=\(baseLatencyNanos)+\(jitterNanos)ns "
             + "loss=\(lossProbability) dup=\(duplicateProbability) spike=\(spikeProbability)x\(spikeNanos)ns "
             + "partition=\(partitionProbability)x\(partitionRounds)r clock=±\(maxClockOffsetNanos)ns/\(maxDriftPPM)ppm "

@@ -25,6 +25,8 @@ public struct MembershipFaultProfile: Sendable, Hashable {
     /// Agreed delivery is non-uniform: a member that is then left out may have
     /// delivered messages the survivors trimmed. Safe delivery is uniform.
     public var deliveryMode: DeliveryMode = .agreed
+    /// Slot by slot, or at once with promises (heartbeat 3 ms).
+    public var orderingMode: OrderingMode = .slots
     /// After faults stop: rounds within which every node must be in one view and deliver a probe from each.
     public var livenessBoundRounds = 3_000
 
@@ -117,6 +119,8 @@ public struct MembershipFaultProfile: Sendable, Hashable {
         if profile.pauseProbability > 0 {
             profile.livenessBoundRounds += 6 * Int(profile.maxPauseNanos / profile.roundPeriodNanos)
         }
+        // Drawn last, so the other parameters of a seed stay what they were.
+        profile.orderingMode = random.chance(0.5) ? .promises : .slots
         return profile
     }
 }
@@ -184,7 +188,7 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
 
     public var description: String {
         let status = passed ? "ok" : "FAILED (\(violations.count) violation\(violations.count == 1 ? "" : "s"))"
-        return "seed \(seed): \(status) — \(profile.nodeCount) nodes, \(crashes) crashes, \(restarts) restarts, "
+        return "seed \(seed): \(status) — \(profile.nodeCount) nodes, \(profile.orderingMode.rawValue), \(crashes) crashes, \(restarts) restarts, "
             + "\(partitions) partitions, \(deafSpells) deaf, \(oneWayFailures) one-way, \(pauses) pauses, \(clockSteps) clock steps, "
             + "\(replayed) replayed (\(refusedTags) refused by tag), \(queueDrops) queue drops, "
             + "\(viewsInstalled) views installed (epoch \(highestEpoch)), "
@@ -377,6 +381,7 @@ public struct MembershipSimulator {
         var ordering = OrderingConfiguration(rank: Int(me.node), schedule: schedule)
         ordering.windowRounds = 512
         ordering.deliveryMode = profile.deliveryMode
+        ordering.mode = profile.orderingMode
         ordering.suspicionSlots = profile.suspicionSlots
         // The simulator's rounds are its unit of time: suspicion after
         // `suspicionSlots` slots, as chosen, not after the runtime's 3 ms floor
@@ -710,7 +715,14 @@ public struct MembershipSimulator {
         processes[node].instance.onTimeout(nowNanos: viewTime(node, at: nowNanos), effects: &effects)
         carryOut(node)
         correctClock(node)
-        scheduleWake(node, at: max(trueTime(node, atView: processes[node].instance.nextDeadlineNanos), nowNanos + 1))
+        var deadline = trueTime(node, atView: processes[node].instance.nextDeadlineNanos)
+        if profile.orderingMode == .promises {
+            // The workload is offered once a round: wake at the next round too.
+            let schedule = processes[node].instance.configuration.ordering.schedule
+            let next = schedule.slotWindow(round: schedule.round(atNanos: viewTime(node, at: nowNanos)) + 1, rank: 0).startNanos
+            deadline = min(deadline, trueTime(node, atView: next))
+        }
+        scheduleWake(node, at: max(deadline, nowNanos + 1))
     }
 
     mutating func arrive(_ node: Int, _ frame: [UInt8], fromQueue: Bool) {

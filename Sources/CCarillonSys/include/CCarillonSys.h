@@ -46,6 +46,10 @@ int carillon_wait_readable(int fd, int64_t timeout_ns);
 /// ppoll(2) on several descriptors: 1 when any is readable, 0 on timeout, -1 with errno.
 int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns);
 
+/// A non-blocking, close-on-exec eventfd that another thread writes to wake
+/// a thread waiting in carillon_wait_readable_any; -1 (errno set) on failure.
+int carillon_make_wake_descriptor(void);
+
 /// Scheduling policy for `carillon_set_thread_scheduling`.
 enum { CARILLON_SCHED_NORMAL = 0, CARILLON_SCHED_FIFO = 1, CARILLON_SCHED_RR = 2 };
 
