@@ -38,6 +38,8 @@ let package = Package(
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "CarillonCapture", dependencies: ["CPcap", "CarillonWire", "CarillonAuth", "CarillonSchedule"]),
         .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
+        // CPU time and context switches of a process from /proc (carillon node --stats, carillon-bench).
+        .target(name: "CarillonProcessStats"),
         .target(
             name: "CarillonRuntime",
             dependencies: [
@@ -72,7 +74,7 @@ let package = Package(
             name: "carillon",
             dependencies: [
                 "CarillonVerify", "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
-                "CarillonBulk",
+                "CarillonBulk", "CarillonProcessStats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -84,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "carillon-bench",
             dependencies: [
-                "CarillonBench", "CarillonTransport", "CarillonRuntime", "CCarillonSys",
+                "CarillonBench", "CarillonTransport", "CarillonRuntime", "CCarillonSys", "CarillonProcessStats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -103,7 +105,7 @@ let package = Package(
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
-        .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
         .testTarget(name: "CarillonAuthTests", dependencies: ["CarillonAuth"]),
         .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),

@@ -7,9 +7,18 @@ extension BenchRun {
         "bytes_per_s_per_member", "notes",
     ]
 
+    /// The columns of member cost, before `notes`, when any row has one.
+    static let csvCostColumns = ["cpu_percent_of_one_core_max_member", "wakeups_per_s_max_member", "involuntary_switches_per_s_max_member"]
+
     /// The results as CSV, one line per result after a header:
     ///
     /// `scenario,system,placement,<parameter keys>,count,min_us,mean_us,p50_us,p90_us,p99_us,p999_us,max_us,msgs_per_s_per_member,bytes_per_s_per_member,notes`
+    ///
+    /// When any row measured what its members cost (``BenchResult/cost``), the
+    /// columns `cpu_percent_of_one_core_max_member`, `wakeups_per_s_max_member`
+    /// and `involuntary_switches_per_s_max_member` (the busiest member's figure:
+    /// a limit holds for every member when it holds for that one) come before
+    /// `notes`; the JSON has every member's.
     ///
     /// The parameter columns are the union of every row's parameter keys, sorted.
     /// A cell is empty where a row has no such parameter, no latency or no
@@ -19,7 +28,10 @@ extension BenchRun {
     /// RFC 4180 (quotes doubled). Lines end with `\n`.
     public func csv() -> String {
         let parameterKeys = Set(results.flatMap { $0.parameters.keys }).sorted()
-        var lines = [(["scenario", "system", "placement"] + parameterKeys + BenchRun.csvMeasurementColumns).map(csvField)]
+        let withCost = results.contains { $0.cost != nil }
+        var measurementColumns = BenchRun.csvMeasurementColumns
+        if withCost { measurementColumns.insert(contentsOf: BenchRun.csvCostColumns, at: measurementColumns.count - 1) }
+        var lines = [(["scenario", "system", "placement"] + parameterKeys + measurementColumns).map(csvField)]
         func number(_ value: Double?) -> String {
             guard let value, value.isFinite else { return "" }
             return PlotNumber.trimmed(value, maxDecimals: 3)
@@ -34,6 +46,10 @@ extension BenchRun {
                 latency?.p999Micros, latency?.maxMicros, result.throughput?.meanMessagesPerSecond,
                 result.throughput?.meanBytesPerSecond,
             ].map(number)
+            if withCost {
+                let cost = result.cost
+                fields += [cost?.maxCPUPercent, cost?.maxWakeupsPerSecond, cost?.involuntarySwitchesPerSecond.max()].map(number)
+            }
             fields.append(result.notes.joined(separator: "; "))
             lines.append(fields.map(csvField))
         }

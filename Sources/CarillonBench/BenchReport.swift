@@ -12,7 +12,7 @@ public struct BenchReport: Sendable {
     /// The line that closes the generated part of a document.
     public static let endMarker = "<!-- carillon-bench:end -->"
     /// The order of the sections; other scenarios follow in the order given.
-    public static let scenarioOrder = ["baseline", "ordered", "throughput", "interference", "corosync"]
+    public static let scenarioOrder = ["baseline", "ordered", "throughput", "interference", "corosync", "idle"]
 
     public var runs: [BenchRun]
     /// Where the SVGs are, relative to the markdown file, e.g. `bench`.
@@ -27,7 +27,7 @@ public struct BenchReport: Sendable {
     }
 
     /// The report: one section per run, ordered baseline, ordered, throughput,
-    /// interference, corosync, then the others. Ends with a newline.
+    /// interference, corosync, idle, then the others. Ends with a newline.
     public func markdown() -> String {
         let ordered = runs.enumerated().sorted { a, b in
             let rankA = BenchReport.scenarioOrder.firstIndex(of: a.element.scenario) ?? BenchReport.scenarioOrder.count
@@ -112,6 +112,9 @@ public struct BenchReport: Sendable {
         if run.scenario == "interference", let sentence = BenchReport.inflationSentence(run.results) {
             parts.append(sentence)
         }
+        if run.scenario == "idle", let sentence = BenchReport.idleGoalSentence(run.results) {
+            parts.append(sentence)
+        }
         if run.scenario == "corosync", let table = BenchReport.sideBySideTable(run.results) {
             parts.append("Carillon and Corosync CPG side by side (latency from the closed-loop rows, throughput from the throughput rows):")
             parts.append(table)
@@ -172,6 +175,14 @@ public struct BenchReport: Sendable {
                 rows[index].append(result.throughput.map { megabytes($0.meanBytesPerSecond) } ?? "–")
             }
         }
+        if results.contains(where: { $0.cost != nil }) {
+            headers += ["CPU % of one core, per member", "wake-ups/s, per member"]
+            alignments += ["---:", "---:"]
+            for (index, result) in results.enumerated() {
+                rows[index].append(result.cost.map { $0.cpuPercentOfOneCore.map { PlotNumber.fixed($0, decimals: 1) }.joined(separator: " / ") } ?? "–")
+                rows[index].append(result.cost.map { $0.wakeupsPerSecond.map(messageRate).joined(separator: " / ") } ?? "–")
+            }
+        }
         if results.contains(where: { !$0.notes.isEmpty }) {
             headers.append("notes")
             alignments.append("---")
@@ -195,6 +206,28 @@ public struct BenchReport: Sendable {
         guard !factors.isEmpty else { return nil }
         return "p99 inflation factor (p99 with bulk traffic ÷ p99 with bulk=none, \(micros(none.p99Micros)) µs): "
             + factors.joined(separator: ", ") + "."
+    }
+
+    /// The limits of issue 13 for an idle bus, per member.
+    public static let idleGoal = (cpuPercent: 2.0, wakeupsPerSecond: 1_000.0)
+
+    /// The busiest member of each phase, and whether the idle phase is within
+    /// ``idleGoal``; nil without rows that measured cost.
+    static func idleGoalSentence(_ results: [BenchResult]) -> String? {
+        var parts: [String] = []
+        var verdict = ""
+        for result in results {
+            guard let cost = result.cost else { continue }
+            let phase = result[parameter: "phase"].isEmpty ? result.system : result[parameter: "phase"]
+            parts.append("\(phase) \(PlotNumber.fixed(cost.maxCPUPercent, decimals: 1)) % of one core and \(messageRate(cost.maxWakeupsPerSecond)) wake-ups/s")
+            if result[parameter: "phase"] == "idle" {
+                let met = cost.maxCPUPercent <= idleGoal.cpuPercent && cost.maxWakeupsPerSecond <= idleGoal.wakeupsPerSecond
+                verdict = " Goal for an idle bus, each member ≤ \(PlotNumber.fixed(idleGoal.cpuPercent, decimals: 0)) % of one core and "
+                    + "≤ \(messageRate(idleGoal.wakeupsPerSecond)) wake-ups/s: **\(met ? "met" : "not met")** in this run."
+            }
+        }
+        guard !parts.isEmpty else { return nil }
+        return "Busiest member: " + parts.joined(separator: "; ") + "." + verdict
     }
 
     /// For each `size_bytes` and system: p50/p99/p99.9 from the `mode=closed-loop`
@@ -231,7 +264,7 @@ public struct BenchReport: Sendable {
 
     /// Parameters in a fixed reading order, then the rest sorted.
     static let parameterOrder = [
-        "members", "size_bytes", "round_period_us", "reservation", "idle", "mode", "offered_per_second", "bulk", "link_mbit",
+        "phase", "members", "size_bytes", "round_period_us", "reservation", "idle", "mode", "offered_per_second", "bulk", "link_mbit",
     ]
 
     static func orderedParameterKeys(_ results: [BenchResult]) -> [String] {

@@ -109,9 +109,61 @@ public struct ThroughputSummary: Codable, Sendable, Hashable {
     }
 }
 
+/// What each member process cost over a run's measured phase, in member
+/// order (h0, h1, …): CPU time (user + system, from `/proc/<pid>/stat`) as a
+/// share of one core, and context switches per second (summed over the
+/// process's threads from `/proc/<pid>/task/*/status`). A voluntary switch is
+/// a thread going to sleep, so voluntary switches per second count wake-ups.
+///
+/// In JSON the keys are `seconds`, `cpu_percent_of_one_core`,
+/// `wakeups_per_second` and `involuntary_switches_per_second`. Results files
+/// from before this field have no `cost` and still load.
+public struct CostSummary: Codable, Sendable, Hashable {
+    /// Length of the measured phase, seconds (the mean over members).
+    public var seconds: Double
+    /// CPU time over the phase ÷ its length × 100, per member (100: one core busy all the time).
+    public var cpuPercentOfOneCore: [Double]
+    /// Voluntary context switches per second, per member.
+    public var wakeupsPerSecond: [Double]
+    /// Involuntary context switches (preemptions) per second, per member.
+    public var involuntarySwitchesPerSecond: [Double]
+
+    enum CodingKeys: String, CodingKey {
+        case seconds
+        case cpuPercentOfOneCore = "cpu_percent_of_one_core"
+        case wakeupsPerSecond = "wakeups_per_second"
+        case involuntarySwitchesPerSecond = "involuntary_switches_per_second"
+    }
+
+    public init(seconds: Double, cpuPercentOfOneCore: [Double], wakeupsPerSecond: [Double], involuntarySwitchesPerSecond: [Double]) {
+        self.seconds = seconds
+        self.cpuPercentOfOneCore = cpuPercentOfOneCore
+        self.wakeupsPerSecond = wakeupsPerSecond
+        self.involuntarySwitchesPerSecond = involuntarySwitchesPerSecond
+    }
+
+    /// The busiest member's CPU share (0 without members).
+    public var maxCPUPercent: Double { cpuPercentOfOneCore.max() ?? 0 }
+    /// The most wake-ups per second of any member (0 without members).
+    public var maxWakeupsPerSecond: Double { wakeupsPerSecond.max() ?? 0 }
+
+    /// Two measured phases of the same members pooled: each member's rates
+    /// weighted by the phases' lengths (for runs of one setting repeated).
+    public func merged(with other: CostSummary) -> CostSummary {
+        let total = seconds + other.seconds
+        guard total > 0, cpuPercentOfOneCore.count == other.cpuPercentOfOneCore.count else { return self }
+        func pool(_ a: [Double], _ b: [Double]) -> [Double] {
+            zip(a, b).map { ($0 * seconds + $1 * other.seconds) / total }
+        }
+        return CostSummary(seconds: total, cpuPercentOfOneCore: pool(cpuPercentOfOneCore, other.cpuPercentOfOneCore),
+                           wakeupsPerSecond: pool(wakeupsPerSecond, other.wakeupsPerSecond),
+                           involuntarySwitchesPerSecond: pool(involuntarySwitchesPerSecond, other.involuntarySwitchesPerSecond))
+    }
+}
+
 /// One measured configuration: a row of a results table.
 public struct BenchResult: Codable, Sendable, Hashable {
-    /// `baseline`, `ordered`, `throughput`, `interference` or `corosync`.
+    /// `baseline`, `ordered`, `throughput`, `interference`, `corosync` or `idle`.
     public var scenario: String
     /// What was measured, e.g. `carillon`, `raw-udp-pingpong`, `raw-udp-fanout`, `corosync-cpg`.
     public var system: String
@@ -124,12 +176,15 @@ public struct BenchResult: Codable, Sendable, Hashable {
     public var parameters: [String: String]
     public var latency: LatencySummary?
     public var throughput: ThroughputSummary?
+    /// What each member process cost over the measured phase (nil: not measured,
+    /// e.g. raw UDP agents, Corosync, or results files from before it was).
+    public var cost: CostSummary?
     /// Anything the reader must know about this row (a member that fell short, a fallback).
     public var notes: [String]
 
     public init(
         scenario: String, system: String, placement: String, parameters: [String: String],
-        latency: LatencySummary? = nil, throughput: ThroughputSummary? = nil, notes: [String] = []
+        latency: LatencySummary? = nil, throughput: ThroughputSummary? = nil, cost: CostSummary? = nil, notes: [String] = []
     ) {
         self.scenario = scenario
         self.system = system
@@ -137,6 +192,7 @@ public struct BenchResult: Codable, Sendable, Hashable {
         self.parameters = parameters
         self.latency = latency
         self.throughput = throughput
+        self.cost = cost
         self.notes = notes
     }
 

@@ -1,4 +1,5 @@
 import CarillonAuth
+import CarillonBench
 import Foundation
 import Histogram
 
@@ -28,7 +29,14 @@ struct BusSpec {
     var sizeBytes = 64
     var roundPeriodMicros = 100.0
     var reservation = 0.5
-    var idle = "blocking"
+    /// Idle strategy; nil leaves the node's default (spin-then-park).
+    var idle: String? = "blocking"
+    /// "ordering" in the node configuration: slots or promises.
+    var ordering = "slots"
+    /// Write only what a bus cannot run without (members, start, key) plus
+    /// `ordering` and, when set, `idle`: every other setting is the node's
+    /// default (docs/configuration.md).
+    var nodeDefaults = false
     /// Members that send.
     var senders: [Int] = [0]
     var messagesPerSender = 1000
@@ -62,6 +70,8 @@ struct BusOutcome {
     var bytesPerSecond: [Double] = []
     var delivered: [Int] = []
     var notes: [String] = []
+    /// What each member process cost over the measured phase.
+    var cost: CostSummary?
 
     /// Delivered messages per second, averaged over members.
     var meanMessagesPerSecond: Double {
@@ -69,10 +79,13 @@ struct BusOutcome {
     }
 }
 
-/// Starts one `carillon node` per member, waits for them, and reads their logs.
+/// Starts one `carillon node` per member, waits for them, and reads their
+/// logs. What the members cost is sampled from the first round until the
+/// first member ends (every 100 ms while all run).
 func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws -> BusOutcome {
     let carillon = try Binaries.carillon()
-    let configPath = try writeBusConfig(spec, on: topology, directory: directory)
+    let config = try writeBusConfig(spec, on: topology, directory: directory)
+    let configPath = config.path
 
     var children: [Child] = []
     defer { children.forEach { $0.kill9() } }
@@ -92,8 +105,13 @@ func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws ->
         }
         children.append(try Child(topology.command(host: i, argv), stderr: "\(directory)/h\(i).err"))
     }
-    return try collectOutcome(of: children, waitSeconds: spec.timeoutSeconds + 15, directory: directory,
-                              sizeBytes: spec.sizeBytes, noun: "member")
+    let sampler = CostSampler(pids: children.map(\.pid), start: config.startNanos, intervalSeconds: 0.1)
+    var outcome = try collectOutcome(of: children, waitSeconds: spec.timeoutSeconds + 15, directory: directory,
+                                     sizeBytes: spec.sizeBytes, noun: "member")
+    let (cost, problem) = sampler.finish()
+    outcome.cost = cost
+    if let problem { outcome.notes.append("member cost not measured: \(problem)") }
+    return outcome
 }
 
 /// Waits for the agents h0, h1, … (bus members or CPG clients) that log to
@@ -114,8 +132,9 @@ func collectOutcome(of children: [Child], waitSeconds: Double, directory: String
     return outcome
 }
 
-/// Writes the bus configuration (and a fresh key beside it) for `spec`'s members.
-func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) throws -> String {
+/// Writes the bus configuration (and a fresh key beside it) for `spec`'s
+/// members; its path and the first round's start (CLOCK_REALTIME, ns).
+func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) throws -> (path: String, startNanos: UInt64) {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     // A fresh key, mode 0600 (KeyFile.write never replaces a file: the last run's goes first).
     let keyPath = directory + "/bus.key"
@@ -126,17 +145,23 @@ func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) t
     let members = (0..<spec.members).map { i in
         "{\"name\": \"h\(i)\", \"address\": \"\(topology.address(i)):\(topology.busPort(i))\"}"
     }.joined(separator: ",\n  ")
+    // The one place the bench writes a node configuration: every scenario's settings go through here.
+    var settings = ["\"start_at_ns\": \(startNanos)", "\"ordering\": \"\(spec.ordering)\""]
+    if let idle = spec.idle { settings.append("\"idle\": \"\(idle)\"") }
+    if !spec.nodeDefaults {
+        settings += ["\"round_period_us\": \(spec.roundPeriodMicros)", "\"reservation\": \(spec.reservation)",
+                     "\"max_frame_bytes\": \(spec.maxFrameBytes)", "\"suspicion_slots\": \(spec.suspicionSlots)"]
+    }
     let config = """
         { "members": [
           \(members)
         ],
-        "round_period_us": \(spec.roundPeriodMicros), "reservation": \(spec.reservation), "idle": "\(spec.idle)",
-        "start_at_ns": \(startNanos), "max_frame_bytes": \(spec.maxFrameBytes), "suspicion_slots": \(spec.suspicionSlots),
+        \(settings.joined(separator: ", ")),
         "authentication": {"key_file": "bus.key"} }
         """
     let path = directory + "/bus.json"
     try config.write(toFile: path, atomically: true, encoding: .utf8)
-    return path
+    return (path, startNanos)
 }
 
 /// Reads a `carillon node` log ("node seq sent_ns delivered_ns" and "# …" lines).

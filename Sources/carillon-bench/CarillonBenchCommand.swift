@@ -7,7 +7,8 @@ struct CarillonBenchCommand: ParsableCommand {
         discussion: """
             Run from a release build. As root the members are separate processes in network namespaces on \
             a bridge; without root they are separate processes on loopback and the results say so. Every \
-            latency is recorded in an HdrHistogram. `report` turns the results into docs/benchmarks.md.
+            latency is recorded in an HdrHistogram; what each member process costs (CPU, wake-ups) is read \
+            from /proc over the measured phase. `report` turns the results into docs/benchmarks.md.
 
             Examples:
               swift build -c release --product carillon && swift build -c release --product carillon-bench
@@ -15,8 +16,9 @@ struct CarillonBenchCommand: ParsableCommand {
               sudo .build/release/carillon-bench ordered --members 3 --sizes 64,1024
               sudo .build/release/carillon-bench interference
               sudo .build/release/carillon-bench corosync
+              sudo .build/release/carillon-bench idle            # CPU and wake-ups per member, idle and loaded
               .build/release/carillon-bench report --results bench-results --doc docs/benchmarks.md
             """,
-        subcommands: [Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Report.self,
+        subcommands: [Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Idle.self, Report.self,
                       UDPPingPong.self, CPGAgent.self])
 }

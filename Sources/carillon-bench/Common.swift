@@ -9,15 +9,29 @@ struct CommonOptions: ParsableArguments {
     var out = "bench-results"
     @Flag(help: "Run the members as separate processes on 127.0.0.1 instead of in network namespaces (the fallback without root; results say so).")
     var loopback = false
-    @Option(help: "Idle strategy of every member: blocking, spin-then-park[:NANOS] or busy-spin. Two busy-spinning members fill this 2-core VM.")
-    var idle = "blocking"
+    @Option(help: "Idle strategy of every member: blocking, spin-then-park[:NANOS] or busy-spin (default: blocking; `idle` keeps the node's default, spin-then-park). Two busy-spinning members fill this 2-core VM.")
+    var idle: String?
+    @Option(help: "How the members order messages, written into their configuration as \"ordering\": slots (every member sends in its TDMA slot) or promises.")
+    var ordering = "slots"
     @Flag(help: "A short run with few messages (a smoke test; figures are not meant to be quoted).")
     var quick = false
 
     func validate() throws {
-        if !["blocking", "busy-spin"].contains(idle), !idle.hasPrefix("spin-then-park") {
+        if let idle, !["blocking", "busy-spin"].contains(idle), !idle.hasPrefix("spin-then-park") {
             throw ValidationError("--idle must be blocking, spin-then-park[:NANOS] or busy-spin")
         }
+        if !["slots", "promises"].contains(ordering) { throw ValidationError("--ordering must be slots or promises, not \(ordering)") }
+    }
+
+    /// The idle strategy of the scenarios that choose one: --idle, or blocking.
+    var idleStrategy: String { idle ?? "blocking" }
+
+    /// A bus with these options' idle strategy and ordering, the rest as `BusSpec` has it.
+    func busSpec() -> BusSpec {
+        var spec = BusSpec()
+        spec.idle = idleStrategy
+        spec.ordering = ordering
+        return spec
     }
 
     /// Namespaces as root unless --loopback; loopback (said so on stderr) otherwise.
@@ -75,14 +89,15 @@ func row(_ scenario: String, system: String = "carillon", topology: Topology, pa
                 latency: latency && outcome.atAll.totalCount > 0 ? LatencySummary(nanoseconds: outcome.atAll) : nil,
                 throughput: throughput ? ThroughputSummary(messagesPerSecondPerMember: outcome.messagesPerSecond,
                                                            bytesPerSecondPerMember: outcome.bytesPerSecond) : nil,
-                notes: outcome.notes)
+                cost: outcome.cost, notes: outcome.notes)
 }
 
 func micros(_ value: Double) -> String { String(format: "%.1f", value) }
 
-/// "p50 … p99 … p99.9 … µs (n)" for progress lines.
+/// "p50 … p99 … p99.9 … µs (n); cpu … % of one core, … wake-ups/s …" for progress lines.
 func describe(_ outcome: BusOutcome) -> String {
     let h = outcome.atAll
-    guard h.totalCount > 0 else { return "no message delivered at every member" }
-    return "p50 \(micros(Double(h.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(h.valueAtPercentile(99)) / 1000)) p99.9 \(micros(Double(h.valueAtPercentile(99.9)) / 1000)) µs (\(h.totalCount) msgs)"
+    let cost = outcome.cost.map { "; " + describe($0) } ?? ""
+    guard h.totalCount > 0 else { return "no message delivered at every member" + cost }
+    return "p50 \(micros(Double(h.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(h.valueAtPercentile(99)) / 1000)) p99.9 \(micros(Double(h.valueAtPercentile(99.9)) / 1000)) µs (\(h.totalCount) msgs)" + cost
 }

@@ -151,17 +151,17 @@ struct CorosyncComparison: ParsableCommand {
         for size in sizeList {
             step += 1
             progress.begin(step, "carillon, \(size) B, closed loop")
-            var s = BusSpec()
+            var s = common.busSpec()
             s.members = members
             s.sizeBytes = size
             s.roundPeriodMicros = periodUs
-            s.idle = common.idle
+            s.idle = common.idleStrategy
             s.messagesPerSender = closedCount
             s.gapMicros = gapUs
             s.timeoutSeconds = Double(closedCount) * (gapUs + 20_000) / 1e6 + 30
             let closed = try runBus(s, on: topology, directory: try common.workDirectory("corosync/carillon-\(size)-closed"))
             results.append(row("corosync", topology: topology,
-                               parameters: parameters(size, "closed-loop", ["idle": common.idle, "round_period_us": "\(periodUs)"]), outcome: closed))
+                               parameters: parameters(size, "closed-loop", ["idle": common.idleStrategy, "round_period_us": "\(periodUs)"]), outcome: closed))
             progress.report("carillon \(size) B closed loop: \(describe(closed))")
 
             step += 1
@@ -178,10 +178,10 @@ struct CorosyncComparison: ParsableCommand {
             s.suspicionSlots = 2_000
             let busy = try runBus(s, on: topology, directory: try common.workDirectory("corosync/carillon-\(size)-throughput"))
             results.append(row("corosync", topology: topology,
-                               parameters: parameters(size, "throughput", ["idle": common.idle, "round_period_us": "\(periodUs)",
+                               parameters: parameters(size, "throughput", ["idle": common.idleStrategy, "round_period_us": "\(periodUs)",
                                                                         "max_frame_bytes": "8972"]),
                                outcome: busy, latency: false, throughput: true))
-            progress.report("carillon \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member")
+            progress.report("carillon \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member\(busy.cost.map { "; " + describe($0) } ?? "")")
         }
 
         let work = try common.workDirectory("corosync/daemons")
@@ -208,7 +208,7 @@ struct CorosyncComparison: ParsableCommand {
         }
         progress.finish()
         let run = BenchRun(scenario: "corosync", environment: .current(),
-                           settings: ["placement": topology.label, "carillon": "round \(periodUs) µs, reservation 0.5, idle \(common.idle), agreed delivery, authenticated",
+                           settings: ["placement": topology.label, "ordering": common.ordering, "carillon": "round \(periodUs) µs, reservation 0.5, idle \(common.idleStrategy), agreed delivery, authenticated",
                                       "corosync": "3.x CPG, udpu, agreed (CPG_TYPE_AGREED), sched_rr off, token 1000 ms, one daemon per namespace",
                                       "latency": "send → delivered at the last member, closed loop from h0, \(Int(gapUs)) µs gap"],
                            results: results)

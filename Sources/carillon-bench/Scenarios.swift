@@ -83,7 +83,7 @@ struct Baseline: ParsableCommand {
     func runFanout(topology: Topology, count: Int, work: String) throws -> BusOutcome {
         var spec = BusSpec()
         spec.members = members
-        let config = try writeBusConfig(spec, on: topology, directory: work)
+        let config = try writeBusConfig(spec, on: topology, directory: work).path
         let carillon = try Binaries.carillon()
         var receivers: [Child] = []
         for i in 1..<members {
@@ -149,12 +149,12 @@ struct Ordered: ParsableCommand {
         struct Step { var label: String; var spec: BusSpec; var parameters: [String: String] }
         var steps: [Step] = []
         func spec(members: Int, size: Int, period: Double, reservation: Double) -> BusSpec {
-            var s = BusSpec()
+            var s = common.busSpec()
             s.members = members
             s.sizeBytes = size
             s.roundPeriodMicros = period
             s.reservation = reservation
-            s.idle = common.idle
+            s.idle = common.idleStrategy
             s.messagesPerSender = count
             s.gapMicros = gapUs
             s.maxFrameBytes = size > 1_400 ? 8_972 : 1_472
@@ -163,7 +163,7 @@ struct Ordered: ParsableCommand {
         }
         func parameters(_ s: BusSpec, mode: String) -> [String: String] {
             ["members": "\(s.members)", "size_bytes": "\(s.sizeBytes)", "round_period_us": "\(s.roundPeriodMicros)",
-             "reservation": "\(s.reservation)", "idle": s.idle, "mode": mode]
+             "reservation": "\(s.reservation)", "idle": s.idle ?? "default", "mode": mode]
         }
         for m in memberCounts {
             for size in sizeList {
@@ -204,7 +204,7 @@ struct Ordered: ParsableCommand {
         }
         progress.finish()
         let run = BenchRun(scenario: "ordered", environment: .current(),
-                           settings: ["placement": topology.label, "idle": common.idle, "delivery": "agreed", "authentication": "on",
+                           settings: ["placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "delivery": "agreed", "authentication": "on",
                                       "latency": "broadcast (open loop: intended send) → delivered at the last member",
                                       "suspicion": "after 200 silent slots"],
                            results: results)
@@ -250,10 +250,10 @@ struct Throughput: ParsableCommand {
         var results: [BenchResult] = []
         for (index, (m, size)) in steps.enumerated() {
             progress.begin(index + 1, "\(m) members, \(size) B, all sending")
-            var s = BusSpec()
+            var s = common.busSpec()
             s.members = m
             s.sizeBytes = size
-            s.idle = common.idle
+            s.idle = common.idleStrategy
             s.roundPeriodMicros = periodUs
             s.senders = Array(0..<m)
             s.messagesPerSender = count
@@ -266,15 +266,15 @@ struct Throughput: ParsableCommand {
             // a member is suspected after 200 ms of silence rather than 20.
             s.suspicionSlots = 2_000
             let outcome = try runBus(s, on: topology, directory: try common.workDirectory("throughput/\(index)"))
-            let parameters = ["members": "\(m)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)", "idle": common.idle,
+            let parameters = ["members": "\(m)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)", "idle": common.idleStrategy,
                               "max_frame_bytes": "\(maxFrameBytes)", "mode": "throughput"]
             results.append(row("throughput", topology: topology, parameters: parameters, outcome: outcome, latency: false, throughput: true))
             let mean = outcome.meanMessagesPerSecond
-            progress.report("\(m) members, \(size) B: \(Int(mean)) msgs/s per member (\(String(format: "%.1f", mean * Double(size) * 8 / 1e6)) Mbit/s of payload)")
+            progress.report("\(m) members, \(size) B: \(Int(mean)) msgs/s per member (\(String(format: "%.1f", mean * Double(size) * 8 / 1e6)) Mbit/s of payload)\(outcome.cost.map { "; " + describe($0) } ?? "")")
         }
         progress.finish()
         let run = BenchRun(scenario: "throughput", environment: .current(),
-                           settings: ["placement": topology.label, "idle": common.idle, "delivery": "agreed", "authentication": "on",
+                           settings: ["placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "delivery": "agreed", "authentication": "on",
                                       "rate": "deliveries per member, first to last", "suspicion": "after 2000 silent slots"],
                            results: results)
         try save(run, to: common.out)
@@ -343,12 +343,12 @@ struct Interference: ParsableCommand {
             for mode in modeList {
                 step += 1
                 progress.begin(step, "bulk \(mode), link \(Int(linkMbit)) Mbit/s, run \(repetition) of \(rounds)")
-                var s = BusSpec()
+                var s = common.busSpec()
                 s.members = members
                 s.sizeBytes = size
                 s.roundPeriodMicros = periodUs
                 s.reservation = reservation
-                s.idle = common.idle
+                s.idle = common.idleStrategy
                 s.messagesPerSender = count
                 s.gapMicros = gapUs
                 s.bulkPacing = mode == "none" ? nil : mode
@@ -361,6 +361,7 @@ struct Interference: ParsableCommand {
                 progress.report("bulk \(mode), run \(repetition): \(describe(outcome))")
                 if var merged = pooled[mode] {
                     merged.atAll.add(outcome.atAll)
+                    if let cost = outcome.cost { merged.cost = merged.cost.map { $0.merged(with: cost) } ?? cost }
                     merged.notes += outcome.notes.map { "run \(repetition): \($0)" }
                     pooled[mode] = merged
                 } else {
@@ -377,7 +378,7 @@ struct Interference: ParsableCommand {
             guard let outcome = pooled[mode] else { continue }
             var r = row("interference", topology: topology,
                         parameters: ["members": "\(members)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)",
-                                     "reservation": "\(reservation)", "idle": common.idle, "mode": "closed-loop", "bulk": mode,
+                                     "reservation": "\(reservation)", "idle": common.idleStrategy, "mode": "closed-loop", "bulk": mode,
                                      "link_mbit": "\(Int(linkMbit))", "runs": "\(rounds)"],
                         outcome: outcome)
             if let values = runP99[mode], values.count > 1 {
@@ -396,7 +397,7 @@ struct Interference: ParsableCommand {
             }
         }
         let run = BenchRun(scenario: "interference", environment: .current(),
-                           settings: ["placement": topology.label, "idle": common.idle, "shaper": "tbf \(Int(linkMbit)) Mbit/s, burst 4 KB, on every host's link",
+                           settings: ["placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "shaper": "tbf \(Int(linkMbit)) Mbit/s, burst 4 KB, on every host's link",
                                       "bulk": "ring h(i) → h(i+1), 1 MiB transfers, two queued at all times",
                                       "runs": "\(rounds) per mode, modes taking turns, histograms pooled"],
                            results: results)

@@ -140,6 +140,14 @@ final class Child: @unchecked Sendable {
         return nil
     }
 
+    /// The child's process id (in namespaces `ip netns exec` execs the command, so it is the command's).
+    var pid: Int32 { process.processIdentifier }
+
+    /// Asks the child to stop (SIGTERM) if it still runs; ``wait(seconds:)`` for it after.
+    func terminate() {
+        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+    }
+
     /// Ends the child now if it still runs (a no-op after ``wait(seconds:)`` saw it exit).
     func kill9() {
         if process.isRunning {

@@ -26,6 +26,9 @@ struct ConfigFile {
     var suspicionFloorMicros: Double = 3000
     var suspicionGapFactor = 3
     var scheduling: AgentScheduling = .default
+    /// How members order messages: "slots" (each member sends in its TDMA
+    /// slot) or "promises". Read and checked here; not yet handed to the member.
+    var ordering: String = "slots"
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
     var key: FrameAuthenticator?
@@ -33,8 +36,11 @@ struct ConfigFile {
     static let knownKeys: Set<String> = [
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
         "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
-        "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu",
+        "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu", "ordering",
     ]
+
+    /// The values of "ordering".
+    static let orderingModes = ["slots", "promises"]
 
     /// Parses the file's bytes; the error names the key and says what is wrong.
     init(json data: Data, path: String) throws(ConfigError) {
@@ -130,6 +136,13 @@ struct ConfigFile {
             guard let text = value as? String, let mode = DeliveryMode(rawValue: text) else { throw fail("delivery", "must be \"agreed\" or \"safe\"") }
             delivery = mode
         }
+        if let value = root["ordering"] {
+            guard let text = value as? String, Self.orderingModes.contains(text) else {
+                let given = (value as? String).map { "\"\($0)\"" } ?? "\(value)"
+                throw fail("ordering", "must be \"slots\" (the default: every member sends in its TDMA slot) or \"promises\", not \(given)")
+            }
+            ordering = text
+        }
         if let value = root["idle"] {
             guard let text = value as? String, let strategy = IdleStrategy(text) else {
                 throw fail("idle", "must be \"busy-spin\", \"spin-then-park\", \"spin-then-park:NANOS\" or \"blocking\"")
@@ -156,7 +169,7 @@ struct ConfigFile {
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
             "suspicion_slots": suspicionSlots, "suspicion_floor_us": suspicionFloorMicros,
             "suspicion_gap_factor": suspicionGapFactor, "scheduling": AgentScheduling.text(scheduling.policy),
-            "lock_memory": scheduling.lockMemory,
+            "lock_memory": scheduling.lockMemory, "ordering": ordering,
         ]
         if let cpu = scheduling.cpu { root["cpu"] = cpu }
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }

@@ -80,6 +80,47 @@ struct NamespaceBenchTests {
         }
     }
 
+    @Test func idleReportsEachMembersCostIdleAndLoaded() throws {
+        let (status, output, out) = try bench(["idle"])
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(status == 0, "\(output)")
+        let results = try rows(out.appendingPathComponent("idle.json"))
+        #expect(results.compactMap { ($0["parameters"] as? [String: String])?["phase"] } == ["idle", "loaded"])
+        for row in results {
+            #expect(row["placement"] as? String == "namespaces")
+            #expect((row["parameters"] as? [String: String])?["ordering"] == "slots")
+            // Sampled from the member processes themselves (the bench refuses a
+            // pid that is `ip`, not `carillon`): three members, a share of a
+            // core and wake-ups each, over the --quick phase of 5 s.
+            let notes = row["notes"] as? [String] ?? []
+            #expect(!notes.contains { $0.contains("cost not measured") }, "\(notes)")
+            let cost = try #require(row["cost"] as? [String: Any], "\(row)")
+            let cpu = cost["cpu_percent_of_one_core"] as? [Double] ?? []
+            let wakeups = cost["wakeups_per_second"] as? [Double] ?? []
+            let involuntary = cost["involuntary_switches_per_second"] as? [Double] ?? []
+            #expect(cpu.count == 3 && wakeups.count == 3 && involuntary.count == 3, "\(cost)")
+            // A running member uses some CPU and wakes up; no bound on how much.
+            #expect(cpu.allSatisfy { $0 > 0 && $0.isFinite } && wakeups.allSatisfy { $0 > 0 && $0.isFinite }, "\(cost)")
+            let seconds = cost["seconds"] as? Double ?? 0
+            #expect(seconds >= 4.9 && seconds < 7, "\(cost)")
+        }
+        // The loaded phase carried traffic at every member.
+        let loaded = results[1]
+        let perMember = (loaded["throughput"] as? [String: Any])?["messagesPerSecondPerMember"] as? [Double] ?? []
+        #expect(perMember.count == 3 && perMember.allSatisfy { $0 > 0 }, "\(loaded)")
+        #expect(((loaded["latency"] as? [String: Any])?["count"] as? Int ?? 0) > 0, "\(loaded)")
+        // The members ran the node's defaults: only members, start, key and ordering written.
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("work/idle/idle/bus.json"))) as? [String: Any]
+        #expect(config.map { Set($0.keys) } == ["members", "start_at_ns", "ordering", "authentication"], "\(String(describing: config))")
+        #expect(config?["ordering"] as? String == "slots")
+        // The printed summary and the CSV carry the same figures.
+        #expect(output.contains("idle 5") && output.contains("wake-ups/s") && output.contains("idle goal ("), "\(output)")
+        let csv = try String(contentsOf: out.appendingPathComponent("idle.csv"), encoding: .utf8)
+        #expect(csv.contains("cpu_percent_of_one_core_max_member") && csv.contains("wakeups_per_s_max_member"))
+        let names = try namespaceNames()
+        #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
+    }
+
     @Test func baselineMeasuresPingPongAndFanOut() throws {
         let (status, output, out) = try bench(["baseline"])
         defer { try? FileManager.default.removeItem(at: out) }
