@@ -758,6 +758,11 @@ public struct OrderingInstance: Sendable {
                 // once the answer is overdue; after a decision, the whole cut.
                 if endRound != .max {
                     ended = .max
+                } else if wedged {
+                    // A view change: every member must come to hold what any
+                    // holds (the cut is chosen from them), as in slot mode.
+                    ended = max(configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart),
+                                cursorRound < neededBelow ? neededBelow : 0)
                 } else {
                     ended = cursorRound < neededBelow && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos ? neededBelow : 0
                 }

@@ -327,7 +327,7 @@ public final class Member: @unchecked Sendable {
             "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
             "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
             "suspicion_slots": "\(o.suspicionSlots)", "suspicion_floor_us": "\(o.suspicionFloorNanos / 1000)",
-            "suspicion_gap_factor": "\(o.suspicionGapFactor)", "idle": "\(configuration.idleStrategy)",
+            "suspicion_gap_factor": "\(o.suspicionGapFactor)", "idle": "\(configuration.idleStrategy)", "ordering": "\(o.mode.rawValue)",
             "scheduling": "\(schedulingReport?.policyText ?? "normal")", "memory": "\(schedulingReport?.memoryText ?? "not locked")",
             "cpu": "\(schedulingReport?.cpu.map(String.init) ?? "any")",
             "authentication": "\(authenticator == nil ? "off" : "blake2b-128")",

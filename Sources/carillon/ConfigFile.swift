@@ -28,7 +28,7 @@ struct ConfigFile {
     var scheduling: AgentScheduling = .default
     /// How members order messages: "slots" (each member sends in its TDMA
     /// slot) or "promises". Read and checked here; not yet handed to the member.
-    var ordering: String = "slots"
+    var ordering: OrderingMode = .slots
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
     var key: FrameAuthenticator?
@@ -40,7 +40,7 @@ struct ConfigFile {
     ]
 
     /// The values of "ordering".
-    static let orderingModes = ["slots", "promises"]
+    static let orderingModes = OrderingMode.allCases.map(\.rawValue)
 
     /// Parses the file's bytes; the error names the key and says what is wrong.
     init(json data: Data, path: String) throws(ConfigError) {
@@ -137,11 +137,11 @@ struct ConfigFile {
             delivery = mode
         }
         if let value = root["ordering"] {
-            guard let text = value as? String, Self.orderingModes.contains(text) else {
+            guard let text = value as? String, let mode = OrderingMode(rawValue: text) else {
                 let given = (value as? String).map { "\"\($0)\"" } ?? "\(value)"
-                throw fail("ordering", "must be \"slots\" (the default: every member sends in its TDMA slot) or \"promises\", not \(given)")
+                throw fail("ordering", "must be \"slots\" (the default: every member sends in its TDMA slot) or \"promises\" (send at once, idle members promise silence ahead), not \(given)")
             }
-            ordering = text
+            ordering = mode
         }
         if let value = root["idle"] {
             guard let text = value as? String, let strategy = IdleStrategy(text) else {
@@ -201,6 +201,7 @@ struct ConfigFile {
         configuration.multicastGroup = multicastGroup
         configuration.idleStrategy = idle
         configuration.ordering.deliveryMode = delivery
+        configuration.ordering.mode = ordering
         configuration.ordering.windowRounds = windowRounds
         configuration.ordering.maxFrameBytes = maxFrameBytes
         configuration.ordering.sendBufferBytes = sendBufferBytes

@@ -146,10 +146,6 @@ struct Node: ParsableCommand {
             file = try ConfigFile.load(path: config)
             configuration = try file.memberConfiguration(name: member, path: config)
         } catch { throw ValidationError(error.description) }
-        if file.ordering != "slots" {
-            // The configuration file knows the key; the member does not take it yet.
-            FileHandle.standardError.write(Data("\(member): \"ordering\": \"\(file.ordering)\" is read from \(config) but not yet passed to the member: this build orders in slots\n".utf8))
-        }
         if join {
             configuration.joinRunningCluster()
         } else if file.startAtNanos == 0 {
