@@ -508,7 +508,9 @@ public final class Member: @unchecked Sendable {
             guard now >= instance.nextDeadlineNanos else { return }
             let round = instance.ordering?.nextRoundToSend
             instance.onTimeout(nowNanos: now, effects: &agent.effects)
-            if let round, let ordering = instance.ordering, ordering.nextRoundToSend > round {
+            // Slot timing misses mean something in slot mode only (promise mode sends at will).
+            if let round, let ordering = instance.ordering, ordering.configuration.mode == .slots,
+               ordering.nextRoundToSend > round {
                 let window = ordering.configuration.schedule.slotWindow(round: ordering.nextRoundToSend - 1,
                                                                         rank: ordering.configuration.rank)
                 if now > window.sendDeadlineNanos { lateSlots.add(1, ordering: .relaxed) }

@@ -169,7 +169,7 @@ struct ConfigFile {
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
             "suspicion_slots": suspicionSlots, "suspicion_floor_us": suspicionFloorMicros,
             "suspicion_gap_factor": suspicionGapFactor, "scheduling": AgentScheduling.text(scheduling.policy),
-            "lock_memory": scheduling.lockMemory, "ordering": ordering,
+            "lock_memory": scheduling.lockMemory, "ordering": ordering.rawValue,
         ]
         if let cpu = scheduling.cpu { root["cpu"] = cpu }
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }

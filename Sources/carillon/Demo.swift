@@ -1,5 +1,6 @@
 import ArgumentParser
 import CarillonAuth
+import CarillonOrdering
 import CarillonRuntime
 import CarillonTransport
 import Foundation
@@ -27,6 +28,8 @@ struct Demo: ParsableCommand {
     @Option(help: "Share of each round reserved for the slots, in (0, 1].") var reservation = 0.5
     @Option(help: "Idle strategy: busy-spin, spin-then-park[:NANOS] or blocking.") var idle = "spin-then-park"
     @Option(help: "Delivery mode: agreed or safe.") var delivery = "agreed"
+    @Option(help: "Ordering: promises (send at once; idle members promise silence ahead) or slots (every member sends in its TDMA slot every round).")
+    var ordering = "promises"
     @Option(help: "Largest frame in bytes (loopback carries up to 65,507 without fragments).") var maxFrameBytes = 1472
     @Option(help: "Slots of silence before a member is suspected (a view change follows). The demo waits 200 slots (20 ms at 100 µs): three members on a small machine miss a few slots now and then, and the demo is about ordered delivery, not failure detection.")
     var suspicionSlots = 200
@@ -41,6 +44,7 @@ struct Demo: ParsableCommand {
         if size < 24 { throw ValidationError("--size must be at least 24 (send time, node and message number)") }
         if IdleStrategy(idle) == nil { throw ValidationError("--idle must be busy-spin, spin-then-park[:NANOS] or blocking") }
         if delivery != "agreed", delivery != "safe" { throw ValidationError("--delivery must be agreed or safe") }
+        if OrderingMode(rawValue: ordering) == nil { throw ValidationError("--ordering must be promises or slots") }
     }
 
     func run() throws {
@@ -62,6 +66,7 @@ struct Demo: ParsableCommand {
         file.reservation = reservation
         file.idle = IdleStrategy(idle)!
         file.delivery = delivery == "safe" ? .safe : .agreed
+        file.ordering = OrderingMode(rawValue: ordering)!
         file.maxFrameBytes = maxFrameBytes
         file.suspicionSlots = suspicionSlots
         // Every process starts its view at the same round, shortly from now.
@@ -75,7 +80,7 @@ struct Demo: ParsableCommand {
         try file.json().write(to: URL(fileURLWithPath: configPath))
 
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        print("carillon demo: \(members) member processes on 127.0.0.1, round period \(periodUs) µs, reservation \(reservation), idle \(idle), \(delivery) delivery, authenticated frames")
+        print("carillon demo: \(members) member processes on 127.0.0.1, round period \(periodUs) µs, reservation \(reservation), idle \(idle), \(ordering) ordering, \(delivery) delivery, authenticated frames")
         print("  each broadcasts \(messages) × \(size) B at \(Int(rate))/s; configuration \(configPath)")
         var processes: [Process] = []
         for rank in 0..<members {
