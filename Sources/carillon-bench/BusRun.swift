@@ -32,7 +32,7 @@ struct BusSpec {
     /// Idle strategy; nil leaves the node's default (spin-then-park).
     var idle: String? = "blocking"
     /// "ordering" in the node configuration: slots or promises.
-    var ordering = "slots"
+    var ordering = "promises"
     /// Write only what a bus cannot run without (members, start, key) plus
     /// `ordering` and, when set, `idle`: every other setting is the node's
     /// default (docs/configuration.md).

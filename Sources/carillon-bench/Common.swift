@@ -11,8 +11,8 @@ struct CommonOptions: ParsableArguments {
     var loopback = false
     @Option(help: "Idle strategy of every member: blocking, spin-then-park[:NANOS] or busy-spin (default: blocking; `idle` keeps the node's default, spin-then-park). Two busy-spinning members fill this 2-core VM.")
     var idle: String?
-    @Option(help: "How the members order messages, written into their configuration as \"ordering\": slots (every member sends in its TDMA slot) or promises.")
-    var ordering = "slots"
+    @Option(help: "How the members order messages, written into their configuration as \"ordering\": promises (send at once; idle members promise silence ahead; the default) or slots (every member sends in its TDMA slot every round).")
+    var ordering = "promises"
     @Flag(help: "A short run with few messages (a smoke test; figures are not meant to be quoted).")
     var quick = false
 
@@ -20,7 +20,7 @@ struct CommonOptions: ParsableArguments {
         if let idle, !["blocking", "busy-spin"].contains(idle), !idle.hasPrefix("spin-then-park") {
             throw ValidationError("--idle must be blocking, spin-then-park[:NANOS] or busy-spin")
         }
-        if !["slots", "promises"].contains(ordering) { throw ValidationError("--ordering must be slots or promises, not \(ordering)") }
+        if !["slots", "promises"].contains(ordering) { throw ValidationError("--ordering must be promises or slots, not \(ordering)") }
     }
 
     /// The idle strategy of the scenarios that choose one: --idle, or blocking.

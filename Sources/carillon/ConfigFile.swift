@@ -25,10 +25,14 @@ struct ConfigFile {
     var suspicionSlots = 20
     var suspicionFloorMicros: Double = 3000
     var suspicionGapFactor = 3
+    /// Promise mode: an idle member's heartbeat (its frames' least rate).
+    var promiseHeartbeatMicros: Double = 3000
     var scheduling: AgentScheduling = .default
-    /// How members order messages: "slots" (each member sends in its TDMA
-    /// slot) or "promises". Read and checked here; not yet handed to the member.
-    var ordering: OrderingMode = .slots
+    /// How members order messages: "promises" or "slots" (each member sends
+    /// in its TDMA slot every round). Promises by default: at light load a message leaves at once instead of
+    /// waiting for its slot, and an idle member speaks once per heartbeat
+    /// instead of every round (docs/protocol.md §15, docs/benchmarks.md).
+    var ordering: OrderingMode = .promises
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
     var key: FrameAuthenticator?
@@ -37,6 +41,7 @@ struct ConfigFile {
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
         "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
         "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu", "ordering",
+        "promise_heartbeat_us",
     ]
 
     /// The values of "ordering".
@@ -94,6 +99,7 @@ struct ConfigFile {
         if let v = try number("suspicion_slots", 1...1_000_000) { suspicionSlots = Int(v) }
         if let v = try number("suspicion_floor_us", 0...60_000_000) { suspicionFloorMicros = v }
         if let v = try number("suspicion_gap_factor", 0...1_000) { suspicionGapFactor = Int(v) }
+        if let v = try number("promise_heartbeat_us", 10...1_000_000) { promiseHeartbeatMicros = v }
         if let value = root["scheduling"] {
             guard let text = value as? String, let policy = AgentScheduling.policy(text) else {
                 throw fail("scheduling", "must be \"rr\", \"rr:PRIORITY\", \"fifo\", \"fifo:PRIORITY\" (priority 1–99) or \"normal\"")
@@ -139,7 +145,7 @@ struct ConfigFile {
         if let value = root["ordering"] {
             guard let text = value as? String, let mode = OrderingMode(rawValue: text) else {
                 let given = (value as? String).map { "\"\($0)\"" } ?? "\(value)"
-                throw fail("ordering", "must be \"slots\" (the default: every member sends in its TDMA slot) or \"promises\" (send at once, idle members promise silence ahead), not \(given)")
+                throw fail("ordering", "must be \"promises\" (the default: send at once, idle members promise silence ahead) or \"slots\" (every member sends in its TDMA slot every round), not \(given)")
             }
             ordering = mode
         }
@@ -168,7 +174,7 @@ struct ConfigFile {
             "idle": idleText, "window_rounds": windowRounds, "max_frame_bytes": maxFrameBytes,
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
             "suspicion_slots": suspicionSlots, "suspicion_floor_us": suspicionFloorMicros,
-            "suspicion_gap_factor": suspicionGapFactor, "scheduling": AgentScheduling.text(scheduling.policy),
+            "suspicion_gap_factor": suspicionGapFactor, "promise_heartbeat_us": promiseHeartbeatMicros, "scheduling": AgentScheduling.text(scheduling.policy),
             "lock_memory": scheduling.lockMemory, "ordering": ordering.rawValue,
         ]
         if let cpu = scheduling.cpu { root["cpu"] = cpu }
@@ -209,6 +215,7 @@ struct ConfigFile {
         configuration.ordering.suspicionSlots = suspicionSlots
         configuration.ordering.suspicionFloorNanos = UInt64(suspicionFloorMicros * 1000)
         configuration.ordering.suspicionGapFactor = suspicionGapFactor
+        configuration.ordering.promiseHeartbeatNanos = UInt64(promiseHeartbeatMicros * 1_000)
         configuration.scheduling = scheduling
         configuration.ordering.unheardSuspicionSlots = max(configuration.ordering.unheardSuspicionSlots, suspicionSlots)
         do { try configuration.ordering.validate() } catch {

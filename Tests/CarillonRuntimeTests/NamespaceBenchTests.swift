@@ -88,7 +88,7 @@ struct NamespaceBenchTests {
         #expect(results.compactMap { ($0["parameters"] as? [String: String])?["phase"] } == ["idle", "loaded"])
         for row in results {
             #expect(row["placement"] as? String == "namespaces")
-            #expect((row["parameters"] as? [String: String])?["ordering"] == "slots")
+            #expect((row["parameters"] as? [String: String])?["ordering"] == "promises")
             // Sampled from the member processes themselves (the bench refuses a
             // pid that is `ip`, not `carillon`): three members, a share of a
             // core and wake-ups each, over the --quick phase of 5 s.
@@ -112,7 +112,7 @@ struct NamespaceBenchTests {
         // The members ran the node's defaults: only members, start, key and ordering written.
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("work/idle/idle/bus.json"))) as? [String: Any]
         #expect(config.map { Set($0.keys) } == ["members", "start_at_ns", "ordering", "authentication"], "\(String(describing: config))")
-        #expect(config?["ordering"] as? String == "slots")
+        #expect(config?["ordering"] as? String == "promises")
         // The printed summary and the CSV carry the same figures.
         #expect(output.contains("idle 5") && output.contains("wake-ups/s") && output.contains("idle goal ("), "\(output)")
         let csv = try String(contentsOf: out.appendingPathComponent("idle.csv"), encoding: .utf8)
