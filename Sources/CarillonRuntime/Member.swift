@@ -204,7 +204,10 @@ public struct StopReport: Sendable, CustomStringConvertible {
 /// ```
 public final class Member: @unchecked Sendable {
     /// Called for each delivered message; `delivery.sender` is the sender's rank
-    /// in the view current at that point of the stream.
+    /// in the view current at that point of the stream. Called one at a time
+    /// and in delivery order — on the member's agent thread, or in promise
+    /// mode sometimes on a thread inside ``broadcast(_:)-(UnsafeRawBufferPointer)``
+    /// that sends at once (never both at once). A handler may broadcast.
     public typealias DeliveryHandler = (OrderingEffects.Delivery, UnsafeRawBufferPointer) -> Void
     /// Called for each view event, at its point of the stream.
     public typealias ViewEventHandler = (ViewEvent.Kind) -> Void
@@ -235,6 +238,9 @@ public final class Member: @unchecked Sendable {
     /// wakes a parked agent through this eventfd (-1 if none could be made:
     /// the message then leaves at the next deadline, a heartbeat at most).
     let wakeDescriptor: Int32
+    /// Held by whoever does the agent's work: its own thread for a duty
+    /// cycle, or a broadcasting thread sending at once (promise mode).
+    let agentLock = Mutex<Void>(())
     /// The agent is (about to be) parked in `idle`; a wake is already signalled.
     let agentParked = Atomic<Bool>(false)
     let wakeSignalled = Atomic<Bool>(false)
@@ -390,8 +396,27 @@ public final class Member: @unchecked Sendable {
     /// state, or was left out and is rejoining: retry later.
     public func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
         let result = state.withLock { $0.broadcast(payload) }
-        if case .queued = result, configuration.ordering.mode == .promises { wakeAgent() }
+        if case .queued = result, configuration.ordering.mode == .promises { sendAtOnce() }
         return result
+    }
+
+    /// Promise mode: the message leaves now. When the agent is parked, the
+    /// calling thread does the agent's send step itself (under the agent
+    /// lock, so never at the same time as the agent, and in order); when the
+    /// agent is busy, it picks the message up at the end of its cycle, and a
+    /// wake covers the moment between its last look and its parking.
+    func sendAtOnce() {
+        let ran = agentLock.withLockIfAvailable { _ -> Bool in
+            guard agent != nil, running.load(ordering: .relaxed) else { return false }
+            let now = viewNow()
+            state.withLock { instance in
+                guard now >= instance.nextDeadlineNanos else { return }
+                instance.onTimeout(nowNanos: now, effects: &agent.effects)
+            }
+            carryOut(&agent.effects, logger: agent.logger, runKey: agent.runKey)
+            return true
+        }
+        if ran != true { wakeAgent() }
     }
 
     /// Wakes the agent if it is parked (one eventfd write per parking, none while it runs).
@@ -477,9 +502,9 @@ public final class Member: @unchecked Sendable {
     /// The member's own agent thread: duty cycles until stopped.
     func runAgent() {
         _ = carillon_set_timer_slack(1)
-        prepareAgent()
+        agentLock.withLock { _ in prepareAgent() }
         while running.load(ordering: .relaxed) {
-            let wait = dutyCycle()
+            let wait = agentLock.withLock { _ in dutyCycle() }
             idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
             unpark()
         }
