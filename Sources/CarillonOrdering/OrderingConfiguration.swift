@@ -106,6 +106,13 @@ public struct OrderingConfiguration: Sendable {
     /// round, so the other members' first message after a silence is not
     /// pushed this far out.
     public var promiseLookaheadRounds: Int = 0
+    /// Promise mode: a member that is not idle promises silence this many
+    /// rounds past each frame it sends, data frames included (0: derived,
+    /// 500 µs worth of rounds, at most the idle lookahead). Other members'
+    /// data then mostly falls inside its promise and is delivered on arrival
+    /// instead of waiting for its answer; its own next message is stamped
+    /// past it, which costs no time (stamps are not waits).
+    public var promiseActiveLookaheadRounds: Int = 0
     /// Promise mode: an idle member sends a frame at least this often (its
     /// heartbeat: failure detection, clock samples, positions).
     public var promiseHeartbeatNanos: UInt64 = 3_000_000
@@ -144,6 +151,13 @@ public struct OrderingConfiguration: Sendable {
         return max(1, min(derived, UInt64(windowRounds / 8)))
     }
 
+    /// See ``promiseActiveLookaheadRounds``.
+    public var effectivePromiseActiveLookaheadRounds: UInt64 {
+        let period = max(schedule.roundPeriodNanos, 1)
+        let derived = promiseActiveLookaheadRounds > 0 ? UInt64(promiseActiveLookaheadRounds) : max(1, 500_000 / period)
+        return min(derived, effectivePromiseLookaheadRounds)
+    }
+
     /// The heartbeat: ``promiseHeartbeatNanos``, but at most an eighth of the
     /// window's time. Positions travel with frames, and a sender keeps its
     /// data within half a window of the stability line: heartbeats rarer than
@@ -161,7 +175,7 @@ public struct OrderingConfiguration: Sendable {
         Wire.headerBytes + Wire.sectionHeaderBytes  // data section header
             + Wire.sectionHeaderBytes + Wire.positionEntryBytes
             + Wire.sectionHeaderBytes + Wire.nakEntryBytes * maxNakRangesPerFrame
-            + Wire.sectionHeaderBytes + Wire.silentEntryBytes
+            + Wire.sectionHeaderBytes + Wire.silentEntryBytes * (mode == .promises ? 2 : 1)  // and a promise ahead
             + Wire.sectionHeaderBytes + Wire.clockEntryBytes * (memberCount - 1)  // clock samples
             + Wire.sectionHeaderBytes + Wire.suspicionEntryBytes * (memberCount - 1)  // suspicions
             + tagLength
@@ -204,7 +218,7 @@ public struct OrderingConfiguration: Sendable {
         }
         guard windowRounds >= 4 else { throw .windowTooSmall(windowRounds) }
         guard suspicionSlots >= 0, suspicionGapFactor >= 0 else { throw .limitBelowOne }
-        guard promiseLookaheadRounds >= 0, promiseLookaheadRounds <= windowRounds / 4 else {
+        guard promiseLookaheadRounds >= 0, promiseLookaheadRounds <= windowRounds / 4, promiseActiveLookaheadRounds >= 0 else {
             throw .lookaheadTooLong(rounds: promiseLookaheadRounds, windowRounds: windowRounds)
         }
         guard mode == .slots || promiseHeartbeatNanos > 0 else { throw .limitBelowOne }

@@ -567,11 +567,17 @@ public struct OrderingInstance: Sendable {
         let heartbeatDue = nowNanos >= lastFrameSentNanos &+ (busy ? period : configuration.effectivePromiseHeartbeatNanos)
         let nakDue = cursorRound < neededBelow && endRound == .max && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos
             && nowNanos >= lastFrameSentNanos &+ period
+        let reach = idle ? lookahead : (busy ? 0 : configuration.effectivePromiseActiveLookaheadRounds)
         if wantData {
-            sendSlotFrame(round: max(nextSendRound, clockRound, owedRound), allowData: true, nowNanos: nowNanos, effects: &effects)
+            let round = max(nextSendRound, clockRound, owedRound)
+            // The promise reaches past the clock, not past the stamp: stamps
+            // that leapfrog each other's promises would run away from the
+            // clock and then wait for it.
+            sendSlotFrame(round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
+                          effects: &effects)
         } else if owed || heartbeatDue || nakDue {
             if owed { counters.promisesOwed += 1 }
-            let target = max(owedRound, idle ? clockRound.addingClamped(lookahead) : clockRound)
+            let target = max(owedRound, clockRound.addingClamped(reach))
             if target >= nextSendRound {
                 sendSlotFrame(round: target, allowData: false, nowNanos: nowNanos, effects: &effects)
             } else if !lastSentWasData, nextSendRound > configuration.firstRound, counters.slotFramesSent > 0 {
@@ -601,11 +607,14 @@ public struct OrderingInstance: Sendable {
     /// Sends this member's slot frame for `round` (data only when `allowData`)
     /// and moves its own position past it. A `round` below ``nextRoundToSend``
     /// restates the latest frame, which was empty: same round, fresh sections.
-    private mutating func sendSlotFrame(round: UInt64, allowData: Bool, nowNanos: UInt64, effects: inout OrderingEffects) {
+    private mutating func sendSlotFrame(
+        round: UInt64, allowData: Bool, promiseAheadThrough: UInt64 = 0, nowNanos: UInt64, effects: inout OrderingEffects
+    ) {
         var sentData = false
+        let ahead = max(promiseAheadThrough, round)
         appendFrame(kind: .slot, round: round, to: &effects) { instance, buffer throws(WireError) in
-            try instance.encodeSlotFrame(into: buffer, round: round, allowData: allowData, nowNanos: nowNanos,
-                                         sentData: &sentData)
+            try instance.encodeSlotFrame(into: buffer, round: round, allowData: allowData, promiseAheadThrough: ahead,
+                                         nowNanos: nowNanos, sentData: &sentData)
         }
         counters.slotFramesSent += 1
         lastFrameSentNanos = nowNanos
@@ -616,7 +625,8 @@ public struct OrderingInstance: Sendable {
             lastDataSentNanos = nowNanos
             if round + 1 > neededBelow { neededBelow = round + 1; neededSinceNanos = nowNanos }
         }
-        nextSendRound = round + 1
+        // A data frame's promise ahead, if any, is part of it (see encodeSlotFrame).
+        nextSendRound = (sentData ? ahead : round) + 1
         receivedBelow[rank] = nextSendRound
         heardBelow[rank] = nextSendRound
         if nextSendRound >= cutRound[rank] { receivedBelow[rank] = max(nextSendRound, endRound) }
@@ -624,8 +634,8 @@ public struct OrderingInstance: Sendable {
     }
 
     private mutating func encodeSlotFrame(
-        into buffer: UnsafeMutableRawBufferPointer, round: UInt64, allowData: Bool, nowNanos: UInt64,
-        sentData: inout Bool
+        into buffer: UnsafeMutableRawBufferPointer, round: UInt64, allowData: Bool, promiseAheadThrough: UInt64,
+        nowNanos: UInt64, sentData: inout Bool
     ) throws(WireError) -> Int {
         var encoder = try FrameEncoder(
             buffer: buffer,
@@ -677,9 +687,15 @@ public struct OrderingInstance: Sendable {
 
         // Every frame restates the silent run before it, so losing empty frames
         // costs no NAK, and rounds slept through are declared in one entry.
-        if round > silentSinceRound {
+        // Promise mode: a data frame may also promise silence past its round
+        // (an empty frame promises by its round alone).
+        let promisesAhead = sentData && promiseAheadThrough > round && configuration.mode == .promises
+        if round > silentSinceRound || promisesAhead {
             try encoder.beginSection(.silentRounds)
-            try encoder.appendSilent(SilentRange(firstRound: silentSinceRound, lastRound: round - 1))
+            if round > silentSinceRound {
+                try encoder.appendSilent(SilentRange(firstRound: silentSinceRound, lastRound: round - 1))
+            }
+            if promisesAhead { try encoder.appendSilent(SilentRange(firstRound: round + 1, lastRound: promiseAheadThrough)) }
             try encoder.endSection()
         }
         if sentData { silentSinceRound = round + 1 }
@@ -1216,7 +1232,9 @@ public struct OrderingInstance: Sendable {
         }
         // A repair frame is accepted when it taught anything; a slot frame's
         // disposition is its own round's, whatever its silent ranges added.
-        if acceptSilentRanges(frame.silentRanges, from: sender, frameRound: header.round), header.kind == .repair {
+        let aheadBelow = header.kind == .slot && configuration.mode == .promises ? roundLimit : 0
+        if acceptSilentRanges(frame.silentRanges, from: sender, frameRound: header.round, aheadBelow: aheadBelow),
+           header.kind == .repair {
             disposition = .accepted
         }
         acceptPositions(frame.positionEntries, from: sender)
@@ -1286,13 +1304,17 @@ public struct OrderingInstance: Sendable {
 
     /// Marks a sender's silent rounds as received-empty. Returns whether any was new.
     private mutating func acceptSilentRanges<Ranges: Sequence<SilentRange>>(
-        _ ranges: Ranges, from sender: Int, frameRound: UInt64
+        _ ranges: Ranges, from sender: Int, frameRound: UInt64, aheadBelow: UInt64 = 0
     ) -> Bool {
         var any = false
         let windowEnd = windowEnd
         for range in ranges {
-            // A member can only declare rounds before the frame's own round silent.
-            guard range.lastRound < frameRound else { counters.invalidSilentRanges += 1; continue }
+            // A member can only declare rounds before the frame's own round
+            // silent — or, in promise mode, promise rounds after it (below
+            // `aheadBelow`, the plausible limit).
+            let before = range.lastRound < frameRound
+            let ahead = range.firstRound > frameRound && range.lastRound < aheadBelow && range.firstRound <= range.lastRound
+            guard before || ahead else { counters.invalidSilentRanges += 1; continue }
             heardBelow[sender] = max(heardBelow[sender], range.lastRound + 1)
             if learnSilentRun(sender, first: range.firstRound, last: range.lastRound) { any = true }
             var round = max(range.firstRound, receivedBelow[sender])
