@@ -294,6 +294,15 @@ public struct MembershipInstance: Sendable {
 
     // MARK: Inputs
 
+    /// Promise mode: sends queued data now, from any thread, delivering
+    /// nothing (see ``OrderingInstance/sendDataAtOnce(nowNanos:effects:)``).
+    /// Only in an installed view with no change under way and nothing carried
+    /// over; returns whether a frame was written into `effects`.
+    public mutating func sendAtOnce(nowNanos: UInt64, effects: inout OrderingEffects) -> Bool {
+        guard isMember, !isChangingView, carriedOver.isEmpty, retired == nil, ordering != nil else { return false }
+        return ordering!.sendDataAtOnce(nowNanos: nowNanos, effects: &effects)
+    }
+
     /// Queues `payload` in the installed view; see ``OrderingInstance/broadcast(_:)``.
     public mutating func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
         guard isMember, ordering != nil else { return .notInView }

@@ -132,6 +132,8 @@ public struct OrderingInstance: Sendable {
     /// Set by the membership layer while it has work every round (a joiner's
     /// state, an announcement): in promise mode frames then go out every round.
     public var keepBusy = false
+    /// A frame went out from ``sendDataAtOnce(nowNanos:effects:)``: the next timeout delivers.
+    var deliveryDue = false
     /// The latest time an input brought (promise mode's deadline reads
     /// suspicion thresholds as of then, as the input's check did).
     var lastInputNanos: UInt64 = 0
@@ -516,7 +518,7 @@ public struct OrderingInstance: Sendable {
         // steps on them until the next view is installed) and answers repairs.
         if isFinished { return min(repairDeadline, configuration.schedule.slotWindow(round: finishedTickRound, rank: rank).startNanos) }
         var deadline = min(repairDeadline, lastFrameSentNanos &+ (promiseBusy ? period : configuration.effectivePromiseHeartbeatNanos))
-        if owedBelow > nextSendRound { deadline = 0 }
+        if owedBelow > nextSendRound || deliveryDue { deadline = 0 }
         if pendingMessages > 0, !wedged {
             if dataHeld {
                 deadline = min(deadline, lastFrameSentNanos &+ period)
@@ -546,6 +548,7 @@ public struct OrderingInstance: Sendable {
     mutating func onPromiseTimeout(nowNanos: UInt64, effects: inout OrderingEffects) {
         lastInputNanos = max(lastInputNanos, nowNanos)
         guard nowNanos >= nextDeadlineNanos else { return }
+        deliveryDue = false
         let period = configuration.schedule.roundPeriodNanos
         let frameBytes = configuration.maxFrameBytes
         effects.reserveFrameBytes(frameBytes * (1 + 2 * configuration.maxRepairFramesPerSlot))
@@ -594,6 +597,30 @@ public struct OrderingInstance: Sendable {
             repairRuns.removeBelow(.max)
         }
         advanceDelivery(effects: &effects)
+    }
+
+    /// Promise mode: sends the queued messages now, in a data frame, and
+    /// nothing else — no repairs, no suspicion checks, no deliveries (the
+    /// next ``onTimeout(nowNanos:effects:)``, due at once, delivers). For a
+    /// shell whose broadcasting thread sends without waiting for its agent.
+    /// Returns whether a frame was written.
+    public mutating func sendDataAtOnce(nowNanos: UInt64, effects: inout OrderingEffects) -> Bool {
+        guard configuration.mode == .promises, pendingMessages > 0, !wedged, endRound == .max, !dataHeld,
+              !keepBusy, !suspectsAnyone
+        else { return false }
+        let clockRound = configuration.schedule.round(atNanos: nowNanos)
+        let lookahead = configuration.effectivePromiseLookaheadRounds
+        guard nowNanos >= configuration.schedule.slotWindow(round: configuration.firstRound, rank: 0).startNanos,
+              nextSendRound <= clockRound.addingClamped(2 * lookahead + 1)
+        else { return false }
+        lastInputNanos = max(lastInputNanos, nowNanos)
+        effects.reserveFrameBytes(configuration.maxFrameBytes)
+        let round = max(nextSendRound, clockRound, owedBelow > 0 ? owedBelow - 1 : 0)
+        let reach = configuration.effectivePromiseActiveLookaheadRounds
+        sendSlotFrame(round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
+                      effects: &effects)
+        deliveryDue = true
+        return true
     }
 
     /// Repair frames in promise mode carry the next round to send as theirs:

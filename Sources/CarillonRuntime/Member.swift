@@ -238,9 +238,11 @@ public final class Member: @unchecked Sendable {
     /// wakes a parked agent through this eventfd (-1 if none could be made:
     /// the message then leaves at the next deadline, a heartbeat at most).
     let wakeDescriptor: Int32
-    /// Held by whoever does the agent's work: its own thread for a duty
-    /// cycle, or a broadcasting thread sending at once (promise mode).
-    let agentLock = Mutex<Void>(())
+    /// Promise mode: a broadcasting thread's frame buffer, and the run key it seals under.
+    let callerEffects = Mutex(OrderingEffects())
+    let callerRunKey = Mutex<FrameAuthenticator?>(nil)
+    /// The transport's send path is one thread's at a time (its batch slots are shared).
+    let sendLock = Mutex<Void>(())
     /// The agent is (about to be) parked in `idle`; a wake is already signalled.
     let agentParked = Atomic<Bool>(false)
     let wakeSignalled = Atomic<Bool>(false)
@@ -400,32 +402,40 @@ public final class Member: @unchecked Sendable {
         return result
     }
 
-    /// Promise mode: the message leaves now. When the agent is parked, the
-    /// calling thread does the agent's send step itself (under the agent
-    /// lock, so never at the same time as the agent, and in order); when the
-    /// agent is busy, it picks the message up at the end of its cycle, and a
-    /// wake covers the moment between its last look and its parking.
+    /// Promise mode: the message leaves now, from the calling thread: its
+    /// data frame is encoded (under the instance's lock) into the caller's own
+    /// buffer, sealed and sent. Nothing is delivered here — the agent, woken,
+    /// delivers in order — so the delivery handler stays on the agent thread
+    /// and the calling thread never holds anything the agent waits for longer
+    /// than one send.
     func sendAtOnce() {
-        let ran = agentLock.withLockIfAvailable { _ -> Bool in
-            guard agent != nil, running.load(ordering: .relaxed) else { return false }
-            let now = viewNow()
-            state.withLock { instance in
-                guard now >= instance.nextDeadlineNanos else { return }
-                instance.onTimeout(nowNanos: now, effects: &agent.effects)
+        let now = viewTimeNanos()
+        callerEffects.withLock { effects in
+            effects.removeAll()
+            let sent = state.withLock { $0.sendAtOnce(nowNanos: now, effects: &effects) }
+            guard sent else { return }
+            let key = callerRunKey.withLock { $0 }
+            for frame in effects.frames {
+                if authenticator != nil { effects.withMutableBytes(of: frame) { key?.seal($0) } }
+                effects.withBytes(of: frame) { bytes in sendLock.withLock { _ in try? transport.sendToAll(bytes) } }
             }
-            carryOut(&agent.effects, logger: agent.logger, runKey: agent.runKey)
-            return true
+            effects.removeAll()
         }
-        if ran != true { wakeAgent() }
+        wakeAgent()
     }
 
     /// Wakes the agent if it is parked (one eventfd write per parking, none while it runs).
+    /// The write comes before the flag: a parked agent that finds the flag set
+    /// always has something to read, so the eventfd never stays readable
+    /// unread (which would spin the agent). A wake that races the agent's
+    /// unparking costs it one spare cycle, which then drains it.
     @inline(__always) func wakeAgent() {
         guard wakeDescriptor >= 0, agentParked.load(ordering: .sequentiallyConsistent),
-              !wakeSignalled.exchange(true, ordering: .acquiringAndReleasing)
+              !wakeSignalled.load(ordering: .acquiring)
         else { return }
         var one: UInt64 = 1
         _ = write(wakeDescriptor, &one, 8)
+        wakeSignalled.store(true, ordering: .releasing)
     }
 
     /// After parking: drains a wake, if one was signalled.
@@ -502,9 +512,9 @@ public final class Member: @unchecked Sendable {
     /// The member's own agent thread: duty cycles until stopped.
     func runAgent() {
         _ = carillon_set_timer_slack(1)
-        agentLock.withLock { _ in prepareAgent() }
+        prepareAgent()
         while running.load(ordering: .relaxed) {
-            let wait = agentLock.withLock { _ in dutyCycle() }
+            let wait = dutyCycle()
             idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
             unpark()
         }
@@ -558,6 +568,7 @@ public final class Member: @unchecked Sendable {
         guard run != agent.run || (agent.runKey == nil && run != 0) else { return }
         agent.run = run
         agent.runKey = run == 0 ? nil : authenticator?.bound(toRun: run)
+        callerRunKey.withLock { $0 = agent.runKey }
     }
 
     /// The key a frame of this kind is sealed and checked under: membership
@@ -645,7 +656,7 @@ public final class Member: @unchecked Sendable {
                     (bytes[5] == FrameKind.membership.rawValue ? authenticator : runKey)?.seal(bytes)
                 }
             }
-            effects.ordering.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
+            effects.ordering.withBytes(of: frame) { bytes in sendLock.withLock { _ in try? transport.sendToAll(bytes) } }
         }
         var nextEvent = 0
         for (index, delivery) in effects.ordering.deliveries.enumerated() {

@@ -55,10 +55,10 @@ public final class SharedAgent: @unchecked Sendable {
 
     func run() {
         _ = carillon_set_timer_slack(1)
-        for member in members { member.agentLock.withLock { _ in member.prepareAgent() } }
+        for member in members { member.prepareAgent() }
         while running.load(ordering: .relaxed) {
             var wait = UInt64.max
-            for member in members { wait = min(wait, member.agentLock.withLock { _ in member.dutyCycle() }) }
+            for member in members { wait = min(wait, member.dutyCycle()) }
             members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
             for member in members { member.unpark() }
         }

@@ -92,6 +92,24 @@ struct PromiseModeTests {
         }
     }
 
+    /// A broadcasting thread's send: a data frame and nothing else — the
+    /// delivery is left to the next timeout, which is due at once.
+    @Test func sendingAtOnceFromAnotherThreadDeliversNothingItself() {
+        var cluster = TestCluster.promises(memberCount: 3)
+        let start = cluster.schedule.slotWindow(round: 10, rank: 0).startNanos
+        cluster.nowNanos = start
+        cluster.runDeadlines(until: start + 10_000_000)
+        _ = cluster.broadcast(0, "caller")
+        cluster.effects.removeAll()
+        #expect(cluster.members[0].sendDataAtOnce(nowNanos: cluster.nowNanos, effects: &cluster.effects))
+        #expect(cluster.effects.frames.count == 1 && cluster.effects.deliveries.isEmpty)
+        #expect(cluster.members[0].pendingMessageCount == 0)
+        #expect(!cluster.members[0].sendDataAtOnce(nowNanos: cluster.nowNanos, effects: &cluster.effects), "nothing left to send")
+        #expect(cluster.members[0].nextDeadlineNanos <= cluster.nowNanos, "the delivery is due at once")
+        cluster.timeout(0)
+        #expect(cluster.lastDeliveries.map(\.payload) == [Array("caller".utf8)])
+    }
+
     /// Data for a round a member has not promised yet is answered at once
     /// with a promise past that round, and then delivered everywhere.
     @Test func dataBeyondAMembersPromiseIsAnsweredAtOnce() {
