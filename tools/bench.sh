@@ -17,11 +17,11 @@ while [ $# -gt 0 ]; do
         --doc) doc=$2; shift 2 ;;
         --quick) quick=(--quick); shift ;;
         -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        baseline|ordered|throughput|interference|corosync|idle) scenarios+=("$1"); shift ;;
+        baseline|ordered|throughput|interference|corosync|idle|latency) scenarios+=("$1"); shift ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(baseline ordered throughput interference corosync idle)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(baseline ordered throughput interference corosync idle latency)
 source tools/setup.sh
 swift build -c release --product carillon
 swift build -c release --product carillon-bench

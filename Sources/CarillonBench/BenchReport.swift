@@ -12,7 +12,7 @@ public struct BenchReport: Sendable {
     /// The line that closes the generated part of a document.
     public static let endMarker = "<!-- carillon-bench:end -->"
     /// The order of the sections; other scenarios follow in the order given.
-    public static let scenarioOrder = ["baseline", "ordered", "throughput", "interference", "corosync", "idle"]
+    public static let scenarioOrder = ["baseline", "ordered", "throughput", "interference", "corosync", "idle", "latency"]
 
     public var runs: [BenchRun]
     /// Where the SVGs are, relative to the markdown file, e.g. `bench`.
@@ -27,7 +27,7 @@ public struct BenchReport: Sendable {
     }
 
     /// The report: one section per run, ordered baseline, ordered, throughput,
-    /// interference, corosync, idle, then the others. Ends with a newline.
+    /// interference, corosync, idle, latency, then the others. Ends with a newline.
     public func markdown() -> String {
         let ordered = runs.enumerated().sorted { a, b in
             let rankA = BenchReport.scenarioOrder.firstIndex(of: a.element.scenario) ?? BenchReport.scenarioOrder.count
@@ -39,7 +39,7 @@ public struct BenchReport: Sendable {
 
     /// The plots a run has, with the file names the report links to:
     /// - `<scenario>-percentiles.svg`, the percentile distribution, for a run with latency rows;
-    /// - `<scenario>-load.svg`, latency against offered load, when a row with latency has `offered_per_second`;
+    /// - `<scenario>-load.svg`, latency against offered load, when a row with latency has `offered_per_second` (not for `latency`, which has one load);
     /// - `interference-bars.svg`, p50/p99/p99.9 by bulk traffic, for the `interference` scenario.
     public static func plotFiles(for run: BenchRun) -> [(fileName: String, title: String, svg: String)] {
         var files: [(fileName: String, title: String, svg: String)] = []
@@ -60,7 +60,8 @@ public struct BenchReport: Sendable {
             let plot = BenchPlots.percentileDistribution(results: openLoop, title: title)
             files.append(("\(stem)-open-loop-percentiles.svg", title, plot.svg()))
         }
-        if latencyRows.contains(where: { $0.parameters["offered_per_second"] != nil }) {
+        // `latency` has one offered load: its load plot would be one point per line.
+        if run.scenario != "latency", !openLoop.isEmpty {
             let title = "\(name): latency against offered load"
             let plot = BenchPlots.latencyVersusLoad(results: run.results, title: title)
             files.append(("\(stem)-load.svg", title, plot.svg()))
@@ -114,6 +115,12 @@ public struct BenchReport: Sendable {
         }
         if run.scenario == "idle", let sentence = BenchReport.idleGoalSentence(run.results) {
             parts.append(sentence)
+        }
+        if run.scenario == "latency" {
+            let lines = BenchReport.latencyRatioLines(run.results)
+            if !lines.isEmpty {
+                parts.append("Against issue 13's latency goals (ratios of the rows above):\n\n" + lines.map { "- " + $0 }.joined(separator: "\n"))
+            }
         }
         if run.scenario == "corosync", let table = BenchReport.sideBySideTable(run.results) {
             parts.append("Carillon and Corosync CPG side by side (latency from the closed-loop rows, throughput from the throughput rows):")
@@ -230,6 +237,77 @@ public struct BenchReport: Sendable {
         return "Busiest member: " + parts.joined(separator: "; ") + "." + verdict
     }
 
+    /// Issue 13's latency goals, as ratios: the bus's closed-loop p50 and p99
+    /// against raw UDP fan-out's, its open-loop p50 (every member sending)
+    /// against the fan-out's p50, and its closed-loop p99 beside a CPU hog on
+    /// every core against its p99 without.
+    public static let latencyGoals = (closedP50: 1.5, closedP99: 2.0, openP50: 2.0, hogP99: 2.0)
+
+    /// The ratios of a `latency` run against ``latencyGoals``, one line each,
+    /// from its rows: `system=raw-udp-fanout` (the floor) and `system=carillon`
+    /// rows told apart by the parameters `mode` (`closed-loop`, `open-loop`),
+    /// `ordering` and `hog` (`yes`, `no`). A line is left out when its rows are
+    /// missing; an ordering whose row has no latency shows `–`.
+    public static func latencyRatioLines(_ results: [BenchResult]) -> [String] {
+        let fanout = results.first { $0.system == "raw-udp-fanout" && $0.latency != nil }?.latency
+        let bus = results.filter { $0.system == "carillon" }
+        var orderings: [String] = []
+        for ordering in ["slots", "promises"] + bus.map({ $0[parameter: "ordering"] }) where !orderings.contains(ordering) {
+            if bus.contains(where: { $0[parameter: "ordering"] == ordering }) { orderings.append(ordering) }
+        }
+        func latency(_ ordering: String, _ mode: String, hog: String) -> LatencySummary? {
+            bus.first { $0[parameter: "ordering"] == ordering && $0[parameter: "mode"] == mode && $0[parameter: "hog"] == hog }?.latency
+        }
+        func present(_ mode: String, hog: String) -> Bool {
+            bus.contains { $0[parameter: "mode"] == mode && $0[parameter: "hog"] == hog }
+        }
+        func ratio(_ value: Double?, _ reference: Double?) -> Double? {
+            guard let value, let reference, reference > 0, value.isFinite else { return nil }
+            return value / reference
+        }
+        /// "slots 1.96×, promises 1.57× (goal ≤ 1.5×; met: promises) — µs: fan-out 72.3, slots 141.7, promises 113.5"
+        func line(_ title: String, goal: Double, referenceName: String, reference: Double?,
+                  values: [(ordering: String, value: Double?)]) -> String {
+            let ratios = values.map { ($0.ordering, ratio($0.value, reference)) }
+            let figures = ratios.map { "\($0.0) \($0.1.map { PlotNumber.fixed($0, decimals: 2) + "×" } ?? "–")" }
+            let met = ratios.filter { $0.1.map { $0 <= goal } ?? false }.map { $0.0 }
+            let micros = ["\(referenceName) \(reference.map(BenchReport.micros) ?? "–")"]
+                + values.map { "\($0.ordering) \($0.value.map(BenchReport.micros) ?? "–")" }
+            return "\(title): " + figures.joined(separator: ", ")
+                + " (goal ≤ \(PlotNumber.trimmed(goal, maxDecimals: 2))×; met: \(met.isEmpty ? "none" : met.joined(separator: ", ")))"
+                + " — µs: " + micros.joined(separator: ", ")
+        }
+        var lines: [String] = []
+        if let fanout, present("closed-loop", hog: "no") {
+            lines.append(line("closed loop p50 / fan-out p50", goal: latencyGoals.closedP50, referenceName: "fan-out", reference: fanout.p50Micros,
+                              values: orderings.map { ($0, latency($0, "closed-loop", hog: "no")?.p50Micros) }))
+            lines.append(line("closed loop p99 / fan-out p99", goal: latencyGoals.closedP99, referenceName: "fan-out", reference: fanout.p99Micros,
+                              values: orderings.map { ($0, latency($0, "closed-loop", hog: "no")?.p99Micros) }))
+        }
+        if let fanout, present("open-loop", hog: "no") {
+            let offered = bus.first { $0[parameter: "mode"] == "open-loop" }.map { $0[parameter: "offered_per_second"] } ?? ""
+            let load = Double(offered).map { ", \(PlotNumber.fixed($0, decimals: 0))/s" } ?? ""
+            lines.append(line("open loop (all sending\(load)) p50 / fan-out p50", goal: latencyGoals.openP50, referenceName: "fan-out",
+                              reference: fanout.p50Micros, values: orderings.map { ($0, latency($0, "open-loop", hog: "no")?.p50Micros) }))
+        }
+        if present("closed-loop", hog: "yes") {
+            let hogged = orderings.filter { ordering in
+                bus.contains { $0[parameter: "ordering"] == ordering && $0[parameter: "mode"] == "closed-loop" && $0[parameter: "hog"] == "yes" }
+            }
+            let ratios = hogged.map { ($0, ratio(latency($0, "closed-loop", hog: "yes")?.p99Micros, latency($0, "closed-loop", hog: "no")?.p99Micros)) }
+            let figures = ratios.map { "\($0.0) \($0.1.map { PlotNumber.fixed($0, decimals: 2) + "×" } ?? "–")" }
+            let met = ratios.filter { $0.1.map { $0 <= latencyGoals.hogP99 } ?? false }.map { $0.0 }
+            let micros = hogged.map { ordering in
+                "\(ordering) \(latency(ordering, "closed-loop", hog: "yes").map { BenchReport.micros($0.p99Micros) } ?? "–") against "
+                    + "\(latency(ordering, "closed-loop", hog: "no").map { BenchReport.micros($0.p99Micros) } ?? "–")"
+            }
+            lines.append("with a CPU hog on every core, closed loop p99 / p99 without: " + figures.joined(separator: ", ")
+                         + " (goal ≤ \(PlotNumber.trimmed(latencyGoals.hogP99, maxDecimals: 2))×; met: \(met.isEmpty ? "none" : met.joined(separator: ", ")))"
+                         + " — µs: " + micros.joined(separator: ", "))
+        }
+        return lines
+    }
+
     /// For each `size_bytes` and system: p50/p99/p99.9 from the `mode=closed-loop`
     /// row and msgs/s per member from the `mode=throughput` row.
     static func sideBySideTable(_ results: [BenchResult]) -> String? {
@@ -264,7 +342,7 @@ public struct BenchReport: Sendable {
 
     /// Parameters in a fixed reading order, then the rest sorted.
     static let parameterOrder = [
-        "phase", "members", "size_bytes", "round_period_us", "reservation", "idle", "mode", "offered_per_second", "bulk", "link_mbit",
+        "phase", "members", "size_bytes", "round_period_us", "reservation", "idle", "mode", "ordering", "hog", "offered_per_second", "bulk", "link_mbit",
     ]
 
     static func orderedParameterKeys(_ results: [BenchResult]) -> [String] {

@@ -51,7 +51,7 @@ struct Baseline: ParsableCommand {
         progress.report("ping-pong round trip: p50 \(micros(Double(pingPong.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(pingPong.valueAtPercentile(99)) / 1000)) µs")
 
         progress.begin(2, "raw UDP fan-out h0 → \(members - 1) hosts")
-        let fanout = try runFanout(topology: topology, count: count, work: work)
+        let fanout = try runFanout(topology: topology, members: members, count: count, size: size, gapUs: gapUs, work: work)
         var fanParameters = parameters
         fanParameters["metric"] = "one-way, last receiver"
         results.append(row("baseline", system: "raw-udp-fanout", topology: topology, parameters: fanParameters, outcome: fanout))
@@ -79,26 +79,30 @@ struct Baseline: ParsableCommand {
         for d in try readLog("\(work)/pingpong.log").deliveries { _ = histogram.record(d.deliveredNanos - d.sentNanos) }
         return histogram
     }
+}
 
-    func runFanout(topology: Topology, count: Int, work: String) throws -> BusOutcome {
-        var spec = BusSpec()
-        spec.members = members
-        let config = try writeBusConfig(spec, on: topology, directory: work).path
-        let carillon = try Binaries.carillon()
-        var receivers: [Child] = []
-        for i in 1..<members {
-            receivers.append(try Child(topology.command(host: i, [carillon, "fanout", "--config", config, "--member", "h\(i)",
-                                                                  "--expect", "\(count)", "--timeout", "120", "--log", "\(work)/fanout.h\(i)"]),
-                                       stderr: "\(work)/fanout.h\(i).err"))
-        }
-        let sender = try Child(topology.command(host: 0, [carillon, "fanout", "--config", config, "--member", "h0", "--send", "\(count)",
-                                                          "--gap-us", "\(gapUs)", "--size", "\(size)", "--timeout", "120"]),
-                               stderr: "\(work)/fanout.h0.err")
-        _ = sender.wait(seconds: 150)
-        for receiver in receivers { _ = receiver.wait(seconds: 20) }
-        let logs = try (1..<members).map { try readLog("\(work)/fanout.h\($0)") }
-        return summarise(logs: logs, sizeBytes: size)
+/// Raw UDP 1 → N fan-out from h0 (`carillon fanout`; `baseline` and `latency`): `count` datagrams of
+/// `size` bytes, `gapUs` apart, each sent to every other host with one
+/// sendmmsg; the outcome's latency is the last receiver's arrival − send time.
+func runFanout(topology: Topology, members: Int, count: Int, size: Int, gapUs: Double, work: String) throws -> BusOutcome {
+    var spec = BusSpec()
+    spec.members = members
+    let config = try writeBusConfig(spec, on: topology, directory: work).path
+    let carillon = try Binaries.carillon()
+    let timeout = max(120, Int(Double(count) * (gapUs + 1_000) / 1e6) + 30)
+    var receivers: [Child] = []
+    for i in 1..<members {
+        receivers.append(try Child(topology.command(host: i, [carillon, "fanout", "--config", config, "--member", "h\(i)",
+                                                              "--expect", "\(count)", "--timeout", "\(timeout)", "--log", "\(work)/fanout.h\(i)"]),
+                                   stderr: "\(work)/fanout.h\(i).err"))
     }
+    let sender = try Child(topology.command(host: 0, [carillon, "fanout", "--config", config, "--member", "h0", "--send", "\(count)",
+                                                      "--gap-us", "\(gapUs)", "--size", "\(size)", "--timeout", "\(timeout)"]),
+                           stderr: "\(work)/fanout.h0.err")
+    _ = sender.wait(seconds: Double(timeout + 30))
+    for receiver in receivers { _ = receiver.wait(seconds: 20) }
+    let logs = try (1..<members).map { try readLog("\(work)/fanout.h\($0)") }
+    return summarise(logs: logs, sizeBytes: size)
 }
 
 // MARK: - ordered

@@ -8,14 +8,29 @@ extension NamespaceTests {
 @Suite("carillon-bench in namespaces (separate processes)")
 struct NamespaceBenchTests {
     func bench(_ arguments: [String]) throws -> (status: Int32, output: String, out: URL) {
+        let (status, output, out, _) = try benchWithPid(arguments)
+        return (status, output, out)
+    }
+
+    /// ``bench(_:)``, also giving the bench's pid: its namespaces are `crlnb-<pid>-*`
+    /// (other benches may run on the machine at the same time).
+    func benchWithPid(_ arguments: [String]) throws -> (status: Int32, output: String, out: URL, pid: Int32) {
         let binary = packageRoot.appendingPathComponent(".build/release/carillon-bench")
         try #require(FileManager.default.isExecutableFile(atPath: binary.path),
                      "build it first: swift build -c release --product carillon-bench (tools/test.sh does)")
         _ = try releaseCarillon()
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("crln-bench-test-\(getpid())-\(arguments[0])")
         try? FileManager.default.removeItem(at: out)
-        let (status, output) = try runScript(".build/release/carillon-bench", arguments + ["--quick", "--out", out.path])
-        return (status, output, out)
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments + ["--quick", "--out", out.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output, out, process.processIdentifier)
     }
 
     func rows(_ url: URL) throws -> [[String: Any]] {
@@ -119,6 +134,79 @@ struct NamespaceBenchTests {
         #expect(csv.contains("cpu_percent_of_one_core_max_member") && csv.contains("wakeups_per_s_max_member"))
         let names = try namespaceNames()
         #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
+    }
+
+    @Test func latencyScenarioRatiosFanOutBothOrderingsOpenLoopAndAHog() throws {
+        let (status, output, out, pid) = try benchWithPid(["latency"])
+        defer { try? FileManager.default.removeItem(at: out) }
+        #expect(status == 0, "\(output)")
+        let results = try rows(out.appendingPathComponent("latency.json"))
+        // The floor, both orderings closed and open loop, then both closed loops beside the hog.
+        let keys = results.map { row -> String in
+            let p = row["parameters"] as? [String: String] ?? [:]
+            return [row["system"] as? String ?? "?", p["mode"] ?? "-", p["ordering"] ?? "-", p["hog"] ?? "-"].joined(separator: " ")
+        }
+        #expect(keys == ["raw-udp-fanout closed-loop - -",
+                         "carillon closed-loop slots no", "carillon closed-loop promises no",
+                         "carillon open-loop slots no", "carillon open-loop promises no",
+                         "carillon closed-loop slots yes", "carillon closed-loop promises yes"], "\(keys)")
+        var measured = 0
+        for (row, key) in zip(results, keys) {
+            #expect(row["placement"] as? String == "namespaces")
+            let parameters = row["parameters"] as? [String: String] ?? [:]
+            #expect(parameters["members"] == "3" && parameters["size_bytes"] == "64", "\(parameters)")
+            let count = (row["latency"] as? [String: Any])?["count"] as? Int ?? 0
+            if parameters["mode"] == "closed-loop" {
+                // Every --quick closed-loop message (and fan-out datagram) measured at every member.
+                #expect(count == 200, "\(key): \(row)")
+            } else {
+                #expect(count > 0 && parameters["offered_per_second"] == "10000", "\(key): \(row)")
+            }
+            guard row["system"] as? String == "carillon" else { continue }
+            #expect(parameters["idle"] == "blocking")
+            // Each member's CPU and wake-ups (no bound on how much). A --quick
+            // phase lasts a fraction of a second, so on a starved machine the
+            // sampler may get no second sample: then the row says so.
+            let notes = row["notes"] as? [String] ?? []
+            if let cost = row["cost"] as? [String: Any] {
+                measured += 1
+                #expect((cost["cpu_percent_of_one_core"] as? [Double])?.count == 3 && (cost["wakeups_per_second"] as? [Double])?.count == 3, "\(cost)")
+            } else {
+                #expect(notes.contains { $0.hasPrefix("member cost not measured: ") }, "\(key): \(row)")
+            }
+            #expect(!notes.contains { $0.contains("fell short") }, "\(key): \(notes)")
+            // The hog rows say the hogs ran (their own CPU, sampled from the `yes` processes).
+            #expect(notes.contains { $0.contains("hog(s) used") } == (parameters["hog"] == "yes"), "\(key): \(notes)")
+        }
+        #expect(measured > 0, "no bus row measured its members' cost")
+        // The members ran the ordering each row names.
+        for (directory, ordering) in [("closed-slots", "slots"), ("closed-promises", "promises"), ("open-promises", "promises"),
+                                      ("closed-promises-hog", "promises")] {
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("work/latency/\(directory)/bus.json"))) as? [String: Any]
+            #expect(config?["ordering"] as? String == ordering, "\(directory)")
+        }
+        // The summary: the idle strategy and every ratio issue 13 asks for.
+        #expect(output.contains("idle strategy blocking"), "\(output)")
+        for line in ["closed loop p50 / fan-out p50: slots ", "closed loop p99 / fan-out p99: slots ",
+                     "open loop (all sending, 10,000/s) p50 / fan-out p50: slots ",
+                     "with a CPU hog on every core, closed loop p99 / p99 without: slots "] {
+            #expect(output.contains(line) && output.contains("promises "), "missing \(line) in \(output)")
+        }
+        // The report shows the ratios too.
+        let doc = out.appendingPathComponent("doc.md")
+        let (reportStatus, reportOutput) = try runScript(".build/release/carillon-bench", ["report", "--results", out.path, "--doc", doc.path])
+        #expect(reportStatus == 0, "\(reportOutput)")
+        let text = try String(contentsOf: doc, encoding: .utf8)
+        #expect(text.contains("### Latency") && text.contains("- closed loop p50 / fan-out p50: slots "), "\(text)")
+        // The hogs are gone, and so are the namespaces.
+        let pids = try String(contentsOf: out.appendingPathComponent("work/latency/hogs/pids"), encoding: .utf8).split(separator: "\n")
+        #expect(pids.count == Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))), "\(pids)")
+        for pid in pids {
+            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
+            #expect(comm.trimmingCharacters(in: .whitespacesAndNewlines) != "yes", "hog \(pid) still runs")
+        }
+        let names = try namespaceNames()
+        #expect(!names.contains("crlnb-\(pid)-"), "namespaces left behind: \(names)")
     }
 
     @Test func baselineMeasuresPingPongAndFanOut() throws {
