@@ -133,3 +133,17 @@ int carillon_lock_memory(void) {
 int carillon_make_wake_descriptor(void) {
     return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
+
+int carillon_wait_readable_mask(const int *fds, int count, int64_t timeout_ns) {
+    enum { MAX_FDS = 64 };
+    struct pollfd p[MAX_FDS];
+    if (count > MAX_FDS) count = MAX_FDS;
+    for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
+    if (timeout_ns < 0) timeout_ns = 0;
+    struct timespec ts = { .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000 };
+    int ready = ppoll(p, (nfds_t)count, &ts, NULL);
+    if (ready <= 0) return ready;
+    int mask = 0;
+    for (int i = 0; i < count && i < 31; i++) if (p[i].revents & POLLIN) mask |= 1 << i;
+    return mask;
+}

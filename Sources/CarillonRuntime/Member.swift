@@ -425,23 +425,22 @@ public final class Member: @unchecked Sendable {
     }
 
     /// Wakes the agent if it is parked (one eventfd write per parking, none while it runs).
-    /// The write comes before the flag: a parked agent that finds the flag set
-    /// always has something to read, so the eventfd never stays readable
-    /// unread (which would spin the agent). A wake that races the agent's
-    /// unparking costs it one spare cycle, which then drains it.
+    /// At most one write per parking (the flag); the agent drains the eventfd
+    /// whenever its wait says it is readable, so a write that races its
+    /// unparking costs one spare cycle, never a spin.
     @inline(__always) func wakeAgent() {
         guard wakeDescriptor >= 0, agentParked.load(ordering: .sequentiallyConsistent),
-              !wakeSignalled.load(ordering: .acquiring)
+              !wakeSignalled.exchange(true, ordering: .acquiringAndReleasing)
         else { return }
         var one: UInt64 = 1
         _ = write(wakeDescriptor, &one, 8)
-        wakeSignalled.store(true, ordering: .releasing)
     }
 
-    /// After parking: drains a wake, if one was signalled.
-    @inline(__always) func unpark() {
+    /// After parking: drains the wake eventfd when the wait found it readable.
+    @inline(__always) func unpark(wakeReadable: Bool) {
         agentParked.store(false, ordering: .relaxed)
-        if wakeSignalled.exchange(false, ordering: .acquiringAndReleasing) {
+        wakeSignalled.store(false, ordering: .releasing)
+        if wakeReadable {
             var count: UInt64 = 0
             _ = read(wakeDescriptor, &count, 8)
         }
@@ -515,8 +514,8 @@ public final class Member: @unchecked Sendable {
         prepareAgent()
         while running.load(ordering: .relaxed) {
             let wait = dutyCycle()
-            idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
-            unpark()
+            let readable = idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
+            unpark(wakeReadable: readable & 0b10 != 0)  // the eventfd is ownDescriptors[1]
         }
     }
 
@@ -714,24 +713,29 @@ public final class Member: @unchecked Sendable {
 
     /// Waits per the idle strategy for at most `wait` nanoseconds, waking early
     /// when any of `descriptors` becomes readable.
-    func idle(forNanos wait: UInt64, descriptors: [Int32], strategy: IdleStrategy) {
-        guard wait > 0 else { return }
+    /// Returns which descriptors were readable (bit `i` for `descriptors[i]`,
+    /// the first 31), 0 when it did not wait or nothing was.
+    @discardableResult
+    func idle(forNanos wait: UInt64, descriptors: [Int32], strategy: IdleStrategy) -> Int32 {
+        guard wait > 0 else { return 0 }
         let capped = Int64(min(wait, 1_000_000_000))
         switch strategy {
         case .busySpin:
-            return
+            return 0
         case .blocking:
-            waitReadable(descriptors, timeoutNanos: capped)
+            return waitReadable(descriptors, timeoutNanos: capped)
         case .spinThenPark(let spin):
-            if wait > spin { waitReadable(descriptors, timeoutNanos: capped - Int64(spin)) }
+            return wait > spin ? waitReadable(descriptors, timeoutNanos: capped - Int64(spin)) : 0
         }
     }
 }
 
-/// ppoll on every descriptor, no allocation for the usual single one.
-func waitReadable(_ descriptors: [Int32], timeoutNanos: Int64) {
+/// ppoll on every descriptor (no allocation); returns the readable ones as a
+/// bit mask (first 31), 0 on timeout or error.
+@discardableResult
+func waitReadable(_ descriptors: [Int32], timeoutNanos: Int64) -> Int32 {
     descriptors.withUnsafeBufferPointer { fds in
-        _ = carillon_wait_readable_any(fds.baseAddress, Int32(fds.count), timeoutNanos)
+        max(carillon_wait_readable_mask(fds.baseAddress, Int32(fds.count), timeoutNanos), 0)
     }
 }
 

@@ -59,8 +59,14 @@ public final class SharedAgent: @unchecked Sendable {
         while running.load(ordering: .relaxed) {
             var wait = UInt64.max
             for member in members { wait = min(wait, member.dutyCycle()) }
-            members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
-            for member in members { member.unpark() }
+            let readable = members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
+            // Each member's descriptors in order: its socket, then its wake eventfd.
+            var index = 0
+            for member in members {
+                let wakeIndex = index + member.ownDescriptors.count - 1
+                member.unpark(wakeReadable: member.ownDescriptors.count > 1 && wakeIndex < 31 && readable & (1 << wakeIndex) != 0)
+                index += member.ownDescriptors.count
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ int carillon_wait_readable(int fd, int64_t timeout_ns);
 /// ppoll(2) on several descriptors: 1 when any is readable, 0 on timeout, -1 with errno.
 int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns);
 
+/// As carillon_wait_readable_any, but returns which descriptors are readable:
+/// bit i for fds[i] (the first 31), 0 on timeout, -1 on error.
+int carillon_wait_readable_mask(const int *fds, int count, int64_t timeout_ns);
+
 /// A non-blocking, close-on-exec eventfd that another thread writes to wake
 /// a thread waiting in carillon_wait_readable_any; -1 (errno set) on failure.
 int carillon_make_wake_descriptor(void);
