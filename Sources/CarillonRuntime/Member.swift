@@ -408,11 +408,18 @@ public final class Member: @unchecked Sendable {
     /// delivers in order — so the delivery handler stays on the agent thread
     /// and the calling thread never holds anything the agent waits for longer
     /// than one send.
+    ///
+    /// The agent is woken first: it delivers the message, and if this thread
+    /// is preempted before it sends (a normal-priority thread on a loaded
+    /// host), the agent — at real-time priority by default — sends it
+    /// instead. Whoever takes the message first sends it; this thread never
+    /// waits for the instance's lock (the agent has it: the agent sends).
     func sendAtOnce() {
+        wakeAgent()
         let now = viewTimeNanos()
         callerEffects.withLock { effects in
             effects.removeAll()
-            let sent = state.withLock { $0.sendAtOnce(nowNanos: now, effects: &effects) }
+            let sent = state.withLockIfAvailable { $0.sendAtOnce(nowNanos: now, effects: &effects) } ?? false
             guard sent else { return }
             let key = callerRunKey.withLock { $0 }
             for frame in effects.frames {
@@ -421,7 +428,6 @@ public final class Member: @unchecked Sendable {
             }
             effects.removeAll()
         }
-        wakeAgent()
     }
 
     /// Wakes the agent if it is parked (one eventfd write per parking, none while it runs).
