@@ -490,6 +490,10 @@ public struct OrderingInstance: Sendable {
 
     // MARK: Promise mode
 
+    /// Promise mode: data leaves at once, but at most one data frame per round
+    /// period: under load what is queued meanwhile goes in one batch.
+    var nextDataNanos: UInt64 { lastDataSentNanos == 0 ? 0 : lastDataSentNanos &+ configuration.schedule.roundPeriodNanos }
+
     /// Whether frames go out every round period in promise mode: something is
     /// happening that the other members must hear about promptly (a view
     /// change, a suspicion, a gap being NAKed, the membership layer's work).
@@ -523,10 +527,13 @@ public struct OrderingInstance: Sendable {
             if dataHeld {
                 deadline = min(deadline, lastFrameSentNanos &+ period)
             } else {
-                // At once, unless this member has run more than two lookaheads ahead of its clock.
+                // At once, unless this member has run more than two lookaheads
+                // ahead of its clock, or sent data less than a round period ago
+                // (what is queued meanwhile goes in one frame: batching under load).
                 let ahead = 2 * configuration.effectivePromiseLookaheadRounds + 1
                 let earliest = nextSendRound > ahead ? nextSendRound - ahead : 0
-                deadline = min(deadline, configuration.schedule.slotWindow(round: earliest, rank: 0).startNanos)
+                let roundStart = configuration.schedule.slotWindow(round: earliest, rank: 0).startNanos
+                deadline = min(deadline, max(roundStart, nextDataNanos))
             }
         }
         if cursorRound < neededBelow, endRound == .max {
@@ -566,7 +573,7 @@ public struct OrderingInstance: Sendable {
         let owed = owedBelow > nextSendRound
         let owedRound = owedBelow > 0 ? owedBelow - 1 : 0
         let wantData = pendingMessages > 0 && !wedged && (!dataHeld || nowNanos >= lastFrameSentNanos &+ period)
-            && nextSendRound <= clockRound.addingClamped(2 * lookahead + 1)
+            && nextSendRound <= clockRound.addingClamped(2 * lookahead + 1) && nowNanos >= nextDataNanos
         let heartbeatDue = nowNanos >= lastFrameSentNanos &+ (busy ? period : configuration.effectivePromiseHeartbeatNanos)
         let nakDue = cursorRound < neededBelow && endRound == .max && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos
             && nowNanos >= lastFrameSentNanos &+ period
@@ -611,7 +618,7 @@ public struct OrderingInstance: Sendable {
         let clockRound = configuration.schedule.round(atNanos: nowNanos)
         let lookahead = configuration.effectivePromiseLookaheadRounds
         guard nowNanos >= configuration.schedule.slotWindow(round: configuration.firstRound, rank: 0).startNanos,
-              nextSendRound <= clockRound.addingClamped(2 * lookahead + 1)
+              nextSendRound <= clockRound.addingClamped(2 * lookahead + 1), nowNanos >= nextDataNanos
         else { return false }
         lastInputNanos = max(lastInputNanos, nowNanos)
         effects.reserveFrameBytes(configuration.maxFrameBytes)
