@@ -414,19 +414,26 @@ public final class Member: @unchecked Sendable {
     /// host), the agent — at real-time priority by default — sends it
     /// instead. Whoever takes the message first sends it; this thread never
     /// waits for the instance's lock (the agent has it: the agent sends).
+    ///
+    /// Frames leave in the order they were encoded: whoever encodes holds the
+    /// send lock until its frames are out (the agent for its whole cycle), so
+    /// a peer never sees a later frame of ours before an earlier one and NAKs
+    /// the gap between them.
     func sendAtOnce() {
         wakeAgent()
         let now = viewTimeNanos()
-        callerEffects.withLock { effects in
-            effects.removeAll()
-            let sent = state.withLockIfAvailable { $0.sendAtOnce(nowNanos: now, effects: &effects) } ?? false
-            guard sent else { return }
-            let key = callerRunKey.withLock { $0 }
-            for frame in effects.frames {
-                if authenticator != nil { effects.withMutableBytes(of: frame) { key?.seal($0) } }
-                effects.withBytes(of: frame) { bytes in sendLock.withLock { _ in try? transport.sendToAll(bytes) } }
+        _ = sendLock.withLockIfAvailable { _ in
+            callerEffects.withLock { effects in
+                effects.removeAll()
+                let sent = state.withLockIfAvailable { $0.sendAtOnce(nowNanos: now, effects: &effects) } ?? false
+                guard sent else { return }
+                let key = callerRunKey.withLock { $0 }
+                for frame in effects.frames {
+                    if authenticator != nil { effects.withMutableBytes(of: frame) { key?.seal($0) } }
+                    effects.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
+                }
+                effects.removeAll()
             }
-            effects.removeAll()
         }
     }
 
@@ -534,6 +541,19 @@ public final class Member: @unchecked Sendable {
     /// slot frame if the slot has opened, carry out the effects, publish
     /// counters now and then. Returns nanoseconds until the next deadline.
     func dutyCycle() -> UInt64 {
+        let now = sendLock.withLock { _ in dutyCycleSteps() }
+        if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
+        // Carrying out may have changed the view (and so the next deadline).
+        // Parked from here on: a broadcast after this reads wakes us.
+        agentParked.store(true, ordering: .sequentiallyConsistent)
+        let deadline = state.withLock { $0.nextDeadlineNanos }
+        let after = viewNow()
+        return deadline > after ? deadline - after : 0
+    }
+
+    /// The duty cycle's receiving, timeout and carrying out, under the send
+    /// lock (see ``sendAtOnce()``). Returns the cycle's time.
+    func dutyCycleSteps() -> UInt64 {
         let now = viewNow()
         // Take in everything that has arrived (after a late wake-up that is
         // several batches: judging silence before reading them would suspect
@@ -559,13 +579,7 @@ public final class Member: @unchecked Sendable {
         let logger = agent.logger
         let runKey = agent.runKey
         carryOut(&agent.effects, logger: logger, runKey: runKey)
-        if now >= agent.metrics.nextPublishNanos { publishAndCorrect(now: now) }
-        // Carrying out may have changed the view (and so the next deadline).
-        // Parked from here on: a broadcast after this reads wakes us.
-        agentParked.store(true, ordering: .sequentiallyConsistent)
-        let deadline = state.withLock { $0.nextDeadlineNanos }
-        let after = viewNow()
-        return deadline > after ? deadline - after : 0
+        return now
     }
 
     /// Derives the run key when the member's run changes (a joiner adopts the run that admits it).
@@ -661,7 +675,8 @@ public final class Member: @unchecked Sendable {
                     (bytes[5] == FrameKind.membership.rawValue ? authenticator : runKey)?.seal(bytes)
                 }
             }
-            effects.ordering.withBytes(of: frame) { bytes in sendLock.withLock { _ in try? transport.sendToAll(bytes) } }
+            // The send lock is held: the duty cycle's (`dutyCycleSteps`).
+            effects.ordering.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
         }
         var nextEvent = 0
         for (index, delivery) in effects.ordering.deliveries.enumerated() {
