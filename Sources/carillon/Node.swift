@@ -61,7 +61,13 @@ final class NodeLog: @unchecked Sendable {
 
     func append(_ line: LogLine) { lines.withLock { $0.append(line) } }
 
-    func takeLines() -> [LogLine] { lines.withLock { lines in defer { lines.removeAll(keepingCapacity: true) }; return lines } }
+    /// Swaps the pending lines with `spare` (which should be empty): the two
+    /// buffers alternate, so no flush allocates. (Copying the array out and
+    /// then emptying it with `keepingCapacity` made the shared buffer copy on
+    /// write: a fresh buffer as large as the biggest backlog on every flush —
+    /// with memory locked, mmap and page-faulting it in took most of a
+    /// member's CPU under load.)
+    func takeLines(into spare: inout [LogLine]) { lines.withLock { swap(&$0, &spare) } }
 }
 
 struct Node: ParsableCommand {
@@ -241,21 +247,27 @@ struct Node: ParsableCommand {
         defer { sources.forEach { $0.cancel() } }
 
         var nextFlush: UInt64 = 0
+        var lines: [LogLine] = []
+        var text: [UInt8] = []
         func flush(force: Bool = false) {
             let now = Clock.viewNanos()
             guard let output, force || now >= nextFlush else { return }
             nextFlush = now + 100_000_000
-            let lines = record.takeLines()
+            lines.removeAll(keepingCapacity: true)
+            record.takeLines(into: &lines)
             guard !lines.isEmpty else { return }
-            var text = ""
-            text.reserveCapacity(lines.count * 48)
+            // One reused buffer (no large allocation per flush; see takeLines).
+            text.removeAll(keepingCapacity: true)
             for line in lines {
                 switch line {
-                case .message(let n, let q, let s, let d): text += "\(n) \(q) \(s) \(d)\n"
-                case .event(let e): text += e + "\n"
+                case .message(let n, let q, let s, let d): text.append(contentsOf: "\(n) \(q) \(s) \(d)\n".utf8)
+                case .event(let e): text.append(contentsOf: e.utf8); text.append(UInt8(ascii: "\n"))
                 }
             }
-            output.write(Data(text.utf8))
+            text.withUnsafeMutableBytes { bytes in
+                guard let base = bytes.baseAddress else { return }
+                output.write(Data(bytesNoCopy: base, count: bytes.count, deallocator: .none))
+            }
         }
 
         try node.start()
