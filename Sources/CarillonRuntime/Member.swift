@@ -367,12 +367,14 @@ public final class Member: @unchecked Sendable {
             self.thread = nil
         }
         onStop?()
+        // The send path counts under the send lock (a broadcasting thread may be sending); never inside the state lock.
+        let transportCounters = sendLock.withLock { _ in transport.counters }
         let report = state.withLock { instance in
             StopReport(unsentMessages: instance.pendingMessageCount,
                        deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
                        nextRoundToSend: instance.ordering?.nextRoundToSend ?? 0, view: instance.view,
                        ordering: instance.orderingCounters, membership: instance.counters,
-                       transport: transport.counters, runtime: runtimeCounters)
+                       transport: transportCounters, runtime: runtimeCounters)
         }
         if wasRunning { nodeLogger.info("member stopped", metadata: [
             "unsent_messages": "\(report.unsentMessages)", "delivered": "\(report.ordering.messagesDelivered)",
@@ -626,12 +628,14 @@ public final class Member: @unchecked Sendable {
     /// Counters out through swift-metrics, anomalies to the log, the clock
     /// correction updated: a few times a second, never per frame.
     func publishAndCorrect(now: UInt64) {
-        let (ordering, membership, transportCounters, residual, epoch, timebase) = state.withLock { instance in
+        // The send path counts under the send lock (a broadcasting thread may be sending); never inside the state lock.
+        let transportCounters = sendLock.withLock { _ in transport.counters }
+        let (ordering, membership, residual, epoch, timebase) = state.withLock { instance in
             let ordering = instance.ordering
             // Rank 0 is the timebase; the others follow it.
             let residual = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
             let timebase = instance.view.flatMap(\.members.first).map { UInt64($0.node) << 48 ^ $0.incarnation }
-            return (instance.orderingCounters, instance.counters, transport.counters, residual, instance.view?.epoch, timebase)
+            return (instance.orderingCounters, instance.counters, residual, instance.view?.epoch, timebase)
         }
         // The pure corrector decides (docs/protocol.md §13): steps bounded, none
         // from a scattered estimate, a fresh start at each view. Local time, so

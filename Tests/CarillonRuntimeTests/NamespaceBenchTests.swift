@@ -90,7 +90,10 @@ struct NamespaceBenchTests {
             // change is a timing effect (a member descheduled long enough on 2
             // busy cores to be suspected): the bench reports it and the churn
             // figures are measured elsewhere, so it is not asserted here.
-            let dataNotes = (row["notes"] as? [String] ?? []).filter { !$0.hasSuffix("view changes during the run") }
+            // Nor is a cost figure the sampler could not take (a run shorter than its interval).
+            let dataNotes = (row["notes"] as? [String] ?? []).filter {
+                !$0.hasSuffix("view changes during the run") && !$0.hasPrefix("member cost not measured")
+            }
             #expect(dataNotes.isEmpty, "\(row)")
         }
     }
