@@ -507,7 +507,11 @@ public struct OrderingInstance: Sendable {
 
     /// Time after which a member still missing part of a round someone sent
     /// data in NAKs it: the loss grace, plus room for the answer's round trip.
-    var promiseNakGraceNanos: UInt64 { 4 * configuration.lossGraceNanos }
+    /// Late is not lost here either: at least the longest recent gap between
+    /// any peer's frames (an answer from a descheduled member comes late, not never).
+    var promiseNakGraceNanos: UInt64 {
+        max(4 * configuration.lossGraceNanos, arrivals.recentMaxGap(nowNanos: lastInputNanos))
+    }
 
     public var promiseDebug: String {
         "owed \(owedBelow) needed \(neededBelow)@\(neededSinceNanos) pending \(pendingMessages) wedged \(wedged) held \(dataHeld) lastFrame \(lastFrameSentNanos) lastRepair \(lastRepairSentNanos) busy \(promiseBusy) finished \(isFinished) lastInput \(lastInputNanos) suspected \(suspected) repairs \(repairRuns.isEmpty) end \(endRound)"
