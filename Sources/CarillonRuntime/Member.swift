@@ -368,7 +368,10 @@ public final class Member: @unchecked Sendable {
         }
         onStop?()
         // The send path counts under the send lock (a broadcasting thread may be sending); never inside the state lock.
-        let transportCounters = sendLock.withLock { _ in transport.counters }
+        // (Not waiting for it: `stop()` from a delivery handler runs on the agent
+        // thread inside its cycle, which holds the lock; the agent has stopped
+        // sending by then, so the counters are still.)
+        let transportCounters = sendLock.withLockIfAvailable { _ in transport.counters } ?? transport.counters
         let report = state.withLock { instance in
             StopReport(unsentMessages: instance.pendingMessageCount,
                        deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
