@@ -442,11 +442,13 @@ public final class Member: @unchecked Sendable {
         }
     }
 
-    /// Wakes the agent if it is parked (one eventfd write per parking, none while it runs).
-    /// At most one write per parking (the flag); the agent drains the eventfd
-    /// whenever its wait says it is readable, so a write that races its
-    /// unparking costs one spare cycle, never a spin.
+    /// Wakes the agent if it is parked: at most one eventfd write per parking
+    /// (the flag), none while it runs, none for a busy-spinning agent (it never
+    /// waits). The agent drains the eventfd whenever its wait says it is
+    /// readable, so a write that races its unparking costs one spare cycle,
+    /// never a spin.
     @inline(__always) func wakeAgent() {
+        if case .busySpin = configuration.idleStrategy { return }
         guard wakeDescriptor >= 0, agentParked.load(ordering: .sequentiallyConsistent),
               !wakeSignalled.exchange(true, ordering: .acquiringAndReleasing)
         else { return }
