@@ -88,14 +88,8 @@ int carillon_wait_readable(int fd, int64_t timeout_ns) {
 }
 
 int carillon_wait_readable_any(const int *fds, int count, int64_t timeout_ns) {
-    enum { MAX_FDS = 64 };
-    struct pollfd p[MAX_FDS];
-    if (count > MAX_FDS) count = MAX_FDS;
-    for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
-    if (timeout_ns < 0) timeout_ns = 0;
-    struct timespec ts = { .tv_sec = timeout_ns / 1000000000, .tv_nsec = timeout_ns % 1000000000 };
-    int ready = ppoll(p, (nfds_t)count, &ts, NULL);
-    return ready > 0 ? 1 : ready;
+    int mask = carillon_wait_readable_mask(fds, count, timeout_ns);
+    return mask > 0 ? 1 : mask;
 }
 
 int carillon_set_thread_scheduling(pthread_t thread, int policy, int priority) {

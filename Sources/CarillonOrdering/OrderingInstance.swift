@@ -534,8 +534,7 @@ public struct OrderingInstance: Sendable {
                 // At once, unless this member has run more than two lookaheads
                 // ahead of its clock, or sent data less than a round period ago
                 // (what is queued meanwhile goes in one frame: batching under load).
-                let ahead = 2 * configuration.effectivePromiseLookaheadRounds + 1
-                let earliest = nextSendRound > ahead ? nextSendRound - ahead : 0
+                let earliest = nextSendRound > dataAheadRounds ? nextSendRound - dataAheadRounds : 0
                 let roundStart = configuration.schedule.slotWindow(round: earliest, rank: 0).startNanos
                 deadline = min(deadline, max(roundStart, nextDataNanos))
             }
@@ -576,19 +575,14 @@ public struct OrderingInstance: Sendable {
         let idle = !busy && nowNanos >= lastDataSentNanos &+ configuration.promiseIdleAfterNanos
         let owed = owedBelow > nextSendRound
         let owedRound = owedBelow > 0 ? owedBelow - 1 : 0
-        let wantData = pendingMessages > 0 && !wedged && (!dataHeld || nowNanos >= lastFrameSentNanos &+ period)
-            && nextSendRound <= clockRound.addingClamped(2 * lookahead + 1) && nowNanos >= nextDataNanos
+        let wantData = dataMayLeave(nowNanos: nowNanos, clockRound: clockRound)
+            && (!dataHeld || nowNanos >= lastFrameSentNanos &+ period)
         let heartbeatDue = nowNanos >= lastFrameSentNanos &+ (busy ? period : configuration.effectivePromiseHeartbeatNanos)
         let nakDue = cursorRound < neededBelow && endRound == .max && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos
             && nowNanos >= lastFrameSentNanos &+ period
         let reach = idle ? lookahead : (busy ? 0 : configuration.effectivePromiseActiveLookaheadRounds)
         if wantData {
-            let round = max(nextSendRound, clockRound, owedRound)
-            // The promise reaches past the clock, not past the stamp: stamps
-            // that leapfrog each other's promises would run away from the
-            // clock and then wait for it.
-            sendSlotFrame(round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
-                          effects: &effects)
+            sendDataFrame(clockRound: clockRound, reach: reach, nowNanos: nowNanos, effects: &effects)
         } else if owed || heartbeatDue || nakDue {
             if owed { counters.promisesOwed += 1 }
             let target = max(owedRound, clockRound.addingClamped(reach))
@@ -620,18 +614,35 @@ public struct OrderingInstance: Sendable {
               !keepBusy, !suspectsAnyone
         else { return false }
         let clockRound = configuration.schedule.round(atNanos: nowNanos)
-        let lookahead = configuration.effectivePromiseLookaheadRounds
         guard nowNanos >= configuration.schedule.slotWindow(round: configuration.firstRound, rank: 0).startNanos,
-              nextSendRound <= clockRound.addingClamped(2 * lookahead + 1), nowNanos >= nextDataNanos
+              dataMayLeave(nowNanos: nowNanos, clockRound: clockRound)
         else { return false }
         lastInputNanos = max(lastInputNanos, nowNanos)
         effects.reserveFrameBytes(configuration.maxFrameBytes)
-        let round = max(nextSendRound, clockRound, owedBelow > 0 ? owedBelow - 1 : 0)
-        let reach = configuration.effectivePromiseActiveLookaheadRounds
-        sendSlotFrame(round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
+        sendDataFrame(clockRound: clockRound, reach: configuration.effectivePromiseActiveLookaheadRounds, nowNanos: nowNanos,
                       effects: &effects)
         deliveryDue = true
         return true
+    }
+
+    /// Rounds past its clock a member may stamp data: two lookaheads.
+    var dataAheadRounds: UInt64 { 2 * configuration.effectivePromiseLookaheadRounds + 1 }
+
+    /// Whether queued data may leave now: not wedged, not too far ahead of the
+    /// clock, not within a round period of the last data frame (the window's
+    /// hold-back, `dataHeld`, is the caller's to weigh).
+    func dataMayLeave(nowNanos: UInt64, clockRound: UInt64) -> Bool {
+        pendingMessages > 0 && !wedged && nextSendRound <= clockRound.addingClamped(dataAheadRounds) && nowNanos >= nextDataNanos
+    }
+
+    /// Sends the queued data in the first round it may take, promising `reach`
+    /// rounds past the clock. The promise reaches past the clock, not past the
+    /// stamp: stamps that leapfrog each other's promises would run away from
+    /// the clock and then wait for it.
+    private mutating func sendDataFrame(clockRound: UInt64, reach: UInt64, nowNanos: UInt64, effects: inout OrderingEffects) {
+        let round = max(nextSendRound, clockRound, owedBelow > 0 ? owedBelow - 1 : 0)
+        sendSlotFrame(round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
+                      effects: &effects)
     }
 
     /// Repair frames in promise mode carry the next round to send as theirs:
