@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .library(name: "Carillon", targets: ["Carillon"]),
         .library(name: "CarillonSimulation", targets: ["CarillonSimulation"]),
+        .library(name: "CarillonServices", targets: ["CarillonServices"]),
         .executable(name: "carillon-sim", targets: ["carillon-sim"]),
         .executable(name: "carillon", targets: ["carillon"]),
         .executable(name: "carillon-tap", targets: ["carillon-tap"]),
@@ -28,6 +29,9 @@ let package = Package(
         .target(name: "CarillonSchedule"),
         .target(name: "CarillonOrdering", dependencies: ["CarillonWire", "CarillonSchedule"]),
         .target(name: "CarillonMembership", dependencies: ["CarillonOrdering", "CarillonWire", "CarillonSchedule"]),
+        // Services as replicated state machines on the bus's event stream: the
+        // envelope, sessions, locks, the object store.
+        .target(name: "CarillonServices", dependencies: ["CarillonMembership", "CarillonOrdering"]),
         // The bulk channel's datagrams, pacer, sender and receiver.
         .target(name: "CarillonBulk", dependencies: ["CarillonSchedule"]),
 
@@ -103,6 +107,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
+        .testTarget(name: "CarillonServicesTests", dependencies: ["CarillonServices", "CarillonMembership", "CarillonOrdering"]),
         .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),

@@ -23,6 +23,8 @@ public struct OrderingEffects: Sendable {
 
     /// A message to hand to the application, its payload stored in ``deliveryBytes``.
     public struct Delivery: Sendable, Hashable {
+        /// Epoch of the view the message was delivered in.
+        public var epoch: UInt32
         /// Rank of the member that broadcast the message.
         public var sender: Int
         /// The sender's sequence number for it.
@@ -122,10 +124,10 @@ public struct OrderingEffects: Sendable {
         return true
     }
 
-    mutating func appendDelivery(sender: Int, sequence: UInt64, round: UInt64, index: Int, payload: UnsafeRawBufferPointer) {
+    mutating func appendDelivery(epoch: UInt32, sender: Int, sequence: UInt64, round: UInt64, index: Int, payload: UnsafeRawBufferPointer) {
         let offset = deliveryBytes.count
         deliveryBytes.append(contentsOf: payload)
-        deliveries.append(Delivery(sender: sender, sequence: sequence, round: round, index: index,
+        deliveries.append(Delivery(epoch: epoch, sender: sender, sequence: sequence, round: round, index: index,
                                    payloadOffset: offset, payloadLength: payload.count))
     }
 }

@@ -1517,7 +1517,7 @@ public struct OrderingInstance: Sendable {
                 if message.sequence > expected { counters.sequenceGaps += 1 }
                 nextDeliverSequence[sender] = message.sequence &+ 1
             }
-            effects.appendDelivery(sender: sender, sequence: message.sequence, round: round, index: index,
+            effects.appendDelivery(epoch: configuration.epoch, sender: sender, sequence: message.sequence, round: round, index: index,
                                    payload: message.payload)
             counters.messagesDelivered += 1
         }

@@ -687,17 +687,11 @@ public final class Member: @unchecked Sendable {
             // The send lock is held: the duty cycle's (`dutyCycleSteps`).
             effects.ordering.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
         }
-        var nextEvent = 0
-        for (index, delivery) in effects.ordering.deliveries.enumerated() {
-            while nextEvent < effects.events.count, effects.events[nextEvent].deliveriesBefore <= index {
-                handle(effects.events[nextEvent].kind, logger: logger)
-                nextEvent += 1
+        effects.forEachBusEvent { event in
+            switch event {
+            case .delivered(let delivery, let payload): handler(delivery, payload)
+            case .view(let kind): handle(kind, logger: logger)
             }
-            effects.ordering.withPayload(of: delivery) { handler(delivery, $0) }
-        }
-        while nextEvent < effects.events.count {
-            handle(effects.events[nextEvent].kind, logger: logger)
-            nextEvent += 1
         }
         for event in effects.ordering.membershipEvents {
             onSuspicionChange?(event)

@@ -763,19 +763,18 @@ public struct MembershipSimulator {
             if recording { recordFrame(bytes) }
             for peer in processes.indices where peer != node { transmit(bytes, from: node, to: peer) }
         }
-        var next = 0
-        let deliveries = effects.ordering.deliveries
-        for event in effects.events {
-            while next < event.deliveriesBefore { deliver(node, deliveries[next]); next += 1 }
-            handle(node, event)
+        let current = effects
+        current.forEachBusEvent { event in
+            switch event {
+            case .delivered(_, let payload): deliver(node, payload)
+            case .view(let kind): handle(node, kind)
+            }
         }
-        while next < deliveries.count { deliver(node, deliveries[next]); next += 1 }
     }
 
-    mutating func deliver(_ node: Int, _ delivery: OrderingEffects.Delivery) {
-        let bytes = effects.ordering.payload(of: delivery)
+    mutating func deliver(_ node: Int, _ bytes: UnsafeRawBufferPointer) {
         guard bytes.count == 8 else { violations.append("node \(node) delivered a payload of \(bytes.count) bytes"); return }
-        let id = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        let id = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
         var process = processes[node]
         deliveries += 1
         if !broadcastIDs.contains(id) { violations.append("integrity: node \(node) delivered \(id), never sent") }
@@ -807,8 +806,8 @@ public struct MembershipSimulator {
         }
     }
 
-    mutating func handle(_ node: Int, _ event: ViewEvent) {
-        switch event.kind {
+    mutating func handle(_ node: Int, _ event: ViewEvent.Kind) {
+        switch event {
         case .installed(let view, let joined):
             viewsInstalled += 1
             let previous = processes[node].epoch

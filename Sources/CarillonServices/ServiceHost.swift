@@ -1,0 +1,378 @@
+import CarillonMembership
+
+/// What a host counted, for operators.
+public struct ServiceCounters: Sendable, Hashable {
+    /// Commands a state machine applied.
+    public var commandsApplied = 0
+    /// Retries of requests already answered, answered again from the session's memory.
+    public var retriesAnswered = 0
+    /// Retries of requests applied but not yet answered, or already forgotten: ignored.
+    public var duplicatesIgnored = 0
+    /// Payloads that were not envelopes, or bodies a service could not read.
+    public var badRequests = 0
+    /// Commands naming a session of another member than their sender.
+    public var foreignSessions = 0
+    /// Requests refused because their session's window was full.
+    public var windowsFull = 0
+    public var sessionsEnded = 0
+    public var viewChanges = 0
+
+    public init() {}
+}
+
+/// Why a host could not take a state.
+public enum ServiceStateError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The state's bytes could not be read.
+    case undecodable(ServiceDecodeError)
+    /// The state names services this host does not run, or lacks some it runs.
+    case servicesDiffer(state: [UInt16], host: [UInt16])
+
+    public var description: String {
+        switch self {
+        case .undecodable(let e): "the received state cannot be read: \(e)"
+        case .servicesDiffer(let s, let h): "the received state holds services \(s), this member runs \(h)"
+        }
+    }
+}
+
+/// Runs registered state machines on the bus's event stream: decodes each
+/// delivered envelope, applies its command exactly once per (session,
+/// request id), ends sessions whose member left, and snapshots / restores
+/// everything for joiners. Pure: the same events give the same state, the
+/// same responses and the same digest at every member.
+public struct ServiceHost {
+    /// Responses a session's client has not acknowledged are kept for retries;
+    /// a session may have at most this many requests applied and not
+    /// acknowledged.
+    public static let sessionWindow = 64
+
+    struct Answer {
+        var requestID: UInt64
+        var service: UInt16
+        var status: ServiceStatus
+        var position: BusPosition
+        var index: UInt64
+        var body: [UInt8]
+    }
+
+    struct Session {
+        var acknowledgedBelow: UInt64 = 0
+        /// Applied, not answered yet (a queued lock acquire).
+        var pending: [UInt64] = []
+        /// Answered; slots with requestID below acknowledgedBelow are free.
+        var answers: [Answer] = []
+
+        var inWindow: Int {
+            pending.count + answers.reduce(0) { $0 + ($1.requestID >= acknowledgedBelow ? 1 : 0) }
+        }
+    }
+
+    public private(set) var machines: [any ReplicatedStateMachine]
+    /// The view the last event was applied in.
+    public private(set) var view: View?
+    /// The log index of the last applied event.
+    public private(set) var appliedIndex: UInt64 = 0
+    public private(set) var counters = ServiceCounters()
+    var sessions: [SessionID: Session] = [:]
+
+    public init(machines: [any ReplicatedStateMachine]) {
+        precondition(Set(machines.map(\.serviceID)).count == machines.count, "service ids must be unique")
+        self.machines = machines
+    }
+
+    /// Sessions open now, in order.
+    public var openSessions: [SessionID] { sessions.keys.sorted() }
+
+    /// The machine serving `serviceID`, for local (stale) reads.
+    public func machine(_ serviceID: UInt16) -> (any ReplicatedStateMachine)? {
+        machines.first { $0.serviceID == serviceID }
+    }
+
+    /// Applies one event of the bus stream. Throws only when a received state
+    /// cannot be taken (the member cannot serve: the shell should stop it).
+    public mutating func apply(_ event: BusEvent, output: inout ServiceOutput) throws(ServiceStateError) {
+        switch event {
+        case .delivered(let delivery, let payload):
+            applyCommand(payload, at: delivery.position, fromRank: delivery.sender, output: &output)
+        case .view(let kind):
+            switch kind {
+            case .installed(let next, _):
+                applyView(next, output: &output)
+            case .stateReceived(let next, let state):
+                if state.isEmpty {
+                    reset()
+                    view = next
+                } else {
+                    let result: Result<Void, ServiceStateError> = state.withUnsafeBytes { b in
+                        do throws(ServiceStateError) { try restore(b); return .success(()) } catch { return .failure(error) }
+                    }
+                    try result.get()
+                }
+            case .excluded:
+                // This incarnation is over: its state is replaced when it rejoins.
+                view = nil
+            case .noPrimaryComponent:
+                break
+            }
+        }
+    }
+
+    /// Applies one delivered payload, sent by the member at rank `sender` of
+    /// the current view, at `position` (``apply(_:output:)`` for a delivery).
+    public mutating func applyCommand(_ payload: UnsafeRawBufferPointer, at position: BusPosition, fromRank sender: Int,
+                                      output: inout ServiceOutput) {
+        let envelope: CommandEnvelope
+        do { envelope = try CommandEnvelope.decode(payload) } catch {
+            counters.badRequests += 1
+            return
+        }
+        // A session belongs to its member: another member's command for it is refused.
+        guard let view, sender < view.members.count, view.members[sender] == envelope.session.member else {
+            counters.foreignSessions += 1
+            return
+        }
+        appliedIndex += 1
+        output.position = position
+        output.index = appliedIndex
+        output.service = envelope.service
+        let id = envelope.session
+        if envelope.kind == .endSession {
+            endSession(id, output: &output)
+            return
+        }
+        var session = sessions[id] ?? Session()
+        session.acknowledgedBelow = max(session.acknowledgedBelow, envelope.acknowledgedBelow)
+        if envelope.requestID < session.acknowledgedBelow || session.pending.contains(envelope.requestID) {
+            counters.duplicatesIgnored += 1
+            sessions[id] = session
+            return
+        }
+        if let answer = session.answers.first(where: { $0.requestID == envelope.requestID }) {
+            counters.retriesAnswered += 1
+            output.service = answer.service
+            output.position = answer.position
+            output.index = answer.index
+            output.complete(id, answer.requestID, status: answer.status) { $0.raw(answer.body) }
+            output.position = position
+            output.index = appliedIndex
+            sessions[id] = session
+            return
+        }
+        if session.inWindow >= Self.sessionWindow {
+            counters.windowsFull += 1
+            sessions[id] = session
+            output.complete(id, envelope.requestID, status: .windowFull)
+            return
+        }
+        sessions[id] = session
+        guard let m = machines.firstIndex(where: { $0.serviceID == envelope.service }) else {
+            output.complete(id, envelope.requestID, status: .unknownService)
+            record(from: output.completions.count - 1, current: (id, envelope.requestID), output: output)
+            return
+        }
+        let start = output.completions.count
+        let context = ApplyContext(position: position, index: appliedIndex, session: id, requestID: envelope.requestID,
+                                   capability: envelope.capability)
+        var reader = ByteReader(envelope.body)
+        do {
+            try machines[m].apply(&reader, context: context, output: &output)
+            counters.commandsApplied += 1
+        } catch {
+            counters.badRequests += 1
+            if !output.completions[start...].contains(where: { $0.session == id && $0.requestID == envelope.requestID }) {
+                output.complete(id, envelope.requestID, status: .badRequest)
+            }
+        }
+        record(from: start, current: (id, envelope.requestID), output: output)
+    }
+
+    /// Remembers the answers given since completion `start` in their sessions
+    /// (for retries), and the current request as pending if it was not answered.
+    mutating func record(from start: Int, current: (SessionID, UInt64)?, output: ServiceOutput) {
+        var answeredCurrent = false
+        for c in output.completions[start...] {
+            if let current, c.session == current.0, c.requestID == current.1 { answeredCurrent = true }
+            guard var session = sessions[c.session] else { continue }
+            session.pending.removeAll { $0 == c.requestID }
+            let slot = session.answers.firstIndex { $0.requestID < session.acknowledgedBelow }
+            if let slot {
+                session.answers[slot].requestID = c.requestID
+                session.answers[slot].service = c.service
+                session.answers[slot].status = c.status
+                session.answers[slot].position = c.position
+                session.answers[slot].index = c.index
+                session.answers[slot].body.removeAll(keepingCapacity: true)
+                session.answers[slot].body.append(contentsOf: output.bodies.bytes[c.bodyOffset..<(c.bodyOffset + c.bodyLength)])
+            } else {
+                session.answers.append(Answer(requestID: c.requestID, service: c.service, status: c.status, position: c.position,
+                                              index: c.index, body: Array(output.bodies.bytes[c.bodyOffset..<(c.bodyOffset + c.bodyLength)])))
+            }
+            sessions[c.session] = session
+        }
+        if let current, !answeredCurrent { sessions[current.0]?.pending.append(current.1) }
+    }
+
+    mutating func endSession(_ id: SessionID, output: inout ServiceOutput) {
+        guard sessions[id] != nil else { return }
+        let start = output.completions.count
+        for m in machines.indices {
+            output.service = machines[m].serviceID
+            machines[m].endSession(id, index: appliedIndex, output: &output)
+        }
+        sessions[id] = nil
+        counters.sessionsEnded += 1
+        // Answers to other sessions (a waiter granted what this one let go).
+        record(from: start, current: nil, output: output)
+    }
+
+    mutating func applyView(_ next: View, output: inout ServiceOutput) {
+        appliedIndex += 1
+        counters.viewChanges += 1
+        output.position = BusPosition(epoch: next.epoch, round: next.startRound, slot: 0, index: 0)
+        output.index = appliedIndex
+        let removed = (view?.members ?? []).filter { !next.members.contains($0) }
+        view = next
+        // Sessions of members that left end here, in session order.
+        for id in sessions.keys.sorted() where removed.contains(id.member) {
+            endSession(id, output: &output)
+        }
+        let start = output.completions.count
+        for m in machines.indices {
+            output.service = machines[m].serviceID
+            machines[m].applyViewChange(next, removed: removed, index: appliedIndex, output: &output)
+        }
+        record(from: start, current: nil, output: output)
+    }
+
+    /// A joiner given no state starts empty in `next`.
+    mutating func reset() {
+        sessions = [:]
+        appliedIndex = 0
+    }
+
+    // MARK: - Snapshots
+
+    /// The host's whole state (view, log index, sessions, every machine),
+    /// deterministic: equal states give equal bytes.
+    public func snapshot() -> [UInt8] {
+        var w = ByteWriter(capacity: 1024)
+        w.u8(1)
+        w.u64(appliedIndex)
+        if let view {
+            w.u8(1)
+            w.u32(view.epoch)
+            w.u64(view.startRound)
+            w.u16(UInt16(view.members.count))
+            for m in view.members { w.u16(m.node); w.u64(m.incarnation) }
+        } else {
+            w.u8(0)
+        }
+        let ids = sessions.keys.sorted()
+        w.u32(UInt32(ids.count))
+        for id in ids {
+            let s = sessions[id]!
+            id.write(to: &w)
+            w.u64(s.acknowledgedBelow)
+            w.u16(UInt16(s.pending.count))
+            for p in s.pending { w.u64(p) }
+            let answers = s.answers.filter { $0.requestID >= s.acknowledgedBelow }.sorted { $0.requestID < $1.requestID }
+            w.u16(UInt16(answers.count))
+            for a in answers {
+                w.u64(a.requestID); w.u16(a.service); w.u8(a.status.rawValue)
+                w.u32(a.position.epoch); w.u64(a.position.round); w.u32(UInt32(a.position.slot)); w.u32(UInt32(a.position.index))
+                w.u64(a.index)
+                w.bytes32(a.body)
+            }
+        }
+        w.u16(UInt16(machines.count))
+        for m in machines {
+            w.u16(m.serviceID)
+            let lengthAt = w.count
+            w.u64(0)
+            let start = w.count
+            m.snapshot(into: &w)
+            let length = UInt64(w.count - start)
+            for i in 0..<8 { w.bytes[lengthAt + i] = UInt8(truncatingIfNeeded: length >> UInt64(8 * i)) }
+        }
+        return w.bytes
+    }
+
+    /// The digest of ``snapshot()``: equal at every replica at the same position.
+    public var digest: UInt64 { Digest64.of(snapshot()) }
+
+    /// Replaces the whole state by a snapshot's.
+    public mutating func restore(_ bytes: UnsafeRawBufferPointer) throws(ServiceStateError) {
+        let decoded: Decoded
+        do { decoded = try Self.decode(bytes) } catch { throw .undecodable(error) }
+        guard decoded.machines.map(\.0) == machines.map(\.serviceID) else {
+            throw .servicesDiffer(state: decoded.machines.map(\.0), host: machines.map(\.serviceID))
+        }
+        var next = machines
+        do throws(ServiceDecodeError) {
+            for (m, body) in decoded.machines.enumerated() {
+                var reader = ByteReader(body.1)
+                try next[m].restore(from: &reader)
+                try reader.expectEnd()
+            }
+        } catch { throw .undecodable(error) }
+        machines = next
+        sessions = decoded.sessions
+        appliedIndex = decoded.index
+        view = decoded.view
+    }
+
+    struct Decoded {
+        var index: UInt64
+        var view: View?
+        var sessions: [SessionID: Session]
+        var machines: [(UInt16, UnsafeRawBufferPointer)]
+    }
+
+    static func decode(_ bytes: UnsafeRawBufferPointer) throws(ServiceDecodeError) -> Decoded {
+        var r = ByteReader(bytes)
+        let version = try r.u8()
+        guard version == 1 else { throw .unsupportedVersion(version) }
+        let index = try r.u64()
+        var restoredView: View?
+        if try r.u8() == 1 {
+            let epoch = try r.u32()
+            let start = try r.u64()
+            let n = Int(try r.u16())
+            var members: [MemberID] = []
+            for _ in 0..<n { members.append(MemberID(node: try r.u16(), incarnation: try r.u64())) }
+            restoredView = View(epoch: epoch, members: members, startRound: start)
+        }
+        var restored: [SessionID: Session] = [:]
+        let sessionCount = Int(try r.u32())
+        for _ in 0..<sessionCount {
+            let id = try SessionID.read(from: &r)
+            var s = Session()
+            s.acknowledgedBelow = try r.u64()
+            let pendingCount = Int(try r.u16())
+            for _ in 0..<pendingCount { s.pending.append(try r.u64()) }
+            let answerCount = Int(try r.u16())
+            for _ in 0..<answerCount {
+                let requestID = try r.u64()
+                let service = try r.u16()
+                let rawStatus = try r.u8()
+                guard let status = ServiceStatus(rawValue: rawStatus) else { throw .invalidField("status \(rawStatus)") }
+                let position = BusPosition(epoch: try r.u32(), round: try r.u64(), slot: Int(try r.u32()), index: Int(try r.u32()))
+                let answerIndex = try r.u64()
+                let body = Array(try r.bytes32())
+                s.answers.append(Answer(requestID: requestID, service: service, status: status, position: position,
+                                        index: answerIndex, body: body))
+            }
+            restored[id] = s
+        }
+        let machineCount = Int(try r.u16())
+        var bodies: [(UInt16, UnsafeRawBufferPointer)] = []
+        for _ in 0..<machineCount {
+            let id = try r.u16()
+            let length = try r.u64()
+            guard length <= UInt64(r.remaining) else { throw .truncated(offset: r.offset, needed: Int(clamping: length), available: r.remaining) }
+            bodies.append((id, try r.raw(Int(length))))
+        }
+        try r.expectEnd()
+        return Decoded(index: index, view: restoredView, sessions: restored, machines: bodies)
+    }
+}
