@@ -163,9 +163,9 @@ public struct CostSummary: Codable, Sendable, Hashable {
 
 /// One measured configuration: a row of a results table.
 public struct BenchResult: Codable, Sendable, Hashable {
-    /// `baseline`, `ordered`, `throughput`, `interference`, `corosync` or `idle`.
+    /// `baseline`, `ordered`, `throughput`, `interference`, `corosync`, `idle`, `latency` or `services`.
     public var scenario: String
-    /// What was measured, e.g. `carillon`, `raw-udp-pingpong`, `raw-udp-fanout`, `corosync-cpg`.
+    /// What was measured, e.g. `carillon`, `raw-udp-pingpong`, `raw-udp-fanout`, `corosync-cpg`, `etcd-tmpfs`, `etcd-disk`.
     public var system: String
     /// `namespaces` (separate processes in network namespaces on a bridge) or
     /// `loopback` (separate processes on 127.0.0.1: the fallback without root).
