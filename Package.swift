@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        // The Prometheus backend for swift-metrics behind `carillon node --metrics-listen`; only the
+        // CarillonMetricsEndpoint target and the carillon executable use it, never the library products.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Pure layers: standard library only, time is an argument.
@@ -44,6 +47,17 @@ let package = Package(
         .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
         // CPU time and context switches of a process from /proc (carillon node --stats, carillon-bench).
         .target(name: "CarillonProcessStats"),
+        // `carillon node --metrics-listen`: the member's swift-metrics counters and the process's CPU
+        // time and context switches in Prometheus text format, served by a small HTTP/1.1 responder
+        // on its own thread (Glibc sockets, no NIO).
+        .target(
+            name: "CarillonMetricsEndpoint",
+            dependencies: [
+                "CCarillonSys", "CarillonTransport", "CarillonProcessStats",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .target(
             name: "CarillonRuntime",
             dependencies: [
@@ -78,9 +92,10 @@ let package = Package(
             name: "carillon",
             dependencies: [
                 "CarillonVerify", "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
-                "CarillonBulk", "CarillonProcessStats",
+                "CarillonBulk", "CarillonProcessStats", "CarillonMetricsEndpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
 
@@ -113,6 +128,13 @@ let package = Package(
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
         .testTarget(name: "CarillonAuthTests", dependencies: ["CarillonAuth"]),
+        .testTarget(
+            name: "CarillonMetricsEndpointTests",
+            dependencies: [
+                "CarillonMetricsEndpoint", "CarillonProcessStats", "CarillonTransport",
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),
     ]
 )

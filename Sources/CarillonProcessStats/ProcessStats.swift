@@ -253,3 +253,39 @@ public struct ProcessCost: Sendable, Hashable {
     /// Involuntary context switches (preemptions) per second.
     public var involuntarySwitchesPerSecond: Double { seconds > 0 ? Double(involuntarySwitches) / seconds : 0 }
 }
+
+/// The calling process's CPU time and context switches from
+/// `getrusage(RUSAGE_SELF)`: one system call, and — unlike the per-thread sum
+/// of ``ProcessSample`` — never decreasing, because the kernel adds an exiting
+/// thread's counts to its process's. That is what a counter exported for
+/// scraping needs (`carillon node --metrics-listen`): a dispatch worker thread
+/// that ends must not make the process's wake-ups go backwards.
+public struct ProcessUsage: Sendable, Hashable {
+    /// User-mode CPU time of all threads, live and exited.
+    public var userSeconds: Double
+    /// Kernel-mode CPU time of all threads, live and exited.
+    public var systemSeconds: Double
+    /// Voluntary context switches (wake-ups) of all threads, live and exited.
+    public var voluntarySwitches: UInt64
+    /// Involuntary context switches (preemptions) of all threads, live and exited.
+    public var involuntarySwitches: UInt64
+
+    public init(userSeconds: Double, systemSeconds: Double, voluntarySwitches: UInt64, involuntarySwitches: UInt64) {
+        self.userSeconds = userSeconds
+        self.systemSeconds = systemSeconds
+        self.voluntarySwitches = voluntarySwitches
+        self.involuntarySwitches = involuntarySwitches
+    }
+
+    /// User plus kernel CPU time.
+    public var cpuSeconds: Double { userSeconds + systemSeconds }
+
+    /// The calling process now; nil if `getrusage` fails (it does not for RUSAGE_SELF).
+    public static func current() -> ProcessUsage? {
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return nil }
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return ProcessUsage(userSeconds: seconds(usage.ru_utime), systemSeconds: seconds(usage.ru_stime),
+                            voluntarySwitches: UInt64(clamping: usage.ru_nvcsw), involuntarySwitches: UInt64(clamping: usage.ru_nivcsw))
+    }
+}

@@ -9,7 +9,18 @@ import Foundation
 /// one a process is. Unknown keys are errors, so a typo never silently falls
 /// back to a default.
 struct ConfigFile {
-    struct MemberEntry { var name: String; var address: UDPEndpoint }
+    /// One member: its name, its bus address, and what else is this member's
+    /// own (each member process on a host needs a port of its own).
+    struct MemberEntry {
+        var name: String
+        var address: UDPEndpoint
+        /// Where `carillon node` serves `GET /metrics` for this member (nil: nowhere);
+        /// `--metrics-listen` overrides it.
+        var metricsListen: UDPEndpoint?
+    }
+
+    /// The keys of an entry of "members".
+    static let memberKeys: Set<String> = ["name", "address", "metrics_listen"]
 
     var members: [MemberEntry]
     var multicastGroup: UDPEndpoint?
@@ -73,7 +84,17 @@ struct ConfigFile {
             guard let address = UDPEndpoint(text) else { throw fail("\(key).address", "\"\(text)\" is not an IPv4 address:port") }
             guard !members.contains(where: { $0.name == name }) else { throw fail("\(key).name", "\"\(name)\" appears twice") }
             guard !members.contains(where: { $0.address == address }) else { throw fail("\(key).address", "\(address) appears twice") }
-            members.append(MemberEntry(name: name, address: address))
+            for entryKey in entry.keys.sorted() where !Self.memberKeys.contains(entryKey) {
+                throw fail("\(key).\(entryKey)", "is not a known key of a member (known: \(Self.memberKeys.sorted().joined(separator: ", ")))")
+            }
+            var metricsListen: UDPEndpoint?
+            if let value = entry["metrics_listen"], !(value is NSNull) {
+                guard let text = value as? String, let endpoint = UDPEndpoint(text) else {
+                    throw fail("\(key).metrics_listen", "must be an IPv4 \"address:port\" to serve GET /metrics on (for example \"127.0.0.1:9464\"), or null")
+                }
+                metricsListen = endpoint
+            }
+            members.append(MemberEntry(name: name, address: address, metricsListen: metricsListen))
         }
         if let value = root["multicast_group"], !(value is NSNull) {
             guard let text = value as? String, let group = UDPEndpoint(text), group.isMulticast else {
@@ -169,7 +190,11 @@ struct ConfigFile {
     /// The file as JSON, for the demo's generated configuration.
     func json() -> Data {
         var root: [String: Any] = [
-            "members": members.map { ["name": $0.name, "address": $0.address.description] },
+            "members": members.map { entry -> [String: Any] in
+                var object: [String: Any] = ["name": entry.name, "address": entry.address.description]
+                if let metricsListen = entry.metricsListen { object["metrics_listen"] = metricsListen.description }
+                return object
+            },
             "round_period_us": roundPeriodMicros, "reservation": reservation, "delivery": delivery.rawValue,
             "idle": idleText, "window_rounds": windowRounds, "max_frame_bytes": maxFrameBytes,
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,

@@ -2,9 +2,11 @@ import ArgumentParser
 import CCarillonSys
 import CarillonBulk
 import CarillonMembership
+import CarillonMetricsEndpoint
 import CarillonOrdering
 import CarillonProcessStats
 import CarillonRuntime
+import CarillonTransport
 import Dispatch
 import Foundation
 import Synchronization
@@ -49,6 +51,9 @@ enum LogLine {
 /// What the agent thread's handlers share with the main thread.
 final class NodeLog: @unchecked Sendable {
     let lines = Mutex<[LogLine]>([])
+    /// Whether lines are kept for --log. Without it nothing would ever take
+    /// them, and a node that runs for days would hold every delivery.
+    let keepsLines: Bool
     /// Touched only on the agent thread (delivery and view handlers, snapshots).
     var state = StreamDigest()
     let delivered = Atomic<Int>(0)
@@ -59,7 +64,12 @@ final class NodeLog: @unchecked Sendable {
     let ownArrived = DispatchSemaphore(value: 0)
     let inView = Atomic<Bool>(false)
 
-    func append(_ line: LogLine) { lines.withLock { $0.append(line) } }
+    init(keepsLines: Bool) { self.keepsLines = keepsLines }
+
+    func append(_ line: LogLine) {
+        guard keepsLines else { return }
+        lines.withLock { $0.append(line) }
+    }
 
     /// Swaps the pending lines with `spare` (which should be empty): the two
     /// buffers alternate, so no flush allocates. (Copying the array out and
@@ -72,7 +82,7 @@ final class NodeLog: @unchecked Sendable {
 
 struct Node: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run one member of a bus until its traffic is delivered, a timeout, or SIGINT/SIGTERM.",
+        abstract: "Run one member of a bus until SIGINT/SIGTERM, or until its traffic is delivered (--expect) or --timeout.",
         discussion: """
             Each message's payload starts with its send time (CLOCK_REALTIME, ns), the sender's node \
             and its message number (from 1; a --join process numbers on from the realtime clock in µs), so each delivery's latency can be computed and every sender's messages \
@@ -91,11 +101,17 @@ struct Node: ParsableCommand {
             its involuntary switches per second. The closing report always has the same cost line for \
             the whole run, from start to stop.
 
-            On SIGINT/SIGTERM (or when --expect or --timeout ends it) the member stops sending, waits (at \
-            most 3 s) until its own queued messages are delivered, then (at most 3 s) until every member \
-            holds its frames, with --leave leaves the cluster (at most 1 s; without it the others detect \
-            the failure) and stops. A member that left logs \
-            "# left EPOCH ns 0".
+            Without --expect or --timeout the member runs until SIGINT or SIGTERM: it is a daemon \
+            (docs/operations.md has a systemd unit). On SIGINT/SIGTERM (or when --expect or --timeout \
+            ends it) the member stops sending, waits (at most 3 s) until its own queued messages are \
+            delivered, then (at most 3 s) until every member holds its frames, with --leave leaves the \
+            cluster (at most 1 s; without it the others detect the failure) and stops. A member that \
+            left logs "# left EPOCH ns 0". A second SIGINT/SIGTERM while it stops ends the process at \
+            once (status 130/143, no drain, the last 100 ms of --log lost). SIGHUP is logged and ignored.
+
+            --metrics-listen HOST:PORT (or the member's "metrics_listen" in the configuration) serves \
+            the member's counters and the process's CPU time and context switches in Prometheus text \
+            format at http://HOST:PORT/metrics (docs/operations.md lists the metrics). Off by default.
 
             Examples:
               carillon node --config bus.json --member a
@@ -104,6 +120,8 @@ struct Node: ParsableCommand {
                   (a restarted member: joins the running cluster and receives its state)
               carillon node --config bus.json --member a --timeout 30 --stats --stats-interval 5
                   (an idle member for 30 s: what it costs, every 5 s)
+              carillon node --config bus.json --member a --metrics-listen 127.0.0.1:9464 --leave
+                  (a daemon until SIGTERM, then it leaves the view; scrape http://127.0.0.1:9464/metrics)
             """)
 
     @Option(help: "The bus's JSON configuration file.") var config: String
@@ -114,7 +132,8 @@ struct Node: ParsableCommand {
     @Option(help: "Messages per second to broadcast (0: as fast as the bus takes them).") var rate: Double = 1000
     @Option(help: "Payload size in bytes (at least 24).") var size = 64
     @Option(help: "Stop once this many messages have been delivered here.") var expect: Int?
-    @Option(help: "Stop after this many seconds in any case.") var timeout: Double = 60
+    @Option(help: "Stop after this many seconds in any case (default: no limit; run until SIGINT/SIGTERM or --expect).")
+    var timeout: Double?
     @Option(help: "Write every delivery and view event to this file (appended every 100 ms).") var log: String?
     @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
     var closedLoop = false
@@ -131,12 +150,18 @@ struct Node: ParsableCommand {
     @Flag(help: "Print counters, CPU (% of one core) and wake-ups per second to standard error every --stats-interval seconds.")
     var stats = false
     @Option(help: "Seconds between --stats lines.") var statsInterval: Double = 1
+    @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this IPv4 address and port; overrides the member's \"metrics_listen\".",
+                               valueName: "host:port"))
+    var metricsListen: String?
 
     func validate() throws {
         if send < 0 { throw ValidationError("--send must not be negative") }
         if size < 24 { throw ValidationError("--size must be at least 24 (send time, node and message number)") }
         if rate < 0 { throw ValidationError("--rate must not be negative") }
-        if timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        if let timeout, !(timeout > 0) { throw ValidationError("--timeout must be positive") }
+        if let metricsListen, UDPEndpoint(metricsListen) == nil {
+            throw ValidationError("--metrics-listen must be an IPv4 address:port, for example 127.0.0.1:9464 (port 0: any free port)")
+        }
         if !(statsInterval >= 0.05) { throw ValidationError("--stats-interval must be at least 0.05 seconds") }
         if let expect, expect < 0 { throw ValidationError("--expect must not be negative") }
         if let bulk, BulkPacing(rawValue: bulk) == nil { throw ValidationError("--bulk must be gated, paced or unpaced") }
@@ -165,6 +190,12 @@ struct Node: ParsableCommand {
                     + "(for example \(suggestion), or $(($(date +%s%N) + 5000000000)) in a shell), or start with --join "
                     + "to join a running cluster")
         }
+        let name = "\(member) (node \(configuration.node))"
+        // --metrics-listen, else the member's "metrics_listen". The backend is
+        // bootstrapped before the member exists: it makes its counters at init.
+        let metricsAddress = metricsListen.flatMap(UDPEndpoint.init) ?? file.members[configuration.node].metricsListen
+        let export = metricsAddress.map { _ in PrometheusExport() }
+        export?.bootstrapMetricsSystem()
 
         let output: FileHandle?
         if let log {
@@ -175,8 +206,8 @@ struct Node: ParsableCommand {
         } else {
             output = nil
         }
-        let record = NodeLog()
-        record.lines.withLock { $0.reserveCapacity(max(expect ?? 0, 4096)) }
+        let record = NodeLog(keepsLines: output != nil)
+        if output != nil { record.lines.withLock { $0.reserveCapacity(max(expect ?? 0, 4096)) } }
         let myNode = UInt16(configuration.node)
         let closedLoop = self.closedLoop
         // Open-loop pacing sleeps to the microsecond (the default slack is 50 µs).
@@ -235,16 +266,28 @@ struct Node: ParsableCommand {
             record.append(.event("# view \(first.epoch) \(Clock.viewNanos()) \(record.state.text) members=\(first.members.map(\.description).joined(separator: ","))"))
         }
 
-        let stopRequested = Atomic<Bool>(false)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let sources = [SIGINT, SIGTERM].map { number in
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stopRequested.store(true, ordering: .relaxed); reached.signal() }
-            source.resume()
-            return source
+        let signals = ShutdownSignals(
+            name: name, drain: "waiting for own messages (at most 3 s), then for every member to hold our frames (at most 3 s)"
+                + (leave ? ", then leaving the view (at most 1 s)" : ""),
+            wake: reached)
+        defer { signals.cancel() }
+
+        // Services beside the member: started before it joins the bus, stopped
+        // after it drained and before it stops (NodeService).
+        let services = NodeServices()
+        defer { services.stopAll() }
+        if let metricsAddress, let export {
+            let responder: MetricsResponder
+            do {
+                responder = try MetricsResponder(listen: metricsAddress) { export.scrape() }
+            } catch {
+                let origin = metricsListen != nil ? "--metrics-listen" : "\(config): \"metrics_listen\" of member \(member)"
+                throw ValidationError("metrics endpoint (\(origin)): \(error)")
+            }
+            let service = MetricsService(responder: responder)
+            services.add(service)
+            FileHandle.standardError.write(Data("\(name): \(service.name)\n".utf8))
         }
-        defer { sources.forEach { $0.cancel() } }
 
         var nextFlush: UInt64 = 0
         var lines: [LogLine] = []
@@ -272,15 +315,16 @@ struct Node: ParsableCommand {
 
         try node.start()
         if let scheduling = node.schedulingReport {
-            FileHandle.standardError.write(Data("\(member) (node \(configuration.node)): \(scheduling)\n".utf8))
+            FileHandle.standardError.write(Data("\(name): \(scheduling)\n".utf8))
         }
         let bulkRun = try startBulk(configuration: configuration, file: file, member: node)
         let started = Clock.viewNanos()
         // What the process costs, from here to stop (the closing report), and per --stats interval.
         let firstSample = ProcessSample.read()
-        let statsTimer = stats ? startStats(node: node, record: record, name: "\(member) (node \(configuration.node))", from: firstSample) : nil
-        let deadline = started + UInt64(timeout * 1e9)
-        func running() -> Bool { !stopRequested.load(ordering: .relaxed) && Clock.viewNanos() < deadline }
+        let statsTimer = stats ? startStats(node: node, record: record, name: name, from: firstSample) : nil
+        // No --timeout: no deadline (a daemon). The limit keeps a huge --timeout from overflowing.
+        let deadline = timeout.map { started + UInt64(min($0 * 1e9, 4e18)) } ?? UInt64.max
+        func running() -> Bool { !signals.stopRequested && Clock.viewNanos() < deadline }
         var payload = [UInt8](repeating: 0xA5, count: size)
         let interval = rate > 0 ? UInt64(1e9 / rate) : 0
         var next = max(Clock.viewNanos(), file.startAtNanos)
@@ -349,7 +393,7 @@ struct Node: ParsableCommand {
         // once instead of first having to suspect it. Bounded: without a
         // majority of the view running the change cannot be decided.
         var leftEpoch: UInt32?
-        if leave, stopRequested.load(ordering: .relaxed), record.inView.load(ordering: .relaxed), let epoch = node.view?.epoch {
+        if leave, signals.stopRequested, record.inView.load(ordering: .relaxed), let epoch = node.view?.epoch {
             node.leave()
             let leaveUntil = Clock.viewNanos() + 1_000_000_000
             while !node.hasLeft, Clock.viewNanos() < leaveUntil { sleepNanos(1_000_000) }
@@ -360,6 +404,7 @@ struct Node: ParsableCommand {
         statsTimer?.cancel()
         // Before stop: a thread's context switches are read from its own status file, gone once it ends.
         let lastSample = ProcessSample.read()
+        services.stopAll()
         let report = node.stop()
         // After stop: every delivery the agent carried out is logged before this line.
         if let leftEpoch { record.append(.event("# left \(leftEpoch) \(Clock.viewNanos()) 0")) }
@@ -368,7 +413,7 @@ struct Node: ParsableCommand {
         let delivered = record.delivered.load(ordering: .relaxed)
         let c = report.ordering, m = report.membership, t = report.transport
         FileHandle.standardError.write(Data("""
-            \(member) (node \(configuration.node)): sent \(sent), delivered \(delivered)\(target.map { " of \($0)" } ?? ""), own delivered \(record.ownDelivered.load(ordering: .relaxed)); \(report)
+            \(name): sent \(sent), delivered \(delivered)\(target.map { " of \($0)" } ?? ""), own delivered \(record.ownDelivered.load(ordering: .relaxed)); \(report)
               views: \(m.viewsInstalled) installed, \(m.ballotsStarted) ballots started, \(m.exclusions) exclusions, state \(m.stateBytesSent) B sent / \(m.stateBytesReceived) B received
               frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(report.runtime.lateSlots); refused: \(report.runtime.badTag) bad tag, \(report.runtime.missingTag) without tag; clock correction \(report.runtime.clockCorrectionNanos) ns
               \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")

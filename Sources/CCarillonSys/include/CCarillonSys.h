@@ -54,6 +54,10 @@ int carillon_wait_readable_mask(const int *fds, int count, int64_t timeout_ns);
 /// a thread waiting in carillon_wait_readable_any; -1 (errno set) on failure.
 int carillon_make_wake_descriptor(void);
 
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (accept4 is a GNU extension
+/// Swift's Glibc module does not show): the new descriptor, or -1 (errno set).
+int carillon_accept_nonblocking(int fd);
+
 /// Scheduling policy for `carillon_set_thread_scheduling`.
 enum { CARILLON_SCHED_NORMAL = 0, CARILLON_SCHED_FIFO = 1, CARILLON_SCHED_RR = 2 };
 
