@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Carillon", targets: ["Carillon"]),
         .library(name: "CarillonSimulation", targets: ["CarillonSimulation"]),
         .library(name: "CarillonServices", targets: ["CarillonServices"]),
+        .library(name: "CarillonClient", targets: ["CarillonClient"]),
         .executable(name: "carillon-sim", targets: ["carillon-sim"]),
         .executable(name: "carillon", targets: ["carillon"]),
         .executable(name: "carillon-tap", targets: ["carillon-tap"]),
@@ -67,6 +68,10 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // Services bound to a member, and the local client endpoint.
+        .target(name: "CarillonServiceNode", dependencies: ["CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys"]),
+        // The async client of a node's Unix socket (no runtime needed).
+        .target(name: "CarillonClient", dependencies: ["CarillonServices"]),
         .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
@@ -92,7 +97,7 @@ let package = Package(
             name: "carillon",
             dependencies: [
                 "CarillonVerify", "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
-                "CarillonBulk", "CarillonProcessStats", "CarillonMetricsEndpoint",
+                "CarillonBulk", "CarillonProcessStats", "CarillonServiceNode", "CarillonServices", "CarillonClient", "CarillonMetricsEndpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -40,7 +40,7 @@ public enum ServiceStateError: Error, Sendable, Hashable, CustomStringConvertibl
 /// request id), ends sessions whose member left, and snapshots / restores
 /// everything for joiners. Pure: the same events give the same state, the
 /// same responses and the same digest at every member.
-public struct ServiceHost {
+public struct ServiceHost: Sendable {
     /// Responses a session's client has not acknowledged are kept for retries;
     /// a session may have at most this many requests applied and not
     /// acknowledged.
@@ -78,6 +78,14 @@ public struct ServiceHost {
     public init(machines: [any ReplicatedStateMachine]) {
         precondition(Set(machines.map(\.serviceID)).count == machines.count, "service ids must be unique")
         self.machines = machines
+    }
+
+    /// Starts a member of the cluster's first view in that view (a first view
+    /// is configured, not installed: no event announces it). Joiners start
+    /// from the state they receive instead.
+    public mutating func begin(in first: View) {
+        precondition(view == nil && appliedIndex == 0, "begin(in:) is for a fresh host")
+        view = first
     }
 
     /// Sessions open now, in order.
@@ -119,18 +127,26 @@ public struct ServiceHost {
 
     /// Applies one delivered payload, sent by the member at rank `sender` of
     /// the current view, at `position` (``apply(_:output:)`` for a delivery).
+    /// Returns whether it was a service envelope of its sender's own session
+    /// (anything else on the bus is counted and left alone).
+    @discardableResult
     public mutating func applyCommand(_ payload: UnsafeRawBufferPointer, at position: BusPosition, fromRank sender: Int,
-                                      output: inout ServiceOutput) {
+                                      output: inout ServiceOutput) -> Bool {
         let envelope: CommandEnvelope
         do { envelope = try CommandEnvelope.decode(payload) } catch {
             counters.badRequests += 1
-            return
+            return false
         }
         // A session belongs to its member: another member's command for it is refused.
         guard let view, sender < view.members.count, view.members[sender] == envelope.session.member else {
             counters.foreignSessions += 1
-            return
+            return false
         }
+        applyEnvelope(envelope, position: position, output: &output)
+        return true
+    }
+
+    mutating func applyEnvelope(_ envelope: CommandEnvelope, position: BusPosition, output: inout ServiceOutput) {
         appliedIndex += 1
         output.position = position
         output.index = appliedIndex

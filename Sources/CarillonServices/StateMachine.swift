@@ -30,7 +30,7 @@ public struct ApplyContext {
 /// A machine answers a command by calling ``ServiceOutput/complete(_:_:status:body:)``
 /// for it — at once, or later at another command's position (a queued lock
 /// acquire is answered when it is granted) — at most once per request.
-public protocol ReplicatedStateMachine {
+public protocol ReplicatedStateMachine: Sendable {
     /// The service id in the envelope; 1–255 are Carillon's, 256 and up are applications'.
     var serviceID: UInt16 { get }
 

@@ -20,9 +20,12 @@ struct Carillon: ParsableCommand {
               carillon node --config bus.json --member a --send 1000 --rate 500 --log a.log
               carillon node --config bus.json --member a --join   restart member "a": rejoin the running cluster
               carillon verify a.log b.log c.log               check members' logs agree (order, views, state)
+              carillon lock --config bus.json --member a backup -- ./backup.sh   hold lock "backup" cluster-wide while it runs
+              carillon kv add --config bus.json --member b visits 1            a replicated counter
+              carillon locks --config bus.json --member c                      the lock table
             The configuration file format is in docs/configuration.md.
             """,
-        subcommands: [Node.self, Demo.self, Verify.self, Keygen.self, Fanout.self])
+        subcommands: [Node.self, Demo.self, Verify.self, Keygen.self, Fanout.self, Lock.self, Locks.self, KV.self])
 }
 
 func sleepNanos(_ nanos: UInt64) {

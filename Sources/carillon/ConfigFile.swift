@@ -17,10 +17,13 @@ struct ConfigFile {
         /// Where `carillon node` serves `GET /metrics` for this member (nil: nowhere);
         /// `--metrics-listen` overrides it.
         var metricsListen: UDPEndpoint?
+        /// The node's local client endpoint (a Unix socket); nil: the default,
+        /// ``ConfigFile/clientSocketPath(member:)``.
+        var clientSocket: String?
     }
 
     /// The keys of an entry of "members".
-    static let memberKeys: Set<String> = ["name", "address", "metrics_listen"]
+    static let memberKeys: Set<String> = ["name", "address", "metrics_listen", "client_socket"]
 
     var members: [MemberEntry]
     var multicastGroup: UDPEndpoint?
@@ -94,7 +97,14 @@ struct ConfigFile {
                 }
                 metricsListen = endpoint
             }
-            members.append(MemberEntry(name: name, address: address, metricsListen: metricsListen))
+            var clientSocket: String?
+            if let value = entry["client_socket"], !(value is NSNull) {
+                guard let text = value as? String, text.hasPrefix("/"), text.utf8.count < 108 else {
+                    throw fail("\(key).client_socket", "must be an absolute path of under 108 bytes for the node's Unix socket (for example \"/run/carillon/\(name).sock\"), or null")
+                }
+                clientSocket = text
+            }
+            members.append(MemberEntry(name: name, address: address, metricsListen: metricsListen, clientSocket: clientSocket))
         }
         if let value = root["multicast_group"], !(value is NSNull) {
             guard let text = value as? String, let group = UDPEndpoint(text), group.isMulticast else {
@@ -193,6 +203,7 @@ struct ConfigFile {
             "members": members.map { entry -> [String: Any] in
                 var object: [String: Any] = ["name": entry.name, "address": entry.address.description]
                 if let metricsListen = entry.metricsListen { object["metrics_listen"] = metricsListen.description }
+                if let clientSocket = entry.clientSocket { object["client_socket"] = clientSocket }
                 return object
             },
             "round_period_us": roundPeriodMicros, "reservation": reservation, "delivery": delivery.rawValue,
@@ -215,6 +226,14 @@ struct ConfigFile {
         case .blocking: return "blocking"
         case .spinThenPark(let spin): return "spin-then-park:\(spin)"
         }
+    }
+
+    /// Where member `name`'s node serves local clients: its "client_socket",
+    /// else /tmp/carillon-PORT-NAME.sock (PORT: its bus port, so two buses on
+    /// one host do not collide).
+    func clientSocketPath(member name: String) -> String? {
+        guard let entry = members.first(where: { $0.name == name }) else { return nil }
+        return entry.clientSocket ?? "/tmp/carillon-\(entry.address.port)-\(name).sock"
     }
 
     /// The member configuration for `name`.

@@ -6,6 +6,7 @@ import CarillonMetricsEndpoint
 import CarillonOrdering
 import CarillonProcessStats
 import CarillonRuntime
+import CarillonServiceNode
 import CarillonTransport
 import Dispatch
 import Foundation
@@ -153,6 +154,10 @@ struct Node: ParsableCommand {
     @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this IPv4 address and port; overrides the member's \"metrics_listen\".",
                                valueName: "host:port"))
     var metricsListen: String?
+    @Option(help: ArgumentHelp("Serve local clients (carillon lock, carillon kv, CarillonClient) on this Unix socket; overrides the member's \"client_socket\" (default /tmp/carillon-PORT-MEMBER.sock).",
+                               valueName: "path"))
+    var clientSocket: String?
+    @Flag(help: "Do not run the services (locks, objects) nor their client socket.") var noServices = false
 
     func validate() throws {
         if send < 0 { throw ValidationError("--send must not be negative") }
@@ -215,8 +220,11 @@ struct Node: ParsableCommand {
         let target = expect
         let reached = DispatchSemaphore(value: 0)
         let node: Member
+        let serviceNode = noServices ? nil : ServiceNode()
         do {
-            node = try Member(configuration: configuration) { _, payload in
+            node = try Member(configuration: configuration) { delivery, payload in
+                // Service commands go to the services; the rest is the node's own test traffic.
+                if let serviceNode, serviceNode.deliverCommand(delivery, payload) { return }
                 let now = Clock.viewNanos()
                 guard payload.count >= 24 else { return }
                 let sent = payload.loadUnaligned(as: UInt64.self)
@@ -252,6 +260,7 @@ struct Node: ParsableCommand {
                 record.append(.event("# no-primary \(epoch) \(now) \(rounds)"))
             }
         }
+        serviceNode?.attach(to: node)
         node.onSuspicionChange = { event in
             let now = Clock.viewNanos()
             switch event {
@@ -285,6 +294,18 @@ struct Node: ParsableCommand {
                 throw ValidationError("metrics endpoint (\(origin)): \(error)")
             }
             let service = MetricsService(responder: responder)
+            services.add(service)
+            FileHandle.standardError.write(Data("\(name): \(service.name)\n".utf8))
+        }
+
+        if let serviceNode {
+            let path = clientSocket ?? file.clientSocketPath(member: member)!
+            let endpoint: ClientEndpoint
+            do { endpoint = try ClientEndpoint(node: serviceNode, path: path) } catch {
+                throw ValidationError("client socket (\(clientSocket != nil ? "--client-socket" : "\(config): \"client_socket\" of member \(member)")): \(error)")
+            }
+            endpoint.start()
+            let service = ServicesEndpointService(endpoint: endpoint, node: serviceNode)
             services.add(service)
             FileHandle.standardError.write(Data("\(name): \(service.name)\n".utf8))
         }

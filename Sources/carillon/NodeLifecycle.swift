@@ -1,3 +1,4 @@
+import CarillonServiceNode
 import CarillonMetricsEndpoint
 import Dispatch
 import Foundation
@@ -41,6 +42,23 @@ final class MetricsService: NodeService {
     init(responder: MetricsResponder) { self.responder = responder }
 
     func stop() { responder.stop() }
+}
+
+/// The services (locks, objects) and their local client socket.
+final class ServicesEndpointService: NodeService {
+    let endpoint: ClientEndpoint
+    let node: ServiceNode
+    var name: String { "services (locks, objects) for local clients on \(endpoint.path)" }
+
+    init(endpoint: ClientEndpoint, node: ServiceNode) {
+        self.endpoint = endpoint
+        self.node = node
+    }
+
+    func stop() {
+        endpoint.stop()
+        node.stop()
+    }
 }
 
 /// SIGINT and SIGTERM end the node gracefully the first time and at once the

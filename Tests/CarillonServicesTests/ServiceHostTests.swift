@@ -12,7 +12,7 @@ struct Harness {
 
     init(members: Int = 3) {
         view = View(epoch: 1, members: (0..<members).map { MemberID(node: UInt16($0), incarnation: 1) }, startRound: 0)
-        try! host.apply(.view(.installed(view, joined: [])), output: &output)
+        host.begin(in: view)
     }
 
     static func session(_ node: Int, _ client: UInt32 = 1) -> SessionID {

@@ -1,0 +1,433 @@
+import CarillonMembership
+import CarillonOrdering
+import CarillonRuntime
+import CarillonServices
+import Dispatch
+import Glibc
+import Synchronization
+
+/// Binds a ``ServiceHost`` to a ``Member``: applies the member's bus events to
+/// the host, broadcasts local sessions' commands in envelopes, and answers
+/// each caller when its own member has applied the command (agreed) or once
+/// the command is stable (safe).
+///
+/// A thin shell: what a command does is decided in the host; this class only
+/// moves bytes, keeps local callers' pending requests, retries a request that
+/// was not delivered (the host applies a request id once), and fails requests
+/// with ``ServiceStatus/noPrimary`` after ``Options/noPrimaryWaitNanos`` when
+/// the member is not in a primary component.
+///
+/// ```swift
+/// let services = ServiceNode()
+/// let member = try Member(configuration: configuration, onDelivery: services.deliver)
+/// services.attach(to: member)
+/// try member.start()
+/// let session = services.openSession()
+/// if let grant = try await session.acquire("printer") { print("token", grant.token) }
+/// ```
+public final class ServiceNode: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// A request not ordered within this long while the member is not in a
+        /// primary component fails with ``ServiceStatus/noPrimary``.
+        public var noPrimaryWaitNanos: UInt64 = 2_000_000_000
+        /// A sent request not answered within this long is sent again (same
+        /// request id: the host applies it once).
+        public var retryAfterNanos: UInt64 = 500_000_000
+        public init() {}
+    }
+
+    /// What happens to a session besides its responses.
+    public struct SessionSink: Sendable {
+        /// A watched key changed (watch id, change).
+        public var onWatch: @Sendable (UInt64, WatchedChange) -> Void = { _, _ in }
+        /// The session ended under the caller (its member was left out of a view).
+        public var onEnd: @Sendable (ServiceStatus) -> Void = { _ in }
+        public init(onWatch: @escaping @Sendable (UInt64, WatchedChange) -> Void = { _, _ in },
+                    onEnd: @escaping @Sendable (ServiceStatus) -> Void = { _ in }) {
+            self.onWatch = onWatch
+            self.onEnd = onEnd
+        }
+    }
+
+    /// A change of a watched key, in bus order.
+    public typealias WatchedChange = WatchEvent
+
+    public typealias Callback = @Sendable (ServiceResponse) -> Void
+
+    struct Pending: Sendable {
+        var service: UInt16
+        var body: [UInt8]
+        var consistency: Consistency
+        var submittedNanos: UInt64
+        /// When it was last handed to the member; nil: not queued yet.
+        var sentNanos: UInt64?
+        var callback: Callback
+    }
+
+    struct Watch: Sendable { var id: UInt64; var key: String; var prefix: Bool }
+
+    struct LocalSession: Sendable {
+        var id: SessionID
+        var pending: [UInt64: Pending] = [:]
+        var nextRequest: UInt64 = 1
+        var watches: [Watch] = []
+        var sink: SessionSink
+        var acknowledgedBelow: UInt64 { pending.keys.min() ?? nextRequest }
+    }
+
+    struct Held: Sendable { var session: UInt32; var requestID: UInt64; var response: ServiceResponse; var callback: Callback }
+
+    struct Core: Sendable {
+        var host: ServiceHost
+        var output = ServiceOutput()
+        var sessions: [UInt32: LocalSession] = [:]
+        var nextClient: UInt32 = 1
+        var safeHeld: [Held] = []
+        var noPrimarySince: UInt64?
+        /// Sessions ended here whose end is not on the bus yet.
+        var endsToSend: [(SessionID, UInt64)] = []
+        var stateError: ServiceStateError?
+    }
+
+    public let options: Options
+    let core: Mutex<Core>
+    let member = Mutex<Member?>(nil)
+    let wake = DispatchSemaphore(value: 0)
+    let running = Atomic<Bool>(false)
+    let tickerDone = DispatchGroup()
+
+    public init(machines: [any ReplicatedStateMachine] = [LockService(), ObjectStore()], options: Options = Options()) {
+        self.options = options
+        core = Mutex(Core(host: ServiceHost(machines: machines)))
+    }
+
+    /// Hooks the node to `member` (its view events and its state for joiners)
+    /// and starts the retry thread. Pass ``deliver(_:_:)`` as the member's
+    /// delivery handler (or call it from yours). Before ``Member/start()``.
+    public func attach(to member: Member) {
+        self.member.withLock { $0 = member }
+        if !member.configuration.joins {
+            let first = member.configuration.initialView
+            core.withLock { $0.host.begin(in: first) }
+        }
+        let previous = member.onViewEvent
+        member.onViewEvent = { [unowned self] event in
+            previous?(event)
+            self.viewEvent(event)
+        }
+        member.snapshotProvider = { [unowned self] in self.core.withLock { $0.host.snapshot() } }
+        running.store(true, ordering: .relaxed)
+        tickerDone.enter()
+        DispatchQueue(label: "carillon.services.ticker").async { [unowned self] in
+            self.tickLoop()
+            self.tickerDone.leave()
+        }
+    }
+
+    /// Stops the retry thread; pending callers get ``ServiceStatus/sessionEnded``.
+    public func stop() {
+        guard running.exchange(false, ordering: .relaxed) else { return }
+        wake.signal()
+        tickerDone.wait()
+        let ended = core.withLock { core -> [(Callback, SessionSink)] in
+            var out: [(Callback, SessionSink)] = []
+            for (_, s) in core.sessions { for (_, p) in s.pending { out.append((p.callback, s.sink)) } }
+            core.sessions = [:]
+            return out
+        }
+        for (callback, _) in ended { callback(ServiceResponse(status: .sessionEnded)) }
+    }
+
+    /// Whether the member is in a primary component's view now.
+    public var inPrimary: Bool { member.withLock { $0 }?.isMember ?? false }
+
+    /// The host's counters, digest and log index now.
+    public var status: (counters: ServiceCounters, digest: UInt64, appliedIndex: UInt64, sessions: Int) {
+        core.withLock { ($0.host.counters, $0.host.digest, $0.host.appliedIndex, $0.sessions.count) }
+    }
+
+    /// A stale local read of the object store (this replica, as of the last applied event).
+    public func localRead(_ key: String) -> StoredObject? {
+        core.withLock { ($0.host.machine(ObjectStore.serviceID) as? ObjectStore)?.localValue(key) }
+    }
+
+    /// The lock table of this replica (as of the last applied event).
+    public func localLocks() -> [LockState] {
+        core.withLock { core in
+            guard let locks = core.host.machine(LockService.serviceID) as? LockService else { return [] }
+            return locks.locks.keys.sorted().map { locks.locks[$0]! }
+        }
+    }
+
+    /// Why the node cannot serve, if a received state could not be taken.
+    public var stateError: ServiceStateError? { core.withLock { $0.stateError } }
+
+    // MARK: - Sessions
+
+    /// Opens a local session: its commands are the caller's, applied once each.
+    public func openSession(sink: SessionSink = SessionSink()) -> Session {
+        let me = currentMember()
+        let client = core.withLock { core -> UInt32 in
+            let client = core.nextClient
+            core.nextClient &+= 1
+            core.sessions[client] = LocalSession(id: SessionID(member: me, client: client), sink: sink)
+            return client
+        }
+        return Session(node: self, client: client)
+    }
+
+    /// Ends a session: what it holds is released and its waits withdrawn at
+    /// the position of its end, at every member.
+    public func closeSession(_ client: UInt32) {
+        guard let session = core.withLock({ core -> LocalSession? in
+            guard let s = core.sessions.removeValue(forKey: client) else { return nil }
+            core.endsToSend.append((s.id, s.nextRequest))
+            return s
+        }) else { return }
+        for (_, p) in session.pending { p.callback(ServiceResponse(status: .sessionEnded)) }
+        sendPending(now: monotonicNanos())
+    }
+
+    /// Adds a watch to a session: changes of `key` (or keys starting with it) in bus order.
+    public func watch(_ client: UInt32, id: UInt64, key: String, prefix: Bool) {
+        core.withLock { $0.sessions[client]?.watches.append(Watch(id: id, key: key, prefix: prefix)) }
+    }
+
+    /// Submits a command of session `client`; `requestID` nil picks the next one.
+    public func submit(_ client: UInt32, requestID: UInt64? = nil, service: UInt16, body: [UInt8], consistency: Consistency,
+                       callback: @escaping Callback) {
+        let now = monotonicNanos()
+        let accepted = core.withLock { core -> Bool in
+            guard var s = core.sessions[client] else { return false }
+            let id = requestID ?? s.nextRequest
+            guard id >= s.nextRequest else { return false }
+            s.nextRequest = id + 1
+            s.pending[id] = Pending(service: service, body: body, consistency: consistency, submittedNanos: now, callback: callback)
+            core.sessions[client] = s
+            return true
+        }
+        guard accepted else {
+            callback(ServiceResponse(status: .badRequest, body: Array("request ids must increase within a session".utf8)))
+            return
+        }
+        sendPending(now: now)
+    }
+
+    func currentMember() -> MemberID {
+        let m = member.withLock { $0 }
+        return MemberID(node: UInt16(m?.configuration.node ?? 0), incarnation: m?.incarnation ?? 0)
+    }
+
+    /// Hands every unsent (or overdue) pending request to the member.
+    func sendPending(now: UInt64) {
+        guard let member = member.withLock({ $0 }) else { return }
+        let ends = core.withLock { core -> [(SessionID, UInt64)] in
+            defer { core.endsToSend = [] }
+            return core.endsToSend
+        }
+        for (id, next) in ends {
+            var w = ByteWriter(capacity: CommandEnvelope.headerBytes)
+            CommandEnvelope.writeHeader(kind: .endSession, service: 0, session: id, requestID: next, acknowledgedBelow: next, to: &w)
+            if case .queued = member.broadcast(w.bytes) { continue }
+            // Not in a view yet: the end is sent when it is (or the view change that removes this member ends it).
+            core.withLock { $0.endsToSend.append((id, next)) }
+            wake.signal()
+        }
+        let due = core.withLock { core -> [(UInt32, UInt64, [UInt8])] in
+            var due: [(UInt32, UInt64, [UInt8])] = []
+            for (client, s) in core.sessions {
+                for (id, p) in s.pending {
+                    let overdue = p.sentNanos.map { now &- $0 >= options.retryAfterNanos } ?? true
+                    guard overdue else { continue }
+                    var w = ByteWriter(capacity: CommandEnvelope.headerBytes + p.body.count)
+                    CommandEnvelope.writeHeader(kind: .command, service: p.service, session: s.id, requestID: id,
+                                                acknowledgedBelow: s.acknowledgedBelow, to: &w)
+                    w.raw(p.body)
+                    due.append((client, id, w.bytes))
+                }
+            }
+            return due.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+        }
+        for (client, id, bytes) in due {
+            let result = member.broadcast(bytes)
+            switch result {
+            case .queued:
+                core.withLock { $0.sessions[client]?.pending[id]?.sentNanos = now }
+            case .payloadTooLarge(let limit):
+                let callback = core.withLock { $0.sessions[client]?.pending.removeValue(forKey: id)?.callback }
+                callback?(ServiceResponse(status: .badRequest, body: Array("the command is \(bytes.count) bytes; at most \(limit) fit a message".utf8)))
+            default:
+                wake.signal()
+            }
+        }
+    }
+
+    // MARK: - The bus stream
+
+    /// The member's delivery handler: applies one delivered message.
+    public func deliver(_ delivery: OrderingEffects.Delivery, _ payload: UnsafeRawBufferPointer) {
+        apply(.delivered(delivery, payload: payload))
+    }
+
+    /// Applies one delivered message; `false` when it was not a service
+    /// command of its sender's own session (other traffic on the same bus).
+    @discardableResult
+    public func deliverCommand(_ delivery: OrderingEffects.Delivery, _ payload: UnsafeRawBufferPointer) -> Bool {
+        apply(.delivered(delivery, payload: payload))
+    }
+
+    func viewEvent(_ event: ViewEvent.Kind) {
+        switch event {
+        case .noPrimaryComponent:
+            core.withLock { core in if core.noPrimarySince == nil { core.noPrimarySince = monotonicNanos() } }
+        case .installed, .stateReceived:
+            core.withLock { $0.noPrimarySince = nil }
+        case .excluded:
+            break
+        }
+        apply(.view(event))
+        if case .excluded = event { endAllSessions(.outcomeUnknown) }
+    }
+
+    @discardableResult
+    func apply(_ event: BusEvent) -> Bool {
+        var accepted = true
+        var answers: [(Callback, ServiceResponse)] = []
+        var watches: [(SessionSink, UInt64, WatchedChange)] = []
+        let stability = member.withLock { $0 }?.stability
+        core.withLock { core in
+            core.output.removeAll()
+            if case .delivered(let delivery, let payload) = event {
+                accepted = core.host.applyCommand(payload, at: delivery.position, fromRank: delivery.sender, output: &core.output)
+            } else {
+                do throws(ServiceStateError) { try core.host.apply(event, output: &core.output) } catch {
+                    core.stateError = error
+                    return
+                }
+            }
+            let me = core.sessions.values.first?.id.member
+            for c in core.output.completions where c.session.member == me {
+                // A session ended here (its end is ordered after this) waits for nothing.
+                guard let pending = core.sessions[c.session.client]?.pending.removeValue(forKey: c.requestID) else { continue }
+                let response = ServiceResponse(status: c.status, index: c.index, position: c.position, body: core.output.body(of: c))
+                if pending.consistency == .safe, !Self.isStable(c.position, stability) {
+                    core.safeHeld.append(Held(session: c.session.client, requestID: c.requestID, response: response, callback: pending.callback))
+                } else {
+                    answers.append((pending.callback, response))
+                }
+            }
+            if !core.output.changes.isEmpty {
+                for s in core.sessions.values where !s.watches.isEmpty {
+                    for change in core.output.changes {
+                        let key = core.output.key(of: change)
+                        for w in s.watches where w.prefix ? key.hasPrefix(w.key) : key == w.key {
+                            watches.append((s.sink, w.id, WatchEvent(kind: change.kind, key: key, version: change.version,
+                                                                          position: change.position, value: core.output.value(of: change))))
+                        }
+                    }
+                }
+            }
+            if !core.safeHeld.isEmpty { answers += Self.releaseStable(&core, stability) }
+        }
+        for (callback, response) in answers { callback(response) }
+        for (sink, id, change) in watches { sink.onWatch(id, change) }
+        return accepted
+    }
+
+    static func isStable(_ p: BusPosition, _ stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?) -> Bool {
+        guard let stability else { return false }
+        return p.round < stability.stableBelowRound
+    }
+
+    static func releaseStable(_ core: inout Core, _ stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?) -> [(Callback, ServiceResponse)] {
+        var out: [(Callback, ServiceResponse)] = []
+        let epoch = core.host.view?.epoch ?? 0
+        core.safeHeld.removeAll { held in
+            // A later view's install agreed on everything before it: stable.
+            guard held.response.position.epoch < epoch || isStable(held.response.position, stability) else { return false }
+            out.append((held.callback, held.response))
+            return true
+        }
+        return out
+    }
+
+    func endAllSessions(_ status: ServiceStatus) {
+        let ended = core.withLock { core -> [LocalSession] in
+            let all = Array(core.sessions.values)
+            core.sessions = [:]
+            core.safeHeld = []
+            return all
+        }
+        for s in ended {
+            for (_, p) in s.pending { p.callback(ServiceResponse(status: status)) }
+            s.sink.onEnd(status)
+        }
+    }
+
+    // MARK: - Retries, deadlines, stability
+
+    func tickLoop() {
+        while running.load(ordering: .relaxed) {
+            let busy = core.withLock { core in
+                !core.safeHeld.isEmpty || !core.endsToSend.isEmpty || core.sessions.values.contains { !$0.pending.isEmpty }
+            }
+            if busy { _ = wake.wait(timeout: .now() + .milliseconds(1)) } else { wake.wait() }
+            guard running.load(ordering: .relaxed) else { return }
+            tick(now: monotonicNanos())
+        }
+    }
+
+    func tick(now: UInt64) {
+        let m = member.withLock { $0 }
+        let stability = m?.stability
+        let inPrimary = m?.isMember ?? false
+        var answers: [(Callback, ServiceResponse)] = []
+        var ended: [SessionSink] = []
+        core.withLock { core in
+            if !core.safeHeld.isEmpty { answers += Self.releaseStable(&core, stability) }
+            if inPrimary { core.noPrimarySince = nil } else if core.noPrimarySince == nil { core.noPrimarySince = now }
+            guard let since = core.noPrimarySince, now &- since >= options.noPrimaryWaitNanos else { return }
+            // A session with a request older than the wait ends: the request
+            // may still be ordered later, and whatever it would take is then
+            // released by the session's end, ordered after it.
+            for client in core.sessions.keys.sorted() {
+                let s = core.sessions[client]!
+                guard s.pending.values.contains(where: { now &- $0.submittedNanos >= options.noPrimaryWaitNanos }) else { continue }
+                core.sessions[client] = nil
+                core.endsToSend.append((s.id, s.nextRequest))
+                for (_, p) in s.pending { answers.append((p.callback, ServiceResponse(status: .noPrimary))) }
+                ended.append(s.sink)
+            }
+        }
+        for (callback, response) in answers { callback(response) }
+        for sink in ended { sink.onEnd(.noPrimary) }
+        if inPrimary { sendPending(now: now) }
+    }
+
+    /// A local session: its calls are the typed ones of ``ServiceCalls``.
+    public final class Session: ServiceCalls, @unchecked Sendable {
+        public let node: ServiceNode
+        public let client: UInt32
+
+        init(node: ServiceNode, client: UInt32) {
+            self.node = node
+            self.client = client
+        }
+
+        public func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse {
+            await withCheckedContinuation { continuation in
+                node.submit(client, service: service, body: body, consistency: consistency) { continuation.resume(returning: $0) }
+            }
+        }
+
+        /// Ends the session (releases its locks at every member).
+        public func close() { node.closeSession(client) }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the shell's timeouts (never ordering).
+func monotonicNanos() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
