@@ -82,16 +82,14 @@ public final class CarillonClient: ServiceCalls, @unchecked Sendable {
     }
 
     public func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse {
-        let id = nextID.add(1, ordering: .relaxed).oldValue
-        return try await send(.request(requestID: id, consistency: consistency, service: service, body: body), id: id)
+        try await send { .request(requestID: $0, consistency: consistency, service: service, body: body) }
     }
 
     /// This node's replica's value of `key`, not ordered: it may be stale by
     /// the delivery latency, and may lag a write this client just made
     /// through another node.
     public func localRead(_ key: String) async throws -> StoredObject? {
-        let id = nextID.add(1, ordering: .relaxed).oldValue
-        let r = try await send(.localRead(requestID: id, key: key), id: id)
+        let r = try await send { .localRead(requestID: $0, key: key) }
         switch r.status {
         case .ok: return try ObjectStore.object(from: r.body)
         case .notFound: return nil
@@ -103,30 +101,35 @@ public final class CarillonClient: ServiceCalls, @unchecked Sendable {
     /// order, from the node's next applied event on. The stream ends when the
     /// session does.
     public func watch(_ key: String, prefix: Bool = false) async throws -> AsyncStream<WatchEvent> {
-        let id = nextID.add(1, ordering: .relaxed).oldValue
         let (stream, continuation) = AsyncStream<WatchEvent>.makeStream()
-        watchers.withLock { $0[id] = continuation }
-        let r = try await send(.watch(requestID: id, key: key, prefix: prefix), id: id)
+        let r = try await send { id in
+            watchers.withLock { $0[id] = continuation }
+            return .watch(requestID: id, key: key, prefix: prefix)
+        }
         guard r.status == .ok else { throw ServiceCallError(r.status, "watch \(key)") }
         return stream
     }
 
-    func send(_ message: ClientMessage, id: UInt64) async throws -> ServiceResponse {
-        let bytes = message.encoded()
-        return try await withCheckedThrowingContinuation { continuation in
+    /// Sends the message `make` builds for the next request id. Ids are taken
+    /// and sent under one lock, so the node sees them in increasing order
+    /// (it acknowledges below the lowest unanswered one).
+    func send(_ make: (UInt64) -> ClientMessage) async throws -> ServiceResponse {
+        try await withCheckedThrowingContinuation { continuation in
             guard !closed.load(ordering: .relaxed) else {
                 continuation.resume(throwing: ServiceCallError(.sessionEnded, "the connection is closed"))
                 return
             }
-            waiting.withLock { $0[id] = continuation }
-            let ok = sendLock.withLock { _ in
+            let (id, ok) = sendLock.withLock { _ -> (UInt64, Bool) in
+                let id = nextID.add(1, ordering: .relaxed).oldValue
+                let bytes = make(id).encoded()
+                waiting.withLock { $0[id] = continuation }
                 var sent = 0
                 while sent < bytes.count {
                     let n = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-                    if n < 0 { if errno == EINTR { continue }; return false }
+                    if n < 0 { if errno == EINTR { continue }; return (id, false) }
                     sent += n
                 }
-                return true
+                return (id, true)
             }
             if !ok, let c = waiting.withLock({ $0.removeValue(forKey: id) }) {
                 c.resume(throwing: ServiceCallError(.sessionEnded, "the node closed the connection"))

@@ -243,6 +243,9 @@ public final class BulkChannel: @unchecked Sendable {
         return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 
+    /// The longest sleep of an idle channel (no transfer queued, no acknowledgement owed).
+    static let idleWaitNanos: UInt64 = 20_000_000
+
     /// How long before a paced start the thread stops sleeping and spins.
     static let spinNanos: UInt64 = 30_000
 
@@ -383,7 +386,12 @@ public final class BulkChannel: @unchecked Sendable {
             tick = monotonicNanos()
 
             // 2. Send acknowledgements, then chunks, as the pacer allows.
-            var waitNanos: UInt64 = 1_000_000
+            // Idle (nothing to send or acknowledge): wake for arrivals, else
+            // every idleWaitNanos only, so an idle channel costs ~50 wake-ups/s;
+            // a transfer queued meanwhile starts within that.
+            let idle = acksOwed.isEmpty && sender.withLock { $0.pendingTransfers == 0 }
+            let waitCap: UInt64 = idle ? Self.idleWaitNanos : 1_000_000
+            var waitNanos: UInt64 = waitCap
             var burst = 0
             sending: while burst < 64 {
                 if let (destination, transferID, chunkCount, destinationIncarnation) = acksOwed.first {
@@ -463,7 +471,7 @@ public final class BulkChannel: @unchecked Sendable {
             // Sleep until shortly before the pacer's next start, then spin to it:
             // a gated window is short, and a late wake-up costs its capacity.
             if waitNanos > Self.spinNanos {
-                _ = carillon_wait_readable(transport.descriptor, Int64(min(waitNanos - Self.spinNanos, 1_000_000)))
+                _ = carillon_wait_readable(transport.descriptor, Int64(min(waitNanos - Self.spinNanos, waitCap)))
             } else if waitNanos > 0 {
                 let until = clock() &+ waitNanos
                 while clock() < until, carillon_wait_readable(transport.descriptor, 0) == 0 {}

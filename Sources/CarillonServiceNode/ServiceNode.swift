@@ -33,6 +33,9 @@ public final class ServiceNode: @unchecked Sendable {
         /// A sent request not answered within this long is sent again (same
         /// request id: the host applies it once).
         public var retryAfterNanos: UInt64 = 500_000_000
+        /// States up to this size go to joiners inside the membership layer's
+        /// state transfer; larger ones over the bulk channel (when attached with one).
+        public var inlineStateBytes = 64 << 10
         public init() {}
     }
 
@@ -84,6 +87,16 @@ public final class ServiceNode: @unchecked Sendable {
         var nextClient: UInt32 = 1
         var safeHeld: [Held] = []
         var noPrimarySince: UInt64?
+        /// A joiner waiting for its state over the bulk channel: the view and manifest.
+        var awaiting: (View, StateManifest)?
+        /// Events held while waiting, in order.
+        var deferred: [Deferred] = []
+        /// States that came over the bulk channel before their manifest.
+        var arrivedStates: [[UInt8]] = []
+        /// The last installed view, its joiners and the view before it (for the donor's choice).
+        var lastInstalled: (view: View, joined: [MemberID], previous: View?)?
+        /// States this member (a donor) still has to queue on the bulk channel.
+        var stateSends: [(UInt16, [UInt8])] = []
         /// Sessions ended here whose end is not on the bus yet.
         var endsToSend: [(SessionID, UInt64)] = []
         var stateError: ServiceStateError?
@@ -92,6 +105,7 @@ public final class ServiceNode: @unchecked Sendable {
     public let options: Options
     let core: Mutex<Core>
     let member = Mutex<Member?>(nil)
+    let bulk = Mutex<BulkChannel?>(nil)
     let wake = DispatchSemaphore(value: 0)
     let running = Atomic<Bool>(false)
     let tickerDone = DispatchGroup()
@@ -104,8 +118,12 @@ public final class ServiceNode: @unchecked Sendable {
     /// Hooks the node to `member` (its view events and its state for joiners)
     /// and starts the retry thread. Pass ``deliver(_:_:)`` as the member's
     /// delivery handler (or call it from yours). Before ``Member/start()``.
-    public func attach(to member: Member) {
+    /// With `bulk`, states larger than ``Options/inlineStateBytes`` go to
+    /// joiners over it (pass its transfers to ``bulkArrived(source:bytes:)``);
+    /// the bus keeps delivering while they do.
+    public func attach(to member: Member, bulk: BulkChannel? = nil) {
         self.member.withLock { $0 = member }
+        self.bulk.withLock { $0 = bulk }
         if !member.configuration.joins {
             let first = member.configuration.initialView
             core.withLock { $0.host.begin(in: first) }
@@ -115,7 +133,7 @@ public final class ServiceNode: @unchecked Sendable {
             previous?(event)
             self.viewEvent(event)
         }
-        member.snapshotProvider = { [unowned self] in self.core.withLock { $0.host.snapshot() } }
+        member.snapshotProvider = { [unowned self] in self.provideState() }
         running.store(true, ordering: .relaxed)
         tickerDone.enter()
         DispatchQueue(label: "carillon.services.ticker").async { [unowned self] in
@@ -289,49 +307,168 @@ public final class ServiceNode: @unchecked Sendable {
         if case .excluded = event { endAllSessions(.outcomeUnknown) }
     }
 
+    /// Answers and watch events to hand out once the core's lock is released.
+    struct Outgoing {
+        var answers: [(Callback, ServiceResponse)] = []
+        var watches: [(SessionSink, UInt64, WatchedChange)] = []
+        var bulkSends: [(UInt16, [UInt8])] = []
+    }
+
+    /// An event that came while a joiner waited for its state over the bulk channel.
+    enum Deferred: Sendable {
+        case delivery(OrderingEffects.Delivery, [UInt8])
+        case view(ViewEvent.Kind)
+    }
+
     @discardableResult
     func apply(_ event: BusEvent) -> Bool {
         var accepted = true
-        var answers: [(Callback, ServiceResponse)] = []
-        var watches: [(SessionSink, UInt64, WatchedChange)] = []
+        var out = Outgoing()
         let stability = member.withLock { $0 }?.stability
         core.withLock { core in
-            core.output.removeAll()
-            if case .delivered(let delivery, let payload) = event {
-                accepted = core.host.applyCommand(payload, at: delivery.position, fromRank: delivery.sender, output: &core.output)
-            } else {
-                do throws(ServiceStateError) { try core.host.apply(event, output: &core.output) } catch {
-                    core.stateError = error
+            if core.awaiting != nil {
+                if case .view(.excluded) = event {
+                    core.awaiting = nil
+                    core.deferred = []
+                } else {
+                    // Held until the state arrives; applied then, in order.
+                    switch event {
+                    case .delivered(let delivery, let payload):
+                        core.deferred.append(.delivery(delivery, Array(payload)))
+                        accepted = (try? CommandEnvelope.decode(payload)) != nil
+                    case .view(let kind):
+                        core.deferred.append(.view(kind))
+                    }
                     return
                 }
             }
-            let me = core.sessions.values.first?.id.member
-            for c in core.output.completions where c.session.member == me {
-                // A session ended here (its end is ordered after this) waits for nothing.
-                guard let pending = core.sessions[c.session.client]?.pending.removeValue(forKey: c.requestID) else { continue }
-                let response = ServiceResponse(status: c.status, index: c.index, position: c.position, body: core.output.body(of: c))
-                if pending.consistency == .safe, !Self.isStable(c.position, stability) {
-                    core.safeHeld.append(Held(session: c.session.client, requestID: c.requestID, response: response, callback: pending.callback))
-                } else {
-                    answers.append((pending.callback, response))
+            if case .view(.stateReceived(let view, let state)) = event, let manifest = StateManifest.decode(state) {
+                core.awaiting = (view, manifest)
+                if let bytes = core.arrivedStates.first(where: { Digest64.of($0) == manifest.digest }) {
+                    restoreArrived(bytes, core: &core, stability: stability, out: &out)
                 }
+                return
             }
-            if !core.output.changes.isEmpty {
-                for s in core.sessions.values where !s.watches.isEmpty {
-                    for change in core.output.changes {
-                        let key = core.output.key(of: change)
-                        for w in s.watches where w.prefix ? key.hasPrefix(w.key) : key == w.key {
-                            watches.append((s.sink, w.id, WatchEvent(kind: change.kind, key: key, version: change.version,
-                                                                          position: change.position, value: core.output.value(of: change))))
-                        }
+            if case .view(.installed(let view, let joined)) = event {
+                core.lastInstalled = (view, joined, core.host.view)
+            }
+            accepted = applyLocked(event, core: &core, stability: stability, out: &out)
+        }
+        hand(out)
+        return accepted
+    }
+
+    func hand(_ out: Outgoing) {
+        for (callback, response) in out.answers { callback(response) }
+        for (sink, id, change) in out.watches { sink.onWatch(id, change) }
+        if !out.bulkSends.isEmpty { wake.signal() }
+    }
+
+    /// Applies one event to the host and collects what it answered.
+    func applyLocked(_ event: BusEvent, core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
+                     out: inout Outgoing) -> Bool {
+        var accepted = true
+        core.output.removeAll()
+        if case .delivered(let delivery, let payload) = event {
+            accepted = core.host.applyCommand(payload, at: delivery.position, fromRank: delivery.sender, output: &core.output)
+        } else {
+            do throws(ServiceStateError) { try core.host.apply(event, output: &core.output) } catch {
+                core.stateError = error
+                return accepted
+            }
+        }
+        let me = core.sessions.values.first?.id.member
+        for c in core.output.completions where c.session.member == me {
+            // A session ended here (its end is ordered after this) waits for nothing.
+            guard let pending = core.sessions[c.session.client]?.pending.removeValue(forKey: c.requestID) else { continue }
+            let response = ServiceResponse(status: c.status, index: c.index, position: c.position, body: core.output.body(of: c))
+            if pending.consistency == .safe, !Self.isStable(c.position, stability) {
+                core.safeHeld.append(Held(session: c.session.client, requestID: c.requestID, response: response, callback: pending.callback))
+            } else {
+                out.answers.append((pending.callback, response))
+            }
+        }
+        if !core.output.changes.isEmpty {
+            for s in core.sessions.values where !s.watches.isEmpty {
+                for change in core.output.changes {
+                    let key = core.output.key(of: change)
+                    for w in s.watches where w.prefix ? key.hasPrefix(w.key) : key == w.key {
+                        out.watches.append((s.sink, w.id, WatchEvent(kind: change.kind, key: key, version: change.version,
+                                                                     position: change.position, value: core.output.value(of: change))))
                     }
                 }
             }
-            if !core.safeHeld.isEmpty { answers += Self.releaseStable(&core, stability) }
         }
-        for (callback, response) in answers { callback(response) }
-        for (sink, id, change) in watches { sink.onWatch(id, change) }
+        if !core.safeHeld.isEmpty { out.answers += Self.releaseStable(&core, stability) }
         return accepted
+    }
+
+    // MARK: - State over the bulk channel
+
+    /// The state for joiners at this point (Member.snapshotProvider): the
+    /// host's snapshot itself when small or without a bulk channel; else a
+    /// manifest, and this member — if it is the donor — queues the bytes to
+    /// every joiner over the bulk channel.
+    func provideState() -> [UInt8] {
+        let hasBulk = bulk.withLock { $0 != nil }
+        let me = currentMember()
+        return core.withLock { core in
+            let full = core.host.snapshot()
+            guard hasBulk, full.count > options.inlineStateBytes, let installed = core.lastInstalled else { return full }
+            let previous = installed.previous?.members ?? []
+            guard let donor = installed.view.members.first(where: { previous.contains($0) }) else { return full }
+            let manifest = StateManifest(stateBytes: UInt64(full.count), digest: Digest64.of(full), donorNode: donor.node)
+            if donor == me {
+                for joiner in installed.joined { core.stateSends.append((joiner.node, full)) }
+                wake.signal()
+            }
+            return manifest.encoded
+        }
+    }
+
+    /// A transfer arrived on the bulk channel: the state a joiner waits for (or will).
+    public func bulkArrived(source: Int, bytes: [UInt8]) {
+        var out = Outgoing()
+        let stability = member.withLock { $0 }?.stability
+        core.withLock { core in
+            if let (_, manifest) = core.awaiting, manifest.digest == Digest64.of(bytes), manifest.stateBytes == UInt64(bytes.count) {
+                restoreArrived(bytes, core: &core, stability: stability, out: &out)
+            } else {
+                core.arrivedStates.append(bytes)
+                if core.arrivedStates.count > 2 { core.arrivedStates.removeFirst() }
+            }
+        }
+        hand(out)
+    }
+
+    func restoreArrived(_ bytes: [UInt8], core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
+                        out: inout Outgoing) {
+        guard let (view, _) = core.awaiting else { return }
+        core.awaiting = nil
+        core.arrivedStates = []
+        _ = applyLocked(.view(.stateReceived(view, state: bytes)), core: &core, stability: stability, out: &out)
+        let held = core.deferred
+        core.deferred = []
+        for event in held {
+            switch event {
+            case .delivery(let delivery, let payload):
+                payload.withUnsafeBytes { _ = applyLocked(.delivered(delivery, payload: $0), core: &core, stability: stability, out: &out) }
+            case .view(let kind):
+                if case .installed(let v, let joined) = kind { core.lastInstalled = (v, joined, core.host.view) }
+                _ = applyLocked(.view(kind), core: &core, stability: stability, out: &out)
+            }
+        }
+    }
+
+    /// Queues the donor's pending state sends on the bulk channel (retried while its queue is full).
+    func sendStates() {
+        guard let channel = bulk.withLock({ $0 }) else { return }
+        let sends = core.withLock { core in defer { core.stateSends = [] }; return core.stateSends }
+        for (node, bytes) in sends {
+            if case .queueFull = channel.send(bytes, to: Int(node)) {
+                core.withLock { $0.stateSends.append((node, bytes)) }
+            }
+        }
     }
 
     static func isStable(_ p: BusPosition, _ stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?) -> Bool {
@@ -369,7 +506,8 @@ public final class ServiceNode: @unchecked Sendable {
     func tickLoop() {
         while running.load(ordering: .relaxed) {
             let busy = core.withLock { core in
-                !core.safeHeld.isEmpty || !core.endsToSend.isEmpty || core.sessions.values.contains { !$0.pending.isEmpty }
+                !core.safeHeld.isEmpty || !core.endsToSend.isEmpty || !core.stateSends.isEmpty
+                    || core.sessions.values.contains { !$0.pending.isEmpty }
             }
             if busy { _ = wake.wait(timeout: .now() + .milliseconds(1)) } else { wake.wait() }
             guard running.load(ordering: .relaxed) else { return }
@@ -402,6 +540,7 @@ public final class ServiceNode: @unchecked Sendable {
         for (callback, response) in answers { callback(response) }
         for sink in ended { sink.onEnd(.noPrimary) }
         if inPrimary { sendPending(now: now) }
+        sendStates()
     }
 
     /// A local session: its calls are the typed ones of ``ServiceCalls``.

@@ -392,3 +392,43 @@ public struct ServiceHost: Sendable {
         return Decoded(index: index, view: restoredView, sessions: restored, machines: bodies)
     }
 }
+
+/// What a donor hands the membership layer instead of a large state: the
+/// state's size and digest and the node that sends it over the bulk channel
+/// (docs/wire-format.md, "State manifest"). The joiner delivers on from the
+/// view's start at once, holds the services' events until the bytes arrive,
+/// checks them against the digest, restores, and applies the held events.
+public struct StateManifest: Sendable, Hashable {
+    public static let magic: [UInt8] = Array("CSM1".utf8)
+    public static let encodedBytes = 4 + 8 + 8 + 2
+
+    public var stateBytes: UInt64
+    public var digest: UInt64
+    /// The node that sends the state (the first member of the new view in
+    /// rank order that was in the old one).
+    public var donorNode: UInt16
+
+    public init(stateBytes: UInt64, digest: UInt64, donorNode: UInt16) {
+        self.stateBytes = stateBytes
+        self.digest = digest
+        self.donorNode = donorNode
+    }
+
+    public var encoded: [UInt8] {
+        var w = ByteWriter(capacity: Self.encodedBytes)
+        w.raw(Self.magic)
+        w.u64(stateBytes)
+        w.u64(digest)
+        w.u16(donorNode)
+        return w.bytes
+    }
+
+    /// A manifest, or nil when `bytes` is a state itself.
+    public static func decode(_ bytes: [UInt8]) -> StateManifest? {
+        guard bytes.count == encodedBytes, Array(bytes[0..<4]) == magic else { return nil }
+        return try? ByteReader.reading(bytes) { (r) throws(ServiceDecodeError) -> StateManifest in
+            _ = try r.raw(4)
+            return StateManifest(stateBytes: try r.u64(), digest: try r.u64(), donorNode: try r.u16())
+        }
+    }
+}

@@ -260,7 +260,15 @@ struct Node: ParsableCommand {
                 record.append(.event("# no-primary \(epoch) \(now) \(rounds)"))
             }
         }
-        serviceNode?.attach(to: node)
+        // The services' large states go to joiners over the bulk channel (bus
+        // port + 1), unless --bulk runs its own benchmark channel there.
+        var serviceBulk: BulkChannel?
+        if let serviceNode, bulk == nil, !configuration.nodes.contains(where: { $0.port == UInt16.max }) {
+            do {
+                serviceBulk = try BulkChannel(member: node) { source, _, bytes in serviceNode.bulkArrived(source: source, bytes: bytes) }
+            } catch { throw ValidationError("the services' bulk channel (bus port + 1): \(error)") }
+        }
+        serviceNode?.attach(to: node, bulk: serviceBulk)
         node.onSuspicionChange = { event in
             let now = Clock.viewNanos()
             switch event {
@@ -335,6 +343,8 @@ struct Node: ParsableCommand {
         }
 
         try node.start()
+        try serviceBulk?.start()
+        defer { serviceBulk?.stop() }
         if let scheduling = node.schedulingReport {
             FileHandle.standardError.write(Data("\(name): \(scheduling)\n".utf8))
         }

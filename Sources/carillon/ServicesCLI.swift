@@ -179,8 +179,9 @@ struct KV: ParsableCommand {
               carillon kv watch --config bus.json --member c --prefix app/
               carillon kv list --config bus.json --member a app/
               carillon kv del --config bus.json --member a greeting
+              carillon kv load --config bus.json --member a --keys 10000 --bytes 1024 bulk/   (fill for tests)
             """,
-        subcommands: [KVGet.self, KVPut.self, KVDel.self, KVCas.self, KVAdd.self, KVList.self, KVWatch.self])
+        subcommands: [KVGet.self, KVPut.self, KVDel.self, KVCas.self, KVAdd.self, KVList.self, KVWatch.self, KVLoad.self])
 }
 
 func text(_ value: [UInt8]) -> String {
@@ -305,3 +306,42 @@ struct KVWatch: ParsableCommand {
         }
     }
 }
+
+struct KVLoad: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Fill the store: put --keys keys PREFIX0…PREFIXn-1 of --bytes bytes each (a load generator for tests), --window in flight.",
+        discussion: "Prints the number of keys written and the time taken. Example: carillon kv load --socket /tmp/carillon-7000-a.sock --keys 10000 --bytes 1024 bulk/")
+    @OptionGroup var endpoint: EndpointOptions
+    @Option(help: "Keys to write.") var keys = 1000
+    @Option(help: "Bytes per value.") var bytes = 1024
+    @Option(help: "Puts in flight at once.") var window = 32
+    @Argument var prefix: String
+
+    func validate() throws {
+        if keys < 1 { throw ValidationError("--keys must be at least 1") }
+        if !(0...1200).contains(bytes) { throw ValidationError("--bytes must be in 0...1200 (a command fits one bus message)") }
+        if !(1...ServiceHostWindow.limit).contains(window) { throw ValidationError("--window must be in 1...\(ServiceHostWindow.limit)") }
+    }
+
+    func run() throws {
+        let client = try endpoint.connect()
+        let keys = self.keys, bytes = self.bytes, window = self.window, prefix = self.prefix, consistency = endpoint.consistency
+        let started = DispatchTime.now().uptimeNanoseconds
+        try runClient {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for k in 0..<keys {
+                    if k >= window { try await group.next() }
+                    let value = (0..<bytes).map { UInt8(truncatingIfNeeded: $0 &+ k) }
+                    group.addTask { try await client.put("\(prefix)\(k)", value, consistency: consistency) }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        print("\(keys) keys of \(bytes) B in \(String(format: "%.2f", seconds)) s")
+    }
+}
+
+/// The session window as the CLI may use it.
+enum ServiceHostWindow { static let limit = ServiceHost.sessionWindow / 2 }
