@@ -69,7 +69,10 @@ let package = Package(
             ]
         ),
         // Services bound to a member, and the local client endpoint.
-        .target(name: "CarillonServiceNode", dependencies: ["CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys"]),
+        .target(
+            name: "CarillonServiceNode",
+            dependencies: ["CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys",
+                           .product(name: "Logging", package: "swift-log")]),
         // The async client of a node's Unix socket (no runtime needed).
         .target(name: "CarillonClient", dependencies: ["CarillonServices"]),
         .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),

@@ -10,11 +10,14 @@
 #      exactly members × adds.
 #   3. joiner: one node is killed, the store is filled (--keys keys of --bytes),
 #      the node rejoins with --join and must list the same keys and versions as
-#      the others, and read the last key locally.
+#      the others, and read the last key locally. With --traffic RATE every node
+#      also broadcasts RATE test messages/s and logs them; the longest gap
+#      between deliveries at h0 while the joiner catches up is printed.
 # Prints OK lines and exits 0, or FAILED and the reason.
 #
 # Usage (as root):
-#   tools/netns-services.sh [--members N] [--rounds R] [--adds K] [--keys K] [--bytes B] [--bin PATH] [--out DIR]
+#   tools/netns-services.sh [--members N] [--rounds R] [--adds K] [--keys K] [--bytes B] [--traffic RATE]
+#                           [--bin PATH] [--out DIR]
 # Examples:
 #   tools/netns-services.sh
 #   tools/netns-services.sh --members 5 --keys 2000 --bin .build/release/carillon
@@ -22,7 +25,7 @@
 # round period 100 µs, idle blocking (2 cores), promise ordering, authenticated frames.
 set -euo pipefail
 
-members=3 rounds=6 adds=20 keys=500 bytes=512 bin="" out="" loss=0 shape=""
+members=3 rounds=6 adds=20 keys=500 bytes=512 traffic=0 bin="" out="" loss=0 shape=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --members) members=$2; shift 2 ;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
         --adds) adds=$2; shift 2 ;;
         --keys) keys=$2; shift 2 ;;
         --bytes) bytes=$2; shift 2 ;;
+        --traffic) traffic=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -50,8 +54,10 @@ sock() { echo "$out/h$1.sock"; }
 start_node() {  # start_node I [--join]
     local i=$1; shift
     runs=$((runs + 1))
+    local send=()
+    [ "$traffic" -gt 0 ] && send=(--send 1000000000 --rate "$traffic" --log "$out/h$i-$runs.log")
     ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --client-socket "$(sock "$i")" \
-        "$@" 2> "$out/h$i-$runs.err" > /dev/null &
+        "${send[@]}" "$@" 2> "$out/h$i-$runs.err" > /dev/null &
     node_pid[$i]=$!
     pids+=($!)
 }
@@ -149,8 +155,18 @@ joiner=$((members - 1))
 kill -9 "${node_pid[$joiner]}"
 wait "${node_pid[$joiner]}" 2>/dev/null || true
 client 0 "kv load" --keys "$keys" --bytes "$bytes" bulk/ >&2 || fail "kv load failed"
+join_at=$(now_ns)
 start_node "$joiner" --join
-wait_until 120 "the joiner h$joiner serving" serves "$joiner"
+wait_until 300 "the joiner h$joiner serving" serves "$joiner"
+served_at=$(now_ns)
+if [ "$traffic" -gt 0 ]; then
+    sleep 1
+    # Longest gap between consecutive deliveries at h0 from the restart to 1 s after the joiner served.
+    gap=$(awk -v a="$join_at" -v b="$((served_at + 1000000000))" '$1 != "#" && $4 >= a && $4 <= b { if (last) { g = $4 - last; if (g > m) m = g }; last = $4; n++ }
+        END { printf "%.2f ms over %d deliveries", m / 1e6, n }' "$out/h0-1.log")
+    echo "netns-services: joiner: longest gap between deliveries at h0 while h$joiner caught up: $gap (round period 0.1 ms)" >&2
+fi
+echo "netns-services: joiner: serving $(( (served_at - join_at) / 1000000 )) ms after its restart" >&2
 client 0 "kv list" bulk/ > "$out/list-0.txt"
 client "$joiner" "kv list" bulk/ > "$out/list-$joiner.txt"
 [ "$(wc -l < "$out/list-0.txt")" -eq "$keys" ] || fail "h0 lists $(wc -l < "$out/list-0.txt") keys, expected $keys"

@@ -4,6 +4,7 @@ import CarillonRuntime
 import CarillonServices
 import Dispatch
 import Glibc
+import Logging
 import Synchronization
 
 /// Binds a ``ServiceHost`` to a ``Member``: applies the member's bus events to
@@ -91,8 +92,10 @@ public final class ServiceNode: @unchecked Sendable {
         var awaiting: (View, StateManifest)?
         /// Events held while waiting, in order.
         var deferred: [Deferred] = []
-        /// States that came over the bulk channel before their manifest.
-        var arrivedStates: [[UInt8]] = []
+        /// States that came over the bulk channel before their manifest, restored.
+        var arrivedStates: [ServiceHost] = []
+        /// The host as built, for restoring a received state into.
+        var blankHost: ServiceHost
         /// The last installed view, its joiners and the view before it (for the donor's choice).
         var lastInstalled: (view: View, joined: [MemberID], previous: View?)?
         /// States this member (a donor) still has to queue on the bulk channel.
@@ -103,6 +106,8 @@ public final class ServiceNode: @unchecked Sendable {
     }
 
     public let options: Options
+    /// Where the node says what an operator needs to know (states received, failures).
+    public let logger: Logger
     let core: Mutex<Core>
     let member = Mutex<Member?>(nil)
     let bulk = Mutex<BulkChannel?>(nil)
@@ -110,9 +115,11 @@ public final class ServiceNode: @unchecked Sendable {
     let running = Atomic<Bool>(false)
     let tickerDone = DispatchGroup()
 
-    public init(machines: [any ReplicatedStateMachine] = [LockService(), ObjectStore()], options: Options = Options()) {
+    public init(machines: [any ReplicatedStateMachine] = [LockService(), ObjectStore()], options: Options = Options(),
+                logger: Logger = Logger(label: "carillon.services")) {
         self.options = options
-        core = Mutex(Core(host: ServiceHost(machines: machines)))
+        self.logger = logger
+        core = Mutex(Core(host: ServiceHost(machines: machines), blankHost: ServiceHost(machines: machines)))
     }
 
     /// Hooks the node to `member` (its view events and its state for joiners)
@@ -173,7 +180,7 @@ public final class ServiceNode: @unchecked Sendable {
     public func localLocks() -> [LockState] {
         core.withLock { core in
             guard let locks = core.host.machine(LockService.serviceID) as? LockService else { return [] }
-            return locks.locks.keys.sorted().map { locks.locks[$0]! }
+            return locks.locks.keys.sorted().map { locks.locks[$0]! }.filter { !$0.holders.isEmpty || !$0.waiters.isEmpty }
         }
     }
 
@@ -344,8 +351,8 @@ public final class ServiceNode: @unchecked Sendable {
             }
             if case .view(.stateReceived(let view, let state)) = event, let manifest = StateManifest.decode(state) {
                 core.awaiting = (view, manifest)
-                if let bytes = core.arrivedStates.first(where: { Digest64.of($0) == manifest.digest }) {
-                    restoreArrived(bytes, core: &core, stability: stability, out: &out)
+                if let restored = core.arrivedStates.first(where: { $0.appliedIndex == manifest.appliedIndex }) {
+                    install(restored, core: &core, stability: stability, out: &out)
                 }
                 return
             }
@@ -405,48 +412,71 @@ public final class ServiceNode: @unchecked Sendable {
 
     // MARK: - State over the bulk channel
 
-    /// The state for joiners at this point (Member.snapshotProvider): the
-    /// host's snapshot itself when small or without a bulk channel; else a
-    /// manifest, and this member — if it is the donor — queues the bytes to
-    /// every joiner over the bulk channel.
+    /// The state for joiners at this point (Member.snapshotProvider, on the
+    /// agent thread): without a bulk channel the host's snapshot itself;
+    /// with one a manifest, and this member — if it is the donor — serializes
+    /// a copy of the host (copy-on-write: taking it costs nothing here) on
+    /// another thread and queues it to every joiner, so the agent never
+    /// stops for a large state.
     func provideState() -> [UInt8] {
         let hasBulk = bulk.withLock { $0 != nil }
         let me = currentMember()
-        return core.withLock { core in
-            let full = core.host.snapshot()
-            guard hasBulk, full.count > options.inlineStateBytes, let installed = core.lastInstalled else { return full }
+        let (bytes, frozen, joiners) = core.withLock { core -> ([UInt8], ServiceHost?, [MemberID]) in
+            guard hasBulk, let installed = core.lastInstalled else { return (core.host.snapshot(), nil, []) }
             let previous = installed.previous?.members ?? []
-            guard let donor = installed.view.members.first(where: { previous.contains($0) }) else { return full }
-            let manifest = StateManifest(stateBytes: UInt64(full.count), digest: Digest64.of(full), donorNode: donor.node)
-            if donor == me {
-                for joiner in installed.joined { core.stateSends.append((joiner.node, full)) }
+            guard let donor = installed.view.members.first(where: { previous.contains($0) }) else { return (core.host.snapshot(), nil, []) }
+            let manifest = StateManifest(appliedIndex: core.host.appliedIndex, epoch: installed.view.epoch, donorNode: donor.node)
+            return (manifest.encoded, donor == me ? core.host : nil, installed.joined)
+        }
+        if let frozen, !joiners.isEmpty {
+            DispatchQueue.global().async { [self] in
+                let transfer = StateManifest.transfer(of: frozen.snapshot())
+                core.withLock { core in for joiner in joiners { core.stateSends.append((joiner.node, transfer)) } }
                 wake.signal()
             }
-            return manifest.encoded
         }
+        return bytes
     }
 
-    /// A transfer arrived on the bulk channel: the state a joiner waits for (or will).
+    /// A transfer arrived on the bulk channel: the state a joiner waits for
+    /// (or will). It is checked and decoded here, off the agent thread; the
+    /// agent only swaps the host in and applies the held events.
     public func bulkArrived(source: Int, bytes: [UInt8]) {
+        guard let state = StateManifest.state(fromTransfer: bytes) else {
+            logger.error("a services state over the bulk channel fails its digest: ignored", metadata: ["source_node": "\(source)", "bytes": "\(bytes.count)"])
+            return
+        }
+        var fresh = core.withLock { $0.blankHost }
+        let failure: ServiceStateError? = state.withUnsafeBytes { b in
+            do throws(ServiceStateError) { try fresh.restore(b); return nil } catch { return error }
+        }
+        if let failure {
+            core.withLock { $0.stateError = failure }
+            logger.critical("the services state received cannot be taken: this node cannot serve (restart it with --join)", metadata: [
+                "source_node": "\(source)", "error": "\(failure)"])
+            return
+        }
+        logger.notice("services state received over the bulk channel", metadata: [
+            "source_node": "\(source)", "state_bytes": "\(state.count)", "applied_index": "\(fresh.appliedIndex)"])
         var out = Outgoing()
         let stability = member.withLock { $0 }?.stability
         core.withLock { core in
-            if let (_, manifest) = core.awaiting, manifest.digest == Digest64.of(bytes), manifest.stateBytes == UInt64(bytes.count) {
-                restoreArrived(bytes, core: &core, stability: stability, out: &out)
+            if let (_, manifest) = core.awaiting, manifest.appliedIndex == fresh.appliedIndex {
+                install(fresh, core: &core, stability: stability, out: &out)
             } else {
-                core.arrivedStates.append(bytes)
+                core.arrivedStates.append(fresh)
                 if core.arrivedStates.count > 2 { core.arrivedStates.removeFirst() }
             }
         }
         hand(out)
     }
 
-    func restoreArrived(_ bytes: [UInt8], core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
-                        out: inout Outgoing) {
-        guard let (view, _) = core.awaiting else { return }
+    func install(_ restored: ServiceHost, core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
+                 out: inout Outgoing) {
         core.awaiting = nil
         core.arrivedStates = []
-        _ = applyLocked(.view(.stateReceived(view, state: bytes)), core: &core, stability: stability, out: &out)
+        core.host = restored
+        core.noPrimarySince = nil
         let held = core.deferred
         core.deferred = []
         for event in held {

@@ -84,8 +84,11 @@ public struct LockService: ReplicatedStateMachine, Sendable {
     public static let serviceID: UInt16 = 1
     public var serviceID: UInt16 { Self.serviceID }
 
-    /// Locks with a holder or a waiter (a free lock with no waiters is forgotten).
+    /// Locks by name; a free lock may stay listed with no holder and no
+    /// waiter (see ``grantWaiters(_:output:)``).
     public private(set) var locks: [String: LockState] = [:]
+    /// Releases that left a lock free since free locks were last forgotten.
+    var idleLocks = 0
 
     public init() {}
 
@@ -120,16 +123,13 @@ public struct LockService: ReplicatedStateMachine, Sendable {
         case 4:
             let name = try command.string16()
             try command.expectEnd()
-            output.complete(context.session, context.requestID, status: locks[name] == nil ? .notFound : .ok) { w in
-                locks[name]?.write(to: &w)
+            let live = locks[name].map { !$0.holders.isEmpty || !$0.waiters.isEmpty } ?? false
+            output.complete(context.session, context.requestID, status: live ? .ok : .notFound) { w in
+                if live { locks[name]!.write(to: &w) }
             }
         case 5:
             try command.expectEnd()
-            output.complete(context.session, context.requestID, status: .ok) { w in
-                let names = locks.keys.sorted()
-                w.u32(UInt32(names.count))
-                for n in names { locks[n]!.write(to: &w) }
-            }
+            output.complete(context.session, context.requestID, status: .ok) { w in snapshot(into: &w) }
         default:
             throw .unknownOperation(service: serviceID, operation: op)
         }
@@ -137,53 +137,67 @@ public struct LockService: ReplicatedStateMachine, Sendable {
 
     mutating func acquire(_ name: String, mode: LockMode, wait: Bool, context: ApplyContext, output: inout ServiceOutput) {
         let token = context.index
-        guard var lock = locks[name] else {
-            locks[name] = LockState(name: name, mode: mode, holders: [.init(session: context.session, token: token)], waiters: [])
-            Self.granted(context.session, context.requestID, token: token, output: &output)
-            return
-        }
-        if lock.holders.contains(where: { $0.session == context.session }) || lock.waiters.contains(where: { $0.session == context.session }) {
+        // Locks are changed in place (through their index), never copied out
+        // and back, and a lock nobody holds keeps its entry while it is
+        // reused: a steady acquire/release cycle allocates nothing.
+        if locks[name] == nil { locks[name] = LockState(name: name, mode: mode, holders: [], waiters: []) }
+        let i = locks.index(forKey: name)!
+        if locks.values[i].holders.contains(where: { $0.session == context.session })
+            || locks.values[i].waiters.contains(where: { $0.session == context.session }) {
             output.complete(context.session, context.requestID, status: .alreadyHeld)
             return
         }
         // Shared joins shared holders only when nobody waits (FIFO: no overtaking).
+        let lock = locks.values[i]
         if lock.holders.isEmpty || (mode == .shared && lock.mode == .shared && lock.waiters.isEmpty) {
-            lock.mode = mode
-            lock.holders.append(.init(session: context.session, token: token))
-            locks[name] = lock
+            locks.values[i].mode = mode
+            locks.values[i].holders.append(.init(session: context.session, token: token))
             Self.granted(context.session, context.requestID, token: token, output: &output)
         } else if wait {
-            lock.waiters.append(.init(session: context.session, requestID: context.requestID, mode: mode))
-            locks[name] = lock
+            locks.values[i].waiters.append(.init(session: context.session, requestID: context.requestID, mode: mode))
         } else {
             output.complete(context.session, context.requestID, status: .busy) { w in lock.write(to: &w) }
         }
     }
 
     mutating func release(_ name: String, context: ApplyContext, output: inout ServiceOutput) {
-        guard let held = locks[name]?.holders.firstIndex(where: { $0.session == context.session }) else {
+        guard let i = locks.index(forKey: name), let held = locks.values[i].holders.firstIndex(where: { $0.session == context.session }) else {
             output.complete(context.session, context.requestID, status: .notHeld)
             return
         }
-        locks[name]!.holders.remove(at: held)
+        locks.values[i].holders.remove(at: held)
         output.complete(context.session, context.requestID, status: .ok)
         grantWaiters(name, output: &output)
     }
 
     /// Grants the head of the queue (and the shared requests right behind a
-    /// shared head) when the lock allows; forgets a lock nobody holds or wants.
+    /// shared head) when the lock allows. A lock nobody holds or wants stays
+    /// (empty) while fewer than ``idleLocksKept`` such locks exist, so a busy
+    /// lock reuses its storage; beyond that it is forgotten.
     mutating func grantWaiters(_ name: String, output: inout ServiceOutput) {
-        guard var lock = locks[name] else { return }
-        while let head = lock.waiters.first {
-            let fits = lock.holders.isEmpty || (head.mode == .shared && lock.mode == .shared)
+        guard let i = locks.index(forKey: name) else { return }
+        while let head = locks.values[i].waiters.first {
+            let fits = locks.values[i].holders.isEmpty || (head.mode == .shared && locks.values[i].mode == .shared)
             guard fits else { break }
-            lock.waiters.removeFirst()
-            lock.mode = head.mode
-            lock.holders.append(.init(session: head.session, token: output.index))
+            locks.values[i].waiters.removeFirst()
+            locks.values[i].mode = head.mode
+            locks.values[i].holders.append(.init(session: head.session, token: output.index))
             Self.granted(head.session, head.requestID, token: output.index, output: &output)
             if head.mode == .exclusive { break }
         }
-        locks[name] = lock.holders.isEmpty && lock.waiters.isEmpty ? nil : lock
+        if locks.values[i].holders.isEmpty, locks.values[i].waiters.isEmpty {
+            idleLocks += 1
+            if idleLocks > Self.idleLocksKept { forgetIdleLocks() }
+        }
+    }
+
+    /// Free locks kept for reuse before they are forgotten.
+    public static let idleLocksKept = 1024
+
+    /// Forgets every free lock (deterministic: the same at every member).
+    mutating func forgetIdleLocks() {
+        locks = locks.filter { !$0.value.holders.isEmpty || !$0.value.waiters.isEmpty }
+        idleLocks = 0
     }
 
     static func granted(_ session: SessionID, _ requestID: UInt64, token: UInt64, output: inout ServiceOutput) {
@@ -192,18 +206,19 @@ public struct LockService: ReplicatedStateMachine, Sendable {
 
     public mutating func endSession(_ session: SessionID, index: UInt64, output: inout ServiceOutput) {
         for name in locks.keys.sorted() {
-            guard var lock = locks[name] else { continue }
-            let before = (lock.holders.count, lock.waiters.count)
-            lock.holders.removeAll { $0.session == session }
-            lock.waiters.removeAll { $0.session == session }
-            guard (lock.holders.count, lock.waiters.count) != before else { continue }
-            locks[name] = lock
+            guard let i = locks.index(forKey: name) else { continue }
+            let before = (locks.values[i].holders.count, locks.values[i].waiters.count)
+            locks.values[i].holders.removeAll { $0.session == session }
+            locks.values[i].waiters.removeAll { $0.session == session }
+            guard (locks.values[i].holders.count, locks.values[i].waiters.count) != before else { continue }
             grantWaiters(name, output: &output)
         }
     }
 
     public func snapshot(into w: inout ByteWriter) {
-        let names = locks.keys.sorted()
+        // Free locks are not state: two replicas that forgot them at different
+        // times would still be equal. Only held or awaited locks are written.
+        let names = locks.keys.filter { !locks[$0]!.holders.isEmpty || !locks[$0]!.waiters.isEmpty }.sorted()
         w.u32(UInt32(names.count))
         for n in names { locks[n]!.write(to: &w) }
     }
@@ -215,6 +230,7 @@ public struct LockService: ReplicatedStateMachine, Sendable {
             next[lock.name] = lock
         }
         locks = next
+        idleLocks = 0
     }
 
     // MARK: - Responses, for clients

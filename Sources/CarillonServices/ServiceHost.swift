@@ -156,31 +156,31 @@ public struct ServiceHost: Sendable {
             endSession(id, output: &output)
             return
         }
-        var session = sessions[id] ?? Session()
-        session.acknowledgedBelow = max(session.acknowledgedBelow, envelope.acknowledgedBelow)
-        if envelope.requestID < session.acknowledgedBelow || session.pending.contains(envelope.requestID) {
+        // Sessions are changed in place (through their index), never copied
+        // out and back: a copy would duplicate their arrays on every command.
+        if sessions[id] == nil { sessions[id] = Session() }
+        let i = sessions.index(forKey: id)!
+        sessions.values[i].acknowledgedBelow = max(sessions.values[i].acknowledgedBelow, envelope.acknowledgedBelow)
+        if envelope.requestID < sessions.values[i].acknowledgedBelow || sessions.values[i].pending.contains(envelope.requestID) {
             counters.duplicatesIgnored += 1
-            sessions[id] = session
             return
         }
-        if let answer = session.answers.first(where: { $0.requestID == envelope.requestID }) {
+        if let a = sessions.values[i].answers.firstIndex(where: { $0.requestID == envelope.requestID }) {
             counters.retriesAnswered += 1
+            let answer = sessions.values[i].answers[a]
             output.service = answer.service
             output.position = answer.position
             output.index = answer.index
             output.complete(id, answer.requestID, status: answer.status) { $0.raw(answer.body) }
             output.position = position
             output.index = appliedIndex
-            sessions[id] = session
             return
         }
-        if session.inWindow >= Self.sessionWindow {
+        if sessions.values[i].inWindow >= Self.sessionWindow {
             counters.windowsFull += 1
-            sessions[id] = session
             output.complete(id, envelope.requestID, status: .windowFull)
             return
         }
-        sessions[id] = session
         guard let m = machines.firstIndex(where: { $0.serviceID == envelope.service }) else {
             output.complete(id, envelope.requestID, status: .unknownService)
             record(from: output.completions.count - 1, current: (id, envelope.requestID), output: output)
@@ -208,22 +208,23 @@ public struct ServiceHost: Sendable {
         var answeredCurrent = false
         for c in output.completions[start...] {
             if let current, c.session == current.0, c.requestID == current.1 { answeredCurrent = true }
-            guard var session = sessions[c.session] else { continue }
-            session.pending.removeAll { $0 == c.requestID }
-            let slot = session.answers.firstIndex { $0.requestID < session.acknowledgedBelow }
-            if let slot {
-                session.answers[slot].requestID = c.requestID
-                session.answers[slot].service = c.service
-                session.answers[slot].status = c.status
-                session.answers[slot].position = c.position
-                session.answers[slot].index = c.index
-                session.answers[slot].body.removeAll(keepingCapacity: true)
-                session.answers[slot].body.append(contentsOf: output.bodies.bytes[c.bodyOffset..<(c.bodyOffset + c.bodyLength)])
+            guard let i = sessions.index(forKey: c.session) else { continue }
+            sessions.values[i].pending.removeAll { $0 == c.requestID }
+            let acknowledged = sessions.values[i].acknowledgedBelow
+            let body = output.bodies.bytes[c.bodyOffset..<(c.bodyOffset + c.bodyLength)]
+            if let slot = sessions.values[i].answers.firstIndex(where: { $0.requestID < acknowledged }) {
+                // A forgotten answer's slot, its body's storage reused.
+                sessions.values[i].answers[slot].requestID = c.requestID
+                sessions.values[i].answers[slot].service = c.service
+                sessions.values[i].answers[slot].status = c.status
+                sessions.values[i].answers[slot].position = c.position
+                sessions.values[i].answers[slot].index = c.index
+                sessions.values[i].answers[slot].body.removeAll(keepingCapacity: true)
+                sessions.values[i].answers[slot].body.append(contentsOf: body)
             } else {
-                session.answers.append(Answer(requestID: c.requestID, service: c.service, status: c.status, position: c.position,
-                                              index: c.index, body: Array(output.bodies.bytes[c.bodyOffset..<(c.bodyOffset + c.bodyLength)])))
+                sessions.values[i].answers.append(Answer(requestID: c.requestID, service: c.service, status: c.status,
+                                                         position: c.position, index: c.index, body: Array(body)))
             }
-            sessions[c.session] = session
         }
         if let current, !answeredCurrent { sessions[current.0]?.pending.append(current.1) }
     }
@@ -393,42 +394,62 @@ public struct ServiceHost: Sendable {
     }
 }
 
-/// What a donor hands the membership layer instead of a large state: the
-/// state's size and digest and the node that sends it over the bulk channel
-/// (docs/wire-format.md, "State manifest"). The joiner delivers on from the
-/// view's start at once, holds the services' events until the bytes arrive,
-/// checks them against the digest, restores, and applies the held events.
+/// What donors hand the membership layer instead of the state itself: which
+/// state (the log index it was taken at, the same at every donor) and the node
+/// that sends it over the bulk channel (docs/wire-format.md, "State
+/// manifest"). The bulk transfer carries the state's digest before the
+/// state; the joiner checks both, and delivers on from the view's start at
+/// once, holding the services' events until the state is restored.
 public struct StateManifest: Sendable, Hashable {
     public static let magic: [UInt8] = Array("CSM1".utf8)
-    public static let encodedBytes = 4 + 8 + 8 + 2
+    public static let encodedBytes = 4 + 8 + 4 + 2
 
-    public var stateBytes: UInt64
-    public var digest: UInt64
+    /// ``ServiceHost/appliedIndex`` of the state.
+    public var appliedIndex: UInt64
+    /// The epoch of the view whose installation the state was taken at.
+    public var epoch: UInt32
     /// The node that sends the state (the first member of the new view in
     /// rank order that was in the old one).
     public var donorNode: UInt16
 
-    public init(stateBytes: UInt64, digest: UInt64, donorNode: UInt16) {
-        self.stateBytes = stateBytes
-        self.digest = digest
+    public init(appliedIndex: UInt64, epoch: UInt32, donorNode: UInt16) {
+        self.appliedIndex = appliedIndex
+        self.epoch = epoch
         self.donorNode = donorNode
     }
 
     public var encoded: [UInt8] {
         var w = ByteWriter(capacity: Self.encodedBytes)
         w.raw(Self.magic)
-        w.u64(stateBytes)
-        w.u64(digest)
+        w.u64(appliedIndex)
+        w.u32(epoch)
         w.u16(donorNode)
         return w.bytes
     }
 
-    /// A manifest, or nil when `bytes` is a state itself.
+    /// A manifest, or nil when `bytes` is a state itself (a state starts with its version, 1).
     public static func decode(_ bytes: [UInt8]) -> StateManifest? {
         guard bytes.count == encodedBytes, Array(bytes[0..<4]) == magic else { return nil }
         return try? ByteReader.reading(bytes) { (r) throws(ServiceDecodeError) -> StateManifest in
             _ = try r.raw(4)
-            return StateManifest(stateBytes: try r.u64(), digest: try r.u64(), donorNode: try r.u16())
+            return StateManifest(appliedIndex: try r.u64(), epoch: try r.u32(), donorNode: try r.u16())
         }
+    }
+
+    /// The bulk transfer of a state: its FNV-1a digest (8 bytes), then the state.
+    public static func transfer(of state: [UInt8]) -> [UInt8] {
+        var w = ByteWriter(capacity: state.count + 8)
+        w.u64(Digest64.of(state))
+        w.raw(state)
+        return w.bytes
+    }
+
+    /// The state of a transfer whose digest matches, else nil.
+    public static func state(fromTransfer bytes: [UInt8]) -> ArraySlice<UInt8>? {
+        guard bytes.count > 8 else { return nil }
+        let digest = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        var d = Digest64()
+        bytes.withUnsafeBytes { d.add(UnsafeRawBufferPointer(rebasing: $0[8...])) }
+        return d.value == digest ? bytes[8...] : nil
     }
 }

@@ -1,0 +1,37 @@
+import Foundation
+import Testing
+
+extension NamespaceTests {
+    /// The services with separate `carillon node` processes in namespaces, as
+    /// a user runs them: `carillon lock` on every host contending for one lock
+    /// while the holder's node is killed with kill -9 (the next waiter gets it
+    /// with a larger token, grants never overlap), `carillon kv add` from every
+    /// host summing exactly, and a joiner catching up on a store larger than
+    /// the membership layer's inline state transfer (over the bulk channel).
+    @Suite("Namespace services (locks, objects; separate processes)")
+    struct NamespaceServicesTests {
+        func run(members: Int, keys: Int) throws -> (status: Int32, output: String) {
+            let binary = try releaseCarillon()
+            return try runScript("tools/netns-services.sh", [
+                "--members", "\(members)", "--keys", "\(keys)", "--bytes", "1024", "--bin", binary])
+        }
+
+        func expectAllChecks(_ status: Int32, _ output: String, members: Int, keys: Int) {
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("OK — next grant"), "\(output)")
+            #expect(output.contains("none overlapping; the killed holder's CLI exited 75"), "\(output)")
+            #expect(output.contains("OK — counter: \(members) hosts × 20 adds = \(members * 20) at every host"), "\(output)")
+            #expect(output.contains("holds the same \(keys) keys"), "\(output)")
+        }
+
+        @Test func threeMembers() throws {
+            let (status, output) = try run(members: 3, keys: 2000)
+            expectAllChecks(status, output, members: 3, keys: 2000)
+        }
+
+        @Test func fiveMembers() throws {
+            let (status, output) = try run(members: 5, keys: 2000)
+            expectAllChecks(status, output, members: 5, keys: 2000)
+        }
+    }
+}
