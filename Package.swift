@@ -126,6 +126,7 @@ let package = Package(
             name: "CarillonRuntimeTests",
             dependencies: [
                 "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire", "CarillonBulk",
+                "CarillonServiceNode", "CarillonServices", "CarillonClient",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -20,6 +20,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "Carillon", package: "Carillon"),
                 .product(name: "CarillonSimulation", package: "Carillon"),
+                .product(name: "CarillonServices", package: "Carillon"),
             ],
             path: "Benchmarks/CarillonBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

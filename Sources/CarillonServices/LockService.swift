@@ -87,8 +87,6 @@ public struct LockService: ReplicatedStateMachine, Sendable {
     /// Locks by name; a free lock may stay listed with no holder and no
     /// waiter (see ``grantWaiters(_:output:)``).
     public private(set) var locks: [String: LockState] = [:]
-    /// Releases that left a lock free since free locks were last forgotten.
-    var idleLocks = 0
 
     public init() {}
 
@@ -172,7 +170,7 @@ public struct LockService: ReplicatedStateMachine, Sendable {
 
     /// Grants the head of the queue (and the shared requests right behind a
     /// shared head) when the lock allows. A lock nobody holds or wants stays
-    /// (empty) while fewer than ``idleLocksKept`` such locks exist, so a busy
+    /// (empty) while the table has at most ``locksKept`` entries, so a busy
     /// lock reuses its storage; beyond that it is forgotten.
     mutating func grantWaiters(_ name: String, output: inout ServiceOutput) {
         guard let i = locks.index(forKey: name) else { return }
@@ -185,19 +183,17 @@ public struct LockService: ReplicatedStateMachine, Sendable {
             Self.granted(head.session, head.requestID, token: output.index, output: &output)
             if head.mode == .exclusive { break }
         }
-        if locks.values[i].holders.isEmpty, locks.values[i].waiters.isEmpty {
-            idleLocks += 1
-            if idleLocks > Self.idleLocksKept { forgetIdleLocks() }
-        }
+        if locks.values[i].holders.isEmpty, locks.values[i].waiters.isEmpty, locks.count > Self.locksKept { forgetFreeLocks() }
     }
 
-    /// Free locks kept for reuse before they are forgotten.
-    public static let idleLocksKept = 1024
+    /// Entries (held, awaited or free) the table may hold before free ones are forgotten.
+    public static let locksKept = 1024
 
-    /// Forgets every free lock (deterministic: the same at every member).
-    mutating func forgetIdleLocks() {
+    /// Forgets every free lock. When it happens differs between replicas
+    /// (a restored one starts without free locks), which is harmless: a free
+    /// lock answers and snapshots exactly as an absent one.
+    mutating func forgetFreeLocks() {
         locks = locks.filter { !$0.value.holders.isEmpty || !$0.value.waiters.isEmpty }
-        idleLocks = 0
     }
 
     static func granted(_ session: SessionID, _ requestID: UInt64, token: UInt64, output: inout ServiceOutput) {
@@ -230,7 +226,6 @@ public struct LockService: ReplicatedStateMachine, Sendable {
             next[lock.name] = lock
         }
         locks = next
-        idleLocks = 0
     }
 
     // MARK: - Responses, for clients

@@ -67,6 +67,26 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // One scaled iteration = one service command applied by the host (what
+    // every member does per delivered command), after warm-up to steady capacity.
+    for workload in ServicesFixture.Workload.allCases {
+        let fixture = Lazy<ServicesFixture>()
+        Benchmark("services apply per command, \(workload.rawValue)",
+                  configuration: perOperation(seconds: 3, maxIterations: 20_000)) { benchmark in
+            if fixture.value == nil {
+                let fresh = ServicesFixture(workload)
+                for _ in 0..<10_000 { fresh.apply() }
+                fixture.value = fresh
+            }
+            let f = fixture.value!
+            let before = f.answered
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { f.apply() }
+            benchmark.stopMeasurement()
+            precondition(f.answered - before == benchmark.scaledIterations.count, "every command is answered once")
+        }
+    }
+
     // Real sockets: one scaled iteration = one 64 B message broadcast by member 0
     // and delivered at member 1 (and at member 0), through sendmmsg/recvmmsg,
     // tags, the instance and the delivery handler, on two agent threads.

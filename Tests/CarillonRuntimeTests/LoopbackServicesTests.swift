@@ -1,0 +1,134 @@
+import CarillonClient
+import CarillonRuntime
+import CarillonServiceNode
+import CarillonServices
+import CarillonTransport
+import Foundation
+import Testing
+
+/// The services on real UDP sockets in one process: three members, each with a
+/// ServiceNode, member 0 also serving a Unix socket. Idle strategy `blocking`
+/// (three agents share two cores). Every wait is bounded.
+@Suite("Loopback services (real UDP sockets, one process)", .serialized)
+struct LoopbackServicesTests {
+    final class Cluster {
+        let members: [Member]
+        let services: [ServiceNode]
+        let endpoint: ClientEndpoint
+        let socketPath: String
+
+        init() throws {
+            let endpoints = try freeLoopbackPorts(3)
+            let start = Clock.viewNanos()
+            var members: [Member] = []
+            var services: [ServiceNode] = []
+            for rank in 0..<3 {
+                var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                                                            authentication: .clusterKey(testKey))
+                configuration.idleStrategy = .blocking
+                configuration.tolerateSlowAgents()
+                let node = ServiceNode()
+                let member = try Member(configuration: configuration, onDelivery: node.deliver)
+                node.attach(to: member)
+                members.append(member)
+                services.append(node)
+            }
+            socketPath = NSTemporaryDirectory() + "carillon-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+            endpoint = try ClientEndpoint(node: services[0], path: socketPath)
+            endpoint.start()
+            for member in members { try member.start() }
+            self.members = members
+            self.services = services
+        }
+
+        func stop() {
+            endpoint.stop()
+            for s in services { s.stop() }
+            for m in members { _ = m.stop() }
+        }
+    }
+
+    /// Runs `body` with a bound: a hang fails the test instead of stalling the run.
+    func bounded<T: Sendable>(seconds: Double = 20, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask { try await Task.sleep(nanoseconds: UInt64(seconds * 1e9)); return nil }
+            guard let first = try await group.next(), let value = first else {
+                group.cancelAll()
+                throw ServiceCallError(.timedOut, "no answer within \(seconds) s")
+            }
+            group.cancelAll()
+            return value
+        }
+    }
+
+    @Test func aLockPassesInOrderWithLargerTokensAndCountersSum() async throws {
+        let cluster = try Cluster()
+        defer { cluster.stop() }
+        let a = cluster.services[0].openSession(), b = cluster.services[1].openSession(), c = cluster.services[2].openSession()
+        let first = try await bounded { try await a.acquire("L") }
+        #expect(first != nil)
+        // b waits; c's try fails at once.
+        let waiting = Task { try await b.acquire("L") }
+        try await Task.sleep(nanoseconds: 50_000_000)
+        let tried = try await bounded { try await c.acquire("L", wait: false) }
+        #expect(tried == nil)
+        try await bounded { try await a.release("L") }
+        let second = try await bounded { try await waiting.value }
+        #expect(second!.token > first!.token)
+        // Every replica holds the same table.
+        let tables = cluster.services.map { $0.localLocks() }
+        try await bounded { _ = try await c.locks() }  // ordered after the grant at node 2
+        #expect(cluster.services[2].localLocks().first?.holders.first?.token == second!.token, "\(tables)")
+
+        for _ in 0..<10 {
+            for s in [a, b, c] { try await bounded { try await s.add("n", 1) } }
+        }
+        let sum = try await bounded { try await a.add("n", 0) }
+        #expect(sum == 30)
+    }
+
+    @Test func aClientOnTheSocketSeesOrderedWritesAndWatches() async throws {
+        let cluster = try Cluster()
+        defer { cluster.stop() }
+        let client = try CarillonClient(path: cluster.socketPath)
+        defer { client.close() }
+        #expect(client.node == 0)
+        let changes = try await bounded { try await client.watch("cfg/", prefix: true) }
+        let other = cluster.services[1].openSession()
+        let version = try await bounded { try await other.put("cfg/mode", Array("fast".utf8)) }
+        let read = try await bounded { try await client.get("cfg/mode") }
+        #expect(read?.value == Array("fast".utf8) && read?.version == version, "a linearizable read sees the ordered write")
+        let swapped = try await bounded { try await client.compareAndSet("cfg/mode", expected: version, Array("safe".utf8)) }
+        #expect(swapped.swapped)
+        let stale = try await bounded { try await client.compareAndSet("cfg/mode", expected: version, Array("x".utf8)) }
+        #expect(!stale.swapped && stale.version == swapped.version)
+        var seen: [String] = []
+        for await change in changes {
+            seen.append(String(decoding: change.value, as: UTF8.self))
+            if seen.count == 2 { break }
+        }
+        #expect(seen == ["fast", "safe"], "watch events in bus order")
+    }
+
+    @Test func closingTheConnectionReleasesItsLocks() async throws {
+        let cluster = try Cluster()
+        defer { cluster.stop() }
+        let client = try CarillonClient(path: cluster.socketPath)
+        let grant = try await bounded { try await client.acquire("held-by-client") }
+        #expect(grant != nil)
+        let waiter = cluster.services[2].openSession()
+        let waiting = Task { try await waiter.acquire("held-by-client") }
+        try await Task.sleep(nanoseconds: 50_000_000)
+        client.close()  // the session ends at every member: the waiter gets the lock
+        let next = try await bounded { try await waiting.value }
+        #expect(next!.token > grant!.token)
+    }
+
+    @Test func noNodeIsAClearErrorNotAHang() throws {
+        #expect(throws: EndpointError.self) { _ = try CarillonClient(path: "/tmp/carillon-no-such-node-\(getpid()).sock") }
+        do { _ = try CarillonClient(path: "/tmp/carillon-no-such-node-\(getpid()).sock") } catch {
+            #expect("\(error)".contains("no node is serving"))
+        }
+    }
+}
