@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "CarillonServiceNode",
             dependencies: ["CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys",
-                           .product(name: "Logging", package: "swift-log")]),
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]),
         // The async client of a node's Unix socket (no runtime needed).
         .target(name: "CarillonClient", dependencies: ["CarillonServices"]),
         .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),

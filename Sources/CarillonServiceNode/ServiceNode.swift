@@ -100,6 +100,8 @@ public final class ServiceNode: @unchecked Sendable {
         var lastInstalled: (view: View, joined: [MemberID], previous: View?)?
         /// States this member (a donor) still has to queue on the bulk channel.
         var stateSends: [(UInt16, [UInt8])] = []
+        /// The counters through swift-metrics (made at attach, when the node is known).
+        var metrics: ServiceMetrics?
         /// Sessions ended here whose end is not on the bus yet.
         var endsToSend: [(SessionID, UInt64)] = []
         var stateError: ServiceStateError?
@@ -131,6 +133,7 @@ public final class ServiceNode: @unchecked Sendable {
     public func attach(to member: Member, bulk: BulkChannel? = nil) {
         self.member.withLock { $0 = member }
         self.bulk.withLock { $0 = bulk }
+        core.withLock { $0.metrics = ServiceMetrics(node: member.configuration.node) }
         if !member.configuration.joins {
             let first = member.configuration.initialView
             core.withLock { $0.host.begin(in: first) }
@@ -407,6 +410,10 @@ public final class ServiceNode: @unchecked Sendable {
             }
         }
         if !core.safeHeld.isEmpty { out.answers += Self.releaseStable(&core, stability) }
+        if let due = core.metrics?.nextPublishNanos, monotonicNanos() >= due {
+            let (counters, open, index) = (core.host.counters, core.host.openSessionCount, core.host.appliedIndex)
+            core.metrics!.publish(counters, sessionsOpen: open, index: index, atNanos: monotonicNanos())
+        }
         return accepted
     }
 

@@ -88,6 +88,9 @@ public struct ServiceHost: Sendable {
         view = first
     }
 
+    /// How many sessions are open now.
+    public var openSessionCount: Int { sessions.count }
+
     /// Sessions open now, in order.
     public var openSessions: [SessionID] { sessions.keys.sorted() }
 
