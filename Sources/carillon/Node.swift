@@ -110,6 +110,12 @@ struct Node: ParsableCommand {
             left logs "# left EPOCH ns 0". A second SIGINT/SIGTERM while it stops ends the process at \
             once (status 130/143, no drain, the last 100 ms of --log lost). SIGHUP is logged and ignored.
 
+            The node runs the services (locks, replicated objects; docs/services.md) and serves local \
+            clients — carillon lock, carillon locks, carillon kv, the CarillonClient library — on a Unix \
+            socket of mode 0600: the member's "client_socket", --client-socket, or \
+            /tmp/carillon-PORT-MEMBER.sock. Their state goes to joiners over the bulk channel (bus port \
+            + 1) unless --bulk uses that port for a benchmark. --no-services runs the bus alone.
+
             --metrics-listen HOST:PORT (or the member's "metrics_listen" in the configuration) serves \
             the member's counters and the process's CPU time and context switches in Prometheus text \
             format at http://HOST:PORT/metrics (docs/operations.md lists the metrics). Off by default.
