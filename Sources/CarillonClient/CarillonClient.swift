@@ -78,7 +78,9 @@ public final class CarillonClient: ServiceCalls, @unchecked Sendable {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         shutdown(descriptor, Int32(SHUT_RDWR))
         readerDone.wait()
-        Glibc.close(descriptor)
+        // Under the send lock: a send that checked `closed` before it was set
+        // never writes to the descriptor number after it is reused.
+        sendLock.withLock { _ in _ = Glibc.close(descriptor) }
     }
 
     public func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse {
@@ -123,6 +125,8 @@ public final class CarillonClient: ServiceCalls, @unchecked Sendable {
                 let id = nextID.add(1, ordering: .relaxed).oldValue
                 let bytes = make(id).encoded()
                 waiting.withLock { $0[id] = continuation }
+                // Closed meanwhile (the descriptor may be gone): fail, never write.
+                if closed.load(ordering: .relaxed) { return (id, false) }
                 var sent = 0
                 while sent < bytes.count {
                     let n = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }

@@ -15,8 +15,10 @@ public final class ClientEndpoint: @unchecked Sendable {
         let descriptor: Int32
         let client: UInt32
         var reader = ClientMessageReader()
-        /// Bytes the socket did not take yet.
-        let outbox = Mutex<[UInt8]>([])
+        /// Bytes the socket did not take yet; nil once the connection is
+        /// closed (its descriptor may then belong to another connection, so
+        /// nothing may be written to it: the lock makes closing and writing exclusive).
+        let outbox = Mutex<[UInt8]?>([])
         let closed = Atomic<Bool>(false)
 
         init(descriptor: Int32, client: UInt32) {
@@ -28,12 +30,13 @@ public final class ClientEndpoint: @unchecked Sendable {
         func send(_ message: ClientMessage, wake: Int32) {
             let bytes = message.encoded()
             let queued = outbox.withLock { box -> Bool in
-                if box.isEmpty {
+                guard box != nil else { return false }
+                if box!.isEmpty {
                     let n = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
                     if n == bytes.count { return false }
-                    box.append(contentsOf: n > 0 ? bytes[n...] : bytes[...])
+                    box!.append(contentsOf: n > 0 ? bytes[n...] : bytes[...])
                 } else {
-                    box.append(contentsOf: bytes)
+                    box!.append(contentsOf: bytes)
                 }
                 return true
             }
@@ -43,14 +46,23 @@ public final class ClientEndpoint: @unchecked Sendable {
         /// Writes what is queued; false when the peer is gone.
         func flush() -> Bool {
             outbox.withLock { box in
-                guard !box.isEmpty else { return true }
-                let n = box.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-                if n > 0 { box.removeFirst(n) }
+                guard box != nil else { return false }
+                guard !box!.isEmpty else { return true }
+                let n = box!.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                if n > 0 { box!.removeFirst(n) }
                 return n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK
             }
         }
 
-        var wantsWrite: Bool { outbox.withLock { !$0.isEmpty } }
+        var wantsWrite: Bool { outbox.withLock { !($0?.isEmpty ?? true) } }
+
+        /// Closes the descriptor; nothing is written to it afterwards.
+        func close() {
+            outbox.withLock { box in
+                box = nil
+                _ = Glibc.close(descriptor)
+            }
+        }
     }
 
     public let path: String
@@ -155,7 +167,7 @@ public final class ClientEndpoint: @unchecked Sendable {
                 },
                 onEnd: { _ in
                     // The member was left out of a view: this session is over; the client reconnects.
-                    if let c = box.connection { shutdown(c.descriptor, Int32(SHUT_RDWR)) }
+                    if let c = box.connection { c.outbox.withLock { if $0 != nil { shutdown(c.descriptor, Int32(SHUT_RDWR)) } } }
                 }))
             let c = Connection(descriptor: fd, client: session.client)
             box.connection = c
@@ -222,7 +234,7 @@ public final class ClientEndpoint: @unchecked Sendable {
     func drop(_ c: Connection) {
         guard !c.closed.exchange(true, ordering: .relaxed) else { return }
         connections[c.descriptor] = nil
-        close(c.descriptor)
+        c.close()
         node.closeSession(c.client)
     }
 }
