@@ -322,6 +322,8 @@ public final class ServiceNode: @unchecked Sendable {
         var answers: [(Callback, ServiceResponse)] = []
         var watches: [(SessionSink, UInt64, WatchedChange)] = []
         var bulkSends: [(UInt16, [UInt8])] = []
+        /// An answer now waits for stability: the ticker must watch the stability line.
+        var heldSafe = false
     }
 
     /// An event that came while a joiner waited for its state over the bulk channel.
@@ -371,7 +373,8 @@ public final class ServiceNode: @unchecked Sendable {
     func hand(_ out: Outgoing) {
         for (callback, response) in out.answers { callback(response) }
         for (sink, id, change) in out.watches { sink.onWatch(id, change) }
-        if !out.bulkSends.isEmpty { wake.signal() }
+        // The ticker sleeps while it has nothing to watch: a held answer is something.
+        if !out.bulkSends.isEmpty || out.heldSafe { wake.signal() }
     }
 
     /// Applies one event to the host and collects what it answered.
@@ -394,6 +397,7 @@ public final class ServiceNode: @unchecked Sendable {
             let response = ServiceResponse(status: c.status, index: c.index, position: c.position, body: core.output.body(of: c))
             if pending.consistency == .safe, !Self.isStable(c.position, stability) {
                 core.safeHeld.append(Held(session: c.session.client, requestID: c.requestID, response: response, callback: pending.callback))
+                out.heldSafe = true
             } else {
                 out.answers.append((pending.callback, response))
             }

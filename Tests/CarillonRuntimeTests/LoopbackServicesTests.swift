@@ -125,6 +125,19 @@ struct LoopbackServicesTests {
         #expect(next!.token > grant!.token)
     }
 
+    /// A safe answer waits for stability — and comes on an otherwise idle bus
+    /// (the ticker watches the stability line while an answer is held).
+    @Test func safeAnswersComeOnAnIdleBus() async throws {
+        let cluster = try Cluster()
+        defer { cluster.stop() }
+        let session = cluster.services[1].openSession()
+        for k in 0..<5 {
+            let version = try await bounded(seconds: 5) { try await session.put("k\(k)", [UInt8(k)], consistency: .safe) }
+            #expect(version > 0)
+            try await Task.sleep(nanoseconds: 20_000_000)  // idle between requests: nothing else moves the node
+        }
+    }
+
     @Test func noNodeIsAClearErrorNotAHang() throws {
         #expect(throws: EndpointError.self) { _ = try CarillonClient(path: "/tmp/carillon-no-such-node-\(getpid()).sock") }
         do { _ = try CarillonClient(path: "/tmp/carillon-no-such-node-\(getpid()).sock") } catch {
