@@ -112,12 +112,13 @@ public struct LockService: ReplicatedStateMachine, Sendable {
         case 3:
             let name = try command.string16()
             try command.expectEnd()
-            let before = locks[name]?.waiters.count ?? 0
+            let withdrawn = locks[name]?.waiters.filter { $0.session == context.session } ?? []
             locks[name]?.waiters.removeAll { $0.session == context.session }
-            let withdrawn = before - (locks[name]?.waiters.count ?? 0)
-            // The withdrawn requests are answered too: their callers stop waiting.
-            output.complete(context.session, context.requestID, status: withdrawn > 0 ? .cancelled : .notWaiting)
-            if withdrawn > 0 { grantWaiters(name, output: &output) }
+            // The withdrawn requests are answered too: their callers stop
+            // waiting, and their sessions stop holding them as pending.
+            for waiter in withdrawn { output.complete(waiter.session, waiter.requestID, status: .cancelled) }
+            output.complete(context.session, context.requestID, status: withdrawn.isEmpty ? .notWaiting : .cancelled)
+            if !withdrawn.isEmpty { grantWaiters(name, output: &output) }
         case 4:
             let name = try command.string16()
             try command.expectEnd()

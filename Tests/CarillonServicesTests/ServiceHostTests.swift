@@ -169,9 +169,32 @@ struct Harness {
         h.lock(b, 2, .cancel(name: "L"))
         #expect(h.answer(b, 2)?.status == .cancelled)
         h.deliver(Harness.payload(a, 2, service: 0, kind: .endSession) { _ in }, fromRank: 0)
-        #expect(h.answer(c, 1)?.status == .granted && h.answer(b, 1) == nil)
+        #expect(h.answer(c, 1)?.status == .granted && h.answer(b, 1)?.status == .cancelled, "b's withdrawn wait is never granted")
         h.lock(c, 2, .cancel(name: "L"))
         #expect(h.answer(c, 2)?.status == .notWaiting)
+    }
+
+    /// Found by `carillon-sim --services` (seed 1): a cancel withdrew the
+    /// waiting acquire without answering it, so the acquire stayed pending in
+    /// its session for good (its retries ignored, the window filling up).
+    @Test func aCancelAnswersTheAcquireItWithdraws() {
+        var h = Harness()
+        h.lock(a, 1, .acquire(name: "L", mode: .exclusive, wait: true))
+        h.lock(b, 1, .acquire(name: "L", mode: .exclusive, wait: true))
+        h.lock(b, 2, .cancel(name: "L"))
+        #expect(h.answer(b, 1)?.status == .cancelled && h.answer(b, 2)?.status == .cancelled)
+        let answers = h.answers.count
+        h.lock(b, 1, .acquire(name: "L", mode: .exclusive, wait: true))
+        #expect(h.answers.count == answers + 1 && h.answer(b, 1)?.status == .cancelled,
+                "a retry of the withdrawn acquire is answered from the session's memory, not ignored as pending")
+        #expect(h.host.counters.duplicatesIgnored == 0)
+        // Withdrawn waits no longer pile up in the session's window: a client
+        // that times out more acquires than the window holds can still ask.
+        for k in UInt64(1)...UInt64(ServiceHost.sessionWindow + 6) {
+            h.lock(b, 2 * k + 1, .acquire(name: "L", mode: .exclusive, wait: true), ack: 2 * k + 1)
+            h.lock(b, 2 * k + 2, .cancel(name: "L"), ack: 2 * k + 1)
+        }
+        #expect(h.host.counters.windowsFull == 0 && h.answer(b, UInt64(2 * ServiceHost.sessionWindow + 14))?.status == .cancelled)
     }
 }
 
