@@ -78,11 +78,11 @@ let package = Package(
         .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
-        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonWire"]),
+        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonWire", "CarillonServices"]),
         .executableTarget(
             name: "carillon-sim",
             dependencies: [
-                "CarillonSimulation", "CarillonOrdering",
+                "CarillonSimulation", "CarillonOrdering", "CarillonServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -132,7 +132,7 @@ let package = Package(
         ),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
         .testTarget(name: "CarillonServicesTests", dependencies: ["CarillonServices", "CarillonMembership", "CarillonOrdering"]),
-        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering"]),
+        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),

@@ -87,6 +87,8 @@ public struct LockService: ReplicatedStateMachine, Sendable {
     /// Locks by name; a free lock may stay listed with no holder and no
     /// waiter (see ``grantWaiters(_:output:)``).
     public private(set) var locks: [String: LockState] = [:]
+    /// A deliberately broken variant (tests only); not part of the state.
+    @_spi(Canary) public var canary: ServiceCanary?
 
     public init() {}
 
@@ -135,7 +137,7 @@ public struct LockService: ReplicatedStateMachine, Sendable {
     }
 
     mutating func acquire(_ name: String, mode: LockMode, wait: Bool, context: ApplyContext, output: inout ServiceOutput) {
-        let token = context.index
+        let token = context.index + (canary == .divergentTokens ? 1 : 0)
         // Locks are changed in place (through their index), never copied out
         // and back, and a lock nobody holds keeps its entry while it is
         // reused: a steady acquire/release cycle allocates nothing.
@@ -148,7 +150,8 @@ public struct LockService: ReplicatedStateMachine, Sendable {
         }
         // Shared joins shared holders only when nobody waits (FIFO: no overtaking).
         let lock = locks.values[i]
-        if lock.holders.isEmpty || (mode == .shared && lock.mode == .shared && lock.waiters.isEmpty) {
+        let canaryGrants = canary == .grantWhileHeld && mode == .exclusive && !wait && lock.mode == .exclusive
+        if lock.holders.isEmpty || (mode == .shared && lock.mode == .shared && lock.waiters.isEmpty) || canaryGrants {
             locks.values[i].mode = mode
             locks.values[i].holders.append(.init(session: context.session, token: token))
             Self.granted(context.session, context.requestID, token: token, output: &output)

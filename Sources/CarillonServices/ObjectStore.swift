@@ -42,6 +42,8 @@ public struct ObjectStore: ReplicatedStateMachine, Sendable {
     public var serviceID: UInt16 { Self.serviceID }
 
     public private(set) var objects: [String: StoredObject] = [:]
+    /// A deliberately broken variant (tests only); not part of the state.
+    @_spi(Canary) public var canary: ServiceCanary?
 
     public init() {}
 
@@ -50,7 +52,8 @@ public struct ObjectStore: ReplicatedStateMachine, Sendable {
 
     public mutating func apply(_ command: inout ByteReader, context: ApplyContext, output: inout ServiceOutput) throws(ServiceDecodeError) {
         let op = try command.u8()
-        let s = context.session, id = context.requestID, version = context.index
+        let s = context.session, id = context.requestID
+        let version = context.index + (canary == .divergentReplica && op == 2 ? 1 : 0)
         switch op {
         case 1:
             let key = try command.string16()

@@ -74,6 +74,8 @@ public struct ServiceHost: Sendable {
     public private(set) var appliedIndex: UInt64 = 0
     public private(set) var counters = ServiceCounters()
     var sessions: [SessionID: Session] = [:]
+    /// A deliberately broken variant (tests only); not part of the state.
+    @_spi(Canary) public var canary: ServiceCanary?
 
     public init(machines: [any ReplicatedStateMachine]) {
         precondition(Set(machines.map(\.serviceID)).count == machines.count, "service ids must be unique")
@@ -161,7 +163,7 @@ public struct ServiceHost: Sendable {
         }
         // Sessions are changed in place (through their index), never copied
         // out and back: a copy would duplicate their arrays on every command.
-        if sessions[id] == nil { sessions[id] = Session() }
+        if sessions[id] == nil || canary == .forgetSessions { sessions[id] = Session() }
         let i = sessions.index(forKey: id)!
         sessions.values[i].acknowledgedBelow = max(sessions.values[i].acknowledgedBelow, envelope.acknowledgedBelow)
         if envelope.requestID < sessions.values[i].acknowledgedBelow || sessions.values[i].pending.contains(envelope.requestID) {

@@ -1,6 +1,7 @@
 @_spi(Canary) import CarillonMembership
 import CarillonOrdering
 import CarillonSchedule
+@_spi(Canary) import CarillonServices
 import CarillonWire
 
 /// Faults for the membership simulator: crashes, restarts, partitions (with a
@@ -183,17 +184,22 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var log: [String]
     /// Every installed view, by epoch.
     public var views: [UInt32: [MemberID]]
+    /// With services (`carillon-sim --services`): what their checkers found and what the clients did.
+    public var serviceViolations: [ServiceViolation] = []
+    public var services: ServicesStatistics?
 
-    public var passed: Bool { violations.isEmpty }
+    public var passed: Bool { violations.isEmpty && serviceViolations.isEmpty }
 
     public var description: String {
-        let status = passed ? "ok" : "FAILED (\(violations.count) violation\(violations.count == 1 ? "" : "s"))"
+        let count = violations.count + serviceViolations.count
+        let status = passed ? "ok" : "FAILED (\(count) violation\(count == 1 ? "" : "s"))"
         return "seed \(seed): \(status) — \(profile.nodeCount) nodes, \(profile.orderingMode.rawValue), \(crashes) crashes, \(restarts) restarts, "
             + "\(partitions) partitions, \(deafSpells) deaf, \(oneWayFailures) one-way, \(pauses) pauses, \(clockSteps) clock steps, "
             + "\(replayed) replayed (\(refusedTags) refused by tag), \(queueDrops) queue drops, "
             + "\(viewsInstalled) views installed (epoch \(highestEpoch)), "
             + "\(messagesBroadcast) broadcast, \(deliveries) deliveries, "
             + "liveness \(livenessRounds.map { "\($0) rounds" } ?? "not reached")"
+            + (services.map { "; services: \($0)" } ?? "")
     }
 }
 
@@ -267,6 +273,9 @@ public struct MembershipSimulator {
     let recording: Bool
     /// The round each epoch was first installed at.
     var installedRound: [UInt32: Int] = [:]
+    /// Services and their clients at every node, when simulated: then each
+    /// message is the simulator's 8-byte id followed by a command envelope.
+    var services: ServicesWorkload?
 
     struct Process {
         var instance: MembershipInstance
@@ -303,9 +312,27 @@ public struct MembershipSimulator {
 
     /// A simulation of a deliberately broken variant (the checkers must catch it).
     @_spi(Canary) public init(seed: UInt64, profile: MembershipFaultProfile, canary: MembershipCanary?) {
+        self.init(seed: seed, profile: profile, canary: canary, services: nil, serviceCanary: nil)
+    }
+
+    /// A simulation with services at every member and clients using them
+    /// (`carillon-sim --services`): the membership simulator's faults and
+    /// checks, and the services' (see ``ServicesWorkload``).
+    public init(seed: UInt64, profile: MembershipFaultProfile, services: ServicesWorkloadProfile) {
+        self.init(seed: seed, profile: profile, canary: nil, services: services, serviceCanary: nil)
+    }
+
+    /// Services with a deliberately broken variant (their checkers must catch it).
+    @_spi(Canary) public init(seed: UInt64, profile: MembershipFaultProfile, services: ServicesWorkloadProfile,
+                              serviceCanary: ServiceCanary?) {
+        self.init(seed: seed, profile: profile, canary: nil, services: services, serviceCanary: serviceCanary)
+    }
+
+    init(seed: UInt64, profile: MembershipFaultProfile, canary: MembershipCanary?, services: ServicesWorkloadProfile?,
+         serviceCanary: ServiceCanary?) {
         // A realtime-like clock: the first view starts 10^15 ns plus a per-seed offset in.
         self.init(seed: seed, profile: profile, origin: 1_000_000_000_000_000 + (seed & 0xFFFF_FFFF) << 20, idSalt: 0,
-                  harvesting: false, canary: canary)
+                  harvesting: false, canary: canary, services: services, serviceCanary: serviceCanary)
         let scriptReplaysEarlierRun = profile.script.contains { fault in
             if case .replay(let earlier, _, _) = fault.kind { return earlier } else { return false }
         }
@@ -321,14 +348,14 @@ public struct MembershipSimulator {
             earlierProfile.faultRounds = min(profile.faultRounds, 400)
             var earlier = MembershipSimulator(seed: seed ^ 0xEA71_E500, profile: earlierProfile,
                                               origin: origin - 1_000_000_000_000, idSalt: 0x8000, harvesting: true,
-                                              canary: canary)
+                                              canary: canary, services: services, serviceCanary: nil)
             _ = earlier.run()
             earlierRun = earlier.recorded
         }
     }
 
     init(seed: UInt64, profile: MembershipFaultProfile, origin: UInt64, idSalt: UInt64, harvesting: Bool,
-         canary: MembershipCanary?) {
+         canary: MembershipCanary?, services: ServicesWorkloadProfile? = nil, serviceCanary: ServiceCanary? = nil) {
         self.seed = seed
         self.canary = canary
         recording = harvesting || profile.replayProbability > 0 || profile.script.contains {
@@ -369,6 +396,11 @@ public struct MembershipSimulator {
             processes.append(Process(instance: makeInstance(members[node], view: firstView)))
             processes[node].epoch = 1
             processes[node].installed = [1]
+        }
+        if let services {
+            self.services = ServicesWorkload(profile: services, nodeCount: n, roundNanos: profile.roundPeriodNanos, seed: seed,
+                                             canary: serviceCanary)
+            for node in 0..<n { self.services!.started(node: node, me: members[node], view: firstView) }
         }
         wakeAt = Array(repeating: 0, count: n)
         viewMembers[1] = members
@@ -485,6 +517,8 @@ public struct MembershipSimulator {
             }
         }
         if violations.isEmpty { checkCommonOrder() }
+        // The services' checks; after a settled run, every member's state must be the same.
+        let serviceViolations = harvesting ? [] : services?.finish(settled: settledRound == nil ? nil : Array(processes.indices)) ?? []
         if violations.isEmpty, settledRound == nil {
             violations.append("liveness: not settled \(profile.livenessBoundRounds) rounds after faults stopped; "
                 + processes.enumerated().map { "node \($0.offset): \($0.element.instance.view?.description ?? "joining")" }
@@ -501,7 +535,8 @@ public struct MembershipSimulator {
             highestEpoch: viewMembers.keys.max() ?? 1, crashes: crashes, restarts: restarts, partitions: partitions,
             messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound,
             replayed: replayed, refusedTags: refusedTags, queueDrops: queueDrops, pauses: pauses, deafSpells: deafSpells,
-            oneWayFailures: oneWayFailures, clockSteps: clockSteps, installedRound: installedRound, log: log, views: viewMembers)
+            oneWayFailures: oneWayFailures, clockSteps: clockSteps, installedRound: installedRound, log: log, views: viewMembers,
+            serviceViolations: serviceViolations, services: services?.statistics)
     }
 
     // MARK: Faults
@@ -617,6 +652,7 @@ public struct MembershipSimulator {
         let plain = (withoutJoin || random.chance(profile.restartWithoutJoinShare)) && round >= UInt64(Self.lateStartRounds)
         let me = plain ? firstView.members[node] : MemberID(node: UInt16(node), incarnation: max(localTime(node, at: nowNanos), old.incarnation + 1))
         processes[node] = Process(instance: makeInstance(me, view: plain ? firstView : nil))
+        services?.started(node: node, me: me, view: plain ? firstView : nil)
         correctors[node] = ClockCorrector(settings: correctors[node].settings)
         restarts += 1
         record("restart node \(node) as \(me)\(plain ? " without join" : "")")
@@ -700,8 +736,15 @@ public struct MembershipSimulator {
             scheduleWake(node, at: busyUntil[node])
             return
         }
-        if faultsOn, processes[node].instance.isMember, random.chance(profile.broadcastProbability) {
-            processes[node].backlog.append(payload(nextID(node)))
+        if faultsOn, processes[node].instance.isMember {
+            if services != nil {
+                var commands: [[UInt8]] = []
+                services!.offer(node: node, me: processes[node].instance.me, backlog: processes[node].backlog.count,
+                                nowNanos: nowNanos, into: &commands)
+                for command in commands { processes[node].backlog.append(payload(nextID(node)) + command) }
+            } else if random.chance(profile.broadcastProbability) {
+                processes[node].backlog.append(payload(nextID(node)))
+            }
         }
         while let next = processes[node].backlog.first {
             let result = processes[node].instance.broadcast(next)
@@ -766,14 +809,30 @@ public struct MembershipSimulator {
         let current = effects
         current.forEachBusEvent { event in
             switch event {
-            case .delivered(_, let payload): deliver(node, payload)
-            case .view(let kind): handle(node, kind)
+            case .delivered(let delivery, let payload):
+                deliver(node, payload)
+                if services != nil, payload.count >= 8 {
+                    // The services see the command, not the simulator's id in front of it.
+                    let id = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
+                    let command = UnsafeRawBufferPointer(rebasing: payload[8...])
+                    services!.apply(node: node, me: processes[node].instance.me, event: .delivered(delivery, payload: command),
+                                    id: id, nowNanos: nowNanos)
+                }
+            case .view(let kind):
+                // The services take a view event first: a snapshot for joiners
+                // is their state right after the installation (as the runtime's).
+                if services != nil {
+                    var forServices = kind
+                    if case .stateReceived(let view, let state) = kind { forServices = .stateReceived(view, state: Array(state.dropFirst(8))) }
+                    services!.apply(node: node, me: processes[node].instance.me, event: .view(forServices), id: 0, nowNanos: nowNanos)
+                }
+                handle(node, kind)
             }
         }
     }
 
     mutating func deliver(_ node: Int, _ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count == 8 else { violations.append("node \(node) delivered a payload of \(bytes.count) bytes"); return }
+        guard bytes.count == 8 || (services != nil && bytes.count > 8) else { violations.append("node \(node) delivered a payload of \(bytes.count) bytes"); return }
         let id = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
         var process = processes[node]
         deliveries += 1
@@ -818,10 +877,17 @@ public struct MembershipSimulator {
             }
             viewDigest[view.epoch] = processes[node].digest
             checkSurvivors(node, epoch: previous)
-            if !joined.isEmpty { processes[node].instance.provideSnapshot(payload(processes[node].digest), forEpoch: view.epoch) }
+            if !joined.isEmpty {
+                // The simulator's digest of delivered ids, then the services' state.
+                var state = payload(processes[node].digest)
+                if services != nil, processes[node].instance.isSnapshotRequested(forEpoch: view.epoch) {
+                    state += services!.snapshot(node: node)
+                }
+                processes[node].instance.provideSnapshot(state, forEpoch: view.epoch)
+            }
         case .stateReceived(let view, let state):
             record("node \(node) joins \(view)")
-            let digest = state.count == 8 ? state.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0
+            let digest = state.count >= 8 ? state.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0
             processes[node].digest = digest
             installView(node, view)
             if let expected = viewDigest[view.epoch], expected != digest {

@@ -1,5 +1,6 @@
 import ArgumentParser
 @_spi(Canary) import CarillonOrdering
+@_spi(Canary) import CarillonServices
 @_spi(Canary) import CarillonSimulation
 import Dispatch
 import Foundation
@@ -43,6 +44,24 @@ struct CarillonSim: ParsableCommand {
             Membership checks: integrity, agreement and virtual synchrony per epoch, one member
             list per epoch, equal state digests, validity, and liveness after the faults.
 
+            Services (--services): the membership simulator, its faults and its checks,
+            with a ServiceHost (locks, object store) at every member and clients at each
+            member: sessions that acquire, hold, cancel and release locks, read and write
+            registers, add to counters, retry, send duplicates and end sessions. Checks:
+              lock safety        no grant while a conflicting holder holds (each member's
+                                 stream); tokens increase per lock; members grant the same
+              replica equality   equal service digests at every member at each view, and
+                                 a joiner's right after it received the state
+              linearizability    each register key's history (get, put, cas, delete)
+              exactly once       a retried request is applied once: answers agree,
+                                 counters add up to the distinct adds applied
+              view bounds        no member delivers in a view past the next view's start
+            Safe delivery unless --mode agreed (agreed delivery is not uniform: an answer
+            may come from a delivery the view's survivors never made).
+            Canaries (--canary): grant-while-held, divergent-tokens (lock safety),
+            forget-sessions (exactly once), divergent-replica (replica equality),
+            stale-local-reads (linearizability).
+
             Examples:
               carillon-sim --seed 1 --demo           one seed: delivery order and latency summary
               carillon-sim --seed 42                 one seed, standard fault profile
@@ -52,6 +71,12 @@ struct CarillonSim: ParsableCommand {
               carillon-sim --membership --swarm --seeds 1-10000
                                                      view changes: crashes, restarts, partitions, joins
               carillon-sim --membership --seed 7 -v  one membership seed with its event log
+              carillon-sim --services --swarm --seeds 1-2000
+                                                     services under the membership adversary
+              carillon-sim --services --swarm --seed 12 -v
+                                                     one services seed: profile, event log, counts
+              carillon-sim --services --swarm --seeds 1-20 --canary grant-while-held
+                                                     a broken lock service: lock safety must fail
             """)
 
     @Option(name: .long, help: "Run this one seed.")
@@ -66,6 +91,9 @@ struct CarillonSim: ParsableCommand {
     @Flag(name: .long, help: "Simulate the membership layer: crashes, restarts, partitions, joins and view changes.")
     var membership = false
 
+    @Flag(name: .long, help: "Simulate the services (locks, objects) and their clients on top of the membership simulator.")
+    var services = false
+
     @Option(name: .long, help: "Members in the cluster (standard profile only).")
     var members: Int?
 
@@ -75,7 +103,7 @@ struct CarillonSim: ParsableCommand {
     @Option(name: .long, help: "Rounds in the safety phase (standard profile only).")
     var rounds: Int?
 
-    @Option(name: .long, help: "Delivery mode: agreed or safe (standard profile only).")
+    @Option(name: .long, help: "Delivery mode: agreed or safe (standard profile only; with --services, also with --swarm: safe unless agreed is asked for).")
     var mode: String?
 
     @Option(name: .long, help: "Worker threads (default: one per core).")
@@ -99,11 +127,20 @@ struct CarillonSim: ParsableCommand {
         if let rounds, rounds < 1 { throw ValidationError("--rounds must be positive, got \(rounds)") }
         if let mode, DeliveryMode(rawValue: mode) == nil { throw ValidationError("--mode must be agreed or safe, got \(mode)") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
-        if let canary, canaryVariant(canary) == nil {
+        if services {
+            if membership { throw ValidationError("--services runs the membership simulator already; drop --membership") }
+            if swarm, members != nil || loss != nil || rounds != nil {
+                throw ValidationError("--swarm draws members, loss and rounds from the seed; drop those options")
+            }
+            if let canary, ServiceCanary(rawValue: canary) == nil {
+                throw ValidationError("unknown services canary \(canary): "
+                    + ServiceCanary.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+        } else if let canary, canaryVariant(canary) == nil {
             throw ValidationError("unknown canary \(canary): deliver-on-arrival, redeliver-duplicates or ignore-naks")
         }
         if membership, canary != nil || mode != nil { throw ValidationError("--membership takes no --canary or --mode") }
-        if swarm, members != nil || loss != nil || rounds != nil || mode != nil {
+        if swarm, !services, members != nil || loss != nil || rounds != nil || mode != nil {
             throw ValidationError("--swarm draws members, loss, rounds and mode from the seed; drop those options")
         }
     }
@@ -138,6 +175,7 @@ struct CarillonSim: ParsableCommand {
     func replayCommand(_ seed: UInt64) -> String {
         var parts = ["swift run -c release carillon-sim --seed \(seed)"]
         if membership { parts.append("--membership") }
+        if services { parts.append("--services") }
         if swarm { parts.append("--swarm") }
         if let members { parts.append("--members \(members)") }
         if let loss { parts.append("--loss \(loss)") }
@@ -151,7 +189,8 @@ struct CarillonSim: ParsableCommand {
         let range = try seed.map { $0...$0 } ?? parseRange(seeds!)
         let count = Int(range.upperBound - range.lowerBound + 1)
         let workers = min(jobs ?? ProcessInfo.processInfo.activeProcessorCount, count)
-        let variant = canary.flatMap(canaryVariant)
+        let variant = services ? nil : canary.flatMap(canaryVariant)
+        let serviceCanary = services ? canary.flatMap(ServiceCanary.init(rawValue:)) : nil
         let started = ContinuousClock.now
         let state = Mutex(SweepState())
         let showProgress = count > 1 && isatty(STDERR_FILENO) != 0
@@ -161,7 +200,14 @@ struct CarillonSim: ParsableCommand {
             while index < count {
                 let seed = range.lowerBound + UInt64(index)
                 let passed: Bool, messages: Int, livenessRounds: Int?, line: String?
-                if membership {
+                if services {
+                    var simulator = MembershipSimulator(
+                        seed: seed, profile: servicesProfile(seed),
+                        services: swarm ? .swarm(seed: seed) : ServicesWorkloadProfile(), serviceCanary: serviceCanary)
+                    let result = simulator.run()
+                    (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
+                                                                result.livenessRounds, render(result))
+                } else if membership {
                     var simulator = MembershipSimulator(
                         seed: seed, profile: swarm ? .swarm(seed: seed) : membershipProfile())
                     let result = simulator.run()
@@ -201,6 +247,14 @@ struct CarillonSim: ParsableCommand {
         }
     }
 
+    /// The services run over safe delivery unless `--mode agreed` asks otherwise
+    /// (see ``MembershipFaultProfile/servicesSwarm(seed:)``).
+    func servicesProfile(_ seed: UInt64) -> MembershipFaultProfile {
+        var profile = swarm ? MembershipFaultProfile.servicesSwarm(seed: seed) : membershipProfile()
+        profile.deliveryMode = mode.flatMap(DeliveryMode.init(rawValue:)) ?? .safe
+        return profile
+    }
+
     func membershipProfile() -> MembershipFaultProfile {
         var profile = MembershipFaultProfile()
         if let members { profile.nodeCount = members }
@@ -212,7 +266,9 @@ struct CarillonSim: ParsableCommand {
     func render(_ result: MembershipSimulationResult) -> String? {
         guard verbose || demo || !result.passed else { return nil }
         var lines = [result.description, "  profile: \(result.profile)"]
+        if services { lines.append("  services: \(swarm ? ServicesWorkloadProfile.swarm(seed: result.seed) : ServicesWorkloadProfile())") }
         for violation in result.violations { lines.append("  \(violation)") }
+        for violation in result.serviceViolations { lines.append("  \(violation)") }
         if verbose { for entry in result.log { lines.append("  \(entry)") } }
         if !result.passed { lines.append("  replay: \(replayCommand(result.seed))") }
         return lines.joined(separator: "\n")
