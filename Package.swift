@@ -114,6 +114,8 @@ let package = Package(
             name: "carillon-bench",
             dependencies: [
                 "CarillonBench", "CarillonTransport", "CarillonRuntime", "CCarillonSys", "CarillonProcessStats",
+                // `services`: the bench connects to each node's client socket as a client would.
+                "CarillonClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -2,7 +2,8 @@
 # Every carillon-bench scenario in turn, release build, results into one
 # directory, then docs/benchmarks.md regenerated from them.
 #
-# Usage (as root for namespaces; corosync needs `apt-get install -y corosync libcpg4`):
+# Usage (as root for namespaces; corosync needs `apt-get install -y corosync libcpg4`,
+# services etcd-server and etcd-client, which it installs itself as root):
 #   tools/bench.sh [--out DIR] [--doc FILE] [--quick] [SCENARIO...]
 # Examples:
 #   sudo tools/bench.sh                       # all scenarios into docs/bench, then the report
@@ -17,11 +18,11 @@ while [ $# -gt 0 ]; do
         --doc) doc=$2; shift 2 ;;
         --quick) quick=(--quick); shift ;;
         -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        baseline|ordered|throughput|interference|corosync|idle|latency) scenarios+=("$1"); shift ;;
+        baseline|ordered|throughput|interference|corosync|idle|latency|services) scenarios+=("$1"); shift ;;
         *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(baseline ordered throughput interference corosync idle latency)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(baseline ordered throughput interference corosync idle latency services)
 source tools/setup.sh
 swift build -c release --product carillon
 swift build -c release --product carillon-bench

@@ -12,7 +12,7 @@ public struct BenchReport: Sendable {
     /// The line that closes the generated part of a document.
     public static let endMarker = "<!-- carillon-bench:end -->"
     /// The order of the sections; other scenarios follow in the order given.
-    public static let scenarioOrder = ["baseline", "ordered", "throughput", "interference", "corosync", "idle", "latency"]
+    public static let scenarioOrder = ["baseline", "ordered", "throughput", "interference", "corosync", "idle", "latency", "services"]
 
     public var runs: [BenchRun]
     /// Where the SVGs are, relative to the markdown file, e.g. `bench`.
@@ -27,7 +27,7 @@ public struct BenchReport: Sendable {
     }
 
     /// The report: one section per run, ordered baseline, ordered, throughput,
-    /// interference, corosync, idle, latency, then the others. Ends with a newline.
+    /// interference, corosync, idle, latency, services, then the others. Ends with a newline.
     public func markdown() -> String {
         let ordered = runs.enumerated().sorted { a, b in
             let rankA = BenchReport.scenarioOrder.firstIndex(of: a.element.scenario) ?? BenchReport.scenarioOrder.count
@@ -40,8 +40,10 @@ public struct BenchReport: Sendable {
     /// The plots a run has, with the file names the report links to:
     /// - `<scenario>-percentiles.svg`, the percentile distribution, for a run with latency rows;
     /// - `<scenario>-load.svg`, latency against offered load, when a row with latency has `offered_per_second` (not for `latency`, which has one load);
-    /// - `interference-bars.svg`, p50/p99/p99.9 by bulk traffic, for the `interference` scenario.
+    /// - `interference-bars.svg`, p50/p99/p99.9 by bulk traffic, for the `interference` scenario;
+    /// - for `services`, instead of all these, `services-<metric>-percentiles.svg` per metric (every system's row of that metric).
     public static func plotFiles(for run: BenchRun) -> [(fileName: String, title: String, svg: String)] {
+        if run.scenario == "services" { return servicesPlotFiles(run) }
         var files: [(fileName: String, title: String, svg: String)] = []
         let stem = fileStem(run.scenario)
         let name = scenarioTitle(run.scenario)
@@ -109,7 +111,16 @@ public struct BenchReport: Sendable {
         parts.append("### \(BenchReport.scenarioTitle(run.scenario))")
         parts.append("```sh\n\(run.environment.command)\n```")
         parts.append(BenchReport.environmentLine(run))
-        if !run.results.isEmpty { parts.append(BenchReport.resultsTable(run.results)) }
+        if run.scenario == "services" {
+            if !run.results.isEmpty { parts.append(BenchReport.servicesTable(run.results)) }
+            if let durability = BenchReport.servicesDurability(run.results) { parts.append(durability) }
+            let lines = BenchReport.servicesRatioLines(run.results)
+            if !lines.isEmpty {
+                parts.append("Carillon against etcd in this run (p50 of the rows above):\n\n" + lines.map { "- " + $0 }.joined(separator: "\n"))
+            }
+        } else if !run.results.isEmpty {
+            parts.append(BenchReport.resultsTable(run.results))
+        }
         if run.scenario == "interference", let sentence = BenchReport.inflationSentence(run.results) {
             parts.append(sentence)
         }

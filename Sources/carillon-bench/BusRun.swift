@@ -51,6 +51,9 @@ struct BusSpec {
     var bulkPacing: String?
     var linkMbit = 1000.0
     var timeoutSeconds = 120.0
+    /// More top-level keys of the node configuration, as `"key": value` JSON
+    /// text each (`services --carillon-config`), written after the others.
+    var extraSettings: [String] = []
 
     var expectedPerMember: Int { senders.count * messagesPerSender }
 }
@@ -152,6 +155,7 @@ func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) t
         settings += ["\"round_period_us\": \(spec.roundPeriodMicros)", "\"reservation\": \(spec.reservation)",
                      "\"max_frame_bytes\": \(spec.maxFrameBytes)", "\"suspicion_slots\": \(spec.suspicionSlots)"]
     }
+    settings += spec.extraSettings
     let config = """
         { "members": [
           \(members)

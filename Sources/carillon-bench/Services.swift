@@ -47,12 +47,32 @@ struct ServicesSettings {
     var etcdTTLs: [Int]
     /// Kills at each TTL after the first (a kill costs about one TTL).
     var etcdLongTTLKills: Int
+    /// Carillon: least seconds from the cluster being whole again (after the
+    /// last restart) to the next kill (0: at once).
+    var killIntervalSeconds: Double = 0
 }
 
 struct Services: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Locks and replicated objects: lock round trip, lock hand-off, put and get latency, and lock takeover after a holder is killed — etcd in the same run.",
+        abstract: "Locks and replicated objects: lock round trip, lock hand-off, put and get latency, and lock takeover after a holder is killed — Carillon and etcd in the same run.",
         discussion: """
+            Carillon: three `carillon node` processes (the release build beside the bench; network \
+            namespaces on a bridge as root, 127.0.0.1 with --loopback or without root) with the node's \
+            default configuration plus --ordering (promises by default), --idle (blocking by default) and \
+            --carillon-config, each serving its own client socket under the work directory; the bench \
+            connects to those sockets with CarillonClient, as any local client does. On node h0: \
+            --operations lock acquire+release rounds by one session, --operations puts of --value-bytes \
+            answered when h0 applied them (agreed) and again once every member holds them (safe), \
+            linearizable gets (ordered through the bus) and local reads; plus, for the lock round, the \
+            same node through a blocking raw socket (where the time goes). --contenders sessions on \
+            different nodes loop acquire/release on one lock for --handoff-seconds. Then the takeover, \
+            --kills times: a session on h0 holds a lock and a session on h1 waits for it; h0's process \
+            gets SIGKILL; timed from the kill to the waiter's grant (the fencing token must increase: the \
+            run fails otherwise); h0 restarts with --join and serves again before the next kill \
+            (--kill-interval: at least that many seconds later). Each row notes whether the bus changed \
+            views since it started and what each member cost. The summary gives Carillon's p50 against \
+            each etcd's and the issue's two goals. About 30 s with the defaults.
+
             etcd 3.4 (Debian's etcd-server and etcd-client; installed with apt-get as root when missing, \
             otherwise the bench prints the apt line) runs as a private single-node process on 127.0.0.1 \
             with free ports and its own data directory, once on tmpfs (/dev/shm) and once on disk \
@@ -71,11 +91,12 @@ struct Services: ParsableCommand {
               sudo .build/release/carillon-bench services
               sudo .build/release/carillon-bench services --quick
               sudo .build/release/carillon-bench services --etcd-storage tmpfs --etcd-ttls 1 --kills 10
+              sudo .build/release/carillon-bench services --systems carillon --carillon-config suspicion_gap_factor=0
               .build/release/carillon-bench services --operations 5000 --contenders 4 --out bench-results
             """)
 
     @OptionGroup var common: CommonOptions
-    @Option(help: "Systems to measure, comma-separated: etcd.") var systems = "etcd"
+    @Option(help: "Systems to measure, comma-separated: etcd, carillon.") var systems = "etcd,carillon"
     @Option(help: "Operations per latency metric (lock round, put, each get).") var operations = 1000
     @Option(help: "Value bytes of a put.") var valueBytes = 64
     @Option(help: "Clients contending for one lock in the hand-off measurement.") var contenders = 2
@@ -86,12 +107,18 @@ struct Services: ParsableCommand {
     @Option(help: "Session TTLs (seconds) of the etcdctl lock holders for the takeover; etcd raises a TTL below 2 to 2; 10 is etcdctl's default.")
     var etcdTtls = "1,10"
     @Option(help: "Kills at each --etcd-ttls value after the first (a kill costs about one TTL).") var longTtlKills = 2
+    @Option(help: "Carillon: wait at least this many seconds after the restarted node serves again before the next kill (the members forget learned gaps after 60 s).")
+    var killInterval: Double = 0
+    @Option(help: ArgumentHelp("More keys of Carillon's node configuration, comma-separated KEY=VALUE (docs/configuration.md), e.g. suspicion_gap_factor=0,promise_heartbeat_us=1000; the rows list them.",
+                               valueName: "key=value,…"))
+    var carillonConfig: String?
 
     func validate() throws {
         guard operations >= 1, valueBytes >= 1, valueBytes <= 1_000_000 else { throw ValidationError("--operations must be at least 1, --value-bytes in 1...1000000") }
         guard contenders >= 2, contenders <= 64 else { throw ValidationError("--contenders must be in 2...64") }
         guard handoffSeconds > 0, maxSeconds > 0 else { throw ValidationError("--handoff-seconds and --max-seconds must be positive") }
         guard kills >= 1, longTtlKills >= 1 else { throw ValidationError("--kills and --long-ttl-kills must be at least 1") }
+        guard killInterval >= 0, killInterval <= 3_600 else { throw ValidationError("--kill-interval must be in 0...3600 seconds") }
     }
 
     func settings() throws -> ServicesSettings {
@@ -105,48 +132,93 @@ struct Services: ParsableCommand {
         return ServicesSettings(operations: quick ? min(operations, 100) : operations, valueBytes: valueBytes, contenders: contenders,
                                 handOffSeconds: quick ? min(handoffSeconds, 1) : handoffSeconds, kills: quick ? min(kills, 2) : kills,
                                 maxSecondsPerMetric: maxSeconds, etcdStorages: storages, etcdTTLs: quick ? [ttls[0]] : ttls,
-                                etcdLongTTLKills: quick ? 1 : longTtlKills)
+                                etcdLongTTLKills: quick ? 1 : longTtlKills, killIntervalSeconds: killInterval)
     }
 
     func run() throws {
         let systemList = systems.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !systemList.isEmpty, systemList.allSatisfy({ ["etcd"].contains($0) }) else {
-            throw ValidationError("--systems: a comma-separated list of etcd")
+        guard !systemList.isEmpty, systemList.allSatisfy({ ["etcd", "carillon"].contains($0) }) else {
+            throw ValidationError("--systems: a comma-separated list of etcd, carillon")
         }
         let settings = try settings()
+        let carillonOptions = try CarillonServicesOptions(placement: systemList.contains("carillon") ? common.placement() : .loopback,
+                                                          idle: common.idleStrategy, ordering: common.ordering, config: carillonConfigPairs())
         if systemList.contains("etcd") { try EtcdServer.ensureInstalled() }
+        if systemList.contains("carillon") { _ = try Binaries.carillon() }
         Cleanup.installSignalHandlers()
         defer { Cleanup.runAll() }
 
         var steps = 0
         if systemList.contains("etcd") { steps += etcdSteps(settings) }
+        if systemList.contains("carillon") { steps += carillonSteps(settings) }
         let progress = ProgressBar(scenario: "services", steps: steps)
         var step = 0
         var results: [BenchResult] = []
         var runSettings: [String: String] = [
             "latency": "request sent → reply received, one client, closed loop (hand-off: release sent → next holder's grant received)",
         ]
+        // The machine is shared: how busy it was says how far to trust the figures.
+        let loadAtStart = loadAverage()
         if systemList.contains("etcd") {
             results += try measureEtcd(settings, work: try common.workDirectory("services/etcd"), progress: progress, step: &step)
             runSettings["etcd"] = "\(EtcdServer.version()), one node on 127.0.0.1 per storage, default heartbeat 100 ms / election 1000 ms; client: HTTP/1.1 keep-alive to the v3 JSON gateway, which turns each request into a gRPC call to the same etcd process (a loopback hop a native gRPC client would not pay)"
         }
-        // Another system's half appends its rows here, with the same `metric`
-        // names (ServiceMetric) and its own `system`.
+        // Carillon's rows: the same `metric` names (ServiceMetric), system `carillon`.
+        var problems: [String] = []
+        if systemList.contains("carillon") {
+            results += try measureCarillon(settings, options: carillonOptions, work: try common.workDirectory("services/carillon"),
+                                           progress: progress, step: &step, problems: &problems)
+            runSettings["carillon"] = "3 carillon node processes (release) on \(carillonOptions.placement.rawValue), the node's default configuration with ordering \(carillonOptions.ordering), idle \(carillonOptions.idle)"
+                + (carillonOptions.config.isEmpty ? "" : ", \(carillonOptions.configText)")
+                + ", authenticated frames; client: CarillonClient on each node's Unix socket (one connection = one session)"
+        }
         progress.finish()
+        runSettings["load average"] = "\(loadAtStart) at the start, \(loadAverage()) at the end (1, 5, 15 min; /proc/loadavg)"
         for result in results { print(describeServiceRow(result)) }
+        let ratios = BenchReport.servicesRatioLines(results)
+        if !ratios.isEmpty {
+            print("carillon against etcd (p50):")
+            for line in ratios { print("  " + line.replacingOccurrences(of: "**", with: "")) }
+        }
+        for problem in problems { print("PROBLEM: " + problem) }
         let run = BenchRun(scenario: "services", environment: .current(), settings: runSettings, results: results)
         try save(run, to: common.out)
+        if !problems.isEmpty { throw BenchError("services: \(problems.count) problem(s), see above (results saved)") }
     }
+
+    /// --carillon-config as (key, JSON value) pairs: numbers, true/false and null as they are, anything else as a string.
+    func carillonConfigPairs() throws -> [(key: String, value: String)] {
+        guard let text = carillonConfig?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return [] }
+        return try text.split(separator: ",").map { item in
+            let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw ValidationError("--carillon-config: KEY=VALUE pairs separated by commas, got \(item)")
+            }
+            guard !["members", "start_at_ns", "authentication", "ordering", "idle"].contains(parts[0]) else {
+                throw ValidationError("--carillon-config: \(parts[0]) is set by the bench (--ordering, --idle, or always)")
+            }
+            let value = parts[1]
+            let literal = Double(value) != nil || ["true", "false", "null"].contains(value)
+            return (parts[0], literal ? value : "\"\(value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\"")
+        }
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, "0.52 0.41 0.30".
+func loadAverage() -> String {
+    let text = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? ""
+    return text.split(separator: " ").prefix(3).joined(separator: " ")
 }
 
 /// "etcd-disk  put  p50 … p99 … max … µs (n)" and the like, one line per row, for the summary.
 func describeServiceRow(_ result: BenchResult) -> String {
     let metric = result[parameter: "metric"]
-    var line = "\(result.system)  \(metric):"
+    let consistency = result[parameter: "consistency"]
+    var line = "\(result.system)  \(metric)\(consistency.isEmpty ? "" : " (\(consistency))"):"
     if metric == ServiceMetric.lockTakeover, let latency = result.latency {
         let ttl = result[parameter: "ttl_s"], granted = result[parameter: "granted_ttl_s"]
         let ttlText = ttl.isEmpty ? "" : " TTL \(ttl) s\(granted.isEmpty || granted == ttl ? "" : " (granted \(granted) s)"),"
-        line += "\(ttlText) p50 \(String(format: "%.2f", latency.p50Micros / 1e6)) s, max \(String(format: "%.2f", latency.maxMicros / 1e6)) s (\(latency.count) kills)"
+        line += "\(ttlText) p50 \(BenchReport.duration(micros: latency.p50Micros)), max \(BenchReport.duration(micros: latency.maxMicros)) (\(latency.count) kills)"
     } else {
         if let throughput = result.throughput {
             line += " \(Int(throughput.meanMessagesPerSecond.rounded())) grants/s"
@@ -158,6 +230,7 @@ func describeServiceRow(_ result: BenchResult) -> String {
         }
     }
     if result.latency == nil, result.throughput == nil { line += " no figure" }
+    if let cost = result.cost { line += "; " + describe(cost) }
     return line
 }
 
@@ -323,7 +396,33 @@ func measureEtcdHandOff(port: Int, contenders: Int, seconds: Double, name: Strin
     }
     guard group.wait(timeout: .now() + seconds + 90) == .success else { throw BenchError("lock hand-off: contenders still busy \(Int(seconds) + 90) s after the start") }
     if let error = collected.errors.withLock({ $0.first }) { throw BenchError("lock hand-off failed: \(error)") }
-    let grants = collected.grants.withLock { $0 }.sorted { $0.granted < $1.granted }
+    let summary = summariseHandOff(collected.grants.withLock { $0 }, contenders: contenders, start: start, end: end, seconds: seconds)
+    let handOff = summary.handOff
+    var notes: [String] = []
+    let slow = handOff.totalCount == 0 ? 0 : handOff.totalCount - handOff.count(within: 0...50_000_000)
+    if slow > 0 {
+        notes.append("\(slow) of \(handOff.totalCount) hand-offs took over 50 ms: consistent with etcd's watch sync (a lock waiter watches its predecessor's key from a past revision; etcd catches such unsynced watchers up every 100 ms)")
+    }
+    if summary.overlaps > 0 { notes.append("\(summary.overlaps) grants arrived before the previous holder had sent its unlock (mutual exclusion broken?)") }
+    return (summary.grantsPerSecond, summary.perContender, handOff, notes)
+}
+
+/// What a hand-off measurement found (any system's).
+struct HandOffSummary {
+    /// Grants received in the window, per second, over all contenders.
+    var grantsPerSecond: Double
+    var perContender: [Int]
+    /// A holder's unlock sent → the next holder's grant received (ns), for grants to another contender that was waiting.
+    var handOff: Histogram<UInt64>
+    /// Grants received before the previous holder sent its unlock (mutual exclusion broken).
+    var overlaps: Int
+}
+
+/// Grants per second in [start, end], grants per contender, and hand-offs: a
+/// grant to a contender that was waiting when the previous holder (another
+/// contender) sent its unlock.
+func summariseHandOff(_ all: [LockGrant], contenders: Int, start: UInt64, end: UInt64, seconds: Double) -> HandOffSummary {
+    let grants = all.sorted { $0.granted < $1.granted }
     let inWindow = grants.filter { $0.granted >= start && $0.granted <= end }
     var perContender = Array(repeating: 0, count: contenders)
     for grant in inWindow { perContender[grant.contender] += 1 }
@@ -335,13 +434,7 @@ func measureEtcdHandOff(port: Int, contenders: Int, seconds: Double, name: Strin
             _ = handOff.record(grant.granted - previous.unlockSent)
         }
     }
-    var notes: [String] = []
-    let slow = handOff.totalCount == 0 ? 0 : handOff.totalCount - handOff.count(within: 0...50_000_000)
-    if slow > 0 {
-        notes.append("\(slow) of \(handOff.totalCount) hand-offs took over 50 ms: consistent with etcd's watch sync (a lock waiter watches its predecessor's key from a past revision; etcd catches such unsynced watchers up every 100 ms)")
-    }
-    if overlaps > 0 { notes.append("\(overlaps) grants arrived before the previous holder had sent its unlock (mutual exclusion broken?)") }
-    return (Double(inWindow.count) / seconds, perContender, handOff, notes)
+    return HandOffSummary(grantsPerSecond: Double(inWindow.count) / seconds, perContender: perContender, handOff: handOff, overlaps: overlaps)
 }
 
 /// Kills the holder of a lock `kills` times: `etcdctl lock` holds it, a second
