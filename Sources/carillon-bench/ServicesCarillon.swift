@@ -433,16 +433,13 @@ func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOpti
                latency: puts.histogram, cost: cost,
                notes: ["one CarillonClient session on h0; answered when h0 applied it (agreed: ordered; every member holds it once it is stable, a round or two later; a write whose member fails before any other received it is lost with it)"]
                    + puts.notes + costNotes))
-    // Safe: each put bounded by 2 s and few timeouts allowed — an answer held for stability can wait for unrelated traffic (see the note).
+    // Safe: each put bounded by 2 s and few timeouts allowed (before 99fb82c a held safe answer waited for unrelated traffic).
     finishCost = sampleCost()
     let safe = try measureCalls(operations, maxSeconds: maxSeconds, callTimeoutSeconds: 2, maxFailures: 3, path: h0) { client in
         try await client.put(key, value, consistency: .safe)
     }
     (cost, costNotes) = finishCost()
-    var safeNotes = ["one CarillonClient session on h0; answered once stable (safe): every member of the view holds it"]
-    if safe.timeouts > 0 {
-        safeNotes.append("safe answers wait: the node releases an answer held for stability when it next applies an event, or from its ticker thread, which sleeps while no request is pending (ServiceNode.tickLoop: nothing wakes it when an answer is held) — on an otherwise idle node the answer waits for unrelated traffic or a view change; a bug")
-    }
+    let safeNotes = ["one CarillonClient session on h0; answered once stable (safe): every member of the view holds it"]
     add(result(ServiceMetric.put, ["operations": "\(safe.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": "safe"],
                latency: safe.histogram, cost: cost, notes: safeNotes + safe.notes + costNotes))
 
