@@ -58,6 +58,16 @@ public final class ServiceNode: @unchecked Sendable {
 
     public typealias Callback = @Sendable (ServiceResponse) -> Void
 
+    /// An application's own replicated state, carried to joiners beside the services'.
+    public struct ApplicationState: Sendable {
+        public var provide: @Sendable () -> [UInt8]
+        public var receive: @Sendable ([UInt8]) -> Void
+        public init(provide: @escaping @Sendable () -> [UInt8], receive: @escaping @Sendable ([UInt8]) -> Void) {
+            self.provide = provide
+            self.receive = receive
+        }
+    }
+
     struct Pending: Sendable {
         var service: UInt16
         var body: [UInt8]
@@ -130,7 +140,14 @@ public final class ServiceNode: @unchecked Sendable {
     /// With `bulk`, states larger than ``Options/inlineStateBytes`` go to
     /// joiners over it (pass its transfers to ``bulkArrived(source:bytes:)``);
     /// the bus keeps delivering while they do.
-    public func attach(to member: Member, bulk: BulkChannel? = nil) {
+    ///
+    /// The membership layer's state transfer carries one state per member:
+    /// with `applicationState`, the application's own state (taken and given
+    /// at the same point of the stream) travels beside the services' — the
+    /// provider is asked where ``Member/snapshotProvider`` would be, and the
+    /// receiver gets it back at the joiner before the member's view event
+    /// handler runs. ``Member/snapshotProvider`` must not be set elsewhere.
+    public func attach(to member: Member, bulk: BulkChannel? = nil, applicationState: ApplicationState? = nil) {
         self.member.withLock { $0 = member }
         self.bulk.withLock { $0 = bulk }
         core.withLock { $0.metrics = ServiceMetrics(node: member.configuration.node) }
@@ -140,10 +157,18 @@ public final class ServiceNode: @unchecked Sendable {
         }
         let previous = member.onViewEvent
         member.onViewEvent = { [unowned self] event in
-            previous?(event)
-            self.viewEvent(event)
+            // A joiner's state is the application's and the services' side by side.
+            if case .stateReceived(let view, let state) = event {
+                let (application, services) = StateBundle.split(state)
+                applicationState?.receive(application)
+                previous?(event)
+                self.viewEvent(.stateReceived(view, state: services))
+            } else {
+                previous?(event)
+                self.viewEvent(event)
+            }
         }
-        member.snapshotProvider = { [unowned self] in self.provideState() }
+        member.snapshotProvider = { [unowned self] in StateBundle.join(applicationState?.provide() ?? [], self.provideState()) }
         running.store(true, ordering: .relaxed)
         tickerDone.enter()
         DispatchQueue(label: "carillon.services.ticker").async { [unowned self] in
@@ -225,17 +250,22 @@ public final class ServiceNode: @unchecked Sendable {
     public func submit(_ client: UInt32, requestID: UInt64? = nil, service: UInt16, body: [UInt8], consistency: Consistency,
                        callback: @escaping Callback) {
         let now = monotonicNanos()
-        let accepted = core.withLock { core -> Bool in
-            guard var s = core.sessions[client] else { return false }
+        let refusal = core.withLock { core -> ServiceResponse? in
+            guard var s = core.sessions[client] else {
+                // Ended: closed, or its member was left out of a view or not in a primary component.
+                return ServiceResponse(status: .sessionEnded, body: Array("the session has ended; open a new one".utf8))
+            }
             let id = requestID ?? s.nextRequest
-            guard id >= s.nextRequest else { return false }
+            guard id >= s.nextRequest else {
+                return ServiceResponse(status: .badRequest, body: Array("request ids must increase within a session".utf8))
+            }
             s.nextRequest = id + 1
             s.pending[id] = Pending(service: service, body: body, consistency: consistency, submittedNanos: now, callback: callback)
             core.sessions[client] = s
-            return true
+            return nil
         }
-        guard accepted else {
-            callback(ServiceResponse(status: .badRequest, body: Array("request ids must increase within a session".utf8)))
+        if let refusal {
+            callback(refusal)
             return
         }
         sendPending(now: now)
@@ -610,4 +640,24 @@ func monotonicNanos() -> UInt64 {
     var t = timespec()
     clock_gettime(CLOCK_MONOTONIC, &t)
     return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
+
+/// The state a joiner receives from the membership layer when services run:
+/// a u32 length and the application's state, then the services' state (or
+/// its manifest). An empty state (a first view) splits into two empty ones.
+enum StateBundle {
+    static func join(_ application: [UInt8], _ services: [UInt8]) -> [UInt8] {
+        var w = ByteWriter(capacity: 4 + application.count + services.count)
+        w.u32(UInt32(application.count))
+        w.raw(application)
+        w.raw(services)
+        return w.bytes
+    }
+
+    static func split(_ state: [UInt8]) -> (application: [UInt8], services: [UInt8]) {
+        guard state.count >= 4 else { return ([], []) }
+        let n = state.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+        guard n <= state.count - 4 else { return ([], state) }
+        return (Array(state[4..<(4 + n)]), Array(state[(4 + n)...]))
+    }
 }

@@ -255,7 +255,8 @@ struct Node: ParsableCommand {
                 let change = node.lastChange.map { " change=\($0.description.replacingOccurrences(of: " ", with: ","))" } ?? ""
                 record.append(.event("# view \(view.epoch) \(now) \(record.state.text) members=\(members)\(change)"))
             case .stateReceived(let view, let state):
-                record.state = StreamDigest(bytes: state) ?? StreamDigest()
+                // With services the services node hands the stream digest over (applicationState below).
+                if serviceNode == nil { record.state = StreamDigest(bytes: state) ?? StreamDigest() }
                 record.inView.store(true, ordering: .relaxed)
                 let members = view.members.map(\.description).joined(separator: ",")
                 record.append(.event("# state \(view.epoch) \(now) \(record.state.text) members=\(members)"))
@@ -274,7 +275,8 @@ struct Node: ParsableCommand {
                 serviceBulk = try BulkChannel(member: node) { source, _, bytes in serviceNode.bulkArrived(source: source, bytes: bytes) }
             } catch { throw ValidationError("the services' bulk channel (bus port + 1): \(error)") }
         }
-        serviceNode?.attach(to: node, bulk: serviceBulk)
+        serviceNode?.attach(to: node, bulk: serviceBulk, applicationState: ServiceNode.ApplicationState(
+            provide: { record.state.bytes }, receive: { record.state = StreamDigest(bytes: $0) ?? StreamDigest() }))
         node.onSuspicionChange = { event in
             let now = Clock.viewNanos()
             switch event {

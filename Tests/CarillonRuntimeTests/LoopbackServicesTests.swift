@@ -9,6 +9,17 @@ import Testing
 /// The services on real UDP sockets in one process: three members, each with a
 /// ServiceNode, member 0 also serving a Unix socket. Idle strategy `blocking`
 /// (three agents share two cores). Every wait is bounded.
+/// Resumes a continuation once, with whichever result comes first.
+final class OnceBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<T, any Error>?
+    func set(_ c: CheckedContinuation<T, any Error>) { lock.withLock { continuation = c } }
+    func finish(_ result: Result<T, any Error>) {
+        let c = lock.withLock { () -> CheckedContinuation<T, any Error>? in defer { continuation = nil }; return continuation }
+        c?.resume(with: result)
+    }
+}
+
 @Suite("Loopback services (real UDP sockets, one process)", .serialized)
 struct LoopbackServicesTests {
     final class Cluster {
@@ -48,17 +59,18 @@ struct LoopbackServicesTests {
         }
     }
 
-    /// Runs `body` with a bound: a hang fails the test instead of stalling the run.
+    /// Runs `body` with a bound: a hang fails the test at once instead of
+    /// stalling the run (the body's task is left behind; the cluster's stop
+    /// ends it).
     func bounded<T: Sendable>(seconds: Double = 20, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask { try await Task.sleep(nanoseconds: UInt64(seconds * 1e9)); return nil }
-            guard let first = try await group.next(), let value = first else {
-                group.cancelAll()
-                throw ServiceCallError(.timedOut, "no answer within \(seconds) s")
+        let once = OnceBox<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            once.set(continuation)
+            Task { do { once.finish(.success(try await body())) } catch { once.finish(.failure(error)) } }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                once.finish(.failure(ServiceCallError(.timedOut, "no answer within \(seconds) s")))
             }
-            group.cancelAll()
-            return value
         }
     }
 
