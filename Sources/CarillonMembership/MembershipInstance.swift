@@ -1108,12 +1108,16 @@ public struct MembershipInstance: Sendable {
             counters.otherRunFrames += 1
             return
         }
+        // A member still in the previous epoch may have missed the decision:
+        // keep announcing it. One that states the decision itself (it is
+        // announcing too) has not missed it — two announcers renewing each
+        // other would announce, a frame every round, for good.
         if epoch == retiredEpoch, retired != nil {
-            announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            if !fields.decided { announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds)) }
             return
         }
         if let announcement, epoch == announcement.epoch {
-            announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
+            if !fields.decided { announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds)) }
             return
         }
         guard epoch == view.epoch else {

@@ -187,6 +187,8 @@ public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     /// With services (`carillon-sim --services`): what their checkers found and what the clients did.
     public var serviceViolations: [ServiceViolation] = []
     public var services: ServicesStatistics?
+    /// Frames all nodes sent in each 100 rounds of true time.
+    public var framesPerHundredRounds: [Int] = []
 
     public var passed: Bool { violations.isEmpty && serviceViolations.isEmpty }
 
@@ -230,6 +232,8 @@ public struct MembershipSimulator {
     }
     var queue = TimedQueue<Event>()
     var nowNanos: UInt64 = 0
+    /// Frames every node sent, by 100 rounds of true time (what an idle bus costs).
+    var framesPerHundredRounds: [Int] = []
     /// The first view's start on the simulated realtime clock: also the run
     /// identity and the first view's incarnation, as in the runtime. Later
     /// incarnations are the clock at restart.
@@ -536,7 +540,8 @@ public struct MembershipSimulator {
             messagesBroadcast: broadcastIDs.count, deliveries: deliveries, livenessRounds: settledRound,
             replayed: replayed, refusedTags: refusedTags, queueDrops: queueDrops, pauses: pauses, deafSpells: deafSpells,
             oneWayFailures: oneWayFailures, clockSteps: clockSteps, installedRound: installedRound, log: log, views: viewMembers,
-            serviceViolations: serviceViolations, services: services?.statistics)
+            serviceViolations: serviceViolations, services: services?.statistics,
+            framesPerHundredRounds: framesPerHundredRounds)
     }
 
     // MARK: Faults
@@ -800,6 +805,11 @@ public struct MembershipSimulator {
     }
 
     mutating func carryOut(_ node: Int) {
+        if !effects.ordering.frames.isEmpty {
+            let bucket = Int(round / 100)
+            if framesPerHundredRounds.count <= bucket { framesPerHundredRounds += Array(repeating: 0, count: bucket + 1 - framesPerHundredRounds.count) }
+            framesPerHundredRounds[bucket] += effects.ordering.frames.count
+        }
         for frame in effects.ordering.frames {
             var bytes = Array(effects.ordering.frameBytes[frame.offset..<(frame.offset + frame.length)])
             Self.seal(&bytes, run: processes[node].instance.runIdentity)
