@@ -208,6 +208,15 @@ public struct ServiceCallError: Error, Sendable, Hashable, CustomStringConvertib
         self.detail = detail
     }
 
+    /// The error for a response that did not succeed; a shell's explanation
+    /// (the body of badRequest, sessionEnded, …) is kept in the detail.
+    public static func failure(_ r: ServiceResponse, _ what: String) -> ServiceCallError {
+        let explanation = String(decoding: r.body, as: UTF8.self)
+        let textual = [.badRequest, .sessionEnded, .noPrimary, .outcomeUnknown, .timedOut].contains(r.status) && !r.body.isEmpty
+            && explanation.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7f || $0.value >= 0xa0 }
+        return ServiceCallError(r.status, textual ? "\(what): \(explanation)" : what)
+    }
+
     public var description: String {
         switch status {
         case .noPrimary: "no primary component: this node is not in a view with a majority (is the rest of the cluster running?)\(detail.isEmpty ? "" : ": " + detail)"
@@ -266,14 +275,14 @@ extension ServiceCalls {
         switch r.status {
         case .granted: return LockGrant(name: name, mode: mode, token: try LockService.token(fromGrant: r.body))
         case .busy where !wait: return nil
-        default: throw ServiceCallError(r.status, "acquire \(name)")
+        default: throw ServiceCallError.failure(r, "acquire \(name)")
         }
     }
 
     /// Lets go of `name`.
     public func release(_ name: String, consistency: Consistency = .agreed) async throws {
         let r = try await call(LockService.serviceID, consistency) { LockCommand.release(name: name).encode(into: &$0) }
-        guard r.status == .ok else { throw ServiceCallError(r.status, "release \(name)") }
+        guard r.status == .ok else { throw ServiceCallError.failure(r, "release \(name)") }
     }
 
     /// Withdraws this session's wait for `name`: `true` if a wait was
@@ -283,14 +292,14 @@ extension ServiceCalls {
         switch r.status {
         case .cancelled: return true
         case .notWaiting: return false
-        default: throw ServiceCallError(r.status, "cancel \(name)")
+        default: throw ServiceCallError.failure(r, "cancel \(name)")
         }
     }
 
     /// The lock table (ordered: every member answers the same at this point).
     public func locks() async throws -> [LockState] {
         let r = try await call(LockService.serviceID, .agreed) { LockCommand.list.encode(into: &$0) }
-        guard r.status == .ok else { throw ServiceCallError(r.status, "list locks") }
+        guard r.status == .ok else { throw ServiceCallError.failure(r, "list locks") }
         return try LockService.table(from: r.body)
     }
 
@@ -300,7 +309,7 @@ extension ServiceCalls {
         switch r.status {
         case .ok: return try ObjectStore.object(from: r.body)
         case .notFound: return nil
-        default: throw ServiceCallError(r.status, "get \(key)")
+        default: throw ServiceCallError.failure(r, "get \(key)")
         }
     }
 
@@ -308,7 +317,7 @@ extension ServiceCalls {
     @discardableResult
     public func put(_ key: String, _ value: [UInt8], consistency: Consistency = .agreed) async throws -> UInt64 {
         let r = try await call(ObjectStore.serviceID, consistency) { ObjectCommand.put(key: key, value: value).encode(into: &$0) }
-        guard r.status == .ok else { throw ServiceCallError(r.status, "put \(key)") }
+        guard r.status == .ok else { throw ServiceCallError.failure(r, "put \(key)") }
         return try ObjectStore.version(from: r.body)
     }
 
@@ -319,7 +328,7 @@ extension ServiceCalls {
         switch r.status {
         case .ok: return true
         case .notFound: return false
-        default: throw ServiceCallError(r.status, "delete \(key)")
+        default: throw ServiceCallError.failure(r, "delete \(key)")
         }
     }
 
@@ -333,7 +342,7 @@ extension ServiceCalls {
         switch r.status {
         case .ok: return (true, try ObjectStore.version(from: r.body))
         case .versionMismatch: return (false, try ObjectStore.version(from: r.body))
-        default: throw ServiceCallError(r.status, "cas \(key)")
+        default: throw ServiceCallError.failure(r, "cas \(key)")
         }
     }
 
@@ -341,14 +350,14 @@ extension ServiceCalls {
     @discardableResult
     public func add(_ key: String, _ delta: Int64, consistency: Consistency = .agreed) async throws -> Int64 {
         let r = try await call(ObjectStore.serviceID, consistency) { ObjectCommand.add(key: key, delta: delta).encode(into: &$0) }
-        guard r.status == .ok else { throw ServiceCallError(r.status, "add \(key)") }
+        guard r.status == .ok else { throw ServiceCallError.failure(r, "add \(key)") }
         return try ObjectStore.sum(from: r.body).sum
     }
 
     /// Keys starting with `prefix`, with versions and sizes (ordered).
     public func list(prefix: String = "") async throws -> [(key: String, version: UInt64, bytes: Int)] {
         let r = try await call(ObjectStore.serviceID, .agreed) { ObjectCommand.list(prefix: prefix).encode(into: &$0) }
-        guard r.status == .ok else { throw ServiceCallError(r.status, "list \(prefix)") }
+        guard r.status == .ok else { throw ServiceCallError.failure(r, "list \(prefix)") }
         return try ObjectStore.listing(from: r.body)
     }
 }

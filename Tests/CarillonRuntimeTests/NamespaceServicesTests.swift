@@ -7,13 +7,14 @@ extension NamespaceTests {
     /// while the holder's node is killed with kill -9 (the next waiter gets it
     /// with a larger token, grants never overlap), `carillon kv add` from every
     /// host summing exactly, and a joiner catching up on a store larger than
-    /// the membership layer's inline state transfer (over the bulk channel).
+    /// the membership layer's inline state transfer (over the bulk channel). Values of
+    /// 512 B: a command must fit one bus message, which is smaller with more members.
     @Suite("Namespace services (locks, objects; separate processes)")
     struct NamespaceServicesTests {
         func run(members: Int, keys: Int) throws -> (status: Int32, output: String) {
             let binary = try releaseCarillon()
             return try runScript("tools/netns-services.sh", [
-                "--members", "\(members)", "--keys", "\(keys)", "--bytes", "1024", "--bin", binary])
+                "--members", "\(members)", "--keys", "\(keys)", "--bytes", "512", "--bin", binary])
         }
 
         func expectAllChecks(_ status: Int32, _ output: String, members: Int, keys: Int) {
