@@ -71,7 +71,7 @@ for run in $runs; do
     } > "$out/$run.json"
     members=()
     for m in a b c; do
-        "$bin" node --config "$out/$run.json" --member "$m" --send "$send" --rate "$rate" --timeout $((seconds + 2)) \
+        "$bin" node --no-services --config "$out/$run.json" --member "$m" --send "$send" --rate "$rate" --timeout $((seconds + 2)) \
             --log "$out/$run-$m.log" 2> "$out/$run-$m.err" &
         pids+=($!); members+=($!)
     done

@@ -52,7 +52,7 @@ pids=()
 netns_config "$out/bus.json" "$period_us" "$idle"
 for i in $(seq 0 $((members - 1))); do
     send=0; [ "$i" -eq 0 ] && send=$messages
-    ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --send "$send" --closed-loop --gap-us "$gap_us" \
+    ip netns exec "$prefix-h$i" "$bin" node --no-services --config "$out/bus.json" --member "h$i" --send "$send" --closed-loop --gap-us "$gap_us" \
         --size "$size" --expect "$messages" --timeout "$timeout" --log "$out/bus.h$i" 2> "$out/bus.h$i.err" &
     pids+=($!)
 done

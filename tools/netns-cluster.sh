@@ -56,7 +56,7 @@ netns_config "$out/bus.json" "$period_us" "$idle"
 
 echo "netns-cluster: $members hosts ($prefix-h*), $([ "$multicast" -eq 1 ] && echo "multicast 239.77.0.1" || echo unicast fan-out), loss ${loss}%, ${shape:-unshaped}${shape:+ Mbit/s}, $messages msgs × $size B at $rate/s each, idle $idle, logs in $out" >&2
 for i in $(seq 0 $((members - 1))); do
-    ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --send "$messages" --rate "$rate" \
+    ip netns exec "$prefix-h$i" "$bin" node --no-services --config "$out/bus.json" --member "h$i" --send "$messages" --rate "$rate" \
         --size "$size" --expect $((messages * members)) --timeout "$timeout" --log "$out/h$i.log" 2> "$out/h$i.err" &
     pids+=($!)
 done

@@ -62,7 +62,7 @@ start_node() {  # start_node I [--join]
     local i=$1; shift
     runs=$((runs + 1))
     node_log[$i]="$out/h$i-$runs.log"
-    ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --send 100000000 --rate "$rate" \
+    ip netns exec "$prefix-h$i" "$bin" node --no-services --config "$out/bus.json" --member "h$i" --send 100000000 --rate "$rate" \
         --timeout 600 --log "${node_log[$i]}" "$@" 2> "$out/h$i-$runs.err" &
     node_pid[$i]=$!
     pids+=($!)

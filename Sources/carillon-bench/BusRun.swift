@@ -93,7 +93,7 @@ func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws ->
     var children: [Child] = []
     defer { children.forEach { $0.kill9() } }
     for i in 0..<spec.members {
-        var argv = [carillon, "node", "--config", configPath, "--member", "h\(i)", "--size", "\(spec.sizeBytes)",
+        var argv = [carillon, "node", "--no-services", "--config", configPath, "--member", "h\(i)", "--size", "\(spec.sizeBytes)",
                     "--expect", "\(spec.expectedPerMember)", "--timeout", "\(Int(spec.timeoutSeconds))",
                     "--log", "\(directory)/h\(i).log"]
         let sends = spec.senders.contains(i) ? spec.messagesPerSender : 0
