@@ -74,6 +74,15 @@ struct LoopbackServicesTests {
         }
     }
 
+    /// Polls `condition` every millisecond until it holds; fails after `seconds`.
+    func waitUntil(seconds: Double = 10, _ condition: @escaping () -> Bool) async throws {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        while !condition() {
+            guard DispatchTime.now().uptimeNanoseconds < deadline else { throw ServiceCallError(.timedOut, "condition not reached in \(seconds) s") }
+            try await Task.sleep(nanoseconds: 1_000_000)
+        }
+    }
+
     @Test func aLockPassesInOrderWithLargerTokensAndCountersSum() async throws {
         let cluster = try Cluster()
         defer { cluster.stop() }
@@ -82,7 +91,7 @@ struct LoopbackServicesTests {
         #expect(first != nil)
         // b waits; c's try fails at once.
         let waiting = Task { try await b.acquire("L") }
-        try await Task.sleep(nanoseconds: 50_000_000)
+        try await waitUntil { cluster.services[1].localLocks().first { $0.name == "L" }?.waiters.count == 1 }  // the waiter is queued
         let tried = try await bounded { try await c.acquire("L", wait: false) }
         #expect(tried == nil)
         try await bounded { try await a.release("L") }
@@ -131,7 +140,7 @@ struct LoopbackServicesTests {
         #expect(grant != nil)
         let waiter = cluster.services[2].openSession()
         let waiting = Task { try await waiter.acquire("held-by-client") }
-        try await Task.sleep(nanoseconds: 50_000_000)
+        try await waitUntil { cluster.services[2].localLocks().first { $0.name == "held-by-client" }?.waiters.count == 1 }  // the waiter is queued
         client.close()  // the session ends at every member: the waiter gets the lock
         let next = try await bounded { try await waiting.value }
         #expect(next!.token > grant!.token)
