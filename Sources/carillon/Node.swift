@@ -95,8 +95,8 @@ struct Node: ParsableCommand {
             the member's replicated state: messages delivered so far and a digest of their order. \
             `carillon verify` checks several members' logs against each other.
 
-            --stats prints a line to standard error every --stats-interval seconds: deliveries, frames, \
-            NAKs, late slots and views so far, and over the interval the process's CPU time as a share of \
+            --stats prints a line to standard error every --stats-interval seconds: deliveries, and every \
+            counter that is not zero so far (names as in docs/operations.md), and over the interval the process's CPU time as a share of \
             one core (user + system, all threads, from /proc/self/stat) and its wake-ups per second \
             (voluntary context switches, summed over its threads from /proc/self/task/*/status) beside \
             its involuntary switches per second. The closing report always has the same cost line for \
