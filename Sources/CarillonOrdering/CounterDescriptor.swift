@@ -40,7 +40,10 @@ public struct CounterDescriptor<Counters>: Sendable {
     /// The field that holds it.
     public let keyPath: WritableKeyPath<Counters, Int> & Sendable
 
-    public init(_ name: String, _ unit: CounterUnit, _ keyPath: WritableKeyPath<Counters, Int> & Sendable, _ help: String, kind: CounterKind = .counter) {
+    /// The descriptor of the field at `keyPath`, exported as `name`.
+    public init(
+        _ name: String, _ unit: CounterUnit, _ keyPath: WritableKeyPath<Counters, Int> & Sendable, _ help: String, kind: CounterKind = .counter
+    ) {
         self.name = name
         self.unit = unit
         self.kind = kind
