@@ -128,8 +128,10 @@ let package = Package(
             name: "CarillonRuntimeTests",
             dependencies: [
                 "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonAuth", "CarillonWire", "CarillonBulk",
-                "CarillonServiceNode", "CarillonServices", "CarillonClient",
+                "CarillonServiceNode", "CarillonServices", "CarillonClient", "CarillonMembership",
                 .product(name: "Logging", package: "swift-log"),
+                // The counter tables' export test (CounterTableTests) reads what MemberMetrics published.
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),

@@ -40,38 +40,6 @@ public struct ChangeTimeline: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Counters of the membership layer.
-public struct MembershipCounters: Sendable, Hashable {
-    public var viewsInstalled = 0
-    public var ballotsStarted = 0
-    public var promisesMade = 0
-    public var proposalsAccepted = 0
-    public var exclusions = 0
-    public var joinRequestsHeard = 0
-    public var stateBytesSent = 0
-    public var stateBytesReceived = 0
-    public var membershipFramesSent = 0
-    public var membershipFramesReceived = 0
-    public var staleEpochFrames = 0
-    /// Membership frames naming another run of the cluster (replayed from an earlier run) — ignored.
-    public var otherRunFrames = 0
-    /// Join requests of an incarnation of the node no newer than one already
-    /// seen in a view (a replay, or a dead incarnation) — ignored.
-    public var staleJoinRequests = 0
-    /// Decisions not adopted: this member had promised nothing in the view, or
-    /// the cut lies below what it already delivered (it rejoins instead).
-    public var refusedDecisions = 0
-    /// Starts as a member of the first view that came too late for it, and
-    /// joined as a new incarnation instead (see `lateStartRounds`).
-    public var lateStarts = 0
-    /// Joins retried under a fresh incarnation after asking in vain for `joinRefreshRounds`.
-    public var incarnationRefreshes = 0
-    /// Accepted values a proposer set aside because no promiser held their cut
-    /// (so no majority can have decided them).
-    public var undecidedValuesDropped = 0
-    public init() {}
-}
-
 /// One member's membership layer, as a pure state machine around the current
 /// view's ``OrderingInstance``: failure detection comes from the ordering
 /// instance's slot silence; view changes are a Paxos-style agreement among the

@@ -131,21 +131,6 @@ public enum MemberAuthentication: Sendable {
     case off
 }
 
-/// Counters of the member's shell: what it refused before the protocol saw it, and slot timing.
-public struct RuntimeCounters: Sendable, Hashable {
-    /// Frames whose tag did not match the cluster key (wrong key, forged or altered).
-    public var badTag = 0
-    /// Frames without a tag of the configured length while authentication is on.
-    public var missingTag = 0
-    /// Slots whose frame left after the slot's send deadline.
-    public var lateSlots = 0
-    /// The correction applied to this member's clock to follow the view's
-    /// timebase (rank 0's clock), nanoseconds; 0 for rank 0.
-    public var clockCorrectionNanos: Int64 = 0
-    /// Estimated drift against the timebase, parts per billion (nil until two estimates are ten seconds apart).
-    public var clockDriftPPB: Int64?
-}
-
 /// What is wrong with a ``MemberConfiguration``.
 public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
     case noMembers
@@ -180,6 +165,13 @@ public struct StopReport: Sendable, CustomStringConvertible {
     public var membership: MembershipCounters
     public var transport: TransportCounters
     public var runtime: RuntimeCounters
+
+    /// Every counter of the four sets, one line per set in their tables' order:
+    /// `ordering: slot_frames_sent 120, repair_frames_sent 3, …` (zeros included).
+    public var counterLines: [String] {
+        ["ordering: " + ordering.report(), "membership: " + membership.report(),
+         "transport: " + transport.report(), "runtime: " + runtime.report()]
+    }
 
     public var description: String {
         let where_ = view.map { "epoch \($0.epoch) with \($0.members.count) members" } ?? "no view"
@@ -489,6 +481,9 @@ public final class Member: @unchecked Sendable {
 
     /// The membership layer's counters now.
     public var membershipCounters: MembershipCounters { state.withLock { $0.counters } }
+
+    /// The bus socket's counters now (read under the send lock: a broadcasting thread may be sending).
+    public var transportCounters: TransportCounters { sendLock.withLock { _ in transport.counters } }
 
     /// The shell's own counters now.
     public var runtimeCounters: RuntimeCounters {

@@ -442,46 +442,6 @@ public struct ClusterSimulator {
     }
 }
 
-extension OrderingCounters {
-    /// Adds every counter of `other` to this one.
-    public mutating func add(_ other: OrderingCounters) {
-        slotFramesSent += other.slotFramesSent
-        repairFramesSent += other.repairFramesSent
-        messagesBroadcast += other.messagesBroadcast
-        sendBufferFull += other.sendBufferFull
-        payloadsTooLarge += other.payloadsTooLarge
-        framesReceived += other.framesReceived
-        framesAccepted += other.framesAccepted
-        duplicateFrames += other.duplicateFrames
-        framesBeyondWindow += other.framesBeyondWindow
-        malformedFrames += other.malformedFrames
-        wrongEpochFrames += other.wrongEpochFrames
-        unknownSenderFrames += other.unknownSenderFrames
-        oversizedBatches += other.oversizedBatches
-        conflictingFrames += other.conflictingFrames
-        invalidSilentRanges += other.invalidSilentRanges
-        naksSent += other.naksSent
-        naksReceived += other.naksReceived
-        naksSuppressed += other.naksSuppressed
-        staleNaks += other.staleNaks
-        framesRetransmitted += other.framesRetransmitted
-        silentRangesSent += other.silentRangesSent
-        roundsCaughtUp += other.roundsCaughtUp
-        dataHeldByWindow += other.dataHeldByWindow
-        messagesDelivered += other.messagesDelivered
-        duplicateMessages += other.duplicateMessages
-        sequenceGaps += other.sequenceGaps
-        implausiblePositions += other.implausiblePositions
-        foreignEmbeddedFrames += other.foreignEmbeddedFrames
-        suspicionsRaised += other.suspicionsRaised
-        suspicionsCleared += other.suspicionsCleared
-        framesRelayed += other.framesRelayed
-        naksClipped += other.naksClipped
-        repairsSuppressed += other.repairsSuppressed
-        implausibleRounds += other.implausibleRounds
-    }
-}
-
 /// The membership simulator's events: wakes and arrivals.
 /// The cluster simulator's events.
 enum ClusterEvent {

@@ -284,8 +284,8 @@ struct CarillonSim: ParsableCommand {
             lines.append("  broadcast → delivered at all \(n) members (virtual time, faults included): \(result.latency)")
         }
         if verbose {
-            let c = result.counters
-            lines.append("  counters: frames sent \(c.slotFramesSent)+\(c.repairFramesSent) repair, dup \(c.duplicateFrames), beyond window \(c.framesBeyondWindow), NAKs \(c.naksSent) (suppressed \(c.naksSuppressed), stale \(c.staleNaks)), silent ranges \(c.silentRangesSent), caught-up rounds \(c.roundsCaughtUp), backpressure \(c.sendBufferFull), held by window \(c.dataHeldByWindow)")
+            // Summed over the members; every ordering counter that is not zero (OrderingCounters.descriptors).
+            lines.append("  counters: " + result.counters.report(includingZeros: false))
         }
         for violation in result.violations { lines.append("  \(violation)") }
         if verbose, !result.passed { for state in result.memberStates { lines.append("  \(state)") } }

@@ -95,8 +95,8 @@ struct Node: ParsableCommand {
             the member's replicated state: messages delivered so far and a digest of their order. \
             `carillon verify` checks several members' logs against each other.
 
-            --stats prints a line to standard error every --stats-interval seconds: deliveries, frames, \
-            NAKs, late slots and views so far, and over the interval the process's CPU time as a share of \
+            --stats prints a line to standard error every --stats-interval seconds: deliveries, and every \
+            counter that is not zero so far (names as in docs/operations.md), and over the interval the process's CPU time as a share of \
             one core (user + system, all threads, from /proc/self/stat) and its wake-ups per second \
             (voluntary context switches, summed over its threads from /proc/self/task/*/status) beside \
             its involuntary switches per second. The closing report always has the same cost line for \
@@ -458,7 +458,7 @@ struct Node: ParsableCommand {
               \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")
               socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
               cost: \(costText(from: firstSample, to: lastSample, span: "from start to stop"))
-
+            \(report.counterLines.map { "  counters \($0)\n" }.joined())
             """.utf8))
         if let bulkReport { FileHandle.standardError.write(Data("  \(bulkReport)\n".utf8)) }
         if let target, delivered < target { throw ExitCode(2) }
@@ -477,12 +477,13 @@ struct Node: ParsableCommand {
         timer.setEventHandler {
             let sample = ProcessSample.read()
             let delivered = record.delivered.load(ordering: .relaxed)
-            let c = node.orderingCounters, m = node.membershipCounters, r = node.runtimeCounters
+            // Every counter that is not zero, from the tables (CounterSet): what an operator looks for is what moved.
+            let counters = [node.orderingCounters.report(includingZeros: false), node.membershipCounters.report(includingZeros: false),
+                            node.transportCounters.report(includingZeros: false), node.runtimeCounters.report(includingZeros: false)]
             let elapsed = Double(ProcessSample.monotonicNanosNow() - started) / 1e9
             let seconds = previous.flatMap { p in sample.map { Double($0.monotonicNanos - p.monotonicNanos) / 1e9 } } ?? interval
             let line = "\(name) stats \(String(format: "%.1f", elapsed)) s: delivered \(delivered) (\(Int((Double(delivered - previousDelivered) / max(seconds, 1e-9)).rounded()))/s), "
-                + "sent \(record.sent.load(ordering: .relaxed)), frames \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent / \(c.framesReceived) received, "
-                + "NAKs \(c.naksSent) sent / \(c.naksReceived) received, late slots \(r.lateSlots), views \(m.viewsInstalled); "
+                + "sent \(record.sent.load(ordering: .relaxed)); \(counters.filter { !$0.isEmpty }.joined(separator: ", ")); "
                 + costText(from: previous, to: sample, span: "over the interval") + "\n"
             FileHandle.standardError.write(Data(line.utf8))
             previous = sample
