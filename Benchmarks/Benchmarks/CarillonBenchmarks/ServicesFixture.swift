@@ -7,7 +7,7 @@ import CarillonServices
 /// the same size. One `apply` is one command applied, as every member does
 /// for every delivered command.
 final class ServicesFixture {
-    enum Workload: String, CaseIterable { case lockCycle = "lock acquire+release", counter = "counter add", put = "put (overwrite)" }
+    enum Workload: String, CaseIterable { case lockCycle = "lock-acquire+release", counter = "counter-add", put = "put-overwrite" }
 
     var host = ServiceHost(machines: [LockService(), ObjectStore()])
     var output = ServiceOutput()
