@@ -175,7 +175,7 @@ public final class BulkChannel: @unchecked Sendable {
         options.lossInjection = configuration.lossInjection
         transport = try UDPTransport(options: options)
         sender = Mutex(BulkSender(node: UInt16(configuration.node), configuration: configuration.transfer,
-                                  firstTransferID: Clock.viewNanos()))
+                                  firstTransferID: MemberClock.viewNanos()))
         self.scheduleSource = scheduleSource
         self.clock = clock
         self.onTransfer = onTransfer
@@ -192,7 +192,7 @@ public final class BulkChannel: @unchecked Sendable {
     public convenience init(configuration: BulkChannelConfiguration, member: Member,
                             onTransfer: @escaping TransferHandler) throws(SystemCallError) {
         try self.init(configuration: configuration, scheduleSource: { [weak member] in member?.currentSchedule },
-                      clock: { [weak member] in member?.viewTimeNanos() ?? Clock.viewNanos() }, onTransfer: onTransfer)
+                      clock: { [weak member] in member?.viewTimeNanos() ?? MemberClock.viewNanos() }, onTransfer: onTransfer)
     }
 
     /// Checks that a full datagram fits the unreserved part of `schedule`'s rounds (gated pacing).

@@ -97,7 +97,7 @@ public struct MemberConfiguration: Sendable {
     /// and receives the state at the view where it is added. `incarnation`
     /// must be larger than any earlier one on this node (the default, the
     /// realtime clock in nanoseconds, is).
-    public mutating func joinRunningCluster(incarnation: UInt64 = Clock.viewNanos()) {
+    public mutating func joinRunningCluster(incarnation: UInt64 = MemberClock.viewNanos()) {
         joins = true
         self.incarnation = max(incarnation, 1)
     }
@@ -289,7 +289,7 @@ public final class Member: @unchecked Sendable {
     /// Now on the view's timebase: this host's clock minus the member's
     /// correction toward rank 0's clock, the time ``currentSchedule`` is in.
     public func viewTimeNanos() -> UInt64 {
-        UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- clockCorrection.load(ordering: .relaxed))
+        UInt64(bitPattern: Int64(bitPattern: MemberClock.viewNanos()) &- clockCorrection.load(ordering: .relaxed))
     }
 
     /// The run this member belongs to (0 while a joiner has not been admitted):
@@ -541,7 +541,7 @@ public final class Member: @unchecked Sendable {
 
     /// View time now: the local clock minus the correction toward rank 0's.
     @inline(__always) func viewNow() -> UInt64 {
-        UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- agent.correction)
+        UInt64(bitPattern: Int64(bitPattern: MemberClock.viewNanos()) &- agent.correction)
     }
 
     /// One duty cycle: read the clock once, take in arrived frames, send the
@@ -645,7 +645,7 @@ public final class Member: @unchecked Sendable {
         // The pure corrector decides (docs/protocol.md §13): steps bounded, none
         // from a scattered estimate, a fresh start at each view. Local time, so
         // its own steps do not move its clock.
-        let step = agent.corrector.update(nowNanos: Clock.viewNanos(), epoch: epoch, timebase: timebase,
+        let step = agent.corrector.update(nowNanos: MemberClock.viewNanos(), epoch: epoch, timebase: timebase,
                                           estimateNanos: residual)
         agent.correction = agent.corrector.correctionNanos
         clockCorrection.store(agent.correction, ordering: .relaxed)
