@@ -187,8 +187,8 @@ public struct StopReport: Sendable, CustomStringConvertible {
     }
 }
 
-/// One member of a Carillon bus on real UDP sockets: a ``MembershipInstance``
-/// (views, and each view's ``OrderingInstance``) driven by an agent thread that
+/// One member of a Carillon bus on real UDP sockets: a ``/CarillonMembership/MembershipInstance``
+/// (views, and each view's ``/CarillonOrdering/OrderingInstance``) driven by an agent thread that
 /// reads the clock once per duty cycle, takes in arriving frames, sends its
 /// slot frame when its slot opens, and hands deliveries and view events to the
 /// application — in total order, on the agent thread.
@@ -299,7 +299,7 @@ public final class Member: @unchecked Sendable {
     /// This process's incarnation now (it changes when the member rejoins).
     public var incarnation: UInt64 { state.withLock { $0.me.incarnation } }
 
-    /// Where the rounds of the last view change went (see ``ChangeTimeline``).
+    /// Where the rounds of the last view change went (see ``/CarillonMembership/ChangeTimeline``).
     public var lastChange: ChangeTimeline? { state.withLock { $0.lastChange } }
 
     /// Whether this member is in a view and may broadcast (false while joining or waiting for state).
