@@ -78,6 +78,8 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]),
         // The async client of a node's Unix socket (no runtime needed).
         .target(name: "CarillonClient", dependencies: ["CarillonServices"]),
+        // The umbrella: `import Carillon` re-exports every module listed here (Sources/Carillon/Carillon.swift),
+        // what an application running members and services in its own process uses; tools/check-shadowing.sh.
         .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime",
                                            "CarillonServices", "CarillonServiceNode"]),
 
