@@ -26,6 +26,9 @@ let package = Package(
         // The Prometheus backend for swift-metrics behind `carillon node --metrics-listen`; only the
         // CarillonMetricsEndpoint target and the carillon executable use it, never the library products.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // `swift package generate-documentation` (DocC) for the Carillon catalog and the layers'
+        // API; a command plugin only, no library target links it.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Pure layers: standard library only, time is an argument.
@@ -75,7 +78,10 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]),
         // The async client of a node's Unix socket (no runtime needed).
         .target(name: "CarillonClient", dependencies: ["CarillonServices"]),
-        .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime"]),
+        // The umbrella: `import Carillon` re-exports every module listed here (Sources/Carillon/Carillon.swift),
+        // what an application running members and services in its own process uses; tools/check-shadowing.sh.
+        .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime",
+                                           "CarillonServices", "CarillonServiceNode"]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
         .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonWire", "CarillonServices"]),

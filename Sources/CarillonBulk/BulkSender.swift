@@ -63,9 +63,12 @@ public struct BulkSender: Sendable {
     public private(set) var queuedBytes = 0
     public private(set) var counters = BulkSenderCounters()
 
-    /// - Parameter firstTransferID: transfer ids count up from here. Receivers
-    ///   rely on ids growing only within one incarnation of the sender; a
-    ///   restarted sender is told apart by its new incarnation, not its ids.
+    /// - Parameters:
+    ///   - node: this sender's node, named in every datagram it sends.
+    ///   - configuration: chunk size, window and retransmission settings.
+    ///   - firstTransferID: transfer ids count up from here. Receivers
+    ///     rely on ids growing only within one incarnation of the sender; a
+    ///     restarted sender is told apart by its new incarnation, not its ids.
     public init(node: UInt16, configuration: BulkTransferConfiguration, firstTransferID: UInt64) {
         precondition(configuration.chunkBytes > 0 && configuration.chunkBytes <= Int(UInt16.max))
         self.node = node

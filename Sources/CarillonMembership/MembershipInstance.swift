@@ -41,7 +41,7 @@ public struct ChangeTimeline: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// One member's membership layer, as a pure state machine around the current
-/// view's ``OrderingInstance``: failure detection comes from the ordering
+/// view's ``/CarillonOrdering/OrderingInstance``: failure detection comes from the ordering
 /// instance's slot silence; view changes are a Paxos-style agreement among the
 /// members of the current view on the next view and the cut that ends this one.
 ///
@@ -184,7 +184,7 @@ public struct MembershipInstance: Sendable {
     /// (call ``provideSnapshot(_:forEpoch:)`` at that view's installed event).
     public func isSnapshotRequested(forEpoch epoch: UInt32) -> Bool { !snapshotPending.isEmpty && snapshotEpoch == epoch }
 
-    /// Messages accepted by ``broadcast(_:)`` not yet sent: queued in the view,
+    /// Messages accepted by ``broadcast(_:)-([UInt8])`` not yet sent: queued in the view,
     /// or kept from a view this member was left out of until it rejoins.
     public var pendingMessageCount: Int { (ordering?.pendingMessageCount ?? 0) + carriedOver.count }
 
@@ -263,7 +263,7 @@ public struct MembershipInstance: Sendable {
     // MARK: Inputs
 
     /// Promise mode: sends queued data now, from any thread, delivering
-    /// nothing (see ``OrderingInstance/sendDataAtOnce(nowNanos:effects:)``).
+    /// nothing (see ``/CarillonOrdering/OrderingInstance/sendDataAtOnce(nowNanos:effects:)``).
     /// Only in an installed view with no change under way and nothing carried
     /// over; returns whether a frame was written into `effects`.
     public mutating func sendAtOnce(nowNanos: UInt64, effects: inout OrderingEffects) -> Bool {
@@ -271,7 +271,7 @@ public struct MembershipInstance: Sendable {
         return ordering!.sendDataAtOnce(nowNanos: nowNanos, effects: &effects)
     }
 
-    /// Queues `payload` in the installed view; see ``OrderingInstance/broadcast(_:)``.
+    /// Queues `payload` in the installed view; see ``/CarillonOrdering/OrderingInstance/broadcast(_:)-([UInt8])``.
     public mutating func broadcast(_ payload: UnsafeRawBufferPointer) -> BroadcastResult {
         guard isMember, ordering != nil else { return .notInView }
         // Messages kept from an earlier view or incarnation go first: a new

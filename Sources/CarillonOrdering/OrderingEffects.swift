@@ -140,7 +140,7 @@ public enum MembershipEvent: Sendable, Hashable {
     case cleared(rank: Int)
 }
 
-/// Result of offering a payload to ``OrderingInstance/broadcast(_:)``.
+/// Result of offering a payload to ``OrderingInstance/broadcast(_:)-(UnsafeRawBufferPointer)``.
 public enum BroadcastResult: Sendable, Hashable {
     /// Queued for this member's next slot with this sequence number.
     case queued(sequence: UInt64)

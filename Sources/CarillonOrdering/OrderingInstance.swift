@@ -3,7 +3,7 @@ import CarillonWire
 
 /// One member's TDMA total-order engine, as a pure state machine.
 ///
-/// Inputs are method calls — ``broadcast(_:)``, ``onSlotOpen(round:nowNanos:effects:)``
+/// Inputs are method calls — ``broadcast(_:)-(UnsafeRawBufferPointer)``, ``onSlotOpen(round:nowNanos:effects:)``
 /// (or ``onTimeout(nowNanos:effects:)``), ``onFrameReceived(_:nowNanos:effects:)`` —
 /// and every output goes into an ``OrderingEffects`` the shell carries out. The
 /// instance never reads a clock, never touches a socket and never allocates

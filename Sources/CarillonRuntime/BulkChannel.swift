@@ -49,9 +49,9 @@ public struct BulkChannelConfiguration: Sendable {
     /// The rate of the link the bulk channel shares with the bus (the
     /// bottleneck: the sender's interface or the switch port beyond it).
     public var linkBitsPerSecond: UInt64 = 1_000_000_000
-    /// The bus's share of the link; ``BulkPacing/paced`` takes 1 − this.
+    /// The bus's share of the link; ``/CarillonBulk/BulkPacing/paced`` takes 1 − this.
     public var reservation: Double = 0.5
-    /// See ``BulkPacer/marginNanos``.
+    /// See ``/CarillonBulk/BulkPacer/marginNanos``.
     public var marginNanos: UInt64 = 20_000
     public var transfer = BulkTransferConfiguration()
     /// Drops received datagrams at random (tests of the channel's reliability).
@@ -159,8 +159,10 @@ public final class BulkChannel: @unchecked Sendable {
     var thread: pthread_t?
 
     /// - Parameters:
+    ///   - configuration: the channel's socket, peers, key and pacing.
     ///   - scheduleSource: the bus's current schedule (nil: not in a view; gating falls back to pacing).
     ///   - clock: now, on the schedule's timebase.
+    ///   - onTransfer: called on the channel's thread with each transfer received whole.
     public init(configuration: BulkChannelConfiguration, scheduleSource: @escaping @Sendable () -> TDMASchedule?,
                 clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler) throws(SystemCallError) {
         precondition(configuration.nodes.indices.contains(configuration.node), "node is not in nodes")
@@ -175,7 +177,7 @@ public final class BulkChannel: @unchecked Sendable {
         options.lossInjection = configuration.lossInjection
         transport = try UDPTransport(options: options)
         sender = Mutex(BulkSender(node: UInt16(configuration.node), configuration: configuration.transfer,
-                                  firstTransferID: Clock.viewNanos()))
+                                  firstTransferID: MemberClock.viewNanos()))
         self.scheduleSource = scheduleSource
         self.clock = clock
         self.onTransfer = onTransfer
@@ -192,7 +194,7 @@ public final class BulkChannel: @unchecked Sendable {
     public convenience init(configuration: BulkChannelConfiguration, member: Member,
                             onTransfer: @escaping TransferHandler) throws(SystemCallError) {
         try self.init(configuration: configuration, scheduleSource: { [weak member] in member?.currentSchedule },
-                      clock: { [weak member] in member?.viewTimeNanos() ?? Clock.viewNanos() }, onTransfer: onTransfer)
+                      clock: { [weak member] in member?.viewTimeNanos() ?? MemberClock.viewNanos() }, onTransfer: onTransfer)
     }
 
     /// Checks that a full datagram fits the unreserved part of `schedule`'s rounds (gated pacing).

@@ -97,7 +97,7 @@ public struct MemberConfiguration: Sendable {
     /// and receives the state at the view where it is added. `incarnation`
     /// must be larger than any earlier one on this node (the default, the
     /// realtime clock in nanoseconds, is).
-    public mutating func joinRunningCluster(incarnation: UInt64 = Clock.viewNanos()) {
+    public mutating func joinRunningCluster(incarnation: UInt64 = MemberClock.viewNanos()) {
         joins = true
         self.incarnation = max(incarnation, 1)
     }
@@ -179,8 +179,8 @@ public struct StopReport: Sendable, CustomStringConvertible {
     }
 }
 
-/// One member of a Carillon bus on real UDP sockets: a ``MembershipInstance``
-/// (views, and each view's ``OrderingInstance``) driven by an agent thread that
+/// One member of a Carillon bus on real UDP sockets: a ``/CarillonMembership/MembershipInstance``
+/// (views, and each view's ``/CarillonOrdering/OrderingInstance``) driven by an agent thread that
 /// reads the clock once per duty cycle, takes in arriving frames, sends its
 /// slot frame when its slot opens, and hands deliveries and view events to the
 /// application — in total order, on the agent thread.
@@ -281,7 +281,7 @@ public final class Member: @unchecked Sendable {
     /// Now on the view's timebase: this host's clock minus the member's
     /// correction toward rank 0's clock, the time ``currentSchedule`` is in.
     public func viewTimeNanos() -> UInt64 {
-        UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- clockCorrection.load(ordering: .relaxed))
+        UInt64(bitPattern: Int64(bitPattern: MemberClock.viewNanos()) &- clockCorrection.load(ordering: .relaxed))
     }
 
     /// The run this member belongs to (0 while a joiner has not been admitted):
@@ -291,7 +291,7 @@ public final class Member: @unchecked Sendable {
     /// This process's incarnation now (it changes when the member rejoins).
     public var incarnation: UInt64 { state.withLock { $0.me.incarnation } }
 
-    /// Where the rounds of the last view change went (see ``ChangeTimeline``).
+    /// Where the rounds of the last view change went (see ``/CarillonMembership/ChangeTimeline``).
     public var lastChange: ChangeTimeline? { state.withLock { $0.lastChange } }
 
     /// Whether this member is in a view and may broadcast (false while joining or waiting for state).
@@ -536,7 +536,7 @@ public final class Member: @unchecked Sendable {
 
     /// View time now: the local clock minus the correction toward rank 0's.
     @inline(__always) func viewNow() -> UInt64 {
-        UInt64(bitPattern: Int64(bitPattern: Clock.viewNanos()) &- agent.correction)
+        UInt64(bitPattern: Int64(bitPattern: MemberClock.viewNanos()) &- agent.correction)
     }
 
     /// One duty cycle: read the clock once, take in arrived frames, send the
@@ -640,7 +640,7 @@ public final class Member: @unchecked Sendable {
         // The pure corrector decides (docs/protocol.md §13): steps bounded, none
         // from a scattered estimate, a fresh start at each view. Local time, so
         // its own steps do not move its clock.
-        let step = agent.corrector.update(nowNanos: Clock.viewNanos(), epoch: epoch, timebase: timebase,
+        let step = agent.corrector.update(nowNanos: MemberClock.viewNanos(), epoch: epoch, timebase: timebase,
                                           estimateNanos: residual)
         agent.correction = agent.corrector.correctionNanos
         clockCorrection.store(agent.correction, ordering: .relaxed)

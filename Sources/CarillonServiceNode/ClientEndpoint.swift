@@ -6,7 +6,7 @@ import Glibc
 import Synchronization
 
 /// A node's local client endpoint: a Unix domain socket (mode 0600 by
-/// default) speaking ``ClientMessage``s. One connection is one session;
+/// default) speaking ``/CarillonServices/ClientMessage``s. One connection is one session;
 /// closing it ends the session (its locks are released at that position at
 /// every member). One thread accepts, reads and writes; responses are written
 /// straight from the thread that applies them when the socket takes them.

@@ -7,7 +7,7 @@ import Glibc
 import Logging
 import Synchronization
 
-/// Binds a ``ServiceHost`` to a ``Member``: applies the member's bus events to
+/// Binds a ``/CarillonServices/ServiceHost`` to a ``/CarillonRuntime/Member``: applies the member's bus events to
 /// the host, broadcasts local sessions' commands in envelopes, and answers
 /// each caller when its own member has applied the command (agreed) or once
 /// the command is stable (safe).
@@ -15,7 +15,7 @@ import Synchronization
 /// A thin shell: what a command does is decided in the host; this class only
 /// moves bytes, keeps local callers' pending requests, retries a request that
 /// was not delivered (the host applies a request id once), and fails requests
-/// with ``ServiceStatus/noPrimary`` after ``Options/noPrimaryWaitNanos`` when
+/// with ``/CarillonServices/ServiceStatus/noPrimary`` after ``Options/noPrimaryWaitNanos`` when
 /// the member is not in a primary component.
 ///
 /// ```swift
@@ -29,7 +29,7 @@ import Synchronization
 public final class ServiceNode: @unchecked Sendable {
     public struct Options: Sendable {
         /// A request not ordered within this long while the member is not in a
-        /// primary component fails with ``ServiceStatus/noPrimary``.
+        /// primary component fails with ``/CarillonServices/ServiceStatus/noPrimary``.
         public var noPrimaryWaitNanos: UInt64 = 2_000_000_000
         /// A sent request not answered within this long is sent again (same
         /// request id: the host applies it once).
@@ -136,7 +136,7 @@ public final class ServiceNode: @unchecked Sendable {
 
     /// Hooks the node to `member` (its view events and its state for joiners)
     /// and starts the retry thread. Pass ``deliver(_:_:)`` as the member's
-    /// delivery handler (or call it from yours). Before ``Member/start()``.
+    /// delivery handler (or call it from yours). Before ``/CarillonRuntime/Member/start()``.
     /// With `bulk`, states larger than ``Options/inlineStateBytes`` go to
     /// joiners over it (pass its transfers to ``bulkArrived(source:bytes:)``);
     /// the bus keeps delivering while they do.
@@ -144,9 +144,9 @@ public final class ServiceNode: @unchecked Sendable {
     /// The membership layer's state transfer carries one state per member:
     /// with `applicationState`, the application's own state (taken and given
     /// at the same point of the stream) travels beside the services' — the
-    /// provider is asked where ``Member/snapshotProvider`` would be, and the
+    /// provider is asked where ``/CarillonRuntime/Member/snapshotProvider`` would be, and the
     /// receiver gets it back at the joiner before the member's view event
-    /// handler runs. ``Member/snapshotProvider`` must not be set elsewhere.
+    /// handler runs. ``/CarillonRuntime/Member/snapshotProvider`` must not be set elsewhere.
     public func attach(to member: Member, bulk: BulkChannel? = nil, applicationState: ApplicationState? = nil) {
         self.member.withLock { $0 = member }
         self.bulk.withLock { $0 = bulk }
@@ -177,7 +177,7 @@ public final class ServiceNode: @unchecked Sendable {
         }
     }
 
-    /// Stops the retry thread; pending callers get ``ServiceStatus/sessionEnded``.
+    /// Stops the retry thread; pending callers get ``/CarillonServices/ServiceStatus/sessionEnded``.
     public func stop() {
         guard running.exchange(false, ordering: .relaxed) else { return }
         wake.signal()
@@ -614,7 +614,7 @@ public final class ServiceNode: @unchecked Sendable {
         sendStates()
     }
 
-    /// A local session: its calls are the typed ones of ``ServiceCalls``.
+    /// A local session: its calls are the typed ones of ``/CarillonServices/ServiceCalls``.
     public final class Session: ServiceCalls, @unchecked Sendable {
         public let node: ServiceNode
         public let client: UInt32

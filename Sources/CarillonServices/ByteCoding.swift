@@ -149,7 +149,7 @@ public struct ByteReader {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// Bytes written by ``ByteWriter/bytes32(_:)``, borrowed.
+    /// Bytes written by ``ByteWriter/bytes32(_:)-(UnsafeRawBufferPointer)``, borrowed.
     public mutating func bytes32() throws(ServiceDecodeError) -> UnsafeRawBufferPointer {
         let n = Int(try u32())
         return try raw(n)

@@ -54,7 +54,7 @@ public enum ClientMessage: Sendable, Hashable {
     /// the delivery latency). Answered like an object store `get`.
     case localRead(requestID: UInt64, key: String)
     /// Client → node: report changes of `key` (or every key starting with it
-    /// when `prefix`), in bus order, as ``watchEvent`` messages tagged `requestID`.
+    /// when `prefix`), in bus order, as ``ClientMessage/watchEvent(requestID:kind:key:version:position:value:)`` messages tagged `requestID`.
     case watch(requestID: UInt64, key: String, prefix: Bool)
     /// Node → client, first message: who serves this session.
     case hello(node: UInt16, incarnation: UInt64, client: UInt32, inPrimary: Bool)

@@ -85,7 +85,7 @@ public struct LockService: ReplicatedStateMachine, Sendable {
     public var serviceID: UInt16 { Self.serviceID }
 
     /// Locks by name; a free lock may stay listed with no holder and no
-    /// waiter (see ``grantWaiters(_:output:)``).
+    /// waiter (see `grantWaiters(_:output:)`).
     public private(set) var locks: [String: LockState] = [:]
     /// A deliberately broken variant (tests only); not part of the state.
     @_spi(Canary) public var canary: ServiceCanary?

@@ -47,30 +47,30 @@ struct CPGAgent: ParsableCommand {
         var ownDelivered = 0
         let me = UInt16(index)
         client.onDeliver = { _, _, payload in
-            let now = Clock.viewNanos()
+            let now = MemberClock.viewNanos()
             guard payload.count >= 24 else { return }
             let sender = payload.loadUnaligned(fromByteOffset: 8, as: UInt16.self)
             log.append((sender, payload.loadUnaligned(fromByteOffset: 16, as: UInt64.self), payload.loadUnaligned(as: UInt64.self), now))
             if sender == me { ownDelivered += 1 }
         }
-        let deadline = Clock.viewNanos() + UInt64(timeout * 1e9)
+        let deadline = MemberClock.viewNanos() + UInt64(timeout * 1e9)
         // Everyone in the group before the first message (CPG delivers to current members only).
         while client.memberCount < members {
-            guard Clock.viewNanos() < deadline else { throw ValidationError("only \(client.memberCount) of \(members) members joined \(group)") }
+            guard MemberClock.viewNanos() < deadline else { throw ValidationError("only \(client.memberCount) of \(members) members joined \(group)") }
             if client.waitForEvents(timeoutMilliseconds: 100) { try client.dispatch(blocking: false) }
         }
         var payload = [UInt8](repeating: 0xC5, count: size)
         var sent = 0
-        while sent < send, Clock.viewNanos() < deadline {
+        while sent < send, MemberClock.viewNanos() < deadline {
             payload.withUnsafeMutableBytes {
-                $0.storeBytes(of: Clock.viewNanos(), as: UInt64.self)
+                $0.storeBytes(of: MemberClock.viewNanos(), as: UInt64.self)
                 $0.storeBytes(of: me, toByteOffset: 8, as: UInt16.self)
                 $0.storeBytes(of: UInt64(sent + 1), toByteOffset: 16, as: UInt64.self)
             }
             try payload.withUnsafeBytes { try client.multicastRetrying($0) }
             sent += 1
             if closedLoop {
-                while ownDelivered < sent, Clock.viewNanos() < deadline {
+                while ownDelivered < sent, MemberClock.viewNanos() < deadline {
                     if client.waitForEvents(timeoutMilliseconds: 100) { try client.dispatch(blocking: false) }
                 }
                 sleepNanos(UInt64(gapUs * 1000))
@@ -78,12 +78,12 @@ struct CPGAgent: ParsableCommand {
                 try client.dispatch(blocking: false)
             }
         }
-        while log.count < expect, Clock.viewNanos() < deadline {
+        while log.count < expect, MemberClock.viewNanos() < deadline {
             if client.waitForEvents(timeoutMilliseconds: 100) { try client.dispatch(blocking: false) }
         }
         // Stay a little so peers still sending are not cut off by our leaving.
-        let lingerUntil = Clock.viewNanos() + 500_000_000
-        while Clock.viewNanos() < lingerUntil {
+        let lingerUntil = MemberClock.viewNanos() + 500_000_000
+        while MemberClock.viewNanos() < lingerUntil {
             if client.waitForEvents(timeoutMilliseconds: 50) { try client.dispatch(blocking: false) }
         }
         var text = ""

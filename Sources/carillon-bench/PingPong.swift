@@ -40,11 +40,11 @@ struct UDPPingPong: ParsableCommand {
     func run() throws {
         _ = carillon_set_timer_slack(1)
         let transport = try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint(bind)!, peers: []))
-        let deadline = Clock.viewNanos() + UInt64(timeout * 1e9)
+        let deadline = MemberClock.viewNanos() + UInt64(timeout * 1e9)
         if role == "echo" {
             var echoed = 0
             var reply = [UInt8](repeating: 0, count: 65_536)
-            while echoed < count, Clock.viewNanos() < deadline {
+            while echoed < count, MemberClock.viewNanos() < deadline {
                 _ = carillon_wait_readable(transport.descriptor, 100_000_000)
                 var replies: [(UDPEndpoint, Int)] = []
                 try transport.receiveBatch { bytes, datagram in
@@ -62,16 +62,16 @@ struct UDPPingPong: ParsableCommand {
         var payload = [UInt8](repeating: 0x5A, count: size)
         func roundTrip(_ sequence: UInt64, waitNanos: Int64) throws -> UInt64? {
             payload.withUnsafeMutableBytes {
-                $0.storeBytes(of: Clock.viewNanos(), as: UInt64.self)
+                $0.storeBytes(of: MemberClock.viewNanos(), as: UInt64.self)
                 $0.storeBytes(of: sequence, toByteOffset: 8, as: UInt64.self)
             }
             _ = try payload.withUnsafeBytes { try transport.send($0, to: target) }
-            let until = Clock.viewNanos() + UInt64(waitNanos)
+            let until = MemberClock.viewNanos() + UInt64(waitNanos)
             var answered: UInt64?
-            while answered == nil, Clock.viewNanos() < until {
-                _ = carillon_wait_readable(transport.descriptor, Int64(until - Clock.viewNanos()))
+            while answered == nil, MemberClock.viewNanos() < until {
+                _ = carillon_wait_readable(transport.descriptor, Int64(until - MemberClock.viewNanos()))
                 try transport.receiveBatch { bytes, _ in
-                    let now = Clock.viewNanos()
+                    let now = MemberClock.viewNanos()
                     if bytes.count >= 16, bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == sequence { answered = now }
                 }
             }
@@ -79,13 +79,13 @@ struct UDPPingPong: ParsableCommand {
         }
         // Until the echo is up: sequence 0 is not logged.
         while try roundTrip(0, waitNanos: 10_000_000) == nil {
-            guard Clock.viewNanos() < deadline else { throw ValidationError("no echo from \(target) before --timeout") }
+            guard MemberClock.viewNanos() < deadline else { throw ValidationError("no echo from \(target) before --timeout") }
         }
         var lines = ""
         lines.reserveCapacity(count * 48)
         var lost = 0
-        for sequence in 1...UInt64(count) where Clock.viewNanos() < deadline {
-            let sent = Clock.viewNanos()
+        for sequence in 1...UInt64(count) where MemberClock.viewNanos() < deadline {
+            let sent = MemberClock.viewNanos()
             if let received = try roundTrip(sequence, waitNanos: 1_000_000_000) {
                 lines += "0 \(sequence) \(sent) \(received)\n"
             } else {

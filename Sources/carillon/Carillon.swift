@@ -87,14 +87,14 @@ struct Fanout: ParsableCommand {
         }
         let peers = file.members.enumerated().filter { $0.offset != rank }.map(\.element.address)
         let transport = try UDPTransport(options: UDPTransportOptions(bind: file.members[rank].address, peers: peers))
-        let deadline = Clock.viewNanos() + UInt64(timeout * 1e9)
+        let deadline = MemberClock.viewNanos() + UInt64(timeout * 1e9)
         var payload = [UInt8](repeating: 0x5A, count: max(size, 16))
         if send > 0 {
             // Let the receivers bind first.
-            while Clock.viewNanos() < file.startAtNanos { sleepNanos(1_000_000) }
+            while MemberClock.viewNanos() < file.startAtNanos { sleepNanos(1_000_000) }
             for sequence in 1...send {
                 payload.withUnsafeMutableBytes {
-                    $0.storeBytes(of: Clock.viewNanos(), as: UInt64.self)
+                    $0.storeBytes(of: MemberClock.viewNanos(), as: UInt64.self)
                     $0.storeBytes(of: UInt64(sequence), toByteOffset: 8, as: UInt64.self)
                 }
                 try payload.withUnsafeBytes { try transport.sendToAll($0) }
@@ -103,10 +103,10 @@ struct Fanout: ParsableCommand {
         }
         var lines: [String] = []
         lines.reserveCapacity(expect)
-        while lines.count < expect, Clock.viewNanos() < deadline {
+        while lines.count < expect, MemberClock.viewNanos() < deadline {
             _ = carillon_wait_readable(transport.descriptor, 100_000_000)
             try transport.receiveBatch { bytes, _ in
-                let now = Clock.viewNanos()
+                let now = MemberClock.viewNanos()
                 guard bytes.count >= 16 else { return }
                 lines.append("0 \(bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) \(bytes.loadUnaligned(as: UInt64.self)) \(now)")
             }

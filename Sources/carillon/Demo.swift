@@ -70,7 +70,7 @@ struct Demo: ParsableCommand {
         file.maxFrameBytes = maxFrameBytes
         file.suspicionSlots = suspicionSlots
         // Every process starts its view at the same round, shortly from now.
-        file.startAtNanos = Clock.viewNanos() + 300_000_000
+        file.startAtNanos = MemberClock.viewNanos() + 300_000_000
         // Frames are authenticated: a fresh cluster key for this demo.
         let keyPath = directory.appendingPathComponent("bus.key").path
         do { try KeyFile.write(hexKey: FrameAuthenticator.generateHexKey(), to: keyPath) } catch { throw ValidationError("\(error)") }

@@ -194,7 +194,7 @@ struct Node: ParsableCommand {
             // The start time is the run's identity (and the first view's
             // incarnation): a file without one would make every start of the
             // cluster the same run, and every member a late starter.
-            let suggestion = Clock.viewNanos() / 1_000_000_000 * 1_000_000_000 + 5_000_000_000
+            let suggestion = MemberClock.viewNanos() / 1_000_000_000 * 1_000_000_000 + 5_000_000_000
             throw ValidationError(
                 "\(config): \"start_at_ns\" is not set. It is the first view's start on CLOCK_REALTIME and the run's identity: "
                     + "give every start of the cluster a fresh value shared by all members, a few seconds ahead "
@@ -231,7 +231,7 @@ struct Node: ParsableCommand {
             node = try Member(configuration: configuration) { delivery, payload in
                 // Service commands go to the services; the rest is the node's own test traffic.
                 if let serviceNode, serviceNode.deliverCommand(delivery, payload) { return }
-                let now = Clock.viewNanos()
+                let now = MemberClock.viewNanos()
                 guard payload.count >= 24 else { return }
                 let sent = payload.loadUnaligned(as: UInt64.self)
                 let sender = payload.loadUnaligned(fromByteOffset: 8, as: UInt16.self)
@@ -247,7 +247,7 @@ struct Node: ParsableCommand {
         } catch { throw ValidationError("member \(member): \(error)") }
         node.snapshotProvider = { record.state.bytes }
         node.onViewEvent = { event in
-            let now = Clock.viewNanos()
+            let now = MemberClock.viewNanos()
             switch event {
             case .installed(let view, _):
                 record.inView.store(true, ordering: .relaxed)
@@ -278,7 +278,7 @@ struct Node: ParsableCommand {
         serviceNode?.attach(to: node, bulk: serviceBulk, applicationState: ServiceNode.ApplicationState(
             provide: { record.state.bytes }, receive: { record.state = StreamDigest(bytes: $0) ?? StreamDigest() }))
         node.onSuspicionChange = { event in
-            let now = Clock.viewNanos()
+            let now = MemberClock.viewNanos()
             switch event {
             case .suspected(let rank, let since): record.append(.event("# suspected 0 \(now) rank=\(rank) silent_since_round=\(since)"))
             case .cleared(let rank): record.append(.event("# cleared 0 \(now) rank=\(rank)"))
@@ -288,7 +288,7 @@ struct Node: ParsableCommand {
             record.inView.store(true, ordering: .relaxed)
             // The first view, so that every view of the run has its line.
             let first = configuration.initialView
-            record.append(.event("# view \(first.epoch) \(Clock.viewNanos()) \(record.state.text) members=\(first.members.map(\.description).joined(separator: ","))"))
+            record.append(.event("# view \(first.epoch) \(MemberClock.viewNanos()) \(record.state.text) members=\(first.members.map(\.description).joined(separator: ","))"))
         }
 
         let signals = ShutdownSignals(
@@ -330,7 +330,7 @@ struct Node: ParsableCommand {
         var lines: [LogLine] = []
         var text: [UInt8] = []
         func flush(force: Bool = false) {
-            let now = Clock.viewNanos()
+            let now = MemberClock.viewNanos()
             guard let output, force || now >= nextFlush else { return }
             nextFlush = now + 100_000_000
             lines.removeAll(keepingCapacity: true)
@@ -357,27 +357,27 @@ struct Node: ParsableCommand {
             FileHandle.standardError.write(Data("\(name): \(scheduling)\n".utf8))
         }
         let bulkRun = try startBulk(configuration: configuration, file: file, member: node)
-        let started = Clock.viewNanos()
+        let started = MemberClock.viewNanos()
         // What the process costs, from here to stop (the closing report), and per --stats interval.
         let firstSample = ProcessSample.read()
         let statsTimer = stats ? startStats(node: node, record: record, name: name, from: firstSample) : nil
         // No --timeout: no deadline (a daemon). The limit keeps a huge --timeout from overflowing.
         let deadline = timeout.map { started + UInt64(min($0 * 1e9, 4e18)) } ?? UInt64.max
-        func running() -> Bool { !signals.stopRequested && Clock.viewNanos() < deadline }
+        func running() -> Bool { !signals.stopRequested && MemberClock.viewNanos() < deadline }
         var payload = [UInt8](repeating: 0xA5, count: size)
         let interval = rate > 0 ? UInt64(1e9 / rate) : 0
-        var next = max(Clock.viewNanos(), file.startAtNanos)
+        var next = max(MemberClock.viewNanos(), file.startAtNanos)
         var sent = 0
         // A joiner may be a restart of this node: number its messages after
         // anything an earlier process sent (realtime microseconds).
-        let firstSequence: UInt64 = join ? Clock.viewNanos() / 1000 : 1
+        let firstSequence: UInt64 = join ? MemberClock.viewNanos() / 1000 : 1
         while sent < send, running() {
             flush()
-            let now = Clock.viewNanos()
+            let now = MemberClock.viewNanos()
             if now < next { sleepNanos(min(next - now, 50_000_000)); continue }
             // Open loop: the intended send time, so a message held up by
             // backpressure counts its wait (no coordinated omission).
-            let stamp = closedLoop || interval == 0 ? Clock.viewNanos() : next
+            let stamp = closedLoop || interval == 0 ? MemberClock.viewNanos() : next
             payload.withUnsafeMutableBytes {
                 $0.storeBytes(of: stamp, as: UInt64.self)
                 $0.storeBytes(of: myNode, toByteOffset: 8, as: UInt16.self)
@@ -391,14 +391,14 @@ struct Node: ParsableCommand {
                 if closedLoop {
                     while record.ownDelivered.load(ordering: .acquiring) < sent,
                           running() { _ = record.ownArrived.wait(timeout: .now() + .milliseconds(100)) }
-                    next = Clock.viewNanos() + UInt64(gapUs * 1000)
+                    next = MemberClock.viewNanos() + UInt64(gapUs * 1000)
                 }
             case .sendBufferFull:
                 sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
             case .notInView:
                 sleepNanos(configuration.ordering.schedule.roundPeriodNanos)
                 // Do not burst to catch up after a wait outside a view.
-                if Clock.viewNanos() > next + 100_000_000 { next = Clock.viewNanos() }
+                if MemberClock.viewNanos() > next + 100_000_000 { next = MemberClock.viewNanos() }
             case .payloadTooLarge(let limit):
                 throw ValidationError("--size \(size) exceeds the largest payload, \(limit) bytes, for max_frame_bytes \(file.maxFrameBytes)")
             }
@@ -414,17 +414,17 @@ struct Node: ParsableCommand {
         // Our own queued messages out and delivered (bounded: a member left out
         // of a view loses the messages of its frames past the cut), and a few more
         // rounds so peers still waiting for our frames get them.
-        let drainUntil = Clock.viewNanos() + 3_000_000_000
+        let drainUntil = MemberClock.viewNanos() + 3_000_000_000
         while record.inView.load(ordering: .relaxed),
               record.ownDelivered.load(ordering: .acquiring) < sent,
-              Clock.viewNanos() < drainUntil {
+              MemberClock.viewNanos() < drainUntil {
             sleepNanos(1_000_000)
         }
         // Stay until every member holds our frames (the stability line passes
         // the round we are at), so nobody needs a repair from us after we stop.
         if let target = node.stability?.nextRoundToSend {
-            let stableUntil = Clock.viewNanos() + 3_000_000_000
-            while let line = node.stability, line.stableBelowRound < target, Clock.viewNanos() < stableUntil {
+            let stableUntil = MemberClock.viewNanos() + 3_000_000_000
+            while let line = node.stability, line.stableBelowRound < target, MemberClock.viewNanos() < stableUntil {
                 sleepNanos(1_000_000)
             }
         }
@@ -434,8 +434,8 @@ struct Node: ParsableCommand {
         var leftEpoch: UInt32?
         if leave, signals.stopRequested, record.inView.load(ordering: .relaxed), let epoch = node.view?.epoch {
             node.leave()
-            let leaveUntil = Clock.viewNanos() + 1_000_000_000
-            while !node.hasLeft, Clock.viewNanos() < leaveUntil { sleepNanos(1_000_000) }
+            let leaveUntil = MemberClock.viewNanos() + 1_000_000_000
+            while !node.hasLeft, MemberClock.viewNanos() < leaveUntil { sleepNanos(1_000_000) }
             if node.hasLeft { leftEpoch = epoch }
         }
         sleepNanos(20 * configuration.ordering.schedule.roundPeriodNanos)
@@ -446,7 +446,7 @@ struct Node: ParsableCommand {
         services.stopAll()
         let report = node.stop()
         // After stop: every delivery the agent carried out is logged before this line.
-        if let leftEpoch { record.append(.event("# left \(leftEpoch) \(Clock.viewNanos()) 0")) }
+        if let leftEpoch { record.append(.event("# left \(leftEpoch) \(MemberClock.viewNanos()) 0")) }
         flush(force: true)
         try? output?.close()
         let delivered = record.delivered.load(ordering: .relaxed)
@@ -538,7 +538,7 @@ final class BulkArrivals: Sendable {
     let state = Mutex<(count: Int, bytes: Int, firstNanos: UInt64, lastNanos: UInt64)>((0, 0, 0, 0))
 
     func add(_ bytes: Int) {
-        let now = Clock.viewNanos()
+        let now = MemberClock.viewNanos()
         state.withLock {
             if $0.count == 0 { $0.firstNanos = now }
             $0.count += 1
@@ -563,7 +563,7 @@ final class BulkRun: @unchecked Sendable {
     let pacing: BulkPacing
     let arrivals: BulkArrivals
     let stopping = Atomic<Bool>(false)
-    let started = Clock.viewNanos()
+    let started = MemberClock.viewNanos()
     var filler: Thread?
     let done = DispatchSemaphore(value: 0)
 

@@ -31,7 +31,7 @@ struct LiveCaptureTests {
         // The run: the first view's start; slot and repair frames are sealed
         // under its key, which the decoder is told (a cluster that changes no
         // view sends no membership frame to learn it from).
-        let start = Clock.viewNanos() + 50_000_000
+        let start = MemberClock.viewNanos() + 50_000_000
         // The reader thread owns the decoder until it has finished. It signals
         // once it has read `target` packets.
         let box = DecoderBox(TapDecoder(format: .quiet, authenticator: tapKey, runs: [max(start, 1)]))

@@ -38,7 +38,7 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
         settings.transfer.retransmitTimeoutNanos = 5_000_000
         if loss > 0 { settings.lossInjection = LossInjection(rate: loss, seed: UInt64(node) + 11) }
         let schedule = try TDMASchedule(memberCount: 2, roundPeriodNanos: 200_000, reservation: 0.5)
-        let bulk = try BulkChannel(configuration: settings, scheduleSource: { schedule }, clock: { Clock.viewNanos() }) { source, id, bytes in
+        let bulk = try BulkChannel(configuration: settings, scheduleSource: { schedule }, clock: { MemberClock.viewNanos() }) { source, id, bytes in
             received.transfers.withLock { $0.append((source, id, bytes)) }
             received.arrived.signal()
         }
@@ -73,8 +73,8 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
         #expect(got.allSatisfy { $0.0 == 0 })
         #expect(atZero.transfers.withLock { $0.map(\.2) } == [payloads[0]])
         // Every transfer acknowledged: nothing pending at the sender.
-        let deadline = Clock.viewNanos() + 10_000_000_000
-        while zero.pendingTransfers > 0, Clock.viewNanos() < deadline { _ = atOne.arrived.wait(timeout: .now() + .milliseconds(5)) }
+        let deadline = MemberClock.viewNanos() + 10_000_000_000
+        while zero.pendingTransfers > 0, MemberClock.viewNanos() < deadline { _ = atOne.arrived.wait(timeout: .now() + .milliseconds(5)) }
         #expect(zero.pendingTransfers == 0)
         let counters = one.stop()
         if loss > 0 { #expect(counters.transport.datagramsDroppedByInjection > 0) }
@@ -170,7 +170,7 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
     /// must be told `.off`, and says so in the log.
     @Test func besideAMemberTheChannelTakesItsKeyAndOffIsLogged() throws {
         let nodes = try endpoints()
-        let configuration = try MemberConfiguration(node: 0, nodes: nodes, startNanos: Clock.viewNanos(),
+        let configuration = try MemberConfiguration(node: 0, nodes: nodes, startNanos: MemberClock.viewNanos(),
                                                     authentication: .clusterKey(testKey))
         let member = try Member(configuration: configuration) { _, _ in }
         let settings = BulkChannelConfiguration(member: member)
@@ -181,7 +181,7 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
         let log = LogCapture()
         var off = BulkChannelConfiguration(node: 1, nodes: nodes, authentication: .off, incarnation: 1, peerIncarnation: { _ in 1 })
         off.logger = Logger(label: "test.bulk") { _ in log }
-        _ = try BulkChannel(configuration: off, scheduleSource: { nil }, clock: { Clock.viewNanos() }) { _, _, _ in }
+        _ = try BulkChannel(configuration: off, scheduleSource: { nil }, clock: { MemberClock.viewNanos() }) { _, _, _ in }
         let warnings = log.lines.withLock { $0 }.filter { $0.level == .warning }
         #expect(warnings.count == 1 && warnings.first?.message.contains("WITHOUT authentication") == true, "\(warnings)")
     }

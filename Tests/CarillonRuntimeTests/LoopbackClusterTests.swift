@@ -52,7 +52,7 @@ struct LoopbackClusterTests {
     /// deliver all of them in one identical order.
     func runCluster(loss: LossInjection?, perMember: Int, sharedThread: Bool = false) throws -> ([[DeliveryLog.MessageKey]], [StopReport]) {
         let endpoints = try freeLoopbackPorts(3)
-        let start = Clock.viewNanos()
+        let start = MemberClock.viewNanos()
         let logs = (0..<3).map { _ in DeliveryLog(target: 3 * perMember) }
         var members: [Member] = []
         for rank in 0..<3 {
@@ -179,7 +179,7 @@ struct UDPTransportTests {
 struct AsyncDeliveryTests {
     @Test func deliveriesArriveAsAnAsyncSequenceInOrder() async throws {
         let endpoints = try freeLoopbackPorts(2)
-        let start = Clock.viewNanos()
+        let start = MemberClock.viewNanos()
         var pairs: [(Member, AsyncStream<DeliveredMessage>)] = []
         for rank in 0..<2 {
             var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,

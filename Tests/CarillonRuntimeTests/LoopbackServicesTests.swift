@@ -30,7 +30,7 @@ struct LoopbackServicesTests {
 
         init() throws {
             let endpoints = try freeLoopbackPorts(3)
-            let start = Clock.viewNanos()
+            let start = MemberClock.viewNanos()
             var members: [Member] = []
             var services: [ServiceNode] = []
             for rank in 0..<3 {
@@ -176,7 +176,7 @@ struct LoopbackServicesTests {
 struct LoopbackRejoinTests {
     @Test func anIdleBusStaysQuietAfterARejoin() throws {
         let endpoints = try freeLoopbackPorts(3)
-        let start = Clock.viewNanos()
+        let start = MemberClock.viewNanos()
         func configuration(_ rank: Int) throws -> MemberConfiguration {
             var c = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 100_000, startNanos: start,
                                             authentication: .clusterKey(testKey))

@@ -27,7 +27,7 @@ struct RogueSenderTests {
 
     @Test func nothingFromARogueIsDelivered() throws {
         let endpoints = try freeLoopbackPorts(3)
-        let start = Clock.viewNanos()
+        let start = MemberClock.viewNanos()
         let logs = (0..<3).map { _ in DeliveryLog(target: 600, milestone: 300) }
         var members: [Member] = []
         for rank in 0..<3 {
@@ -54,7 +54,7 @@ struct RogueSenderTests {
         let runKey = testKey.bound(toRun: run)
         let schedule = members[0].configuration.ordering.schedule
         let first = members[0].configuration.ordering.firstRound
-        let current = schedule.round(atNanos: Clock.viewNanos())
+        let current = schedule.round(atNanos: MemberClock.viewNanos())
         var rogueFrames: [[UInt8]] = []
         // Forged: a future round of member 1, sealed with the wrong key.
         var forged = frame(sender: 1, round: current + 50, sequence: 1_000, tag: true)

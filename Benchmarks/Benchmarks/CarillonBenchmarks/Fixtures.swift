@@ -202,7 +202,7 @@ final class RuntimeCluster {
         let holders = try (0..<2).map { _ in try UDPTransport(options: UDPTransportOptions(bind: UDPEndpoint("127.0.0.1:0")!, peers: [])) }
         let endpoints = holders.map(\.localEndpoint)
         let key = try FrameAuthenticator(hexKey: String(repeating: "3c", count: 32))
-        let start = Clock.viewNanos()
+        let start = MemberClock.viewNanos()
         let tally = self.tally
         members = try (0..<2).map { rank in
             var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 100_000,

@@ -6,7 +6,7 @@ import CCarillonSys
 /// §13). Only *when* a member sends depends on it, never what is delivered.
 /// Waits are relative timeouts (ppoll), so a clock step moves the next
 /// wake-up, never the order.
-public enum Clock {
+public enum MemberClock {
     /// Nanoseconds on the view's timebase (CLOCK_REALTIME).
     @inline(__always) public static func viewNanos() -> UInt64 { UInt64(carillon_realtime_ns()) }
 }
