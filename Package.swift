@@ -132,9 +132,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
+        .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation", "CarillonOrdering", "CarillonSchedule", "CarillonWire"]),
         .testTarget(name: "CarillonServicesTests", dependencies: ["CarillonServices", "CarillonMembership", "CarillonOrdering"]),
-        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices"]),
+        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices", "CarillonMembership"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
