@@ -88,7 +88,7 @@ let package = Package(
         .executableTarget(
             name: "carillon-sim",
             dependencies: [
-                "CarillonSimulation", "CarillonOrdering", "CarillonServices",
+                "CarillonSimulation", "CarillonOrdering", "CarillonMembership", "CarillonServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -140,9 +140,9 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
-        .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation"]),
+        .testTarget(name: "CarillonMembershipTests", dependencies: ["CarillonMembership", "CarillonSimulation", "CarillonOrdering", "CarillonSchedule", "CarillonWire"]),
         .testTarget(name: "CarillonServicesTests", dependencies: ["CarillonServices", "CarillonMembership", "CarillonOrdering"]),
-        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices"]),
+        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices", "CarillonMembership"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),

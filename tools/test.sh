@@ -3,7 +3,8 @@
 # simulator sweep and the canaries, real-socket loopback and rogue-sender
 # tests, and (as root) namespace clusters of separate processes with 5% loss
 # — all in swift test — then release sweeps of 2,000 ordering swarm seeds,
-# 400 membership swarm seeds and 300 services swarm seeds.
+# 400 membership swarm seeds, 200 seeds per membership canary (each must
+# fail) and 300 services swarm seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Namespace tests need iproute2 and nftables (and root; without root they skip and say why).
@@ -22,6 +23,11 @@ swift build -c release --product carillon-sim
 # The membership swarm (crashes, partitions, deaf members, one-way links,
 # pauses, replays from this and an earlier run, restarts without join).
 .build/release/carillon-sim --membership --swarm --seeds 1-400
+# The membership canaries: deliberately broken view changes the swarm must
+# catch (each sweep passes only if some seed fails with a violation).
+for canary in install-before-cut-held skip-ragged-trim half-is-majority; do
+    .build/release/carillon-sim --membership --swarm --seeds 1-200 --canary "$canary" --expect-failure
+done
 # The services (locks, objects and their clients) on the membership swarm:
 # lock safety, replica equality, linearizability, exactly-once (docs/testing.md,
 # "The services simulator"). Seeds from 82: seed 81 fails on the membership

@@ -20,6 +20,16 @@ public struct MembershipCounters: CounterSet, Hashable {
     public var lateStarts = 0
     public var incarnationRefreshes = 0
     public var undecidedValuesDropped = 0
+    /// Membership frames naming a node index, a member list or a cut outside
+    /// the cluster's limits: dropped. Zero unless a peer is broken or misconfigured.
+    public var outOfRangeFrames = 0
+    /// Membership frames that did not fit `maxFrameBytes` and were not sent.
+    /// Zero by construction: ``MembershipConfiguration/validate()`` refuses
+    /// a node count whose largest frame could overflow.
+    public var oversizedFrames = 0
+    /// Decided views whose ordering configuration could not be built: the
+    /// member rejoins instead. Zero by construction.
+    public var uninstallableViews = 0
     public init() {}
 
     /// Every membership counter. The names exported before this table existed are kept as they were
@@ -51,5 +61,11 @@ public struct MembershipCounters: CounterSet, Hashable {
               "joins retried under a fresh incarnation after asking in vain for `joinRefreshRounds`"),
         .init("carillon_undecided_values_dropped", .events, \.undecidedValuesDropped,
               "accepted values a proposer set aside because no promiser held their cut (no majority can have decided them)"),
+        .init("carillon_out_of_range_membership_frames", .frames, \.outOfRangeFrames,
+              "membership frames naming a node index, member list or cut outside the cluster's limits, dropped (zero unless a peer is broken)"),
+        .init("carillon_oversized_membership_frames", .frames, \.oversizedFrames,
+              "membership frames that did not fit the largest frame and were not sent (zero by construction)"),
+        .init("carillon_uninstallable_views", .events, \.uninstallableViews,
+              "decided views whose ordering configuration could not be built; the member rejoins (zero by construction)"),
     ]
 }

@@ -189,18 +189,19 @@ public struct MembershipInstance: Sendable {
     public var pendingMessageCount: Int { (ordering?.pendingMessageCount ?? 0) + carriedOver.count }
 
     /// Creates the instance; with an initial view it starts as its member, else as a joiner.
-    public init(configuration: MembershipConfiguration) throws(OrderingConfigurationError) {
+    public init(configuration: MembershipConfiguration) throws(MembershipConfigurationError) {
+        try configuration.validate()
         self.configuration = configuration
         me = configuration.me
         runIdentity = configuration.runIdentity
         if let initial = configuration.initialView {
-            guard let rank = initial.rank(of: me) else { throw .rankOutOfRange(rank: -1, memberCount: initial.members.count) }
-            try install(view: initial, rank: rank)
+            guard let rank = initial.rank(of: me) else { throw .notInInitialView(me) }
+            do { try install(view: initial, rank: rank) } catch { throw .ordering(error) }
         }
     }
 
     private mutating func install(view next: View, rank nextRank: Int) throws(OrderingConfigurationError) {
-        var instance = try OrderingInstance(configuration: configuration.orderingConfiguration(view: next, rank: nextRank))
+        var instance = try OrderingInstance(configuration: try configuration.orderingConfiguration(view: next, rank: nextRank))
         // The gaps failure detection learned carry into the next view: a new
         // view does not start at the floor on a host that stalls now and then.
         if let previous = ordering { instance.inheritSuspicionHistory(from: previous, nowNanos: lastNowNanos) }
@@ -490,7 +491,9 @@ public struct MembershipInstance: Sendable {
 
     // MARK: Agreement
 
-    private var majority: Int { view!.majority }
+    private var majority: Int {
+        configuration.canary == .halfIsMajority ? max(1, view!.members.count / 2) : view!.majority
+    }
 
     /// Whether this member counts rank `r` as failing: it has heard nothing
     /// from `r` for the suspicion period, or `r`'s own frames have said for a
@@ -513,7 +516,7 @@ public struct MembershipInstance: Sendable {
         if configuration.canary == .deafMayPropose { return true }
         var heard = 0
         for r in view.members.indices where r == rank || !ordering.suspects(rank, r) { heard += 1 }
-        return heard >= view.majority
+        return heard >= majority
     }
 
     private func isLowestUnsuspected(round: UInt64) -> Bool {
@@ -649,10 +652,12 @@ public struct MembershipInstance: Sendable {
                 if timeline.ballots == 0 { timeline.promisedRound = round }  // learned it without promising
                 timeline.decidedAfter = round &- timeline.promisedRound
                 if timeline.acceptedAfter == nil { timeline.acceptedAfter = timeline.decidedAfter }
-                ordering!.finalize(cut: decided.proposal.cut, endRound: decided.proposal.startRound,
-                                   effects: &effects.ordering)
+                let cut = configuration.canary == .skipRaggedTrim ? ordering!.receivedBelowBySender : decided.proposal.cut
+                ordering!.finalize(cut: cut, endRound: decided.proposal.startRound, effects: &effects.ordering)
             }
-            if ordering!.isFinished { installDecided(decided, round: round, effects: &effects) }
+            if ordering!.isFinished || configuration.canary == .installBeforeCutHeld {
+                installDecided(decided, round: round, effects: &effects)
+            }
             return
         }
 
@@ -788,12 +793,17 @@ public struct MembershipInstance: Sendable {
         let proposal = decided.proposal
         let next = View(epoch: old.epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
         let joined = proposal.members.filter { !old.members.contains($0) }
+        var finished = ordering!
+        // (The caller checked that the decided view contains this member, and
+        // input checks bound its size: neither path below is expected.)
+        guard let nextRank = next.rank(of: me) else { return }
+        do { try install(view: next, rank: nextRank) } catch {
+            counters.uninstallableViews += 1
+            exclude(epoch: old.epoch, effects: &effects)
+            return
+        }
         effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
                                         kind: .installed(next, joined: joined)))
-        var finished = ordering!
-        do { try install(view: next, rank: next.rank(of: me)!) } catch {
-            preconditionFailure("the next view's configuration derives from a valid one: \(error)")
-        }
         // Every queued message moves (payload limits are sized for the largest
         // view, `maxMemberCount`); should the next instance refuse them, they
         // are kept and sent as room allows, never dropped.
@@ -868,7 +878,7 @@ public struct MembershipInstance: Sendable {
         var holdsCut = false
         var joinRequest: UInt64?
         var stateBytes: Int?
-        var stateFor: UInt16?
+        var stateFor: UInt64?
         var stateReceived: Int?
         var leaving = false
         var run: UInt64 = 0
@@ -956,42 +966,14 @@ public struct MembershipInstance: Sendable {
         do {
             try effects.ordering.appendFrame(kind: .membership, round: round,
                                              maxBytes: configuration.ordering.maxFrameBytes) { buffer throws(WireError) in
-                var encoder = try FrameEncoder(
-                    buffer: buffer,
-                    header: FrameHeader(kind: .membership, senderRank: node, epoch: epoch, round: round,
-                                        senderTimestampNanos: nowNanos))
-                var all = fields
-                if let proposal { all.append(RankEntry(rank: ViewField.startRound.rawValue, value: proposal.startRound)) }
-                try encoder.beginSection(.viewFields)
-                for field in all { try encoder.appendEntry(field) }
-                try encoder.endSection()
-                if let positions {
-                    try encoder.beginSection(.viewPositions)
-                    for (r, below) in positions.enumerated() { try encoder.appendEntry(RankEntry(rank: UInt16(r), value: below)) }
-                    try encoder.endSection()
-                }
-                if let proposal {
-                    try encoder.beginSection(.viewMembers)
-                    for member in proposal.members {
-                        try encoder.appendEntry(RankEntry(rank: member.node, value: member.incarnation))
-                    }
-                    try encoder.endSection()
-                    try encoder.beginSection(.viewCut)
-                    for (r, cut) in proposal.cut.enumerated() { try encoder.appendEntry(RankEntry(rank: UInt16(r), value: cut)) }
-                    try encoder.endSection()
-                }
-                if let chunk {
-                    try encoder.beginSection(.data)
-                    try chunk.bytes.withBytes { bytes throws(WireError) in
-                        try encoder.appendMessage(sequence: UInt64(chunk.offset), payload: bytes)
-                    }
-                    try encoder.endSection()
-                }
-                return try encoder.finish(tagLength: tagLength)
+                try MembershipFrame.encode(into: buffer, sender: node, epoch: epoch, round: round, nowNanos: nowNanos,
+                                           fields: fields, positions: positions, proposal: proposal, chunk: chunk,
+                                           tagLength: tagLength)
             }
             counters.membershipFramesSent += 1
         } catch {
-            preconditionFailure("membership frame exceeded maxFrameBytes (\(configuration.ordering.maxFrameBytes)): \(error)")
+            // Not reachable with a validated configuration (see `MembershipFrame`); counted, never a trap.
+            counters.oversizedFrames += 1
         }
     }
 
@@ -1009,7 +991,7 @@ public struct MembershipInstance: Sendable {
             case .holdsCut: fields.holdsCut = entry.value != 0
             case .joinRequest: fields.joinRequest = entry.value
             case .stateBytes: fields.stateBytes = Int(clamping: entry.value)
-            case .stateFor: fields.stateFor = UInt16(truncatingIfNeeded: entry.value)
+            case .stateFor: fields.stateFor = entry.value
             case .stateReceived: fields.stateReceived = Int(clamping: entry.value)
             case .leaving: fields.leaving = entry.value != 0
             case .run: fields.run = entry.value
@@ -1018,11 +1000,25 @@ public struct MembershipInstance: Sendable {
         let node = frame.header.senderRank
         let epoch = frame.header.epoch
         let round = currentRound(nowNanos)
+        // Node indices and list lengths within the cluster's node count, or
+        // the frame is dropped: a wrong one must not reach an index or a view.
+        let nodeCount = configuration.nodeCount
+        guard Int(node) < nodeCount, fields.stateFor.map({ $0 < UInt64(nodeCount) }) ?? true,
+              frame.viewMemberEntries.count <= nodeCount, frame.viewCutEntries.count <= nodeCount,
+              frame.viewPositionEntries.count <= nodeCount
+        else {
+            counters.outOfRangeFrames += 1
+            return
+        }
         var proposal: ViewProposal?
         if let start = fields.startRound, frame.viewMemberEntries.count > 0 {
-            proposal = ViewProposal(
-                members: frame.viewMemberEntries.map { MemberID(node: $0.rank, incarnation: $0.value) },
-                cut: frame.viewCutEntries.map(\.value), startRound: start)
+            let members = frame.viewMemberEntries.map { MemberID(node: $0.rank, incarnation: $0.value) }
+            var seen = Set<UInt16>()
+            guard members.allSatisfy({ Int($0.node) < nodeCount && seen.insert($0.node).inserted }) else {
+                counters.outOfRangeFrames += 1
+                return
+            }
+            proposal = ViewProposal(members: members, cut: frame.viewCutEntries.map(\.value), startRound: start)
         }
 
         if let incarnation = fields.joinRequest {
@@ -1107,7 +1103,7 @@ public struct MembershipInstance: Sendable {
         guard let r = view.rank(ofNode: node), view.members[r].incarnation == fields.incarnation, r != rank else { return }
 
         // State transfer.
-        if fields.stateFor == me.node, awaitingState, let total = fields.stateBytes {
+        if fields.stateFor == UInt64(me.node), awaitingState, let total = fields.stateBytes {
             incomingTotal = total
             for chunk in frame.messages where chunk.sequence == UInt64(incomingState.count) {
                 incomingState.append(contentsOf: chunk.payload)
@@ -1161,15 +1157,5 @@ public struct MembershipInstance: Sendable {
             }
         }
         step(round: round, effects: &effects)
-    }
-}
-
-extension Array where Element == UInt8 {
-    @inline(__always)
-    fileprivate func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        let result: Result<R, E> = withUnsafeBytes { bytes in
-            do throws(E) { return .success(try body(bytes)) } catch { return .failure(error) }
-        }
-        return try result.get()
     }
 }
