@@ -19,6 +19,14 @@ public enum CounterUnit: String, Sendable, Hashable, CaseIterable {
     /// Occurrences of a protocol step (a ballot, a view installed, a suspicion).
     case events
     case nanoseconds
+    /// Parts per billion: a clock's drift.
+    case partsPerBillion = "ppb"
+    /// Service commands (docs/services.md).
+    case commands
+    /// Client requests to the services, retries included.
+    case requests
+    /// Client sessions of the services.
+    case sessions
 }
 
 /// How a value behaves over time.

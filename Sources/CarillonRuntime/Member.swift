@@ -492,8 +492,8 @@ public final class Member: @unchecked Sendable {
         let drift = clockDrift.load(ordering: .relaxed)
         return RuntimeCounters(badTag: badTags.load(ordering: .relaxed), missingTag: missingTags.load(ordering: .relaxed),
                                lateSlots: lateSlots.load(ordering: .relaxed),
-                               clockCorrectionNanos: clockCorrection.load(ordering: .relaxed),
-                               clockDriftPPB: drift == .min ? nil : drift)
+                               clockCorrectionNanos: Int(clockCorrection.load(ordering: .relaxed)),
+                               clockDriftPPB: drift == .min ? 0 : Int(drift))
     }
 
     // MARK: The agent

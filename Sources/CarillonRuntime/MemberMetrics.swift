@@ -43,8 +43,9 @@ struct MemberMetrics {
 
 /// One counter set's swift-metrics handles, made from its table: a `Counter`
 /// per counter (incremented by what grew), a `Gauge` per gauge (recorded when it changed).
-struct ExportedCounters<Counters: CounterSet> {
-    private enum Handle {
+/// The member exports its sets with it, and the services node theirs.
+public struct ExportedCounters<Counters: CounterSet>: Sendable {
+    private enum Handle: Sendable {
         case counter(Counter)
         case gauge(Gauge)
     }
@@ -53,7 +54,9 @@ struct ExportedCounters<Counters: CounterSet> {
     private let handles: [Handle]
     private var last: [Int]
 
-    init(dimensions: [(String, String)], factory: any MetricsFactory) {
+    /// A handle per descriptor of `Counters`, named as the table names it, with
+    /// `dimensions` (`[("node", "3")]`), made by `factory`.
+    public init(dimensions: [(String, String)], factory: any MetricsFactory = MetricsSystem.factory) {
         handles = Counters.descriptors.map { counter in
             switch counter.kind {
             case .counter: .counter(Counter(label: counter.name, dimensions: dimensions, factory: factory))
@@ -64,7 +67,10 @@ struct ExportedCounters<Counters: CounterSet> {
         last = Counters.descriptors.map { $0.kind == .gauge ? .min : 0 }
     }
 
-    mutating func publish(_ now: Counters) {
+    /// Exports what changed since the last call: counters by the amount they
+    /// grew, gauges at their new value (every gauge at the first call).
+    /// Allocates nothing in an optimised build (a metrics backend may).
+    public mutating func publish(_ now: Counters) {
         var index = 0
         for counter in Counters.descriptors {
             defer { index += 1 }

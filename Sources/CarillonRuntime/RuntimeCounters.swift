@@ -1,21 +1,23 @@
 import CarillonOrdering
 import CarillonTransport
 
-/// Counters of the member's shell: what it refused before the protocol saw it, and slot timing.
-/// The counters are described in ``descriptors``; the clock estimates are not counters and have none.
+/// Counters of the member's shell: what it refused before the protocol saw it,
+/// slot timing, and two gauges, the clock's correction and drift. Every field
+/// is described in ``descriptors``.
 public struct RuntimeCounters: Sendable, Hashable {
     public var badTag = 0
     public var missingTag = 0
     public var lateSlots = 0
     /// The correction applied to this member's clock to follow the view's
-    /// timebase (rank 0's clock), nanoseconds; 0 for rank 0.
-    public var clockCorrectionNanos: Int64 = 0
-    /// Estimated drift against the timebase, parts per billion (nil until two estimates are ten seconds apart).
-    public var clockDriftPPB: Int64?
+    /// timebase (rank 0's clock), nanoseconds; 0 for rank 0. A gauge.
+    public var clockCorrectionNanos = 0
+    /// Estimated drift against the timebase, parts per billion; 0 until two
+    /// estimates are ten seconds apart (and for rank 0). A gauge.
+    public var clockDriftPPB = 0
 
     public init() {}
 
-    init(badTag: Int, missingTag: Int, lateSlots: Int, clockCorrectionNanos: Int64, clockDriftPPB: Int64?) {
+    init(badTag: Int, missingTag: Int, lateSlots: Int, clockCorrectionNanos: Int, clockDriftPPB: Int) {
         (self.badTag, self.missingTag, self.lateSlots) = (badTag, missingTag, lateSlots)
         (self.clockCorrectionNanos, self.clockDriftPPB) = (clockCorrectionNanos, clockDriftPPB)
     }
@@ -27,6 +29,10 @@ extension RuntimeCounters: CounterSet {
         .init("carillon_frames_bad_tag", .frames, \.badTag, "frames refused: tag did not match the cluster key (wrong key, forged or altered)"),
         .init("carillon_frames_missing_tag", .frames, \.missingTag, "frames refused: no tag of the configured length while authentication is on"),
         .init("carillon_late_slots", .slots, \.lateSlots, "slots whose frame left after the slot's send deadline"),
+        .init("carillon_clock_correction_nanos", .nanoseconds, \.clockCorrectionNanos,
+              "correction applied to this member's clock to follow the view's timebase (rank 0's clock); 0 at rank 0", kind: .gauge),
+        .init("carillon_clock_drift_ppb", .partsPerBillion, \.clockDriftPPB,
+              "estimated drift of this member's clock against the timebase; 0 until two estimates are ten seconds apart", kind: .gauge),
     ]
 }
 

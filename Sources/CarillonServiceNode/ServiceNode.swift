@@ -445,8 +445,7 @@ public final class ServiceNode: @unchecked Sendable {
         }
         if !core.safeHeld.isEmpty { out.answers += Self.releaseStable(&core, stability) }
         if let due = core.metrics?.nextPublishNanos, monotonicNanos() >= due {
-            let (counters, open, index) = (core.host.counters, core.host.openSessionCount, core.host.appliedIndex)
-            core.metrics!.publish(counters, sessionsOpen: open, index: index, atNanos: monotonicNanos())
+            core.metrics!.publish(core.host.counters, atNanos: monotonicNanos())
         }
         return accepted
     }

@@ -1,6 +1,10 @@
 import CarillonMembership
+import CarillonOrdering
 
-/// What a host counted, for operators.
+/// What a host counted, for operators, and two levels (open sessions, the
+/// applied log index). Every field is described in ``descriptors``
+/// (`carillon_services_*`), which drives the sums, the swift-metrics export
+/// and the table in docs/operations.md.
 public struct ServiceCounters: Sendable, Hashable {
     /// Commands a state machine applied.
     public var commandsApplied = 0
@@ -14,10 +18,36 @@ public struct ServiceCounters: Sendable, Hashable {
     public var foreignSessions = 0
     /// Requests refused because their session's window was full.
     public var windowsFull = 0
+    /// Client sessions ended (their client went, or their member left the view).
     public var sessionsEnded = 0
+    /// Views the services applied.
     public var viewChanges = 0
+    /// Client sessions open now (a gauge; the same at every replica at the same point of the log).
+    public var sessionsOpen = 0
+    /// The log index applied last (a gauge; ``ServiceHost/appliedIndex``).
+    public var appliedIndex = 0
 
     public init() {}
+}
+
+extension ServiceCounters: CounterSet {
+    public static let descriptors: [CounterDescriptor<ServiceCounters>] = [
+        .init("carillon_services_commands_applied", .commands, \.commandsApplied, "service commands applied by this member's replica (docs/services.md)"),
+        .init("carillon_services_retries_answered", .requests, \.retriesAnswered,
+              "retried requests answered from the session's memory (not applied again)"),
+        .init("carillon_services_duplicates_ignored", .requests, \.duplicatesIgnored,
+              "retries of requests still pending or already acknowledged: ignored"),
+        .init("carillon_services_bad_requests", .messages, \.badRequests,
+              "bus payloads that were not service envelopes, or commands that could not be read"),
+        .init("carillon_services_foreign_sessions", .commands, \.foreignSessions, "commands naming another member's session: refused"),
+        .init("carillon_services_windows_full", .requests, \.windowsFull,
+              "requests refused because their session had \(ServiceHost.sessionWindow) unacknowledged"),
+        .init("carillon_services_sessions_ended", .sessions, \.sessionsEnded, "client sessions ended (client gone, or its member left the view)"),
+        .init("carillon_services_view_changes", .events, \.viewChanges, "views applied by the services"),
+        .init("carillon_services_sessions_open", .sessions, \.sessionsOpen, "client sessions open at every replica", kind: .gauge),
+        .init("carillon_services_applied_index", .events, \.appliedIndex,
+              "the services' log index applied here (equal at every member at the same point)", kind: .gauge),
+    ]
 }
 
 /// Why a host could not take a state.
@@ -72,7 +102,15 @@ public struct ServiceHost: Sendable {
     public private(set) var view: View?
     /// The log index of the last applied event.
     public private(set) var appliedIndex: UInt64 = 0
-    public private(set) var counters = ServiceCounters()
+    /// What the host counted so far, with the gauges as they are now.
+    public var counters: ServiceCounters {
+        var now = counted
+        now.sessionsOpen = sessions.count
+        now.appliedIndex = Int(clamping: appliedIndex)
+        return now
+    }
+    /// The counters the host increments (``counters`` adds the gauges).
+    var counted = ServiceCounters()
     var sessions: [SessionID: Session] = [:]
     /// A deliberately broken variant (tests only); not part of the state.
     @_spi(Canary) public var canary: ServiceCanary?
@@ -139,12 +177,12 @@ public struct ServiceHost: Sendable {
                                       output: inout ServiceOutput) -> Bool {
         let envelope: CommandEnvelope
         do { envelope = try CommandEnvelope.decode(payload) } catch {
-            counters.badRequests += 1
+            counted.badRequests += 1
             return false
         }
         // A session belongs to its member: another member's command for it is refused.
         guard let view, sender < view.members.count, view.members[sender] == envelope.session.member else {
-            counters.foreignSessions += 1
+            counted.foreignSessions += 1
             return false
         }
         applyEnvelope(envelope, position: position, output: &output)
@@ -167,11 +205,11 @@ public struct ServiceHost: Sendable {
         let i = sessions.index(forKey: id)!
         sessions.values[i].acknowledgedBelow = max(sessions.values[i].acknowledgedBelow, envelope.acknowledgedBelow)
         if envelope.requestID < sessions.values[i].acknowledgedBelow || sessions.values[i].pending.contains(envelope.requestID) {
-            counters.duplicatesIgnored += 1
+            counted.duplicatesIgnored += 1
             return
         }
         if let a = sessions.values[i].answers.firstIndex(where: { $0.requestID == envelope.requestID }) {
-            counters.retriesAnswered += 1
+            counted.retriesAnswered += 1
             let answer = sessions.values[i].answers[a]
             output.service = answer.service
             output.position = answer.position
@@ -182,7 +220,7 @@ public struct ServiceHost: Sendable {
             return
         }
         if sessions.values[i].inWindow >= Self.sessionWindow {
-            counters.windowsFull += 1
+            counted.windowsFull += 1
             output.complete(id, envelope.requestID, status: .windowFull)
             return
         }
@@ -197,9 +235,9 @@ public struct ServiceHost: Sendable {
         var reader = ByteReader(envelope.body)
         do {
             try machines[m].apply(&reader, context: context, output: &output)
-            counters.commandsApplied += 1
+            counted.commandsApplied += 1
         } catch {
-            counters.badRequests += 1
+            counted.badRequests += 1
             if !output.completions[start...].contains(where: { $0.session == id && $0.requestID == envelope.requestID }) {
                 output.complete(id, envelope.requestID, status: .badRequest)
             }
@@ -242,14 +280,14 @@ public struct ServiceHost: Sendable {
             machines[m].endSession(id, index: appliedIndex, output: &output)
         }
         sessions[id] = nil
-        counters.sessionsEnded += 1
+        counted.sessionsEnded += 1
         // Answers to other sessions (a waiter granted what this one let go).
         record(from: start, current: nil, output: output)
     }
 
     mutating func applyView(_ next: View, output: inout ServiceOutput) {
         appliedIndex += 1
-        counters.viewChanges += 1
+        counted.viewChanges += 1
         output.position = BusPosition(epoch: next.epoch, round: next.startRound, slot: 0, index: 0)
         output.index = appliedIndex
         let removed = (view?.members ?? []).filter { !next.members.contains($0) }

@@ -360,7 +360,7 @@ struct Node: ParsableCommand {
         let started = MemberClock.viewNanos()
         // What the process costs, from here to stop (the closing report), and per --stats interval.
         let firstSample = ProcessSample.read()
-        let statsTimer = stats ? startStats(node: node, record: record, name: name, from: firstSample) : nil
+        let statsTimer = stats ? startStats(node: node, services: serviceNode, record: record, name: name, from: firstSample) : nil
         // No --timeout: no deadline (a daemon). The limit keeps a huge --timeout from overflowing.
         let deadline = timeout.map { started + UInt64(min($0 * 1e9, 4e18)) } ?? UInt64.max
         func running() -> Bool { !signals.stopRequested && MemberClock.viewNanos() < deadline }
@@ -458,7 +458,7 @@ struct Node: ParsableCommand {
               \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")
               socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
               cost: \(costText(from: firstSample, to: lastSample, span: "from start to stop"))
-            \(report.counterLines.map { "  counters \($0)\n" }.joined())
+            \(report.counterLines.map { "  counters \($0)\n" }.joined())\(serviceNode.map { "  counters services: \($0.status.counters.report())\n" } ?? "")
             """.utf8))
         if let bulkReport { FileHandle.standardError.write(Data("  \(bulkReport)\n".utf8)) }
         if let target, delivered < target { throw ExitCode(2) }
@@ -467,7 +467,7 @@ struct Node: ParsableCommand {
     /// Every --stats-interval seconds, one line on standard error: counters so
     /// far and the process's cost over the interval. Runs on a dispatch queue,
     /// reading the member's counters (under its lock) once per line.
-    func startStats(node: Member, record: NodeLog, name: String, from first: ProcessSample?) -> DispatchSourceTimer {
+    func startStats(node: Member, services: ServiceNode?, record: NodeLog, name: String, from first: ProcessSample?) -> DispatchSourceTimer {
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "carillon.node.stats"))
         let started = ProcessSample.monotonicNanosNow()
         let interval = statsInterval
@@ -479,7 +479,8 @@ struct Node: ParsableCommand {
             let delivered = record.delivered.load(ordering: .relaxed)
             // Every counter that is not zero, from the tables (CounterSet): what an operator looks for is what moved.
             let counters = [node.orderingCounters.report(includingZeros: false), node.membershipCounters.report(includingZeros: false),
-                            node.transportCounters.report(includingZeros: false), node.runtimeCounters.report(includingZeros: false)]
+                            node.transportCounters.report(includingZeros: false), node.runtimeCounters.report(includingZeros: false),
+                            services?.status.counters.report(includingZeros: false) ?? ""]
             let elapsed = Double(ProcessSample.monotonicNanosNow() - started) / 1e9
             let seconds = previous.flatMap { p in sample.map { Double($0.monotonicNanos - p.monotonicNanos) / 1e9 } } ?? interval
             let line = "\(name) stats \(String(format: "%.1f", elapsed)) s: delivered \(delivered) (\(Int((Double(delivered - previousDelivered) / max(seconds, 1e-9)).rounded()))/s), "

@@ -1,22 +1,22 @@
 import CarillonMembership
 import CarillonOrdering
 @testable import CarillonRuntime
+@testable import CarillonServiceNode
+import CarillonServices
 import CarillonTransport
 import Foundation
 import MetricsTestKit
 import Testing
 
 /// The counter tables (`CounterSet.descriptors`) are the one definition of the
-/// member's counters: every stored field has a descriptor, and the sums, the
-/// swift-metrics export, the stop report and docs/operations.md follow them.
+/// member's and the services' counters: every stored field has a descriptor,
+/// and the sums, the swift-metrics export, the stop report and
+/// docs/operations.md follow them.
 ///
 /// Set `CARILLON_REWRITE=1` to rewrite the generated table in docs/operations.md
 /// from the descriptors (then review the diff).
 @Suite("Counter tables")
 struct CounterTableTests {
-    /// Fields of the counter structs that are not counters (clock estimates) and so have no descriptor.
-    static let notCounters: Set<String> = ["clockCorrectionNanos", "clockDriftPPB"]
-
     /// Names exported through swift-metrics before the tables existed: dashboards use them, so they never change.
     static let namesExportedBefore: Set<String> = [
         "carillon_slot_frames_sent", "carillon_repair_frames_sent", "carillon_frames_received",
@@ -27,7 +27,14 @@ struct CounterTableTests {
         "carillon_datagrams_not_sent", "carillon_suspicions_raised", "carillon_suspicions_cleared",
         "carillon_views_installed", "carillon_view_ballots_started", "carillon_exclusions",
         "carillon_state_bytes_sent", "carillon_state_bytes_received",
+        "carillon_services_commands_applied", "carillon_services_retries_answered", "carillon_services_duplicates_ignored",
+        "carillon_services_bad_requests", "carillon_services_foreign_sessions", "carillon_services_windows_full",
+        "carillon_services_sessions_ended", "carillon_services_view_changes",
+        "carillon_services_sessions_open", "carillon_services_applied_index",
     ]
+
+    /// Names exported as gauges before the tables existed: they stay gauges.
+    static let gaugesExportedBefore: Set<String> = ["carillon_services_sessions_open", "carillon_services_applied_index"]
 
     /// A set's counters with counter `i` of its table set to `(i + 1) * scale`.
     static func numbered<C: CounterSet>(_: C.Type, scale: Int = 1) -> C {
@@ -46,12 +53,12 @@ struct CounterTableTests {
         String(String(describing: counter.keyPath).dropFirst())  // the key path prints as `\OrderingCounters.slotFramesSent`
     }
 
-    /// Checks one set: every stored field (but the known non-counters) has exactly one
+    /// Checks one set: every stored field has exactly one
     /// descriptor, and each descriptor's key path reaches the field it is listed for.
     func checkCovers<C: CounterSet>(_: C.Type) {
         let numbered = Self.numbered(C.self)
         var seen: Set<Int> = []
-        for (label, value) in Self.fields(numbered) where !Self.notCounters.contains(label) {
+        for (label, value) in Self.fields(numbered) {
             // A field no descriptor writes is still 0: it has no descriptor.
             let number = value as? Int
             #expect(number != nil && number! > 0, "\(C.self).\(label) has no descriptor in \(C.self).descriptors")
@@ -68,6 +75,7 @@ struct CounterTableTests {
         checkCovers(MembershipCounters.self)
         checkCovers(TransportCounters.self)
         checkCovers(RuntimeCounters.self)
+        checkCovers(ServiceCounters.self)
     }
 
     @Test func aFieldWithoutADescriptorIsFound() {
@@ -77,8 +85,7 @@ struct CounterTableTests {
     }
 
     static var allNames: [String] {
-        OrderingCounters.descriptors.map(\.name) + MembershipCounters.descriptors.map(\.name)
-            + TransportCounters.descriptors.map(\.name) + RuntimeCounters.descriptors.map(\.name)
+        MemberMetrics.labels + ServiceCounters.descriptors.map(\.name)
     }
 
     @Test func namesAreUniqueSnakeCaseAndKeepWhatWasExported() {
@@ -88,7 +95,11 @@ struct CounterTableTests {
             #expect(name.hasPrefix("carillon_") && name.allSatisfy { $0 == "_" || $0.isASCII && ($0.isLowercase || $0.isNumber) }, "\(name)")
         }
         #expect(Self.namesExportedBefore.subtracting(names).isEmpty, "renamed: \(Self.namesExportedBefore.subtracting(names))")
-        #expect(MemberMetrics.labels == names)
+        #expect(MemberMetrics.labels == OrderingCounters.descriptors.map(\.name) + MembershipCounters.descriptors.map(\.name)
+            + TransportCounters.descriptors.map(\.name) + RuntimeCounters.descriptors.map(\.name))
+        #expect(ServiceMetrics.labels == ServiceCounters.descriptors.map(\.name))
+        let gauges = Set(ServiceCounters.descriptors.filter { $0.kind == .gauge }.map(\.name))
+        #expect(Self.gaugesExportedBefore.isSubset(of: gauges), "no longer gauges: \(Self.gaugesExportedBefore.subtracting(gauges))")
     }
 
     @Test func helpTextFitsOneTableCell() {
@@ -101,21 +112,26 @@ struct CounterTableTests {
         check(MembershipCounters.self)
         check(TransportCounters.self)
         check(RuntimeCounters.self)
+        check(ServiceCounters.self)
     }
 
-    @Test func sumsAddEveryField() {
+    @Test func sumsAddEveryCounterAndKeepTheLaterGauge() {
         func check<C: CounterSet>(_: C.Type) {
             let sum = Self.numbered(C.self) + Self.numbered(C.self, scale: 100)
-            for (i, counter) in C.descriptors.enumerated() { #expect(sum[keyPath: counter.keyPath] == (i + 1) * 101, "\(counter.name)") }
-            // Checked through Mirror as well: a field the sum skipped would keep one side's value.
-            for (label, value) in Self.fields(sum) where !Self.notCounters.contains(label) {
-                #expect((value as? Int).map { $0 % 101 == 0 && $0 > 0 } == true, "\(C.self).\(label) = \(value)")
+            for (i, counter) in C.descriptors.enumerated() {
+                let expected = counter.kind == .gauge ? (i + 1) * 100 : (i + 1) * 101
+                #expect(sum[keyPath: counter.keyPath] == expected, "\(counter.name)")
+            }
+            // Checked through Mirror as well: a field the sum skipped would keep the first side's value.
+            for (label, value) in Self.fields(sum) {
+                #expect((value as? Int).map { $0 % 100 == 0 || $0 % 101 == 0 } == true && (value as? Int)! > 100, "\(C.self).\(label) = \(value)")
             }
         }
         check(OrderingCounters.self)
         check(MembershipCounters.self)
         check(TransportCounters.self)
         check(RuntimeCounters.self)
+        check(ServiceCounters.self)
     }
 
     @Test func theSumOfAMembersViewsIsTheirFieldwiseSum() {
@@ -135,16 +151,40 @@ struct CounterTableTests {
         exported.publish(o, m, t, r)
         // Differences: the second publish adds what grew since the first.
         exported.publish(Self.numbered(OrderingCounters.self, scale: 3), m, t, r)
-        func check<C: CounterSet>(_: C.Type, scale: Int) throws {
-            for (i, counter) in C.descriptors.enumerated() {
-                let exported = try metrics.expectCounter(counter.name, [("node", "3")])
+        try Self.checkExported(OrderingCounters.self, in: metrics, node: 3, scale: 3)
+        try Self.checkExported(MembershipCounters.self, in: metrics, node: 3, scale: 1)
+        try Self.checkExported(TransportCounters.self, in: metrics, node: 3, scale: 1)
+        try Self.checkExported(RuntimeCounters.self, in: metrics, node: 3, scale: 1)
+    }
+
+    /// Every entry of `C`'s table is exported under its name with its kind: a
+    /// counter totals `(i + 1) * scale` (the last numbered values), a gauge's last value is that.
+    static func checkExported<C: CounterSet>(_: C.Type, in metrics: TestMetrics, node: Int, scale: Int) throws {
+        for (i, counter) in C.descriptors.enumerated() {
+            switch counter.kind {
+            case .counter:
+                let exported = try metrics.expectCounter(counter.name, [("node", "\(node)")])
                 #expect(exported.totalValue == Int64((i + 1) * scale), "\(counter.name)")
+            case .gauge:
+                let exported = try metrics.expectGauge(counter.name, [("node", "\(node)")])
+                #expect(exported.lastValue == Double((i + 1) * scale), "\(counter.name)")
             }
         }
-        try check(OrderingCounters.self, scale: 3)
-        try check(MembershipCounters.self, scale: 1)
-        try check(TransportCounters.self, scale: 1)
-        try check(RuntimeCounters.self, scale: 1)
+    }
+
+    @Test func serviceMetricsExportEveryCounterAndGaugeUnderItsName() throws {
+        let metrics = TestMetrics()
+        var exported = ServiceMetrics(node: 5, factory: metrics)
+        exported.publish(Self.numbered(ServiceCounters.self), atNanos: 1_000_000_000)
+        // Within the publish interval nothing is exported; after it, what grew (counters) and the new levels (gauges).
+        exported.publish(Self.numbered(ServiceCounters.self, scale: 9), atNanos: 1_000_000_000 + ServiceMetrics.publishIntervalNanos - 1)
+        try Self.checkExported(ServiceCounters.self, in: metrics, node: 5, scale: 1)
+        exported.publish(Self.numbered(ServiceCounters.self, scale: 4), atNanos: 1_000_000_000 + ServiceMetrics.publishIntervalNanos)
+        try Self.checkExported(ServiceCounters.self, in: metrics, node: 5, scale: 4)
+        // The names dashboards use, with their kinds.
+        #expect(try metrics.expectGauge("carillon_services_applied_index", [("node", "5")]).lastValue
+            == Double(4 * (ServiceCounters.descriptors.firstIndex { $0.name == "carillon_services_applied_index" }! + 1)))
+        #expect(try metrics.expectCounter("carillon_services_commands_applied", [("node", "5")]).totalValue == 4)
     }
 
     @Test func theStopReportListsEveryCounter() {
@@ -175,7 +215,7 @@ struct CounterTableTests {
     static let beginMarker = "<!-- counters: generated from the CounterSet tables; Tests/CarillonRuntimeTests/CounterTableTests.swift checks it, CARILLON_REWRITE=1 rewrites it -->"
     static let endMarker = "<!-- end of generated counters -->"
 
-    /// The member's counters as a markdown table, in the tables' order.
+    /// The member's and the services' counters as a markdown table, in the tables' order.
     static func markdownTable() -> [String] {
         var lines = ["| name | kind | unit | field | counts |", "| --- | --- | --- | --- | --- |"]
         func rows<C: CounterSet>(_: C.Type) {
@@ -187,6 +227,7 @@ struct CounterTableTests {
         rows(MembershipCounters.self)
         rows(TransportCounters.self)
         rows(RuntimeCounters.self)
+        rows(ServiceCounters.self)
         return lines
     }
 

@@ -1,4 +1,5 @@
 import CarillonMembership
+import CarillonOrdering
 import CarillonServices
 import Testing
 
@@ -248,6 +249,33 @@ struct Harness {
         h.deliver([1, 2, 3], fromRank: 0)
         #expect(h.host.counters.badRequests == 2)
         _ = before
+    }
+}
+
+@Suite struct ServiceCountersTests {
+    /// The two gauges are read from the host when its counters are: open
+    /// sessions and the applied index as they are now, not as first counted.
+    @Test func theGaugesFollowTheHost() {
+        var h = Harness()
+        let a = Harness.session(0), b = Harness.session(1)
+        #expect(h.host.counters.sessionsOpen == 0 && h.host.counters.appliedIndex == 0)
+        h.object(a, 1, .put(key: "k", value: [1]))
+        h.object(b, 1, .get(key: "k"))
+        #expect(h.host.counters.sessionsOpen == 2 && h.host.openSessionCount == 2)
+        #expect(h.host.counters.appliedIndex == 2 && h.host.appliedIndex == 2)
+        h.deliver(Harness.payload(a, 2, service: 0, kind: .endSession) { _ in }, fromRank: 0)
+        #expect(h.host.counters.sessionsOpen == 1 && h.host.counters.sessionsEnded == 1)
+        #expect(h.host.counters.appliedIndex == Int(h.host.appliedIndex) && h.host.appliedIndex == 3)
+        #expect(h.host.counters.commandsApplied == 2)
+    }
+
+    /// A sum keeps a gauge's later value and adds the counters.
+    @Test func aSumAddsCountersAndKeepsTheLaterGauge() {
+        var earlier = ServiceCounters(), later = ServiceCounters()
+        earlier.commandsApplied = 5; earlier.sessionsOpen = 7; earlier.appliedIndex = 40
+        later.commandsApplied = 2; later.sessionsOpen = 3; later.appliedIndex = 44
+        let sum = earlier + later
+        #expect(sum.commandsApplied == 7 && sum.sessionsOpen == 3 && sum.appliedIndex == 44)
     }
 }
 
