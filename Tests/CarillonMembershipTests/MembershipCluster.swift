@@ -73,6 +73,8 @@ struct MembershipCluster {
         ordering.windowRounds = 256
         ordering.suspicionSlots = 10
         ordering.suspicionFloorNanos = Self.roundNanos
+        // A member never heard in a view is suspected after this many slots (200 by default).
+        ordering.unheardSuspicionSlots = 60
         ordering.sendBufferBytes = 16_384
         var configuration = MembershipConfiguration(me: me, initialView: view, ordering: ordering)
         configuration.runIdentity = view == nil ? 0 : Self.origin
@@ -86,11 +88,12 @@ struct MembershipCluster {
 
     // MARK: Commands
 
-    /// Runs every node for `rounds` rounds; returns what happened.
-    mutating func run(rounds: UInt64) -> [String] {
+    /// Runs every node for `rounds` rounds, or until `stop` holds after an input;
+    /// returns what happened.
+    mutating func run(rounds: UInt64, until stop: (MembershipCluster) -> Bool = { _ in false }) -> [String] {
         output = []
         let end = schedule.slotWindow(round: round + rounds, rank: 0).startNanos
-        while true {
+        while !stop(self) {
             let arrival = arrivals.indices.min { (arrivals[$0].atNanos, arrivals[$0].sequence) < (arrivals[$1].atNanos, arrivals[$1].sequence) }
             let waking = nodes.indices.filter { nodes[$0].running }.min { (nodes[$0].wakeNanos, $0) < (nodes[$1].wakeNanos, $1) }
             let arrivalNanos = arrival.map { arrivals[$0].atNanos } ?? .max
@@ -110,7 +113,7 @@ struct MembershipCluster {
                 carryOut(node)
             }
         }
-        nowNanos = end
+        if !stop(self) { nowNanos = end }
         return output
     }
 
@@ -190,7 +193,8 @@ struct MembershipCluster {
     mutating func apply(_ event: ViewEvent, at node: Int) {
         switch event.kind {
         case .installed(let view, let joined):
-            say(node, "installs epoch \(view.epoch) from round \(view.startRound): \(members(view.members))"
+            let decided = nodes[node].instance.announcement.map { ballot($0.ballot) } ?? "?"
+            say(node, "knows \(decided) decided, installs epoch \(view.epoch) from round \(view.startRound): \(members(view.members))"
                 + (joined.isEmpty ? "" : " joined \(members(joined))"))
             if !joined.isEmpty {
                 nodes[node].instance.provideSnapshot(Array(nodes[node].state.joined(separator: " ").utf8), forEpoch: view.epoch)

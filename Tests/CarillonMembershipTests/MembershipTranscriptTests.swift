@@ -7,9 +7,14 @@ import Testing
 /// Set `CARILLON_REWRITE=1` to rewrite the expected output from the current
 /// behaviour (then read the diff before committing it).
 ///
+/// After each input a node prints what it did (deliveries, view events) and how
+/// its part of the agreement and its phase changed: steps one input takes
+/// together (accept, decide, install) show as the last of them.
+///
 /// Commands (nodes are numbered from 0; `r` is the round, members print as `node.incarnation`):
 ///   cluster nodes=N [members=M]   N nodes, the first M (default N) members of the first view
 ///   run R                         every running node for R rounds; prints what changed
+///   run R until N promises|accepts|PHASE   ... or until node N has promised, accepted, or is in PHASE
 ///   broadcast N TEXT              queue TEXT at node N
 ///   crash N                       node N stops (kill -9)
 ///   start N                       a new process on node N asks to join
@@ -47,6 +52,16 @@ struct MembershipTranscriptTests {
             let nodes = Int(options["nodes"] ?? "3")!
             cluster = MembershipCluster(nodeCount: nodes, memberCount: Int(options["members"] ?? "\(nodes)")!)
             return cluster.status()
+        case "run" where words.count == 5 && words[2] == "until":
+            let (target, condition) = (node(3), words[4])
+            return cluster.run(rounds: UInt64(words[1])!) { cluster in
+                let shown = cluster.nodes[target].shown
+                switch condition {
+                case "promises": return shown.promised != 0
+                case "accepts": return shown.accepted != 0
+                default: return shown.phase.rawValue == condition
+                }
+            }
         case "run":
             return cluster.run(rounds: UInt64(words[1])!)
         case "broadcast":
