@@ -82,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "carillon-sim",
             dependencies: [
-                "CarillonSimulation", "CarillonOrdering", "CarillonServices",
+                "CarillonSimulation", "CarillonOrdering", "CarillonMembership", "CarillonServices",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -69,6 +69,18 @@ public struct MembershipCounters: Sendable, Hashable {
     /// Accepted values a proposer set aside because no promiser held their cut
     /// (so no majority can have decided them).
     public var undecidedValuesDropped = 0
+    /// Membership frames naming a node index, a member list or a cut outside
+    /// the cluster's limits (``OrderingConfiguration/maxMemberCount`` nodes):
+    /// dropped. Zero unless a peer is broken or misconfigured.
+    public var outOfRangeFrames = 0
+    /// Membership frames that did not fit `maxFrameBytes` and were not sent.
+    /// Zero by construction: ``MembershipConfiguration/validate()`` refuses
+    /// a node count whose largest frame could overflow.
+    public var oversizedFrames = 0
+    /// Decided views whose ordering configuration could not be built: the
+    /// member rejoins instead. Zero by construction (a decided view has at
+    /// most the cluster's node count of members).
+    public var uninstallableViews = 0
     public init() {}
 }
 
@@ -182,19 +194,20 @@ public struct MembershipInstance: Sendable {
     public var pendingMessageCount: Int { (ordering?.pendingMessageCount ?? 0) + carriedOver.count }
 
     /// Creates the instance; with an initial view it starts as its member, else as a joiner.
-    public init(configuration: MembershipConfiguration) throws(OrderingConfigurationError) {
+    public init(configuration: MembershipConfiguration) throws(MembershipConfigurationError) {
+        try configuration.validate()
         self.configuration = configuration
         me = configuration.me
         runIdentity = configuration.runIdentity
         if let initial = configuration.initialView {
-            guard let rank = initial.rank(of: me) else { throw .rankOutOfRange(rank: -1, memberCount: initial.members.count) }
-            try install(view: initial, rank: rank)
+            guard let rank = initial.rank(of: me) else { throw .notInInitialView(me) }
+            do { try install(view: initial, rank: rank) } catch { throw .ordering(error) }
             phase = .member
         }
     }
 
     private mutating func install(view next: View, rank nextRank: Int) throws(OrderingConfigurationError) {
-        var instance = try OrderingInstance(configuration: configuration.orderingConfiguration(view: next, rank: nextRank))
+        var instance = try OrderingInstance(configuration: try configuration.orderingConfiguration(view: next, rank: nextRank))
         // The gaps failure detection learned carry into the next view: a new
         // view does not start at the floor on a host that stalls now and then.
         if let previous = ordering { instance.inheritSuspicionHistory(from: previous, nowNanos: lastNowNanos) }
@@ -526,7 +539,7 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal) {
-        if agreement.accept(ballot, proposal) {
+        if agreement.accept(ballot, proposal, ignoringPromise: configuration.canary == .ignorePromise) {
             counters.proposalsAccepted += 1
             timeline.acceptedAfter = lastRound &- timeline.promisedRound
         }
@@ -621,10 +634,12 @@ public struct MembershipInstance: Sendable {
                 if timeline.ballots == 0 { timeline.promisedRound = round }  // learned it without promising
                 timeline.decidedAfter = round &- timeline.promisedRound
                 if timeline.acceptedAfter == nil { timeline.acceptedAfter = timeline.decidedAfter }
-                ordering!.finalize(cut: decided.proposal.cut, endRound: decided.proposal.startRound,
-                                   effects: &effects.ordering)
+                let cut = configuration.canary == .skipRaggedTrim ? ordering!.receivedBelowBySender : decided.proposal.cut
+                ordering!.finalize(cut: cut, endRound: decided.proposal.startRound, effects: &effects.ordering)
             }
-            if ordering!.isFinished { installDecided(decided, round: round, effects: &effects) }
+            if ordering!.isFinished || configuration.canary == .installBeforeCutHeld {
+                installDecided(decided, round: round, effects: &effects)
+            }
             return
         }
 
@@ -717,13 +732,18 @@ public struct MembershipInstance: Sendable {
         let proposal = decided.proposal
         let next = View(epoch: old.epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
         let joined = proposal.members.filter { !old.members.contains($0) }
-        effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
-                                        kind: .installed(next, joined: joined)))
         var finished = ordering!
-        do { try install(view: next, rank: next.rank(of: me)!) } catch {
-            preconditionFailure("the next view's configuration derives from a valid one: \(error)")
+        // (The caller checked that the decided view contains this member, and
+        // input checks bound its size: neither path below is expected.)
+        guard let nextRank = next.rank(of: me) else { return }
+        do { try install(view: next, rank: nextRank) } catch {
+            counters.uninstallableViews += 1
+            exclude(epoch: old.epoch, effects: &effects)
+            return
         }
         phase = .member
+        effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
+                                        kind: .installed(next, joined: joined)))
         // Every queued message moves (payload limits are sized for the largest
         // view, `maxMemberCount`); should the next instance refuse them, they
         // are kept and sent as room allows, never dropped.
@@ -791,7 +811,7 @@ public struct MembershipInstance: Sendable {
         var holdsCut = false
         var joinRequest: UInt64?
         var stateBytes: Int?
-        var stateFor: UInt16?
+        var stateFor: UInt64?
         var stateReceived: Int?
         var leaving = false
         var run: UInt64 = 0
@@ -876,42 +896,14 @@ public struct MembershipInstance: Sendable {
         do {
             try effects.ordering.appendFrame(kind: .membership, round: round,
                                              maxBytes: configuration.ordering.maxFrameBytes) { buffer throws(WireError) in
-                var encoder = try FrameEncoder(
-                    buffer: buffer,
-                    header: FrameHeader(kind: .membership, senderRank: node, epoch: epoch, round: round,
-                                        senderTimestampNanos: nowNanos))
-                var all = fields
-                if let proposal { all.append(RankEntry(rank: ViewField.startRound.rawValue, value: proposal.startRound)) }
-                try encoder.beginSection(.viewFields)
-                for field in all { try encoder.appendEntry(field) }
-                try encoder.endSection()
-                if let positions {
-                    try encoder.beginSection(.viewPositions)
-                    for (r, below) in positions.enumerated() { try encoder.appendEntry(RankEntry(rank: UInt16(r), value: below)) }
-                    try encoder.endSection()
-                }
-                if let proposal {
-                    try encoder.beginSection(.viewMembers)
-                    for member in proposal.members {
-                        try encoder.appendEntry(RankEntry(rank: member.node, value: member.incarnation))
-                    }
-                    try encoder.endSection()
-                    try encoder.beginSection(.viewCut)
-                    for (r, cut) in proposal.cut.enumerated() { try encoder.appendEntry(RankEntry(rank: UInt16(r), value: cut)) }
-                    try encoder.endSection()
-                }
-                if let chunk {
-                    try encoder.beginSection(.data)
-                    try chunk.bytes.withBytes { bytes throws(WireError) in
-                        try encoder.appendMessage(sequence: UInt64(chunk.offset), payload: bytes)
-                    }
-                    try encoder.endSection()
-                }
-                return try encoder.finish(tagLength: tagLength)
+                try MembershipFrame.encode(into: buffer, sender: node, epoch: epoch, round: round, nowNanos: nowNanos,
+                                           fields: fields, positions: positions, proposal: proposal, chunk: chunk,
+                                           tagLength: tagLength)
             }
             counters.membershipFramesSent += 1
         } catch {
-            preconditionFailure("membership frame exceeded maxFrameBytes (\(configuration.ordering.maxFrameBytes)): \(error)")
+            // Not reachable with a validated configuration (see `MembershipFrame`); counted, never a trap.
+            counters.oversizedFrames += 1
         }
     }
 
@@ -929,7 +921,7 @@ public struct MembershipInstance: Sendable {
             case .holdsCut: fields.holdsCut = entry.value != 0
             case .joinRequest: fields.joinRequest = entry.value
             case .stateBytes: fields.stateBytes = Int(clamping: entry.value)
-            case .stateFor: fields.stateFor = UInt16(truncatingIfNeeded: entry.value)
+            case .stateFor: fields.stateFor = entry.value
             case .stateReceived: fields.stateReceived = Int(clamping: entry.value)
             case .leaving: fields.leaving = entry.value != 0
             case .run: fields.run = entry.value
@@ -938,11 +930,25 @@ public struct MembershipInstance: Sendable {
         let node = frame.header.senderRank
         let epoch = frame.header.epoch
         let round = currentRound(nowNanos)
+        // Node indices and list lengths within the cluster's node count, or
+        // the frame is dropped: a wrong one must not reach an index or a view.
+        let nodeCount = configuration.nodeCount
+        guard Int(node) < nodeCount, fields.stateFor.map({ $0 < UInt64(nodeCount) }) ?? true,
+              frame.viewMemberEntries.count <= nodeCount, frame.viewCutEntries.count <= nodeCount,
+              frame.viewPositionEntries.count <= nodeCount
+        else {
+            counters.outOfRangeFrames += 1
+            return
+        }
         var proposal: ViewProposal?
         if let start = fields.startRound, frame.viewMemberEntries.count > 0 {
-            proposal = ViewProposal(
-                members: frame.viewMemberEntries.map { MemberID(node: $0.rank, incarnation: $0.value) },
-                cut: frame.viewCutEntries.map(\.value), startRound: start)
+            let members = frame.viewMemberEntries.map { MemberID(node: $0.rank, incarnation: $0.value) }
+            var seen = Set<UInt16>()
+            guard members.allSatisfy({ Int($0.node) < nodeCount && seen.insert($0.node).inserted }) else {
+                counters.outOfRangeFrames += 1
+                return
+            }
+            proposal = ViewProposal(members: members, cut: frame.viewCutEntries.map(\.value), startRound: start)
         }
 
         if let incarnation = fields.joinRequest {
@@ -983,7 +989,7 @@ public struct MembershipInstance: Sendable {
             }
             return
         }
-        guard fields.run == runIdentity || configuration.canary == .runsNotTold else {
+        guard fields.run == runIdentity || configuration.canary == .runsNotTold || configuration.canary == .acceptOtherRun else {
             counters.otherRunFrames += 1
             return
         }
@@ -1017,7 +1023,7 @@ public struct MembershipInstance: Sendable {
         guard let r = view.rank(ofNode: node), view.members[r].incarnation == fields.incarnation, r != rank else { return }
 
         // State transfer.
-        if fields.stateFor == me.node, phase == .awaitingState, let total = fields.stateBytes {
+        if fields.stateFor == UInt64(me.node), phase == .awaitingState, let total = fields.stateBytes {
             incomingState.announce(total: total)
             for chunk in frame.messages where incomingState.receive(offset: chunk.sequence, chunk.payload) {
                 counters.stateBytesReceived += chunk.payload.count
@@ -1058,15 +1064,5 @@ public struct MembershipInstance: Sendable {
             }
         }
         step(round: round, effects: &effects)
-    }
-}
-
-extension Array where Element == UInt8 {
-    @inline(__always)
-    fileprivate func withBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        let result: Result<R, E> = withUnsafeBytes { bytes in
-            do throws(E) { return .success(try body(bytes)) } catch { return .failure(error) }
-        }
-        return try result.get()
     }
 }

@@ -141,6 +141,49 @@ public struct MembershipConfiguration: Sendable {
     /// catch what each rule prevents (tests only).
     @_spi(Canary) public var canary: MembershipCanary? = nil
 
+    /// Nodes in the cluster (its address list): ``OrderingConfiguration/maxMemberCount``
+    /// of ``ordering``. Every node index on the wire is below it, and no view
+    /// or proposal has more members.
+    public var nodeCount: Int { max(ordering.maxMemberCount, 1) }
+
+    /// The most nodes a cluster can have with `maxFrameBytes`-byte frames and
+    /// `tagLength`-byte tags: every membership frame of a view of that many
+    /// members fits one frame. The largest is an agreement frame,
+    /// `192 + 36·n + tagLength` bytes (header 40; 10 view fields, 8 + 10·12;
+    /// positions, next members and cut, 8 + 12·n each), so
+    /// `n = (maxFrameBytes − 192 − tagLength) / 36`, rounded down (docs/configuration.md).
+    public static func maximumMemberCount(maxFrameBytes: Int, tagLength: Int) -> Int {
+        var count = max(0, (maxFrameBytes - MembershipFrame.largestFrameBytes(memberCount: 0, tagLength: tagLength)) / 36)
+        // (The state-transfer frame's floor can exceed the agreement frame's for tiny counts.)
+        while count > 0, MembershipFrame.largestFrameBytes(memberCount: count, tagLength: tagLength) > maxFrameBytes { count -= 1 }
+        return min(count, Int(UInt16.max) + 1)
+    }
+
+    /// The most nodes with the default 1,472-byte frames (an Ethernet MTU's
+    /// UDP payload) and the runtime's 16-byte tags: (1472 − 192 − 16) / 36 = 35.
+    public static let maximumMemberCount = maximumMemberCount(maxFrameBytes: 1_472, tagLength: 16)
+
+    /// Checks that every membership frame of a cluster of ``nodeCount``
+    /// nodes fits ``OrderingConfiguration/maxFrameBytes``, and that this
+    /// member and the first view name nodes of the cluster.
+    public func validate() throws(MembershipConfigurationError) {
+        let nodes = max(ordering.maxMemberCount, ordering.memberCount, initialView?.members.count ?? 0)
+        let limit = Self.maximumMemberCount(maxFrameBytes: ordering.maxFrameBytes, tagLength: ordering.tagLength)
+        guard nodes <= limit else {
+            throw .tooManyMembers(memberCount: nodes, maximumMemberCount: limit, maxFrameBytes: ordering.maxFrameBytes,
+                                  tagLength: ordering.tagLength,
+                                  neededFrameBytes: MembershipFrame.largestFrameBytes(memberCount: nodes, tagLength: ordering.tagLength))
+        }
+        guard Int(me.node) < nodeCount else { throw .nodeOutOfRange(node: me.node, nodeCount: nodeCount) }
+        if let initialView {
+            var seen = Set<UInt16>()
+            for member in initialView.members {
+                guard Int(member.node) < nodeCount else { throw .nodeOutOfRange(node: member.node, nodeCount: nodeCount) }
+                guard seen.insert(member.node).inserted else { throw .duplicateNode(member.node) }
+            }
+        }
+    }
+
     public init(me: MemberID, initialView: View?, ordering: OrderingConfiguration) {
         self.me = me
         self.initialView = initialView
@@ -150,7 +193,7 @@ public struct MembershipConfiguration: Sendable {
     }
 
     /// The ordering configuration for `view`, with this member at `rank`.
-    func orderingConfiguration(view: View, rank: Int) -> OrderingConfiguration {
+    func orderingConfiguration(view: View, rank: Int) throws(OrderingConfigurationError) -> OrderingConfiguration {
         let base = ordering.schedule
         let schedule: TDMASchedule
         do {
@@ -158,7 +201,7 @@ public struct MembershipConfiguration: Sendable {
                 memberCount: view.members.count, roundPeriodNanos: base.roundPeriodNanos, reservation: reservation,
                 guardFraction: guardFraction, originNanos: base.originNanos)
         } catch {
-            preconditionFailure("a schedule valid for \(base.memberCount) members is valid for \(view.members.count): \(error)")
+            throw .schedule(error)
         }
         var configuration = ordering
         configuration.schedule = schedule
@@ -169,19 +212,29 @@ public struct MembershipConfiguration: Sendable {
     }
 }
 
-/// Deliberately broken membership variants: each brings back a defect the
-/// rules of issue 12 remove, so a test can show the simulator catches it.
-@_spi(Canary) public enum MembershipCanary: String, Sendable, CaseIterable {
-    /// Runs are not told apart: membership frames naming another run are taken,
-    /// the simulated shell's tag check ignores the run, the first view's
-    /// incarnations are the same in every run, and a decision is adopted
-    /// without a promise or below what was delivered.
-    case runsNotTold = "runs-not-told"
-    /// A member proposes without hearing a majority, and counts as failing
-    /// only members it does not hear itself (a deaf member stops everyone).
-    case deafMayPropose = "deaf-may-propose"
-    /// Join requests of an incarnation already seen in a view are taken again.
-    case staleJoinsTaken = "stale-joins-taken"
-    /// A restart given the first view's configuration reuses it and its incarnation.
-    case restartReusesFirstView = "restart-reuses-first-view"
+/// What is wrong with a ``MembershipConfiguration``.
+public enum MembershipConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The first view's ordering configuration is invalid.
+    case ordering(OrderingConfigurationError)
+    /// A membership frame of a view this large would not fit a frame.
+    case tooManyMembers(memberCount: Int, maximumMemberCount: Int, maxFrameBytes: Int, tagLength: Int, neededFrameBytes: Int)
+    /// A node index at or above the cluster's node count.
+    case nodeOutOfRange(node: UInt16, nodeCount: Int)
+    /// The first view lists a node twice.
+    case duplicateNode(UInt16)
+    /// This member is not in the first view it was given.
+    case notInInitialView(MemberID)
+
+    public var description: String {
+        switch self {
+        case .ordering(let error): return "ordering: \(error)"
+        case .tooManyMembers(let n, let limit, let frame, let tag, let needed):
+            return "\(n) members is more than \(limit), the most whose membership frames fit \(frame)-byte frames with a "
+                + "\(tag)-byte tag (the largest needs 192 + 36·members + tag = \(needed) bytes): list at most \(limit) members, "
+                + "or raise the frame size (max_frame_bytes) to at least \(needed)"
+        case .nodeOutOfRange(let node, let count): return "node \(node) is not one of the cluster's \(count) nodes (0...\(count - 1))"
+        case .duplicateNode(let node): return "the first view lists node \(node) twice"
+        case .notInInitialView(let me): return "member \(me) is not in the first view it was given"
+        }
+    }
 }

@@ -152,6 +152,7 @@ public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringCon
     case rankOutOfRange(rank: Int, memberCount: Int)
     case schedule(ScheduleError)
     case ordering(OrderingConfigurationError)
+    case membership(MembershipConfigurationError)
     case transport(SystemCallError)
 
     public var description: String {
@@ -160,6 +161,7 @@ public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringCon
         case .rankOutOfRange(let rank, let n): return "rank \(rank) is not in a view of \(n) members (0...\(n - 1))"
         case .schedule(let e): return "schedule: \(e)"
         case .ordering(let e): return "ordering: \(e)"
+        case .membership(let e): return "membership: \(e)"
         case .transport(let e): return "socket: \(e)"
         }
     }
@@ -252,7 +254,7 @@ public final class Member: @unchecked Sendable {
     /// Opens the socket and builds the instance; nothing runs until ``start()``.
     public init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
         self.configuration = configuration
-        do { state = Mutex(try MembershipInstance(configuration: configuration.membership)) } catch { throw .ordering(error) }
+        do { state = Mutex(try MembershipInstance(configuration: configuration.membership)) } catch { throw .membership(error) }
         var options = UDPTransportOptions(
             bind: configuration.nodes[configuration.node],
             peers: configuration.nodes.enumerated().filter { $0.offset != configuration.node }.map(\.element))

@@ -160,7 +160,7 @@ public struct ScriptedFault: Sendable, Hashable {
 public struct MembershipSimulationResult: Sendable, CustomStringConvertible {
     public var seed: UInt64
     public var profile: MembershipFaultProfile
-    public var violations: [String]
+    public var violations: [MembershipViolation]
     public var viewsInstalled: Int
     public var highestEpoch: UInt32
     public var crashes: Int
@@ -302,8 +302,10 @@ public struct MembershipSimulator {
     var broadcastIDs: Set<UInt64> = []
     var viewMembers: [UInt32: [MemberID]] = [:]
     var viewDigest: [UInt32: UInt64] = [:]
-    var violations: [String] = []
+    var violations: [MembershipViolation] = []
     var log: [String] = []
+    /// Counters of processes that were restarted (their instances are gone).
+    var pastCounters: [(node: Int, ordering: OrderingCounters, membership: MembershipCounters)] = []
     var crashes = 0, restarts = 0, partitions = 0, viewsInstalled = 0, deliveries = 0
     var probeIDs: Set<UInt64> = []
     var probeView: View?
@@ -521,12 +523,12 @@ public struct MembershipSimulator {
             }
         }
         if violations.isEmpty { checkCommonOrder() }
+        if violations.isEmpty { checkZeroCounters() }
         // The services' checks; after a settled run, every member's state must be the same.
         let serviceViolations = harvesting ? [] : services?.finish(settled: settledRound == nil ? nil : Array(processes.indices)) ?? []
         if violations.isEmpty, settledRound == nil {
-            violations.append("liveness: not settled \(profile.livenessBoundRounds) rounds after faults stopped; "
-                + processes.enumerated().map { "node \($0.offset): \($0.element.instance.view?.description ?? "joining")" }
-                    .joined(separator: "; "))
+            violations.append(.liveness(boundRounds: profile.livenessBoundRounds,
+                                        views: processes.map { $0.instance.view?.description ?? "joining" }))
             for process in processes {
                 log.append("missing probes: \(probeIDs.subtracting(process.delivered).count), backlog \(process.backlog.count), excluded \(process.excluded)")
                 log.append("counters \(process.instance.me): \(process.instance.counters)")
@@ -649,6 +651,7 @@ public struct MembershipSimulator {
     mutating func restart(_ node: Int, withoutJoin: Bool = false) {
         let old = processes[node].instance.me
         archivedLogs.append(processes[node].epochLog)
+        pastCounters.append((node, processes[node].instance.orderingCounters, processes[node].instance.counters))
         restartCount[node] += 1
         // A restart without --join is given the first view again, with its
         // incarnation; the member must see it is late and join instead.
@@ -719,7 +722,7 @@ public struct MembershipSimulator {
         // Validity: a process never excluded delivered everything it queued.
         for (node, process) in processes.enumerated() where !process.excluded {
             if let lost = process.queued.first(where: { !process.delivered.contains($0) }) {
-                violations.append("validity: node \(node) queued \(lost) and never delivered it")
+                violations.append(.validity(node: node, id: lost))
             }
         }
         return true
@@ -842,12 +845,12 @@ public struct MembershipSimulator {
     }
 
     mutating func deliver(_ node: Int, _ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count == 8 || (services != nil && bytes.count > 8) else { violations.append("node \(node) delivered a payload of \(bytes.count) bytes"); return }
+        guard bytes.count == 8 || (services != nil && bytes.count > 8) else { violations.append(.malformedPayload(node: node, bytes: bytes.count)); return }
         let id = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
         var process = processes[node]
         deliveries += 1
-        if !broadcastIDs.contains(id) { violations.append("integrity: node \(node) delivered \(id), never sent") }
-        if !process.delivered.insert(id).inserted { violations.append("integrity: node \(node) delivered \(id) twice") }
+        if !broadcastIDs.contains(id) { violations.append(.neverSent(node: node, id: id)) }
+        if !process.delivered.insert(id).inserted { violations.append(.duplicate(node: node, id: id)) }
         process.epochLog[process.epoch, default: []].append(id)
         process.digest = (process.digest ^ id) &* 0x100_0000_01B3 &+ 7
         processes[node] = process
@@ -867,12 +870,50 @@ public struct MembershipSimulator {
                     guard let theirs = logs[b][epoch] else { continue }
                     let shared = Set(mine).intersection(theirs)
                     if mine.filter(shared.contains) != theirs.filter(shared.contains) {
-                        violations.append("order: nodes \(a) and \(b) delivered common messages of epoch \(epoch) in different orders")
+                        violations.append(.order(nodes: [a, b], epoch: epoch))
                         return
                     }
                 }
             }
         }
+    }
+
+    /// Counters whose non-zero value means a bug, at every process (and at
+    /// every process a restart replaced).
+    ///
+    /// The simulator never corrupts, truncates or forges a frame, and a
+    /// replayed frame is one a member really sent, so none of these may move:
+    /// - `sequenceGaps`: a sender's messages delivered with a sequence
+    ///   missing — a round delivered without one of its frames;
+    /// - `conflictingFrames`: two different frames for one slot — a member
+    ///   reusing rounds it (or its earlier self) already sent;
+    /// - `malformedFrames`, `oversizedBatches`, `foreignEmbeddedFrames`: the
+    ///   members' own encoders produced what their decoders refuse;
+    /// - membership `outOfRangeFrames`, `oversizedFrames`, `uninstallableViews`:
+    ///   a node index or list outside the cluster, a frame past the size
+    ///   limit, a decided view that cannot run.
+    ///
+    /// Not asserted, though they look like anomalies: `duplicateMessages`,
+    /// `implausiblePositions`, `invalidSilentRanges`, `implausibleRounds` and
+    /// `unknownSenderFrames` move legitimately here — replays of this run's
+    /// frames, a restarted process's frames of a view the receiver left,
+    /// and clock steps that put a member's rounds ahead of another's.
+    mutating func checkZeroCounters() {
+        func check(_ node: Int, _ ordering: OrderingCounters, _ membership: MembershipCounters) {
+            let counted: [(String, Int)] = [
+                ("sequence gaps", ordering.sequenceGaps), ("conflicting frames", ordering.conflictingFrames),
+                ("malformed frames", ordering.malformedFrames), ("oversized batches", ordering.oversizedBatches),
+                ("foreign embedded frames", ordering.foreignEmbeddedFrames),
+                ("out-of-range membership frames", membership.outOfRangeFrames),
+                ("oversized membership frames", membership.oversizedFrames),
+                ("uninstallable views", membership.uninstallableViews),
+            ]
+            for (name, value) in counted where value != 0 {
+                violations.append(.counterNotZero(node: node, counter: name, value: value))
+            }
+        }
+        for past in pastCounters { check(past.node, past.ordering, past.membership) }
+        for (node, process) in processes.enumerated() { check(node, process.instance.orderingCounters, process.instance.counters) }
     }
 
     mutating func handle(_ node: Int, _ event: ViewEvent.Kind) {
@@ -883,7 +924,7 @@ public struct MembershipSimulator {
             record("node \(node) installs \(view)")
             installView(node, view)
             if let digest = viewDigest[view.epoch], digest != processes[node].digest {
-                violations.append("replica equality: node \(node) digest at epoch \(view.epoch) differs")
+                violations.append(.replicaEquality(node: node, epoch: view.epoch))
             }
             viewDigest[view.epoch] = processes[node].digest
             checkSurvivors(node, epoch: previous)
@@ -901,7 +942,7 @@ public struct MembershipSimulator {
             processes[node].digest = digest
             installView(node, view)
             if let expected = viewDigest[view.epoch], expected != digest {
-                violations.append("state transfer: node \(node) received a digest at epoch \(view.epoch) that differs")
+                violations.append(.stateTransferDigest(node: node, epoch: view.epoch))
             }
             viewDigest[view.epoch] = digest
         case .excluded(let epoch, _):
@@ -916,7 +957,7 @@ public struct MembershipSimulator {
 
     mutating func installView(_ node: Int, _ view: View) {
         if let members = viewMembers[view.epoch], members != view.members {
-            violations.append("single primary: epoch \(view.epoch) installed as \(members) and as \(view.members)")
+            violations.append(.singlePrimary(epoch: view.epoch, members: members, otherMembers: view.members))
         }
         viewMembers[view.epoch] = view.members
         if installedRound[view.epoch] == nil { installedRound[view.epoch] = Int(round) }
@@ -931,7 +972,7 @@ public struct MembershipSimulator {
             guard let theirs = processes[other].epochLog[epoch] else { continue }
             let common = min(mine.count, theirs.count)
             if mine[common - 1] != theirs[common - 1] || (common > 1 && mine[0] != theirs[0]) {
-                violations.append("agreement: nodes \(node) and \(other) delivered different sequences in epoch \(epoch)")
+                violations.append(.agreement(nodes: [node, other], epoch: epoch))
                 return
             }
         }
@@ -944,7 +985,7 @@ public struct MembershipSimulator {
             && processes[other].installed.contains(epoch) {
             let theirs = processes[other].epochLog[epoch] ?? []
             if theirs != mine {
-                violations.append("virtual synchrony: nodes \(node) and \(other) delivered \(mine.count) and \(theirs.count) messages in epoch \(epoch)")
+                violations.append(.virtualSynchrony(nodes: [node, other], epoch: epoch, counts: [mine.count, theirs.count]))
                 return
             }
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+@_spi(Canary) import CarillonMembership
 @_spi(Canary) import CarillonOrdering
 @_spi(Canary) import CarillonServices
 @_spi(Canary) import CarillonSimulation
@@ -61,6 +62,11 @@ struct CarillonSim: ParsableCommand {
             Canaries (--canary): grant-while-held, divergent-tokens (lock safety),
             forget-sessions (exactly once), divergent-replica (replica equality),
             stale-local-reads (linearizability).
+            Membership canaries (--membership --canary): install-before-cut-held,
+            skip-ragged-trim, ignore-promise, accept-other-run (and the scripted adversary
+            tests' runs-not-told, deaf-may-propose, stale-joins-taken, restart-reuses-first-view).
+            With --expect-failure the exit status is 0 only when some seed failed: a canary
+            sweep passes when the checkers catch the canary.
 
             Examples:
               carillon-sim --seed 1 --demo           one seed: delivery order and latency summary
@@ -77,6 +83,8 @@ struct CarillonSim: ParsableCommand {
                                                      one services seed: profile, event log, counts
               carillon-sim --services --swarm --seeds 1-20 --canary grant-while-held
                                                      a broken lock service: lock safety must fail
+              carillon-sim --membership --swarm --seeds 1-200 --canary skip-ragged-trim --expect-failure
+                                                     a broken view change: the membership checkers must fail
             """)
 
     @Option(name: .long, help: "Run this one seed.")
@@ -112,6 +120,9 @@ struct CarillonSim: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Run a deliberately broken variant to see the checkers catch it.", visibility: .hidden))
     var canary: String?
 
+    @Flag(name: .long, help: ArgumentHelp("Exit 0 only if some seed fails (a canary sweep: the checkers must catch it).", visibility: .hidden))
+    var expectFailure = false
+
     @Flag(name: .shortAndLong, help: "Print every seed's result and profile, not only failures.")
     var verbose = false
 
@@ -136,10 +147,15 @@ struct CarillonSim: ParsableCommand {
                 throw ValidationError("unknown services canary \(canary): "
                     + ServiceCanary.allCases.map(\.rawValue).joined(separator: ", "))
             }
+        } else if membership {
+            if let canary, MembershipCanary(rawValue: canary) == nil {
+                throw ValidationError("unknown membership canary \(canary): "
+                    + MembershipCanary.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            if mode != nil { throw ValidationError("--membership takes no --mode") }
         } else if let canary, canaryVariant(canary) == nil {
             throw ValidationError("unknown canary \(canary): deliver-on-arrival, redeliver-duplicates or ignore-naks")
         }
-        if membership, canary != nil || mode != nil { throw ValidationError("--membership takes no --canary or --mode") }
         if swarm, !services, members != nil || loss != nil || rounds != nil || mode != nil {
             throw ValidationError("--swarm draws members, loss, rounds and mode from the seed; drop those options")
         }
@@ -189,7 +205,8 @@ struct CarillonSim: ParsableCommand {
         let range = try seed.map { $0...$0 } ?? parseRange(seeds!)
         let count = Int(range.upperBound - range.lowerBound + 1)
         let workers = min(jobs ?? ProcessInfo.processInfo.activeProcessorCount, count)
-        let variant = services ? nil : canary.flatMap(canaryVariant)
+        let variant = services || membership ? nil : canary.flatMap(canaryVariant)
+        let membershipCanary = membership ? canary.flatMap(MembershipCanary.init(rawValue:)) : nil
         let serviceCanary = services ? canary.flatMap(ServiceCanary.init(rawValue:)) : nil
         let started = ContinuousClock.now
         let state = Mutex(SweepState())
@@ -209,10 +226,13 @@ struct CarillonSim: ParsableCommand {
                                                                 result.livenessRounds, render(result))
                 } else if membership {
                     var simulator = MembershipSimulator(
-                        seed: seed, profile: swarm ? .swarm(seed: seed) : membershipProfile())
+                        seed: seed, profile: swarm ? .swarm(seed: seed) : membershipProfile(), canary: membershipCanary)
                     let result = simulator.run()
                     (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
                                                                 result.livenessRounds, render(result))
+                    if let first = result.violations.first {
+                        state.withLock { $0.caughtBy[first.checker.rawValue, default: 0] += 1 }
+                    }
                 } else {
                     var simulator = ClusterSimulator(seed: seed, profile: profile(for: seed), canary: variant)
                     let result = simulator.run()
@@ -240,6 +260,17 @@ struct CarillonSim: ParsableCommand {
         print(String(format: "%d seed%@ in %.1f s (%.0f seeds/s, %d workers): %d failed; %d messages broadcast; longest liveness phase %d rounds",
                      count, count == 1 ? "" : "s", seconds, Double(count) / max(seconds, 1e-9), workers,
                      sweep.failed.count, sweep.messages, sweep.maxLivenessRounds))
+        if !sweep.caughtBy.isEmpty {
+            print("first violation by checker: " + sweep.caughtBy.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        if expectFailure {
+            guard !sweep.failed.isEmpty else {
+                print("expected a failure\(canary.map { " (canary \($0))" } ?? ""), but every seed passed: the checkers missed it")
+                throw ExitCode(1)
+            }
+            print("failed as expected\(canary.map { " (canary \($0))" } ?? ""): first failing seed \(sweep.failed.min()!)")
+            return
+        }
         if !sweep.failed.isEmpty {
             print("failing seeds: \(sweep.failed.sorted().prefix(20).map(String.init).joined(separator: " "))\(sweep.failed.count > 20 ? " …" : "")")
             print("replay the first: \(replayCommand(sweep.failed.min()!))")
@@ -300,6 +331,8 @@ struct SweepState {
     var messages = 0
     var maxLivenessRounds = 0
     var failed: [UInt64] = []
+    /// Membership runs: failing seeds by the checker of their first violation.
+    var caughtBy: [String: Int] = [:]
 }
 
 extension Duration {

@@ -1,4 +1,5 @@
 import CarillonAuth
+import CarillonMembership
 import CarillonOrdering
 import CarillonRuntime
 import CarillonTransport
@@ -264,6 +265,10 @@ struct ConfigFile {
         configuration.ordering.unheardSuspicionSlots = max(configuration.ordering.unheardSuspicionSlots, suspicionSlots)
         do { try configuration.ordering.validate() } catch {
             throw ConfigError(path: path, key: nil, problem: "describes an invalid member: \(error)")
+        }
+        // Every membership frame of a view of all the members must fit a frame.
+        do { try configuration.membership.validate() } catch {
+            throw ConfigError(path: path, key: "members", problem: "lists \(members.count) members: \(error)")
         }
         return configuration
     }

@@ -21,7 +21,7 @@ struct ServicesSimulationTests {
         var total = ServicesStatistics()
         for seed in UInt64(batch * 8 + 1)...UInt64(batch * 8 + 8) {
             let result = Self.run(seed)
-            let first = (result.violations + result.serviceViolations.map(\.description)).first ?? ""
+            let first = (result.violations.map(\.description) + result.serviceViolations.map(\.description)).first ?? ""
             #expect(result.passed, "seed \(seed): \(first)\n  replay: swift run -c release carillon-sim --services --swarm --seed \(seed) -v")
             let s = result.services!
             total.requests += s.requests
