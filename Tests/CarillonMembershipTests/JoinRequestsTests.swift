@@ -1,4 +1,7 @@
 @testable import CarillonMembership
+import CarillonOrdering
+import CarillonSchedule
+import CarillonWire
 import Testing
 
 @Suite("Join requests")
@@ -65,5 +68,48 @@ struct JoinRequestsTests {
         let r6 = attempt.tick(round: 130, refreshRounds: 12, retryRounds: 5)
         #expect(!r6.refresh && r6.request)
         #expect(attempt.sinceRound == 130)
+    }
+}
+
+/// Join requests as a member takes them from the wire.
+@Suite("Join requests from the wire")
+struct JoinRequestFrameTests {
+    static let origin: UInt64 = 1_000_000_000
+
+    static func member() -> MembershipInstance {
+        let schedule = try! TDMASchedule(memberCount: 3, roundPeriodNanos: 100_000, reservation: 0.9, guardFraction: 0.1,
+                                         originNanos: origin)
+        let view = View(epoch: 1, members: (0..<3).map { MemberID(node: UInt16($0), incarnation: origin) }, startRound: 0)
+        var configuration = MembershipConfiguration(me: view.members[0], initialView: view,
+                                                    ordering: OrderingConfiguration(rank: 0, schedule: schedule))
+        configuration.runIdentity = origin
+        return try! MembershipInstance(configuration: configuration)
+    }
+
+    /// A join request of `node`'s `incarnation`, as a joiner sends it.
+    static func joinRequest(node: UInt16, incarnation: UInt64) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 1_472)
+        let fields = [RankEntry(rank: ViewField.incarnation.rawValue, value: incarnation),
+                      RankEntry(rank: ViewField.joinRequest.rawValue, value: incarnation)]
+        let length = try! bytes.withUnsafeMutableBytes { buffer in
+            try MembershipFrame.encode(into: buffer, sender: node, epoch: 0, round: 1, nowNanos: origin, fields: fields,
+                                       positions: nil, proposal: nil, chunk: nil, tagLength: 0)
+        }
+        return Array(bytes[..<length])
+    }
+
+    @Test func aRequestFromAnUnknownNodeOrAStaleIncarnationIsDroppedANewOneIsPending() {
+        var instance = Self.member()
+        var effects = MembershipEffects()
+        let now = Self.origin + 150_000
+        func receive(_ frame: [UInt8]) { frame.withUnsafeBytes { _ = instance.onFrameReceived($0, nowNanos: now, effects: &effects) } }
+        receive(Self.joinRequest(node: 9, incarnation: Self.origin + 5))
+        #expect(instance.counters.outOfRangeFrames == 1)
+        receive(Self.joinRequest(node: 2, incarnation: Self.origin - 1))
+        #expect(instance.counters.staleJoinRequests == 1)
+        #expect(instance.joins.pending.isEmpty)
+        receive(Self.joinRequest(node: 2, incarnation: Self.origin + 5))
+        #expect(instance.joins.pending == [MemberID(node: 2, incarnation: Self.origin + 5)])
+        #expect(instance.counters.staleJoinRequests == 1 && instance.counters.outOfRangeFrames == 1)
     }
 }
