@@ -10,35 +10,37 @@ struct ViewAgreementTests {
         ViewProposal(members: members, cut: cut, startRound: cut.max() ?? 0)
     }
 
+    // Mutating calls stay out of `#expect`'s expansion.
+    func promise(_ agreement: inout ViewAgreement, _ ballot: UInt64, round: UInt64) -> Bool {
+        agreement.promise(ballot, round: round) { _ in false }
+    }
+
+    func accept(_ agreement: inout ViewAgreement, _ ballot: UInt64, _ proposal: ViewProposal) -> Bool {
+        agreement.accept(ballot, proposal)
+    }
+
     @Test func aLowerOrEqualBallotIsRefusedAfterAPromise() {
         var agreement = ViewAgreement(memberCount: 3)
         #expect(!agreement.isUnderway)
-        let r1 = agreement.promise(5 << 16 | 1, round: 10) { _ in false }
-        #expect(r1)
+        #expect(promise(&agreement, 5 << 16 | 1, round: 10))
         #expect(agreement.isUnderway)
         #expect(agreement.changeSinceRound == 10)
-        let r2 = agreement.promise(3 << 16 | 2, round: 11) { _ in false }
-        #expect(!r2)
-        let r3 = agreement.promise(5 << 16 | 1, round: 11) { _ in false }
-        #expect(!r3)
+        #expect(!promise(&agreement, 3 << 16 | 2, round: 11))
+        #expect(!promise(&agreement, 5 << 16 | 1, round: 11))
         #expect(agreement.promised == 5 << 16 | 1)
         #expect(agreement.ballotsSeen == 1)
         // Nor is a value of a lower ballot accepted.
-        let r4 = agreement.accept(3 << 16 | 2, Self.proposal([1, 1, 1]))
-        #expect(!r4)
+        #expect(!accept(&agreement, 3 << 16 | 2, Self.proposal([1, 1, 1])))
         #expect(agreement.accepted == nil)
-        let r5 = agreement.accept(5 << 16 | 1, Self.proposal([1, 1, 1]))
-        #expect(r5)
-        let r6 = agreement.accept(5 << 16 | 1, Self.proposal([1, 1, 1]))
-        #expect(!r6, "the same ballot again is not new")
+        #expect(accept(&agreement, 5 << 16 | 1, Self.proposal([1, 1, 1])))
+        #expect(!accept(&agreement, 5 << 16 | 1, Self.proposal([1, 1, 1])), "the same ballot again is not new")
         #expect(agreement.accepted?.ballot == 5 << 16 | 1)
     }
 
     @Test func aValueWhoseCutDoesNotCoverTheViewIsRefused() {
         var agreement = ViewAgreement(memberCount: 3)
         _ = agreement.promise(1 << 16, round: 0) { _ in false }
-        let r7 = agreement.accept(1 << 16, Self.proposal([1, 1]))
-        #expect(!r7)
+        #expect(!accept(&agreement, 1 << 16, Self.proposal([1, 1])))
         #expect(agreement.accepted == nil)
     }
 
