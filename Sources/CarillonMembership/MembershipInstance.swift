@@ -112,6 +112,12 @@ public struct MembershipCounters: Sendable, Hashable {
 /// Membership frames (kind 3) are sent in the member's slot only while a change,
 /// an announcement, a join or a state transfer is under way: the steady state
 /// sends none and allocates nothing.
+///
+/// **Structure.** Where the member stands is one stored ``phase``; the
+/// agreement (``ViewAgreement``), the state transfer (``OutgoingStateTransfer``,
+/// ``IncomingStateTransfer``) and joins (``JoinRequests``, ``JoinAttempt``) are
+/// small pure structs this instance drives: it owns the ordering instances,
+/// routes frames and encodes its own.
 public struct MembershipInstance: Sendable {
     public let configuration: MembershipConfiguration
     /// This process (its incarnation changes when it rejoins).
