@@ -137,7 +137,7 @@ let package = Package(
             dependencies: ["CarillonMembership", "CarillonSimulation", "CarillonOrdering", "CarillonSchedule", "CarillonWire"],
             exclude: ["Transcripts"]),
         .testTarget(name: "CarillonServicesTests", dependencies: ["CarillonServices", "CarillonMembership", "CarillonOrdering"]),
-        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices"]),
+        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices", "CarillonMembership"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
         .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),

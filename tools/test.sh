@@ -22,6 +22,11 @@ swift build -c release --product carillon-sim
 # The membership swarm (crashes, partitions, deaf members, one-way links,
 # pauses, replays from this and an earlier run, restarts without join).
 .build/release/carillon-sim --membership --swarm --seeds 1-400
+# The membership canaries: deliberately broken view changes the swarm must
+# catch (each sweep passes only if some seed fails with a violation).
+for canary in install-before-cut-held skip-ragged-trim half-is-majority; do
+    .build/release/carillon-sim --membership --swarm --seeds 1-200 --canary "$canary" --expect-failure
+done
 # The services (locks, objects and their clients) on the membership swarm:
 # lock safety, replica equality, linearizability, exactly-once (docs/testing.md,
 # "The services simulator"). Seeds from 82: seed 81 fails on the membership

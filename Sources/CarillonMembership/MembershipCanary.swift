@@ -28,12 +28,8 @@
     /// of the agreed ragged cut: members deliver different sets of messages in
     /// the view they leave together (virtual synchrony).
     case skipRaggedTrim = "skip-ragged-trim"
-    /// A member accepts a proposal whose ballot is below the one it promised:
-    /// two proposers can each gather a majority for different values of one
-    /// epoch (single primary, agreement).
-    case ignorePromise = "ignore-promise"
-    /// Membership frames naming another run identity are not dropped: a
-    /// decision replayed from an earlier run of the cluster can be adopted
-    /// (single primary, agreement). Unlike `runsNotTold`, nothing else changes.
-    case acceptOtherRun = "accept-other-run"
+    /// Half of the view counts as a majority: the two sides of an even
+    /// split (or the smaller side of an odd one, one short) each decide a
+    /// next view of their own (single primary).
+    case halfIsMajority = "half-is-majority"
 }

@@ -485,7 +485,9 @@ public struct MembershipInstance: Sendable {
 
     // MARK: Agreement
 
-    private var majority: Int { view!.majority }
+    private var majority: Int {
+        configuration.canary == .halfIsMajority ? max(1, view!.members.count / 2) : view!.majority
+    }
 
     /// Whether this member counts rank `r` as failing: it has heard nothing
     /// from `r` for the suspicion period, or `r`'s own frames have said for a
@@ -508,7 +510,7 @@ public struct MembershipInstance: Sendable {
         if configuration.canary == .deafMayPropose { return true }
         var heard = 0
         for r in view.members.indices where r == rank || !ordering.suspects(rank, r) { heard += 1 }
-        return heard >= view.majority
+        return heard >= majority
     }
 
     private func isLowestUnsuspected(round: UInt64) -> Bool {
@@ -545,7 +547,7 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal) {
-        if agreement.accept(ballot, proposal, ignoringPromise: configuration.canary == .ignorePromise) {
+        if agreement.accept(ballot, proposal) {
             counters.proposalsAccepted += 1
             timeline.acceptedAfter = lastRound &- timeline.promisedRound
         }
@@ -995,7 +997,7 @@ public struct MembershipInstance: Sendable {
             }
             return
         }
-        guard fields.run == runIdentity || configuration.canary == .runsNotTold || configuration.canary == .acceptOtherRun else {
+        guard fields.run == runIdentity || configuration.canary == .runsNotTold else {
             counters.otherRunFrames += 1
             return
         }

@@ -94,10 +94,9 @@ struct ViewAgreement: Sendable {
 
     /// Accepts `proposal` under `ballot` unless a higher ballot was promised or
     /// the cut does not cover the view; returns whether a ballot not accepted before was.
-    /// (`ignoringPromise`: the canary that accepts below its promise.)
     @discardableResult
-    mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal, ignoringPromise: Bool = false) -> Bool {
-        guard ballot >= promised || ignoringPromise, proposal.cut.count == memberCount else { return false }
+    mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal) -> Bool {
+        guard ballot >= promised, proposal.cut.count == memberCount else { return false }
         promised = ballot
         let isNew = accepted?.ballot != ballot
         if isNew { holdsAtHigherPromise = nil }

@@ -63,7 +63,7 @@ struct CarillonSim: ParsableCommand {
             forget-sessions (exactly once), divergent-replica (replica equality),
             stale-local-reads (linearizability).
             Membership canaries (--membership --canary): install-before-cut-held,
-            skip-ragged-trim, ignore-promise, accept-other-run (and the scripted adversary
+            skip-ragged-trim, half-is-majority (and the scripted adversary
             tests' runs-not-told, deaf-may-propose, stale-joins-taken, restart-reuses-first-view).
             With --expect-failure the exit status is 0 only when some seed failed: a canary
             sweep passes when the checkers catch the canary.
