@@ -3,7 +3,8 @@
 # simulator sweep and the canaries, real-socket loopback and rogue-sender
 # tests, and (as root) namespace clusters of separate processes with 5% loss
 # — all in swift test — then release sweeps of 2,000 ordering swarm seeds,
-# 400 membership swarm seeds and 300 services swarm seeds.
+# 400 membership swarm seeds, 200 seeds per membership canary (each must
+# fail) and 300 services swarm seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Namespace tests need iproute2 and nftables (and root; without root they skip and say why).
