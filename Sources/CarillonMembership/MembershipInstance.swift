@@ -68,6 +68,12 @@ public struct ChangeTimeline: Sendable, Hashable, CustomStringConvertible {
 /// Membership frames (kind 3) are sent in the member's slot only while a change,
 /// an announcement, a join or a state transfer is under way: the steady state
 /// sends none and allocates nothing.
+///
+/// **Structure.** Where the member stands is one stored ``phase``; the
+/// agreement (``ViewAgreement``), the state transfer (``OutgoingStateTransfer``,
+/// ``IncomingStateTransfer``) and joins (``JoinRequests``, ``JoinAttempt``) are
+/// small pure structs this instance drives: it owns the ordering instances,
+/// routes frames and encodes its own.
 public struct MembershipInstance: Sendable {
     public let configuration: MembershipConfiguration
     /// This process (its incarnation changes when it rejoins).
@@ -78,10 +84,8 @@ public struct MembershipInstance: Sendable {
     /// The run of the cluster this member belongs to (0: a joiner that has not
     /// been admitted yet). The shell seals slot and repair frames under it.
     public private(set) var runIdentity: UInt64
-    /// Per node, the newest incarnation this member has seen in a view: a join
-    /// request of that incarnation or an older one is a replay or comes from a
-    /// process that is gone, and is ignored.
-    var knownIncarnation: [UInt16: UInt64] = [:]
+    /// Where this member stands: joining, awaiting its state, a member, changing view, or left.
+    public private(set) var phase: MembershipPhase = .joining
     /// Per rank of the view: the round from which that member's frames have
     /// said it hears nothing from this member (nil: they do not).
     var suspectsMeSince: [UInt64?] = []
@@ -99,39 +103,17 @@ public struct MembershipInstance: Sendable {
     var announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal)?
     var announceUntilRound: UInt64 = 0
 
-    // Agreement state for the installed view.
-    var promised: UInt64 = 0
-    var promisedAtRound: UInt64 = 0
-    var accepted: (ballot: UInt64, proposal: ViewProposal)?
-    /// Whether this member held the accepted value's cut when it promised a
-    /// higher ballot (nil: it has promised none above its accepted ballot).
-    /// Holding is part of accepting: from that promise on, the hold it states
-    /// for the lower ballot no longer changes, so a proposer of the higher
-    /// ballot sees every hold a decision of the lower one can have counted.
-    var holdsAtHigherPromise: Bool?
-    var decided: (ballot: UInt64, proposal: ViewProposal)?
-    var finalized = false
-    var maxBallotCounter: UInt64 = 0
-    var changeSinceRound: UInt64?
-    /// Ballots promised in this view (the proposal timeout doubles with each).
-    var ballotsSeen = 0
+    /// The agreement on the view after the installed one.
+    var agreement = ViewAgreement()
     var timeline = ChangeTimeline()
     /// The timeline of the last view change this member installed.
     public private(set) var lastChange: ChangeTimeline?
     var noPrimaryReported = false
-    // What each rank of the view restated last.
-    var peerPromised: [UInt64] = []
-    var peerAccepted: [UInt64] = []
-    var peerHolds: [Bool] = []
-    var peerPositions: [[UInt64]?] = []
-    var peerProposal: [ViewProposal?] = []
-    var peerLeaving: [Bool] = []
-    // As proposer.
-    var proposing: UInt64 = 0
-    var proposingSinceRound: UInt64 = 0
-    var pendingJoins: [MemberID] = []
-    /// The round each pending joiner's request was last heard (by node).
-    var joinHeardRound: [UInt16: UInt64] = [:]
+    /// Join requests heard, as a member.
+    var joins = JoinRequests()
+    /// Asking to join, as a joiner.
+    var joinAttempt = JoinAttempt()
+    /// Asked to leave (``leave()``): the next change leaves this member out.
     var leaving = false
     /// A frame of a later epoch was seen at this round (we may have been left out).
     var laterEpochSinceRound: UInt64?
@@ -141,29 +123,14 @@ public struct MembershipInstance: Sendable {
     var catchUpReceived: UInt64 = 0
     var catchUpProgressRound: UInt64 = 0
 
-    // State transfer, donor side.
-    var snapshotPending: [MemberID] = []
-    var snapshotEpoch: UInt32 = 0
-    var outgoingState: [UInt8] = []
-    var outgoing: [(member: MemberID, acked: Int)] = []
-    var outgoingUntilRound: UInt64 = 0
-    var outgoingFromRound: UInt64 = 0
-    var donorDelayRounds: UInt64 = 0
-    // State transfer, joiner side.
-    var awaitingState = false
-    /// The round this joiner installed its first view and began waiting for its state.
-    var awaitingStateSinceRound: UInt64 = 0
+    /// State transfer, donor side.
+    var outgoingState = OutgoingStateTransfer()
+    /// State transfer, joiner side.
+    var incomingState = IncomingStateTransfer()
     /// Messages queued but never sent when this member was left out, sent again after it rejoins.
     var carriedOver: [[UInt8]] = []
-    var incomingState: [UInt8] = []
-    var incomingTotal: Int?
-    var stateAckUntilRound: UInt64 = 0
-    var nextJoinRequestRound: UInt64 = 0
-    /// The round this member started asking to join with its current incarnation (nil: not yet asked).
-    var joiningSinceRound: UInt64?
     /// The round since which this member has heard less than a majority of its view (nil: it hears one).
     var minoritySinceRound: UInt64?
-    var stopped = false
     /// The round and time of the latest input.
     var lastRound: UInt64 = 0
     var lastNowNanos: UInt64 = 0
@@ -182,7 +149,7 @@ public struct MembershipInstance: Sendable {
 
     /// Whether this member is to hand the joiners of view `epoch` their state
     /// (call ``provideSnapshot(_:forEpoch:)`` at that view's installed event).
-    public func isSnapshotRequested(forEpoch epoch: UInt32) -> Bool { !snapshotPending.isEmpty && snapshotEpoch == epoch }
+    public func isSnapshotRequested(forEpoch epoch: UInt32) -> Bool { outgoingState.isRequested(forEpoch: epoch) }
 
     /// Messages accepted by ``broadcast(_:)-([UInt8])`` not yet sent: queued in the view,
     /// or kept from a view this member was left out of until it rejoins.
@@ -197,6 +164,7 @@ public struct MembershipInstance: Sendable {
         if let initial = configuration.initialView {
             guard let rank = initial.rank(of: me) else { throw .notInInitialView(me) }
             do { try install(view: initial, rank: rank) } catch { throw .ordering(error) }
+            phase = .member
         }
     }
 
@@ -209,47 +177,35 @@ public struct MembershipInstance: Sendable {
         rank = nextRank
         ordering = instance
         let n = next.members.count
-        promised = 0
-        accepted = nil
-        holdsAtHigherPromise = nil
-        decided = nil
-        finalized = false
-        changeSinceRound = nil
-        ballotsSeen = 0
+        agreement.startView(memberCount: n)
         noPrimaryReported = false
         minoritySinceRound = nil
-        proposing = 0
         laterEpochSinceRound = nil
-        peerPromised = Array(repeating: 0, count: n)
-        peerAccepted = Array(repeating: 0, count: n)
-        peerHolds = Array(repeating: false, count: n)
-        peerPositions = Array(repeating: nil, count: n)
-        peerProposal = Array(repeating: nil, count: n)
-        peerLeaving = Array(repeating: false, count: n)
         suspectsMeSince = Array(repeating: nil, count: n)
-        for member in next.members { knownIncarnation[member.node] = max(knownIncarnation[member.node] ?? 0, member.incarnation) }
-        // Joined, or superseded by a later incarnation already in the view.
-        pendingJoins.removeAll { joiner in
-            next.members.contains { $0.node == joiner.node && $0.incarnation >= joiner.incarnation }
-        }
+        joins.installed(next)
+    }
+
+    /// A promise or a decision in the installed view: a steady member starts changing view.
+    private mutating func enterChange() {
+        if phase == .member, agreement.isUnderway { phase = .changingView }
     }
 
     // MARK: Observable state
 
     /// Whether this member is in an installed view and may broadcast.
-    public var isMember: Bool { view != nil && !awaitingState && !stopped }
+    public var isMember: Bool { phase == .member || phase == .changingView }
     /// Whether a view change is under way here (wedged: no data sent, delivery frozen).
-    public var isChangingView: Bool { promised != 0 || decided != nil }
+    public var isChangingView: Bool { phase == .changingView }
     /// Whether this member has left (``leave()``) and the cluster has let it go.
-    public var hasLeft: Bool { stopped }
+    public var hasLeft: Bool { phase == .left }
     /// The members of the next view this member has accepted (or knows decided), while a change is under way.
-    public var pendingViewMembers: [MemberID]? { (decided ?? accepted)?.proposal.members }
+    public var pendingViewMembers: [MemberID]? { (agreement.decided ?? agreement.accepted)?.proposal.members }
     /// This member's rank in the installed view.
     public var currentRank: Int? { view == nil ? nil : rank }
 
     /// When ``onTimeout(nowNanos:effects:)`` is next needed.
     public var nextDeadlineNanos: UInt64 {
-        guard !stopped else { return .max }  // left: nothing more to do
+        guard phase != .left else { return .max }  // left: nothing more to do
         var deadline = ordering?.nextDeadlineNanos ?? joinDeadlineNanos
         if let retired { deadline = min(deadline, retired.nextDeadlineNanos) }
         return deadline
@@ -258,7 +214,7 @@ public struct MembershipInstance: Sendable {
     var schedule: TDMASchedule { ordering?.configuration.schedule ?? configuration.ordering.schedule }
 
     var joinDeadlineNanos: UInt64 {
-        configuration.ordering.schedule.slotWindow(round: nextJoinRequestRound, rank: 0).startNanos
+        configuration.ordering.schedule.slotWindow(round: joinAttempt.nextRequestRound, rank: 0).startNanos
     }
 
     // MARK: Inputs
@@ -300,12 +256,7 @@ public struct MembershipInstance: Sendable {
     /// stream (every member may call it; the lowest-ranked member that was in
     /// the previous view sends it). A call for another epoch does nothing.
     public mutating func provideSnapshot(_ state: [UInt8], forEpoch epoch: UInt32) {
-        guard isSnapshotRequested(forEpoch: epoch) else { return }
-        outgoingState = state
-        outgoing = snapshotPending.map { ($0, 0) }
-        snapshotPending = []
-        outgoingFromRound = lastRound + donorDelayRounds
-        outgoingUntilRound = outgoingFromRound + UInt64(configuration.retireRounds)
+        outgoingState.provide(state, forEpoch: epoch, round: lastRound, sendRounds: configuration.retireRounds)
     }
 
     /// Handles deadlines due at `nowNanos`: slot frames of the view (and of the
@@ -313,19 +264,18 @@ public struct MembershipInstance: Sendable {
     public mutating func onTimeout(nowNanos: UInt64, effects: inout MembershipEffects) {
         checkLateStart(nowNanos: nowNanos)
         let round = currentRound(nowNanos)
-        guard !stopped else { return }
-        guard view != nil else {
+        guard phase != .left else { return }
+        guard phase != .joining else {
             // Asked in vain for long: perhaps admitted into a view it never
             // heard of and removed again, after which its incarnation counts as
             // gone (its requests look like replays). Ask again as a new one.
-            if let since = joiningSinceRound, round >= since &+ joinRefreshRounds {
+            let (refresh, request) = joinAttempt.tick(round: round, refreshRounds: joinRefreshRounds,
+                                                      retryRounds: configuration.joinRetryRounds)
+            if refresh {
                 me.incarnation = max(nowNanos, me.incarnation &+ 1)
-                joiningSinceRound = round
                 counters.incarnationRefreshes += 1
             }
-            if joiningSinceRound == nil { joiningSinceRound = round }
-            if round >= nextJoinRequestRound {
-                nextJoinRequestRound = round + UInt64(max(configuration.joinRetryRounds, 1))
+            if request {
                 sendMembershipFrame(epoch: 0, round: round, nowNanos: nowNanos, effects: &effects)
                 if let exit = exitAnnouncement, round < exitAnnounceUntilRound {
                     sendAnnouncement((exit.epoch, exit.ballot, exit.proposal), round: round, nowNanos: nowNanos,
@@ -346,7 +296,7 @@ public struct MembershipInstance: Sendable {
         // In promise mode an idle member speaks once per heartbeat; while the
         // membership layer has work every round, its frames go every round.
         ordering!.keepBusy = needsMembershipFrame(round: round) || (announcement != nil && round < announceUntilRound)
-            || !outgoing.isEmpty || !carriedOver.isEmpty
+            || outgoingState.isSending || !carriedOver.isEmpty
         let (beforeRound, beforeFrames) = (ordering!.nextRoundToSend, ordering!.counters.slotFramesSent)
         ordering!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
         guard ordering!.nextRoundToSend != beforeRound || ordering!.counters.slotFramesSent != beforeFrames
@@ -354,7 +304,7 @@ public struct MembershipInstance: Sendable {
         else { return }
         // Our slot frame left: the membership step, then our membership frames.
         step(round: round, effects: &effects)
-        guard view != nil, !stopped else { return }
+        guard view != nil, phase != .left else { return }
         if needsMembershipFrame(round: round) {
             sendMembershipFrame(epoch: view!.epoch, round: round, nowNanos: nowNanos, effects: &effects)
         }
@@ -377,12 +327,12 @@ public struct MembershipInstance: Sendable {
     public mutating func onFrameReceived(
         _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
     ) -> FrameDisposition {
-        guard !stopped else { return .ignored }
+        guard phase != .left else { return .ignored }
         checkLateStart(nowNanos: nowNanos)
         let epochBefore = view?.epoch
         let before = agreementSignature
         let disposition = receive(bytes, nowNanos: nowNanos, effects: &effects)
-        guard !stopped, let view else { return disposition }
+        guard phase != .left, let view else { return disposition }
         if view.epoch == epochBefore {
             if isChangingView, agreementSignature != before {
                 sendMembershipFrame(epoch: view.epoch, round: lastRound, nowNanos: nowNanos, effects: &effects)
@@ -404,9 +354,9 @@ public struct MembershipInstance: Sendable {
 
     private var agreementSignature: AgreementSignature {
         guard let ordering, isChangingView else { return AgreementSignature() }
-        let value = decided ?? accepted
-        return AgreementSignature(promised: promised, accepted: value?.ballot ?? 0, proposing: proposing,
-                                  decided: decided != nil, holds: value.map { statesHold(of: $0.proposal) } ?? false)
+        let value = agreement.decided ?? agreement.accepted
+        return AgreementSignature(promised: agreement.promised, accepted: value?.ballot ?? 0, proposing: agreement.proposing,
+                                  decided: agreement.decided != nil, holds: value.map { statesHold(of: $0.proposal) } ?? false)
     }
 
     private mutating func receive(
@@ -429,7 +379,7 @@ public struct MembershipInstance: Sendable {
         let round = currentRound(nowNanos)
         if epoch == view.epoch {
             let disposition = ordering!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
-            if isChangingView || awaitingState { step(round: round, effects: &effects) }
+            if isChangingView || phase == .awaitingState { step(round: round, effects: &effects) }
             return disposition
         }
         if retired != nil, epoch == retiredEpoch {
@@ -537,42 +487,44 @@ public struct MembershipInstance: Sendable {
         }
     }
 
+    /// Promises `ballot` (a higher one than any promised) and wedges the view's instance.
     private mutating func promise(_ ballot: UInt64, round: UInt64) {
-        guard ballot > promised else { return }
-        if let accepted, ballot > accepted.ballot, holdsAtHigherPromise == nil, decided == nil {
-            holdsAtHigherPromise = ordering!.holds(cut: accepted.proposal.cut)
+        let promisedNow: Bool
+        do {
+            let ordering = ordering!
+            promisedNow = agreement.promise(ballot, round: round) { ordering.holds(cut: $0.cut) }
         }
-        promised = ballot
-        ballotsSeen += 1
-        if ballotsSeen == 1 { timeline = ChangeTimeline(promisedRound: round) }
-        timeline.ballots = ballotsSeen
-        promisedAtRound = round
-        maxBallotCounter = max(maxBallotCounter, ballot >> 16)
-        if changeSinceRound == nil { changeSinceRound = round }
+        guard promisedNow else { return }
+        if agreement.ballotsSeen == 1 { timeline = ChangeTimeline(promisedRound: round) }
+        timeline.ballots = agreement.ballotsSeen
         _ = ordering!.wedge()
         counters.promisesMade += 1
+        enterChange()
     }
 
     private mutating func accept(_ ballot: UInt64, _ proposal: ViewProposal) {
-        guard ballot >= promised, proposal.cut.count == view!.members.count else { return }
-        promised = ballot
-        if accepted?.ballot != ballot {
+        if agreement.accept(ballot, proposal) {
             counters.proposalsAccepted += 1
             timeline.acceptedAfter = lastRound &- timeline.promisedRound
-            holdsAtHigherPromise = nil
         }
-        accepted = (ballot, proposal)
+        enterChange()
+    }
+
+    /// Takes a decision (learned from a frame or counted here).
+    private mutating func learn(_ decision: BallotValue) {
+        agreement.learn(decision)
+        enterChange()
     }
 
     /// Advances the view change from what is known now.
     private mutating func step(round: UInt64, effects: inout MembershipEffects) {
         // A joiner waiting for its state takes no part until it has it.
         guard let view, ordering != nil else { return }
-        if awaitingState {
+        if phase == .awaitingState {
             // Left behind while waiting: the view moved on without us (a later
             // epoch), or no donor finished the transfer. Rejoining is always safe.
             let later = laterEpochSinceRound.map { round >= $0 + UInt64(configuration.proposalTimeoutRounds) } ?? false
-            if later || round >= awaitingStateSinceRound + 2 * UInt64(configuration.retireRounds) {
+            if later || round >= incomingState.sinceRound + 2 * UInt64(configuration.retireRounds) {
                 exclude(epoch: view.epoch, effects: &effects)
             }
             return
@@ -581,16 +533,10 @@ public struct MembershipInstance: Sendable {
         updateSuspectsMe(round: round)
 
         // A decision: a majority of the view accepted the same ballot and holds its cut.
-        if decided == nil, let accepted {
-            var holders = 0
-            for r in 0..<n {
-                if r == rank {
-                    if statesHold(of: accepted.proposal) { holders += 1 }
-                } else if peerAccepted[r] == accepted.ballot, peerHolds[r] {
-                    holders += 1
-                }
+        if agreement.decided == nil, let accepted = agreement.accepted {
+            if agreement.acceptedIsHeldByMajority(ownRank: rank, ownHolds: statesHold(of: accepted.proposal), majority: majority) {
+                learn(accepted)
             }
-            if holders >= majority { decided = accepted }
             if timeline.heldCutAfter == nil, ordering!.holds(cut: accepted.proposal.cut) {
                 timeline.heldCutAfter = round &- timeline.promisedRound
             }
@@ -602,7 +548,7 @@ public struct MembershipInstance: Sendable {
         // A member of the decided view still fetching the frames below its cut
         // is not left behind while it makes progress: the others keep their
         // finished instance answering while its frames keep coming.
-        let catchingUp = decided.map { $0.proposal.members.contains(me) } ?? false
+        let catchingUp = agreement.decided.map { $0.proposal.members.contains(me) } ?? false
         if catchingUp {
             // Others' rounds only: its own position grows with every slot it sends.
             var received: UInt64 = 0
@@ -624,7 +570,7 @@ public struct MembershipInstance: Sendable {
             exclude(epoch: view.epoch, effects: &effects)
             return
         }
-        if let decided {
+        if let decided = agreement.decided {
             guard decided.proposal.members.contains(me) else {
                 // Left out: tell the others the decision on the way out — they may
                 // still be waiting for this member's statement to learn it.
@@ -635,7 +581,7 @@ public struct MembershipInstance: Sendable {
                 exclude(epoch: view.epoch, effects: &effects)
                 return
             }
-            if !finalized {
+            if !agreement.cutFinalized {
                 // Never below what this member delivered: a cut below it would
                 // contradict deliveries already made (a decision this member
                 // could not have helped make). Rejoining is always safe.
@@ -648,7 +594,7 @@ public struct MembershipInstance: Sendable {
                     exclude(epoch: view.epoch, effects: &effects)
                     return
                 }
-                finalized = true
+                agreement.cutFinalized = true
                 if timeline.ballots == 0 { timeline.promisedRound = round }  // learned it without promising
                 timeline.decidedAfter = round &- timeline.promisedRound
                 if timeline.acceptedAfter == nil { timeline.acceptedAfter = timeline.decidedAfter }
@@ -666,11 +612,11 @@ public struct MembershipInstance: Sendable {
         // Each ballot that failed in this view doubles the wait (up to 32×): a
         // slow cluster settles instead of restarting ballots forever.
         let base = UInt64(configuration.proposalTimeoutRounds)
-        let timeout = base << UInt64(min(max(ballotsSeen, 1) - 1, 5))
-        if proposing != 0 {
-            if round >= proposingSinceRound + timeout || promised > proposing {
-                proposing = 0
-            } else if accepted?.ballot != proposing {
+        let timeout = agreement.backoff(base)
+        if agreement.proposing != 0 {
+            if round >= agreement.proposingSinceRound + timeout || agreement.promised > agreement.proposing {
+                agreement.stopProposing()
+            } else if agreement.accepted?.ballot != agreement.proposing {
                 choose(round: round)
             }
         }
@@ -678,20 +624,18 @@ public struct MembershipInstance: Sendable {
         // Joins wait until the last view has settled (its joiners have their state).
         // A joiner is added only while it keeps asking (it repeats every
         // joinRetryRounds): one that died meanwhile would join as a dead member.
-        pendingJoins.removeAll { round > (joinHeardRound[$0.node] ?? 0) + 3 * UInt64(max(configuration.joinRetryRounds, 1)) }
-        let joinsDue = !pendingJoins.isEmpty && round >= view.startRound + base
+        joins.expire(round: round, silentRounds: 3 * UInt64(max(configuration.joinRetryRounds, 1)))
+        let joinsDue = !joins.pending.isEmpty && round >= view.startRound + base
         var reason = joinsDue || leaving
         // A member that says it is wedged in a change nobody finishes (its
         // proposer gave up, or proposed from a side that lost its majority)
         // is a reason too: it delivers nothing until a decision.
-        for r in 0..<n where peerLeaving[r] || failing(r, round: round) || peerPromised[r] != 0 { reason = true }
-        let stalled = promised == 0 || round >= promisedAtRound + timeout
-        if proposing == 0, reason || promised != 0, stalled, isLowestUnsuspected(round: round), hearsMajority {
-            maxBallotCounter += 1
-            proposing = maxBallotCounter << 16 | UInt64(me.node)
-            proposingSinceRound = round
+        for r in 0..<n where agreement.peerLeaving[r] || failing(r, round: round) || agreement.peerPromised[r] != 0 { reason = true }
+        let stalled = agreement.promised == 0 || round >= agreement.promisedAtRound + timeout
+        if agreement.proposing == 0, reason || agreement.promised != 0, stalled, isLowestUnsuspected(round: round), hearsMajority {
+            let ballot = agreement.startBallot(node: me.node, round: round)
             counters.ballotsStarted += 1
-            promise(proposing, round: round)
+            promise(ballot, round: round)
             choose(round: round)
         }
 
@@ -702,7 +646,7 @@ public struct MembershipInstance: Sendable {
         } else if minoritySinceRound == nil {
             minoritySinceRound = round
         }
-        let waitingSince = [changeSinceRound, minoritySinceRound].compactMap { $0 }.min()
+        let waitingSince = [agreement.changeSinceRound, minoritySinceRound].compactMap { $0 }.min()
         if let since = waitingSince, !noPrimaryReported, round >= since + 2 * base {
             noPrimaryReported = true
             effects.events.append(ViewEvent(
@@ -712,78 +656,37 @@ public struct MembershipInstance: Sendable {
     }
 
     /// Whether this member states that it holds `proposal`'s cut: frozen at a
-    /// promise above its accepted ballot (see `holdsAtHigherPromise`), live otherwise.
+    /// promise above its accepted ballot (see ``ViewAgreement/holdsAtHigherPromise``), live otherwise.
     private func statesHold(of proposal: ViewProposal) -> Bool {
-        if decided == nil, let frozen = holdsAtHigherPromise { return frozen }
-        return ordering?.holds(cut: proposal.cut) ?? false
+        agreement.statesHold(ordering?.holds(cut: proposal.cut) ?? false)
     }
 
     /// With promises for our ballot from a majority, picks the proposal and accepts it.
     private mutating func choose(round: UInt64) {
         let view = view!
         let n = view.members.count
-        var promisers: [Int] = []
-        for r in 0..<n {
-            if r == rank ? promised == proposing : (peerPromised[r] == proposing && peerPositions[r] != nil) {
-                promisers.append(r)
-            }
-        }
+        let promisers = agreement.promisers(ownRank: rank)
         guard promisers.count >= majority else { return }
         // Wait a little for every member we do not suspect, so a slow one is not left out.
         let everyone = (0..<n).allSatisfy { r in promisers.contains(r) || failing(r, round: round) }
-        let patience = UInt64(configuration.proposalTimeoutRounds / 2) << UInt64(min(max(ballotsSeen, 1) - 1, 5))
-        guard everyone || round >= proposingSinceRound + patience else { return }
+        let patience = agreement.backoff(UInt64(configuration.proposalTimeoutRounds / 2))
+        guard everyone || round >= agreement.proposingSinceRound + patience else { return }
         // The highest-ballot proposal any promiser accepted may have been decided: keep it.
-        var best: (ballot: UInt64, proposal: ViewProposal)?
-        for r in promisers {
-            let candidate: (UInt64, ViewProposal)? = r == rank
-                ? accepted.map { ($0.ballot, $0.proposal) }
-                : peerProposal[r].map { (peerAccepted[r], $0) }
-            if let candidate, candidate.0 > 0, candidate.0 > (best?.ballot ?? 0) { best = candidate }
-        }
+        var best = agreement.highestAccepted(among: promisers, ownRank: rank)
         // A value was decided only if a majority accepted it *and held its
         // cut* — and holds are frozen at a higher promise — so some promiser
         // of this ballot (a majority too) states that it holds it. When none
         // does, it was not decided, and if its cut needs frames that only
         // failed members had, keeping it would wedge the view for good.
-        if let chosen = best {
-            let held = promisers.contains { r in
-                r == rank ? accepted?.proposal == chosen.proposal && statesHold(of: chosen.proposal)
-                          : peerProposal[r] == chosen.proposal && peerHolds[r]
-            }
-            if !held {
-                best = nil
-                counters.undecidedValuesDropped += 1
-            }
+        if let chosen = best,
+           !agreement.isHeld(chosen.proposal, among: promisers, ownRank: rank, ownHolds: { statesHold(of: chosen.proposal) }) {
+            best = nil
+            counters.undecidedValuesDropped += 1
         }
-        let proposal: ViewProposal
-        if let best {
-            proposal = best.proposal
-        } else {
-            var cut = ordering!.receivedBelowBySender
-            for r in promisers where r != rank {
-                for j in 0..<n { cut[j] = max(cut[j], peerPositions[r]![j]) }
-            }
-            var members: [MemberID] = []
-            for r in promisers where !(r == rank ? leaving : peerLeaving[r]) {
-                let member = view.members[r]
-                if pendingJoins.contains(where: { $0.node == member.node && $0.incarnation > member.incarnation }) { continue }
-                members.append(member)
-            }
-            // Fewer joiners than members carried over (but at least one): if every
-            // joiner then dies, the carried members are still a majority of the
-            // new view and can remove them. The rest join at the next change.
-            let carried = members.count
-            var joiners = 0
-            for joiner in pendingJoins where !members.contains(where: { $0.node == joiner.node }) && joiners < max(1, carried - 1) {
-                members.append(joiner)
-                joiners += 1
-            }
-            // The next view starts where the last cut ends.
-            let start = cut.max() ?? view.startRound
-            proposal = ViewProposal(members: members, cut: cut, startRound: max(start, view.startRound))
-        }
-        accept(proposing, proposal)
+        let proposal = best?.proposal
+            ?? agreement.freshProposal(view: view, ownRank: rank, ownPositions: ordering!.receivedBelowBySender,
+                                       ownLeaving: leaving, promisers: promisers, pendingJoins: joins.pending)
+        accept(agreement.proposing, proposal)
     }
 
     private mutating func installDecided(
@@ -802,6 +705,7 @@ public struct MembershipInstance: Sendable {
             exclude(epoch: old.epoch, effects: &effects)
             return
         }
+        phase = .member
         effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
                                         kind: .installed(next, joined: joined)))
         // Every queued message moves (payload limits are sized for the largest
@@ -822,26 +726,22 @@ public struct MembershipInstance: Sendable {
         timeline = ChangeTimeline()
         // Members that were in the old view hold the same state at this cut; the
         // lowest-ranked sends it, the next ones take over if it makes no progress.
-        snapshotPending = []
-        if !joined.isEmpty, let index = proposal.members.filter({ old.members.contains($0) }).firstIndex(of: me) {
-            snapshotPending = joined
-            snapshotEpoch = next.epoch
-            donorDelayRounds = UInt64(index * configuration.joinRetryRounds)
-        }
-        if leaving { stopped = true }
+        let donorIndex = joined.isEmpty ? nil : proposal.members.filter({ old.members.contains($0) }).firstIndex(of: me)
+        outgoingState.request(donorIndex == nil ? [] : joined, epoch: next.epoch,
+                              delayRounds: UInt64((donorIndex ?? 0) * configuration.joinRetryRounds))
+        if leaving { phase = .left }
     }
 
     private mutating func exclude(epoch: UInt32, effects: inout MembershipEffects) {
         let unsent = ordering?.pendingMessageCount ?? 0
-        if leaving {
-            stopped = true
-        } else {
+        if !leaving {
             effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
                                             kind: .excluded(epoch: epoch, unsent: unsent)))
         }
         counters.exclusions += 1
         pastOrderingCounters = orderingCounters
         startJoining(as: me.incarnation &+ 1)
+        if leaving { phase = .left }
     }
 
     /// Drops the view, its instances and its agreement state, keeps what was
@@ -853,19 +753,16 @@ public struct MembershipInstance: Sendable {
         ordering = nil
         retired = nil
         announcement = nil
-        awaitingState = false
+        phase = .joining
         me.incarnation = incarnation
-        nextJoinRequestRound = 0
-        joiningSinceRound = nil
-        promised = 0
-        decided = nil
-        accepted = nil
+        joinAttempt.restart()
+        agreement.abandon()
     }
 
     // MARK: Membership frames
 
     private func needsMembershipFrame(round: UInt64) -> Bool {
-        isChangingView || leaving || awaitingState || round < stateAckUntilRound
+        isChangingView || leaving || phase == .awaitingState || round < incomingState.acknowledgeUntilRound
     }
 
     private struct Fields {
@@ -894,16 +791,18 @@ public struct MembershipInstance: Sendable {
         if epoch == 0 {
             fields.append(RankEntry(rank: ViewField.joinRequest.rawValue, value: me.incarnation))
         } else {
-            if promised != 0 {
-                fields.append(RankEntry(rank: ViewField.promisedBallot.rawValue, value: promised))
+            if agreement.promised != 0 {
+                fields.append(RankEntry(rank: ViewField.promisedBallot.rawValue, value: agreement.promised))
                 positions = ordering!.receivedBelowBySender
             }
-            if proposing != 0 { fields.append(RankEntry(rank: ViewField.proposingBallot.rawValue, value: proposing)) }
-            if let decided {
+            if agreement.proposing != 0 {
+                fields.append(RankEntry(rank: ViewField.proposingBallot.rawValue, value: agreement.proposing))
+            }
+            if let decided = agreement.decided {
                 fields.append(RankEntry(rank: ViewField.acceptedBallot.rawValue, value: decided.ballot))
                 fields.append(RankEntry(rank: ViewField.decided.rawValue, value: 1))
                 proposal = decided.proposal
-            } else if let accepted {
+            } else if let accepted = agreement.accepted {
                 fields.append(RankEntry(rank: ViewField.acceptedBallot.rawValue, value: accepted.ballot))
                 proposal = accepted.proposal
             }
@@ -912,8 +811,8 @@ public struct MembershipInstance: Sendable {
             }
             if leaving { fields.append(RankEntry(rank: ViewField.leaving.rawValue, value: 1)) }
             // Acknowledge only once the size is known: an empty state is acknowledged after its (empty) chunk.
-            if (awaitingState && incomingTotal != nil) || round < stateAckUntilRound {
-                fields.append(RankEntry(rank: ViewField.stateReceived.rawValue, value: UInt64(incomingState.count)))
+            if (phase == .awaitingState && incomingState.total != nil) || round < incomingState.acknowledgeUntilRound {
+                fields.append(RankEntry(rank: ViewField.stateReceived.rawValue, value: UInt64(incomingState.bytes.count)))
             }
         }
         appendMembershipFrame(epoch: epoch, round: round, nowNanos: nowNanos, fields: fields, positions: positions,
@@ -935,25 +834,20 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func sendStateChunks(round: UInt64, nowNanos: UInt64, effects: inout MembershipEffects) {
-        guard !outgoing.isEmpty, round >= outgoingFromRound, round < outgoingUntilRound, let view else {
-            if !outgoing.isEmpty, round >= outgoingUntilRound { outgoing = [] }
-            return
-        }
+        guard let view else { return }
         let overhead = Wire.headerBytes + 3 * Wire.sectionHeaderBytes + 9 * Wire.rankEntryBytes
             + Wire.messageHeaderBytes + configuration.ordering.tagLength
         let chunkLimit = max(1, min(configuration.stateChunkBytes, configuration.ordering.maxFrameBytes - overhead))
-        for (member, acked) in outgoing where acked < outgoingState.count || acked == 0 {
-            guard view.members.contains(member) else { continue }
-            let end = min(outgoingState.count, acked + chunkLimit)
+        for (member, range) in outgoingState.chunks(round: round, view: view, chunkLimit: chunkLimit) {
             let fields = [
                 RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation),
                 RankEntry(rank: ViewField.run.rawValue, value: runIdentity),
                 RankEntry(rank: ViewField.stateFor.rawValue, value: UInt64(member.node)),
-                RankEntry(rank: ViewField.stateBytes.rawValue, value: UInt64(outgoingState.count)),
+                RankEntry(rank: ViewField.stateBytes.rawValue, value: UInt64(outgoingState.state.count)),
             ]
             appendMembershipFrame(epoch: view.epoch, round: round, nowNanos: nowNanos, fields: fields, positions: nil,
-                                  proposal: nil, chunk: (acked, Array(outgoingState[acked..<end])), effects: &effects)
-            counters.stateBytesSent += end - acked
+                                  proposal: nil, chunk: (range.lowerBound, Array(outgoingState.state[range])), effects: &effects)
+            counters.stateBytesSent += range.count
         }
     }
 
@@ -1025,23 +919,16 @@ public struct MembershipInstance: Sendable {
             let joiner = MemberID(node: node, incarnation: incarnation)
             counters.joinRequestsHeard += 1
             guard let view else { return }
-            if view.members.contains(joiner) {
+            switch joins.hear(joiner, round: round, view: view, runIdentity: runIdentity,
+                              staleJoinsTaken: configuration.canary == .staleJoinsTaken) {
+            case .alreadyMember:
                 // It joined but missed the decision: announce it again.
                 announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
-            } else if configuration.canary == .staleJoinsTaken
-                        ? view.members.contains(where: { $0.node == node && $0.incarnation > incarnation })
-                        : incarnation <= (knownIncarnation[node] ?? 0) || incarnation < runIdentity {
-                // (Every incarnation of this run is the clock at a start no
-                // earlier than the run's: an older one is from an earlier run.)
-                // An incarnation no newer than one already seen in a view: a
-                // replayed request, or one of a process that is gone.
+            case .stale:
+                // A replayed request, or one of a process that is gone.
                 counters.staleJoinRequests += 1
-            } else {
-                joinHeardRound[node] = round
-                if !pendingJoins.contains(joiner) {
-                    pendingJoins.removeAll { $0.node == node && $0.incarnation < incarnation }
-                    if !pendingJoins.contains(where: { $0.node == node }) { pendingJoins.append(joiner) }
-                }
+            case .pending:
+                break
             }
             return
         }
@@ -1054,10 +941,8 @@ public struct MembershipInstance: Sendable {
                 let next = View(epoch: epoch &+ 1, members: proposal.members, startRound: proposal.startRound)
                 do { try install(view: next, rank: myRank) } catch { return }
                 runIdentity = fields.run
-                awaitingState = true
-                awaitingStateSinceRound = round
-                incomingState = []
-                incomingTotal = nil
+                phase = .awaitingState
+                incomingState.start(round: round)
                 ordering!.holdDelivery(true, effects: &effects.ordering)
                 counters.viewsInstalled += 1
                 // It knows the decision too: it tells members of the old view
@@ -1093,66 +978,52 @@ public struct MembershipInstance: Sendable {
         // view's, or a joiner the decision admitted, or an incarnation that
         // has since been left out: an epoch is decided once, so a genuine
         // frame stating it is the decision (adopted only after a promise).
-        if fields.decided, decided == nil, promised != 0, fields.acceptedBallot > 0, let proposal,
+        if fields.decided, agreement.decided == nil, agreement.promised != 0, fields.acceptedBallot > 0, let proposal,
            proposal.cut.count == view.members.count, view.rank(ofNode: node).map({ view.members[$0].incarnation != fields.incarnation }) ?? true {
-            decided = (fields.acceptedBallot, proposal)
-            accepted = decided
+            learn((fields.acceptedBallot, proposal))
             step(round: round, effects: &effects)
             return
         }
         guard let r = view.rank(ofNode: node), view.members[r].incarnation == fields.incarnation, r != rank else { return }
 
         // State transfer.
-        if fields.stateFor == UInt64(me.node), awaitingState, let total = fields.stateBytes {
-            incomingTotal = total
-            for chunk in frame.messages where chunk.sequence == UInt64(incomingState.count) {
-                incomingState.append(contentsOf: chunk.payload)
+        if fields.stateFor == UInt64(me.node), phase == .awaitingState, let total = fields.stateBytes {
+            incomingState.announce(total: total)
+            for chunk in frame.messages where incomingState.receive(offset: chunk.sequence, chunk.payload) {
                 counters.stateBytesReceived += chunk.payload.count
             }
-            if incomingState.count >= total {
-                awaitingState = false
-                stateAckUntilRound = round + UInt64(configuration.joinRetryRounds)
+            if incomingState.isComplete {
+                phase = .member
+                incomingState.completed(round: round, acknowledgeRounds: configuration.joinRetryRounds)
                 effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
-                                                kind: .stateReceived(view, state: incomingState)))
+                                                kind: .stateReceived(view, state: incomingState.bytes)))
                 ordering!.holdDelivery(false, effects: &effects.ordering)
                 sendCarriedOver()
             }
             return
         }
-        if let received = fields.stateReceived, let index = outgoing.firstIndex(where: { $0.member.node == node }) {
-            outgoing[index].acked = max(outgoing[index].acked, min(received, outgoingState.count))
-            if outgoing[index].acked >= outgoingState.count, received >= outgoingState.count {
-                outgoing.remove(at: index)
-            }
-        }
-        guard !awaitingState else { return }
+        if let received = fields.stateReceived { outgoingState.acknowledge(node: node, received: received) }
+        guard phase != .awaitingState else { return }
 
         // Agreement state, restated in full by every frame.
-        peerPromised[r] = fields.promised
-        peerAccepted[r] = fields.acceptedBallot
-        peerHolds[r] = fields.holdsCut
-        peerLeaving[r] = fields.leaving
-        if frame.viewPositionEntries.count == view.members.count {
-            peerPositions[r] = frame.viewPositionEntries.map(\.value)
-        }
-        if let proposal, proposal.cut.count == view.members.count { peerProposal[r] = proposal }
-        maxBallotCounter = max(maxBallotCounter, fields.promised >> 16, fields.proposing >> 16, fields.acceptedBallot >> 16)
+        let positions = frame.viewPositionEntries.count == view.members.count ? frame.viewPositionEntries.map(\.value) : nil
+        agreement.restate(rank: r, promised: fields.promised, accepted: fields.acceptedBallot, holds: fields.holdsCut,
+                          leaving: fields.leaving, proposing: fields.proposing, positions: positions, proposal: proposal)
 
         // A decision is adopted only in a view this member promised in: every
         // member of a decided view promised in it, so a decision reaching a
         // member that promised nothing cannot admit it (it learns it was left
         // out from the later epoch instead).
-        if fields.decided, decided == nil, let proposal = peerProposal[r], fields.acceptedBallot > 0 {
-            if promised != 0 || configuration.canary == .runsNotTold {
-                decided = (fields.acceptedBallot, proposal)
-                accepted = decided
+        if fields.decided, agreement.decided == nil, let proposal = agreement.peerProposal[r], fields.acceptedBallot > 0 {
+            if agreement.promised != 0 || configuration.canary == .runsNotTold {
+                learn((fields.acceptedBallot, proposal))
             } else {
                 counters.refusedDecisions += 1
             }
         }
         if fields.proposing != 0 {
             promise(fields.proposing, round: round)
-            if fields.acceptedBallot == fields.proposing, let proposal = peerProposal[r] {
+            if fields.acceptedBallot == fields.proposing, let proposal = agreement.peerProposal[r] {
                 accept(fields.proposing, proposal)
             }
         }

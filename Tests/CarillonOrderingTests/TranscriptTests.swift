@@ -1,9 +1,11 @@
 import CarillonOrdering
+import CarillonSimulation
 import Foundation
 import Testing
 
 /// Scenario transcripts: `Transcripts/*.txt` hold commands and the output they
-/// must produce, in blocks of `command`, `----`, expected lines, blank line.
+/// must produce, in blocks of `command`, `----`, expected lines, blank line
+/// (``TranscriptScript``, shared with the membership transcripts).
 /// Set `CARILLON_REWRITE=1` to rewrite the expected output from the current
 /// behaviour (then read the diff before committing it).
 ///
@@ -30,37 +32,16 @@ struct TranscriptTests {
         let url = Self.directory.appendingPathComponent(file)
         let text = try String(contentsOf: url, encoding: .utf8)
         var cluster = TestCluster(memberCount: 3)
-        var rewritten: [String] = []
-        var lines = text.components(separatedBy: "\n")[...]
-        while let line = lines.popFirst() {
-            if line.isEmpty || line.hasPrefix("#") { rewritten.append(line); continue }
-            let command = line
-            var expected: [String] = []
-            if lines.first == "----" {
-                lines.removeFirst()
-                while let next = lines.first, !next.isEmpty { expected.append(next); lines.removeFirst() }
-            }
-            let actual = run(command, &cluster)
-            #expect(actual == expected, "\(file): \(command)")
-            rewritten.append(command)
-            rewritten.append("----")
-            rewritten.append(contentsOf: actual)
-            if lines.first == "" { lines.removeFirst() }
-            rewritten.append("")
-        }
+        let (rewritten, mismatches) = TranscriptScript.replay(text) { run($0, &cluster) }
+        for mismatch in mismatches { Issue.record("\(file): \(mismatch)") }
         if ProcessInfo.processInfo.environment["CARILLON_REWRITE"] == "1" {
-            try rewritten.joined(separator: "\n").write(to: url, atomically: true, encoding: .utf8)
+            try rewritten.write(to: url, atomically: true, encoding: .utf8)
         }
     }
 
     func run(_ command: String, _ cluster: inout TestCluster) -> [String] {
         let words = command.split(separator: " ").map(String.init)
-        func options() -> [String: String] {
-            Dictionary(uniqueKeysWithValues: words.dropFirst().compactMap { word -> (String, String)? in
-                let pair = word.split(separator: "=", maxSplits: 1).map(String.init)
-                return pair.count == 2 ? (pair[0], pair[1]) : nil
-            })
-        }
+        func options() -> [String: String] { TranscriptScript.options(words) }
         switch words.first {
         case "cluster":
             let o = options()
