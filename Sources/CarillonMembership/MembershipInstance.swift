@@ -323,15 +323,19 @@ public struct MembershipInstance: Sendable {
     /// hop instead of up to a round. Installing a view announces the decision
     /// at once for the same reason. The frames of the member's slot still
     /// restate everything, which covers their loss.
+    ///
+    /// `arrivalNanos`, when the shell has it (a kernel receive timestamp on the
+    /// view's timebase), is the datagram's arrival time for clock estimation
+    /// only (``/CarillonOrdering/OrderingInstance/onFrameReceived(_:nowNanos:arrivalNanos:effects:)``).
     @discardableResult
     public mutating func onFrameReceived(
-        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, arrivalNanos: UInt64? = nil, effects: inout MembershipEffects
     ) -> FrameDisposition {
         guard phase != .left else { return .ignored }
         checkLateStart(nowNanos: nowNanos)
         let epochBefore = view?.epoch
         let before = agreementSignature
-        let disposition = receive(bytes, nowNanos: nowNanos, effects: &effects)
+        let disposition = receive(bytes, nowNanos: nowNanos, arrivalNanos: arrivalNanos, effects: &effects)
         guard phase != .left, let view else { return disposition }
         if view.epoch == epochBefore {
             if isChangingView, agreementSignature != before {
@@ -360,10 +364,10 @@ public struct MembershipInstance: Sendable {
     }
 
     private mutating func receive(
-        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout MembershipEffects
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, arrivalNanos: UInt64?, effects: inout MembershipEffects
     ) -> FrameDisposition {
         guard bytes.count >= Wire.headerBytes else {
-            return ordering?.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
+            return ordering?.onFrameReceived(bytes, nowNanos: nowNanos, arrivalNanos: arrivalNanos, effects: &effects.ordering)
                 ?? .malformed(.truncated(needed: Wire.headerBytes, available: bytes.count))
         }
         let kind = bytes[5]
@@ -378,7 +382,7 @@ public struct MembershipInstance: Sendable {
         guard let view else { return .ignored }
         let round = currentRound(nowNanos)
         if epoch == view.epoch {
-            let disposition = ordering!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
+            let disposition = ordering!.onFrameReceived(bytes, nowNanos: nowNanos, arrivalNanos: arrivalNanos, effects: &effects.ordering)
             if isChangingView || phase == .awaitingState { step(round: round, effects: &effects) }
             return disposition
         }
@@ -387,7 +391,7 @@ public struct MembershipInstance: Sendable {
             // long as it keeps asking — and tell it the decision.
             announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
             retiredUntilRound = max(retiredUntilRound, round + UInt64(configuration.proposalTimeoutRounds))
-            return retired!.onFrameReceived(bytes, nowNanos: nowNanos, effects: &effects.ordering)
+            return retired!.onFrameReceived(bytes, nowNanos: nowNanos, arrivalNanos: arrivalNanos, effects: &effects.ordering)
         }
         if epoch > view.epoch { sawLaterEpoch(round: round) }
         counters.staleEpochFrames += 1

@@ -1204,9 +1204,17 @@ public struct OrderingInstance: Sendable {
     // MARK: Input: frames
 
     /// Takes in one received datagram (authenticated by the shell, if keys are on).
+    ///
+    /// - Parameters:
+    ///   - nowNanos: the time on the view's timebase as the shell reads it for this batch.
+    ///   - arrivalNanos: when the datagram arrived, on the same timebase, if the
+    ///     shell knows it more precisely than `nowNanos` (a kernel receive
+    ///     timestamp). Only clock estimation uses it: the time a frame waited
+    ///     in the socket for a parked agent is not network delay, and leaving
+    ///     it in skews the min-filter by each side's wake-up latency.
     @discardableResult
     public mutating func onFrameReceived(
-        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, effects: inout OrderingEffects
+        _ bytes: UnsafeRawBufferPointer, nowNanos: UInt64, arrivalNanos: UInt64? = nil, effects: inout OrderingEffects
     ) -> FrameDisposition {
         counters.framesReceived += 1
         lastInputNanos = max(lastInputNanos, nowNanos)
@@ -1235,7 +1243,7 @@ public struct OrderingInstance: Sendable {
             // The membership layer's; it never hands them here.
             return .ignored
         case .slot:
-            clock.observe(peer: sender, sentNanos: header.senderTimestampNanos, receivedNanos: nowNanos)
+            clock.observe(peer: sender, sentNanos: header.senderTimestampNanos, receivedNanos: arrivalNanos ?? nowNanos)
             for sample in frame.clockSampleEntries where Int(sample.rank) == rank {
                 clock.peerReported(sender, minOneWayNanos: sample.minOneWayNanos)
             }

@@ -58,6 +58,12 @@ public struct MemberConfiguration: Sendable {
     public let runIdentity: UInt64
     /// How the agent waits between duty cycles.
     public var idleStrategy: IdleStrategy = .default
+    /// Clock estimation takes each frame's arrival time from the kernel's
+    /// receive timestamp (`SO_TIMESTAMPNS`) instead of the agent's clock read
+    /// for the batch, so the time a frame waited for a parked agent is not
+    /// counted as network delay (``StopReport/clockEstimate`` shows the
+    /// difference). On by default; off only to compare.
+    public var kernelTimestamps = true
     /// Real-time policy, memory locking and CPU for the agent thread (falls back, with a notice, when not
     /// permitted). Off in the library (`.none`: a process may run many members, and real-time threads
     /// outnumbering the cores starve each other); `carillon node` turns it on (`AgentScheduling.default`).
@@ -167,6 +173,9 @@ public struct StopReport: Sendable, CustomStringConvertible {
     public var membership: MembershipCounters
     public var transport: TransportCounters
     public var runtime: RuntimeCounters
+    /// How far this member's estimate of its offset to rank 0 wandered
+    /// (nil at rank 0, and before the first estimate).
+    public var clockEstimate: ClockEstimateSummary? = nil
 
     /// Every counter of the four sets, one line per set in their tables' order:
     /// `ordering: slot_frames_sent 120, repair_frames_sent 3, …` (zeros included).
@@ -371,7 +380,8 @@ public final class Member: @unchecked Sendable {
                        deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
                        nextRoundToSend: instance.ordering?.nextRoundToSend ?? 0, view: instance.view,
                        ordering: instance.orderingCounters, membership: instance.counters,
-                       transport: transportCounters, runtime: runtimeCounters)
+                       transport: transportCounters, runtime: runtimeCounters,
+                       clockEstimate: clockEstimates.summary(kernelTimestamps: configuration.kernelTimestamps))
         }
         if wasRunning { nodeLogger.info("member stopped", metadata: [
             "unsent_messages": "\(report.unsentMessages)", "delivered": "\(report.ordering.messagesDelivered)",
@@ -515,6 +525,12 @@ public final class Member: @unchecked Sendable {
         var lateStartsLogged = 0
     }
     var agent: AgentLocal!
+    /// The estimates of the offset to rank 0, for the stop report: written by
+    /// the agent thread when it corrects its clock, read by `stop()` after the
+    /// agent has stopped (or on the agent thread itself, from a handler). Not
+    /// in `agent`: `stop()` from a delivery handler runs while `agent.effects`
+    /// is being carried out.
+    var clockEstimates = ClockEstimateLog()
     /// This member's socket, as the list `idle` polls (built once: no allocation per cycle).
     let ownDescriptors: [Int32]
 
@@ -604,7 +620,8 @@ public final class Member: @unchecked Sendable {
     /// One recvmmsg batch: each datagram authenticated, then handed to the instance.
     func receiveOneBatch(now: UInt64) {
         do {
-            try transport.receiveBatch { bytes, _ in
+            let kernelTimestamps = configuration.kernelTimestamps, correction = agent.correction
+            try transport.receiveBatch { bytes, datagram in
                 if authenticator != nil {
                     guard bytes.count > 5 else { missingTags.add(1, ordering: .relaxed); return }
                     // No run yet (a joiner): its slot frames cannot be checked, nor are they needed.
@@ -616,7 +633,9 @@ public final class Member: @unchecked Sendable {
                     }
                 }
                 let run = state.withLock { instance in
-                    _ = instance.onFrameReceived(bytes, nowNanos: now, effects: &agent.effects)
+                    let arrival = kernelTimestamps
+                        ? KernelArrival.viewNanos(kernelNanos: datagram.kernelTimestampNanos, correctionNanos: correction, nowNanos: now) : nil
+                    _ = instance.onFrameReceived(bytes, nowNanos: now, arrivalNanos: arrival, effects: &agent.effects)
                     return instance.runIdentity
                 }
                 if run != agent.run { updateRunKey(run) }
@@ -644,6 +663,7 @@ public final class Member: @unchecked Sendable {
         // its own steps do not move its clock.
         let step = agent.corrector.update(nowNanos: MemberClock.viewNanos(), epoch: epoch, timebase: timebase,
                                           estimateNanos: residual)
+        if let residual { clockEstimates.record(residual) }
         agent.correction = agent.corrector.correctionNanos
         clockCorrection.store(agent.correction, ordering: .relaxed)
         clockDrift.store(agent.corrector.driftPPB ?? .min, ordering: .relaxed)

@@ -43,6 +43,8 @@ struct ConfigFile {
     /// Promise mode: an idle member's heartbeat (its frames' least rate).
     var promiseHeartbeatMicros: Double = 3000
     var scheduling: AgentScheduling = .default
+    /// Arrival times for clock estimation from the kernel (SO_TIMESTAMPNS); `false` only to compare.
+    var kernelTimestamps = true
     /// How members order messages: "promises" or "slots" (each member sends
     /// in its TDMA slot every round). Promises by default: at light load a message leaves at once instead of
     /// waiting for its slot, and an idle member speaks once per heartbeat
@@ -56,7 +58,7 @@ struct ConfigFile {
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
         "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
         "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu", "ordering",
-        "promise_heartbeat_us",
+        "promise_heartbeat_us", "kernel_timestamps",
     ]
 
     /// The values of "ordering".
@@ -132,6 +134,13 @@ struct ConfigFile {
         if let v = try number("suspicion_floor_us", 0...60_000_000) { suspicionFloorMicros = v }
         if let v = try number("suspicion_gap_factor", 0...1_000) { suspicionGapFactor = Int(v) }
         if let v = try number("promise_heartbeat_us", 10...1_000_000) { promiseHeartbeatMicros = v }
+        if let value = root["kernel_timestamps"] {
+            // As for lock_memory: true/false only, never 0/1.
+            let isBoolean = type(of: value) == Bool.self
+                || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
+            guard isBoolean, let flag = value as? Bool else { throw fail("kernel_timestamps", "must be true or false") }
+            kernelTimestamps = flag
+        }
         if let value = root["scheduling"] {
             guard let text = value as? String, let policy = AgentScheduling.policy(text) else {
                 throw fail("scheduling", "must be \"rr\", \"rr:PRIORITY\", \"fifo\", \"fifo:PRIORITY\" (priority 1–99) or \"normal\"")
@@ -212,7 +221,7 @@ struct ConfigFile {
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
             "suspicion_slots": suspicionSlots, "suspicion_floor_us": suspicionFloorMicros,
             "suspicion_gap_factor": suspicionGapFactor, "promise_heartbeat_us": promiseHeartbeatMicros, "scheduling": AgentScheduling.text(scheduling.policy),
-            "lock_memory": scheduling.lockMemory, "ordering": ordering.rawValue,
+            "lock_memory": scheduling.lockMemory, "ordering": ordering.rawValue, "kernel_timestamps": kernelTimestamps,
         ]
         if let cpu = scheduling.cpu { root["cpu"] = cpu }
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }
@@ -251,6 +260,7 @@ struct ConfigFile {
         } catch { throw ConfigError(path: path, key: "round_period_us/reservation", problem: "\(error)") }
         configuration.multicastGroup = multicastGroup
         configuration.idleStrategy = idle
+        configuration.kernelTimestamps = kernelTimestamps
         configuration.ordering.deliveryMode = delivery
         configuration.ordering.mode = ordering
         configuration.ordering.windowRounds = windowRounds

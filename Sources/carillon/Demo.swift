@@ -35,6 +35,8 @@ struct Demo: ParsableCommand {
     var suspicionSlots = 200
     @Option(help: "Give up after this many seconds.") var timeout: Double = 60
     @Flag(help: "Keep the generated configuration and logs (their directory is printed).") var keep = false
+    @Flag(help: "Take frames' arrival times for clock estimation from the agent's clock reads instead of the kernel's receive timestamps (to compare; the closing reports show each member's clock estimate).")
+    var noKernelTimestamps = false
 
     func validate() throws {
         if !(1...32).contains(members) { throw ValidationError("--members must be in 1...32") }
@@ -69,6 +71,7 @@ struct Demo: ParsableCommand {
         file.ordering = OrderingMode(rawValue: ordering)!
         file.maxFrameBytes = maxFrameBytes
         file.suspicionSlots = suspicionSlots
+        file.kernelTimestamps = !noKernelTimestamps
         // Every process starts its view at the same round, shortly from now.
         file.startAtNanos = MemberClock.viewNanos() + 300_000_000
         // Frames are authenticated: a fresh cluster key for this demo.

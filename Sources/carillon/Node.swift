@@ -458,7 +458,7 @@ struct Node: ParsableCommand {
               \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")
               socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
               cost: \(costText(from: firstSample, to: lastSample, span: "from start to stop"))
-            \(report.counterLines.map { "  counters \($0)\n" }.joined())\(serviceNode.map { "  counters services: \($0.status.counters.report())\n" } ?? "")
+            \(report.clockEstimate.map { "  \($0)\n" } ?? "")\(report.counterLines.map { "  counters \($0)\n" }.joined())\(serviceNode.map { "  counters services: \($0.status.counters.report())\n" } ?? "")
             """.utf8))
         if let bulkReport { FileHandle.standardError.write(Data("  \(bulkReport)\n".utf8)) }
         if let target, delivered < target { throw ExitCode(2) }

@@ -64,3 +64,34 @@ struct ClockSyncTests {
         #expect(aAhead == -Int64(skew))
     }
 }
+
+@Suite("Arrival times for clock estimation")
+struct ArrivalTimeClockTests {
+    /// Two members on one clock (true offset 0), 5 µs apart on the wire. Member
+    /// 0's agent is parked: it reads its clock 80 µs after member 1's frames
+    /// arrive. Estimated from read times, member 1 seems 40 µs behind
+    /// ((85 − 5) / 2); from arrival times (the kernel's), the offset is 0.
+    @Test(arguments: [false, true])
+    func anArrivalTimeReplacesTheReadTimeInTheEstimate(useArrival: Bool) throws {
+        var cluster = TestCluster(memberCount: 2)
+        let wire: UInt64 = 5_000, parked: UInt64 = 80_000
+        for round in UInt64(1)...40 {
+            for sender in 0..<2 {
+                let frames = cluster.openSlot(sender, round: round)
+                let sent = cluster.nowNanos
+                for frame in frames {
+                    var effects = OrderingEffects()
+                    let receiver = 1 - sender
+                    let read = sent + wire + (receiver == 0 ? parked : 0)
+                    frame.withUnsafeBytes {
+                        _ = cluster.members[receiver].onFrameReceived($0, nowNanos: read, arrivalNanos: useArrival ? sent + wire : nil,
+                                                                     effects: &effects)
+                    }
+                }
+                cluster.outbox[sender].removeAll()
+            }
+        }
+        let offset = try #require(cluster.members[0].clockOffsetNanos(from: 1))
+        #expect(offset == (useArrival ? 0 : Int64(parked / 2)))
+    }
+}
