@@ -102,6 +102,9 @@ public struct MembershipInstance: Sendable {
     /// The decision that ended the previous view, restated while `announceUntilRound`.
     var announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal)?
     var announceUntilRound: UInt64 = 0
+    /// The next round whose slot sends the announcement on its own, before the view's own frames start
+    /// (promise mode: a decided view starts at its cut's largest round, often rounds after the install).
+    var announceAloneRound: UInt64 = 0
 
     /// The agreement on the view after the installed one.
     var agreement = ViewAgreement()
@@ -208,7 +211,16 @@ public struct MembershipInstance: Sendable {
         guard phase != .left else { return .max }  // left: nothing more to do
         var deadline = ordering?.nextDeadlineNanos ?? joinDeadlineNanos
         if let retired { deadline = min(deadline, retired.nextDeadlineNanos) }
+        if let round = announceAloneDueRound { deadline = min(deadline, schedule.slotWindow(round: round, rank: rank).startNanos) }
         return deadline
+    }
+
+    /// The round whose slot next sends the announcement on its own, or nil: no
+    /// announcement, its window over, or the view's own frames carry it.
+    var announceAloneDueRound: UInt64? {
+        guard announcement != nil, let view, isMember else { return nil }
+        let round = max(announceAloneRound, lastRound)
+        return round < view.startRound && round < announceUntilRound ? round : nil
     }
 
     var schedule: TDMASchedule { ordering?.configuration.schedule ?? configuration.ordering.schedule }
@@ -293,6 +305,15 @@ public struct MembershipInstance: Sendable {
             }
         }
         if isMember, !carriedOver.isEmpty { sendCarriedOver() }
+        // Until the view's own frames start (promise mode: its start round is
+        // the cut's largest, often rounds away), the announcement goes on its
+        // own, once a round at this member's slot: the old view's members that
+        // missed the decision hear nothing else that states it.
+        if let announcement, let due = announceAloneDueRound, due <= round,
+           nowNanos >= schedule.slotWindow(round: round, rank: rank).startNanos {
+            announceAloneRound = round + 1
+            sendAnnouncement(announcement, round: round, nowNanos: nowNanos, effects: &effects)
+        }
         // In promise mode an idle member speaks once per heartbeat; while the
         // membership layer has work every round, its frames go every round.
         ordering!.keepBusy = needsMembershipFrame(round: round) || (announcement != nil && round < announceUntilRound)
@@ -724,6 +745,7 @@ public struct MembershipInstance: Sendable {
         retiredUntilRound = round + UInt64(configuration.retireRounds)
         announcement = (old.epoch, decided.ballot, proposal)
         announceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
+        announceAloneRound = round + 1
         counters.viewsInstalled += 1
         timeline.installedAfter = round &- timeline.promisedRound
         lastChange = timeline
