@@ -16,7 +16,7 @@ let package = Package(
         .executable(name: "carillon", targets: ["carillon"]),
         .executable(name: "carillon-tap", targets: ["carillon-tap"]),
         .library(name: "CarillonCapture", targets: ["CarillonCapture"]),
-        .executable(name: "carillon-bench", targets: ["carillon-bench"]),
+        .executable(name: "carillon-bench", targets: ["carillon-bench"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -28,7 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // `swift package generate-documentation` (DocC) for the Carillon catalog and the layers'
         // API; a command plugin only, no library target links it.
-        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")
     ],
     targets: [
         // Pure layers: standard library only, time is an argument.
@@ -59,7 +59,7 @@ let package = Package(
             dependencies: [
                 "CCarillonSys", "CarillonTransport", "CarillonProcessStats",
                 .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         .target(
@@ -68,28 +68,37 @@ let package = Package(
                 "CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonTransport", "CarillonAuth", "CCarillonSys", "CarillonWire",
                 "CarillonBulk",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
         // Services bound to a member, and the local client endpoint.
         .target(
             name: "CarillonServiceNode",
-            dependencies: ["CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys",
-                           .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")]),
+            dependencies: [
+                "CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys",
+                .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")
+            ]),
         // The async client of a node's Unix socket (no runtime needed).
         .target(name: "CarillonClient", dependencies: ["CarillonServices"]),
         // The umbrella: `import Carillon` re-exports every module listed here (Sources/Carillon/Carillon.swift),
         // what an application running members and services in its own process uses; tools/check-shadowing.sh.
-        .target(name: "Carillon", dependencies: ["CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth", "CarillonRuntime",
-                                           "CarillonServices", "CarillonServiceNode"]),
+        .target(
+            name: "Carillon",
+            dependencies: [
+                "CarillonBulk", "CarillonWire", "CarillonSchedule", "CarillonOrdering", "CarillonMembership", "CarillonTransport", "CarillonAuth",
+                "CarillonRuntime",
+                "CarillonServices", "CarillonServiceNode"
+            ]),
 
         // Deterministic whole-cluster simulator (test support, also pure).
-        .target(name: "CarillonSimulation", dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonWire", "CarillonServices"]),
+        .target(
+            name: "CarillonSimulation",
+            dependencies: ["CarillonOrdering", "CarillonMembership", "CarillonSchedule", "CarillonWire", "CarillonServices"]),
         .executableTarget(
             name: "carillon-sim",
             dependencies: [
                 "CarillonSimulation", "CarillonOrdering", "CarillonMembership", "CarillonServices",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
 
@@ -97,7 +106,7 @@ let package = Package(
             name: "carillon-tap",
             dependencies: [
                 "CarillonCapture", "CarillonAuth", "CarillonSchedule",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
         // The log checks behind `carillon verify` (Foundation only).
@@ -109,7 +118,7 @@ let package = Package(
                 "CarillonBulk", "CarillonProcessStats", "CarillonServiceNode", "CarillonServices", "CarillonClient", "CarillonMetricsEndpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
 
@@ -123,13 +132,15 @@ let package = Package(
                 // `services`: the bench connects to each node's client socket as a client would.
                 "CarillonClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Histogram", package: "hdrhistogram-swift")
             ]
         ),
 
         .testTarget(name: "CarillonWireTests", dependencies: ["CarillonWire"], exclude: ["Corpus"]),
         .testTarget(name: "CarillonScheduleTests", dependencies: ["CarillonSchedule"]),
-        .testTarget(name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"], exclude: ["Transcripts"]),
+        .testTarget(
+            name: "CarillonOrderingTests", dependencies: ["CarillonOrdering", "CarillonSchedule", "CarillonWire", "CarillonSimulation"],
+            exclude: ["Transcripts"]),
         .testTarget(
             name: "CarillonRuntimeTests",
             dependencies: [
@@ -137,7 +148,7 @@ let package = Package(
                 "CarillonServiceNode", "CarillonServices", "CarillonClient", "CarillonMembership",
                 .product(name: "Logging", package: "swift-log"),
                 // The counter tables' export test (CounterTableTests) reads what MemberMetrics published.
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics")
             ]
         ),
         .testTarget(
@@ -145,18 +156,23 @@ let package = Package(
             dependencies: ["CarillonMembership", "CarillonSimulation", "CarillonOrdering", "CarillonSchedule", "CarillonWire"],
             exclude: ["Transcripts"]),
         .testTarget(name: "CarillonServicesTests", dependencies: ["CarillonServices", "CarillonMembership", "CarillonOrdering"]),
-        .testTarget(name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices", "CarillonMembership"]),
+        .testTarget(
+            name: "CarillonSimulationTests", dependencies: ["CarillonSimulation", "CarillonOrdering", "CarillonServices", "CarillonMembership"]),
         .testTarget(name: "CarillonBulkTests", dependencies: ["CarillonBulk", "CarillonSchedule"]),
-        .testTarget(name: "CarillonBenchTests", dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .testTarget(
+            name: "CarillonBenchTests",
+            dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
         .testTarget(name: "CarillonAuthTests", dependencies: ["CarillonAuth"]),
         .testTarget(
             name: "CarillonMetricsEndpointTests",
             dependencies: [
                 "CarillonMetricsEndpoint", "CarillonProcessStats", "CarillonTransport",
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics")
             ]
         ),
-        .testTarget(name: "CarillonCaptureTests", dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"]),
+        .testTarget(
+            name: "CarillonCaptureTests",
+            dependencies: ["CarillonCapture", "CarillonWire", "CarillonAuth", "CarillonSchedule", "CarillonRuntime", "CarillonTransport"])
     ]
 )

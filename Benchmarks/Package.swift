@@ -11,7 +11,7 @@ let package = Package(
         .package(name: "Carillon", path: ".."),
         // The default traits also ask for swift-runtime-interposer (Linux, Swift 6.3);
         // the malloc interposer alone is what the malloc metrics need.
-        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"])
     ],
     targets: [
         .executableTarget(
@@ -20,10 +20,10 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "Carillon", package: "Carillon"),
                 .product(name: "CarillonSimulation", package: "Carillon"),
-                .product(name: "CarillonServices", package: "Carillon"),
+                .product(name: "CarillonServices", package: "Carillon")
             ],
             path: "Benchmarks/CarillonBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        ),
+        )
     ]
 )

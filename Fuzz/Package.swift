@@ -16,8 +16,8 @@ let package = Package(
             name: "FuzzCapturedPacket",
             dependencies: [
                 .product(name: "Carillon", package: "Carillon"),
-                .product(name: "CarillonCapture", package: "Carillon"),
+                .product(name: "CarillonCapture", package: "Carillon")
             ]
-        ),
+        )
     ]
 )

@@ -7,9 +7,9 @@ import PackageDescription
 let package = Package(
     name: "TwoMembers",
     dependencies: [
-        .package(name: "Carillon", path: "../.."),
+        .package(name: "Carillon", path: "../..")
     ],
     targets: [
-        .executableTarget(name: "TwoMembers", dependencies: [.product(name: "Carillon", package: "Carillon")]),
+        .executableTarget(name: "TwoMembers", dependencies: [.product(name: "Carillon", package: "Carillon")])
     ]
 )

@@ -51,9 +51,10 @@ public struct FrameAuthenticator: Sendable {
         precondition(frame.count >= Wire.headerBytes + Self.tagBytes, "frame too short to hold a tag")
         let covered = frame.count - Self.tagBytes
         key.withUnsafeBufferPointer { key in
-            _ = crypto_generichash(frame.baseAddress!.advanced(by: covered).assumingMemoryBound(to: UInt8.self), Self.tagBytes,
-                                   frame.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(covered),
-                                   key.baseAddress, key.count)
+            _ = crypto_generichash(
+                frame.baseAddress!.advanced(by: covered).assumingMemoryBound(to: UInt8.self), Self.tagBytes,
+                frame.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(covered),
+                key.baseAddress, key.count)
         }
     }
 
@@ -67,12 +68,15 @@ public struct FrameAuthenticator: Sendable {
         var expected: (UInt64, UInt64) = (0, 0)
         return withUnsafeMutableBytes(of: &expected) { tag in
             key.withUnsafeBufferPointer { key in
-                _ = crypto_generichash(tag.baseAddress!.assumingMemoryBound(to: UInt8.self), Self.tagBytes,
-                                       frame.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(covered),
-                                       key.baseAddress, key.count)
+                _ = crypto_generichash(
+                    tag.baseAddress!.assumingMemoryBound(to: UInt8.self), Self.tagBytes,
+                    frame.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(covered),
+                    key.baseAddress, key.count)
             }
-            let same = crypto_verify_16(tag.baseAddress!.assumingMemoryBound(to: UInt8.self),
-                                        frame.baseAddress!.advanced(by: covered).assumingMemoryBound(to: UInt8.self)) == 0
+            let same =
+                crypto_verify_16(
+                    tag.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                    frame.baseAddress!.advanced(by: covered).assumingMemoryBound(to: UInt8.self)) == 0
             return same ? .authentic : .badTag
         }
     }
@@ -105,7 +109,8 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
 
     public var description: String {
         switch self {
-        case .badKeyLength(let n): return "the cluster key has \(n) bytes; it must have \(FrameAuthenticator.keyBytes) (64 hex digits; `carillon keygen` makes one)"
+        case .badKeyLength(let n):
+            return "the cluster key has \(n) bytes; it must have \(FrameAuthenticator.keyBytes) (64 hex digits; `carillon keygen` makes one)"
         case .badKeyText: return "the cluster key must be 64 hexadecimal digits"
         case .libraryUnavailable: return "libsodium failed to initialise"
         }

@@ -4,7 +4,7 @@ extension BenchRun {
     /// The fixed columns after the parameters, in order.
     static let csvMeasurementColumns = [
         "count", "min_us", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "msgs_per_s_per_member",
-        "bytes_per_s_per_member", "notes",
+        "bytes_per_s_per_member", "notes"
     ]
 
     /// The columns of member cost, before `notes`, when any row has one.
@@ -44,7 +44,7 @@ extension BenchRun {
             fields += [
                 latency?.minMicros, latency?.meanMicros, latency?.p50Micros, latency?.p90Micros, latency?.p99Micros,
                 latency?.p999Micros, latency?.maxMicros, result.throughput?.meanMessagesPerSecond,
-                result.throughput?.meanBytesPerSecond,
+                result.throughput?.meanBytesPerSecond
             ].map(number)
             if withCost {
                 let cost = result.cost

@@ -7,7 +7,7 @@ public enum BenchPlots {
     static let percentileTicks: [PlotTick] = [
         PlotTick(value: 1, label: "0%"), PlotTick(value: 10, label: "90%"), PlotTick(value: 100, label: "99%"),
         PlotTick(value: 1e3, label: "99.9%"), PlotTick(value: 1e4, label: "99.99%"), PlotTick(value: 1e5, label: "99.999%"),
-        PlotTick(value: 1e6, label: "99.9999%"),
+        PlotTick(value: 1e6, label: "99.9999%")
     ]
 
     /// The largest x drawn: 99.9999 %.
@@ -114,7 +114,7 @@ public enum BenchPlots {
             series: [
                 BarSeries(name: "p50", values: latencies.map(\.p50Micros)),
                 BarSeries(name: "p99", values: latencies.map(\.p99Micros)),
-                BarSeries(name: "p99.9", values: latencies.map(\.p999Micros)),
+                BarSeries(name: "p99.9", values: latencies.map(\.p999Micros))
             ])
     }
 

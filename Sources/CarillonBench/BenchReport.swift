@@ -197,7 +197,8 @@ public struct BenchReport: Sendable {
             headers += ["CPU % of one core, per member", "wake-ups/s, per member"]
             alignments += ["---:", "---:"]
             for (index, result) in results.enumerated() {
-                rows[index].append(result.cost.map { $0.cpuPercentOfOneCore.map { PlotNumber.fixed($0, decimals: 1) }.joined(separator: " / ") } ?? "–")
+                rows[index].append(
+                    result.cost.map { $0.cpuPercentOfOneCore.map { PlotNumber.fixed($0, decimals: 1) }.joined(separator: " / ") } ?? "–")
                 rows[index].append(result.cost.map { $0.wakeupsPerSecond.map(messageRate).joined(separator: " / ") } ?? "–")
             }
         }
@@ -237,10 +238,12 @@ public struct BenchReport: Sendable {
         for result in results {
             guard let cost = result.cost else { continue }
             let phase = result[parameter: "phase"].isEmpty ? result.system : result[parameter: "phase"]
-            parts.append("\(phase) \(PlotNumber.fixed(cost.maxCPUPercent, decimals: 1)) % of one core and \(messageRate(cost.maxWakeupsPerSecond)) wake-ups/s")
+            parts.append(
+                "\(phase) \(PlotNumber.fixed(cost.maxCPUPercent, decimals: 1)) % of one core and \(messageRate(cost.maxWakeupsPerSecond)) wake-ups/s")
             if result[parameter: "phase"] == "idle" {
                 let met = cost.maxCPUPercent <= idleGoal.cpuPercent && cost.maxWakeupsPerSecond <= idleGoal.wakeupsPerSecond
-                verdict = " Goal for an idle bus, each member ≤ \(PlotNumber.fixed(idleGoal.cpuPercent, decimals: 0)) % of one core and "
+                verdict =
+                    " Goal for an idle bus, each member ≤ \(PlotNumber.fixed(idleGoal.cpuPercent, decimals: 0)) % of one core and "
                     + "≤ \(messageRate(idleGoal.wakeupsPerSecond)) wake-ups/s: **\(met ? "met" : "not met")** in this run."
             }
         }
@@ -277,12 +280,15 @@ public struct BenchReport: Sendable {
             return value / reference
         }
         /// "slots 1.96×, promises 1.57× (goal ≤ 1.5×; met: promises) — µs: fan-out 72.3, slots 141.7, promises 113.5"
-        func line(_ title: String, goal: Double, referenceName: String, reference: Double?,
-                  values: [(ordering: String, value: Double?)]) -> String {
+        func line(
+            _ title: String, goal: Double, referenceName: String, reference: Double?,
+            values: [(ordering: String, value: Double?)]
+        ) -> String {
             let ratios = values.map { ($0.ordering, ratio($0.value, reference)) }
             let figures = ratios.map { "\($0.0) \($0.1.map { PlotNumber.fixed($0, decimals: 2) + "×" } ?? "–")" }
             let met = ratios.filter { $0.1.map { $0 <= goal } ?? false }.map { $0.0 }
-            let micros = ["\(referenceName) \(reference.map(BenchReport.micros) ?? "–")"]
+            let micros =
+                ["\(referenceName) \(reference.map(BenchReport.micros) ?? "–")"]
                 + values.map { "\($0.ordering) \($0.value.map(BenchReport.micros) ?? "–")" }
             return "\(title): " + figures.joined(separator: ", ")
                 + " (goal ≤ \(PlotNumber.trimmed(goal, maxDecimals: 2))×; met: \(met.isEmpty ? "none" : met.joined(separator: ", ")))"
@@ -290,31 +296,40 @@ public struct BenchReport: Sendable {
         }
         var lines: [String] = []
         if let fanout, present("closed-loop", hog: "no") {
-            lines.append(line("closed loop p50 / fan-out p50", goal: latencyGoals.closedP50, referenceName: "fan-out", reference: fanout.p50Micros,
-                              values: orderings.map { ($0, latency($0, "closed-loop", hog: "no")?.p50Micros) }))
-            lines.append(line("closed loop p99 / fan-out p99", goal: latencyGoals.closedP99, referenceName: "fan-out", reference: fanout.p99Micros,
-                              values: orderings.map { ($0, latency($0, "closed-loop", hog: "no")?.p99Micros) }))
+            lines.append(
+                line(
+                    "closed loop p50 / fan-out p50", goal: latencyGoals.closedP50, referenceName: "fan-out", reference: fanout.p50Micros,
+                    values: orderings.map { ($0, latency($0, "closed-loop", hog: "no")?.p50Micros) }))
+            lines.append(
+                line(
+                    "closed loop p99 / fan-out p99", goal: latencyGoals.closedP99, referenceName: "fan-out", reference: fanout.p99Micros,
+                    values: orderings.map { ($0, latency($0, "closed-loop", hog: "no")?.p99Micros) }))
         }
         if let fanout, present("open-loop", hog: "no") {
             let offered = bus.first { $0[parameter: "mode"] == "open-loop" }.map { $0[parameter: "offered_per_second"] } ?? ""
             let load = Double(offered).map { ", \(PlotNumber.fixed($0, decimals: 0))/s" } ?? ""
-            lines.append(line("open loop (all sending\(load)) p50 / fan-out p50", goal: latencyGoals.openP50, referenceName: "fan-out",
-                              reference: fanout.p50Micros, values: orderings.map { ($0, latency($0, "open-loop", hog: "no")?.p50Micros) }))
+            lines.append(
+                line(
+                    "open loop (all sending\(load)) p50 / fan-out p50", goal: latencyGoals.openP50, referenceName: "fan-out",
+                    reference: fanout.p50Micros, values: orderings.map { ($0, latency($0, "open-loop", hog: "no")?.p50Micros) }))
         }
         if present("closed-loop", hog: "yes") {
             let hogged = orderings.filter { ordering in
                 bus.contains { $0[parameter: "ordering"] == ordering && $0[parameter: "mode"] == "closed-loop" && $0[parameter: "hog"] == "yes" }
             }
-            let ratios = hogged.map { ($0, ratio(latency($0, "closed-loop", hog: "yes")?.p99Micros, latency($0, "closed-loop", hog: "no")?.p99Micros)) }
+            let ratios = hogged.map {
+                ($0, ratio(latency($0, "closed-loop", hog: "yes")?.p99Micros, latency($0, "closed-loop", hog: "no")?.p99Micros))
+            }
             let figures = ratios.map { "\($0.0) \($0.1.map { PlotNumber.fixed($0, decimals: 2) + "×" } ?? "–")" }
             let met = ratios.filter { $0.1.map { $0 <= latencyGoals.hogP99 } ?? false }.map { $0.0 }
             let micros = hogged.map { ordering in
                 "\(ordering) \(latency(ordering, "closed-loop", hog: "yes").map { BenchReport.micros($0.p99Micros) } ?? "–") against "
                     + "\(latency(ordering, "closed-loop", hog: "no").map { BenchReport.micros($0.p99Micros) } ?? "–")"
             }
-            lines.append("with a CPU hog on every core, closed loop p99 / p99 without: " + figures.joined(separator: ", ")
-                         + " (goal ≤ \(PlotNumber.trimmed(latencyGoals.hogP99, maxDecimals: 2))×; met: \(met.isEmpty ? "none" : met.joined(separator: ", ")))"
-                         + " — µs: " + micros.joined(separator: ", "))
+            lines.append(
+                "with a CPU hog on every core, closed loop p99 / p99 without: " + figures.joined(separator: ", ")
+                    + " (goal ≤ \(PlotNumber.trimmed(latencyGoals.hogP99, maxDecimals: 2))×; met: \(met.isEmpty ? "none" : met.joined(separator: ", ")))"
+                    + " — µs: " + micros.joined(separator: ", "))
         }
         return lines
     }
@@ -353,7 +368,8 @@ public struct BenchReport: Sendable {
 
     /// Parameters in a fixed reading order, then the rest sorted.
     static let parameterOrder = [
-        "phase", "members", "size_bytes", "round_period_us", "reservation", "idle", "mode", "ordering", "hog", "offered_per_second", "bulk", "link_mbit",
+        "phase", "members", "size_bytes", "round_period_us", "reservation", "idle", "mode", "ordering", "hog", "offered_per_second", "bulk",
+        "link_mbit"
     ]
 
     static func orderedParameterKeys(_ results: [BenchResult]) -> [String] {

@@ -155,9 +155,10 @@ public struct CostSummary: Codable, Sendable, Hashable {
         func pool(_ a: [Double], _ b: [Double]) -> [Double] {
             zip(a, b).map { ($0 * seconds + $1 * other.seconds) / total }
         }
-        return CostSummary(seconds: total, cpuPercentOfOneCore: pool(cpuPercentOfOneCore, other.cpuPercentOfOneCore),
-                           wakeupsPerSecond: pool(wakeupsPerSecond, other.wakeupsPerSecond),
-                           involuntarySwitchesPerSecond: pool(involuntarySwitchesPerSecond, other.involuntarySwitchesPerSecond))
+        return CostSummary(
+            seconds: total, cpuPercentOfOneCore: pool(cpuPercentOfOneCore, other.cpuPercentOfOneCore),
+            wakeupsPerSecond: pool(wakeupsPerSecond, other.wakeupsPerSecond),
+            involuntarySwitchesPerSecond: pool(involuntarySwitchesPerSecond, other.involuntarySwitchesPerSecond))
     }
 }
 

@@ -5,7 +5,7 @@ import Foundation
 extension BenchReport {
     /// The `metric` parameter of `services` rows, in reading order.
     public static let servicesMetrics = [
-        "lock acquire+release", "lock hand-off rate", "put", "get linearizable", "get serializable", "lock takeover after kill -9",
+        "lock acquire+release", "lock hand-off rate", "put", "get linearizable", "get serializable", "lock takeover after kill -9"
     ]
 
     /// The issue's acceptance for `services`: Carillon's lock acquire+release
@@ -72,7 +72,8 @@ extension BenchReport {
                     var ratios: [(String, Double)] = []
                     for system in references {
                         guard let other = reference(system, metric), let theirs = other.latency?.p50Micros else { continue }
-                        parts.append("\(system) \(duration(micros: theirs))\(ttlText(other))" + against(latency.p50Micros, theirs, lowerIsBetter: true))
+                        parts.append(
+                            "\(system) \(duration(micros: theirs))\(ttlText(other))" + against(latency.p50Micros, theirs, lowerIsBetter: true))
                         if latency.p50Micros > 0 { ratios.append((system, theirs / latency.p50Micros)) }
                     }
                     lines.append("\(name) p50: " + parts.joined(separator: ", "))
@@ -83,12 +84,15 @@ extension BenchReport {
         }
         if let lockRatios, !lockRatios.isEmpty {
             let met = lockRatios.allSatisfy { $0.1 >= servicesGoals.lockRoundTimesLower }
-            lines.append("goal, lock acquire+release p50 at least \(times(servicesGoals.lockRoundTimesLower)) lower than etcd's: **\(met ? "met" : "not met")** ("
-                         + lockRatios.map { "\(times($0.1)) against \($0.0)" }.joined(separator: ", ") + ")")
+            lines.append(
+                "goal, lock acquire+release p50 at least \(times(servicesGoals.lockRoundTimesLower)) lower than etcd's: **\(met ? "met" : "not met")** ("
+                    + lockRatios.map { "\(times($0.1)) against \($0.0)" }.joined(separator: ", ") + ")")
         }
         if let takeoverP50 {
             let met = takeoverP50 <= servicesGoals.takeoverP50Micros
-            lines.append("goal, lock takeover after kill -9 p50 ≤ \(duration(micros: servicesGoals.takeoverP50Micros)): **\(met ? "met" : "not met")** (\(duration(micros: takeoverP50)))")
+            lines.append(
+                "goal, lock takeover after kill -9 p50 ≤ \(duration(micros: servicesGoals.takeoverP50Micros)): **\(met ? "met" : "not met")** (\(duration(micros: takeoverP50)))"
+            )
         }
         return lines
     }
@@ -111,19 +115,23 @@ extension BenchReport {
             if !row[parameter: "consistency"].isEmpty { setting.append(row[parameter: "consistency"]) }
             if !row[parameter: "ttl_s"].isEmpty {
                 let granted = row[parameter: "granted_ttl_s"]
-                setting.append("TTL \(row[parameter: "ttl_s"]) s" + (granted.isEmpty || granted == row[parameter: "ttl_s"] ? "" : " (granted \(granted) s)"))
+                setting.append(
+                    "TTL \(row[parameter: "ttl_s"]) s" + (granted.isEmpty || granted == row[parameter: "ttl_s"] ? "" : " (granted \(granted) s)"))
             }
             if !row[parameter: "contenders"].isEmpty { setting.append("\(row[parameter: "contenders"]) contenders") }
             if !row[parameter: "value_bytes"].isEmpty { setting.append(sizeText(row[parameter: "value_bytes"])) }
             if !row[parameter: "config"].isEmpty { setting.append(row[parameter: "config"]) }
             let latency = row.latency
-            return [row[parameter: "metric"], row.system, row.placement, setting.joined(separator: ", "),
-                    latency.map { duration(micros: $0.p50Micros) } ?? "–", latency.map { duration(micros: $0.p99Micros) } ?? "–",
-                    latency.map { duration(micros: $0.maxMicros) } ?? "–", latency.map { messageRate(Double($0.count)) } ?? "–",
-                    row.throughput.map { messageRate($0.meanMessagesPerSecond) } ?? "–", row.notes.joined(separator: "; ")]
+            return [
+                row[parameter: "metric"], row.system, row.placement, setting.joined(separator: ", "),
+                latency.map { duration(micros: $0.p50Micros) } ?? "–", latency.map { duration(micros: $0.p99Micros) } ?? "–",
+                latency.map { duration(micros: $0.maxMicros) } ?? "–", latency.map { messageRate(Double($0.count)) } ?? "–",
+                row.throughput.map { messageRate($0.meanMessagesPerSecond) } ?? "–", row.notes.joined(separator: "; ")
+            ]
         }
-        return table(headers: ["metric", "system", "placement", "setting", "p50", "p99", "max", "n", "grants/s", "notes"],
-                     alignments: ["---", "---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---"], rows: rows)
+        return table(
+            headers: ["metric", "system", "placement", "setting", "p50", "p99", "max", "n", "grants/s", "notes"],
+            alignments: ["---", "---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---"], rows: rows)
     }
 
     /// "Durability of an acknowledged write: `system` — …" per system, from the rows' `durability`.
@@ -146,8 +154,11 @@ extension BenchReport {
             let rows = run.results.filter { $0[parameter: "metric"] == metric && $0.latency != nil }
             guard !rows.isEmpty else { continue }
             let title = "Services: \(metric)\(metric == "lock hand-off rate" ? " (release → next grant)" : ""), latency by percentile"
-            files.append(("\(fileStem(run.scenario))-\(slug(metric))-percentiles.svg", title,
-                          BenchPlots.percentileDistribution(results: rows, title: title).svg()))
+            files.append(
+                (
+                    "\(fileStem(run.scenario))-\(slug(metric))-percentiles.svg", title,
+                    BenchPlots.percentileDistribution(results: rows, title: title).svg()
+                ))
         }
         return files
     }

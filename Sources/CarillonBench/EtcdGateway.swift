@@ -125,7 +125,9 @@ public struct HTTPResponseParser: Sendable {
                 }
                 guard buffer.count >= cursor + size + 2 else { return nil }
                 body.append(contentsOf: buffer[cursor..<(cursor + size)])
-                guard buffer[cursor + size] == 13, buffer[cursor + size + 1] == 10 else { throw HTTPParseError.badChunkSize("chunk not followed by CRLF") }
+                guard buffer[cursor + size] == 13, buffer[cursor + size + 1] == 10 else {
+                    throw HTTPParseError.badChunkSize("chunk not followed by CRLF")
+                }
                 cursor += size + 2
             }
         }

@@ -57,9 +57,11 @@ public struct BulkHeader: Sendable, Hashable {
     /// incarnation of that member (a restart) refuses it.
     public var receiverIncarnation: UInt64
 
-    public init(kind: BulkDatagramKind, sender: UInt16, receiver: UInt16, chunkBytes: UInt16, chunkIndex: UInt32,
-                chunkCount: UInt32, tagLength: UInt16, payloadLength: UInt16, transferID: UInt64, totalBytesOrBitmap: UInt64,
-                senderIncarnation: UInt64 = 0, receiverIncarnation: UInt64 = 0) {
+    public init(
+        kind: BulkDatagramKind, sender: UInt16, receiver: UInt16, chunkBytes: UInt16, chunkIndex: UInt32,
+        chunkCount: UInt32, tagLength: UInt16, payloadLength: UInt16, transferID: UInt64, totalBytesOrBitmap: UInt64,
+        senderIncarnation: UInt64 = 0, receiverIncarnation: UInt64 = 0
+    ) {
         self.kind = kind
         self.sender = sender
         self.receiver = receiver
@@ -107,9 +109,10 @@ public struct BulkHeader: Sendable, Hashable {
         func u16(_ offset: Int) -> UInt16 { UInt16(littleEndian: datagram.loadUnaligned(fromByteOffset: offset, as: UInt16.self)) }
         func u32(_ offset: Int) -> UInt32 { UInt32(littleEndian: datagram.loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
         func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: datagram.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
-        let header = BulkHeader(kind: kind, sender: u16(6), receiver: u16(8), chunkBytes: u16(10), chunkIndex: u32(12),
-                                chunkCount: u32(16), tagLength: u16(20), payloadLength: u16(22), transferID: u64(24),
-                                totalBytesOrBitmap: u64(32), senderIncarnation: u64(40), receiverIncarnation: u64(48))
+        let header = BulkHeader(
+            kind: kind, sender: u16(6), receiver: u16(8), chunkBytes: u16(10), chunkIndex: u32(12),
+            chunkCount: u32(16), tagLength: u16(20), payloadLength: u16(22), transferID: u64(24),
+            totalBytesOrBitmap: u64(32), senderIncarnation: u64(40), receiverIncarnation: u64(48))
         guard Int(header.tagLength) == expectedTagLength else {
             throw .tagLength(declared: Int(header.tagLength), expected: expectedTagLength)
         }

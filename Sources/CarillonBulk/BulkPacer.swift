@@ -60,8 +60,9 @@ public struct BulkPacer: Sendable, Hashable {
         let freeNanos = schedule.roundPeriodNanos > reservedNanos ? schedule.roundPeriodNanos - reservedNanos : 0
         let needed = Self.transmissionNanos(bytes: bytes, bitsPerSecond: Double(linkBitsPerSecond)) + marginNanos
         guard needed <= freeNanos else {
-            throw .datagramExceedsUnreservedWindow(neededNanos: needed, windowNanos: freeNanos, datagramBytes: bytes,
-                                                   linkBitsPerSecond: linkBitsPerSecond)
+            throw .datagramExceedsUnreservedWindow(
+                neededNanos: needed, windowNanos: freeNanos, datagramBytes: bytes,
+                linkBitsPerSecond: linkBitsPerSecond)
         }
     }
 
@@ -129,7 +130,8 @@ public struct BulkPacer: Sendable, Hashable {
         case .gated:
             let start = scheduledStart(bytes: bytes, atNanos: nanos, schedule: schedule)
             let rate = schedule == nil ? Double(linkBitsPerSecond) * max(1 - reservation, 0.01) : Double(linkBitsPerSecond)
-            linkFreeAtNanos = (start == .max ? max(nanos, linkFreeAtNanos) : start)
+            linkFreeAtNanos =
+                (start == .max ? max(nanos, linkFreeAtNanos) : start)
                 &+ Self.transmissionNanos(bytes: bytes, bitsPerSecond: rate)
         case .paced:
             let share = Double(linkBitsPerSecond) * max(1 - reservation, 0.01)
@@ -145,7 +147,8 @@ public enum BulkPacingError: Error, Sendable, Hashable, CustomStringConvertible 
     public var description: String {
         switch self {
         case .datagramExceedsUnreservedWindow(let needed, let window, let bytes, let rate):
-            return "a \(bytes)-byte bulk datagram needs \(needed / 1000) µs (with margin) at \(rate / 1_000_000) Mbit/s, but a round leaves only \(window / 1000) µs outside the reserved slots: use smaller chunks, a longer round period, a lower reservation or a faster link"
+            return
+                "a \(bytes)-byte bulk datagram needs \(needed / 1000) µs (with margin) at \(rate / 1_000_000) Mbit/s, but a round leaves only \(window / 1000) µs outside the reserved slots: use smaller chunks, a longer round period, a lower reservation or a faster link"
         }
     }
 }

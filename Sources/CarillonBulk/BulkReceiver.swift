@@ -23,8 +23,10 @@ public struct BulkReceiver: Sendable {
     private var sources: [UInt16: SourceState] = [:]
     public private(set) var counters = BulkReceiverCounters()
 
-    public init(node: UInt16, incarnation: UInt64, chunkBytes: Int = BulkTransferConfiguration().chunkBytes, maxTransferBytes: Int = 256 << 20,
-                ackEveryChunks: UInt32 = 16) {
+    public init(
+        node: UInt16, incarnation: UInt64, chunkBytes: Int = BulkTransferConfiguration().chunkBytes, maxTransferBytes: Int = 256 << 20,
+        ackEveryChunks: UInt32 = 16
+    ) {
         self.node = node
         self.incarnation = incarnation
         self.chunkBytes = chunkBytes
@@ -52,8 +54,10 @@ public struct BulkReceiver: Sendable {
     ///
     /// Each source's state is changed in place: a copy taken out of the
     /// dictionary would copy the whole reassembly buffer on every chunk.
-    public mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64,
-                                 senderIncarnationAtLeast floor: UInt64 = 0) -> Outcome {
+    public mutating func receive(
+        _ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64,
+        senderIncarnationAtLeast floor: UInt64 = 0
+    ) -> Outcome {
         guard header.kind == .data else { return .refused("not a data datagram") }
         guard header.receiver == node else {
             counters.refused += 1
@@ -133,8 +137,10 @@ struct SourceState: Sendable {
 
     func hasCompleted(_ id: UInt64) -> Bool { completedThrough.map { id <= $0 } ?? false }
 
-    mutating func receive(_ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64, ackEvery: UInt32,
-                          counters: inout BulkReceiverCounters) -> BulkReceiver.Outcome {
+    mutating func receive(
+        _ header: BulkHeader, payload: UnsafeRawBufferPointer, atNanos now: UInt64, ackEvery: UInt32,
+        counters: inout BulkReceiverCounters
+    ) -> BulkReceiver.Outcome {
         if incoming?.id != header.transferID, hasCompleted(header.transferID) {
             counters.duplicateChunks += 1
             return .duplicate

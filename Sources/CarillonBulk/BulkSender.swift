@@ -115,17 +115,20 @@ public struct BulkSender: Sendable {
             }
             guard queues[destination]?.isEmpty == false else { continue }
             let timeout = retransmitTimeout(for: destination)
-            guard let (index, retransmission, timedOut) = queues[destination]![0].nextChunk(
-                atNanos: now, window: configuration.windowChunks, timeoutNanos: timeout) else { continue }
+            guard
+                let (index, retransmission, timedOut) = queues[destination]![0].nextChunk(
+                    atNanos: now, window: configuration.windowChunks, timeoutNanos: timeout)
+            else { continue }
             if timedOut { roundTrips[destination, default: RoundTripEstimate()].backOff() }
             turn = (turn + step + 1) % destinations.count
             let id = queues[destination]![0].id
             let count = queues[destination]![0].chunkCount
             let total = queues[destination]![0].bytes.count
             let offset = Int(index) * configuration.chunkBytes
-            return BulkChunk(destination: destination, transferID: id, index: index, count: count,
-                             totalBytes: UInt64(total), offset: offset, length: min(configuration.chunkBytes, total - offset),
-                             isRetransmission: retransmission)
+            return BulkChunk(
+                destination: destination, transferID: id, index: index, count: count,
+                totalBytes: UInt64(total), offset: offset, length: min(configuration.chunkBytes, total - offset),
+                isRetransmission: retransmission)
         }
         return nil
     }
@@ -170,17 +173,21 @@ public struct BulkSender: Sendable {
 
     /// Applies an acknowledgement from `source`. Returns the transfer id when it
     /// completes that transfer.
-    public mutating func handleAck(from source: UInt16, transferID: UInt64, receivedBelow: UInt32, bitmap: UInt64,
-                                   atNanos now: UInt64) -> UInt64? {
+    public mutating func handleAck(
+        from source: UInt16, transferID: UInt64, receivedBelow: UInt32, bitmap: UInt64,
+        atNanos now: UInt64
+    ) -> UInt64? {
         counters.acksReceived += 1
         guard isCurrent(source, transferID) else {
             counters.staleAcks += 1
             return nil
         }
-        let holdOff = min(max(roundTrips[source]?.smoothed.map { UInt64($0) } ?? configuration.retransmitTimeoutNanos / 4, 200_000),
-                          retransmitTimeout(for: source))
-        let (sample, progressed) = queues[source]![0].acknowledge(below: receivedBelow, bitmap: bitmap, atNanos: now,
-                                                                  holdOffNanos: holdOff)
+        let holdOff = min(
+            max(roundTrips[source]?.smoothed.map { UInt64($0) } ?? configuration.retransmitTimeoutNanos / 4, 200_000),
+            retransmitTimeout(for: source))
+        let (sample, progressed) = queues[source]![0].acknowledge(
+            below: receivedBelow, bitmap: bitmap, atNanos: now,
+            holdOffNanos: holdOff)
         if let sample { roundTrips[source, default: RoundTripEstimate()].add(sampleNanos: sample) }
         if progressed { roundTrips[source]?.backoff = 1 }
         guard queues[source]![0].isComplete else { return nil }

@@ -42,7 +42,8 @@ public struct ClusterConfigRun: Sendable, Hashable {
             // not pass as 1/0: on Linux they come back as NSNumber (type
             // __NSCFBoolean, objCType "c", which no JSON number has), not Bool.
             guard type(of: value) != Bool.self, let n = value as? NSNumber, String(cString: n.objCType) != "c",
-                  (0...1.8e19).contains(n.doubleValue) else {
+                (0...1.8e19).contains(n.doubleValue)
+            else {
                 throw ClusterConfigError(path: path, key: "start_at_ns", problem: "must be a number in 0.0...1.8e+19")
             }
             startAtNanos = UInt64(n.doubleValue)

@@ -75,8 +75,10 @@ public final class PacketCapture: @unchecked Sendable {
         if status < 0 {
             let message = String(cString: pcap_geterr(handle))
             pcap_close(handle)
-            let hint = status == PCAP_ERROR_PERM_DENIED ? " (live capture needs root or CAP_NET_RAW)" :
-                status == PCAP_ERROR_NO_SUCH_DEVICE ? " (list interfaces with `ip link`; `any` captures on all)" : ""
+            let hint =
+                status == PCAP_ERROR_PERM_DENIED
+                ? " (live capture needs root or CAP_NET_RAW)"
+                : status == PCAP_ERROR_NO_SUCH_DEVICE ? " (list interfaces with `ip link`; `any` captures on all)" : ""
             throw CaptureError(action: "starting capture on \(interface)", message: message + hint)
         }
         let descriptor = pcap_get_selectable_fd(handle)
@@ -135,8 +137,9 @@ public final class PacketCapture: @unchecked Sendable {
         header.ts.tv_usec = Int(timestampNanos % 1_000_000_000)  // nanoseconds: the handle's precision
         header.caplen = UInt32(bytes.count)
         header.len = UInt32(bytes.count)
-        pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header,
-                  bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        pcap_dump(
+            UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), &header,
+            bytes.baseAddress?.assumingMemoryBound(to: UInt8.self))
     }
 
     /// Reads packets until `count` (0: no limit), the end of the file, an error,
@@ -187,8 +190,9 @@ public final class PacketCapture: @unchecked Sendable {
             let seconds = UInt64(clamping: ts.tv_sec), fraction = UInt64(clamping: ts.tv_usec)
             let (wholeNanos, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
             let fractionNanos = min(fraction, fractionsPerSecond) * (1_000_000_000 / fractionsPerSecond)
-            let packet = CapturedPacket(timestampNanos: overflow ? 0 : wholeNanos &+ fractionNanos,
-                                        wireLength: Int(header.pointee.len))
+            let packet = CapturedPacket(
+                timestampNanos: overflow ? 0 : wholeNanos &+ fractionNanos,
+                wireLength: Int(header.pointee.len))
             if !body(packet, UnsafeRawBufferPointer(start: data, count: Int(header.pointee.caplen))) { break }
         }
         if let dumper { pcap_dump_flush(dumper) }

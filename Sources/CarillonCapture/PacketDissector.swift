@@ -64,7 +64,8 @@ public enum PacketError: Error, Sendable, Hashable, CustomStringConvertible {
         case .badIPHeader(let why): return "bad IPv4 header: \(why)"
         case .notUDP(let p): return "not UDP (IP protocol \(p))"
         case .laterFragment: return "IPv4 fragment after the first"
-        case .firstFragment: return "first IPv4 fragment of a larger datagram (the frame continues in later fragments; raise the MTU or max_frame_bytes)"
+        case .firstFragment:
+            return "first IPv4 fragment of a larger datagram (the frame continues in later fragments; raise the MTU or max_frame_bytes)"
         }
     }
 }

@@ -44,8 +44,10 @@ public struct SampleTraffic {
         var buffer = [UInt8](repeating: 0, count: 256)
         let length: Int = buffer.withUnsafeMutableBytes { raw in
             do {
-                var encoder = try FrameEncoder(buffer: raw, header: FrameHeader(
-                    kind: .membership, senderRank: UInt16(node), epoch: 1, round: round, senderTimestampNanos: timestampNanos))
+                var encoder = try FrameEncoder(
+                    buffer: raw,
+                    header: FrameHeader(
+                        kind: .membership, senderRank: UInt16(node), epoch: 1, round: round, senderTimestampNanos: timestampNanos))
                 try encoder.beginSection(.viewFields)
                 try encoder.appendEntry(RankEntry(rank: ViewField.incarnation.rawValue, value: run))
                 try encoder.appendEntry(RankEntry(rank: ViewField.run.rawValue, value: run))
@@ -66,8 +68,10 @@ public struct SampleTraffic {
         let tagLength = authenticator == nil ? 0 : FrameAuthenticator.tagBytes
         let length: Int = buffer.withUnsafeMutableBytes { raw in
             do {
-                var encoder = try FrameEncoder(buffer: raw, header: FrameHeader(
-                    kind: .slot, senderRank: UInt16(rank), epoch: 1, round: round, senderTimestampNanos: timestampNanos))
+                var encoder = try FrameEncoder(
+                    buffer: raw,
+                    header: FrameHeader(
+                        kind: .slot, senderRank: UInt16(rank), epoch: 1, round: round, senderTimestampNanos: timestampNanos))
                 if messagesPerFrame > 0 {
                     try encoder.beginSection(.data)
                     let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: payloadBytes, alignment: 1)
@@ -102,8 +106,10 @@ public struct SampleTraffic {
         p.reserveCapacity(42 + payload.count)
         p += [0x02, 0, 0, 0, 0, 0xFF, 0x02, 0, 0, 0, 0, UInt8(truncatingIfNeeded: rank + 1), 0x08, 0x00]
         let total = 20 + 8 + payload.count
-        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 0, 0x40, 0, 64, 17, 0, 0,
-                           10, 77, 0, UInt8(truncatingIfNeeded: rank + 1), 10, 77, 0, 255]
+        var ip: [UInt8] = [
+            0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 0, 0x40, 0, 64, 17, 0, 0,
+            10, 77, 0, UInt8(truncatingIfNeeded: rank + 1), 10, 77, 0, 255
+        ]
         var sum: UInt32 = 0
         for i in stride(from: 0, to: 20, by: 2) { sum += UInt32(ip[i]) << 8 | UInt32(ip[i + 1]) }
         while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
@@ -111,8 +117,10 @@ public struct SampleTraffic {
         ip[10] = UInt8(checksum >> 8); ip[11] = UInt8(checksum & 0xFF)
         p += ip
         let udpLength = 8 + payload.count
-        p += [UInt8(port >> 8), UInt8(port & 0xFF), UInt8(port >> 8), UInt8(port & 0xFF),
-              UInt8(udpLength >> 8), UInt8(udpLength & 0xFF), 0, 0]
+        p += [
+            UInt8(port >> 8), UInt8(port & 0xFF), UInt8(port >> 8), UInt8(port & 0xFF),
+            UInt8(udpLength >> 8), UInt8(udpLength & 0xFF), 0, 0
+        ]
         p += payload
         return p
     }

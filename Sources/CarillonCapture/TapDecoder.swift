@@ -101,7 +101,9 @@ public struct TapDecoder {
         if datagram.capturedPayloadLength < datagram.payloadLength {
             statistics.framesMalformed += 1
             if format != .quiet {
-                problemLine(timestampNanos, datagram.source, "snapshot cut the datagram: \(datagram.capturedPayloadLength) of \(datagram.payloadLength) bytes captured")
+                problemLine(
+                    timestampNanos, datagram.source,
+                    "snapshot cut the datagram: \(datagram.capturedPayloadLength) of \(datagram.payloadLength) bytes captured")
             }
             return
         }
@@ -146,14 +148,18 @@ public struct TapDecoder {
             }
         }
         let totals = FrameTotals(view)
-        statistics.record(view, totals, timestampNanos: timestampNanos, authentication: auth,
-                          verifiedRun: auth == .verified && view.header.kind != .membership ? run : nil, datagramBytes: payload.count)
+        statistics.record(
+            view, totals, timestampNanos: timestampNanos, authentication: auth,
+            verifiedRun: auth == .verified && view.header.kind != .membership ? run : nil, datagramBytes: payload.count)
         switch format {
         case .quiet: return
         case .line:
             if auth == .runUnknown && !saidRunUnknown {
                 saidRunUnknown = true
-                problemLine(timestampNanos, source, "tag: run unknown (give --run or --config): slot and repair frames are sealed under the run's key and print auth=run-unknown until a run is known (an authentic membership frame names it)")
+                problemLine(
+                    timestampNanos, source,
+                    "tag: run unknown (give --run or --config): slot and repair frames are sealed under the run's key and print auth=run-unknown until a run is known (an authentic membership frame names it)"
+                )
             }
             line(view, totals, timestampNanos, source, auth, run)
         case .json: json(view, totals, timestampNanos, source, auth, run)
@@ -203,7 +209,9 @@ public struct TapDecoder {
         }
     }
 
-    mutating func line(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus, _ run: UInt64?) {
+    mutating func line(
+        _ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus, _ run: UInt64?
+    ) {
         let h = view.header
         time(timestampNanos)
         output.byte(32)
@@ -257,7 +265,9 @@ public struct TapDecoder {
 
     // MARK: JSON
 
-    mutating func json(_ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus, _ run: UInt64?) {
+    mutating func json(
+        _ view: FrameView, _ totals: FrameTotals, _ timestampNanos: UInt64, _ source: SocketAddress?, _ auth: AuthenticationStatus, _ run: UInt64?
+    ) {
         let h = view.header
         output.text("{\"s\":"); output.decimal(timestampNanos / 1_000_000_000)
         output.text(",\"ns\":"); output.decimal(timestampNanos % 1_000_000_000)
@@ -336,9 +346,12 @@ public struct TapOutput {
 
     mutating func decimal(_ value: UInt64) {
         if value < 10 { bytes.append(48 + UInt8(value)); return }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var digits:
+            (
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
+            ) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var n = value, count = 0
         withUnsafeMutableBytes(of: &digits) { buffer in
             while n > 0 { buffer[count] = 48 + UInt8(n % 10); n /= 10; count += 1 }

@@ -58,8 +58,10 @@ public struct TapStatistics: Sendable {
 
     public init(schedule: TDMASchedule? = nil) { self.schedule = schedule }
 
-    mutating func record(_ view: FrameView, _ totals: FrameTotals, timestampNanos: UInt64, authentication: AuthenticationStatus,
-                         verifiedRun: UInt64? = nil, datagramBytes: Int) {
+    mutating func record(
+        _ view: FrameView, _ totals: FrameTotals, timestampNanos: UInt64, authentication: AuthenticationStatus,
+        verifiedRun: UInt64? = nil, datagramBytes: Int
+    ) {
         let h = view.header
         frames += 1
         firstNanos = min(firstNanos, timestampNanos)
@@ -140,13 +142,22 @@ public struct TapStatistics: Sendable {
     public func report() -> String {
         var lines: [String] = []
         let seconds = lastNanos > firstNanos ? Double(lastNanos - firstNanos) / 1e9 : 0
-        lines.append("carillon-tap statistics: \(frames) frames in \(String(format: "%.3f", seconds)) s; \(framesMalformed) malformed; \(packetsNotUDP) packets not bus datagrams")
-        lines.append("  epoch slot   frames(slot/repair/memb)   msgs    payload B  gaps  naks  retx  bad-tag no-tag run-unk  lag(avg/max rnd)  slot error µs (min/avg/max)  occupancy")
+        lines.append(
+            "carillon-tap statistics: \(frames) frames in \(String(format: "%.3f", seconds)) s; \(framesMalformed) malformed; \(packetsNotUDP) packets not bus datagrams"
+        )
+        lines.append(
+            "  epoch slot   frames(slot/repair/memb)   msgs    payload B  gaps  naks  retx  bad-tag no-tag run-unk  lag(avg/max rnd)  slot error µs (min/avg/max)  occupancy"
+        )
         for key in members.keys.sorted() {
             let m = members[key]!
-            let lag = m.stabilityLagSamples > 0 ? String(format: "%.1f/%d", Double(m.stabilityLagSum) / Double(m.stabilityLagSamples), m.stabilityLagMax) : "-"
-            let timing = m.slotErrorSamples > 0
-                ? String(format: "%.1f/%.1f/%.1f", Double(m.slotErrorMin) / 1e3, m.slotErrorSum / Double(m.slotErrorSamples) / 1e3, Double(m.slotErrorMax) / 1e3)
+            let lag =
+                m.stabilityLagSamples > 0
+                ? String(format: "%.1f/%d", Double(m.stabilityLagSum) / Double(m.stabilityLagSamples), m.stabilityLagMax) : "-"
+            let timing =
+                m.slotErrorSamples > 0
+                ? String(
+                    format: "%.1f/%.1f/%.1f", Double(m.slotErrorMin) / 1e3, m.slotErrorSum / Double(m.slotErrorSamples) / 1e3,
+                    Double(m.slotErrorMax) / 1e3)
                 : "-"
             var occupancy = "-"
             if let schedule, m.slotFrames > 0 {
@@ -155,28 +166,36 @@ public struct TapStatistics: Sendable {
             }
             let frames = "\(m.slotFrames)/\(m.repairFrames)/\(m.membershipFrames)"
             func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
-                s.count >= width ? s : (left ? s + String(repeating: " ", count: width - s.count) : String(repeating: " ", count: width - s.count) + s)
+                s.count >= width
+                    ? s : (left ? s + String(repeating: " ", count: width - s.count) : String(repeating: " ", count: width - s.count) + s)
             }
-            lines.append("  " + pad("\(m.epoch)", 5) + " " + pad("\(m.rank)", 4) + "   " + pad(frames, 24, left: true) + " "
-                         + pad("\(m.messages)", 6) + " " + pad("\(m.payloadBytes)", 12) + " " + pad("\(m.gapRounds)", 5) + " "
-                         + pad("\(m.nakRanges)", 5) + " " + pad("\(m.retransmittedFrames)", 5) + "  " + pad("\(m.badTags)", 7) + " "
-                         + pad("\(m.missingTags)", 6) + " " + pad("\(m.runUnknown)", 7) + "  " + pad(lag, 17, left: true) + " " + pad(timing, 28, left: true) + " " + occupancy)
+            lines.append(
+                "  " + pad("\(m.epoch)", 5) + " " + pad("\(m.rank)", 4) + "   " + pad(frames, 24, left: true) + " "
+                    + pad("\(m.messages)", 6) + " " + pad("\(m.payloadBytes)", 12) + " " + pad("\(m.gapRounds)", 5) + " "
+                    + pad("\(m.nakRanges)", 5) + " " + pad("\(m.retransmittedFrames)", 5) + "  " + pad("\(m.badTags)", 7) + " "
+                    + pad("\(m.missingTags)", 6) + " " + pad("\(m.runUnknown)", 7) + "  " + pad(lag, 17, left: true) + " "
+                    + pad(timing, 28, left: true) + " " + occupancy)
         }
         let unknown = members.values.reduce(0) { $0 + $1.runUnknown }
         if unknown > 0 {
             lines.append("  tags: \(unknown) slot/repair frames not checked, run unknown (give --run or --config); not counted as bad tags")
         }
         if !framesByRun.isEmpty {
-            lines.append("  runs: " + framesByRun.keys.sorted().map { "\($0) (\(framesByRun[$0]!) slot/repair frames verified)" }.joined(separator: ", "))
+            lines.append(
+                "  runs: " + framesByRun.keys.sorted().map { "\($0) (\(framesByRun[$0]!) slot/repair frames verified)" }.joined(separator: ", "))
         }
         if schedule != nil {
             let total = roundsComplete + roundsIncomplete
-            lines.append("  rounds: \(roundsComplete) of \(total) complete (every member's slot frame captured)\(total > 0 ? String(format: ", %.2f%%", 100 * Double(roundsComplete) / Double(total)) : "")")
+            lines.append(
+                "  rounds: \(roundsComplete) of \(total) complete (every member's slot frame captured)\(total > 0 ? String(format: ", %.2f%%", 100 * Double(roundsComplete) / Double(total)) : "")"
+            )
             if let schedule, seconds > 0 {
                 let reserved = schedule.reservation * linkBitsPerSecond / 8
                 let used = Double(members.values.reduce(0) { $0 + $1.datagramBytes }) / seconds
-                lines.append(String(format: "  capacity: reserved %.1f MB/s (%.0f%% of %.1f Gbit/s), used %.3f MB/s", reserved / 1e6,
-                                    schedule.reservation * 100, linkBitsPerSecond / 1e9, used / 1e6))
+                lines.append(
+                    String(
+                        format: "  capacity: reserved %.1f MB/s (%.0f%% of %.1f Gbit/s), used %.3f MB/s", reserved / 1e6,
+                        schedule.reservation * 100, linkBitsPerSecond / 1e9, used / 1e6))
             }
         }
         return lines.joined(separator: "\n")

@@ -165,8 +165,14 @@ public final class CarillonClient: ServiceCalls, @unchecked Sendable {
             defer { w = [:] }
             return Array(w.values)
         }
-        for c in pending { c.resume(throwing: ServiceCallError(.sessionEnded, "the node closed the connection (stopped, or left out of a view): the session's locks are released")) }
-        for w in watchers.withLock({ w in defer { w = [:] }; return Array(w.values) }) { w.finish() }
+        for c in pending {
+            c.resume(
+                throwing: ServiceCallError(
+                    .sessionEnded, "the node closed the connection (stopped, or left out of a view): the session's locks are released"))
+        }
+        for w in watchers.withLock({ w in
+            defer { w = [:] }; return Array(w.values)
+        }) { w.finish() }
     }
 
     func dispatch(_ message: ClientMessage) {

@@ -27,7 +27,8 @@ struct JoinRequests: Sendable {
     mutating func hear(_ joiner: MemberID, round: UInt64, view: View, runIdentity: UInt64, staleJoinsTaken: Bool = false) -> Verdict {
         let (node, incarnation) = (joiner.node, joiner.incarnation)
         if view.members.contains(joiner) { return .alreadyMember }
-        let stale = staleJoinsTaken
+        let stale =
+            staleJoinsTaken
             ? view.members.contains(where: { $0.node == node && $0.incarnation > incarnation })
             : incarnation <= (knownIncarnation[node] ?? 0) || incarnation < runIdentity
         if stale { return .stale }

@@ -35,7 +35,8 @@ enum MembershipFrame {
     /// Bytes of the largest membership frame in a cluster of `memberCount`
     /// nodes (views and proposals of up to that many members).
     static func largestFrameBytes(memberCount: Int, tagLength: Int) -> Int {
-        let agreement = Wire.headerBytes + Wire.sectionHeaderBytes + maxViewFields * Wire.rankEntryBytes
+        let agreement =
+            Wire.headerBytes + Wire.sectionHeaderBytes + maxViewFields * Wire.rankEntryBytes
             + 3 * (Wire.sectionHeaderBytes + memberCount * Wire.rankEntryBytes) + tagLength
         // A state-transfer chunk needs its overhead plus at least one byte.
         return max(agreement, stateChunkOverheadBytes(tagLength: tagLength) + 1)
@@ -54,8 +55,9 @@ enum MembershipFrame {
     ) throws(WireError) -> Int {
         var encoder = try FrameEncoder(
             buffer: buffer,
-            header: FrameHeader(kind: .membership, senderRank: sender, epoch: epoch, round: round,
-                                senderTimestampNanos: nowNanos))
+            header: FrameHeader(
+                kind: .membership, senderRank: sender, epoch: epoch, round: round,
+                senderTimestampNanos: nowNanos))
         var all = fields
         if let proposal { all.append(RankEntry(rank: ViewField.startRound.rawValue, value: proposal.startRound)) }
         try encoder.beginSection(.viewFields)

@@ -36,7 +36,8 @@ public struct ChangeTimeline: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         func f(_ v: UInt64?) -> String { v.map(String.init) ?? "-" }
-        return "promised@\(promisedRound) accepted+\(f(acceptedAfter)) held+\(f(heldCutAfter)) decided+\(f(decidedAfter)) installed+\(f(installedAfter)) ballots=\(ballots)"
+        return
+            "promised@\(promisedRound) accepted+\(f(acceptedAfter)) held+\(f(heldCutAfter)) decided+\(f(decidedAfter)) installed+\(f(installedAfter)) ballots=\(ballots)"
     }
 }
 
@@ -281,8 +282,9 @@ public struct MembershipInstance: Sendable {
             // Asked in vain for long: perhaps admitted into a view it never
             // heard of and removed again, after which its incarnation counts as
             // gone (its requests look like replays). Ask again as a new one.
-            let (refresh, request) = joinAttempt.tick(round: round, refreshRounds: joinRefreshRounds,
-                                                      retryRounds: configuration.joinRetryRounds)
+            let (refresh, request) = joinAttempt.tick(
+                round: round, refreshRounds: joinRefreshRounds,
+                retryRounds: configuration.joinRetryRounds)
             if refresh {
                 me.incarnation = max(nowNanos, me.incarnation &+ 1)
                 counters.incarnationRefreshes += 1
@@ -290,8 +292,9 @@ public struct MembershipInstance: Sendable {
             if request {
                 sendMembershipFrame(epoch: 0, round: round, nowNanos: nowNanos, effects: &effects)
                 if let exit = exitAnnouncement, round < exitAnnounceUntilRound {
-                    sendAnnouncement((exit.epoch, exit.ballot, exit.proposal), round: round, nowNanos: nowNanos,
-                                     incarnation: exit.incarnation, effects: &effects)
+                    sendAnnouncement(
+                        (exit.epoch, exit.ballot, exit.proposal), round: round, nowNanos: nowNanos,
+                        incarnation: exit.incarnation, effects: &effects)
                 }
             }
             return
@@ -310,18 +313,21 @@ public struct MembershipInstance: Sendable {
         // own, once a round at this member's slot: the old view's members that
         // missed the decision hear nothing else that states it.
         if let announcement, let due = announceAloneDueRound, due <= round,
-           nowNanos >= schedule.slotWindow(round: round, rank: rank).startNanos {
+            nowNanos >= schedule.slotWindow(round: round, rank: rank).startNanos
+        {
             announceAloneRound = round + 1
             sendAnnouncement(announcement, round: round, nowNanos: nowNanos, effects: &effects)
         }
         // In promise mode an idle member speaks once per heartbeat; while the
         // membership layer has work every round, its frames go every round.
-        ordering!.keepBusy = needsMembershipFrame(round: round) || (announcement != nil && round < announceUntilRound)
+        ordering!.keepBusy =
+            needsMembershipFrame(round: round) || (announcement != nil && round < announceUntilRound)
             || outgoingState.isSending || !carriedOver.isEmpty
         let (beforeRound, beforeFrames) = (ordering!.nextRoundToSend, ordering!.counters.slotFramesSent)
         ordering!.onTimeout(nowNanos: nowNanos, effects: &effects.ordering)
-        guard ordering!.nextRoundToSend != beforeRound || ordering!.counters.slotFramesSent != beforeFrames
-            || (ordering!.configuration.mode == .promises && ordering!.isFinished)
+        guard
+            ordering!.nextRoundToSend != beforeRound || ordering!.counters.slotFramesSent != beforeFrames
+                || (ordering!.configuration.mode == .promises && ordering!.isFinished)
         else { return }
         // Our slot frame left: the membership step, then our membership frames.
         step(round: round, effects: &effects)
@@ -380,8 +386,9 @@ public struct MembershipInstance: Sendable {
     private var agreementSignature: AgreementSignature {
         guard let ordering, isChangingView else { return AgreementSignature() }
         let value = agreement.decided ?? agreement.accepted
-        return AgreementSignature(promised: agreement.promised, accepted: value?.ballot ?? 0, proposing: agreement.proposing,
-                                  decided: agreement.decided != nil, holds: value.map { statesHold(of: $0.proposal) } ?? false)
+        return AgreementSignature(
+            promised: agreement.promised, accepted: value?.ballot ?? 0, proposing: agreement.proposing,
+            decided: agreement.decided != nil, holds: value.map { statesHold(of: $0.proposal) } ?? false)
     }
 
     private mutating func receive(
@@ -587,10 +594,13 @@ public struct MembershipInstance: Sendable {
         // hears nothing (deaf, cut off) would only drop out of a view it may
         // be a member of.
         let hearsLaterEpoch = round <= laterEpochHeardRound &+ patienceRounds / 2
-        let leftBehind = hearsLaterEpoch && (laterEpochSinceRound.map { since in
-            catchingUp ? round >= max(since, catchUpProgressRound) + UInt64(configuration.retireRounds)
-                       : round >= since + patienceRounds
-        } ?? false)
+        let leftBehind =
+            hearsLaterEpoch
+            && (laterEpochSinceRound.map { since in
+                catchingUp
+                    ? round >= max(since, catchUpProgressRound) + UInt64(configuration.retireRounds)
+                    : round >= since + patienceRounds
+            } ?? false)
         if leftBehind {
             exclude(epoch: view.epoch, effects: &effects)
             return
@@ -601,8 +611,9 @@ public struct MembershipInstance: Sendable {
                 // still be waiting for this member's statement to learn it.
                 exitAnnouncement = (view.epoch, decided.ballot, decided.proposal, me.incarnation)
                 exitAnnounceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
-                sendAnnouncement((view.epoch, decided.ballot, decided.proposal), round: round, nowNanos: lastNowNanos,
-                                 effects: &effects)
+                sendAnnouncement(
+                    (view.epoch, decided.ballot, decided.proposal), round: round, nowNanos: lastNowNanos,
+                    effects: &effects)
                 exclude(epoch: view.epoch, effects: &effects)
                 return
             }
@@ -631,7 +642,6 @@ public struct MembershipInstance: Sendable {
             }
             return
         }
-
 
         // As proposer: collect promises, then pick the value.
         // Each ballot that failed in this view doubles the wait (up to 32×): a
@@ -674,9 +684,10 @@ public struct MembershipInstance: Sendable {
         let waitingSince = [agreement.changeSinceRound, minoritySinceRound].compactMap { $0 }.min()
         if let since = waitingSince, !noPrimaryReported, round >= since + 2 * base {
             noPrimaryReported = true
-            effects.events.append(ViewEvent(
-                deliveriesBefore: effects.ordering.deliveries.count,
-                kind: .noPrimaryComponent(epoch: view.epoch, waitingRounds: Int(round - since))))
+            effects.events.append(
+                ViewEvent(
+                    deliveriesBefore: effects.ordering.deliveries.count,
+                    kind: .noPrimaryComponent(epoch: view.epoch, waitingRounds: Int(round - since))))
         }
     }
 
@@ -704,13 +715,16 @@ public struct MembershipInstance: Sendable {
         // does, it was not decided, and if its cut needs frames that only
         // failed members had, keeping it would wedge the view for good.
         if let chosen = best,
-           !agreement.isHeld(chosen.proposal, among: promisers, ownRank: rank, ownHolds: { statesHold(of: chosen.proposal) }) {
+            !agreement.isHeld(chosen.proposal, among: promisers, ownRank: rank, ownHolds: { statesHold(of: chosen.proposal) })
+        {
             best = nil
             counters.undecidedValuesDropped += 1
         }
-        let proposal = best?.proposal
-            ?? agreement.freshProposal(view: view, ownRank: rank, ownPositions: ordering!.receivedBelowBySender,
-                                       ownLeaving: leaving, promisers: promisers, pendingJoins: joins.pending)
+        let proposal =
+            best?.proposal
+            ?? agreement.freshProposal(
+                view: view, ownRank: rank, ownPositions: ordering!.receivedBelowBySender,
+                ownLeaving: leaving, promisers: promisers, pendingJoins: joins.pending)
         accept(agreement.proposing, proposal)
     }
 
@@ -731,8 +745,10 @@ public struct MembershipInstance: Sendable {
             return
         }
         phase = .member
-        effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
-                                        kind: .installed(next, joined: joined)))
+        effects.events.append(
+            ViewEvent(
+                deliveriesBefore: effects.ordering.deliveries.count,
+                kind: .installed(next, joined: joined)))
         // Every queued message moves (payload limits are sized for the largest
         // view, `maxMemberCount`); should the next instance refuse them, they
         // are kept and sent as room allows, never dropped.
@@ -753,16 +769,19 @@ public struct MembershipInstance: Sendable {
         // Members that were in the old view hold the same state at this cut; the
         // lowest-ranked sends it, the next ones take over if it makes no progress.
         let donorIndex = joined.isEmpty ? nil : proposal.members.filter({ old.members.contains($0) }).firstIndex(of: me)
-        outgoingState.request(donorIndex == nil ? [] : joined, epoch: next.epoch,
-                              delayRounds: UInt64((donorIndex ?? 0) * configuration.joinRetryRounds))
+        outgoingState.request(
+            donorIndex == nil ? [] : joined, epoch: next.epoch,
+            delayRounds: UInt64((donorIndex ?? 0) * configuration.joinRetryRounds))
         if leaving { phase = .left }
     }
 
     private mutating func exclude(epoch: UInt32, effects: inout MembershipEffects) {
         let unsent = ordering?.pendingMessageCount ?? 0
         if !leaving {
-            effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
-                                            kind: .excluded(epoch: epoch, unsent: unsent)))
+            effects.events.append(
+                ViewEvent(
+                    deliveriesBefore: effects.ordering.deliveries.count,
+                    kind: .excluded(epoch: epoch, unsent: unsent)))
         }
         counters.exclusions += 1
         pastOrderingCounters = orderingCounters
@@ -841,8 +860,9 @@ public struct MembershipInstance: Sendable {
                 fields.append(RankEntry(rank: ViewField.stateReceived.rawValue, value: UInt64(incomingState.bytes.count)))
             }
         }
-        appendMembershipFrame(epoch: epoch, round: round, nowNanos: nowNanos, fields: fields, positions: positions,
-                              proposal: proposal, chunk: nil, effects: &effects)
+        appendMembershipFrame(
+            epoch: epoch, round: round, nowNanos: nowNanos, fields: fields, positions: positions,
+            proposal: proposal, chunk: nil, effects: &effects)
     }
 
     private mutating func sendAnnouncement(
@@ -853,15 +873,17 @@ public struct MembershipInstance: Sendable {
             RankEntry(rank: ViewField.incarnation.rawValue, value: incarnation ?? me.incarnation),
             RankEntry(rank: ViewField.run.rawValue, value: runIdentity),
             RankEntry(rank: ViewField.acceptedBallot.rawValue, value: announcement.ballot),
-            RankEntry(rank: ViewField.decided.rawValue, value: 1),
+            RankEntry(rank: ViewField.decided.rawValue, value: 1)
         ]
-        appendMembershipFrame(epoch: announcement.epoch, round: round, nowNanos: nowNanos, fields: fields,
-                              positions: nil, proposal: announcement.proposal, chunk: nil, effects: &effects)
+        appendMembershipFrame(
+            epoch: announcement.epoch, round: round, nowNanos: nowNanos, fields: fields,
+            positions: nil, proposal: announcement.proposal, chunk: nil, effects: &effects)
     }
 
     private mutating func sendStateChunks(round: UInt64, nowNanos: UInt64, effects: inout MembershipEffects) {
         guard let view else { return }
-        let overhead = Wire.headerBytes + 3 * Wire.sectionHeaderBytes + 9 * Wire.rankEntryBytes
+        let overhead =
+            Wire.headerBytes + 3 * Wire.sectionHeaderBytes + 9 * Wire.rankEntryBytes
             + Wire.messageHeaderBytes + configuration.ordering.tagLength
         let chunkLimit = max(1, min(configuration.stateChunkBytes, configuration.ordering.maxFrameBytes - overhead))
         for (member, range) in outgoingState.chunks(round: round, view: view, chunkLimit: chunkLimit) {
@@ -869,10 +891,11 @@ public struct MembershipInstance: Sendable {
                 RankEntry(rank: ViewField.incarnation.rawValue, value: me.incarnation),
                 RankEntry(rank: ViewField.run.rawValue, value: runIdentity),
                 RankEntry(rank: ViewField.stateFor.rawValue, value: UInt64(member.node)),
-                RankEntry(rank: ViewField.stateBytes.rawValue, value: UInt64(outgoingState.state.count)),
+                RankEntry(rank: ViewField.stateBytes.rawValue, value: UInt64(outgoingState.state.count))
             ]
-            appendMembershipFrame(epoch: view.epoch, round: round, nowNanos: nowNanos, fields: fields, positions: nil,
-                                  proposal: nil, chunk: (range.lowerBound, Array(outgoingState.state[range])), effects: &effects)
+            appendMembershipFrame(
+                epoch: view.epoch, round: round, nowNanos: nowNanos, fields: fields, positions: nil,
+                proposal: nil, chunk: (range.lowerBound, Array(outgoingState.state[range])), effects: &effects)
             counters.stateBytesSent += range.count
         }
     }
@@ -884,11 +907,14 @@ public struct MembershipInstance: Sendable {
         let tagLength = configuration.ordering.tagLength
         let node = me.node
         do {
-            try effects.ordering.appendFrame(kind: .membership, round: round,
-                                             maxBytes: configuration.ordering.maxFrameBytes) { buffer throws(WireError) in
-                try MembershipFrame.encode(into: buffer, sender: node, epoch: epoch, round: round, nowNanos: nowNanos,
-                                           fields: fields, positions: positions, proposal: proposal, chunk: chunk,
-                                           tagLength: tagLength)
+            try effects.ordering.appendFrame(
+                kind: .membership, round: round,
+                maxBytes: configuration.ordering.maxFrameBytes
+            ) { buffer throws(WireError) in
+                try MembershipFrame.encode(
+                    into: buffer, sender: node, epoch: epoch, round: round, nowNanos: nowNanos,
+                    fields: fields, positions: positions, proposal: proposal, chunk: chunk,
+                    tagLength: tagLength)
             }
             counters.membershipFramesSent += 1
         } catch {
@@ -924,8 +950,8 @@ public struct MembershipInstance: Sendable {
         // the frame is dropped: a wrong one must not reach an index or a view.
         let nodeCount = configuration.nodeCount
         guard Int(node) < nodeCount, fields.stateFor.map({ $0 < UInt64(nodeCount) }) ?? true,
-              frame.viewMemberEntries.count <= nodeCount, frame.viewCutEntries.count <= nodeCount,
-              frame.viewPositionEntries.count <= nodeCount
+            frame.viewMemberEntries.count <= nodeCount, frame.viewCutEntries.count <= nodeCount,
+            frame.viewPositionEntries.count <= nodeCount
         else {
             counters.outOfRangeFrames += 1
             return
@@ -945,8 +971,10 @@ public struct MembershipInstance: Sendable {
             let joiner = MemberID(node: node, incarnation: incarnation)
             counters.joinRequestsHeard += 1
             guard let view else { return }
-            switch joins.hear(joiner, round: round, view: view, runIdentity: runIdentity,
-                              staleJoinsTaken: configuration.canary == .staleJoinsTaken) {
+            switch joins.hear(
+                joiner, round: round, view: view, runIdentity: runIdentity,
+                staleJoinsTaken: configuration.canary == .staleJoinsTaken)
+            {
             case .alreadyMember:
                 // It joined but missed the decision: announce it again.
                 announceUntilRound = max(announceUntilRound, round + UInt64(configuration.joinRetryRounds))
@@ -1005,7 +1033,8 @@ public struct MembershipInstance: Sendable {
         // has since been left out: an epoch is decided once, so a genuine
         // frame stating it is the decision (adopted only after a promise).
         if fields.decided, agreement.decided == nil, agreement.promised != 0, fields.acceptedBallot > 0, let proposal,
-           proposal.cut.count == view.members.count, view.rank(ofNode: node).map({ view.members[$0].incarnation != fields.incarnation }) ?? true {
+            proposal.cut.count == view.members.count, view.rank(ofNode: node).map({ view.members[$0].incarnation != fields.incarnation }) ?? true
+        {
             learn((fields.acceptedBallot, proposal))
             step(round: round, effects: &effects)
             return
@@ -1021,8 +1050,10 @@ public struct MembershipInstance: Sendable {
             if incomingState.isComplete {
                 phase = .member
                 incomingState.completed(round: round, acknowledgeRounds: configuration.joinRetryRounds)
-                effects.events.append(ViewEvent(deliveriesBefore: effects.ordering.deliveries.count,
-                                                kind: .stateReceived(view, state: incomingState.bytes)))
+                effects.events.append(
+                    ViewEvent(
+                        deliveriesBefore: effects.ordering.deliveries.count,
+                        kind: .stateReceived(view, state: incomingState.bytes)))
                 ordering!.holdDelivery(false, effects: &effects.ordering)
                 sendCarriedOver()
             }
@@ -1033,8 +1064,9 @@ public struct MembershipInstance: Sendable {
 
         // Agreement state, restated in full by every frame.
         let positions = frame.viewPositionEntries.count == view.members.count ? frame.viewPositionEntries.map(\.value) : nil
-        agreement.restate(rank: r, promised: fields.promised, accepted: fields.acceptedBallot, holds: fields.holdsCut,
-                          leaving: fields.leaving, proposing: fields.proposing, positions: positions, proposal: proposal)
+        agreement.restate(
+            rank: r, promised: fields.promised, accepted: fields.acceptedBallot, holds: fields.holdsCut,
+            leaving: fields.leaving, proposing: fields.proposing, positions: positions, proposal: proposal)
 
         // A decision is adopted only in a view this member promised in: every
         // member of a decided view promised in it, so a decision reaching a

@@ -170,9 +170,10 @@ public struct MembershipConfiguration: Sendable {
         let nodes = max(ordering.maxMemberCount, ordering.memberCount, initialView?.members.count ?? 0)
         let limit = Self.maximumMemberCount(maxFrameBytes: ordering.maxFrameBytes, tagLength: ordering.tagLength)
         guard nodes <= limit else {
-            throw .tooManyMembers(memberCount: nodes, maximumMemberCount: limit, maxFrameBytes: ordering.maxFrameBytes,
-                                  tagLength: ordering.tagLength,
-                                  neededFrameBytes: MembershipFrame.largestFrameBytes(memberCount: nodes, tagLength: ordering.tagLength))
+            throw .tooManyMembers(
+                memberCount: nodes, maximumMemberCount: limit, maxFrameBytes: ordering.maxFrameBytes,
+                tagLength: ordering.tagLength,
+                neededFrameBytes: MembershipFrame.largestFrameBytes(memberCount: nodes, tagLength: ordering.tagLength))
         }
         guard Int(me.node) < nodeCount else { throw .nodeOutOfRange(node: me.node, nodeCount: nodeCount) }
         if let initialView {

@@ -175,7 +175,8 @@ struct ViewAgreement: Sendable {
     func highestAccepted(among promisers: [Int], ownRank: Int) -> BallotValue? {
         var best: BallotValue?
         for r in promisers {
-            let candidate: BallotValue? = r == ownRank
+            let candidate: BallotValue? =
+                r == ownRank
                 ? accepted.map { ($0.ballot, $0.proposal) }
                 : peerProposal[r].map { (peerAccepted[r], $0) }
             if let candidate, candidate.ballot > 0, candidate.ballot > (best?.ballot ?? 0) { best = candidate }

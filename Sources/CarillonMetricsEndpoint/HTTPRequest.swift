@@ -104,7 +104,7 @@ public enum HTTPRequestParser {
         let bad = Refusal(status: .badRequest)
         let parts = requestLine.split(separator: space, omittingEmptySubsequences: false)
         guard parts.count == 3, (1...32).contains(parts[0].count), parts[0].allSatisfy(isTokenByte),
-              !parts[1].isEmpty, parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F })
+            !parts[1].isEmpty, parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F })
         else { return .failure(bad) }
         let minorVersion: Int
         switch Array(parts[2]) {
@@ -121,8 +121,8 @@ public enum HTTPRequestParser {
         for line in headers {
             // Folded lines (obs-fold) and whitespace before the colon are refused (RFC 9112 §5.1, §5.2).
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex,
-                  line[line.startIndex..<colon].allSatisfy(isTokenByte),
-                  line.allSatisfy({ $0 == tab || ($0 >= 0x20 && $0 != 0x7F) })
+                line[line.startIndex..<colon].allSatisfy(isTokenByte),
+                line.allSatisfy({ $0 == tab || ($0 >= 0x20 && $0 != 0x7F) })
             else { return .failure(bad) }
             let name = String(decoding: line[line.startIndex..<colon], as: UTF8.self).lowercased()
             let value = trimmed(line[(colon + 1)...])
@@ -138,7 +138,7 @@ public enum HTTPRequestParser {
             case "content-length":
                 // Digits only, at most 18 of them (no overflow); a second, different value is refused (RFC 9112 §6.3).
                 guard (1...18).contains(value.count), value.allSatisfy(isDigit),
-                      let length = Int(String(decoding: value, as: UTF8.self)), contentLength == nil || contentLength == length
+                    let length = Int(String(decoding: value, as: UTF8.self)), contentLength == nil || contentLength == length
                 else { return .failure(bad) }
                 contentLength = length
                 if length > 0 { hasBody = true }
@@ -149,8 +149,10 @@ public enum HTTPRequestParser {
             }
         }
         let persistent = minorVersion == 1 ? !close : keepAlive && !close
-        return .success(HTTPRequestHead(method: String(decoding: parts[0], as: UTF8.self), path: path,
-                                        minorVersion: minorVersion, keepAlive: persistent, hasBody: hasBody))
+        return .success(
+            HTTPRequestHead(
+                method: String(decoding: parts[0], as: UTF8.self), path: path,
+                minorVersion: minorVersion, keepAlive: persistent, hasBody: hasBody))
     }
 
     /// The path of a request target, or nil when it is none of the forms a server takes.
@@ -161,7 +163,8 @@ public enum HTTPRequestParser {
             // Absolute form: scheme "://" authority, then the path (or "/" when there is none).
             let text = String(decoding: rest, as: UTF8.self).lowercased()
             guard text.hasPrefix("http://") || text.hasPrefix("https://"),
-                  let slashes = rest.firstIndex(of: UInt8(ascii: "/")) else { return nil }
+                let slashes = rest.firstIndex(of: UInt8(ascii: "/"))
+            else { return nil }
             let authority = rest[(slashes + 2)...]
             guard !authority.isEmpty else { return nil }
             guard let pathStart = authority.firstIndex(of: UInt8(ascii: "/")) else { return "/" }
@@ -195,9 +198,11 @@ public enum HTTPResponse {
     public static let metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 
     /// A complete response: status line, headers, and `body` unless `headOnly` (HEAD).
-    public static func bytes(_ status: HTTPStatus, contentType: String = "text/plain; charset=utf-8", body: [UInt8],
-                             keepAlive: Bool, minorVersion: Int = 1, headOnly: Bool = false,
-                             extraHeaders: [(String, String)] = []) -> [UInt8] {
+    public static func bytes(
+        _ status: HTTPStatus, contentType: String = "text/plain; charset=utf-8", body: [UInt8],
+        keepAlive: Bool, minorVersion: Int = 1, headOnly: Bool = false,
+        extraHeaders: [(String, String)] = []
+    ) -> [UInt8] {
         var head = "HTTP/1.1 \(status.rawValue) \(status.reason)\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.count)\r\n"
         for (name, value) in extraHeaders { head += "\(name): \(value)\r\n" }
         // HTTP/1.1 is persistent unless told; an HTTP/1.0 client is told when it is.
@@ -215,15 +220,24 @@ public enum HTTPResponse {
         let close = !request.keepAlive || request.hasBody
         let headOnly = request.method == "HEAD"
         guard request.method == "GET" || headOnly else {
-            return (bytes(.methodNotAllowed, body: Array("only GET and HEAD\n".utf8), keepAlive: !close,
-                          minorVersion: request.minorVersion, extraHeaders: [("Allow", "GET, HEAD")]), close)
+            return (
+                bytes(
+                    .methodNotAllowed, body: Array("only GET and HEAD\n".utf8), keepAlive: !close,
+                    minorVersion: request.minorVersion, extraHeaders: [("Allow", "GET, HEAD")]), close
+            )
         }
         guard request.path == "/metrics" else {
-            return (bytes(.notFound, body: Array("not found: the metrics are at /metrics\n".utf8), keepAlive: !close,
-                          minorVersion: request.minorVersion, headOnly: headOnly), close)
+            return (
+                bytes(
+                    .notFound, body: Array("not found: the metrics are at /metrics\n".utf8), keepAlive: !close,
+                    minorVersion: request.minorVersion, headOnly: headOnly), close
+            )
         }
-        return (bytes(.ok, contentType: metricsContentType, body: metrics(), keepAlive: !close,
-                      minorVersion: request.minorVersion, headOnly: headOnly), close)
+        return (
+            bytes(
+                .ok, contentType: metricsContentType, body: metrics(), keepAlive: !close,
+                minorVersion: request.minorVersion, headOnly: headOnly), close
+        )
     }
 
     /// The answer to bytes that are no request (always closes).

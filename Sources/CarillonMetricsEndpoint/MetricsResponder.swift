@@ -11,7 +11,8 @@ public struct MetricsEndpointError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         switch (failure.call, failure.errno) {
         case ("bind", EADDRINUSE):
-            return "cannot listen on \(address): the port is in use (EADDRINUSE) — another process, or another member on this host, listens there; choose another port"
+            return
+                "cannot listen on \(address): the port is in use (EADDRINUSE) — another process, or another member on this host, listens there; choose another port"
         case ("bind", EACCES):
             return "cannot listen on \(address): ports below 1024 need root or CAP_NET_BIND_SERVICE (EACCES); choose a port above 1023"
         case ("bind", EADDRNOTAVAIL):
@@ -69,7 +70,8 @@ public final class MetricsResponder: @unchecked Sendable {
         func fail(_ error: SystemCallError) -> MetricsEndpointError { MetricsEndpointError(address: address, failure: error) }
         let fd: Int32
         do {
-            fd = try SystemCall.must("socket", { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+            fd = try SystemCall.must(
+                "socket", { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
         } catch { throw fail(error) }
         do {
             // A restarted node rebinds at once despite connections of the
@@ -78,17 +80,21 @@ public final class MetricsResponder: @unchecked Sendable {
             var one: Int32 = 1
             try SystemCall.must("setsockopt(SO_REUSEADDR)", { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) })
             var socketAddress = address.socketAddress
-            try SystemCall.must("bind", {
-                withUnsafePointer(to: &socketAddress) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-            })
+            try SystemCall.must(
+                "bind",
+                {
+                    withUnsafePointer(to: &socketAddress) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    }
+                })
             try SystemCall.must("listen", { Glibc.listen(fd, 64) })
             var bound = sockaddr_in()
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            try SystemCall.must("getsockname", {
-                withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-            })
+            try SystemCall.must(
+                "getsockname",
+                {
+                    withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+                })
             self.address = UDPEndpoint(bound)
         } catch {
             close(fd)

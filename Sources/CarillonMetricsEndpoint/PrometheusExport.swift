@@ -31,14 +31,19 @@ public final class PrometheusExport: Sendable {
 
     /// The process counters, in the order of ``ProcessUsage``'s fields.
     /// (A function: MetricNameDescriptor is not Sendable, so no static constant.)
-    static func processMetrics() -> [MetricNameDescriptor] { [
-        MetricNameDescriptor(namespace: "process", metricName: "cpu_seconds", unitName: "total",
-                             helpText: "User and system CPU time of the process (all threads), in seconds"),
-        MetricNameDescriptor(namespace: "carillon", subsystem: "process", metricName: "voluntary_context_switches", unitName: "total",
-                             helpText: "Voluntary context switches of the process (all threads): wake-ups, each after a wait"),
-        MetricNameDescriptor(namespace: "carillon", subsystem: "process", metricName: "involuntary_context_switches", unitName: "total",
-                             helpText: "Involuntary context switches of the process (all threads): preemptions"),
-    ] }
+    static func processMetrics() -> [MetricNameDescriptor] {
+        [
+            MetricNameDescriptor(
+                namespace: "process", metricName: "cpu_seconds", unitName: "total",
+                helpText: "User and system CPU time of the process (all threads), in seconds"),
+            MetricNameDescriptor(
+                namespace: "carillon", subsystem: "process", metricName: "voluntary_context_switches", unitName: "total",
+                helpText: "Voluntary context switches of the process (all threads): wake-ups, each after a wait"),
+            MetricNameDescriptor(
+                namespace: "carillon", subsystem: "process", metricName: "involuntary_context_switches", unitName: "total",
+                helpText: "Involuntary context switches of the process (all threads): preemptions")
+        ]
+    }
 
     /// The process counters' names.
     public static var processMetricNames: [String] { processMetrics().map(\.name) }

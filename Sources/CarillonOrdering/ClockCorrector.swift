@@ -147,7 +147,8 @@ public struct ClockCorrector: Sendable {
         if spread <= max(settings.toleranceNanos, size / 32) {
             cap = settings.largeStepNanos
         } else if spread <= settings.noiseLimitNanos, (low > 0 || high < 0),
-                  min(low.magnitude, high.magnitude) > settings.deadbandNanos {
+            min(low.magnitude, high.magnitude) > settings.deadbandNanos
+        {
             cap = settings.smallStepNanos
         } else {
             estimatesRejected += 1

@@ -146,7 +146,8 @@ public struct OrderingConfiguration: Sendable {
     /// heartbeats' worth of rounds when that is 0, at most an eighth of the window.
     public var effectivePromiseLookaheadRounds: UInt64 {
         let period = max(schedule.roundPeriodNanos, 1)
-        let derived = promiseLookaheadRounds > 0
+        let derived =
+            promiseLookaheadRounds > 0
             ? UInt64(promiseLookaheadRounds) : (2 * effectivePromiseHeartbeatNanos + period - 1) / period
         return max(1, min(derived, UInt64(windowRounds / 8)))
     }

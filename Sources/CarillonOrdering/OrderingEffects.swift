@@ -65,8 +65,9 @@ public struct OrderingEffects: Sendable {
     /// Calls `body` with a frame's bytes.
     public func withBytes<R, E: Error>(of frame: Frame, _ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         let result: Result<R, E> = frameBytes.withUnsafeBytes { all in
-            do throws(E) { return .success(try body(UnsafeRawBufferPointer(rebasing: all[frame.offset..<(frame.offset + frame.length)]))) }
-            catch { return .failure(error) }
+            do throws(E) { return .success(try body(UnsafeRawBufferPointer(rebasing: all[frame.offset..<(frame.offset + frame.length)]))) } catch {
+                return .failure(error)
+            }
         }
         return try result.get()
     }
@@ -82,7 +83,8 @@ public struct OrderingEffects: Sendable {
     public func withPayload<R, E: Error>(of delivery: Delivery, _ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         let result: Result<R, E> = deliveryBytes.withUnsafeBytes { all in
             do throws(E) {
-                return .success(try body(UnsafeRawBufferPointer(rebasing: all[delivery.payloadOffset..<(delivery.payloadOffset + delivery.payloadLength)])))
+                return .success(
+                    try body(UnsafeRawBufferPointer(rebasing: all[delivery.payloadOffset..<(delivery.payloadOffset + delivery.payloadLength)])))
             } catch { return .failure(error) }
         }
         return try result.get()
@@ -127,8 +129,10 @@ public struct OrderingEffects: Sendable {
     mutating func appendDelivery(epoch: UInt32, sender: Int, sequence: UInt64, round: UInt64, index: Int, payload: UnsafeRawBufferPointer) {
         let offset = deliveryBytes.count
         deliveryBytes.append(contentsOf: payload)
-        deliveries.append(Delivery(epoch: epoch, sender: sender, sequence: sequence, round: round, index: index,
-                                   payloadOffset: offset, payloadLength: payload.count))
+        deliveries.append(
+            Delivery(
+                epoch: epoch, sender: sender, sequence: sequence, round: round, index: index,
+                payloadOffset: offset, payloadLength: payload.count))
     }
 }
 

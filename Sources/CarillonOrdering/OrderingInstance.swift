@@ -456,7 +456,7 @@ public struct OrderingInstance: Sendable {
             return
         }
         guard nowNanos >= nextDeadlineNanos,
-              let round = configuration.schedule.latestOpenedRound(rank: rank, atNanos: nowNanos)
+            let round = configuration.schedule.latestOpenedRound(rank: rank, atNanos: nowNanos)
         else { return }
         onSlotOpen(round: round, nowNanos: nowNanos, effects: &effects)
     }
@@ -575,10 +575,12 @@ public struct OrderingInstance: Sendable {
         let idle = !busy && nowNanos >= lastDataSentNanos &+ configuration.promiseIdleAfterNanos
         let owed = owedBelow > nextSendRound
         let owedRound = owedBelow > 0 ? owedBelow - 1 : 0
-        let wantData = dataMayLeave(nowNanos: nowNanos, clockRound: clockRound)
+        let wantData =
+            dataMayLeave(nowNanos: nowNanos, clockRound: clockRound)
             && (!dataHeld || nowNanos >= lastFrameSentNanos &+ period)
         let heartbeatDue = nowNanos >= lastFrameSentNanos &+ (busy ? period : configuration.effectivePromiseHeartbeatNanos)
-        let nakDue = cursorRound < neededBelow && endRound == .max && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos
+        let nakDue =
+            cursorRound < neededBelow && endRound == .max && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos
             && nowNanos >= lastFrameSentNanos &+ period
         let reach = idle ? lookahead : (busy ? 0 : configuration.effectivePromiseActiveLookaheadRounds)
         if wantData {
@@ -611,16 +613,17 @@ public struct OrderingInstance: Sendable {
     /// Returns whether a frame was written.
     public mutating func sendDataAtOnce(nowNanos: UInt64, effects: inout OrderingEffects) -> Bool {
         guard configuration.mode == .promises, pendingMessages > 0, !wedged, endRound == .max, !dataHeld,
-              !keepBusy, !suspectsAnyone
+            !keepBusy, !suspectsAnyone
         else { return false }
         let clockRound = configuration.schedule.round(atNanos: nowNanos)
         guard nowNanos >= configuration.schedule.slotWindow(round: configuration.firstRound, rank: 0).startNanos,
-              dataMayLeave(nowNanos: nowNanos, clockRound: clockRound)
+            dataMayLeave(nowNanos: nowNanos, clockRound: clockRound)
         else { return false }
         lastInputNanos = max(lastInputNanos, nowNanos)
         effects.reserveFrameBytes(configuration.maxFrameBytes)
-        sendDataFrame(clockRound: clockRound, reach: configuration.effectivePromiseActiveLookaheadRounds, nowNanos: nowNanos,
-                      effects: &effects)
+        sendDataFrame(
+            clockRound: clockRound, reach: configuration.effectivePromiseActiveLookaheadRounds, nowNanos: nowNanos,
+            effects: &effects)
         deliveryDue = true
         return true
     }
@@ -641,8 +644,9 @@ public struct OrderingInstance: Sendable {
     /// the clock and then wait for it.
     private mutating func sendDataFrame(clockRound: UInt64, reach: UInt64, nowNanos: UInt64, effects: inout OrderingEffects) {
         let round = max(nextSendRound, clockRound, owedBelow > 0 ? owedBelow - 1 : 0)
-        sendSlotFrame(round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
-                      effects: &effects)
+        sendSlotFrame(
+            round: round, allowData: true, promiseAheadThrough: clockRound.addingClamped(reach), nowNanos: nowNanos,
+            effects: &effects)
     }
 
     /// Repair frames in promise mode carry the next round to send as theirs:
@@ -662,8 +666,9 @@ public struct OrderingInstance: Sendable {
         var sentData = false
         let ahead = max(promiseAheadThrough, round)
         appendFrame(kind: .slot, round: round, to: &effects) { instance, buffer throws(WireError) in
-            try instance.encodeSlotFrame(into: buffer, round: round, allowData: allowData, promiseAheadThrough: ahead,
-                                         nowNanos: nowNanos, sentData: &sentData)
+            try instance.encodeSlotFrame(
+                into: buffer, round: round, allowData: allowData, promiseAheadThrough: ahead,
+                nowNanos: nowNanos, sentData: &sentData)
         }
         counters.slotFramesSent += 1
         lastFrameSentNanos = nowNanos
@@ -688,8 +693,9 @@ public struct OrderingInstance: Sendable {
     ) throws(WireError) -> Int {
         var encoder = try FrameEncoder(
             buffer: buffer,
-            header: FrameHeader(kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
-                                senderTimestampNanos: nowNanos))
+            header: FrameHeader(
+                kind: .slot, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
+                senderTimestampNanos: nowNanos))
 
         // Data only when there is room to keep the frame until it is stable,
         // and only in a round every member can buffer. A member's receive
@@ -826,8 +832,9 @@ public struct OrderingInstance: Sendable {
                 } else if wedged {
                     // A view change: every member must come to hold what any
                     // holds (the cut is chosen from them), as in slot mode.
-                    ended = max(configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart),
-                                cursorRound < neededBelow ? neededBelow : 0)
+                    ended = max(
+                        configuration.schedule.roundsEnded(rank: sender, atNanos: graceStart),
+                        cursorRound < neededBelow ? neededBelow : 0)
                 } else {
                     ended = cursorRound < neededBelow && nowNanos >= neededSinceNanos &+ promiseNakGraceNanos ? neededBelow : 0
                 }
@@ -884,8 +891,9 @@ public struct OrderingInstance: Sendable {
     public func suspicionThresholdNanos(for peer: Int, nowNanos: UInt64) -> UInt64? {
         guard configuration.suspicionSlots > 0, peer >= 0, peer < memberCount else { return nil }
         let period = configuration.schedule.roundPeriodNanos
-        let floor = max(UInt64(configuration.suspicionSlots).multipliedReportingOverflow(by: period).partialValue,
-                        configuration.suspicionFloorNanos)
+        let floor = max(
+            UInt64(configuration.suspicionSlots).multipliedReportingOverflow(by: period).partialValue,
+            configuration.suspicionFloorNanos)
         var gap = arrivals.recentMaxGap(peer: peer, nowNanos: nowNanos)
         // Promise mode: an idle peer is heard once per heartbeat by design;
         // only lateness beyond that is learned, and the heartbeat is added.
@@ -959,7 +967,8 @@ public struct OrderingInstance: Sendable {
             let silent = ended > silentFrom ? ended - silentFrom : 0
             let nanos = suspicionThresholdNanos(for: peer, nowNanos: nowNanos) ?? .max
             let slots = nanos / period + (nanos % period == 0 ? 0 : 1)
-            let threshold = heardBelow[peer] > configuration.firstRound
+            let threshold =
+                heardBelow[peer] > configuration.firstRound
                 ? slots : max(slots, UInt64(max(configuration.unheardSuspicionSlots, 0)))
             if raising, silent >= threshold, !suspected[peer] {
                 suspected[peer] = true
@@ -1011,8 +1020,9 @@ public struct OrderingInstance: Sendable {
     ) throws(WireError) -> Int {
         var encoder = try FrameEncoder(
             buffer: buffer,
-            header: FrameHeader(kind: .repair, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
-                                senderTimestampNanos: nowNanos))
+            header: FrameHeader(
+                kind: .repair, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
+                senderTimestampNanos: nowNanos))
         relayScratch.removeAll(keepingCapacity: true)
         let silentLimit = configuration.maxSilentRangesPerRepair
         let reserveForSilent = Wire.sectionHeaderBytes + Wire.nakEntryBytes * silentLimit + configuration.tagLength
@@ -1078,14 +1088,16 @@ public struct OrderingInstance: Sendable {
         _ encoder: inout FrameEncoder, sender: Int, round: UInt64, cell: Int
     ) throws(WireError) {
         var inner = try encoder.beginEmbeddedFrame(
-            header: FrameHeader(kind: .slot, senderRank: UInt16(sender), epoch: configuration.epoch,
-                                round: round, senderTimestampNanos: 0))
+            header: FrameHeader(
+                kind: .slot, senderRank: UInt16(sender), epoch: configuration.epoch,
+                round: round, senderTimestampNanos: 0))
         try inner.beginSection(.data)
         let base = cell * batchBudgetBytes
         let length = storeLength[cell]
         try storeBytes.withBytes { store throws(WireError) in
-            try inner.appendEncodedMessages(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
-                                            count: storeCount[cell])
+            try inner.appendEncodedMessages(
+                UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]),
+                count: storeCount[cell])
         }
         try inner.endSection()
         try encoder.endEmbeddedFrame(inner)
@@ -1122,8 +1134,9 @@ public struct OrderingInstance: Sendable {
     ) throws(WireError) -> Int {
         var encoder = try FrameEncoder(
             buffer: buffer,
-            header: FrameHeader(kind: .repair, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
-                                senderTimestampNanos: nowNanos))
+            header: FrameHeader(
+                kind: .repair, senderRank: UInt16(rank), epoch: configuration.epoch, round: round,
+                senderTimestampNanos: nowNanos))
         silentScratch.removeAll(keepingCapacity: true)
         let silentLimit = configuration.maxSilentRangesPerRepair
         let reserveForSilent = Wire.sectionHeaderBytes + Wire.silentEntryBytes * silentLimit + configuration.tagLength
@@ -1151,7 +1164,8 @@ public struct OrderingInstance: Sendable {
                     }
                     // Resent moments ago (another member asked for it too): once is enough.
                     if storeRepairedNanos[cell] != 0, nowNanos < storeRepairedNanos[cell] &+ holdoff,
-                       nowNanos >= storeRepairedNanos[cell] {
+                        nowNanos >= storeRepairedNanos[cell]
+                    {
                         counters.repairsSuppressed += 1
                         next += 1
                         continue
@@ -1257,24 +1271,28 @@ public struct OrderingInstance: Sendable {
             }
             // Late, not lost: a new frame arriving after its slot plus the grace.
             if configuration.mode == .slots, header.round >= receivedBelow[sender],
-               nowNanos > configuration.schedule.slotWindow(round: header.round, rank: sender).endNanos &+ configuration.lossGraceNanos {
+                nowNanos > configuration.schedule.slotWindow(round: header.round, rank: sender).endNanos &+ configuration.lossGraceNanos
+            {
                 counters.lateFrames += 1
             }
-            disposition = acceptFrame(from: sender, round: header.round, batch: frame.dataBatchBytes,
-                                      count: frame.messageCount, nowNanos: nowNanos, effects: &effects)
+            disposition = acceptFrame(
+                from: sender, round: header.round, batch: frame.dataBatchBytes,
+                count: frame.messageCount, nowNanos: nowNanos, effects: &effects)
         case .repair:
             disposition = .duplicate
             for embedded in frame.embeddedFrames {
                 // Validated with the outer frame, so this cannot fail. Frames of
                 // another member are relays during a view change.
                 guard let inner = try? FrameView.decode(embedded), inner.header.epoch == header.epoch,
-                      Int(inner.header.senderRank) < memberCount
+                    Int(inner.header.senderRank) < memberCount
                 else { counters.foreignEmbeddedFrames += 1; continue }
                 let origin = Int(inner.header.senderRank)
                 guard origin != rank else { continue }
                 guard inner.header.round < roundLimit else { counters.implausibleRounds += 1; continue }
-                if acceptFrame(from: origin, round: inner.header.round, batch: inner.dataBatchBytes,
-                               count: inner.messageCount, nowNanos: nowNanos, effects: &effects) == .accepted {
+                if acceptFrame(
+                    from: origin, round: inner.header.round, batch: inner.dataBatchBytes,
+                    count: inner.messageCount, nowNanos: nowNanos, effects: &effects) == .accepted
+                {
                     disposition = .accepted
                 }
             }
@@ -1291,7 +1309,8 @@ public struct OrderingInstance: Sendable {
         // disposition is its own round's, whatever its silent ranges added.
         let aheadBelow = header.kind == .slot && configuration.mode == .promises ? roundLimit : 0
         if acceptSilentRanges(frame.silentRanges, from: sender, frameRound: header.round, aheadBelow: aheadBelow),
-           header.kind == .repair {
+            header.kind == .repair
+        {
             disposition = .accepted
         }
         acceptPositions(frame.positionEntries, from: sender)
@@ -1493,14 +1512,16 @@ public struct OrderingInstance: Sendable {
             var cell = cell(cursorSlot, cursorRound)
             if cursorSlot == rank { cell = ownCell(ownFrame(atOrAfter: cursorRound)) }
             if storeRound[cell] == cursorRound, storeHasData[cell], cursorRound < cutRound[cursorSlot],
-               configuration.canary != .deliverOnArrival {
+                configuration.canary != .deliverOnArrival
+            {
                 let base = cell * batchBudgetBytes
                 let length = storeLength[cell]
                 let count = storeCount[cell]
                 let sender = cursorSlot, round = cursorRound
                 storeBytes.withUnsafeBytes { store in
-                    deliverBatch(UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]), count: count,
-                                 sender: sender, round: round, effects: &effects, checkSequence: true)
+                    deliverBatch(
+                        UnsafeRawBufferPointer(rebasing: store[base..<(base + length)]), count: count,
+                        sender: sender, round: round, effects: &effects, checkSequence: true)
                 }
             }
             cursorSlot += 1
@@ -1525,8 +1546,9 @@ public struct OrderingInstance: Sendable {
                 if message.sequence > expected { counters.sequenceGaps += 1 }
                 nextDeliverSequence[sender] = message.sequence &+ 1
             }
-            effects.appendDelivery(epoch: configuration.epoch, sender: sender, sequence: message.sequence, round: round, index: index,
-                                   payload: message.payload)
+            effects.appendDelivery(
+                epoch: configuration.epoch, sender: sender, sequence: message.sequence, round: round, index: index,
+                payload: message.payload)
             counters.messagesDelivered += 1
         }
     }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 // What a process costs the machine: CPU time and context switches read from
@@ -44,7 +44,7 @@ public struct ProcStat: Sendable, Hashable {
     public init?(parsing text: some StringProtocol) {
         let bytes = Array(text.utf8)
         guard let open = bytes.firstIndex(of: UInt8(ascii: "(")), let close = bytes.lastIndex(of: UInt8(ascii: ")")),
-              open < close
+            open < close
         else { return nil }
         let pidText = bytes[..<open].filter { $0 != UInt8(ascii: " ") }
         guard let pid = Int32(String(decoding: pidText, as: UTF8.self)) else { return nil }
@@ -52,11 +52,12 @@ public struct ProcStat: Sendable, Hashable {
         let fields = bytes[(close + 1)...].split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
         // State is field 3 (index 0); utime and stime are fields 14 and 15 (indices 11 and 12).
         guard fields.count >= 13, fields[0].count == 1,
-              let user = UInt64(String(decoding: fields[11], as: UTF8.self)),
-              let system = UInt64(String(decoding: fields[12], as: UTF8.self))
+            let user = UInt64(String(decoding: fields[11], as: UTF8.self)),
+            let system = UInt64(String(decoding: fields[12], as: UTF8.self))
         else { return nil }
-        self.init(pid: pid, command: String(decoding: bytes[(open + 1)..<close], as: UTF8.self),
-                  state: Character(Unicode.Scalar(fields[0].first!)), userTicks: user, systemTicks: system)
+        self.init(
+            pid: pid, command: String(decoding: bytes[(open + 1)..<close], as: UTF8.self),
+            state: Character(Unicode.Scalar(fields[0].first!)), userTicks: user, systemTicks: system)
     }
 }
 
@@ -151,7 +152,7 @@ public struct ProcessSample: Sendable, Hashable {
         let base = "\(pid.map { "/proc/\($0)" } ?? "/proc/self")/task/\(tid)"
         let now = monotonicNanosNow()
         guard let text = readProcFile(base + "/stat"), let stat = ProcStat(parsing: text),
-              let status = readProcFile(base + "/status"), let switches = ContextSwitches(parsingStatus: status)
+            let status = readProcFile(base + "/status"), let switches = ContextSwitches(parsingStatus: status)
         else { return nil }
         return ProcessSample(stat: stat, threads: [tid: switches], monotonicNanos: now)
     }
@@ -200,9 +201,9 @@ public struct ProcessSample: Sendable, Hashable {
 /// `read(2)` (the name `read` is taken inside ``ProcessSample``).
 private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
     #if canImport(Glibc)
-    return Glibc.read(fd, buffer, count)
+        return Glibc.read(fd, buffer, count)
     #else
-    return Musl.read(fd, buffer, count)
+        return Musl.read(fd, buffer, count)
     #endif
 }
 
@@ -242,8 +243,9 @@ public struct ProcessCost: Sendable, Hashable {
         }
         let ticks = end.stat.cpuTicks >= start.stat.cpuTicks ? end.stat.cpuTicks - start.stat.cpuTicks : 0
         let nanos = end.monotonicNanos >= start.monotonicNanos ? end.monotonicNanos - start.monotonicNanos : 0
-        self.init(seconds: Double(nanos) / 1e9, cpuSeconds: Double(ticks) / clockTicksPerSecond,
-                  voluntarySwitches: voluntary, involuntarySwitches: involuntary)
+        self.init(
+            seconds: Double(nanos) / 1e9, cpuSeconds: Double(ticks) / clockTicksPerSecond,
+            voluntarySwitches: voluntary, involuntarySwitches: involuntary)
     }
 
     /// CPU time as a percentage of one core (100: one core busy all the time; can exceed 100 with several threads).
@@ -285,7 +287,8 @@ public struct ProcessUsage: Sendable, Hashable {
         var usage = rusage()
         guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return nil }
         func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return ProcessUsage(userSeconds: seconds(usage.ru_utime), systemSeconds: seconds(usage.ru_stime),
-                            voluntarySwitches: UInt64(clamping: usage.ru_nvcsw), involuntarySwitches: UInt64(clamping: usage.ru_nivcsw))
+        return ProcessUsage(
+            userSeconds: seconds(usage.ru_utime), systemSeconds: seconds(usage.ru_stime),
+            voluntarySwitches: UInt64(clamping: usage.ru_nvcsw), involuntarySwitches: UInt64(clamping: usage.ru_nivcsw))
     }
 }

@@ -145,8 +145,9 @@ func errorText(_ number: Int32) -> String {
 
 /// Applies `scheduling` to `thread` (and locks memory if asked); never fails.
 func applyScheduling(_ scheduling: AgentScheduling, to thread: pthread_t) -> SchedulingReport {
-    var report = SchedulingReport(requested: scheduling, policy: .normal, policyRefused: nil, memoryLocked: false,
-                                  memoryRefused: nil, cpu: nil, cpuRefused: nil)
+    var report = SchedulingReport(
+        requested: scheduling, policy: .normal, policyRefused: nil, memoryLocked: false,
+        memoryRefused: nil, cpu: nil, cpuRefused: nil)
     if scheduling.lockMemory {
         let result = memoryLock.lock()
         if result == 0 { report.memoryLocked = true } else { report.memoryRefused = errorText(result) }

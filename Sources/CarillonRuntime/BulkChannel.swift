@@ -60,8 +60,10 @@ public struct BulkChannelConfiguration: Sendable {
     /// A channel of its own: `authentication` has no default; `incarnation`
     /// is this process's (fresh on every start), `runIdentity` the run's, and
     /// `peerIncarnation` says which incarnation of each peer to address.
-    public init(node: Int, nodes: [UDPEndpoint], authentication: BulkAuthentication, runIdentity: UInt64 = 0,
-                incarnation: UInt64, peerIncarnation: @escaping @Sendable (_ node: Int) -> UInt64?) {
+    public init(
+        node: Int, nodes: [UDPEndpoint], authentication: BulkAuthentication, runIdentity: UInt64 = 0,
+        incarnation: UInt64, peerIncarnation: @escaping @Sendable (_ node: Int) -> UInt64?
+    ) {
         self.node = node
         self.nodes = nodes
         self.authentication = authentication
@@ -163,21 +165,28 @@ public final class BulkChannel: @unchecked Sendable {
     ///   - scheduleSource: the bus's current schedule (nil: not in a view; gating falls back to pacing).
     ///   - clock: now, on the schedule's timebase.
     ///   - onTransfer: called on the channel's thread with each transfer received whole.
-    public init(configuration: BulkChannelConfiguration, scheduleSource: @escaping @Sendable () -> TDMASchedule?,
-                clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler) throws(SystemCallError) {
+    public init(
+        configuration: BulkChannelConfiguration, scheduleSource: @escaping @Sendable () -> TDMASchedule?,
+        clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler
+    ) throws(SystemCallError) {
         precondition(configuration.nodes.indices.contains(configuration.node), "node is not in nodes")
         self.configuration = configuration
         if case .off = configuration.authentication {
-            configuration.logger.warning("bulk channel runs WITHOUT authentication (.off): any host that reaches its port can inject transfers or replay recorded ones; give it the cluster key", metadata: [
-                "endpoint": "\(configuration.nodes[configuration.node])"])
+            configuration.logger.warning(
+                "bulk channel runs WITHOUT authentication (.off): any host that reaches its port can inject transfers or replay recorded ones; give it the cluster key",
+                metadata: [
+                    "endpoint": "\(configuration.nodes[configuration.node])"
+                ])
         }
         var options = UDPTransportOptions(bind: configuration.nodes[configuration.node], peers: [])
         options.maxDatagramBytes = BulkWire.headerBytes + configuration.transfer.chunkBytes + FrameAuthenticator.tagBytes
         options.socketBufferBytes = 4 << 20
         options.lossInjection = configuration.lossInjection
         transport = try UDPTransport(options: options)
-        sender = Mutex(BulkSender(node: UInt16(configuration.node), configuration: configuration.transfer,
-                                  firstTransferID: MemberClock.viewNanos()))
+        sender = Mutex(
+            BulkSender(
+                node: UInt16(configuration.node), configuration: configuration.transfer,
+                firstTransferID: MemberClock.viewNanos()))
         self.scheduleSource = scheduleSource
         self.clock = clock
         self.onTransfer = onTransfer
@@ -191,16 +200,20 @@ public final class BulkChannel: @unchecked Sendable {
 
     /// A bulk channel beside `member`, gated on its schedule and clock; start
     /// `configuration` from ``BulkChannelConfiguration/init(member:)``.
-    public convenience init(configuration: BulkChannelConfiguration, member: Member,
-                            onTransfer: @escaping TransferHandler) throws(SystemCallError) {
-        try self.init(configuration: configuration, scheduleSource: { [weak member] in member?.currentSchedule },
-                      clock: { [weak member] in member?.viewTimeNanos() ?? MemberClock.viewNanos() }, onTransfer: onTransfer)
+    public convenience init(
+        configuration: BulkChannelConfiguration, member: Member,
+        onTransfer: @escaping TransferHandler
+    ) throws(SystemCallError) {
+        try self.init(
+            configuration: configuration, scheduleSource: { [weak member] in member?.currentSchedule },
+            clock: { [weak member] in member?.viewTimeNanos() ?? MemberClock.viewNanos() }, onTransfer: onTransfer)
     }
 
     /// Checks that a full datagram fits the unreserved part of `schedule`'s rounds (gated pacing).
     public func validate(against schedule: TDMASchedule) throws(BulkPacingError) {
-        let pacer = BulkPacer(pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
-                              reservation: configuration.reservation, marginNanos: configuration.marginNanos)
+        let pacer = BulkPacer(
+            pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
+            reservation: configuration.reservation, marginNanos: configuration.marginNanos)
         try pacer.validate(datagramBytes: datagramBytes(payload: configuration.transfer.chunkBytes), schedule: schedule)
     }
 
@@ -270,13 +283,16 @@ public final class BulkChannel: @unchecked Sendable {
     private func run() {
         _ = carillon_set_timer_slack(1)
         let node = UInt16(configuration.node)
-        var receiver = BulkReceiver(node: node, incarnation: configuration.incarnation(), chunkBytes: configuration.transfer.chunkBytes,
-                                    maxTransferBytes: configuration.transfer.maxTransferBytes)
-        var pacer = BulkPacer(pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
-                              reservation: configuration.reservation, marginNanos: configuration.marginNanos)
+        var receiver = BulkReceiver(
+            node: node, incarnation: configuration.incarnation(), chunkBytes: configuration.transfer.chunkBytes,
+            maxTransferBytes: configuration.transfer.maxTransferBytes)
+        var pacer = BulkPacer(
+            pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
+            reservation: configuration.reservation, marginNanos: configuration.marginNanos)
         var local = BulkChannelCounters()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: datagramBytes(payload: configuration.transfer.chunkBytes),
-                                                           alignment: 16)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: datagramBytes(payload: configuration.transfer.chunkBytes),
+            alignment: 16)
         defer { buffer.deallocate() }
         // Acknowledgements owed: (destination, transfer, chunk count, the
         // destination's incarnation that sent the data); a few at a time.
@@ -359,18 +375,23 @@ public final class BulkChannel: @unchecked Sendable {
                     case .ack:
                         // For this incarnation, from the incarnation of the peer it sends to.
                         guard header.receiverIncarnation == receiver.incarnation,
-                              header.senderIncarnation == peers[Int(header.sender)] else {
+                            header.senderIncarnation == peers[Int(header.sender)]
+                        else {
                             local.acksWrongIncarnation += 1
                             return
                         }
                         _ = sender.withLock {
-                            $0.handleAck(from: header.sender, transferID: header.transferID, receivedBelow: header.chunkIndex,
-                                         bitmap: header.totalBytesOrBitmap, atNanos: tick)
+                            $0.handleAck(
+                                from: header.sender, transferID: header.transferID, receivedBelow: header.chunkIndex,
+                                bitmap: header.totalBytesOrBitmap, atNanos: tick)
                         }
                     case .data:
-                        let payload = UnsafeRawBufferPointer(rebasing: bytes[BulkWire.headerBytes..<(BulkWire.headerBytes + Int(header.payloadLength))])
-                        switch receiver.receive(header, payload: payload, atNanos: tick,
-                                                senderIncarnationAtLeast: peers[Int(header.sender)] ?? 0) {
+                        let payload = UnsafeRawBufferPointer(
+                            rebasing: bytes[BulkWire.headerBytes..<(BulkWire.headerBytes + Int(header.payloadLength))])
+                        switch receiver.receive(
+                            header, payload: payload, atNanos: tick,
+                            senderIncarnationAtLeast: peers[Int(header.sender)] ?? 0)
+                        {
                         case .stored(let due):
                             if due { owe(header) }
                         case .completed(let id, let data):
@@ -401,10 +422,11 @@ public final class BulkChannel: @unchecked Sendable {
                     let release = pacer.releaseTime(bytes: size, atNanos: now, schedule: schedule)
                     if release > now { waitNanos = min(waitNanos, release == .max ? 1_000_000 : release - now); local.pacedWaits += 1; break sending }
                     let (below, bitmap) = receiver.acknowledgement(for: destination, transferID: transferID, chunkCount: chunkCount)
-                    let header = BulkHeader(kind: .ack, sender: node, receiver: destination, chunkBytes: 0, chunkIndex: below,
-                                            chunkCount: chunkCount, tagLength: UInt16(tag), payloadLength: 0,
-                                            transferID: transferID, totalBytesOrBitmap: bitmap,
-                                            senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
+                    let header = BulkHeader(
+                        kind: .ack, sender: node, receiver: destination, chunkBytes: 0, chunkIndex: below,
+                        chunkCount: chunkCount, tagLength: UInt16(tag), payloadLength: 0,
+                        transferID: transferID, totalBytesOrBitmap: bitmap,
+                        senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
                     let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
                     header.encode(into: datagram)
                     sealer?.seal(datagram)
@@ -434,11 +456,12 @@ public final class BulkChannel: @unchecked Sendable {
                         local.pacedWaits += 1
                         return false
                     }
-                    let header = BulkHeader(kind: .data, sender: node, receiver: chunk.destination,
-                                            chunkBytes: UInt16(configuration.transfer.chunkBytes), chunkIndex: chunk.index,
-                                            chunkCount: chunk.count, tagLength: UInt16(tag), payloadLength: UInt16(chunk.length),
-                                            transferID: chunk.transferID, totalBytesOrBitmap: chunk.totalBytes,
-                                            senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
+                    let header = BulkHeader(
+                        kind: .data, sender: node, receiver: chunk.destination,
+                        chunkBytes: UInt16(configuration.transfer.chunkBytes), chunkIndex: chunk.index,
+                        chunkCount: chunk.count, tagLength: UInt16(tag), payloadLength: UInt16(chunk.length),
+                        transferID: chunk.transferID, totalBytesOrBitmap: chunk.totalBytes,
+                        senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
                     let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
                     header.encode(into: datagram)
                     sender.withBytes(of: chunk) { bytes in

@@ -41,8 +41,9 @@ struct ClockEstimateLog {
         guard count > 0 else { return nil }
         let kept = ring.prefix(min(count, Self.capacity)).sorted()
         func at(_ q: Double) -> Int64 { kept[min(kept.count - 1, Int(Double(kept.count) * q))] }
-        return ClockEstimateSummary(samples: count, p50AbsNanos: at(0.5), p99AbsNanos: at(0.99), maxAbsNanos: kept.last!,
-                                    kernelTimestamps: kernelTimestamps)
+        return ClockEstimateSummary(
+            samples: count, p50AbsNanos: at(0.5), p99AbsNanos: at(0.99), maxAbsNanos: kept.last!,
+            kernelTimestamps: kernelTimestamps)
     }
 }
 

@@ -81,14 +81,17 @@ public struct MemberConfiguration: Sendable {
     ///
     /// `authentication` has no default: running without tags is a decision the
     /// caller writes down (`.off`).
-    public init(node: Int, nodes: [UDPEndpoint], roundPeriodNanos: UInt64 = 100_000, reservation: Double = 0.5,
-                startNanos: UInt64, authentication: MemberAuthentication) throws(MemberConfigurationError) {
+    public init(
+        node: Int, nodes: [UDPEndpoint], roundPeriodNanos: UInt64 = 100_000, reservation: Double = 0.5,
+        startNanos: UInt64, authentication: MemberAuthentication
+    ) throws(MemberConfigurationError) {
         guard !nodes.isEmpty else { throw .noMembers }
         guard nodes.count <= Int(UInt16.max) else { throw .rankOutOfRange(rank: node, memberCount: nodes.count) }
         guard nodes.indices.contains(node) else { throw .rankOutOfRange(rank: node, memberCount: nodes.count) }
         let schedule: TDMASchedule
-        do { schedule = try TDMASchedule(memberCount: nodes.count, roundPeriodNanos: roundPeriodNanos, reservation: reservation) }
-        catch { throw .schedule(error) }
+        do { schedule = try TDMASchedule(memberCount: nodes.count, roundPeriodNanos: roundPeriodNanos, reservation: reservation) } catch {
+            throw .schedule(error)
+        }
         self.node = node
         self.nodes = nodes
         ordering = OrderingConfiguration(rank: node, schedule: schedule)
@@ -110,8 +113,9 @@ public struct MemberConfiguration: Sendable {
 
     /// The first view: every node, with the run identity as its incarnation, from the configured first round.
     public var initialView: View {
-        View(epoch: ordering.epoch, members: nodes.indices.map { MemberID(node: UInt16($0), incarnation: runIdentity) },
-             startRound: ordering.firstRound)
+        View(
+            epoch: ordering.epoch, members: nodes.indices.map { MemberID(node: UInt16($0), incarnation: runIdentity) },
+            startRound: ordering.firstRound)
     }
 
     /// The pure membership layer's configuration for this member.
@@ -180,13 +184,16 @@ public struct StopReport: Sendable, CustomStringConvertible {
     /// Every counter of the four sets, one line per set in their tables' order:
     /// `ordering: slot_frames_sent 120, repair_frames_sent 3, …` (zeros included).
     public var counterLines: [String] {
-        ["ordering: " + ordering.report(), "membership: " + membership.report(),
-         "transport: " + transport.report(), "runtime: " + runtime.report()]
+        [
+            "ordering: " + ordering.report(), "membership: " + membership.report(),
+            "transport: " + transport.report(), "runtime: " + runtime.report()
+        ]
     }
 
     public var description: String {
         let where_ = view.map { "epoch \($0.epoch) with \($0.members.count) members" } ?? "no view"
-        return "stopped in \(where_): \(unsentMessages) message(s) accepted but never sent; delivered up to round \(deliveryCursor.round) slot \(deliveryCursor.slot); next round to send \(nextRoundToSend)"
+        return
+            "stopped in \(where_): \(unsentMessages) message(s) accepted but never sent; delivered up to round \(deliveryCursor.round) slot \(deliveryCursor.slot); next round to send \(nextRoundToSend)"
     }
 }
 
@@ -331,23 +338,28 @@ public final class Member: @unchecked Sendable {
     func logStart() {
         let o = configuration.ordering
         let logger = nodeLogger
-        logger.info("member starting", metadata: [
-            "endpoint": "\(transport.localEndpoint)", "nodes": "\(configuration.nodes.count)",
-            "start": "\(configuration.joins ? "join a running cluster" : "first view")",
-            "incarnation": "\(configuration.incarnation)", "run": "\(configuration.runIdentity)",
-            "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
-            "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
-            "suspicion_slots": "\(o.suspicionSlots)", "suspicion_floor_us": "\(o.suspicionFloorNanos / 1000)",
-            "suspicion_gap_factor": "\(o.suspicionGapFactor)", "idle": "\(configuration.idleStrategy)", "ordering": "\(o.mode.rawValue)",
-            "scheduling": "\(schedulingReport?.policyText ?? "normal")", "memory": "\(schedulingReport?.memoryText ?? "not locked")",
-            "cpu": "\(schedulingReport?.cpu.map(String.init) ?? "any")",
-            "authentication": "\(authenticator == nil ? "off" : "blake2b-128")",
-            "multicast": "\(configuration.multicastGroup.map(String.init(describing:)) ?? "no")",
-        ])
+        logger.info(
+            "member starting",
+            metadata: [
+                "endpoint": "\(transport.localEndpoint)", "nodes": "\(configuration.nodes.count)",
+                "start": "\(configuration.joins ? "join a running cluster" : "first view")",
+                "incarnation": "\(configuration.incarnation)", "run": "\(configuration.runIdentity)",
+                "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
+                "first_round": "\(o.firstRound)", "delivery": "\(o.deliveryMode.rawValue)",
+                "suspicion_slots": "\(o.suspicionSlots)", "suspicion_floor_us": "\(o.suspicionFloorNanos / 1000)",
+                "suspicion_gap_factor": "\(o.suspicionGapFactor)", "idle": "\(configuration.idleStrategy)", "ordering": "\(o.mode.rawValue)",
+                "scheduling": "\(schedulingReport?.policyText ?? "normal")", "memory": "\(schedulingReport?.memoryText ?? "not locked")",
+                "cpu": "\(schedulingReport?.cpu.map(String.init) ?? "any")",
+                "authentication": "\(authenticator == nil ? "off" : "blake2b-128")",
+                "multicast": "\(configuration.multicastGroup.map(String.init(describing:)) ?? "no")"
+            ])
         if authenticator == nil { logger.warning("frame authentication is off: any host that reaches the port can inject frames") }
         if let refusals = schedulingReport?.refusals {
-            logger.notice("agent thread runs with less than asked: a busy host can deschedule it long enough to be suspected", metadata: [
-                "refused": "\(refusals)"])
+            logger.notice(
+                "agent thread runs with less than asked: a busy host can deschedule it long enough to be suspected",
+                metadata: [
+                    "refused": "\(refusals)"
+                ])
         }
         if configuration.idleStrategy == .busySpin, let policy = schedulingReport?.policy, policy != .normal {
             logger.warning("busy-spin at a real-time priority takes a whole core from every normal process (the kernel's RT throttling leaves 5 %)")
@@ -376,20 +388,25 @@ public final class Member: @unchecked Sendable {
         // sending by then, so the counters are still.)
         let transportCounters = sendLock.withLockIfAvailable { _ in transport.counters } ?? transport.counters
         let report = state.withLock { instance in
-            StopReport(unsentMessages: instance.pendingMessageCount,
-                       deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
-                       nextRoundToSend: instance.ordering?.nextRoundToSend ?? 0, view: instance.view,
-                       ordering: instance.orderingCounters, membership: instance.counters,
-                       transport: transportCounters, runtime: runtimeCounters,
-                       clockEstimate: clockEstimates.summary(kernelTimestamps: configuration.kernelTimestamps))
+            StopReport(
+                unsentMessages: instance.pendingMessageCount,
+                deliveryCursor: instance.ordering?.deliveryCursor ?? (0, 0),
+                nextRoundToSend: instance.ordering?.nextRoundToSend ?? 0, view: instance.view,
+                ordering: instance.orderingCounters, membership: instance.counters,
+                transport: transportCounters, runtime: runtimeCounters,
+                clockEstimate: clockEstimates.summary(kernelTimestamps: configuration.kernelTimestamps))
         }
-        if wasRunning { nodeLogger.info("member stopped", metadata: [
-            "unsent_messages": "\(report.unsentMessages)", "delivered": "\(report.ordering.messagesDelivered)",
-            "epoch": "\(report.view.map { String($0.epoch) } ?? "none")",
-            "views_installed": "\(report.membership.viewsInstalled)",
-            "naks_sent": "\(report.ordering.naksSent)", "bad_tags": "\(report.runtime.badTag)",
-            "late_slots": "\(report.runtime.lateSlots)",
-        ]) }
+        if wasRunning {
+            nodeLogger.info(
+                "member stopped",
+                metadata: [
+                    "unsent_messages": "\(report.unsentMessages)", "delivered": "\(report.ordering.messagesDelivered)",
+                    "epoch": "\(report.view.map { String($0.epoch) } ?? "none")",
+                    "views_installed": "\(report.membership.viewsInstalled)",
+                    "naks_sent": "\(report.ordering.naksSent)", "bad_tags": "\(report.runtime.badTag)",
+                    "late_slots": "\(report.runtime.lateSlots)"
+                ])
+        }
         return report
     }
 
@@ -454,7 +471,7 @@ public final class Member: @unchecked Sendable {
     @inline(__always) func wakeAgent() {
         if case .busySpin = configuration.idleStrategy { return }
         guard wakeDescriptor >= 0, agentParked.load(ordering: .sequentiallyConsistent),
-              !wakeSignalled.exchange(true, ordering: .acquiringAndReleasing)
+            !wakeSignalled.exchange(true, ordering: .acquiringAndReleasing)
         else { return }
         var one: UInt64 = 1
         _ = write(wakeDescriptor, &one, 8)
@@ -500,10 +517,11 @@ public final class Member: @unchecked Sendable {
     /// The shell's own counters now.
     public var runtimeCounters: RuntimeCounters {
         let drift = clockDrift.load(ordering: .relaxed)
-        return RuntimeCounters(badTag: badTags.load(ordering: .relaxed), missingTag: missingTags.load(ordering: .relaxed),
-                               lateSlots: lateSlots.load(ordering: .relaxed),
-                               clockCorrectionNanos: Int(clockCorrection.load(ordering: .relaxed)),
-                               clockDriftPPB: drift == .min ? 0 : Int(drift))
+        return RuntimeCounters(
+            badTag: badTags.load(ordering: .relaxed), missingTag: missingTags.load(ordering: .relaxed),
+            lateSlots: lateSlots.load(ordering: .relaxed),
+            clockCorrectionNanos: Int(clockCorrection.load(ordering: .relaxed)),
+            clockDriftPPB: drift == .min ? 0 : Int(drift))
     }
 
     // MARK: The agent
@@ -536,8 +554,9 @@ public final class Member: @unchecked Sendable {
 
     /// Prepares the agent state; called on the thread that will run the duty cycles.
     func prepareAgent() {
-        agent = AgentLocal(metrics: MemberMetrics(node: configuration.node), logger: nodeLogger,
-                           corrector: ClockCorrector(settings: .init(schedule: configuration.ordering.schedule)))
+        agent = AgentLocal(
+            metrics: MemberMetrics(node: configuration.node), logger: nodeLogger,
+            corrector: ClockCorrector(settings: .init(schedule: configuration.ordering.schedule)))
         updateRunKey(state.withLock { $0.runIdentity })
     }
 
@@ -590,9 +609,11 @@ public final class Member: @unchecked Sendable {
             instance.onTimeout(nowNanos: now, effects: &agent.effects)
             // Slot timing misses mean something in slot mode only (promise mode sends at will).
             if let round, let ordering = instance.ordering, ordering.configuration.mode == .slots,
-               ordering.nextRoundToSend > round {
-                let window = ordering.configuration.schedule.slotWindow(round: ordering.nextRoundToSend - 1,
-                                                                        rank: ordering.configuration.rank)
+                ordering.nextRoundToSend > round
+            {
+                let window = ordering.configuration.schedule.slotWindow(
+                    round: ordering.nextRoundToSend - 1,
+                    rank: ordering.configuration.rank)
                 if now > window.sendDeadlineNanos { lateSlots.add(1, ordering: .relaxed) }
             }
         }
@@ -633,7 +654,8 @@ public final class Member: @unchecked Sendable {
                     }
                 }
                 let run = state.withLock { instance in
-                    let arrival = kernelTimestamps
+                    let arrival =
+                        kernelTimestamps
                         ? KernelArrival.viewNanos(kernelNanos: datagram.kernelTimestampNanos, correctionNanos: correction, nowNanos: now) : nil
                     _ = instance.onFrameReceived(bytes, nowNanos: now, arrivalNanos: arrival, effects: &agent.effects)
                     return instance.runIdentity
@@ -661,28 +683,38 @@ public final class Member: @unchecked Sendable {
         // The pure corrector decides (docs/protocol.md §13): steps bounded, none
         // from a scattered estimate, a fresh start at each view. Local time, so
         // its own steps do not move its clock.
-        let step = agent.corrector.update(nowNanos: MemberClock.viewNanos(), epoch: epoch, timebase: timebase,
-                                          estimateNanos: residual)
+        let step = agent.corrector.update(
+            nowNanos: MemberClock.viewNanos(), epoch: epoch, timebase: timebase,
+            estimateNanos: residual)
         if let residual { clockEstimates.record(residual) }
         agent.correction = agent.corrector.correctionNanos
         clockCorrection.store(agent.correction, ordering: .relaxed)
         clockDrift.store(agent.corrector.driftPPB ?? .min, ordering: .relaxed)
         if step.magnitude >= 1_000_000 {
-            agent.logger.notice("clock corrected toward the view's timebase", metadata: [
-                "step_ns": "\(step)", "correction_ns": "\(agent.correction)", "estimate_ns": "\(residual ?? 0)"])
+            agent.logger.notice(
+                "clock corrected toward the view's timebase",
+                metadata: [
+                    "step_ns": "\(step)", "correction_ns": "\(agent.correction)", "estimate_ns": "\(residual ?? 0)"
+                ])
         }
         let runtime = runtimeCounters
         agent.metrics.publish(ordering, membership, transportCounters, runtime)
         agent.metrics.nextPublishNanos = now + MemberMetrics.publishIntervalNanos
         if membership.lateStarts > agent.lateStartsLogged {
             agent.lateStartsLogged = membership.lateStarts
-            agent.logger.notice("started after the first view began: joining the running cluster as a new incarnation", metadata: [
-                "run": "\(configuration.runIdentity)", "first_round": "\(configuration.ordering.firstRound)",
-                "hint": "a restart should use --join; a fresh cluster needs a fresh start time (start_at_ns)"])
+            agent.logger.notice(
+                "started after the first view began: joining the running cluster as a new incarnation",
+                metadata: [
+                    "run": "\(configuration.runIdentity)", "first_round": "\(configuration.ordering.firstRound)",
+                    "hint": "a restart should use --join; a fresh cluster needs a fresh start time (start_at_ns)"
+                ])
         }
         if runtime.badTag + runtime.missingTag > agent.badTagsLogged {
-            agent.logger.warning("refused frames that failed authentication", metadata: [
-                "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"])
+            agent.logger.warning(
+                "refused frames that failed authentication",
+                metadata: [
+                    "bad_tag_total": "\(runtime.badTag)", "missing_tag_total": "\(runtime.missingTag)"
+                ])
             agent.badTagsLogged = runtime.badTag + runtime.missingTag
         }
     }
@@ -715,9 +747,12 @@ public final class Member: @unchecked Sendable {
             switch event {
             case .suspected(let peer, let since):
                 let threshold = state.withLock { $0.ordering?.suspicionThresholdNanos(for: peer, nowNanos: viewTimeNanos()) }
-                logger.warning("member suspected: nothing heard", metadata: [
-                    "peer_rank": "\(peer)", "silent_since_round": "\(since)",
-                    "threshold_us": "\(threshold.map { String($0 / 1000) } ?? "-")"])
+                logger.warning(
+                    "member suspected: nothing heard",
+                    metadata: [
+                        "peer_rank": "\(peer)", "silent_since_round": "\(since)",
+                        "threshold_us": "\(threshold.map { String($0 / 1000) } ?? "-")"
+                    ])
             case .cleared(let peer):
                 logger.notice("member heard again", metadata: ["peer_rank": "\(peer)"])
             }
@@ -731,16 +766,25 @@ public final class Member: @unchecked Sendable {
         switch event {
         case .installed(let view, let joined):
             let change = state.withLock { $0.lastChange }
-            logger.notice("view installed", metadata: [
-                "change_rounds": "\(change.map(String.init(describing:)) ?? "-")",
-                "epoch": "\(view.epoch)", "members": "\(view.members.map(\.description).joined(separator: " "))",
-                "start_round": "\(view.startRound)", "joined": "\(joined.map(\.description).joined(separator: " "))"])
+            logger.notice(
+                "view installed",
+                metadata: [
+                    "change_rounds": "\(change.map(String.init(describing:)) ?? "-")",
+                    "epoch": "\(view.epoch)", "members": "\(view.members.map(\.description).joined(separator: " "))",
+                    "start_round": "\(view.startRound)", "joined": "\(joined.map(\.description).joined(separator: " "))"
+                ])
         case .excluded(let epoch, let unsent):
-            logger.warning("left out of the next view: rejoining as a new incarnation", metadata: [
-                "epoch": "\(epoch)", "unsent_messages_kept_for_after_rejoin": "\(unsent)"])
+            logger.warning(
+                "left out of the next view: rejoining as a new incarnation",
+                metadata: [
+                    "epoch": "\(epoch)", "unsent_messages_kept_for_after_rejoin": "\(unsent)"
+                ])
         case .noPrimaryComponent(let epoch, let rounds):
-            logger.error("not in the primary component: no majority of the view answers; delivery stopped until it does", metadata: [
-                "epoch": "\(epoch)", "waiting_rounds": "\(rounds)"])
+            logger.error(
+                "not in the primary component: no majority of the view answers; delivery stopped until it does",
+                metadata: [
+                    "epoch": "\(epoch)", "waiting_rounds": "\(rounds)"
+                ])
         case .stateReceived(let view, let state):
             logger.notice("joined: state received", metadata: ["epoch": "\(view.epoch)", "state_bytes": "\(state.count)"])
         }
@@ -786,7 +830,6 @@ public enum BroadcastError: Error, Sendable, Hashable {
     case stopped
 }
 
-
 /// A delivered message, copied out for the asynchronous interface.
 public struct DeliveredMessage: Sendable, Hashable {
     /// Rank of the member that broadcast it.
@@ -811,8 +854,10 @@ extension Member {
     ) throws(MemberConfigurationError) -> (Member, AsyncStream<DeliveredMessage>) {
         let (stream, continuation) = AsyncStream<DeliveredMessage>.makeStream()
         let member = try Member(configuration: configuration) { delivery, payload in
-            continuation.yield(DeliveredMessage(sender: delivery.sender, sequence: delivery.sequence, round: delivery.round,
-                                                index: delivery.index, payload: Array(payload)))
+            continuation.yield(
+                DeliveredMessage(
+                    sender: delivery.sender, sequence: delivery.sequence, round: delivery.round,
+                    index: delivery.index, payload: Array(payload)))
         }
         member.onStop = { continuation.finish() }
         return (member, stream)

@@ -29,10 +29,12 @@ extension RuntimeCounters: CounterSet {
         .init("carillon_frames_bad_tag", .frames, \.badTag, "frames refused: tag did not match the cluster key (wrong key, forged or altered)"),
         .init("carillon_frames_missing_tag", .frames, \.missingTag, "frames refused: no tag of the configured length while authentication is on"),
         .init("carillon_late_slots", .slots, \.lateSlots, "slots whose frame left after the slot's send deadline"),
-        .init("carillon_clock_correction_nanos", .nanoseconds, \.clockCorrectionNanos,
-              "correction applied to this member's clock to follow the view's timebase (rank 0's clock); 0 at rank 0", kind: .gauge),
-        .init("carillon_clock_drift_ppb", .partsPerBillion, \.clockDriftPPB,
-              "estimated drift of this member's clock against the timebase; 0 until two estimates are ten seconds apart", kind: .gauge),
+        .init(
+            "carillon_clock_correction_nanos", .nanoseconds, \.clockCorrectionNanos,
+            "correction applied to this member's clock to follow the view's timebase (rank 0's clock); 0 at rank 0", kind: .gauge),
+        .init(
+            "carillon_clock_drift_ppb", .partsPerBillion, \.clockDriftPPB,
+            "estimated drift of this member's clock against the timebase; 0 until two estimates are ten seconds apart", kind: .gauge)
     ]
 }
 
@@ -46,7 +48,8 @@ extension TransportCounters: CounterSet {
         .init("carillon_datagrams_received", .datagrams, \.datagramsReceived, "datagrams received on the bus socket"),
         .init("carillon_receive_calls", .calls, \.receiveCalls, "`recvmmsg` calls on the bus socket (including those that found nothing)"),
         .init("carillon_datagrams_truncated", .datagrams, \.datagramsTruncated, "datagrams longer than the receive buffer: dropped"),
-        .init("carillon_datagrams_dropped_by_injection", .datagrams, \.datagramsDroppedByInjection,
-              "datagrams dropped on purpose by loss injection (tests only)"),
+        .init(
+            "carillon_datagrams_dropped_by_injection", .datagrams, \.datagramsDroppedByInjection,
+            "datagrams dropped on purpose by loss injection (tests only)")
     ]
 }

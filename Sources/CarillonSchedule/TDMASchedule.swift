@@ -165,11 +165,13 @@ public enum ScheduleError: Error, Sendable, Hashable, CustomStringConvertible {
         case .reservationOutOfRange(let r):
             return "reservation \(r) is outside (0, 1]: it is the share of the link the bus reserves, at most 100%"
         case .slotsExceedReservation(let reserved, let allowed, let r):
-            return "slots need \(reserved) ns per round but a reservation of \(r) allows \(allowed) ns: shorten the slots, lengthen the round or raise the reservation"
+            return
+                "slots need \(reserved) ns per round but a reservation of \(r) allows \(allowed) ns: shorten the slots, lengthen the round or raise the reservation"
         case .zeroLinkRate:
             return "link rate is zero: give the link's rate in bits per second"
         case .slotCapacityBelowFrame(let capacity, let frame):
-            return "a slot carries \(capacity) bytes at this link rate, less than one maximum-size frame (\(frame) bytes): lengthen the slot, shorten the guard or lower the maximum frame size"
+            return
+                "a slot carries \(capacity) bytes at this link rate, less than one maximum-size frame (\(frame) bytes): lengthen the slot, shorten the guard or lower the maximum frame size"
         }
     }
 }

@@ -82,7 +82,9 @@ public final class ClientEndpoint: @unchecked Sendable {
         address.sun_family = sa_family_t(AF_UNIX)
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
         guard path.utf8.count < capacity else {
-            throw EndpointError(description: "client socket path \(path) is \(path.utf8.count) bytes; Unix sockets allow \(capacity - 1): choose a shorter \"client_socket\"")
+            throw EndpointError(
+                description:
+                    "client socket path \(path) is \(path.utf8.count) bytes; Unix sockets allow \(capacity - 1): choose a shorter \"client_socket\"")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             for (i, b) in path.utf8.enumerated() { raw[i] = b }
@@ -160,15 +162,18 @@ public final class ClientEndpoint: @unchecked Sendable {
             guard fd >= 0 else { return }
             let wake = self.wake
             let box = ConnectionBox()
-            let session = node.openSession(sink: ServiceNode.SessionSink(
-                onWatch: { id, change in
-                    box.connection?.send(.watchEvent(requestID: id, kind: change.kind, key: change.key, version: change.version,
-                                                     position: change.position, value: change.value), wake: wake)
-                },
-                onEnd: { _ in
-                    // The member was left out of a view: this session is over; the client reconnects.
-                    if let c = box.connection { c.outbox.withLock { if $0 != nil { shutdown(c.descriptor, Int32(SHUT_RDWR)) } } }
-                }))
+            let session = node.openSession(
+                sink: ServiceNode.SessionSink(
+                    onWatch: { id, change in
+                        box.connection?.send(
+                            .watchEvent(
+                                requestID: id, kind: change.kind, key: change.key, version: change.version,
+                                position: change.position, value: change.value), wake: wake)
+                    },
+                    onEnd: { _ in
+                        // The member was left out of a view: this session is over; the client reconnects.
+                        if let c = box.connection { c.outbox.withLock { if $0 != nil { shutdown(c.descriptor, Int32(SHUT_RDWR)) } } }
+                    }))
             let c = Connection(descriptor: fd, client: session.client)
             box.connection = c
             connections[fd] = c
@@ -227,7 +232,10 @@ public final class ClientEndpoint: @unchecked Sendable {
             node.watch(c.client, id: id, key: key, prefix: prefix)
             c.send(.response(requestID: id, ServiceResponse(status: .ok)), wake: wake)
         case .hello, .response, .watchEvent:
-            c.send(.response(requestID: 0, ServiceResponse(status: .badRequest, body: Array("clients send requests, local reads and watches only".utf8))), wake: wake)
+            c.send(
+                .response(
+                    requestID: 0, ServiceResponse(status: .badRequest, body: Array("clients send requests, local reads and watches only".utf8))),
+                wake: wake)
         }
     }
 
@@ -238,4 +246,3 @@ public final class ClientEndpoint: @unchecked Sendable {
         node.closeSession(c.client)
     }
 }
-

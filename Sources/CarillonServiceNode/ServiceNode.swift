@@ -46,8 +46,10 @@ public final class ServiceNode: @unchecked Sendable {
         public var onWatch: @Sendable (UInt64, WatchedChange) -> Void = { _, _ in }
         /// The session ended under the caller (its member was left out of a view).
         public var onEnd: @Sendable (ServiceStatus) -> Void = { _ in }
-        public init(onWatch: @escaping @Sendable (UInt64, WatchedChange) -> Void = { _, _ in },
-                    onEnd: @escaping @Sendable (ServiceStatus) -> Void = { _ in }) {
+        public init(
+            onWatch: @escaping @Sendable (UInt64, WatchedChange) -> Void = { _, _ in },
+            onEnd: @escaping @Sendable (ServiceStatus) -> Void = { _ in }
+        ) {
             self.onWatch = onWatch
             self.onEnd = onEnd
         }
@@ -127,8 +129,10 @@ public final class ServiceNode: @unchecked Sendable {
     let running = Atomic<Bool>(false)
     let tickerDone = DispatchGroup()
 
-    public init(machines: [any ReplicatedStateMachine] = [LockService(), ObjectStore()], options: Options = Options(),
-                logger: Logger = Logger(label: "carillon.services")) {
+    public init(
+        machines: [any ReplicatedStateMachine] = [LockService(), ObjectStore()], options: Options = Options(),
+        logger: Logger = Logger(label: "carillon.services")
+    ) {
         self.options = options
         self.logger = logger
         core = Mutex(Core(host: ServiceHost(machines: machines), blankHost: ServiceHost(machines: machines)))
@@ -232,11 +236,13 @@ public final class ServiceNode: @unchecked Sendable {
     /// Ends a session: what it holds is released and its waits withdrawn at
     /// the position of its end, at every member.
     public func closeSession(_ client: UInt32) {
-        guard let session = core.withLock({ core -> LocalSession? in
-            guard let s = core.sessions.removeValue(forKey: client) else { return nil }
-            core.endsToSend.append((s.id, s.nextRequest))
-            return s
-        }) else { return }
+        guard
+            let session = core.withLock({ core -> LocalSession? in
+                guard let s = core.sessions.removeValue(forKey: client) else { return nil }
+                core.endsToSend.append((s.id, s.nextRequest))
+                return s
+            })
+        else { return }
         for (_, p) in session.pending { p.callback(ServiceResponse(status: .sessionEnded)) }
         sendPending(now: monotonicNanos())
     }
@@ -247,8 +253,10 @@ public final class ServiceNode: @unchecked Sendable {
     }
 
     /// Submits a command of session `client`; `requestID` nil picks the next one.
-    public func submit(_ client: UInt32, requestID: UInt64? = nil, service: UInt16, body: [UInt8], consistency: Consistency,
-                       callback: @escaping Callback) {
+    public func submit(
+        _ client: UInt32, requestID: UInt64? = nil, service: UInt16, body: [UInt8], consistency: Consistency,
+        callback: @escaping Callback
+    ) {
         let now = monotonicNanos()
         let refusal = core.withLock { core -> ServiceResponse? in
             guard var s = core.sessions[client] else {
@@ -298,8 +306,9 @@ public final class ServiceNode: @unchecked Sendable {
                     let overdue = p.sentNanos.map { now &- $0 >= options.retryAfterNanos } ?? true
                     guard overdue else { continue }
                     var w = ByteWriter(capacity: CommandEnvelope.headerBytes + p.body.count)
-                    CommandEnvelope.writeHeader(kind: .command, service: p.service, session: s.id, requestID: id,
-                                                acknowledgedBelow: s.acknowledgedBelow, to: &w)
+                    CommandEnvelope.writeHeader(
+                        kind: .command, service: p.service, session: s.id, requestID: id,
+                        acknowledgedBelow: s.acknowledgedBelow, to: &w)
                     w.raw(p.body)
                     due.append((client, id, w.bytes))
                 }
@@ -313,7 +322,8 @@ public final class ServiceNode: @unchecked Sendable {
                 core.withLock { $0.sessions[client]?.pending[id]?.sentNanos = now }
             case .payloadTooLarge(let limit):
                 let callback = core.withLock { $0.sessions[client]?.pending.removeValue(forKey: id)?.callback }
-                callback?(ServiceResponse(status: .badRequest, body: Array("the command is \(bytes.count) bytes; at most \(limit) fit a message".utf8)))
+                callback?(
+                    ServiceResponse(status: .badRequest, body: Array("the command is \(bytes.count) bytes; at most \(limit) fit a message".utf8)))
             default:
                 wake.signal()
             }
@@ -408,8 +418,10 @@ public final class ServiceNode: @unchecked Sendable {
     }
 
     /// Applies one event to the host and collects what it answered.
-    func applyLocked(_ event: BusEvent, core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
-                     out: inout Outgoing) -> Bool {
+    func applyLocked(
+        _ event: BusEvent, core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
+        out: inout Outgoing
+    ) -> Bool {
         var accepted = true
         core.output.removeAll()
         if case .delivered(let delivery, let payload) = event {
@@ -437,8 +449,13 @@ public final class ServiceNode: @unchecked Sendable {
                 for change in core.output.changes {
                     let key = core.output.key(of: change)
                     for w in s.watches where w.prefix ? key.hasPrefix(w.key) : key == w.key {
-                        out.watches.append((s.sink, w.id, WatchEvent(kind: change.kind, key: key, version: change.version,
-                                                                     position: change.position, value: core.output.value(of: change))))
+                        out.watches.append(
+                            (
+                                s.sink, w.id,
+                                WatchEvent(
+                                    kind: change.kind, key: key, version: change.version,
+                                    position: change.position, value: core.output.value(of: change))
+                            ))
                     }
                 }
             }
@@ -483,7 +500,8 @@ public final class ServiceNode: @unchecked Sendable {
     /// agent only swaps the host in and applies the held events.
     public func bulkArrived(source: Int, bytes: [UInt8]) {
         guard let state = StateManifest.state(fromTransfer: bytes) else {
-            logger.error("a services state over the bulk channel fails its digest: ignored", metadata: ["source_node": "\(source)", "bytes": "\(bytes.count)"])
+            logger.error(
+                "a services state over the bulk channel fails its digest: ignored", metadata: ["source_node": "\(source)", "bytes": "\(bytes.count)"])
             return
         }
         var fresh = core.withLock { $0.blankHost }
@@ -492,12 +510,18 @@ public final class ServiceNode: @unchecked Sendable {
         }
         if let failure {
             core.withLock { $0.stateError = failure }
-            logger.critical("the services state received cannot be taken: this node cannot serve (restart it with --join)", metadata: [
-                "source_node": "\(source)", "error": "\(failure)"])
+            logger.critical(
+                "the services state received cannot be taken: this node cannot serve (restart it with --join)",
+                metadata: [
+                    "source_node": "\(source)", "error": "\(failure)"
+                ])
             return
         }
-        logger.notice("services state received over the bulk channel", metadata: [
-            "source_node": "\(source)", "state_bytes": "\(state.count)", "applied_index": "\(fresh.appliedIndex)"])
+        logger.notice(
+            "services state received over the bulk channel",
+            metadata: [
+                "source_node": "\(source)", "state_bytes": "\(state.count)", "applied_index": "\(fresh.appliedIndex)"
+            ])
         var out = Outgoing()
         let stability = member.withLock { $0 }?.stability
         core.withLock { core in
@@ -511,8 +535,10 @@ public final class ServiceNode: @unchecked Sendable {
         hand(out)
     }
 
-    func install(_ restored: ServiceHost, core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
-                 out: inout Outgoing) {
+    func install(
+        _ restored: ServiceHost, core: inout Core, stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?,
+        out: inout Outgoing
+    ) {
         core.awaiting = nil
         core.arrivedStates = []
         core.host = restored
@@ -533,7 +559,9 @@ public final class ServiceNode: @unchecked Sendable {
     /// Queues the donor's pending state sends on the bulk channel (retried while its queue is full).
     func sendStates() {
         guard let channel = bulk.withLock({ $0 }) else { return }
-        let sends = core.withLock { core in defer { core.stateSends = [] }; return core.stateSends }
+        let sends = core.withLock { core in
+            defer { core.stateSends = [] }; return core.stateSends
+        }
         for (node, bytes) in sends {
             if case .queueFull = channel.send(bytes, to: Int(node)) {
                 core.withLock { $0.stateSends.append((node, bytes)) }
@@ -546,7 +574,8 @@ public final class ServiceNode: @unchecked Sendable {
         return p.round < stability.stableBelowRound
     }
 
-    static func releaseStable(_ core: inout Core, _ stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?) -> [(Callback, ServiceResponse)] {
+    static func releaseStable(_ core: inout Core, _ stability: (stableBelowRound: UInt64, nextRoundToSend: UInt64)?) -> [(Callback, ServiceResponse)]
+    {
         var out: [(Callback, ServiceResponse)] = []
         let epoch = core.host.view?.epoch ?? 0
         core.safeHeld.removeAll { held in

@@ -49,7 +49,9 @@ public struct ByteWriter: Sendable {
     public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
 
     @inline(__always) public mutating func u8(_ v: UInt8) { bytes.append(v) }
-    @inline(__always) public mutating func u16(_ v: UInt16) { bytes.append(UInt8(truncatingIfNeeded: v)); bytes.append(UInt8(truncatingIfNeeded: v >> 8)) }
+    @inline(__always) public mutating func u16(_ v: UInt16) {
+        bytes.append(UInt8(truncatingIfNeeded: v)); bytes.append(UInt8(truncatingIfNeeded: v >> 8))
+    }
     @inline(__always) public mutating func u32(_ v: UInt32) {
         for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt32(shift))) }
     }

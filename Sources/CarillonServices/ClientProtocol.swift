@@ -8,8 +8,10 @@ public struct ServiceResponse: Sendable, Hashable {
     public var position: BusPosition
     public var body: [UInt8]
 
-    public init(status: ServiceStatus, index: UInt64 = 0, position: BusPosition = BusPosition(epoch: 0, round: 0, slot: 0, index: 0),
-                body: [UInt8] = []) {
+    public init(
+        status: ServiceStatus, index: UInt64 = 0, position: BusPosition = BusPosition(epoch: 0, round: 0, slot: 0, index: 0),
+        body: [UInt8] = []
+    ) {
         self.status = status
         self.index = index
         self.position = position
@@ -177,8 +179,9 @@ public struct ClientMessageReader: Sendable {
         let from = start + 4
         start = from + length
         let result: Result<ClientMessage, ServiceDecodeError> = buffer.withUnsafeBytes { all in
-            do throws(ServiceDecodeError) { return .success(try ClientMessage.decode(UnsafeRawBufferPointer(rebasing: all[from..<(from + length)]))) }
-            catch { return .failure(error) }
+            do throws(ServiceDecodeError) {
+                return .success(try ClientMessage.decode(UnsafeRawBufferPointer(rebasing: all[from..<(from + length)])))
+            } catch { return .failure(error) }
         }
         return try result.get()
     }
@@ -212,15 +215,18 @@ public struct ServiceCallError: Error, Sendable, Hashable, CustomStringConvertib
     /// (the body of badRequest, sessionEnded, …) is kept in the detail.
     public static func failure(_ r: ServiceResponse, _ what: String) -> ServiceCallError {
         let explanation = String(decoding: r.body, as: UTF8.self)
-        let textual = [.badRequest, .sessionEnded, .noPrimary, .outcomeUnknown, .timedOut].contains(r.status) && !r.body.isEmpty
+        let textual =
+            [.badRequest, .sessionEnded, .noPrimary, .outcomeUnknown, .timedOut].contains(r.status) && !r.body.isEmpty
             && explanation.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value < 0x7f || $0.value >= 0xa0 }
         return ServiceCallError(r.status, textual ? "\(what): \(explanation)" : what)
     }
 
     public var description: String {
         switch status {
-        case .noPrimary: "no primary component: this node is not in a view with a majority (is the rest of the cluster running?)\(detail.isEmpty ? "" : ": " + detail)"
-        case .outcomeUnknown: "outcome unknown: the node was left out of a view before the request was delivered; reconnect and check\(detail.isEmpty ? "" : ": " + detail)"
+        case .noPrimary:
+            "no primary component: this node is not in a view with a majority (is the rest of the cluster running?)\(detail.isEmpty ? "" : ": " + detail)"
+        case .outcomeUnknown:
+            "outcome unknown: the node was left out of a view before the request was delivered; reconnect and check\(detail.isEmpty ? "" : ": " + detail)"
         default: "\(status)\(detail.isEmpty ? "" : ": " + detail)"
         }
     }
@@ -244,11 +250,15 @@ extension ServiceCalls {
     /// Takes `name`, waiting at most `timeoutNanos`: when the time is up a
     /// cancel is ordered, and whichever the bus ordered first wins — the
     /// grant (returned) or the cancel (`nil`). Never leaves a grant behind.
-    public func acquire(_ name: String, mode: LockMode = .exclusive, timeoutNanos: UInt64,
-                        consistency: Consistency = .agreed) async throws -> LockGrant? {
+    public func acquire(
+        _ name: String, mode: LockMode = .exclusive, timeoutNanos: UInt64,
+        consistency: Consistency = .agreed
+    ) async throws -> LockGrant? {
         try await withThrowingTaskGroup(of: LockGrant?.self) { group in
             group.addTask {
-                do { return try await self.acquire(name, mode: mode, wait: true, consistency: consistency) } catch let e as ServiceCallError where e.status == .cancelled {
+                do { return try await self.acquire(name, mode: mode, wait: true, consistency: consistency) } catch let e as ServiceCallError
+                    where e.status == .cancelled
+                {
                     return nil
                 }
             }
@@ -269,8 +279,10 @@ extension ServiceCalls {
 
     /// Takes `name`, waiting (FIFO) while it is held. Returns `nil` if
     /// `wait` is false and the lock is busy.
-    public func acquire(_ name: String, mode: LockMode = .exclusive, wait: Bool = true,
-                        consistency: Consistency = .agreed) async throws -> LockGrant? {
+    public func acquire(
+        _ name: String, mode: LockMode = .exclusive, wait: Bool = true,
+        consistency: Consistency = .agreed
+    ) async throws -> LockGrant? {
         let r = try await call(LockService.serviceID, consistency) { LockCommand.acquire(name: name, mode: mode, wait: wait).encode(into: &$0) }
         switch r.status {
         case .granted: return LockGrant(name: name, mode: mode, token: try LockService.token(fromGrant: r.body))
@@ -334,8 +346,10 @@ extension ServiceCalls {
 
     /// Sets `key` if its version is `expected` (0: if absent). Returns the new
     /// version, or the current one as `.failure`-like `nil` plus version.
-    public func compareAndSet(_ key: String, expected: UInt64, _ value: [UInt8],
-                              consistency: Consistency = .agreed) async throws -> (swapped: Bool, version: UInt64) {
+    public func compareAndSet(
+        _ key: String, expected: UInt64, _ value: [UInt8],
+        consistency: Consistency = .agreed
+    ) async throws -> (swapped: Bool, version: UInt64) {
         let r = try await call(ObjectStore.serviceID, consistency) {
             ObjectCommand.compareAndSet(key: key, expectedVersion: expected, value: value).encode(into: &$0)
         }

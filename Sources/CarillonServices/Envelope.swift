@@ -89,14 +89,17 @@ public struct CommandEnvelope {
         let capabilityLength = Int(try r.u16())
         let capability = try r.raw(capabilityLength)
         let body = r.rest()
-        return CommandEnvelope(kind: kind, service: service, session: session, requestID: requestID,
-                               acknowledgedBelow: acknowledged, capability: capability, body: body)
+        return CommandEnvelope(
+            kind: kind, service: service, session: session, requestID: requestID,
+            acknowledgedBelow: acknowledged, capability: capability, body: body)
     }
 
     /// Appends an envelope's header (and an empty capability) to `w`; the
     /// caller appends the body.
-    public static func writeHeader(kind: EnvelopeKind, service: UInt16, session: SessionID, requestID: UInt64,
-                                   acknowledgedBelow: UInt64, capability: [UInt8] = [], to w: inout ByteWriter) {
+    public static func writeHeader(
+        kind: EnvelopeKind, service: UInt16, session: SessionID, requestID: UInt64,
+        acknowledgedBelow: UInt64, capability: [UInt8] = [], to w: inout ByteWriter
+    ) {
         w.u8(version)
         w.u8(kind.rawValue)
         w.u16(service)

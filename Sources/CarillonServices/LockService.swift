@@ -144,7 +144,8 @@ public struct LockService: ReplicatedStateMachine, Sendable {
         if locks[name] == nil { locks[name] = LockState(name: name, mode: mode, holders: [], waiters: []) }
         let i = locks.index(forKey: name)!
         if locks.values[i].holders.contains(where: { $0.session == context.session })
-            || locks.values[i].waiters.contains(where: { $0.session == context.session }) {
+            || locks.values[i].waiters.contains(where: { $0.session == context.session })
+        {
             output.complete(context.session, context.requestID, status: .alreadyHeld)
             return
         }

@@ -59,7 +59,9 @@ public struct ObjectStore: ReplicatedStateMachine, Sendable {
             let key = try command.string16()
             try command.expectEnd()
             if let object = objects[key] {
-                output.complete(s, id, status: .ok) { w in w.u64(object.version); w.bytes32(object.value) }
+                output.complete(s, id, status: .ok) { w in
+                    w.u64(object.version); w.bytes32(object.value)
+                }
             } else {
                 output.complete(s, id, status: .notFound)
             }
@@ -114,7 +116,9 @@ public struct ObjectStore: ReplicatedStateMachine, Sendable {
             }
             withUnsafeBytes(of: sum.littleEndian) { write(key, $0, version: version) }
             withUnsafeBytes(of: sum.littleEndian) { output.changed(.put, key: key, version: version, value: $0) }
-            output.complete(s, id, status: .ok) { w in w.i64(sum); w.u64(version) }
+            output.complete(s, id, status: .ok) { w in
+                w.i64(sum); w.u64(version)
+            }
         default:
             throw .unknownOperation(service: serviceID, operation: op)
         }

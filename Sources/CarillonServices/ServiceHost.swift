@@ -32,21 +32,28 @@ public struct ServiceCounters: Sendable, Hashable {
 
 extension ServiceCounters: CounterSet {
     public static let descriptors: [CounterDescriptor<ServiceCounters>] = [
-        .init("carillon_services_commands_applied", .commands, \.commandsApplied, "service commands applied by this member's replica (docs/services.md)"),
-        .init("carillon_services_retries_answered", .requests, \.retriesAnswered,
-              "retried requests answered from the session's memory (not applied again)"),
-        .init("carillon_services_duplicates_ignored", .requests, \.duplicatesIgnored,
-              "retries of requests still pending or already acknowledged: ignored"),
-        .init("carillon_services_bad_requests", .messages, \.badRequests,
-              "bus payloads that were not service envelopes, or commands that could not be read"),
+        .init(
+            "carillon_services_commands_applied", .commands, \.commandsApplied, "service commands applied by this member's replica (docs/services.md)"
+        ),
+        .init(
+            "carillon_services_retries_answered", .requests, \.retriesAnswered,
+            "retried requests answered from the session's memory (not applied again)"),
+        .init(
+            "carillon_services_duplicates_ignored", .requests, \.duplicatesIgnored,
+            "retries of requests still pending or already acknowledged: ignored"),
+        .init(
+            "carillon_services_bad_requests", .messages, \.badRequests,
+            "bus payloads that were not service envelopes, or commands that could not be read"),
         .init("carillon_services_foreign_sessions", .commands, \.foreignSessions, "commands naming another member's session: refused"),
-        .init("carillon_services_windows_full", .requests, \.windowsFull,
-              "requests refused because their session had \(ServiceHost.sessionWindow) unacknowledged"),
+        .init(
+            "carillon_services_windows_full", .requests, \.windowsFull,
+            "requests refused because their session had \(ServiceHost.sessionWindow) unacknowledged"),
         .init("carillon_services_sessions_ended", .sessions, \.sessionsEnded, "client sessions ended (client gone, or its member left the view)"),
         .init("carillon_services_view_changes", .events, \.viewChanges, "views applied by the services"),
         .init("carillon_services_sessions_open", .sessions, \.sessionsOpen, "client sessions open at every replica", kind: .gauge),
-        .init("carillon_services_applied_index", .events, \.appliedIndex,
-              "the services' log index applied here (equal at every member at the same point)", kind: .gauge),
+        .init(
+            "carillon_services_applied_index", .events, \.appliedIndex,
+            "the services' log index applied here (equal at every member at the same point)", kind: .gauge)
     ]
 }
 
@@ -173,8 +180,10 @@ public struct ServiceHost: Sendable {
     /// Returns whether it was a service envelope of its sender's own session
     /// (anything else on the bus is counted and left alone).
     @discardableResult
-    public mutating func applyCommand(_ payload: UnsafeRawBufferPointer, at position: BusPosition, fromRank sender: Int,
-                                      output: inout ServiceOutput) -> Bool {
+    public mutating func applyCommand(
+        _ payload: UnsafeRawBufferPointer, at position: BusPosition, fromRank sender: Int,
+        output: inout ServiceOutput
+    ) -> Bool {
         let envelope: CommandEnvelope
         do { envelope = try CommandEnvelope.decode(payload) } catch {
             counted.badRequests += 1
@@ -230,8 +239,9 @@ public struct ServiceHost: Sendable {
             return
         }
         let start = output.completions.count
-        let context = ApplyContext(position: position, index: appliedIndex, session: id, requestID: envelope.requestID,
-                                   capability: envelope.capability)
+        let context = ApplyContext(
+            position: position, index: appliedIndex, session: id, requestID: envelope.requestID,
+            capability: envelope.capability)
         var reader = ByteReader(envelope.body)
         do {
             try machines[m].apply(&reader, context: context, output: &output)
@@ -265,8 +275,10 @@ public struct ServiceHost: Sendable {
                 sessions.values[i].answers[slot].body.removeAll(keepingCapacity: true)
                 sessions.values[i].answers[slot].body.append(contentsOf: body)
             } else {
-                sessions.values[i].answers.append(Answer(requestID: c.requestID, service: c.service, status: c.status,
-                                                         position: c.position, index: c.index, body: Array(body)))
+                sessions.values[i].answers.append(
+                    Answer(
+                        requestID: c.requestID, service: c.service, status: c.status,
+                        position: c.position, index: c.index, body: Array(body)))
             }
         }
         if let current, !answeredCurrent { sessions[current.0]?.pending.append(current.1) }
@@ -419,8 +431,10 @@ public struct ServiceHost: Sendable {
                 let position = BusPosition(epoch: try r.u32(), round: try r.u64(), slot: Int(try r.u32()), index: Int(try r.u32()))
                 let answerIndex = try r.u64()
                 let body = Array(try r.bytes32())
-                s.answers.append(Answer(requestID: requestID, service: service, status: status, position: position,
-                                        index: answerIndex, body: body))
+                s.answers.append(
+                    Answer(
+                        requestID: requestID, service: service, status: status, position: position,
+                        index: answerIndex, body: body))
             }
             restored[id] = s
         }

@@ -107,12 +107,16 @@ public struct ServiceOutput: Sendable {
     }
 
     /// Answers `requestID` of `session` with `status`; `body` appends the response's fields.
-    public mutating func complete(_ session: SessionID, _ requestID: UInt64, status: ServiceStatus,
-                                  body: (inout ByteWriter) -> Void = { _ in }) {
+    public mutating func complete(
+        _ session: SessionID, _ requestID: UInt64, status: ServiceStatus,
+        body: (inout ByteWriter) -> Void = { _ in }
+    ) {
         let start = bodies.count
         body(&bodies)
-        completions.append(Completion(service: service, session: session, requestID: requestID, status: status,
-                                      position: position, index: index, bodyOffset: start, bodyLength: bodies.count - start))
+        completions.append(
+            Completion(
+                service: service, session: session, requestID: requestID, status: status,
+                position: position, index: index, bodyOffset: start, bodyLength: bodies.count - start))
     }
 
     /// Records a change of `key` for watchers.
@@ -122,9 +126,11 @@ public struct ServiceOutput: Sendable {
         key.withUTF8 { bodies.raw(UnsafeRawBufferPointer($0)) }
         let valueStart = bodies.count
         bodies.raw(value)
-        changes.append(Change(service: service, kind: kind, version: version, position: position,
-                              keyOffset: keyStart, keyLength: valueStart - keyStart,
-                              valueOffset: valueStart, valueLength: value.count))
+        changes.append(
+            Change(
+                service: service, kind: kind, version: version, position: position,
+                keyOffset: keyStart, keyLength: valueStart - keyStart,
+                valueOffset: valueStart, valueLength: value.count))
     }
 
     /// A completion's body, borrowed.

@@ -173,13 +173,15 @@ public struct ClusterSimulator {
                 livenessEnd = safetyEnd + UInt64(livenessBoundRounds()) * profile.roundPeriodNanos
             }
             if !faultsOn, checker.allDelivered, backlog.allSatisfy(\.isEmpty),
-               members.allSatisfy({ $0.pendingMessageCount == 0 }) {
+                members.allSatisfy({ $0.pendingMessageCount == 0 })
+            {
                 settledAt = nowNanos
                 break
             }
             if nowNanos > livenessEnd || !checker.violations.isEmpty { break }
             if livenessEnd != .max, repairCountFrom == nil,
-               nowNanos >= livenessEnd - (livenessEnd - safetyEnd) / 4 {
+                nowNanos >= livenessEnd - (livenessEnd - safetyEnd) / 4
+            {
                 repairCountFrom = members.reduce(0) { $0 + $1.counters.repairFramesSent }
             }
             switch event.payload {

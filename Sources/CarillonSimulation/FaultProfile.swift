@@ -91,7 +91,8 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         p.maxDriftPPM = [0, 50, 500][random.int(in: 0...2)]
         p.pauseProbability = [0, 0.001, 0.01][random.int(in: 0...2)]
         // Short stalls of up to 100 rounds, or a descheduled process: 1–50 ms.
-        p.pauseNanos = random.chance(0.5)
+        p.pauseNanos =
+            random.chance(0.5)
             ? UInt64(random.int(in: 1...100)) * p.roundPeriodNanos : UInt64(random.int(in: 1...50)) * 1_000_000
         p.broadcastProbability = [0.05, 0.3, 0.9][random.int(in: 0...2)]
         p.maxMessagesPerRound = [1, 4, 32][random.int(in: 0...2)]
@@ -100,8 +101,11 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         // cost per frame of up to a fifth of a member's share of the round
         // (slot frames alone then use at most 20% of it; repair storms show).
         p.receiveQueueFrames = [0, 4 * p.memberCount, 32 * p.memberCount, 256][random.int(in: 0...3)]
-        p.frameCostNanos = [0, p.roundPeriodNanos / UInt64(20 * p.memberCount),
-                            p.roundPeriodNanos / UInt64(5 * p.memberCount)][random.int(in: 0...2)]
+        p.frameCostNanos =
+            [
+                0, p.roundPeriodNanos / UInt64(20 * p.memberCount),
+                p.roundPeriodNanos / UInt64(5 * p.memberCount)
+            ][random.int(in: 0...2)]
         p.replayProbability = [0, 0.01, 0.05][random.int(in: 0...2)]
         p.replayDelayRounds = random.int(in: 1...200)
         // The window must cover the stability lag — about two one-way latencies
@@ -114,7 +118,8 @@ public struct FaultProfile: Sendable, Hashable, CustomStringConvertible {
         p.windowRounds = max(p.windowRounds, 4 * lagRounds)
         // Liveness: long enough to drain a full window per member several times over.
         // A pause that starts just before the faults stop runs on into the liveness phase.
-        p.livenessBoundRounds = 200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
+        p.livenessBoundRounds =
+            200 + 8 * p.windowRounds + 4 * Int(p.spikeNanos / p.roundPeriodNanos)
             + Int(p.pauseNanos / p.roundPeriodNanos)
         // Drawn last, so the other parameters of a seed stay what they were.
         p.orderingMode = random.chance(0.5) ? .promises : .slots

@@ -78,30 +78,34 @@ public struct InvariantChecker {
     ) {
         // Integrity: broadcast, same bytes, not twice.
         if id.sender < 0 || id.sender >= broadcasts.count || id.sequence == 0
-            || id.sequence > UInt64(broadcasts[id.sender].count) {
+            || id.sequence > UInt64(broadcasts[id.sender].count)
+        {
             report(.integrity, member: member, nowNanos, "delivered \(id), which was never broadcast")
         } else if !broadcasts[id.sender][Int(id.sequence - 1)].elementsEqual(payload) {
             report(.integrity, member: member, nowNanos, "delivered \(id) with a payload other than the one broadcast")
         }
         if id.sender >= 0, id.sender < broadcasts.count {
             if id.sequence <= lastSequence[member][id.sender] {
-                report(.integrity, member: member, nowNanos,
-                       "delivered \(id) after already delivering sequence \(lastSequence[member][id.sender]) of that sender")
+                report(
+                    .integrity, member: member, nowNanos,
+                    "delivered \(id) after already delivering sequence \(lastSequence[member][id.sender]) of that sender")
             }
             lastSequence[member][id.sender] = max(lastSequence[member][id.sender], id.sequence)
         }
         // Order: keys strictly increase.
         if let last = lastKey[member], (last.round, last.slot, last.index) >= (round, slot, index) {
-            report(.order, member: member, nowNanos,
-                   "delivery key (\(round),\(slot),\(index)) is not after (\(last.round),\(last.slot),\(last.index))")
+            report(
+                .order, member: member, nowNanos,
+                "delivery key (\(round),\(slot),\(index)) is not after (\(last.round),\(last.slot),\(last.index))")
         }
         lastKey[member] = (round, slot, index)
         // Agreement: a prefix of one common sequence.
         let position = deliveredCount[member]
         if position < canonical.count {
             if canonical[position] != id {
-                report(.agreement, member: member, nowNanos,
-                       "delivered \(id) at position \(position) where another member delivered \(canonical[position])")
+                report(
+                    .agreement, member: member, nowNanos,
+                    "delivered \(id) at position \(position) where another member delivered \(canonical[position])")
             }
         } else {
             canonical.append(id)
@@ -120,8 +124,9 @@ public struct InvariantChecker {
     public mutating func checkAllDelivered(nowNanos: UInt64) {
         let total = broadcastCount
         for member in deliveredCount.indices where deliveredCount[member] != total {
-            report(.validity, member: member, nowNanos,
-                   "delivered \(deliveredCount[member]) of \(total) broadcast messages after the liveness bound")
+            report(
+                .validity, member: member, nowNanos,
+                "delivered \(deliveredCount[member]) of \(total) broadcast messages after the liveness bound")
         }
     }
 

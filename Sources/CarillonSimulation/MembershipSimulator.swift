@@ -329,16 +329,21 @@ public struct MembershipSimulator {
     }
 
     /// Services with a deliberately broken variant (their checkers must catch it).
-    @_spi(Canary) public init(seed: UInt64, profile: MembershipFaultProfile, services: ServicesWorkloadProfile,
-                              serviceCanary: ServiceCanary?) {
+    @_spi(Canary) public init(
+        seed: UInt64, profile: MembershipFaultProfile, services: ServicesWorkloadProfile,
+        serviceCanary: ServiceCanary?
+    ) {
         self.init(seed: seed, profile: profile, canary: nil, services: services, serviceCanary: serviceCanary)
     }
 
-    init(seed: UInt64, profile: MembershipFaultProfile, canary: MembershipCanary?, services: ServicesWorkloadProfile?,
-         serviceCanary: ServiceCanary?) {
+    init(
+        seed: UInt64, profile: MembershipFaultProfile, canary: MembershipCanary?, services: ServicesWorkloadProfile?,
+        serviceCanary: ServiceCanary?
+    ) {
         // A realtime-like clock: the first view starts 10^15 ns plus a per-seed offset in.
-        self.init(seed: seed, profile: profile, origin: 1_000_000_000_000_000 + (seed & 0xFFFF_FFFF) << 20, idSalt: 0,
-                  harvesting: false, canary: canary, services: services, serviceCanary: serviceCanary)
+        self.init(
+            seed: seed, profile: profile, origin: 1_000_000_000_000_000 + (seed & 0xFFFF_FFFF) << 20, idSalt: 0,
+            harvesting: false, canary: canary, services: services, serviceCanary: serviceCanary)
         let scriptReplaysEarlierRun = profile.script.contains { fault in
             if case .replay(let earlier, _, _) = fault.kind { return earlier } else { return false }
         }
@@ -352,21 +357,26 @@ public struct MembershipSimulator {
                 if case .replay = $0.kind { return false } else { return true }
             }
             earlierProfile.faultRounds = min(profile.faultRounds, 400)
-            var earlier = MembershipSimulator(seed: seed ^ 0xEA71_E500, profile: earlierProfile,
-                                              origin: origin - 1_000_000_000_000, idSalt: 0x8000, harvesting: true,
-                                              canary: canary, services: services, serviceCanary: nil)
+            var earlier = MembershipSimulator(
+                seed: seed ^ 0xEA71_E500, profile: earlierProfile,
+                origin: origin - 1_000_000_000_000, idSalt: 0x8000, harvesting: true,
+                canary: canary, services: services, serviceCanary: nil)
             _ = earlier.run()
             earlierRun = earlier.recorded
         }
     }
 
-    init(seed: UInt64, profile: MembershipFaultProfile, origin: UInt64, idSalt: UInt64, harvesting: Bool,
-         canary: MembershipCanary?, services: ServicesWorkloadProfile? = nil, serviceCanary: ServiceCanary? = nil) {
+    init(
+        seed: UInt64, profile: MembershipFaultProfile, origin: UInt64, idSalt: UInt64, harvesting: Bool,
+        canary: MembershipCanary?, services: ServicesWorkloadProfile? = nil, serviceCanary: ServiceCanary? = nil
+    ) {
         self.seed = seed
         self.canary = canary
-        recording = harvesting || profile.replayProbability > 0 || profile.script.contains {
-            if case .replay = $0.kind { return true } else { return false }
-        }
+        recording =
+            harvesting || profile.replayProbability > 0
+            || profile.script.contains {
+                if case .replay = $0.kind { return true } else { return false }
+            }
         self.profile = profile
         self.origin = origin
         self.idSalt = idSalt
@@ -379,8 +389,9 @@ public struct MembershipSimulator {
         busyUntil = Array(repeating: 0, count: n)
         queuedArrivals = Array(repeating: 0, count: n)
         restartCount = Array(repeating: 0, count: n)
-        let schedule = try! TDMASchedule(memberCount: n, roundPeriodNanos: profile.roundPeriodNanos,
-                                         reservation: 0.9, guardFraction: 0.1, originNanos: origin)
+        let schedule = try! TDMASchedule(
+            memberCount: n, roundPeriodNanos: profile.roundPeriodNanos,
+            reservation: 0.9, guardFraction: 0.1, originNanos: origin)
         // The runtime's settings, with an estimate every 20 rounds instead of
         // every 100 ms: a simulated run lasts a few hundred milliseconds.
         var settings = ClockCorrector.Settings(schedule: schedule)
@@ -404,8 +415,9 @@ public struct MembershipSimulator {
             processes[node].installed = [1]
         }
         if let services {
-            self.services = ServicesWorkload(profile: services, nodeCount: n, roundNanos: profile.roundPeriodNanos, seed: seed,
-                                             canary: serviceCanary)
+            self.services = ServicesWorkload(
+                profile: services, nodeCount: n, roundNanos: profile.roundPeriodNanos, seed: seed,
+                canary: serviceCanary)
             for node in 0..<n { self.services!.started(node: node, me: members[node], view: firstView) }
         }
         wakeAt = Array(repeating: 0, count: n)
@@ -414,8 +426,9 @@ public struct MembershipSimulator {
     }
 
     func makeInstance(_ me: MemberID, view: View?) -> MembershipInstance {
-        let schedule = try! TDMASchedule(memberCount: profile.nodeCount, roundPeriodNanos: profile.roundPeriodNanos,
-                                         reservation: 0.9, guardFraction: 0.1, originNanos: origin)
+        let schedule = try! TDMASchedule(
+            memberCount: profile.nodeCount, roundPeriodNanos: profile.roundPeriodNanos,
+            reservation: 0.9, guardFraction: 0.1, originNanos: origin)
         var ordering = OrderingConfiguration(rank: Int(me.node), schedule: schedule)
         ordering.windowRounds = 512
         ordering.deliveryMode = profile.deliveryMode
@@ -469,8 +482,9 @@ public struct MembershipSimulator {
         let ordering = instance.ordering
         let estimate = ordering.flatMap { $0.configuration.rank == 0 ? nil : $0.clockOffsetNanos(from: 0) }
         let timebase = instance.view.flatMap(\.members.first).map { UInt64($0.node) << 48 ^ $0.incarnation }
-        correctors[node].update(nowNanos: localTime(node, at: nowNanos), epoch: instance.view?.epoch, timebase: timebase,
-                                estimateNanos: estimate)
+        correctors[node].update(
+            nowNanos: localTime(node, at: nowNanos), epoch: instance.view?.epoch, timebase: timebase,
+            estimateNanos: estimate)
     }
 
     /// The first true time at which `node`'s clock reads `local` or later.
@@ -511,7 +525,9 @@ public struct MembershipSimulator {
             }
             if round >= nextFaultRound {
                 nextFaultRound = round + 1
-                if faultsOn { injectFaults() } else if settled() {
+                if faultsOn {
+                    injectFaults()
+                } else if settled() {
                     settledRound = Int((nowNanos - faultEnd) / profile.roundPeriodNanos)
                     break
                 }
@@ -527,13 +543,18 @@ public struct MembershipSimulator {
         // The services' checks; after a settled run, every member's state must be the same.
         let serviceViolations = harvesting ? [] : services?.finish(settled: settledRound == nil ? nil : Array(processes.indices)) ?? []
         if violations.isEmpty, settledRound == nil {
-            violations.append(.liveness(boundRounds: profile.livenessBoundRounds,
-                                        views: processes.map { $0.instance.view?.description ?? "joining" }))
+            violations.append(
+                .liveness(
+                    boundRounds: profile.livenessBoundRounds,
+                    views: processes.map { $0.instance.view?.description ?? "joining" }))
             for process in processes {
-                log.append("missing probes: \(probeIDs.subtracting(process.delivered).count), backlog \(process.backlog.count), excluded \(process.excluded)")
+                log.append(
+                    "missing probes: \(probeIDs.subtracting(process.delivered).count), backlog \(process.backlog.count), excluded \(process.excluded)"
+                )
                 log.append("counters \(process.instance.me): \(process.instance.counters)")
-                log.append("state \(process.instance.me): member \(process.instance.isMember), changing \(process.instance.isChangingView), "
-                    + (process.instance.ordering?.debugDescription ?? "no ordering"))
+                log.append(
+                    "state \(process.instance.me): member \(process.instance.isMember), changing \(process.instance.isChangingView), "
+                        + (process.instance.ordering?.debugDescription ?? "no ordering"))
             }
         }
         return MembershipSimulationResult(
@@ -703,8 +724,8 @@ public struct MembershipSimulator {
     /// Every node alive, one view with all of them, and every probe delivered everywhere.
     mutating func settled() -> Bool {
         guard let first = processes[0].instance.view,
-              processes.allSatisfy({ $0.instance.isMember && $0.instance.view == first }),
-              first.members.count == profile.nodeCount
+            processes.allSatisfy({ $0.instance.isMember && $0.instance.view == first }),
+            first.members.count == profile.nodeCount
         else { return false }
         // Probes are sent in one view; a view change since then (a member that
         // missed the end of the faults) starts over with fresh probes.
@@ -747,8 +768,9 @@ public struct MembershipSimulator {
         if faultsOn, processes[node].instance.isMember {
             if services != nil {
                 var commands: [[UInt8]] = []
-                services!.offer(node: node, me: processes[node].instance.me, backlog: processes[node].backlog.count,
-                                nowNanos: nowNanos, into: &commands)
+                services!.offer(
+                    node: node, me: processes[node].instance.me, backlog: processes[node].backlog.count,
+                    nowNanos: nowNanos, into: &commands)
                 for command in commands { processes[node].backlog.append(payload(nextID(node)) + command) }
             } else if random.chance(profile.broadcastProbability) {
                 processes[node].backlog.append(payload(nextID(node)))
@@ -810,7 +832,9 @@ public struct MembershipSimulator {
     mutating func carryOut(_ node: Int) {
         if !effects.ordering.frames.isEmpty {
             let bucket = Int(round / 100)
-            if framesPerHundredRounds.count <= bucket { framesPerHundredRounds += Array(repeating: 0, count: bucket + 1 - framesPerHundredRounds.count) }
+            if framesPerHundredRounds.count <= bucket {
+                framesPerHundredRounds += Array(repeating: 0, count: bucket + 1 - framesPerHundredRounds.count)
+            }
             framesPerHundredRounds[bucket] += effects.ordering.frames.count
         }
         for frame in effects.ordering.frames {
@@ -828,8 +852,9 @@ public struct MembershipSimulator {
                     // The services see the command, not the simulator's id in front of it.
                     let id = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
                     let command = UnsafeRawBufferPointer(rebasing: payload[8...])
-                    services!.apply(node: node, me: processes[node].instance.me, event: .delivered(delivery, payload: command),
-                                    id: id, nowNanos: nowNanos)
+                    services!.apply(
+                        node: node, me: processes[node].instance.me, event: .delivered(delivery, payload: command),
+                        id: id, nowNanos: nowNanos)
                 }
             case .view(let kind):
                 // The services take a view event first: a snapshot for joiners
@@ -845,7 +870,9 @@ public struct MembershipSimulator {
     }
 
     mutating func deliver(_ node: Int, _ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count == 8 || (services != nil && bytes.count > 8) else { violations.append(.malformedPayload(node: node, bytes: bytes.count)); return }
+        guard bytes.count == 8 || (services != nil && bytes.count > 8) else {
+            violations.append(.malformedPayload(node: node, bytes: bytes.count)); return
+        }
         let id = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
         var process = processes[node]
         deliveries += 1
@@ -920,7 +947,7 @@ public struct MembershipSimulator {
                 ("foreign embedded frames", ordering.foreignEmbeddedFrames),
                 ("out-of-range membership frames", membership.outOfRangeFrames),
                 ("oversized membership frames", membership.oversizedFrames),
-                ("uninstallable views", membership.uninstallableViews),
+                ("uninstallable views", membership.uninstallableViews)
             ]
             for (name, value) in counted where value != 0 {
                 violations.append(.counterNotZero(node: node, counter: name, value: value))
@@ -997,8 +1024,10 @@ public struct MembershipSimulator {
     /// Virtual synchrony: processes that installed the view after `epoch` delivered the same messages in it.
     mutating func checkSurvivors(_ node: Int, epoch: UInt32) {
         let mine = processes[node].epochLog[epoch] ?? []
-        for other in processes.indices where other != node && processes[other].installed.contains(epoch + 1)
-            && processes[other].installed.contains(epoch) {
+        for other in processes.indices
+        where other != node && processes[other].installed.contains(epoch + 1)
+            && processes[other].installed.contains(epoch)
+        {
             let theirs = processes[other].epochLog[epoch] ?? []
             if theirs != mine {
                 violations.append(.virtualSynchrony(nodes: [node, other], epoch: epoch, counts: [mine.count, theirs.count]))

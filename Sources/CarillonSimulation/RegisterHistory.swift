@@ -110,7 +110,8 @@ public enum RegisterLinearizability {
         }
         for i in ops.indices where done & 1 << UInt32(i) == 0 && ops[i].invokedNanos <= earliestResponse {
             if let next = step(state, ops[i]),
-               search(ops, done: done | 1 << UInt32(i), known: known, state: next, visited: &visited) {
+                search(ops, done: done | 1 << UInt32(i), known: known, state: next, visited: &visited)
+            {
                 return true
             }
         }

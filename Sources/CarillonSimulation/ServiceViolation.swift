@@ -63,13 +63,15 @@ public enum ServiceViolation: Sendable, Hashable, CustomStringConvertible {
         let text: String
         switch self {
         case .grantWhileHeld(let node, let lock, let grantee, let mode, let token, let holders):
-            text = "node \(node) granted \(lock) \(mode) to \(grantee) (token \(token)) while \(holders.map(\.description).joined(separator: ", ")) held it"
+            text =
+                "node \(node) granted \(lock) \(mode) to \(grantee) (token \(token)) while \(holders.map(\.description).joined(separator: ", ")) held it"
         case .tokenNotIncreasing(let node, let lock, let token, let previous):
             text = "node \(node) granted \(lock) with token \(token), not above the earlier \(previous)"
         case .releaseOfUnheld(let node, let lock, let session):
             text = "node \(node) answered ok to \(session)'s release of \(lock), which it did not hold"
         case .grantsDiffer(let epoch, let nodes, let first, let second):
-            text = "nodes \(nodes.map(String.init).joined(separator: " and ")) granted differently in epoch \(epoch): "
+            text =
+                "nodes \(nodes.map(String.init).joined(separator: " and ")) granted differently in epoch \(epoch): "
                 + "\(first ?? "nothing") against \(second ?? "nothing")"
         case .digestDiffers(let epoch, let node, let expected, let found):
             text = "node \(node)'s state at epoch \(epoch) is \(hex(found)), others had \(hex(expected))"
@@ -80,7 +82,8 @@ public enum ServiceViolation: Sendable, Hashable, CustomStringConvertible {
         case .finalStatesDiffer(let nodes, let index):
             text = "nodes \(nodes.map(String.init).joined(separator: " and ")) hold different states at log index \(index) after the run settled"
         case .notLinearizable(let key, let history):
-            text = "key \(key): no linearization of \(history.count) operations:\n"
+            text =
+                "key \(key): no linearization of \(history.count) operations:\n"
                 + history.map { "      \($0)" }.joined(separator: "\n")
         case .answersDiffer(let session, let request, let first, let then):
             text = "\(session) request \(request) answered \(first), then \(then)"

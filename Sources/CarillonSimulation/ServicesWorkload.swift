@@ -240,8 +240,9 @@ struct ServicesWorkload {
         var host = ServiceHost(machines: [lockService, objectStore])
         if canary == .forgetSessions { host.canary = canary }
         streams.append(Stream(node: node))
-        return Node(host: host, stream: streams.count - 1,
-                    clients: Array(repeating: Client(), count: profile.clientsPerNode))
+        return Node(
+            host: host, stream: streams.count - 1,
+            clients: Array(repeating: Client(), count: profile.clientsPerNode))
     }
 
     mutating func record(_ violation: ServiceViolation) {
@@ -284,8 +285,9 @@ struct ServicesWorkload {
             guard !payload.isEmpty else { return }  // the simulator's liveness probe
             // A session ends at every member where its own member sent the end.
             if let envelope = try? CommandEnvelope.decode(payload), envelope.kind == .endSession,
-               let view = nodes[node].view, delivery.sender < view.members.count,
-               view.members[delivery.sender] == envelope.session.member {
+                let view = nodes[node].view, delivery.sender < view.members.count,
+                view.members[delivery.sender] == envelope.session.member
+            {
                 endShadowSession { $0 == envelope.session }
             }
             try! nodes[node].host.apply(event, output: &output)
@@ -327,8 +329,9 @@ struct ServicesWorkload {
                 nodes[node].locks = [:]
                 if let service = nodes[node].host.machine(LockService.serviceID) as? LockService {
                     for (name, lock) in service.locks {
-                        nodes[node].locks[name] = ShadowLock(holders: lock.holders.map { ($0.session, lock.mode) },
-                                                             lastToken: lock.holders.map(\.token).max() ?? 0)
+                        nodes[node].locks[name] = ShadowLock(
+                            holders: lock.holders.map { ($0.session, lock.mode) },
+                            lastToken: lock.holders.map(\.token).max() ?? 0)
                     }
                 }
                 let digest = nodes[node].host.digest
@@ -394,8 +397,10 @@ struct ServicesWorkload {
         var lock = nodes[node].locks[name] ?? ShadowLock()
         let conflicting = lock.holders.filter { mode == .exclusive || $0.mode == .exclusive || $0.session == session }
         if !conflicting.isEmpty {
-            record(.grantWhileHeld(node: node, lock: name, grantee: session, mode: mode, token: token,
-                                   holders: conflicting.map(\.session)))
+            record(
+                .grantWhileHeld(
+                    node: node, lock: name, grantee: session, mode: mode, token: token,
+                    holders: conflicting.map(\.session)))
         }
         if token < lock.lastToken || (token == lock.lastToken && !(mode == .shared && lock.lastShared)) {
             record(.tokenNotIncreasing(node: node, lock: name, token: token, previous: lock.lastToken))
@@ -414,8 +419,10 @@ struct ServicesWorkload {
     mutating func answer(_ node: Int, request r: Int, _ answer: Answer, nowNanos: UInt64) {
         if let first = requests[r].answer {
             if first != answer {
-                record(.answersDiffer(session: requests[r].session, request: requests[r].id, first: first.description,
-                                      then: answer.description))
+                record(
+                    .answersDiffer(
+                        session: requests[r].session, request: requests[r].id, first: first.description,
+                        then: answer.description))
             }
             return
         }
@@ -482,8 +489,10 @@ struct ServicesWorkload {
         }
     }
 
-    mutating func step(_ node: Int, _ client: inout Client, me: MemberID, backlog: Int, nowNanos: UInt64,
-                       into payloads: inout [[UInt8]]) {
+    mutating func step(
+        _ node: Int, _ client: inout Client, me: MemberID, backlog: Int, nowNanos: UInt64,
+        into payloads: inout [[UInt8]]
+    ) {
         if client.session?.member != me {
             // A new session (the old one's member is gone: its requests' outcomes are unknown).
             client = Client(session: SessionID(member: me, client: nextClient[node]), locks: random.chance(profile.lockClientShare))
@@ -578,8 +587,10 @@ struct ServicesWorkload {
     }
 
     /// Sends a new request of `client`'s session; returns its index in ``requests``.
-    mutating func send(_ node: Int, _ client: inout Client, _ operation: Operation, _ nowNanos: UInt64,
-                       into payloads: inout [[UInt8]]) -> Int {
+    mutating func send(
+        _ node: Int, _ client: inout Client, _ operation: Operation, _ nowNanos: UInt64,
+        into payloads: inout [[UInt8]]
+    ) -> Int {
         let session = client.session!
         let id = client.nextRequest
         client.nextRequest += 1
@@ -588,16 +599,19 @@ struct ServicesWorkload {
         var w = ByteWriter(capacity: 96)
         switch operation {
         case .lock(let command):
-            CommandEnvelope.writeHeader(kind: .command, service: LockService.serviceID, session: session, requestID: id,
-                                        acknowledgedBelow: acknowledged, to: &w)
+            CommandEnvelope.writeHeader(
+                kind: .command, service: LockService.serviceID, session: session, requestID: id,
+                acknowledgedBelow: acknowledged, to: &w)
             command.encode(into: &w)
         case .object(let command):
-            CommandEnvelope.writeHeader(kind: .command, service: ObjectStore.serviceID, session: session, requestID: id,
-                                        acknowledgedBelow: acknowledged, to: &w)
+            CommandEnvelope.writeHeader(
+                kind: .command, service: ObjectStore.serviceID, session: session, requestID: id,
+                acknowledgedBelow: acknowledged, to: &w)
             command.encode(into: &w)
         case .endSession:
-            CommandEnvelope.writeHeader(kind: .endSession, service: 0, session: session, requestID: id,
-                                        acknowledgedBelow: acknowledged, to: &w)
+            CommandEnvelope.writeHeader(
+                kind: .endSession, service: 0, session: session, requestID: id,
+                acknowledgedBelow: acknowledged, to: &w)
         }
         let r = register(session, id, operation, nowNanos, payload: w.bytes)
         payloads.append(w.bytes)
@@ -615,8 +629,9 @@ struct ServicesWorkload {
         guard let session = client.session else { return }
         let node = Int(session.member.node)
         _ = send(node, &client, .endSession, nowNanos, into: &payloads)
-        client = Client(session: SessionID(member: session.member, client: nextClient[node]),
-                        locks: random.chance(profile.lockClientShare))
+        client = Client(
+            session: SessionID(member: session.member, client: nextClient[node]),
+            locks: random.chance(profile.lockClientShare))
         nextClient[node] += 1
         think(&client, nowNanos)
     }
@@ -673,9 +688,11 @@ struct ServicesWorkload {
                 let mine = part(reference.record.grants), theirs = part(other.record.grants)
                 if mine != theirs {
                     let i = (0..<min(mine.count, theirs.count)).first { mine[$0] != theirs[$0] } ?? min(mine.count, theirs.count)
-                    record(.grantsDiffer(epoch: epoch, nodes: [reference.node, other.node],
-                                         first: i < mine.count ? mine[i].description : nil,
-                                         second: i < theirs.count ? theirs[i].description : nil))
+                    record(
+                        .grantsDiffer(
+                            epoch: epoch, nodes: [reference.node, other.node],
+                            first: i < mine.count ? mine[i].description : nil,
+                            second: i < theirs.count ? theirs[i].description : nil))
                     return
                 }
             }
@@ -707,8 +724,9 @@ struct ServicesWorkload {
                 default: return nil  // not applied (a full window): it did not happen
                 }
             }
-            return RegisterOperation(call: call, outcome: outcome, invokedNanos: request.invokedNanos,
-                                     respondedNanos: request.answeredNanos, label: "\(request.session) #\(request.id)")
+            return RegisterOperation(
+                call: call, outcome: outcome, invokedNanos: request.invokedNanos,
+                respondedNanos: request.answeredNanos, label: "\(request.session) #\(request.id)")
         }
     }
 
@@ -741,8 +759,12 @@ struct ServicesWorkload {
                 let unknownBefore = add.sum - Int64(k) - 1
                 let possible = Int64(unknownInvoked.prefix { $0 < add.at }.count)
                 guard unknownBefore >= before, unknownBefore <= possible else {
-                    record(.counterMiscounted(key: key, detail: "the add answered \(k + 1)th (version \(add.version)) returned \(add.sum): "
-                        + "\(unknownBefore) adds of unknown outcome before it, after \(before) before the last, and \(possible) could have been"))
+                    record(
+                        .counterMiscounted(
+                            key: key,
+                            detail: "the add answered \(k + 1)th (version \(add.version)) returned \(add.sum): "
+                                + "\(unknownBefore) adds of unknown outcome before it, after \(before) before the last, and \(possible) could have been"
+                        ))
                     break
                 }
                 before = unknownBefore
@@ -751,8 +773,11 @@ struct ServicesWorkload {
                 let value = object.value.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(as: Int64.self)) }
                 let extra = value - Int64(answered.count)
                 if extra < before || extra > Int64(unknownInvoked.count) {
-                    record(.counterMiscounted(key: key, detail: "ends at \(value) after \(answered.count) answered adds and "
-                        + "\(unknownInvoked.count) of unknown outcome (at least \(before) of them applied)"))
+                    record(
+                        .counterMiscounted(
+                            key: key,
+                            detail: "ends at \(value) after \(answered.count) answered adds and "
+                                + "\(unknownInvoked.count) of unknown outcome (at least \(before) of them applied)"))
                 }
             }
         }

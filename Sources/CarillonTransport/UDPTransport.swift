@@ -49,7 +49,8 @@ public final class UDPTransport: FrameTransport {
 
     public init(options: UDPTransportOptions) throws(SystemCallError) {
         self.options = options
-        let fd = try SystemCall.must("socket", { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
+        let fd = try SystemCall.must(
+            "socket", { socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) })
         descriptor = fd
         do {
             var one: Int32 = 1
@@ -63,13 +64,19 @@ public final class UDPTransport: FrameTransport {
             if let group = options.multicastGroup {
                 // Several members on one host share the group's port; unicast sockets
                 // never share (a second bind of a member's port is an error).
-                try SystemCall.must("setsockopt(SO_REUSEADDR)", { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) })
-                try SystemCall.must("setsockopt(SO_REUSEPORT)", { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) })
+                try SystemCall.must(
+                    "setsockopt(SO_REUSEADDR)", { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) })
+                try SystemCall.must(
+                    "setsockopt(SO_REUSEPORT)", { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size)) })
                 bindAddress = UDPEndpoint(address: 0, port: group.port).socketAddress
                 var request = ip_mreq(imr_multiaddr: in_addr(s_addr: group.address), imr_interface: in_addr(s_addr: options.multicastInterface))
-                try SystemCall.must("setsockopt(IP_ADD_MEMBERSHIP)", { setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &request, socklen_t(MemoryLayout<ip_mreq>.size)) })
+                try SystemCall.must(
+                    "setsockopt(IP_ADD_MEMBERSHIP)",
+                    { setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &request, socklen_t(MemoryLayout<ip_mreq>.size)) })
                 var interface = in_addr(s_addr: options.multicastInterface)
-                try SystemCall.must("setsockopt(IP_MULTICAST_IF)", { setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &interface, socklen_t(MemoryLayout<in_addr>.size)) })
+                try SystemCall.must(
+                    "setsockopt(IP_MULTICAST_IF)",
+                    { setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &interface, socklen_t(MemoryLayout<in_addr>.size)) })
                 var ttl = UInt8(options.multicastTTL)
                 try SystemCall.must("setsockopt(IP_MULTICAST_TTL)", { setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_TTL, &ttl, socklen_t(1)) })
                 var loop: UInt8 = options.multicastLoopback ? 1 : 0
@@ -87,8 +94,9 @@ public final class UDPTransport: FrameTransport {
                     try SystemCall.must("getsockname", { getsockname(fd, address, &length) })
                 }
             }
-            localEndpoint = UDPEndpoint(address: options.multicastGroup == nil ? bound.sin_addr.s_addr : options.bind.address,
-                                        port: UInt16(bigEndian: bound.sin_port))
+            localEndpoint = UDPEndpoint(
+                address: options.multicastGroup == nil ? bound.sin_addr.s_addr : options.bind.address,
+                port: UInt16(bigEndian: bound.sin_port))
         } catch {
             close(fd)
             throw error
@@ -144,7 +152,7 @@ public final class UDPTransport: FrameTransport {
                 }
                 sent += Int(n)
                 counters.datagramsSent += Int(n)
-            } catch where error.errno == ENOBUFS || error.errno == ECONNREFUSED {
+            } catch  where error.errno == ENOBUFS || error.errno == ECONNREFUSED {
                 // ECONNREFUSED: an ICMP port-unreachable from an earlier send to a peer that is not up yet.
                 counters.datagramsNotSent += 1
                 sent += 1
@@ -193,7 +201,7 @@ public final class UDPTransport: FrameTransport {
         do {
             guard let n = try SystemCall.run("recvmmsg", { carillon_recv_batch(fd, slots, batch) }) else { return 0 }
             received = n
-        } catch where error.errno == ECONNREFUSED {
+        } catch  where error.errno == ECONNREFUSED {
             return 0  // a stale ICMP error from an earlier send; nothing to read
         }
         var handed = 0
@@ -204,8 +212,11 @@ public final class UDPTransport: FrameTransport {
             if slot.truncated != 0 { counters.datagramsTruncated += 1; continue }
             if loss != nil, loss!.shouldDrop() { counters.datagramsDroppedByInjection += 1; continue }
             let bytes = UnsafeRawBufferPointer(start: slot.buffer, count: slot.length)
-            handler(bytes, ReceivedDatagram(source: UDPEndpoint(slot.address),
-                                             kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
+            handler(
+                bytes,
+                ReceivedDatagram(
+                    source: UDPEndpoint(slot.address),
+                    kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
             handed += 1
         }
         return handed

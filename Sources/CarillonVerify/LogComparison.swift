@@ -65,8 +65,10 @@ public struct MemberLog: Sendable {
                         segments.append(segment)
                     }
                     let members = fields.count > 6 ? String(fields[6].dropFirst("members=".count)) : nil
-                    installations.append(Installation(epoch: epoch, atNanos: at, state: "\(fields[4]) \(fields[5])",
-                                                      members: members, joined: fields[1] == "state"))
+                    installations.append(
+                        Installation(
+                            epoch: epoch, atNanos: at, state: "\(fields[4]) \(fields[5])",
+                            members: members, joined: fields[1] == "state"))
                     current = Segment(epoch: epoch)
                 case "left":
                     // Left gracefully: its last view ends here, a prefix of the others'.
@@ -132,19 +134,27 @@ public struct LogComparison: Sendable {
             let all = byEpoch[epoch]!
             let views = all.filter { !$0.installation.joined }
             if let reference = views.first {
-                for other in views where other.installation.state != reference.installation.state
-                    || other.installation.members != reference.installation.members {
-                    problems.append("view \(epoch): \(other.log) installed it with state \(other.installation.state) members \(other.installation.members ?? "?"), \(reference.log) with \(reference.installation.state) members \(reference.installation.members ?? "?")")
+                for other in views
+                where other.installation.state != reference.installation.state
+                    || other.installation.members != reference.installation.members
+                {
+                    problems.append(
+                        "view \(epoch): \(other.log) installed it with state \(other.installation.state) members \(other.installation.members ?? "?"), \(reference.log) with \(reference.installation.state) members \(reference.installation.members ?? "?")"
+                    )
                 }
                 for joiner in all where joiner.installation.joined && joiner.installation.state != reference.installation.state {
-                    problems.append("view \(epoch): \(joiner.log) joined with state \(joiner.installation.state), the members had \(reference.installation.state)")
+                    problems.append(
+                        "view \(epoch): \(joiner.log) joined with state \(joiner.installation.state), the members had \(reference.installation.state)"
+                    )
                 }
             }
             let times = all.map(\.installation.atNanos)
             let spread = Double(times.max()! - times.min()!) / 1e6
             let members = views.first?.installation.members ?? "?"
-            summary.append(String(format: "view %u: members %@; installed at %d log(s)%@, within %.3f ms", epoch, members,
-                                  views.count, all.count > views.count ? ", joined by \(all.count - views.count)" : "", spread))
+            summary.append(
+                String(
+                    format: "view %u: members %@; installed at %d log(s)%@, within %.3f ms", epoch, members,
+                    views.count, all.count > views.count ? ", joined by \(all.count - views.count)" : "", spread))
         }
         // Order within each view.
         var segmentEpochs = Set<UInt32>()
@@ -153,19 +163,24 @@ public struct LogComparison: Sendable {
             var segments: [(log: String, segment: MemberLog.Segment)] = []
             for log in logs { for s in log.segments where s.epoch == epoch { segments.append((log.name, s)) } }
             let complete = segments.filter(\.segment.complete)
-            let reference = complete.first ?? segments.filter { !$0.segment.leftOut }.max { $0.segment.messages.count < $1.segment.messages.count }
+            let reference =
+                complete.first ?? segments.filter { !$0.segment.leftOut }.max { $0.segment.messages.count < $1.segment.messages.count }
                 ?? segments.max { $0.segment.messages.count < $1.segment.messages.count }!
             let referenceSet = Set(reference.segment.messages)
             for (name, segment) in segments {
                 if segment.complete {
                     if segment.messages != reference.segment.messages {
-                        problems.append("view \(epoch): \(name) delivered \(segment.messages.count) messages, \(reference.log) \(reference.segment.messages.count), or in another order (first difference at \(firstDifference(segment.messages, reference.segment.messages)))")
+                        problems.append(
+                            "view \(epoch): \(name) delivered \(segment.messages.count) messages, \(reference.log) \(reference.segment.messages.count), or in another order (first difference at \(firstDifference(segment.messages, reference.segment.messages)))"
+                        )
                     }
                     continue
                 }
                 let compared = segment.leftOut ? segment.messages.filter { referenceSet.contains($0) } : segment.messages
                 if !reference.segment.messages.starts(with: compared) && !compared.starts(with: reference.segment.messages) {
-                    problems.append("view \(epoch): \(name)'s \(compared.count) deliveries are not a prefix of \(reference.log)'s (first difference at \(firstDifference(compared, reference.segment.messages)))")
+                    problems.append(
+                        "view \(epoch): \(name)'s \(compared.count) deliveries are not a prefix of \(reference.log)'s (first difference at \(firstDifference(compared, reference.segment.messages)))"
+                    )
                 }
             }
         }

@@ -117,8 +117,9 @@ public struct FrameView {
     /// Embedded frames of a retransmission section; each already validated, so
     /// `FrameView.decode(_:)` on one of them succeeds.
     public var embeddedFrames: EmbeddedFrameSequence {
-        EmbeddedFrameSequence(section: retransmissions.map(slice) ?? UnsafeRawBufferPointer(start: nil, count: 0),
-                              count: retransmissions?.count ?? 0)
+        EmbeddedFrameSequence(
+            section: retransmissions.map(slice) ?? UnsafeRawBufferPointer(start: nil, count: 0),
+            count: retransmissions?.count ?? 0)
     }
 
     private func slice(_ ref: SectionRef) -> UnsafeRawBufferPointer {
@@ -213,12 +214,13 @@ extension FrameView {
                 }
                 if section == .naks { view.naks = ref } else { view.relayedSilence = ref }
             case .viewFields, .viewPositions, .viewMembers, .viewCut:
-                let existing: SectionRef? = switch section {
-                case .viewFields: view.viewFields
-                case .viewPositions: view.viewPositions
-                case .viewMembers: view.viewMembers
-                default: view.viewCut
-                }
+                let existing: SectionRef? =
+                    switch section {
+                    case .viewFields: view.viewFields
+                    case .viewPositions: view.viewPositions
+                    case .viewMembers: view.viewMembers
+                    default: view.viewCut
+                    }
                 guard existing == nil else { throw .duplicateSection(code) }
                 try validateRankEntries(body, count: count, code: code)
                 switch section {
@@ -262,7 +264,7 @@ extension FrameView {
     static func isAllowed(_ section: SectionKind, in kind: FrameKind) -> Bool {
         switch (kind, section) {
         case (.membership, .viewFields), (.membership, .viewPositions), (.membership, .viewMembers),
-             (.membership, .viewCut), (.membership, .data):
+            (.membership, .viewCut), (.membership, .data):
             return true
         case (.membership, _), (_, .viewFields), (_, .viewPositions), (_, .viewMembers), (_, .viewCut): return false
         case (.repair, .relayedSilence): return true

@@ -93,9 +93,11 @@ func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws ->
     var children: [Child] = []
     defer { children.forEach { $0.kill9() } }
     for i in 0..<spec.members {
-        var argv = [carillon, "node", "--no-services", "--config", configPath, "--member", "h\(i)", "--size", "\(spec.sizeBytes)",
-                    "--expect", "\(spec.expectedPerMember)", "--timeout", "\(Int(spec.timeoutSeconds))",
-                    "--log", "\(directory)/h\(i).log"]
+        var argv = [
+            carillon, "node", "--no-services", "--config", configPath, "--member", "h\(i)", "--size", "\(spec.sizeBytes)",
+            "--expect", "\(spec.expectedPerMember)", "--timeout", "\(Int(spec.timeoutSeconds))",
+            "--log", "\(directory)/h\(i).log"
+        ]
         let sends = spec.senders.contains(i) ? spec.messagesPerSender : 0
         argv += ["--send", "\(sends)"]
         if spec.closedLoop {
@@ -109,8 +111,9 @@ func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws ->
         children.append(try Child(topology.command(host: i, argv), stderr: "\(directory)/h\(i).err"))
     }
     let sampler = CostSampler(pids: children.map(\.pid), start: config.startNanos, intervalSeconds: 0.1)
-    var outcome = try collectOutcome(of: children, waitSeconds: spec.timeoutSeconds + 15, directory: directory,
-                                     sizeBytes: spec.sizeBytes, noun: "member")
+    var outcome = try collectOutcome(
+        of: children, waitSeconds: spec.timeoutSeconds + 15, directory: directory,
+        sizeBytes: spec.sizeBytes, noun: "member")
     let (cost, problem) = sampler.finish()
     outcome.cost = cost
     if let problem { outcome.notes.append("member cost not measured: \(problem)") }
@@ -152,8 +155,10 @@ func writeBusConfig(_ spec: BusSpec, on topology: Topology, directory: String) t
     var settings = ["\"start_at_ns\": \(startNanos)", "\"ordering\": \"\(spec.ordering)\""]
     if let idle = spec.idle { settings.append("\"idle\": \"\(idle)\"") }
     if !spec.nodeDefaults {
-        settings += ["\"round_period_us\": \(spec.roundPeriodMicros)", "\"reservation\": \(spec.reservation)",
-                     "\"max_frame_bytes\": \(spec.maxFrameBytes)", "\"suspicion_slots\": \(spec.suspicionSlots)"]
+        settings += [
+            "\"round_period_us\": \(spec.roundPeriodMicros)", "\"reservation\": \(spec.reservation)",
+            "\"max_frame_bytes\": \(spec.maxFrameBytes)", "\"suspicion_slots\": \(spec.suspicionSlots)"
+        ]
     }
     settings += spec.extraSettings
     let config = """

@@ -7,9 +7,9 @@
 // needed at build time.
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// libcpg could not be loaded: Corosync's client library is not installed.
@@ -113,16 +113,18 @@ private enum CPGLayout {
 }
 
 // cpg_handle_t is uint64_t; enums (cs_error_t and the rest) are C ints; size_t is Int.
-private typealias CPGDeliverFn = @convention(c) (
-    _ handle: UInt64, _ group: UnsafeRawPointer?, _ nodeID: UInt32, _ pid: UInt32,
-    _ message: UnsafeMutableRawPointer?, _ length: Int
-) -> Void
-private typealias CPGConfchgFn = @convention(c) (
-    _ handle: UInt64, _ group: UnsafeRawPointer?,
-    _ members: UnsafeRawPointer?, _ memberCount: Int,
-    _ left: UnsafeRawPointer?, _ leftCount: Int,
-    _ joined: UnsafeRawPointer?, _ joinedCount: Int
-) -> Void
+private typealias CPGDeliverFn =
+    @convention(c) (
+        _ handle: UInt64, _ group: UnsafeRawPointer?, _ nodeID: UInt32, _ pid: UInt32,
+        _ message: UnsafeMutableRawPointer?, _ length: Int
+    ) -> Void
+private typealias CPGConfchgFn =
+    @convention(c) (
+        _ handle: UInt64, _ group: UnsafeRawPointer?,
+        _ members: UnsafeRawPointer?, _ memberCount: Int,
+        _ left: UnsafeRawPointer?, _ leftCount: Int,
+        _ joined: UnsafeRawPointer?, _ joinedCount: Int
+    ) -> Void
 
 /// The libcpg entry points, resolved once per process.
 private final class CPGLibrary: @unchecked Sendable {
@@ -134,9 +136,10 @@ private final class CPGLibrary: @unchecked Sendable {
     typealias Dispatch = @convention(c) (UInt64, Int32) -> Int32
     typealias Join = @convention(c) (UInt64, UnsafeRawPointer?) -> Int32
     typealias McastJoined = @convention(c) (UInt64, Int32, UnsafePointer<iovec>?, UInt32) -> Int32
-    typealias MembershipGet = @convention(c) (
-        UInt64, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int32>?
-    ) -> Int32
+    typealias MembershipGet =
+        @convention(c) (
+            UInt64, UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int32>?
+        ) -> Int32
     typealias UInt32Get = @convention(c) (UInt64, UnsafeMutablePointer<UInt32>?) -> Int32
     typealias Int32Get = @convention(c) (UInt64, UnsafeMutablePointer<Int32>?) -> Int32
 

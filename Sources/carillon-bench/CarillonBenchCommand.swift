@@ -21,6 +21,9 @@ struct CarillonBenchCommand: ParsableCommand {
               sudo .build/release/carillon-bench services        # locks and replicated objects, beside etcd (tmpfs and disk)
               .build/release/carillon-bench report --results bench-results --doc docs/benchmarks.md
             """,
-        subcommands: [Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Idle.self, Latency.self, Services.self, Report.self,
-                      UDPPingPong.self, CPGAgent.self])
+        subcommands: [
+            Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Idle.self, Latency.self, Services.self,
+            Report.self,
+            UDPPingPong.self, CPGAgent.self
+        ])
 }

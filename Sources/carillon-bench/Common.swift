@@ -9,9 +9,15 @@ struct CommonOptions: ParsableArguments {
     var out = "bench-results"
     @Flag(help: "Run the members as separate processes on 127.0.0.1 instead of in network namespaces (the fallback without root; results say so).")
     var loopback = false
-    @Option(help: "Idle strategy of every member: blocking, spin-then-park[:NANOS] or busy-spin (default: blocking; `idle` keeps the node's default, spin-then-park). Two busy-spinning members fill this 2-core VM.")
+    @Option(
+        help:
+            "Idle strategy of every member: blocking, spin-then-park[:NANOS] or busy-spin (default: blocking; `idle` keeps the node's default, spin-then-park). Two busy-spinning members fill this 2-core VM."
+    )
     var idle: String?
-    @Option(help: "How the members order messages, written into their configuration as \"ordering\": promises (send at once; idle members promise silence ahead; the default) or slots (every member sends in its TDMA slot every round).")
+    @Option(
+        help:
+            "How the members order messages, written into their configuration as \"ordering\": promises (send at once; idle members promise silence ahead; the default) or slots (every member sends in its TDMA slot every round)."
+    )
     var ordering = "promises"
     @Flag(help: "A short run with few messages (a smoke test; figures are not meant to be quoted).")
     var quick = false
@@ -42,7 +48,10 @@ struct CommonOptions: ParsableArguments {
         }
         if getuid() == 0 { return .namespaces }
         if needsNamespaces { throw ValidationError("this scenario needs network namespaces: run it as root (sudo)") }
-        FileHandle.standardError.write(Data("carillon-bench: not root, so the members run as separate processes on loopback (results are labelled `loopback`); run with sudo for network namespaces\n".utf8))
+        FileHandle.standardError.write(
+            Data(
+                "carillon-bench: not root, so the members run as separate processes on loopback (results are labelled `loopback`); run with sudo for network namespaces\n"
+                    .utf8))
         return .loopback
     }
 
@@ -83,13 +92,18 @@ func parseList<T: LosslessStringConvertible>(_ text: String, _ name: String) thr
 }
 
 /// A latency (and throughput) row from a bus outcome.
-func row(_ scenario: String, system: String = "carillon", topology: Topology, parameters: [String: String],
-         outcome: BusOutcome, latency: Bool = true, throughput: Bool = false) -> BenchResult {
-    BenchResult(scenario: scenario, system: system, placement: topology.label, parameters: parameters,
-                latency: latency && outcome.atAll.totalCount > 0 ? LatencySummary(nanoseconds: outcome.atAll) : nil,
-                throughput: throughput ? ThroughputSummary(messagesPerSecondPerMember: outcome.messagesPerSecond,
-                                                           bytesPerSecondPerMember: outcome.bytesPerSecond) : nil,
-                cost: outcome.cost, notes: outcome.notes)
+func row(
+    _ scenario: String, system: String = "carillon", topology: Topology, parameters: [String: String],
+    outcome: BusOutcome, latency: Bool = true, throughput: Bool = false
+) -> BenchResult {
+    BenchResult(
+        scenario: scenario, system: system, placement: topology.label, parameters: parameters,
+        latency: latency && outcome.atAll.totalCount > 0 ? LatencySummary(nanoseconds: outcome.atAll) : nil,
+        throughput: throughput
+            ? ThroughputSummary(
+                messagesPerSecondPerMember: outcome.messagesPerSecond,
+                bytesPerSecondPerMember: outcome.bytesPerSecond) : nil,
+        cost: outcome.cost, notes: outcome.notes)
 }
 
 func micros(_ value: Double) -> String { String(format: "%.1f", value) }
@@ -99,5 +113,7 @@ func describe(_ outcome: BusOutcome) -> String {
     let h = outcome.atAll
     let cost = outcome.cost.map { "; " + describe($0) } ?? ""
     guard h.totalCount > 0 else { return "no message delivered at every member" + cost }
-    return "p50 \(micros(Double(h.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(h.valueAtPercentile(99)) / 1000)) p99.9 \(micros(Double(h.valueAtPercentile(99.9)) / 1000)) µs (\(h.totalCount) msgs)" + cost
+    return
+        "p50 \(micros(Double(h.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(h.valueAtPercentile(99)) / 1000)) p99.9 \(micros(Double(h.valueAtPercentile(99.9)) / 1000)) µs (\(h.totalCount) msgs)"
+        + cost
 }

@@ -56,7 +56,9 @@ struct CPGAgent: ParsableCommand {
         let deadline = MemberClock.viewNanos() + UInt64(timeout * 1e9)
         // Everyone in the group before the first message (CPG delivers to current members only).
         while client.memberCount < members {
-            guard MemberClock.viewNanos() < deadline else { throw ValidationError("only \(client.memberCount) of \(members) members joined \(group)") }
+            guard MemberClock.viewNanos() < deadline else {
+                throw ValidationError("only \(client.memberCount) of \(members) members joined \(group)")
+            }
             if client.waitForEvents(timeoutMilliseconds: 100) { try client.dispatch(blocking: false) }
         }
         var payload = [UInt8](repeating: 0xC5, count: size)
@@ -132,7 +134,9 @@ struct CorosyncComparison: ParsableCommand {
         Cleanup.installSignalHandlers()
         defer { Cleanup.runAll() }
         let sizeList: [Int] = try parseList(sizes, "--sizes")
-        guard sizeList.allSatisfy({ (24...1_400).contains($0) }) else { throw ValidationError("--sizes: each in 24...1400 (one frame, standard MTU)") }
+        guard sizeList.allSatisfy({ (24...1_400).contains($0) }) else {
+            throw ValidationError("--sizes: each in 24...1400 (one frame, standard MTU)")
+        }
         guard (2...8).contains(members) else { throw ValidationError("--members must be in 2...8") }
         guard messages >= 1, throughputMessages >= 1, gapUs >= 0, periodUs > 0 else {
             throw ValidationError("--messages and --throughput-messages must be at least 1, --gap-us not negative, --period-us positive")
@@ -160,8 +164,10 @@ struct CorosyncComparison: ParsableCommand {
             s.gapMicros = gapUs
             s.timeoutSeconds = Double(closedCount) * (gapUs + 20_000) / 1e6 + 30
             let closed = try runBus(s, on: topology, directory: try common.workDirectory("corosync/carillon-\(size)-closed"))
-            results.append(row("corosync", topology: topology,
-                               parameters: parameters(size, "closed-loop", ["idle": common.idleStrategy, "round_period_us": "\(periodUs)"]), outcome: closed))
+            results.append(
+                row(
+                    "corosync", topology: topology,
+                    parameters: parameters(size, "closed-loop", ["idle": common.idleStrategy, "round_period_us": "\(periodUs)"]), outcome: closed))
             progress.report("carillon \(size) B closed loop: \(describe(closed))")
 
             step += 1
@@ -177,11 +183,18 @@ struct CorosyncComparison: ParsableCommand {
             // Capacity, not failure detection (as in `throughput`): 200 ms of silence before a suspicion.
             s.suspicionSlots = 2_000
             let busy = try runBus(s, on: topology, directory: try common.workDirectory("corosync/carillon-\(size)-throughput"))
-            results.append(row("corosync", topology: topology,
-                               parameters: parameters(size, "throughput", ["idle": common.idleStrategy, "round_period_us": "\(periodUs)",
-                                                                        "max_frame_bytes": "8972"]),
-                               outcome: busy, latency: false, throughput: true))
-            progress.report("carillon \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member\(busy.cost.map { "; " + describe($0) } ?? "")")
+            results.append(
+                row(
+                    "corosync", topology: topology,
+                    parameters: parameters(
+                        size, "throughput",
+                        [
+                            "idle": common.idleStrategy, "round_period_us": "\(periodUs)",
+                            "max_frame_bytes": "8972"
+                        ]),
+                    outcome: busy, latency: false, throughput: true))
+            progress.report(
+                "carillon \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member\(busy.cost.map { "; " + describe($0) } ?? "")")
         }
 
         let work = try common.workDirectory("corosync/daemons")
@@ -192,26 +205,36 @@ struct CorosyncComparison: ParsableCommand {
         for size in sizeList {
             step += 1
             progress.begin(step, "corosync CPG, \(size) B, closed loop")
-            let closed = try runCPG(cluster: cluster, size: size, senders: [0], perSender: closedCount, closedLoop: true,
-                                    directory: try common.workDirectory("corosync/cpg-\(size)-closed"))
-            results.append(row("corosync", system: "corosync-cpg", topology: topology,
-                               parameters: parameters(size, "closed-loop", ["transport": "udpu"]), outcome: closed))
+            let closed = try runCPG(
+                cluster: cluster, size: size, senders: [0], perSender: closedCount, closedLoop: true,
+                directory: try common.workDirectory("corosync/cpg-\(size)-closed"))
+            results.append(
+                row(
+                    "corosync", system: "corosync-cpg", topology: topology,
+                    parameters: parameters(size, "closed-loop", ["transport": "udpu"]), outcome: closed))
             progress.report("corosync \(size) B closed loop: \(describe(closed))")
 
             step += 1
             progress.begin(step, "corosync CPG, \(size) B, throughput")
-            let busy = try runCPG(cluster: cluster, size: size, senders: Array(0..<members), perSender: bulkCount, closedLoop: false,
-                                  directory: try common.workDirectory("corosync/cpg-\(size)-throughput"))
-            results.append(row("corosync", system: "corosync-cpg", topology: topology,
-                               parameters: parameters(size, "throughput", ["transport": "udpu"]), outcome: busy, latency: false, throughput: true))
+            let busy = try runCPG(
+                cluster: cluster, size: size, senders: Array(0..<members), perSender: bulkCount, closedLoop: false,
+                directory: try common.workDirectory("corosync/cpg-\(size)-throughput"))
+            results.append(
+                row(
+                    "corosync", system: "corosync-cpg", topology: topology,
+                    parameters: parameters(size, "throughput", ["transport": "udpu"]), outcome: busy, latency: false, throughput: true))
             progress.report("corosync \(size) B throughput: \(Int(busy.meanMessagesPerSecond)) msgs/s per member")
         }
         progress.finish()
-        let run = BenchRun(scenario: "corosync", environment: .current(),
-                           settings: ["placement": topology.label, "ordering": common.ordering, "carillon": "round \(periodUs) µs, reservation 0.5, idle \(common.idleStrategy), agreed delivery, authenticated",
-                                      "corosync": "3.x CPG, udpu, agreed (CPG_TYPE_AGREED), sched_rr off, token 1000 ms, one daemon per namespace",
-                                      "latency": "send → delivered at the last member, closed loop from h0, \(Int(gapUs)) µs gap"],
-                           results: results)
+        let run = BenchRun(
+            scenario: "corosync", environment: .current(),
+            settings: [
+                "placement": topology.label, "ordering": common.ordering,
+                "carillon": "round \(periodUs) µs, reservation 0.5, idle \(common.idleStrategy), agreed delivery, authenticated",
+                "corosync": "3.x CPG, udpu, agreed (CPG_TYPE_AGREED), sched_rr off, token 1000 ms, one daemon per namespace",
+                "latency": "send → delivered at the last member, closed loop from h0, \(Int(gapUs)) µs gap"
+            ],
+            results: results)
         try save(run, to: common.out)
     }
 
@@ -223,9 +246,12 @@ struct CorosyncComparison: ParsableCommand {
         let expect = senders.count * perSender
         let timeout = closedLoop ? Double(perSender) * (gapUs + 20_000) / 1e6 + 30 : 180
         for i in 0..<members {
-            var argv = cluster.clientCommandPrefix(host: i) + [Binaries.bench, "cpg-agent", "--group", group, "--index", "\(i)",
-                                                                "--members", "\(members)", "--size", "\(size)", "--expect", "\(expect)",
-                                                                "--timeout", "\(Int(timeout))", "--log", "\(directory)/h\(i).log"]
+            var argv =
+                cluster.clientCommandPrefix(host: i) + [
+                    Binaries.bench, "cpg-agent", "--group", group, "--index", "\(i)",
+                    "--members", "\(members)", "--size", "\(size)", "--expect", "\(expect)",
+                    "--timeout", "\(Int(timeout))", "--log", "\(directory)/h\(i).log"
+                ]
             argv += ["--send", "\(senders.contains(i) ? perSender : 0)"]
             if closedLoop { argv += ["--closed-loop", "--gap-us", "\(gapUs)"] }
             children.append(try Child(argv, stderr: "\(directory)/h\(i).err"))

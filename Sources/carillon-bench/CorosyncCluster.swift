@@ -5,9 +5,9 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// Why a ``CorosyncCluster`` could not start.
@@ -127,7 +127,8 @@ final class CorosyncCluster: Sendable {
         realtimeScheduling: Bool = false
     ) {
         self.hosts = hosts.map { Host(namespace: $0.namespace, address: $0.address) }
-        let directory = workDirectory.hasPrefix("/")
+        let directory =
+            workDirectory.hasPrefix("/")
             ? workDirectory : FileManager.default.currentDirectoryPath + "/" + workDirectory
         self.workDirectory = directory
         self.clusterName = clusterName
@@ -289,7 +290,9 @@ final class CorosyncCluster: Sendable {
     /// Takes about 0.3 s. Safe to call more than once, and from several
     /// threads (one of them does the work); `deinit` calls it.
     func stop(grace: Duration = .seconds(3)) {
-        let running = daemons.withLock { list in defer { list.removeAll() }; return list }
+        let running = daemons.withLock { list in
+            defer { list.removeAll() }; return list
+        }
         guard !running.isEmpty else { return }
         let daemonPIDs = running.compactMap { Self.readPID($0.pidFile) }
         for daemon in running {
@@ -392,7 +395,7 @@ final class CorosyncCluster: Sendable {
             "netns", "exec", hosts[host].namespace,
             "unshare", "--mount", "--propagation", "private",
             "sh", "-c", Self.wrapper, "corosync-h\(host)",
-            "\(directory)/run", corosync, "\(directory)/corosync.conf", pidFile,
+            "\(directory)/run", corosync, "\(directory)/corosync.conf", pidFile
         ]
         let watchdog = Pipe()
         process.standardInput = watchdog.fileHandleForReading
@@ -461,7 +464,8 @@ final class CorosyncCluster: Sendable {
     /// libqb ring buffers, `/dev/shm/qb-<daemon pid>-<client pid>-…`, behind.
     private static func removeSharedMemory(ofDeadDaemon pid: pid_t) {
         guard kill(pid, 0) != 0, errno == ESRCH,
-              let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
+            let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")
+        else { return }
         for name in names where name.hasPrefix("qb-\(pid)-") || name.hasPrefix("qb-corosync-\(pid)-") {
             try? FileManager.default.removeItem(atPath: "/dev/shm/\(name)")
         }
@@ -469,7 +473,7 @@ final class CorosyncCluster: Sendable {
 
     private static func readPID(_ path: String) -> pid_t? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-              let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
+            let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
         else { return nil }
         return pid
     }

@@ -86,7 +86,9 @@ final class CostSampler: Sendable {
             state.withLock { $0.problem = "\(error) when the measured phase began" }
             return
         case .success(let samples):
-            state.withLock { $0.first = samples; $0.last = samples }
+            state.withLock {
+                $0.first = samples; $0.last = samples
+            }
         }
         while !stopping {
             guard let interval else { _ = wake.wait(timeout: .distantFuture); continue }
@@ -110,9 +112,12 @@ final class CostSampler: Sendable {
         let costs = zip(first, last).map { ProcessCost(from: $0, to: $1) }
         let seconds = costs.map(\.seconds).reduce(0, +) / Double(max(costs.count, 1))
         guard seconds > 0 else { return (nil, "no sample after the first one (the members ended within one interval of the start)") }
-        return (CostSummary(seconds: seconds, cpuPercentOfOneCore: costs.map(\.cpuPercentOfOneCore),
-                            wakeupsPerSecond: costs.map(\.wakeupsPerSecond),
-                            involuntarySwitchesPerSecond: costs.map(\.involuntarySwitchesPerSecond)), nil)
+        return (
+            CostSummary(
+                seconds: seconds, cpuPercentOfOneCore: costs.map(\.cpuPercentOfOneCore),
+                wakeupsPerSecond: costs.map(\.wakeupsPerSecond),
+                involuntarySwitchesPerSecond: costs.map(\.involuntarySwitchesPerSecond)), nil
+        )
     }
 }
 

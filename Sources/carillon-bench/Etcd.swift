@@ -143,7 +143,9 @@ final class EtcdClient {
     /// `GET /health`: whether etcd says it is healthy (it has a leader and applies writes).
     func healthy() throws -> Bool {
         let response = try connection.request("GET", "/health")
-        guard response.status == 200, let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] else { return false }
+        guard response.status == 200, let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] else {
+            return false
+        }
         return EtcdGateway.field(["health"], in: object) == "true"
     }
 
@@ -203,13 +205,19 @@ struct EtcdStorage {
         case "tmpfs":
             let directory = "/dev/shm/carillon-bench-etcd-\(pid)"
             let fs = filesystem(of: "/dev/shm")
-            return EtcdStorage(name: name, directory: directory,
-                               durability: "WAL fsync'd before each write is acknowledged, on \(fs.type) (/dev/shm, memory): survives an etcd crash, not a reboot or power loss; one node, no replica")
+            return EtcdStorage(
+                name: name, directory: directory,
+                durability:
+                    "WAL fsync'd before each write is acknowledged, on \(fs.type) (/dev/shm, memory): survives an etcd crash, not a reboot or power loss; one node, no replica"
+            )
         case "disk":
             let directory = "/var/tmp/carillon-bench-etcd-\(pid)"
             let fs = filesystem(of: "/var/tmp")
-            return EtcdStorage(name: name, directory: directory,
-                               durability: "WAL fsync'd before each write is acknowledged, on \(fs.type) (/var/tmp on \(fs.device)): survives an etcd crash and a power loss; one node, no replica")
+            return EtcdStorage(
+                name: name, directory: directory,
+                durability:
+                    "WAL fsync'd before each write is acknowledged, on \(fs.type) (/var/tmp on \(fs.device)): survives an etcd crash and a power loss; one node, no replica"
+            )
         default:
             throw BenchError("unknown etcd storage \(name): tmpfs or disk")
         }
@@ -259,13 +267,16 @@ final class EtcdServer {
             throw BenchError("installing etcd failed (\(line)):\n\(error)")
         }
         guard missingPackages() == nil else { throw BenchError("`\(line)` ran but etcd or etcdctl is still not on PATH") }
-        FileHandle.standardError.write(Data("carillon-bench: installed etcd; the bench does not use the package's system service (it starts etcd processes of its own)\n".utf8))
+        FileHandle.standardError.write(
+            Data("carillon-bench: installed etcd; the bench does not use the package's system service (it starts etcd processes of its own)\n".utf8))
     }
 
     /// `etcd --version`'s version, e.g. 3.4.23.
     static func version() -> String {
         let text = (try? run(["etcd", "--version"])) ?? ""
-        return text.split(separator: "\n").first { $0.hasPrefix("etcd Version:") }.map { $0.dropFirst("etcd Version:".count).trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        return text.split(separator: "\n").first { $0.hasPrefix("etcd Version:") }.map {
+            $0.dropFirst("etcd Version:".count).trimmingCharacters(in: .whitespaces)
+        } ?? "unknown"
     }
 
     /// Starts etcd (not yet ready: ``waitUntilHealthy(seconds:)``).
@@ -278,13 +289,16 @@ final class EtcdServer {
         peerPort = ports[1]
         let client = "http://127.0.0.1:\(clientPort)", peer = "http://127.0.0.1:\(peerPort)"
         do {
-            child = try Child(["etcd", "--name", "bench", "--data-dir", dataDirectory,
-                               "--listen-client-urls", client, "--advertise-client-urls", client,
-                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                               "--initial-cluster", "bench=\(peer)", "--initial-cluster-state", "new",
-                               "--initial-cluster-token", "carillon-bench-\(getpid())",
-                               "--logger", "zap", "--log-outputs", "stderr"],
-                              stderr: log)
+            child = try Child(
+                [
+                    "etcd", "--name", "bench", "--data-dir", dataDirectory,
+                    "--listen-client-urls", client, "--advertise-client-urls", client,
+                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                    "--initial-cluster", "bench=\(peer)", "--initial-cluster-state", "new",
+                    "--initial-cluster-token", "carillon-bench-\(getpid())",
+                    "--logger", "zap", "--log-outputs", "stderr"
+                ],
+                stderr: log)
         } catch {
             Cleanup.run(directoryToken)
             throw error
@@ -302,7 +316,8 @@ final class EtcdServer {
         var last = "no answer"
         while monotonicNanos() < deadline {
             guard child.process.isRunning else {
-                throw BenchError("etcd exited with status \(child.process.terminationStatus) during start-up (data dir \(dataDirectory)):\n\(child.stderrTail)")
+                throw BenchError(
+                    "etcd exited with status \(child.process.terminationStatus) during start-up (data dir \(dataDirectory)):\n\(child.stderrTail)")
             }
             do {
                 if try EtcdClient(port: clientPort, timeoutSeconds: 2).healthy() { return }

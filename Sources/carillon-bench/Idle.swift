@@ -58,10 +58,14 @@ struct Idle: ParsableCommand {
 
         for loaded in [false, true] {
             let phase = loaded ? "loaded" : "idle"
-            progress.begin(loaded ? 2 : 1, loaded ? "\(members) members, each sending \(Int(rate)) msgs/s of \(size) B, \(secondsText(measured)) s measured"
-                                                  : "\(members) members, idle, \(secondsText(measured)) s measured")
-            let outcome = try runPhase(loaded: loaded, topology: topology, measured: measured, warmup: warm,
-                                       directory: try common.workDirectory("idle/\(phase)"))
+            progress.begin(
+                loaded ? 2 : 1,
+                loaded
+                    ? "\(members) members, each sending \(Int(rate)) msgs/s of \(size) B, \(secondsText(measured)) s measured"
+                    : "\(members) members, idle, \(secondsText(measured)) s measured")
+            let outcome = try runPhase(
+                loaded: loaded, topology: topology, measured: measured, warmup: warm,
+                directory: try common.workDirectory("idle/\(phase)"))
             var parameters = base
             parameters["phase"] = phase
             parameters["mode"] = loaded ? "open-loop" : "idle"
@@ -80,25 +84,32 @@ struct Idle: ParsableCommand {
                 print("\(result[parameter: "phase"]): cost not measured (\(result.notes.joined(separator: "; ")))")
                 continue
             }
-            print("\(result[parameter: "phase"]) \(secondsText(cost.seconds)) s: "
-                  + "cpu \(cost.cpuPercentOfOneCore.map { String(format: "%.1f", $0) }.joined(separator: " / ")) % of one core, "
-                  + "\(cost.wakeupsPerSecond.map { String(Int($0.rounded())) }.joined(separator: " / ")) wake-ups/s, "
-                  + "\(cost.involuntarySwitchesPerSecond.map { String(Int($0.rounded())) }.joined(separator: " / ")) involuntary switches/s "
-                  + "(h0 / h1 / …)" + (result.notes.isEmpty ? "" : "; \(result.notes.joined(separator: "; "))"))
+            print(
+                "\(result[parameter: "phase"]) \(secondsText(cost.seconds)) s: "
+                    + "cpu \(cost.cpuPercentOfOneCore.map { String(format: "%.1f", $0) }.joined(separator: " / ")) % of one core, "
+                    + "\(cost.wakeupsPerSecond.map { String(Int($0.rounded())) }.joined(separator: " / ")) wake-ups/s, "
+                    + "\(cost.involuntarySwitchesPerSecond.map { String(Int($0.rounded())) }.joined(separator: " / ")) involuntary switches/s "
+                    + "(h0 / h1 / …)" + (result.notes.isEmpty ? "" : "; \(result.notes.joined(separator: "; "))"))
         }
         if let idle = results.first?.cost {
             let goal = BenchReport.idleGoal
             let met = idle.maxCPUPercent <= goal.cpuPercent && idle.maxWakeupsPerSecond <= goal.wakeupsPerSecond
-            print("idle goal (each member ≤ \(Int(goal.cpuPercent)) % of one core and ≤ \(Int(goal.wakeupsPerSecond)) wake-ups/s): "
-                  + "\(met ? "met" : "not met"): busiest member \(String(format: "%.1f", idle.maxCPUPercent)) % and \(Int(idle.maxWakeupsPerSecond.rounded())) wake-ups/s")
+            print(
+                "idle goal (each member ≤ \(Int(goal.cpuPercent)) % of one core and ≤ \(Int(goal.wakeupsPerSecond)) wake-ups/s): "
+                    + "\(met ? "met" : "not met"): busiest member \(String(format: "%.1f", idle.maxCPUPercent)) % and \(Int(idle.maxWakeupsPerSecond.rounded())) wake-ups/s"
+            )
         }
-        let run = BenchRun(scenario: "idle", environment: .current(),
-                           settings: ["placement": topology.label, "configuration": "node defaults (docs/configuration.md) + ordering\(common.idle.map { " + idle \($0)" } ?? "")",
-                                      "ordering": common.ordering, "authentication": "on",
-                                      "measured": "per member process, \(secondsText(warm)) s after the first round for \(secondsText(measured)) s: "
-                                          + "utime+stime from /proc/<pid>/stat, voluntary (wake-ups) and involuntary switches summed over /proc/<pid>/task/*/status",
-                                      "load": "open loop, every member \(Int(rate)) msgs/s of \(size) B"],
-                           results: results)
+        let run = BenchRun(
+            scenario: "idle", environment: .current(),
+            settings: [
+                "placement": topology.label,
+                "configuration": "node defaults (docs/configuration.md) + ordering\(common.idle.map { " + idle \($0)" } ?? "")",
+                "ordering": common.ordering, "authentication": "on",
+                "measured": "per member process, \(secondsText(warm)) s after the first round for \(secondsText(measured)) s: "
+                    + "utime+stime from /proc/<pid>/stat, voluntary (wake-ups) and involuntary switches summed over /proc/<pid>/task/*/status",
+                "load": "open loop, every member \(Int(rate)) msgs/s of \(size) B"
+            ],
+            results: results)
         try save(run, to: common.out)
     }
 
@@ -124,8 +135,10 @@ struct Idle: ParsableCommand {
         var children: [Child] = []
         defer { children.forEach { $0.kill9() } }
         for i in 0..<members {
-            var argv = [carillon, "node", "--config", config.path, "--member", "h\(i)", "--timeout", "\(Int(timeout.rounded(.up)))",
-                        "--log", "\(directory)/h\(i).log", "--send", "\(perMember)"]
+            var argv = [
+                carillon, "node", "--config", config.path, "--member", "h\(i)", "--timeout", "\(Int(timeout.rounded(.up)))",
+                "--log", "\(directory)/h\(i).log", "--send", "\(perMember)"
+            ]
             if loaded { argv += ["--rate", "\(rate)", "--size", "\(size)", "--expect", "\(perMember * members)"] }
             children.append(try Child(topology.command(host: i, argv), stderr: "\(directory)/h\(i).err"))
         }
@@ -135,8 +148,9 @@ struct Idle: ParsableCommand {
         sleepUntilRealtime(from + UInt64(measured * 1e9))
         let (cost, problem) = sampler.finish()
         if !loaded { children.forEach { $0.terminate() } }
-        var outcome = try collectOutcome(of: children, waitSeconds: loaded ? timeout : 30, directory: directory,
-                                         sizeBytes: size, noun: "member")
+        var outcome = try collectOutcome(
+            of: children, waitSeconds: loaded ? timeout : 30, directory: directory,
+            sizeBytes: size, noun: "member")
         outcome.cost = cost
         if let problem { outcome.notes.append("member cost not measured: \(problem)") }
         return outcome

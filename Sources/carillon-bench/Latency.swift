@@ -7,7 +7,8 @@ import Glibc
 
 struct Latency: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Issue 13's latency acceptance in one run: raw UDP fan-out, the bus closed and open loop in both orderings, and closed loop beside a CPU hog on every core; prints the ratios.",
+        abstract:
+            "Issue 13's latency acceptance in one run: raw UDP fan-out, the bus closed and open loop in both orderings, and closed loop beside a CPU hog on every core; prints the ratios.",
         discussion: """
             One topology of --members hosts (network namespaces on a bridge as root, loopback otherwise), \
             seven measurements in this order:
@@ -84,8 +85,10 @@ struct Latency: ParsableCommand {
             return s
         }
         func parameters(_ ordering: String, mode: String, hog: Bool) -> [String: String] {
-            var p = ["members": "\(members)", "size_bytes": "\(size)", "idle": idle, "ordering": ordering, "mode": mode,
-                     "hog": hog ? "yes" : "no"]
+            var p = [
+                "members": "\(members)", "size_bytes": "\(size)", "idle": idle, "ordering": ordering, "mode": mode,
+                "hog": hog ? "yes" : "no"
+            ]
             if mode == "closed-loop" { p["gap_us"] = "\(gapUs)" } else { p["offered_per_second"] = "\(Int(rate))" }
             return p
         }
@@ -99,20 +102,29 @@ struct Latency: ParsableCommand {
         // 1. The floor.
         step += 1
         progress.begin(step, "raw UDP fan-out h0 → \(members - 1) hosts, \(count) datagrams")
-        let fanout = try runFanout(topology: topology, members: members, count: count, size: size, gapUs: gapUs,
-                                   work: try common.workDirectory("latency/fanout"))
-        record("raw UDP fan-out", row("latency", system: "raw-udp-fanout", topology: topology,
-                                      parameters: ["members": "\(members)", "size_bytes": "\(size)", "mode": "closed-loop",
-                                                   "gap_us": "\(gapUs)", "metric": "one-way, last receiver"],
-                                      outcome: fanout), fanout)
+        let fanout = try runFanout(
+            topology: topology, members: members, count: count, size: size, gapUs: gapUs,
+            work: try common.workDirectory("latency/fanout"))
+        record(
+            "raw UDP fan-out",
+            row(
+                "latency", system: "raw-udp-fanout", topology: topology,
+                parameters: [
+                    "members": "\(members)", "size_bytes": "\(size)", "mode": "closed-loop",
+                    "gap_us": "\(gapUs)", "metric": "one-way, last receiver"
+                ],
+                outcome: fanout), fanout)
 
         // 2–3. Closed loop, each ordering.
         for ordering in Latency.orderings {
             step += 1
             progress.begin(step, "\(ordering), closed loop, \(count) messages of \(size) B")
             let outcome = try runBus(closedSpec(ordering), on: topology, directory: try common.workDirectory("latency/closed-\(ordering)"))
-            record("\(ordering), closed loop", row("latency", topology: topology, parameters: parameters(ordering, mode: "closed-loop", hog: false),
-                                                   outcome: outcome), outcome)
+            record(
+                "\(ordering), closed loop",
+                row(
+                    "latency", topology: topology, parameters: parameters(ordering, mode: "closed-loop", hog: false),
+                    outcome: outcome), outcome)
         }
 
         // 4–5. Open loop, every member sending.
@@ -126,9 +138,12 @@ struct Latency: ParsableCommand {
             s.messagesPerSender = max(1, Int(rate / Double(members) * seconds))
             s.timeoutSeconds = seconds * 3 + 20
             let outcome = try runBus(s, on: topology, directory: try common.workDirectory("latency/open-\(ordering)"))
-            record("\(ordering), open loop \(Int(rate)) msgs/s", row("latency", topology: topology,
-                                                                   parameters: parameters(ordering, mode: "open-loop", hog: false),
-                                                                   outcome: outcome, throughput: true), outcome)
+            record(
+                "\(ordering), open loop \(Int(rate)) msgs/s",
+                row(
+                    "latency", topology: topology,
+                    parameters: parameters(ordering, mode: "open-loop", hog: false),
+                    outcome: outcome, throughput: true), outcome)
         }
 
         // 6–7. Closed loop again beside a hog on every core.
@@ -148,14 +163,16 @@ struct Latency: ParsableCommand {
                 progress.begin(step, "\(ordering), closed loop, \(count) messages of \(size) B, beside \(cores) CPU hog(s)")
                 let outcome = try runBus(spec, on: topology, directory: try common.workDirectory("latency/closed-\(ordering)-hog"))
                 hogRows.append(results.count)
-                record("\(ordering), closed loop, CPU hog on every core",
-                       row("latency", topology: topology, parameters: parameters(ordering, mode: "closed-loop", hog: true), outcome: outcome), outcome)
+                record(
+                    "\(ordering), closed loop, CPU hog on every core",
+                    row("latency", topology: topology, parameters: parameters(ordering, mode: "closed-loop", hog: true), outcome: outcome), outcome)
             }
             let (cost, problem) = hogCost.finish()
             hogs.forEach { $0.kill9() }
             let note: String
             if let cost {
-                note = "\(cores) hog(s) used \(cost.cpuPercentOfOneCore.map { String(format: "%.1f", $0) }.joined(separator: " / ")) % of one core over the hog runs"
+                note =
+                    "\(cores) hog(s) used \(cost.cpuPercentOfOneCore.map { String(format: "%.1f", $0) }.joined(separator: " / ")) % of one core over the hog runs"
             } else {
                 note = "hogs' CPU not measured: \(problem ?? "unknown")"
             }
@@ -165,18 +182,22 @@ struct Latency: ParsableCommand {
         }
         progress.finish()
 
-        print("latency: \(members) members on \(topology.label), \(size) B, idle strategy \(idle) (every member\(common.idle == nil ? ", the bench's default; --idle to change" : "")), "
-              + "closed loops of \(count) messages \(Int(gapUs)) µs apart, open loops \(Int(rate)) msgs/s in total for \(secondsText(seconds)) s")
+        print(
+            "latency: \(members) members on \(topology.label), \(size) B, idle strategy \(idle) (every member\(common.idle == nil ? ", the bench's default; --idle to change" : "")), "
+                + "closed loops of \(count) messages \(Int(gapUs)) µs apart, open loops \(Int(rate)) msgs/s in total for \(secondsText(seconds)) s")
         for line in lines { print("  " + line) }
         print("against issue 13's goals:")
         for line in BenchReport.latencyRatioLines(results) { print("  " + line) }
 
-        let run = BenchRun(scenario: "latency", environment: .current(),
-                           settings: ["placement": topology.label, "idle": idle, "delivery": "agreed", "authentication": "on",
-                                      "bus": "round 100 µs, reservation 0.5, frames up to 1,472 B, suspicion after 200 silent slots",
-                                      "latency": "broadcast (open loop: intended send) → delivered at the last member; fan-out: send → last arrival",
-                                      "hog": hogText],
-                           results: results)
+        let run = BenchRun(
+            scenario: "latency", environment: .current(),
+            settings: [
+                "placement": topology.label, "idle": idle, "delivery": "agreed", "authentication": "on",
+                "bus": "round 100 µs, reservation 0.5, frames up to 1,472 B, suspicion after 200 silent slots",
+                "latency": "broadcast (open loop: intended send) → delivered at the last member; fan-out: send → last arrival",
+                "hog": hogText
+            ],
+            results: results)
         try save(run, to: common.out)
     }
 

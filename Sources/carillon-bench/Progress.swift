@@ -28,7 +28,9 @@ final class ProgressBar: @unchecked Sendable {
     /// Starts step `step` (from 1).
     func begin(_ step: Int, _ label: String) {
         state.withLock { $0 = (step, label, Date()) }
-        if terminal { draw() } else {
+        if terminal {
+            draw()
+        } else {
             FileHandle.standardError.write(Data("[\(scenario) \(step)/\(total)] \(label) (\(eta()))\n".utf8))
         }
     }

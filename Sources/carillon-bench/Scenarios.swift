@@ -46,9 +46,13 @@ struct Baseline: ParsableCommand {
         var pingParameters = parameters
         pingParameters["members"] = "2"
         pingParameters["metric"] = "round trip"
-        results.append(BenchResult(scenario: "baseline", system: "raw-udp-pingpong", placement: topology.label, parameters: pingParameters,
-                                   latency: LatencySummary(nanoseconds: pingPong)))
-        progress.report("ping-pong round trip: p50 \(micros(Double(pingPong.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(pingPong.valueAtPercentile(99)) / 1000)) µs")
+        results.append(
+            BenchResult(
+                scenario: "baseline", system: "raw-udp-pingpong", placement: topology.label, parameters: pingParameters,
+                latency: LatencySummary(nanoseconds: pingPong)))
+        progress.report(
+            "ping-pong round trip: p50 \(micros(Double(pingPong.valueAtPercentile(50)) / 1000)) p99 \(micros(Double(pingPong.valueAtPercentile(99)) / 1000)) µs"
+        )
 
         progress.begin(2, "raw UDP fan-out h0 → \(members - 1) hosts")
         let fanout = try runFanout(topology: topology, members: members, count: count, size: size, gapUs: gapUs, work: work)
@@ -58,21 +62,32 @@ struct Baseline: ParsableCommand {
         progress.report("fan-out at all: \(describe(fanout))")
         progress.finish()
 
-        let run = BenchRun(scenario: "baseline", environment: .current(), settings: ["placement": topology.label, "receivers": "block in ppoll"],
-                           results: results)
+        let run = BenchRun(
+            scenario: "baseline", environment: .current(), settings: ["placement": topology.label, "receivers": "block in ppoll"],
+            results: results)
         try save(run, to: common.out)
     }
 
     func runPingPong(topology: Topology, count: Int, work: String) throws -> Histogram<UInt64> {
         let bench = Binaries.bench
         let echoAddress = "\(topology.address(1)):\(topology.busPort(1) + 5)"
-        let echo = try Child(topology.command(host: 1, [bench, "udp-pingpong", "--role", "echo", "--bind", echoAddress,
-                                                        "--count", "\(count)", "--timeout", "120"]), stderr: "\(work)/echo.err")
-        let ping = try Child(topology.command(host: 0, [bench, "udp-pingpong", "--role", "ping", "--bind",
-                                                        "\(topology.address(0)):\(topology.busPort(0) + 5)", "--peer", echoAddress,
-                                                        "--count", "\(count)", "--size", "\(size)", "--gap-us", "\(gapUs)",
-                                                        "--timeout", "120", "--log", "\(work)/pingpong.log"]),
-                             stderr: "\(work)/ping.err")
+        let echo = try Child(
+            topology.command(
+                host: 1,
+                [
+                    bench, "udp-pingpong", "--role", "echo", "--bind", echoAddress,
+                    "--count", "\(count)", "--timeout", "120"
+                ]), stderr: "\(work)/echo.err")
+        let ping = try Child(
+            topology.command(
+                host: 0,
+                [
+                    bench, "udp-pingpong", "--role", "ping", "--bind",
+                    "\(topology.address(0)):\(topology.busPort(0) + 5)", "--peer", echoAddress,
+                    "--count", "\(count)", "--size", "\(size)", "--gap-us", "\(gapUs)",
+                    "--timeout", "120", "--log", "\(work)/pingpong.log"
+                ]),
+            stderr: "\(work)/ping.err")
         guard ping.wait(seconds: 150) == 0 else { echo.kill9(); throw BenchError("ping-pong failed:\n\(ping.stderrTail)") }
         echo.kill9()
         var histogram = latencyHistogram()
@@ -92,13 +107,24 @@ func runFanout(topology: Topology, members: Int, count: Int, size: Int, gapUs: D
     let timeout = max(120, Int(Double(count) * (gapUs + 1_000) / 1e6) + 30)
     var receivers: [Child] = []
     for i in 1..<members {
-        receivers.append(try Child(topology.command(host: i, [carillon, "fanout", "--config", config, "--member", "h\(i)",
-                                                              "--expect", "\(count)", "--timeout", "\(timeout)", "--log", "\(work)/fanout.h\(i)"]),
-                                   stderr: "\(work)/fanout.h\(i).err"))
+        receivers.append(
+            try Child(
+                topology.command(
+                    host: i,
+                    [
+                        carillon, "fanout", "--config", config, "--member", "h\(i)",
+                        "--expect", "\(count)", "--timeout", "\(timeout)", "--log", "\(work)/fanout.h\(i)"
+                    ]),
+                stderr: "\(work)/fanout.h\(i).err"))
     }
-    let sender = try Child(topology.command(host: 0, [carillon, "fanout", "--config", config, "--member", "h0", "--send", "\(count)",
-                                                      "--gap-us", "\(gapUs)", "--size", "\(size)", "--timeout", "\(timeout)"]),
-                           stderr: "\(work)/fanout.h0.err")
+    let sender = try Child(
+        topology.command(
+            host: 0,
+            [
+                carillon, "fanout", "--config", config, "--member", "h0", "--send", "\(count)",
+                "--gap-us", "\(gapUs)", "--size", "\(size)", "--timeout", "\(timeout)"
+            ]),
+        stderr: "\(work)/fanout.h0.err")
     _ = sender.wait(seconds: Double(timeout + 30))
     for receiver in receivers { _ = receiver.wait(seconds: 20) }
     let logs = try (1..<members).map { try readLog("\(work)/fanout.h\($0)") }
@@ -109,7 +135,8 @@ func runFanout(topology: Topology, members: Int, count: Int, size: Int, gapUs: D
 
 struct Ordered: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Ordered latency delivered at all members: versus members, message size, round period and reservation (closed loop), and versus offered load (open loop).",
+        abstract:
+            "Ordered latency delivered at all members: versus members, message size, round period and reservation (closed loop), and versus offered load (open loop).",
         discussion: """
             Closed loop: h0 broadcasts --messages messages, each --gap-us after it delivered the previous \
             one; latency = the last member's delivery − broadcast. The sweep runs every --members × \
@@ -146,7 +173,9 @@ struct Ordered: ParsableCommand {
         guard memberCounts.allSatisfy({ (1...16).contains($0) }) else { throw ValidationError("--members: each in 1...16") }
         guard sizeList.allSatisfy({ (24...8_192).contains($0) }) else { throw ValidationError("--sizes: each in 24...8192") }
         let reference = memberCounts.contains(3) ? 3 : memberCounts[0]
-        guard messages >= 1, duration > 0, gapUs >= 0 else { throw ValidationError("--messages must be at least 1, --duration positive, --gap-us not negative") }
+        guard messages >= 1, duration > 0, gapUs >= 0 else {
+            throw ValidationError("--messages must be at least 1, --duration positive, --gap-us not negative")
+        }
         let count = common.quick ? 100 : messages
         let seconds = common.quick ? 0.5 : duration
 
@@ -166,8 +195,10 @@ struct Ordered: ParsableCommand {
             return s
         }
         func parameters(_ s: BusSpec, mode: String) -> [String: String] {
-            ["members": "\(s.members)", "size_bytes": "\(s.sizeBytes)", "round_period_us": "\(s.roundPeriodMicros)",
-             "reservation": "\(s.reservation)", "idle": s.idle ?? "default", "mode": mode]
+            [
+                "members": "\(s.members)", "size_bytes": "\(s.sizeBytes)", "round_period_us": "\(s.roundPeriodMicros)",
+                "reservation": "\(s.reservation)", "idle": s.idle ?? "default", "mode": mode
+            ]
         }
         for m in memberCounts {
             for size in sizeList {
@@ -177,11 +208,13 @@ struct Ordered: ParsableCommand {
         }
         for period in periods.dropFirst() {
             let s = spec(members: reference, size: sizeList[0], period: period, reservation: reservationList[0])
-            steps.append(Step(label: "\(reference) members, round \(period) µs, closed loop", spec: s, parameters: parameters(s, mode: "closed-loop")))
+            steps.append(
+                Step(label: "\(reference) members, round \(period) µs, closed loop", spec: s, parameters: parameters(s, mode: "closed-loop")))
         }
         for reservation in reservationList.dropFirst() {
             let s = spec(members: reference, size: sizeList[0], period: periods[0], reservation: reservation)
-            steps.append(Step(label: "\(reference) members, reservation \(reservation), closed loop", spec: s, parameters: parameters(s, mode: "closed-loop")))
+            steps.append(
+                Step(label: "\(reference) members, reservation \(reservation), closed loop", spec: s, parameters: parameters(s, mode: "closed-loop")))
         }
         for rate in rateList {
             var s = spec(members: reference, size: sizeList[0], period: periods[0], reservation: reservationList[0])
@@ -202,16 +235,21 @@ struct Ordered: ParsableCommand {
         for (index, step) in steps.enumerated() {
             progress.begin(index + 1, step.label)
             let outcome = try runBus(step.spec, on: topology, directory: try common.workDirectory("ordered/\(index)"))
-            results.append(row("ordered", topology: topology, parameters: step.parameters, outcome: outcome,
-                               throughput: !step.spec.closedLoop))
+            results.append(
+                row(
+                    "ordered", topology: topology, parameters: step.parameters, outcome: outcome,
+                    throughput: !step.spec.closedLoop))
             progress.report("\(step.label): \(describe(outcome))")
         }
         progress.finish()
-        let run = BenchRun(scenario: "ordered", environment: .current(),
-                           settings: ["placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "delivery": "agreed", "authentication": "on",
-                                      "latency": "broadcast (open loop: intended send) → delivered at the last member",
-                                      "suspicion": "after 200 silent slots"],
-                           results: results)
+        let run = BenchRun(
+            scenario: "ordered", environment: .current(),
+            settings: [
+                "placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "delivery": "agreed", "authentication": "on",
+                "latency": "broadcast (open loop: intended send) → delivered at the last member",
+                "suspicion": "after 200 silent slots"
+            ],
+            results: results)
         try save(run, to: common.out)
     }
 }
@@ -270,17 +308,24 @@ struct Throughput: ParsableCommand {
             // a member is suspected after 200 ms of silence rather than 20.
             s.suspicionSlots = 2_000
             let outcome = try runBus(s, on: topology, directory: try common.workDirectory("throughput/\(index)"))
-            let parameters = ["members": "\(m)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)", "idle": common.idleStrategy,
-                              "max_frame_bytes": "\(maxFrameBytes)", "mode": "throughput"]
+            let parameters = [
+                "members": "\(m)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)", "idle": common.idleStrategy,
+                "max_frame_bytes": "\(maxFrameBytes)", "mode": "throughput"
+            ]
             results.append(row("throughput", topology: topology, parameters: parameters, outcome: outcome, latency: false, throughput: true))
             let mean = outcome.meanMessagesPerSecond
-            progress.report("\(m) members, \(size) B: \(Int(mean)) msgs/s per member (\(String(format: "%.1f", mean * Double(size) * 8 / 1e6)) Mbit/s of payload)\(outcome.cost.map { "; " + describe($0) } ?? "")")
+            progress.report(
+                "\(m) members, \(size) B: \(Int(mean)) msgs/s per member (\(String(format: "%.1f", mean * Double(size) * 8 / 1e6)) Mbit/s of payload)\(outcome.cost.map { "; " + describe($0) } ?? "")"
+            )
         }
         progress.finish()
-        let run = BenchRun(scenario: "throughput", environment: .current(),
-                           settings: ["placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "delivery": "agreed", "authentication": "on",
-                                      "rate": "deliveries per member, first to last", "suspicion": "after 2000 silent slots"],
-                           results: results)
+        let run = BenchRun(
+            scenario: "throughput", environment: .current(),
+            settings: [
+                "placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "delivery": "agreed", "authentication": "on",
+                "rate": "deliveries per member, first to last", "suspicion": "after 2000 silent slots"
+            ],
+            results: results)
         try save(run, to: common.out)
     }
 }
@@ -380,16 +425,21 @@ struct Interference: ParsableCommand {
         var p99: [String: Double] = [:]
         for mode in modeList {
             guard let outcome = pooled[mode] else { continue }
-            var r = row("interference", topology: topology,
-                        parameters: ["members": "\(members)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)",
-                                     "reservation": "\(reservation)", "idle": common.idleStrategy, "mode": "closed-loop", "bulk": mode,
-                                     "link_mbit": "\(Int(linkMbit))", "runs": "\(rounds)"],
-                        outcome: outcome)
+            var r = row(
+                "interference", topology: topology,
+                parameters: [
+                    "members": "\(members)", "size_bytes": "\(size)", "round_period_us": "\(periodUs)",
+                    "reservation": "\(reservation)", "idle": common.idleStrategy, "mode": "closed-loop", "bulk": mode,
+                    "link_mbit": "\(Int(linkMbit))", "runs": "\(rounds)"
+                ],
+                outcome: outcome)
             if let values = runP99[mode], values.count > 1 {
                 r.notes.insert("p99 of each run: \(values.map { micros($0) }.joined(separator: ", ")) µs", at: 0)
             }
             if let rates = goodput[mode], !rates.isEmpty {
-                r.notes.insert("bulk goodput \(String(format: "%.1f", rates.reduce(0, +) / Double(rates.count))) Mbit/s per member (received, first to last transfer)", at: 0)
+                r.notes.insert(
+                    "bulk goodput \(String(format: "%.1f", rates.reduce(0, +) / Double(rates.count))) Mbit/s per member (received, first to last transfer)",
+                    at: 0)
             }
             results.append(r)
             p99[mode] = r.latency?.p99Micros
@@ -400,11 +450,15 @@ struct Interference: ParsableCommand {
                 if let value = p99[mode] { print("p99 with \(mode) bulk / p99 without bulk: \(String(format: "%.2f", value / none))") }
             }
         }
-        let run = BenchRun(scenario: "interference", environment: .current(),
-                           settings: ["placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering, "shaper": "tbf \(Int(linkMbit)) Mbit/s, burst 4 KB, on every host's link",
-                                      "bulk": "ring h(i) → h(i+1), 1 MiB transfers, two queued at all times",
-                                      "runs": "\(rounds) per mode, modes taking turns, histograms pooled"],
-                           results: results)
+        let run = BenchRun(
+            scenario: "interference", environment: .current(),
+            settings: [
+                "placement": topology.label, "idle": common.idleStrategy, "ordering": common.ordering,
+                "shaper": "tbf \(Int(linkMbit)) Mbit/s, burst 4 KB, on every host's link",
+                "bulk": "ring h(i) → h(i+1), 1 MiB transfers, two queued at all times",
+                "runs": "\(rounds) per mode, modes taking turns, histograms pooled"
+            ],
+            results: results)
         try save(run, to: common.out)
     }
 
@@ -413,8 +467,8 @@ struct Interference: ParsableCommand {
         var rates: [Double] = []
         for i in 0..<members {
             guard let text = try? String(contentsOfFile: "\(directory)/h\(i).err", encoding: .utf8),
-                  let line = text.split(separator: "\n").first(where: { $0.contains("bulk (") }),
-                  let open = line.range(of: " transfers, "), let close = line[open.upperBound...].range(of: " Mbit/s from first to last")
+                let line = text.split(separator: "\n").first(where: { $0.contains("bulk (") }),
+                let open = line.range(of: " transfers, "), let close = line[open.upperBound...].range(of: " Mbit/s from first to last")
             else { continue }
             if let value = Double(line[open.upperBound..<close.lowerBound]) { rates.append(value) }
         }

@@ -54,7 +54,8 @@ struct ServicesSettings {
 
 struct Services: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Locks and replicated objects: lock round trip, lock hand-off, put and get latency, and lock takeover after a holder is killed — Carillon and etcd in the same run.",
+        abstract:
+            "Locks and replicated objects: lock round trip, lock hand-off, put and get latency, and lock takeover after a holder is killed — Carillon and etcd in the same run.",
         discussion: """
             Carillon: three `carillon node` processes (the release build beside the bench; network \
             namespaces on a bridge as root, 127.0.0.1 with --loopback or without root) with the node's \
@@ -107,14 +108,21 @@ struct Services: ParsableCommand {
     @Option(help: "Session TTLs (seconds) of the etcdctl lock holders for the takeover; etcd raises a TTL below 2 to 2; 10 is etcdctl's default.")
     var etcdTtls = "1,10"
     @Option(help: "Kills at each --etcd-ttls value after the first (a kill costs about one TTL).") var longTtlKills = 2
-    @Option(help: "Carillon: wait at least this many seconds after the restarted node serves again before the next kill (the members forget learned gaps after 60 s).")
+    @Option(
+        help:
+            "Carillon: wait at least this many seconds after the restarted node serves again before the next kill (the members forget learned gaps after 60 s)."
+    )
     var killInterval: Double = 0
-    @Option(help: ArgumentHelp("More keys of Carillon's node configuration, comma-separated KEY=VALUE (docs/configuration.md), e.g. suspicion_gap_factor=0,promise_heartbeat_us=1000; the rows list them.",
-                               valueName: "key=value,…"))
+    @Option(
+        help: ArgumentHelp(
+            "More keys of Carillon's node configuration, comma-separated KEY=VALUE (docs/configuration.md), e.g. suspicion_gap_factor=0,promise_heartbeat_us=1000; the rows list them.",
+            valueName: "key=value,…"))
     var carillonConfig: String?
 
     func validate() throws {
-        guard operations >= 1, valueBytes >= 1, valueBytes <= 1_000_000 else { throw ValidationError("--operations must be at least 1, --value-bytes in 1...1000000") }
+        guard operations >= 1, valueBytes >= 1, valueBytes <= 1_000_000 else {
+            throw ValidationError("--operations must be at least 1, --value-bytes in 1...1000000")
+        }
         guard contenders >= 2, contenders <= 64 else { throw ValidationError("--contenders must be in 2...64") }
         guard handoffSeconds > 0, maxSeconds > 0 else { throw ValidationError("--handoff-seconds and --max-seconds must be positive") }
         guard kills >= 1, longTtlKills >= 1 else { throw ValidationError("--kills and --long-ttl-kills must be at least 1") }
@@ -129,10 +137,11 @@ struct Services: ParsableCommand {
         let ttls: [Int] = try parseList(etcdTtls, "--etcd-ttls")
         guard ttls.allSatisfy({ (1...60).contains($0) }) else { throw ValidationError("--etcd-ttls: each in 1...60 seconds") }
         let quick = common.quick
-        return ServicesSettings(operations: quick ? min(operations, 100) : operations, valueBytes: valueBytes, contenders: contenders,
-                                handOffSeconds: quick ? min(handoffSeconds, 1) : handoffSeconds, kills: quick ? min(kills, 2) : kills,
-                                maxSecondsPerMetric: maxSeconds, etcdStorages: storages, etcdTTLs: quick ? [ttls[0]] : ttls,
-                                etcdLongTTLKills: quick ? 1 : longTtlKills, killIntervalSeconds: killInterval)
+        return ServicesSettings(
+            operations: quick ? min(operations, 100) : operations, valueBytes: valueBytes, contenders: contenders,
+            handOffSeconds: quick ? min(handoffSeconds, 1) : handoffSeconds, kills: quick ? min(kills, 2) : kills,
+            maxSecondsPerMetric: maxSeconds, etcdStorages: storages, etcdTTLs: quick ? [ttls[0]] : ttls,
+            etcdLongTTLKills: quick ? 1 : longTtlKills, killIntervalSeconds: killInterval)
     }
 
     func run() throws {
@@ -141,8 +150,9 @@ struct Services: ParsableCommand {
             throw ValidationError("--systems: a comma-separated list of etcd, carillon")
         }
         let settings = try settings()
-        let carillonOptions = try CarillonServicesOptions(placement: systemList.contains("carillon") ? common.placement() : .loopback,
-                                                          idle: common.idleStrategy, ordering: common.ordering, config: carillonConfigPairs())
+        let carillonOptions = try CarillonServicesOptions(
+            placement: systemList.contains("carillon") ? common.placement() : .loopback,
+            idle: common.idleStrategy, ordering: common.ordering, config: carillonConfigPairs())
         if systemList.contains("etcd") { try EtcdServer.ensureInstalled() }
         if systemList.contains("carillon") { _ = try Binaries.carillon() }
         Cleanup.installSignalHandlers()
@@ -155,20 +165,23 @@ struct Services: ParsableCommand {
         var step = 0
         var results: [BenchResult] = []
         var runSettings: [String: String] = [
-            "latency": "request sent → reply received, one client, closed loop (hand-off: release sent → next holder's grant received)",
+            "latency": "request sent → reply received, one client, closed loop (hand-off: release sent → next holder's grant received)"
         ]
         // The machine is shared: how busy it was says how far to trust the figures.
         let loadAtStart = loadAverage()
         if systemList.contains("etcd") {
             results += try measureEtcd(settings, work: try common.workDirectory("services/etcd"), progress: progress, step: &step)
-            runSettings["etcd"] = "\(EtcdServer.version()), one node on 127.0.0.1 per storage, default heartbeat 100 ms / election 1000 ms; client: HTTP/1.1 keep-alive to the v3 JSON gateway, which turns each request into a gRPC call to the same etcd process (a loopback hop a native gRPC client would not pay)"
+            runSettings["etcd"] =
+                "\(EtcdServer.version()), one node on 127.0.0.1 per storage, default heartbeat 100 ms / election 1000 ms; client: HTTP/1.1 keep-alive to the v3 JSON gateway, which turns each request into a gRPC call to the same etcd process (a loopback hop a native gRPC client would not pay)"
         }
         // Carillon's rows: the same `metric` names (ServiceMetric), system `carillon`.
         var problems: [String] = []
         if systemList.contains("carillon") {
-            results += try measureCarillon(settings, options: carillonOptions, work: try common.workDirectory("services/carillon"),
-                                           progress: progress, step: &step, problems: &problems)
-            runSettings["carillon"] = "3 carillon node processes (release) on \(carillonOptions.placement.rawValue), the node's default configuration with ordering \(carillonOptions.ordering), idle \(carillonOptions.idle)"
+            results += try measureCarillon(
+                settings, options: carillonOptions, work: try common.workDirectory("services/carillon"),
+                progress: progress, step: &step, problems: &problems)
+            runSettings["carillon"] =
+                "3 carillon node processes (release) on \(carillonOptions.placement.rawValue), the node's default configuration with ordering \(carillonOptions.ordering), idle \(carillonOptions.idle)"
                 + (carillonOptions.config.isEmpty ? "" : ", \(carillonOptions.configText)")
                 + ", authenticated frames; client: CarillonClient on each node's Unix socket (one connection = one session)"
         }
@@ -199,7 +212,9 @@ struct Services: ParsableCommand {
             }
             let value = parts[1]
             let literal = Double(value) != nil || ["true", "false", "null"].contains(value)
-            return (parts[0], literal ? value : "\"\(value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\"")
+            return (
+                parts[0], literal ? value : "\"\(value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))\""
+            )
         }
     }
 }
@@ -218,7 +233,8 @@ func describeServiceRow(_ result: BenchResult) -> String {
     if metric == ServiceMetric.lockTakeover, let latency = result.latency {
         let ttl = result[parameter: "ttl_s"], granted = result[parameter: "granted_ttl_s"]
         let ttlText = ttl.isEmpty ? "" : " TTL \(ttl) s\(granted.isEmpty || granted == ttl ? "" : " (granted \(granted) s)"),"
-        line += "\(ttlText) p50 \(BenchReport.duration(micros: latency.p50Micros)), max \(BenchReport.duration(micros: latency.maxMicros)) (\(latency.count) kills)"
+        line +=
+            "\(ttlText) p50 \(BenchReport.duration(micros: latency.p50Micros)), max \(BenchReport.duration(micros: latency.maxMicros)) (\(latency.count) kills)"
     } else {
         if let throughput = result.throughput {
             line += " \(Int(throughput.meanMessagesPerSecond.rounded())) grants/s"
@@ -268,14 +284,17 @@ func measureEtcd(_ settings: ServicesSettings, work: String, progress: ProgressB
     for storageName in settings.etcdStorages {
         let storage = try EtcdStorage.named(storageName)
         let system = "etcd-\(storage.name)"
-        func result(_ metric: String, _ extra: [String: String], latency: Histogram<UInt64>? = nil, rate: Double? = nil,
-                    notes: [String] = []) -> BenchResult {
+        func result(
+            _ metric: String, _ extra: [String: String], latency: Histogram<UInt64>? = nil, rate: Double? = nil,
+            notes: [String] = []
+        ) -> BenchResult {
             var parameters = ["metric": metric, "storage": storage.name, "durability": storage.durability, "etcd": version]
             parameters.merge(extra) { _, new in new }
-            return BenchResult(scenario: "services", system: system, placement: "loopback", parameters: parameters,
-                               latency: latency.flatMap { $0.totalCount > 0 ? LatencySummary(nanoseconds: $0) : nil },
-                               throughput: rate.map { ThroughputSummary(messagesPerSecondPerMember: [$0], bytesPerSecondPerMember: [0]) },
-                               notes: notes)
+            return BenchResult(
+                scenario: "services", system: system, placement: "loopback", parameters: parameters,
+                latency: latency.flatMap { $0.totalCount > 0 ? LatencySummary(nanoseconds: $0) : nil },
+                throughput: rate.map { ThroughputSummary(messagesPerSecondPerMember: [$0], bytesPerSecondPerMember: [0]) },
+                notes: notes)
         }
         func add(_ row: BenchResult) {
             results.append(row)
@@ -296,18 +315,25 @@ func measureEtcd(_ settings: ServicesSettings, work: String, progress: ProgressB
         let (rounds, roundsNote) = try timedOperations(settings.operations, maxSeconds: settings.maxSecondsPerMetric) {
             try client.unlock(key: client.lock(name: lockName, lease: lease))
         }
-        add(result(ServiceMetric.lockRound, ["operations": "\(rounds.totalCount)"], latency: rounds,
-                   notes: ["one client, one lease; lock/lock then lock/unlock, both writes through raft"] + (roundsNote.map { [$0] } ?? [])))
+        add(
+            result(
+                ServiceMetric.lockRound, ["operations": "\(rounds.totalCount)"], latency: rounds,
+                notes: ["one client, one lease; lock/lock then lock/unlock, both writes through raft"] + (roundsNote.map { [$0] } ?? [])))
 
         // (b) contended hand-off.
         step += 1
         progress.begin(step, "\(system): \(ServiceMetric.lockHandOff), \(settings.contenders) clients, \(settings.handOffSeconds) s")
-        let handOff = try measureEtcdHandOff(port: server.clientPort, contenders: settings.contenders, seconds: settings.handOffSeconds,
-                                             name: "carillon-bench/handoff")
-        add(result(ServiceMetric.lockHandOff, ["contenders": "\(settings.contenders)", "seconds": "\(settings.handOffSeconds)"],
-                   latency: handOff.handOff, rate: handOff.grantsPerSecond,
-                   notes: ["throughput column: grants per second over all contenders together; latency: a holder's unlock sent → the next holder's lock reply received",
-                           "grants per contender: \(handOff.perContender.map(String.init).joined(separator: ", "))"] + handOff.notes))
+        let handOff = try measureEtcdHandOff(
+            port: server.clientPort, contenders: settings.contenders, seconds: settings.handOffSeconds,
+            name: "carillon-bench/handoff")
+        add(
+            result(
+                ServiceMetric.lockHandOff, ["contenders": "\(settings.contenders)", "seconds": "\(settings.handOffSeconds)"],
+                latency: handOff.handOff, rate: handOff.grantsPerSecond,
+                notes: [
+                    "throughput column: grants per second over all contenders together; latency: a holder's unlock sent → the next holder's lock reply received",
+                    "grants per contender: \(handOff.perContender.map(String.init).joined(separator: ", "))"
+                ] + handOff.notes))
 
         // (c) put.
         step += 1
@@ -317,8 +343,10 @@ func measureEtcd(_ settings: ServicesSettings, work: String, progress: ProgressB
         let (puts, putsNote) = try timedOperations(settings.operations, maxSeconds: settings.maxSecondsPerMetric) {
             try client.put(key: "carillon-bench/object", value: value)
         }
-        add(result(ServiceMetric.put, ["operations": "\(puts.totalCount)", "value_bytes": "\(settings.valueBytes)"], latency: puts,
-                   notes: putsNote.map { [$0] } ?? []))
+        add(
+            result(
+                ServiceMetric.put, ["operations": "\(puts.totalCount)", "value_bytes": "\(settings.valueBytes)"], latency: puts,
+                notes: putsNote.map { [$0] } ?? []))
 
         // (d) get, linearizable and serializable.
         step += 1
@@ -328,9 +356,13 @@ func measureEtcd(_ settings: ServicesSettings, work: String, progress: ProgressB
             let (gets, getsNote) = try timedOperations(settings.operations, maxSeconds: settings.maxSecondsPerMetric) {
                 _ = try client.get(key: "carillon-bench/object", serializable: serializable)
             }
-            add(result(metric, ["operations": "\(gets.totalCount)", "value_bytes": "\(settings.valueBytes)"], latency: gets,
-                       notes: (serializable ? ["the local copy, no quorum round (may be stale)"] : ["ReadIndex: the leader confirms it still leads with a quorum (itself alone on one node), no disk write"])
-                           + (getsNote.map { [$0] } ?? [])))
+            add(
+                result(
+                    metric, ["operations": "\(gets.totalCount)", "value_bytes": "\(settings.valueBytes)"], latency: gets,
+                    notes: (serializable
+                        ? ["the local copy, no quorum round (may be stale)"]
+                        : ["ReadIndex: the leader confirms it still leads with a quorum (itself alone on one node), no disk write"])
+                        + (getsNote.map { [$0] } ?? [])))
         }
 
         // (e) takeover after kill -9 of the holder.
@@ -341,9 +373,13 @@ func measureEtcd(_ settings: ServicesSettings, work: String, progress: ProgressB
             let takeover = try measureEtcdTakeover(server: server, client: client, ttl: ttl, kills: kills, work: work, tag: "\(system)-ttl\(ttl)")
             var extra = ["ttl_s": "\(ttl)", "kills": "\(kills)"]
             if let granted = takeover.grantedTTL { extra["granted_ttl_s"] = "\(granted)" }
-            add(result(ServiceMetric.lockTakeover, extra, latency: takeover.histogram,
-                       notes: ["holder and waiter: `etcdctl lock NAME --ttl \(ttl)` (a session lease kept alive every TTL/3); the holder killed at a random point of that period; kill → the waiter prints the key",
-                               "each kill: " + takeover.seconds.map { String(format: "%.2f", $0) }.joined(separator: ", ") + " s"]))
+            add(
+                result(
+                    ServiceMetric.lockTakeover, extra, latency: takeover.histogram,
+                    notes: [
+                        "holder and waiter: `etcdctl lock NAME --ttl \(ttl)` (a session lease kept alive every TTL/3); the holder killed at a random point of that period; kill → the waiter prints the key",
+                        "each kill: " + takeover.seconds.map { String(format: "%.2f", $0) }.joined(separator: ", ") + " s"
+                    ]))
         }
         server.stop()
     }
@@ -363,7 +399,8 @@ struct LockGrant: Sendable {
 /// window; a hand-off is a grant to a client that was waiting when the previous
 /// holder (another client) sent its unlock.
 func measureEtcdHandOff(port: Int, contenders: Int, seconds: Double, name: String) throws
-    -> (grantsPerSecond: Double, perContender: [Int], handOff: Histogram<UInt64>, notes: [String]) {
+    -> (grantsPerSecond: Double, perContender: [Int], handOff: Histogram<UInt64>, notes: [String])
+{
     final class Collected: Sendable {
         let grants = Mutex<[LockGrant]>([])
         let errors = Mutex<[String]>([])
@@ -394,16 +431,22 @@ func measureEtcdHandOff(port: Int, contenders: Int, seconds: Double, name: Strin
             }
         }
     }
-    guard group.wait(timeout: .now() + seconds + 90) == .success else { throw BenchError("lock hand-off: contenders still busy \(Int(seconds) + 90) s after the start") }
+    guard group.wait(timeout: .now() + seconds + 90) == .success else {
+        throw BenchError("lock hand-off: contenders still busy \(Int(seconds) + 90) s after the start")
+    }
     if let error = collected.errors.withLock({ $0.first }) { throw BenchError("lock hand-off failed: \(error)") }
     let summary = summariseHandOff(collected.grants.withLock { $0 }, contenders: contenders, start: start, end: end, seconds: seconds)
     let handOff = summary.handOff
     var notes: [String] = []
     let slow = handOff.totalCount == 0 ? 0 : handOff.totalCount - handOff.count(within: 0...50_000_000)
     if slow > 0 {
-        notes.append("\(slow) of \(handOff.totalCount) hand-offs took over 50 ms: consistent with etcd's watch sync (a lock waiter watches its predecessor's key from a past revision; etcd catches such unsynced watchers up every 100 ms)")
+        notes.append(
+            "\(slow) of \(handOff.totalCount) hand-offs took over 50 ms: consistent with etcd's watch sync (a lock waiter watches its predecessor's key from a past revision; etcd catches such unsynced watchers up every 100 ms)"
+        )
     }
-    if summary.overlaps > 0 { notes.append("\(summary.overlaps) grants arrived before the previous holder had sent its unlock (mutual exclusion broken?)") }
+    if summary.overlaps > 0 {
+        notes.append("\(summary.overlaps) grants arrived before the previous holder had sent its unlock (mutual exclusion broken?)")
+    }
     return (summary.grantsPerSecond, summary.perContender, handOff, notes)
 }
 
@@ -444,7 +487,8 @@ func summariseHandOff(_ all: [LockGrant], contenders: Int, start: UInt64, end: U
 /// next holder. Returns the histogram (ns), each takeover in seconds, and the
 /// TTL etcd granted the holder's session.
 func measureEtcdTakeover(server: EtcdServer, client: EtcdClient, ttl: Int, kills: Int, work: String, tag: String) throws
-    -> (histogram: Histogram<UInt64>, seconds: [Double], grantedTTL: Int?) {
+    -> (histogram: Histogram<UInt64>, seconds: [Double], grantedTTL: Int?)
+{
     let name = "carillon-bench/takeover-\(tag)"
     var generator = SystemRandomNumberGenerator()
     var holder = try EtcdctlLock(endpoint: server.endpoint, name: name, ttlSeconds: ttl, stderr: "\(work)/\(tag)-0.err")
@@ -470,7 +514,9 @@ func measureEtcdTakeover(server: EtcdServer, client: EtcdClient, ttl: Int, kills
         let killed = holder.sendKill()
         guard let acquired = waiter.waitAcquired(seconds: Double(grantedTTL ?? ttl) * 3 + 10) else {
             waiter.kill9()
-            throw BenchError("after kill -9 of the holder, the waiting `etcdctl lock \(name)` did not acquire within \(Double(grantedTTL ?? ttl) * 3 + 10) s: \(tail("\(work)/\(tag)-\(kill).err"))")
+            throw BenchError(
+                "after kill -9 of the holder, the waiting `etcdctl lock \(name)` did not acquire within \(Double(grantedTTL ?? ttl) * 3 + 10) s: \(tail("\(work)/\(tag)-\(kill).err"))"
+            )
         }
         holder.kill9()
         _ = histogram.record(acquired - killed)

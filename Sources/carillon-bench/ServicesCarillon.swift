@@ -82,12 +82,15 @@ struct CallsOutcome {
     var notes: [String] {
         var notes: [String] = []
         if timeouts > 0 {
-            notes.append("\(timeouts) of \(attempts) calls not answered within \(String(format: "%g", callTimeoutSeconds)) s (left out; a new session after each)")
+            notes.append(
+                "\(timeouts) of \(attempts) calls not answered within \(String(format: "%g", callTimeoutSeconds)) s (left out; a new session after each)"
+            )
         }
         if !failures.isEmpty {
             var seen: [String] = []
             for failure in failures where !seen.contains(failure) { seen.append(failure) }
-            notes.append("\(failures.count) of \(attempts) calls failed (left out; a new session after each): " + seen.prefix(3).joined(separator: "; "))
+            notes.append(
+                "\(failures.count) of \(attempts) calls failed (left out; a new session after each): " + seen.prefix(3).joined(separator: "; "))
         }
         if let stopped { notes.append(stopped) }
         return notes
@@ -100,8 +103,10 @@ struct CallsOutcome {
 /// counted, and the session replaced (a view change that leaves the node out
 /// ends its sessions; a timed-out request stays pending at the node). Stops
 /// after `maxSeconds`, or after `maxFailures` failures and timeouts together.
-func measureCalls(_ operations: Int, warmup: Int = 0, maxSeconds: Double, callTimeoutSeconds: Double = 10, maxFailures: Int = 10,
-                  path: String, _ body: @escaping @Sendable (CarillonClient) async throws -> Void) throws -> CallsOutcome {
+func measureCalls(
+    _ operations: Int, warmup: Int = 0, maxSeconds: Double, callTimeoutSeconds: Double = 10, maxFailures: Int = 10,
+    path: String, _ body: @escaping @Sendable (CarillonClient) async throws -> Void
+) throws -> CallsOutcome {
     var outcome = CallsOutcome(callTimeoutSeconds: callTimeoutSeconds)
     var client = try connectRetrying(path, seconds: 30)
     defer { client.close() }
@@ -131,7 +136,8 @@ func measureCalls(_ operations: Int, warmup: Int = 0, maxSeconds: Double, callTi
         done += 1
         if failed {
             if outcome.timeouts + outcome.failures.count >= maxFailures {
-                outcome.stopped = "stopped after \(outcome.timeouts + outcome.failures.count) failed calls: \(outcome.attempts) of \(operations) operations"
+                outcome.stopped =
+                    "stopped after \(outcome.timeouts + outcome.failures.count) failed calls: \(outcome.attempts) of \(operations) operations"
                 return outcome
             }
             client.close()
@@ -210,8 +216,10 @@ final class ServiceCluster {
     func start(_ i: Int, join: Bool) throws {
         let suffix = starts[i] == 0 ? "" : "-r\(starts[i])"
         starts[i] += 1
-        var argv = [carillon, "node", "--config", configPath, "--member", "h\(i)", "--client-socket", sockets[i],
-                    "--timeout", "\(timeoutSeconds)", "--log", "\(work)/h\(i)\(suffix).log"]
+        var argv = [
+            carillon, "node", "--config", configPath, "--member", "h\(i)", "--client-socket", sockets[i],
+            "--timeout", "\(timeoutSeconds)", "--log", "\(work)/h\(i)\(suffix).log"
+        ]
         if join { argv.append("--join") }
         nodes[i] = try Child(topology.command(host: i, argv), stderr: "\(work)/h\(i)\(suffix).err")
     }
@@ -241,7 +249,9 @@ final class ServiceCluster {
             }
             usleep(20_000)
         }
-        throw BenchError("carillon node h\(i) did not serve a request through \(sockets[i]) within \(Int(seconds)) s (last: \(last)):\n\(nodes[i]?.stderrTail ?? "")")
+        throw BenchError(
+            "carillon node h\(i) did not serve a request through \(sockets[i]) within \(Int(seconds)) s (last: \(last)):\n\(nodes[i]?.stderrTail ?? "")"
+        )
     }
 
     /// Sends SIGKILL to member i's process now; CLOCK_MONOTONIC and
@@ -333,8 +343,10 @@ final class RawServiceSocket {
 /// ``carillonSteps(_:)``. Leaves no node process, namespace or socket behind
 /// on any path. `problems` gets what must fail the run after its results are
 /// saved (a fencing token that did not increase, mutual exclusion broken).
-func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOptions, work: String, progress: ProgressBar,
-                     step: inout Int, problems: inout [String]) throws -> [BenchResult] {
+func measureCarillon(
+    _ settings: ServicesSettings, options: CarillonServicesOptions, work: String, progress: ProgressBar,
+    step: inout Int, problems: inout [String]
+) throws -> [BenchResult] {
     let members = 3
     var results: [BenchResult] = []
     // A backstop for the daemons should the bench die without cleaning up: far beyond the run's length.
@@ -343,22 +355,27 @@ func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOpti
     defer { cluster.stop() }
     let placement = cluster.topology.label
 
-    func result(_ metric: String, _ extra: [String: String], latency: Histogram<UInt64>? = nil, rate: Double? = nil,
-                cost: CostSummary? = nil, notes: [String] = []) -> BenchResult {
+    func result(
+        _ metric: String, _ extra: [String: String], latency: Histogram<UInt64>? = nil, rate: Double? = nil,
+        cost: CostSummary? = nil, notes: [String] = []
+    ) -> BenchResult {
         // What state the bus was in: view changes (h1 never restarts; its log is flushed every 100 ms).
         let views = viewLines(log: "\(work)/h1.log", from: 0)
         var notes = notes
         if metric != ServiceMetric.lockTakeover {
             notes.append(views <= 1 ? "no view change since the cluster started" : "\(views - 1) view change(s) since the cluster started (h1's log)")
         }
-        var parameters = ["metric": metric, "storage": "memory", "durability": carillonDurability, "members": "\(members)",
-                          "idle": options.idle, "ordering": options.ordering]
+        var parameters = [
+            "metric": metric, "storage": "memory", "durability": carillonDurability, "members": "\(members)",
+            "idle": options.idle, "ordering": options.ordering
+        ]
         if !options.config.isEmpty { parameters["config"] = options.configText }
         parameters.merge(extra) { _, new in new }
-        return BenchResult(scenario: "services", system: "carillon", placement: placement, parameters: parameters,
-                           latency: latency.flatMap { $0.totalCount > 0 ? LatencySummary(nanoseconds: $0) : nil },
-                           throughput: rate.map { ThroughputSummary(messagesPerSecondPerMember: [$0], bytesPerSecondPerMember: [0]) },
-                           cost: cost, notes: notes)
+        return BenchResult(
+            scenario: "services", system: "carillon", placement: placement, parameters: parameters,
+            latency: latency.flatMap { $0.totalCount > 0 ? LatencySummary(nanoseconds: $0) : nil },
+            throughput: rate.map { ThroughputSummary(messagesPerSecondPerMember: [$0], bytesPerSecondPerMember: [0]) },
+            cost: cost, notes: notes)
     }
     func add(_ row: BenchResult) {
         results.append(row)
@@ -397,29 +414,44 @@ func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOpti
     do { breakdown = try lockRoundBreakdown(path: h0, operations: min(operations, 1000), name: lockName) } catch {
         breakdown = "where the time goes: not measured (\(error))"
     }
-    add(result(ServiceMetric.lockRound, ["operations": "\(rounds.histogram.totalCount)", "consistency": "agreed"], latency: rounds.histogram, cost: cost,
-               notes: ["one CarillonClient session on h0, uncontended; acquire then release, each ordered through the bus and answered when h0 applied it (agreed)",
-                       breakdown] + rounds.notes + costNotes))
+    add(
+        result(
+            ServiceMetric.lockRound, ["operations": "\(rounds.histogram.totalCount)", "consistency": "agreed"], latency: rounds.histogram, cost: cost,
+            notes: [
+                "one CarillonClient session on h0, uncontended; acquire then release, each ordered through the bus and answered when h0 applied it (agreed)",
+                breakdown
+            ] + rounds.notes + costNotes))
 
     // (b) contended hand-off, contenders on different nodes.
     step += 1
-    progress.begin(step, "carillon: \(ServiceMetric.lockHandOff), \(settings.contenders) clients on \(min(settings.contenders, members)) nodes, \(settings.handOffSeconds) s")
+    progress.begin(
+        step,
+        "carillon: \(ServiceMetric.lockHandOff), \(settings.contenders) clients on \(min(settings.contenders, members)) nodes, \(settings.handOffSeconds) s"
+    )
     finishCost = sampleCost()
-    let handOff = try measureCarillonHandOff(sockets: cluster.sockets, contenders: settings.contenders, seconds: settings.handOffSeconds,
-                                             name: "carillon-bench/handoff")
+    let handOff = try measureCarillonHandOff(
+        sockets: cluster.sockets, contenders: settings.contenders, seconds: settings.handOffSeconds,
+        name: "carillon-bench/handoff")
     (cost, costNotes) = finishCost()
     if handOff.summary.overlaps > 0 {
         problems.append("carillon \(ServiceMetric.lockHandOff): \(handOff.summary.overlaps) grants before the previous holder had sent its release")
     }
     let placementText = (0..<settings.contenders).map { "h\($0 % members)" }.joined(separator: ", ")
-    add(result(ServiceMetric.lockHandOff, ["contenders": "\(settings.contenders)", "seconds": "\(settings.handOffSeconds)", "consistency": "agreed"],
-               latency: handOff.summary.handOff, rate: handOff.summary.grantsPerSecond, cost: cost,
-               notes: ["throughput column: grants per second over all contenders together; latency: a holder's release sent → the next holder's grant received",
-                       "contenders' sessions on \(placementText)",
-                       "grants per contender: \(handOff.summary.perContender.map(String.init).joined(separator: ", "))"]
-                   + (handOff.summary.overlaps > 0 ? ["\(handOff.summary.overlaps) grants arrived before the previous holder had sent its release (mutual exclusion broken?)"] : [])
-                   + (handOff.failures.isEmpty ? [] : ["\(handOff.failures.count) calls failed (a new session after each): \(handOff.failures.prefix(2).joined(separator: "; "))"])
-                   + costNotes))
+    add(
+        result(
+            ServiceMetric.lockHandOff, ["contenders": "\(settings.contenders)", "seconds": "\(settings.handOffSeconds)", "consistency": "agreed"],
+            latency: handOff.summary.handOff, rate: handOff.summary.grantsPerSecond, cost: cost,
+            notes: [
+                "throughput column: grants per second over all contenders together; latency: a holder's release sent → the next holder's grant received",
+                "contenders' sessions on \(placementText)",
+                "grants per contender: \(handOff.summary.perContender.map(String.init).joined(separator: ", "))"
+            ]
+                + (handOff.summary.overlaps > 0
+                    ? ["\(handOff.summary.overlaps) grants arrived before the previous holder had sent its release (mutual exclusion broken?)"] : [])
+                + (handOff.failures.isEmpty
+                    ? []
+                    : ["\(handOff.failures.count) calls failed (a new session after each): \(handOff.failures.prefix(2).joined(separator: "; "))"])
+                + costNotes))
 
     // (c) put, answered when applied at h0 (agreed) and once every member holds it (safe).
     step += 1
@@ -429,10 +461,14 @@ func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOpti
     finishCost = sampleCost()
     let puts = try measureCalls(operations, warmup: 1, maxSeconds: maxSeconds, path: h0) { client in try await client.put(key, value) }
     (cost, costNotes) = finishCost()
-    add(result(ServiceMetric.put, ["operations": "\(puts.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": "agreed"],
-               latency: puts.histogram, cost: cost,
-               notes: ["one CarillonClient session on h0; answered when h0 applied it (agreed: ordered; every member holds it once it is stable, a round or two later; a write whose member fails before any other received it is lost with it)"]
-                   + puts.notes + costNotes))
+    add(
+        result(
+            ServiceMetric.put, ["operations": "\(puts.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": "agreed"],
+            latency: puts.histogram, cost: cost,
+            notes: [
+                "one CarillonClient session on h0; answered when h0 applied it (agreed: ordered; every member holds it once it is stable, a round or two later; a write whose member fails before any other received it is lost with it)"
+            ]
+                + puts.notes + costNotes))
     // Safe: each put bounded by 2 s and few timeouts allowed (before 99fb82c a held safe answer waited for unrelated traffic).
     finishCost = sampleCost()
     let safe = try measureCalls(operations, maxSeconds: maxSeconds, callTimeoutSeconds: 2, maxFailures: 3, path: h0) { client in
@@ -440,8 +476,10 @@ func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOpti
     }
     (cost, costNotes) = finishCost()
     let safeNotes = ["one CarillonClient session on h0; answered once stable (safe): every member of the view holds it"]
-    add(result(ServiceMetric.put, ["operations": "\(safe.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": "safe"],
-               latency: safe.histogram, cost: cost, notes: safeNotes + safe.notes + costNotes))
+    add(
+        result(
+            ServiceMetric.put, ["operations": "\(safe.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": "safe"],
+            latency: safe.histogram, cost: cost, notes: safeNotes + safe.notes + costNotes))
 
     // (d) get: linearizable (ordered through the bus) and the local copy.
     step += 1
@@ -456,18 +494,23 @@ func measureCarillon(_ settings: ServicesSettings, options: CarillonServicesOpti
             if local { _ = try await client.localRead(key) } else { _ = try await client.get(key) }
         }
         (cost, costNotes) = finishCost()
-        add(result(metric, ["operations": "\(gets.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": local ? "local" : "agreed"],
-                   latency: gets.histogram, cost: cost,
-                   notes: (local ? ["localRead: h0's replica, not ordered (stale by up to the delivery latency); no bus"]
-                               : ["ordered through the bus like a write and answered when h0 applied it: sees every write acknowledged before it began"])
-                       + gets.notes + costNotes))
+        add(
+            result(
+                metric,
+                ["operations": "\(gets.histogram.totalCount)", "value_bytes": "\(settings.valueBytes)", "consistency": local ? "local" : "agreed"],
+                latency: gets.histogram, cost: cost,
+                notes: (local
+                    ? ["localRead: h0's replica, not ordered (stale by up to the delivery latency); no bus"]
+                    : ["ordered through the bus like a write and answered when h0 applied it: sees every write acknowledged before it began"])
+                    + gets.notes + costNotes))
     }
 
     // (e) takeover after kill -9 of the holder's node.
     step += 1
     progress.begin(step, "carillon: \(ServiceMetric.lockTakeover), \(settings.kills) kills of h0")
-    let takeover = try measureCarillonTakeover(cluster: cluster, kills: settings.kills, killInterval: settings.killIntervalSeconds,
-                                               name: "carillon-bench/takeover")
+    let takeover = try measureCarillonTakeover(
+        cluster: cluster, kills: settings.kills, killInterval: settings.killIntervalSeconds,
+        name: "carillon-bench/takeover")
     problems += takeover.problems
     var takeoverParameters = ["kills": "\(settings.kills)", "consistency": "agreed"]
     if settings.killIntervalSeconds > 0 { takeoverParameters["kill_interval_s"] = String(format: "%g", settings.killIntervalSeconds) }
@@ -520,7 +563,8 @@ func lockRoundBreakdown(path: String, operations: Int, name: String) throws -> S
 /// A contender whose call fails (its session ended by a view change) counts
 /// the failure and goes on with a new session.
 func measureCarillonHandOff(sockets: [String], contenders: Int, seconds: Double, name: String) throws
-    -> (summary: HandOffSummary, failures: [String]) {
+    -> (summary: HandOffSummary, failures: [String])
+{
     let start = monotonicNanos() + 500_000_000
     let end = start + UInt64(seconds * 1e9)
     let outcome = try awaitBlocking("carillon lock hand-off", timeoutSeconds: seconds + 90) {
@@ -569,7 +613,8 @@ func measureCarillonHandOff(sockets: [String], contenders: Int, seconds: Double,
 /// before its kill (a view change ended a session) is noted and repeated, at
 /// most `kills` more times.
 func measureCarillonTakeover(cluster: ServiceCluster, kills: Int, killInterval: Double, name: String) throws
-    -> (histogram: Histogram<UInt64>, notes: [String], problems: [String]) {
+    -> (histogram: Histogram<UInt64>, notes: [String], problems: [String])
+{
     var generator = SystemRandomNumberGenerator()
     var histogram = latencyHistogram()
     var takeovers: [Double] = [], rejoins: [Double] = []
@@ -685,10 +730,11 @@ func measureCarillonTakeover(cluster: ServiceCluster, kills: Int, killInterval: 
             + "; kill → the waiter's acquire returned; h0 restarted with --join and serving (a get through it answered) before the next kill",
         "each kill: \(list(takeovers, decimals: 2)) ms",
         "fencing tokens, holder → next holder: " + tokens.map { "\($0.holder) → \($0.waiter)" }.joined(separator: ", ")
-            + (tokens.allSatisfy { $0.waiter > $0.holder } ? " (increased at every takeover)" : " (DID NOT INCREASE: a bug)"),
+            + (tokens.allSatisfy { $0.waiter > $0.holder } ? " (increased at every takeover)" : " (DID NOT INCREASE: a bug)")
     ]
     if !phases.suspected.isEmpty || !phases.viewed.isEmpty {
-        var line = "at h1 (its log): kill → h0 suspected \(list(phases.suspected)) ms (median \(String(format: "%.1f", median(phases.suspected)))); kill → view without h0 installed \(list(phases.viewed)) ms (median \(String(format: "%.1f", median(phases.viewed))))"
+        var line =
+            "at h1 (its log): kill → h0 suspected \(list(phases.suspected)) ms (median \(String(format: "%.1f", median(phases.suspected)))); kill → view without h0 installed \(list(phases.viewed)) ms (median \(String(format: "%.1f", median(phases.viewed))))"
         if phases.viewed.count == takeovers.count {
             let rest = zip(takeovers, phases.viewed).map { $0 - $1 }
             line += "; that view → the waiter's grant received \(list(rest)) ms (median \(String(format: "%.1f", median(rest))))"
@@ -698,10 +744,14 @@ func measureCarillonTakeover(cluster: ServiceCluster, kills: Int, killInterval: 
     if let first = killTimes.first {
         let views = viewLines(log: "\(cluster.work)/h1.log", from: first)
         let excluded = (1..<3).map { excludedCount(log: "\(cluster.work)/h\($0).log") }
-        notes.append("views installed at h1 from the first kill on: \(views) for \(takeovers.count) kills (2 per kill: without h0, then with it again; more are false suspicions); h1 and h2 left out of a view (falsely suspected) over the whole run: \(excluded.map(String.init).joined(separator: " and ")) times")
+        notes.append(
+            "views installed at h1 from the first kill on: \(views) for \(takeovers.count) kills (2 per kill: without h0, then with it again; more are false suspicions); h1 and h2 left out of a view (falsely suspected) over the whole run: \(excluded.map(String.init).joined(separator: " and ")) times"
+        )
     }
     notes.append("restart of h0 → serving again: \(list(rejoins.map { $0 * 1000 }, decimals: 0)) ms")
-    if !retried.isEmpty { notes.append("\(retried.count) attempt(s) repeated, a session having ended before the kill: \(retried.prefix(2).joined(separator: "; "))") }
+    if !retried.isEmpty {
+        notes.append("\(retried.count) attempt(s) repeated, a session having ended before the kill: \(retried.prefix(2).joined(separator: "; "))")
+    }
     return (histogram, notes, problems)
 }
 

@@ -43,7 +43,9 @@ enum Cleanup {
     }
 
     static func runAll() {
-        let all = actions.withLock { list in defer { list.removeAll() }; return list }
+        let all = actions.withLock { list in
+            defer { list.removeAll() }; return list
+        }
         for (_, action) in all.reversed() { action() }
     }
 

@@ -53,8 +53,10 @@ final class Topology {
             if let shapeMbit {
                 // The host's link: a token bucket at the link rate with a small
                 // burst; its queue holds what the senders' sockets let through.
-                try run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "h\(i)", "root", "tbf",
-                         "rate", "\(Int(shapeMbit * 1000))kbit", "burst", "4kb", "latency", "200ms"])
+                try run([
+                    "ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "h\(i)", "root", "tbf",
+                    "rate", "\(Int(shapeMbit * 1000))kbit", "burst", "4kb", "latency", "200ms"
+                ])
             }
         }
     }

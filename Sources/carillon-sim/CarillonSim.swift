@@ -111,7 +111,9 @@ struct CarillonSim: ParsableCommand {
     @Option(name: .long, help: "Rounds in the safety phase (standard profile only).")
     var rounds: Int?
 
-    @Option(name: .long, help: "Delivery mode: agreed or safe (standard profile only; with --services, also with --swarm: safe unless agreed is asked for).")
+    @Option(
+        name: .long,
+        help: "Delivery mode: agreed or safe (standard profile only; with --services, also with --swarm: safe unless agreed is asked for).")
     var mode: String?
 
     @Option(name: .long, help: "Worker threads (default: one per core).")
@@ -144,13 +146,15 @@ struct CarillonSim: ParsableCommand {
                 throw ValidationError("--swarm draws members, loss and rounds from the seed; drop those options")
             }
             if let canary, ServiceCanary(rawValue: canary) == nil {
-                throw ValidationError("unknown services canary \(canary): "
-                    + ServiceCanary.allCases.map(\.rawValue).joined(separator: ", "))
+                throw ValidationError(
+                    "unknown services canary \(canary): "
+                        + ServiceCanary.allCases.map(\.rawValue).joined(separator: ", "))
             }
         } else if membership {
             if let canary, MembershipCanary(rawValue: canary) == nil {
-                throw ValidationError("unknown membership canary \(canary): "
-                    + MembershipCanary.allCases.map(\.rawValue).joined(separator: ", "))
+                throw ValidationError(
+                    "unknown membership canary \(canary): "
+                        + MembershipCanary.allCases.map(\.rawValue).joined(separator: ", "))
             }
             if mode != nil { throw ValidationError("--membership takes no --mode") }
         } else if let canary, canaryVariant(canary) == nil {
@@ -222,22 +226,28 @@ struct CarillonSim: ParsableCommand {
                         seed: seed, profile: servicesProfile(seed),
                         services: swarm ? .swarm(seed: seed) : ServicesWorkloadProfile(), serviceCanary: serviceCanary)
                     let result = simulator.run()
-                    (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
-                                                                result.livenessRounds, render(result))
+                    (passed, messages, livenessRounds, line) = (
+                        result.passed, result.messagesBroadcast,
+                        result.livenessRounds, render(result)
+                    )
                 } else if membership {
                     var simulator = MembershipSimulator(
                         seed: seed, profile: swarm ? .swarm(seed: seed) : membershipProfile(), canary: membershipCanary)
                     let result = simulator.run()
-                    (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
-                                                                result.livenessRounds, render(result))
+                    (passed, messages, livenessRounds, line) = (
+                        result.passed, result.messagesBroadcast,
+                        result.livenessRounds, render(result)
+                    )
                     if let first = result.violations.first {
                         state.withLock { $0.caughtBy[first.checker.rawValue, default: 0] += 1 }
                     }
                 } else {
                     var simulator = ClusterSimulator(seed: seed, profile: profile(for: seed), canary: variant)
                     let result = simulator.run()
-                    (passed, messages, livenessRounds, line) = (result.passed, result.messagesBroadcast,
-                                                                result.livenessRounds, render(result))
+                    (passed, messages, livenessRounds, line) = (
+                        result.passed, result.messagesBroadcast,
+                        result.livenessRounds, render(result)
+                    )
                 }
                 state.withLock { sweep in
                     sweep.done += 1
@@ -247,8 +257,9 @@ struct CarillonSim: ParsableCommand {
                     if let line { print(line) }
                     if showProgress, sweep.done % 50 == 0 || sweep.done == count {
                         let seconds = max(0.001, (ContinuousClock.now - started).seconds)
-                        FileHandle.standardError.write(Data(
-                            "\r\(sweep.done)/\(count) seeds, \(sweep.failed.count) failed, \(Int(Double(sweep.done) / seconds)) seeds/s   ".utf8))
+                        FileHandle.standardError.write(
+                            Data(
+                                "\r\(sweep.done)/\(count) seeds, \(sweep.failed.count) failed, \(Int(Double(sweep.done) / seconds)) seeds/s   ".utf8))
                     }
                 }
                 index += workers
@@ -257,9 +268,11 @@ struct CarillonSim: ParsableCommand {
         let seconds = (ContinuousClock.now - started).seconds
         let sweep = state.withLock { $0 }
         if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
-        print(String(format: "%d seed%@ in %.1f s (%.0f seeds/s, %d workers): %d failed; %d messages broadcast; longest liveness phase %d rounds",
-                     count, count == 1 ? "" : "s", seconds, Double(count) / max(seconds, 1e-9), workers,
-                     sweep.failed.count, sweep.messages, sweep.maxLivenessRounds))
+        print(
+            String(
+                format: "%d seed%@ in %.1f s (%.0f seeds/s, %d workers): %d failed; %d messages broadcast; longest liveness phase %d rounds",
+                count, count == 1 ? "" : "s", seconds, Double(count) / max(seconds, 1e-9), workers,
+                sweep.failed.count, sweep.messages, sweep.maxLivenessRounds))
         if !sweep.caughtBy.isEmpty {
             print("first violation by checker: " + sweep.caughtBy.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }

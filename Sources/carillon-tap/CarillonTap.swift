@@ -47,7 +47,10 @@ struct CarillonTap: ParsableCommand {
 
     @Option(name: .customShort("i"), help: "Interface to capture on (any: all of them).") var interface = "any"
     @Option(name: .customShort("r"), help: "Read packets from a pcap or pcapng file (- for standard input).") var readFile: String?
-    @Option(name: .customShort("w"), help: "Write the packets to a pcap file (- for standard output); without --print nothing is printed (frames are still counted for --stats).") var writeFile: String?
+    @Option(
+        name: .customShort("w"),
+        help: "Write the packets to a pcap file (- for standard output); without --print nothing is printed (frames are still counted for --stats).")
+    var writeFile: String?
     @Option(name: .customShort("c"), help: "Stop after this many packets.") var count = 0
     @Flag(name: .customShort("n"), help: "Do not resolve addresses (never done anyway; accepted for tcpdump habits).") var numeric = false
     @Flag(name: .customShort("v"), help: "Verbose: message headers and a hex/ASCII preview of each payload.") var verbose = false
@@ -56,8 +59,16 @@ struct CarillonTap: ParsableCommand {
     @Flag(help: "With -w: also decode and print.") var print = false
     @Option(help: "The bus's UDP port.") var port: UInt16 = 7400
     @Option(help: "Cluster key file (64 hex digits): check every frame's authentication tag.") var keyFile: String?
-    @Option(name: .customLong("run"), help: ArgumentHelp("A run identity (the first view's start_at_ns; `carillon node` logs it as run=): check slot and repair tags under its key. Repeatable.", valueName: "run")) var runs: [UInt64] = []
-    @Option(name: .customLong("config"), help: ArgumentHelp("A cluster configuration file (JSON): its start_at_ns gives the run, its key_file the key (unless --key-file). Repeatable.", valueName: "bus.json")) var configs: [String] = []
+    @Option(
+        name: .customLong("run"),
+        help: ArgumentHelp(
+            "A run identity (the first view's start_at_ns; `carillon node` logs it as run=): check slot and repair tags under its key. Repeatable.",
+            valueName: "run")) var runs: [UInt64] = []
+    @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "A cluster configuration file (JSON): its start_at_ns gives the run, its key_file the key (unless --key-file). Repeatable.",
+            valueName: "bus.json")) var configs: [String] = []
     @Flag(help: "Print statistics at the end (and every --stats-interval seconds during a live capture).") var stats = false
     @Option(help: "Seconds between statistics during a live capture.") var statsInterval: Double = 10
     @Option(help: "Members in the view, for slot timing and round completeness.") var members: Int?
@@ -107,7 +118,10 @@ struct CarillonTap: ParsableCommand {
             if let run = knownRuns.first { sample.run = run }
             sample.port = port
             let written = try sample.write(rounds: sampleRounds, to: writeSample)
-            FileHandle.standardError.write(Data("carillon-tap: wrote \(written) packets (a membership frame naming run \(sample.run), then \(sampleRounds) rounds × \(sampleMembers) members) to \(writeSample)\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "carillon-tap: wrote \(written) packets (a membership frame naming run \(sample.run), then \(sampleRounds) rounds × \(sampleMembers) members) to \(writeSample)\n"
+                        .utf8))
             return
         }
 
@@ -119,8 +133,9 @@ struct CarillonTap: ParsableCommand {
 
         var schedule: TDMASchedule?
         if let members {
-            do { schedule = try TDMASchedule(memberCount: members, roundPeriodNanos: UInt64(roundPeriodUs * 1000), reservation: reservation) }
-            catch { throw ValidationError("schedule: \(error)") }
+            do { schedule = try TDMASchedule(memberCount: members, roundPeriodNanos: UInt64(roundPeriodUs * 1000), reservation: reservation) } catch {
+                throw ValidationError("schedule: \(error)")
+            }
         }
         var statistics = TapStatistics(schedule: schedule)
         statistics.linkBitsPerSecond = linkGbit * 1e9
@@ -129,7 +144,10 @@ struct CarillonTap: ParsableCommand {
         decoder.verbose = verbose
         let toStandardOutput = writeFile == "-"
         if readFile == nil {
-            FileHandle.standardError.write(Data("carillon-tap: listening on \(interface), link type \(capture.linkType), filter \"\(expression)\"\(writeFile.map { ", writing \($0)" } ?? "")\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "carillon-tap: listening on \(interface), link type \(capture.linkType), filter \"\(expression)\"\(writeFile.map { ", writing \($0)" } ?? "")\n"
+                        .utf8))
         }
 
         // SIGINT/SIGTERM end a live capture cleanly (statistics, flushed file).
@@ -138,7 +156,9 @@ struct CarillonTap: ParsableCommand {
         signal(SIGTERM, SIG_IGN)
         let sources = [SIGINT, SIGTERM].map { number in
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stop.store(true, ordering: .relaxed); capture.breakLoop() }
+            source.setEventHandler {
+                stop.store(true, ordering: .relaxed); capture.breakLoop()
+            }
             source.resume()
             return source
         }
@@ -170,7 +190,10 @@ struct CarillonTap: ParsableCommand {
             FileHandle.standardError.write(Data((decoder.statistics.report() + "\n").utf8))
         }
         if live, let kernel = capture.kernelStatistics {
-            FileHandle.standardError.write(Data("carillon-tap: \(read) packets captured, \(kernel.received) received by the filter, \(kernel.dropped) dropped by the kernel\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "carillon-tap: \(read) packets captured, \(kernel.received) received by the filter, \(kernel.dropped) dropped by the kernel\n"
+                        .utf8))
         }
     }
 }

@@ -58,7 +58,7 @@ struct ConfigFile {
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
         "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
         "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu", "ordering",
-        "promise_heartbeat_us", "kernel_timestamps",
+        "promise_heartbeat_us", "kernel_timestamps"
     ]
 
     /// The values of "ordering".
@@ -85,7 +85,7 @@ struct ConfigFile {
         for (index, item) in list.enumerated() {
             let key = "members[\(index)]"
             guard let entry = item as? [String: Any], let name = entry["name"] as? String, !name.isEmpty,
-                  let text = entry["address"] as? String
+                let text = entry["address"] as? String
             else { throw fail(key, "must be an object with a non-empty \"name\" and an \"address\" \"ip:port\"") }
             guard let address = UDPEndpoint(text) else { throw fail("\(key).address", "\"\(text)\" is not an IPv4 address:port") }
             guard !members.contains(where: { $0.name == name }) else { throw fail("\(key).name", "\"\(name)\" appears twice") }
@@ -96,14 +96,19 @@ struct ConfigFile {
             var metricsListen: UDPEndpoint?
             if let value = entry["metrics_listen"], !(value is NSNull) {
                 guard let text = value as? String, let endpoint = UDPEndpoint(text) else {
-                    throw fail("\(key).metrics_listen", "must be an IPv4 \"address:port\" to serve GET /metrics on (for example \"127.0.0.1:9464\"), or null")
+                    throw fail(
+                        "\(key).metrics_listen", "must be an IPv4 \"address:port\" to serve GET /metrics on (for example \"127.0.0.1:9464\"), or null"
+                    )
                 }
                 metricsListen = endpoint
             }
             var clientSocket: String?
             if let value = entry["client_socket"], !(value is NSNull) {
                 guard let text = value as? String, text.hasPrefix("/"), text.utf8.count < 108 else {
-                    throw fail("\(key).client_socket", "must be an absolute path of under 108 bytes for the node's Unix socket (for example \"/run/carillon/\(name).sock\"), or null")
+                    throw fail(
+                        "\(key).client_socket",
+                        "must be an absolute path of under 108 bytes for the node's Unix socket (for example \"/run/carillon/\(name).sock\"), or null"
+                    )
                 }
                 clientSocket = text
             }
@@ -136,7 +141,8 @@ struct ConfigFile {
         if let v = try number("promise_heartbeat_us", 10...1_000_000) { promiseHeartbeatMicros = v }
         if let value = root["kernel_timestamps"] {
             // As for lock_memory: true/false only, never 0/1.
-            let isBoolean = type(of: value) == Bool.self
+            let isBoolean =
+                type(of: value) == Bool.self
                 || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
             guard isBoolean, let flag = value as? Bool else { throw fail("kernel_timestamps", "must be true or false") }
             kernelTimestamps = flag
@@ -149,7 +155,8 @@ struct ConfigFile {
         }
         if let value = root["lock_memory"] {
             // JSONSerialization gives true/false as Bool or as an NSNumber of type "c" (Linux); never accept 0/1.
-            let isBoolean = type(of: value) == Bool.self
+            let isBoolean =
+                type(of: value) == Bool.self
                 || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
             guard isBoolean, let flag = value as? Bool else {
                 throw fail("lock_memory", "must be true or false")
@@ -158,7 +165,7 @@ struct ConfigFile {
         }
         if let value = root["cpu"], !(value is NSNull) {
             guard type(of: value) != Bool.self, let n = value as? NSNumber, n.doubleValue >= 0, n.doubleValue < 1024,
-                  n.doubleValue == n.doubleValue.rounded()
+                n.doubleValue == n.doubleValue.rounded()
             else { throw fail("cpu", "must be a CPU number (0, 1, …) or null") }
             scheduling.cpu = n.intValue
         }
@@ -175,18 +182,25 @@ struct ConfigFile {
             do { key = try KeyFile.load(path: resolved) } catch { throw fail("authentication.key_file", "\(error)") }
             keyFile = file
         case nil:
-            throw fail("authentication", "is missing: give {\"key_file\": \"bus.key\"} (make one with `carillon keygen`), or \"off\" to run without frame authentication")
+            throw fail(
+                "authentication",
+                "is missing: give {\"key_file\": \"bus.key\"} (make one with `carillon keygen`), or \"off\" to run without frame authentication")
         default:
             throw fail("authentication", "must be \"off\" or {\"key_file\": \"path\"}")
         }
         if let value = root["delivery"] {
-            guard let text = value as? String, let mode = DeliveryMode(rawValue: text) else { throw fail("delivery", "must be \"agreed\" or \"safe\"") }
+            guard let text = value as? String, let mode = DeliveryMode(rawValue: text) else {
+                throw fail("delivery", "must be \"agreed\" or \"safe\"")
+            }
             delivery = mode
         }
         if let value = root["ordering"] {
             guard let text = value as? String, let mode = OrderingMode(rawValue: text) else {
                 let given = (value as? String).map { "\"\($0)\"" } ?? "\(value)"
-                throw fail("ordering", "must be \"promises\" (the default: send at once, idle members promise silence ahead) or \"slots\" (every member sends in its TDMA slot every round), not \(given)")
+                throw fail(
+                    "ordering",
+                    "must be \"promises\" (the default: send at once, idle members promise silence ahead) or \"slots\" (every member sends in its TDMA slot every round), not \(given)"
+                )
             }
             ordering = mode
         }
@@ -220,8 +234,9 @@ struct ConfigFile {
             "idle": idleText, "window_rounds": windowRounds, "max_frame_bytes": maxFrameBytes,
             "send_buffer_bytes": sendBufferBytes, "start_at_ns": startAtNanos, "epoch": epoch,
             "suspicion_slots": suspicionSlots, "suspicion_floor_us": suspicionFloorMicros,
-            "suspicion_gap_factor": suspicionGapFactor, "promise_heartbeat_us": promiseHeartbeatMicros, "scheduling": AgentScheduling.text(scheduling.policy),
-            "lock_memory": scheduling.lockMemory, "ordering": ordering.rawValue, "kernel_timestamps": kernelTimestamps,
+            "suspicion_gap_factor": suspicionGapFactor, "promise_heartbeat_us": promiseHeartbeatMicros,
+            "scheduling": AgentScheduling.text(scheduling.policy),
+            "lock_memory": scheduling.lockMemory, "ordering": ordering.rawValue, "kernel_timestamps": kernelTimestamps
         ]
         if let cpu = scheduling.cpu { root["cpu"] = cpu }
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }
@@ -249,7 +264,8 @@ struct ConfigFile {
     /// The member configuration for `name`.
     func memberConfiguration(name: String, path: String) throws(ConfigError) -> MemberConfiguration {
         guard let rank = members.firstIndex(where: { $0.name == name }) else {
-            throw ConfigError(path: path, key: "members", problem: "has no member named \"\(name)\" (names: \(members.map(\.name).joined(separator: ", ")))")
+            throw ConfigError(
+                path: path, key: "members", problem: "has no member named \"\(name)\" (names: \(members.map(\.name).joined(separator: ", ")))")
         }
         var configuration: MemberConfiguration
         do {

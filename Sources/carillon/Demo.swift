@@ -31,11 +31,17 @@ struct Demo: ParsableCommand {
     @Option(help: "Ordering: promises (send at once; idle members promise silence ahead) or slots (every member sends in its TDMA slot every round).")
     var ordering = "promises"
     @Option(help: "Largest frame in bytes (loopback carries up to 65,507 without fragments).") var maxFrameBytes = 1472
-    @Option(help: "Slots of silence before a member is suspected (a view change follows). The demo waits 200 slots (20 ms at 100 µs): three members on a small machine miss a few slots now and then, and the demo is about ordered delivery, not failure detection.")
+    @Option(
+        help:
+            "Slots of silence before a member is suspected (a view change follows). The demo waits 200 slots (20 ms at 100 µs): three members on a small machine miss a few slots now and then, and the demo is about ordered delivery, not failure detection."
+    )
     var suspicionSlots = 200
     @Option(help: "Give up after this many seconds.") var timeout: Double = 60
     @Flag(help: "Keep the generated configuration and logs (their directory is printed).") var keep = false
-    @Flag(help: "Take frames' arrival times for clock estimation from the agent's clock reads instead of the kernel's receive timestamps (to compare; the closing reports show each member's clock estimate).")
+    @Flag(
+        help:
+            "Take frames' arrival times for clock estimation from the agent's clock reads instead of the kernel's receive timestamps (to compare; the closing reports show each member's clock estimate)."
+    )
     var noKernelTimestamps = false
 
     func validate() throws {
@@ -83,15 +89,19 @@ struct Demo: ParsableCommand {
         try file.json().write(to: URL(fileURLWithPath: configPath))
 
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        print("carillon demo: \(members) member processes on 127.0.0.1, round period \(periodUs) µs, reservation \(reservation), idle \(idle), \(ordering) ordering, \(delivery) delivery, authenticated frames")
+        print(
+            "carillon demo: \(members) member processes on 127.0.0.1, round period \(periodUs) µs, reservation \(reservation), idle \(idle), \(ordering) ordering, \(delivery) delivery, authenticated frames"
+        )
         print("  each broadcasts \(messages) × \(size) B at \(Int(rate))/s; configuration \(configPath)")
         var processes: [Process] = []
         for rank in 0..<members {
             let process = Process()
             process.executableURL = executable
-            process.arguments = ["node", "--config", configPath, "--member", "m\(rank)", "--send", "\(messages)",
-                                 "--rate", "\(rate)", "--size", "\(size)", "--expect", "\(messages * members)",
-                                 "--timeout", "\(timeout)", "--log", directory.appendingPathComponent("m\(rank).log").path]
+            process.arguments = [
+                "node", "--config", configPath, "--member", "m\(rank)", "--send", "\(messages)",
+                "--rate", "\(rate)", "--size", "\(size)", "--expect", "\(messages * members)",
+                "--timeout", "\(timeout)", "--log", directory.appendingPathComponent("m\(rank).log").path
+            ]
             let errorPath = directory.appendingPathComponent("m\(rank).err").path
             _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
             process.standardError = FileHandle(forWritingAtPath: errorPath)
@@ -109,11 +119,12 @@ struct Demo: ParsableCommand {
         for rank in 0..<members {
             let path = directory.appendingPathComponent("m\(rank).log").path
             let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            logs.append(text.split(separator: "\n").compactMap { line in
-                let f = line.split(separator: " ")
-                guard f.count == 4, let s = Int(f[0]), let q = UInt64(f[1]), let a = UInt64(f[2]), let b = UInt64(f[3]) else { return nil }
-                return (s, q, a, b)
-            })
+            logs.append(
+                text.split(separator: "\n").compactMap { line in
+                    let f = line.split(separator: " ")
+                    guard f.count == 4, let s = Int(f[0]), let q = UInt64(f[1]), let a = UInt64(f[2]), let b = UInt64(f[3]) else { return nil }
+                    return (s, q, a, b)
+                })
             let err = (try? String(contentsOfFile: directory.appendingPathComponent("m\(rank).err").path, encoding: .utf8)) ?? ""
             print(err.split(separator: "\n").map { "  | " + $0 }.joined(separator: "\n"))
         }
@@ -121,9 +132,12 @@ struct Demo: ParsableCommand {
         let reference = logs[0].map { "\($0.sender):\($0.sequence)" }
         let identical = logs.allSatisfy { $0.map { "\($0.sender):\($0.sequence)" } == reference }
         let complete = logs.allSatisfy { $0.count == expected }
-        print("ordered deliveries at m0 (first 12 of \(logs[0].count), as sender:sequence): "
-              + reference.prefix(12).joined(separator: " "))
-        print("identical order at all \(members) members: \(identical ? "yes" : "NO"); complete: \(complete ? "yes, \(expected) each" : "NO (\(logs.map(\.count)))")")
+        print(
+            "ordered deliveries at m0 (first 12 of \(logs[0].count), as sender:sequence): "
+                + reference.prefix(12).joined(separator: " "))
+        print(
+            "identical order at all \(members) members: \(identical ? "yes" : "NO"); complete: \(complete ? "yes, \(expected) each" : "NO (\(logs.map(\.count)))")"
+        )
 
         // Latency to delivery at every member: the last member's delivery time minus the send time.
         var last: [String: (sent: UInt64, delivered: UInt64, count: Int)] = [:]
@@ -145,7 +159,9 @@ struct Demo: ParsableCommand {
             return Double(log.count) / (Double(last - first) / 1e9)
         }
         print("delivered per member: " + rates.map { String(format: "%.0f msg/s", $0) }.joined(separator: ", "))
-        print("latency, broadcast → delivered at all \(members) members (µs): p50 \(percentile(0.5))  p99 \(percentile(0.99))  p99.9 \(percentile(0.999))  max \(percentile(1.0))  (\(latencies.count) messages)")
+        print(
+            "latency, broadcast → delivered at all \(members) members (µs): p50 \(percentile(0.5))  p99 \(percentile(0.99))  p99.9 \(percentile(0.999))  max \(percentile(1.0))  (\(latencies.count) messages)"
+        )
         if keep { print("logs kept in \(directory.path)") }
         guard identical, complete else { throw ExitCode(1) }
     }

@@ -145,23 +145,33 @@ struct Node: ParsableCommand {
     @Flag(help: "Closed loop: send the next message only after this member delivered the previous one, then wait --gap-us.")
     var closedLoop = false
     @Option(help: "Pause after each delivered message in closed-loop mode, in microseconds.") var gapUs: Double = 1000
-    @Option(help: "Run the bulk channel beside the bus (port + 1) with this pacing: gated (only outside the reserved slots), paced ((1 − reservation) × --link-mbit) or unpaced.")
+    @Option(
+        help:
+            "Run the bulk channel beside the bus (port + 1) with this pacing: gated (only outside the reserved slots), paced ((1 − reservation) × --link-mbit) or unpaced."
+    )
     var bulk: String?
     @Option(help: "Keep bulk transfers queued to this member for the whole run (needs --bulk; the target runs --bulk too).")
     var bulkTo: String?
     @Option(help: "Bytes per bulk transfer.") var bulkBytes = 1 << 20
     @Option(help: "Rate of the link the bulk channel shares with the bus, in Mbit/s (the pacer's model of the bottleneck).")
     var linkMbit: Double = 1000
-    @Flag(help: "On SIGINT/SIGTERM, leave the cluster gracefully before stopping, so the others need not detect a failure. Not for stopping a whole cluster at once: the last members cannot form a majority to let each other go.")
+    @Flag(
+        help:
+            "On SIGINT/SIGTERM, leave the cluster gracefully before stopping, so the others need not detect a failure. Not for stopping a whole cluster at once: the last members cannot form a majority to let each other go."
+    )
     var leave = false
     @Flag(help: "Print counters, CPU (% of one core) and wake-ups per second to standard error every --stats-interval seconds.")
     var stats = false
     @Option(help: "Seconds between --stats lines.") var statsInterval: Double = 1
-    @Option(help: ArgumentHelp("Serve GET /metrics (Prometheus text format) on this IPv4 address and port; overrides the member's \"metrics_listen\".",
-                               valueName: "host:port"))
+    @Option(
+        help: ArgumentHelp(
+            "Serve GET /metrics (Prometheus text format) on this IPv4 address and port; overrides the member's \"metrics_listen\".",
+            valueName: "host:port"))
     var metricsListen: String?
-    @Option(help: ArgumentHelp("Serve local clients (carillon lock, carillon kv, CarillonClient) on this Unix socket; overrides the member's \"client_socket\" (default /tmp/carillon-PORT-MEMBER.sock).",
-                               valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "Serve local clients (carillon lock, carillon kv, CarillonClient) on this Unix socket; overrides the member's \"client_socket\" (default /tmp/carillon-PORT-MEMBER.sock).",
+            valueName: "path"))
     var clientSocket: String?
     @Flag(help: "Do not run the services (locks, objects) nor their client socket.") var noServices = false
 
@@ -275,8 +285,10 @@ struct Node: ParsableCommand {
                 serviceBulk = try BulkChannel(member: node) { source, _, bytes in serviceNode.bulkArrived(source: source, bytes: bytes) }
             } catch { throw ValidationError("the services' bulk channel (bus port + 1): \(error)") }
         }
-        serviceNode?.attach(to: node, bulk: serviceBulk, applicationState: ServiceNode.ApplicationState(
-            provide: { record.state.bytes }, receive: { record.state = StreamDigest(bytes: $0) ?? StreamDigest() }))
+        serviceNode?.attach(
+            to: node, bulk: serviceBulk,
+            applicationState: ServiceNode.ApplicationState(
+                provide: { record.state.bytes }, receive: { record.state = StreamDigest(bytes: $0) ?? StreamDigest() }))
         node.onSuspicionChange = { event in
             let now = MemberClock.viewNanos()
             switch event {
@@ -288,11 +300,15 @@ struct Node: ParsableCommand {
             record.inView.store(true, ordering: .relaxed)
             // The first view, so that every view of the run has its line.
             let first = configuration.initialView
-            record.append(.event("# view \(first.epoch) \(MemberClock.viewNanos()) \(record.state.text) members=\(first.members.map(\.description).joined(separator: ","))"))
+            record.append(
+                .event(
+                    "# view \(first.epoch) \(MemberClock.viewNanos()) \(record.state.text) members=\(first.members.map(\.description).joined(separator: ","))"
+                ))
         }
 
         let signals = ShutdownSignals(
-            name: name, drain: "waiting for own messages (at most 3 s), then for every member to hold our frames (at most 3 s)"
+            name: name,
+            drain: "waiting for own messages (at most 3 s), then for every member to hold our frames (at most 3 s)"
                 + (leave ? ", then leaving the view (at most 1 s)" : ""),
             wake: reached)
         defer { signals.cancel() }
@@ -318,7 +334,8 @@ struct Node: ParsableCommand {
             let path = clientSocket ?? file.clientSocketPath(member: member)!
             let endpoint: ClientEndpoint
             do { endpoint = try ClientEndpoint(node: serviceNode, path: path) } catch {
-                throw ValidationError("client socket (\(clientSocket != nil ? "--client-socket" : "\(config): \"client_socket\" of member \(member)")): \(error)")
+                throw ValidationError(
+                    "client socket (\(clientSocket != nil ? "--client-socket" : "\(config): \"client_socket\" of member \(member)")): \(error)")
             }
             endpoint.start()
             let service = ServicesEndpointService(endpoint: endpoint, node: serviceNode)
@@ -390,7 +407,8 @@ struct Node: ParsableCommand {
                 next += interval
                 if closedLoop {
                     while record.ownDelivered.load(ordering: .acquiring) < sent,
-                          running() { _ = record.ownArrived.wait(timeout: .now() + .milliseconds(100)) }
+                        running()
+                    { _ = record.ownArrived.wait(timeout: .now() + .milliseconds(100)) }
                     next = MemberClock.viewNanos() + UInt64(gapUs * 1000)
                 }
             case .sendBufferFull:
@@ -416,8 +434,9 @@ struct Node: ParsableCommand {
         // rounds so peers still waiting for our frames get them.
         let drainUntil = MemberClock.viewNanos() + 3_000_000_000
         while record.inView.load(ordering: .relaxed),
-              record.ownDelivered.load(ordering: .acquiring) < sent,
-              MemberClock.viewNanos() < drainUntil {
+            record.ownDelivered.load(ordering: .acquiring) < sent,
+            MemberClock.viewNanos() < drainUntil
+        {
             sleepNanos(1_000_000)
         }
         // Stay until every member holds our frames (the stability line passes
@@ -451,15 +470,17 @@ struct Node: ParsableCommand {
         try? output?.close()
         let delivered = record.delivered.load(ordering: .relaxed)
         let c = report.ordering, m = report.membership, t = report.transport
-        FileHandle.standardError.write(Data("""
-            \(name): sent \(sent), delivered \(delivered)\(target.map { " of \($0)" } ?? ""), own delivered \(record.ownDelivered.load(ordering: .relaxed)); \(report)
-              views: \(m.viewsInstalled) installed, \(m.ballotsStarted) ballots started, \(m.exclusions) exclusions, state \(m.stateBytesSent) B sent / \(m.stateBytesReceived) B received
-              frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(report.runtime.lateSlots); refused: \(report.runtime.badTag) bad tag, \(report.runtime.missingTag) without tag; clock correction \(report.runtime.clockCorrectionNanos) ns
-              \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")
-              socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
-              cost: \(costText(from: firstSample, to: lastSample, span: "from start to stop"))
-            \(report.clockEstimate.map { "  \($0)\n" } ?? "")\(report.counterLines.map { "  counters \($0)\n" }.joined())\(serviceNode.map { "  counters services: \($0.status.counters.report())\n" } ?? "")
-            """.utf8))
+        FileHandle.standardError.write(
+            Data(
+                """
+                \(name): sent \(sent), delivered \(delivered)\(target.map { " of \($0)" } ?? ""), own delivered \(record.ownDelivered.load(ordering: .relaxed)); \(report)
+                  views: \(m.viewsInstalled) installed, \(m.ballotsStarted) ballots started, \(m.exclusions) exclusions, state \(m.stateBytesSent) B sent / \(m.stateBytesReceived) B received
+                  frames: \(c.slotFramesSent) slot + \(c.repairFramesSent) repair sent, \(c.framesReceived) received (\(c.duplicateFrames) duplicate, \(c.malformedFrames) malformed, \(c.framesBeyondWindow) beyond window); NAKs \(c.naksSent) sent / \(c.naksReceived) received; late slots \(report.runtime.lateSlots); refused: \(report.runtime.badTag) bad tag, \(report.runtime.missingTag) without tag; clock correction \(report.runtime.clockCorrectionNanos) ns
+                  \(node.schedulingReport.map(String.init(describing:)) ?? "agent thread not started")
+                  socket: \(t.datagramsSent) datagrams in \(t.sendCalls) sendmmsg, \(t.datagramsReceived) in \(t.receiveCalls) recvmmsg, \(t.datagramsNotSent) not sent, \(t.datagramsDroppedByInjection) dropped by injection
+                  cost: \(costText(from: firstSample, to: lastSample, span: "from start to stop"))
+                \(report.clockEstimate.map { "  \($0)\n" } ?? "")\(report.counterLines.map { "  counters \($0)\n" }.joined())\(serviceNode.map { "  counters services: \($0.status.counters.report())\n" } ?? "")
+                """.utf8))
         if let bulkReport { FileHandle.standardError.write(Data("  \(bulkReport)\n".utf8)) }
         if let target, delivered < target { throw ExitCode(2) }
     }
@@ -478,12 +499,15 @@ struct Node: ParsableCommand {
             let sample = ProcessSample.read()
             let delivered = record.delivered.load(ordering: .relaxed)
             // Every counter that is not zero, from the tables (CounterSet): what an operator looks for is what moved.
-            let counters = [node.orderingCounters.report(includingZeros: false), node.membershipCounters.report(includingZeros: false),
-                            node.transportCounters.report(includingZeros: false), node.runtimeCounters.report(includingZeros: false),
-                            services?.status.counters.report(includingZeros: false) ?? ""]
+            let counters = [
+                node.orderingCounters.report(includingZeros: false), node.membershipCounters.report(includingZeros: false),
+                node.transportCounters.report(includingZeros: false), node.runtimeCounters.report(includingZeros: false),
+                services?.status.counters.report(includingZeros: false) ?? ""
+            ]
             let elapsed = Double(ProcessSample.monotonicNanosNow() - started) / 1e9
             let seconds = previous.flatMap { p in sample.map { Double($0.monotonicNanos - p.monotonicNanos) / 1e9 } } ?? interval
-            let line = "\(name) stats \(String(format: "%.1f", elapsed)) s: delivered \(delivered) (\(Int((Double(delivered - previousDelivered) / max(seconds, 1e-9)).rounded()))/s), "
+            let line =
+                "\(name) stats \(String(format: "%.1f", elapsed)) s: delivered \(delivered) (\(Int((Double(delivered - previousDelivered) / max(seconds, 1e-9)).rounded()))/s), "
                 + "sent \(record.sent.load(ordering: .relaxed)); \(counters.filter { !$0.isEmpty }.joined(separator: ", ")); "
                 + costText(from: previous, to: sample, span: "over the interval") + "\n"
             FileHandle.standardError.write(Data(line.utf8))
@@ -529,8 +553,9 @@ struct Node: ParsableCommand {
             target = index
         }
         try channel.start()
-        return BulkRun(channel: channel, target: target, bytes: [UInt8](repeating: 0xB5, count: bulkBytes), pacing: pacing,
-                       arrivals: arrivals)
+        return BulkRun(
+            channel: channel, target: target, bytes: [UInt8](repeating: 0xB5, count: bulkBytes), pacing: pacing,
+            arrivals: arrivals)
     }
 }
 
@@ -589,6 +614,7 @@ final class BulkRun: @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
         if filler != nil { done.wait() }
         let c = channel.stop()
-        return "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag, \(c.replaysRefused) addressed to or from another incarnation (replays across a restart)"
+        return
+            "bulk (\(pacing)): \(arrivals.summary); \(c.sender.transfersCompleted) sent and acknowledged; chunks \(c.sender.chunksSent) sent, \(c.sender.chunksRetransmitted) retransmitted; acks \(c.acksSent) sent; waits for the pacer \(c.pacedWaits), socket full \(c.socketFull); refused \(c.malformed) malformed, \(c.badTag) bad tag, \(c.missingTag) without tag, \(c.replaysRefused) addressed to or from another incarnation (replays across a restart)"
     }
 }

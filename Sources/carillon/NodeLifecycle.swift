@@ -95,7 +95,9 @@ final class ShutdownSignals: @unchecked Sendable {
                     Self.log("\(name): \(signalName): stopping — \(drain); send SIGINT or SIGTERM again to exit at once")
                     wake.signal()
                 } else {
-                    Self.log("\(name): \(signalName) again while stopping: exiting at once (status \(128 + number)) without draining; the rest of the delivery log is lost")
+                    Self.log(
+                        "\(name): \(signalName) again while stopping: exiting at once (status \(128 + number)) without draining; the rest of the delivery log is lost"
+                    )
                     _exit(128 + number)
                 }
             }

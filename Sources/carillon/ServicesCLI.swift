@@ -123,7 +123,8 @@ struct Lock: ParsableCommand {
         // The session is the lock: if the connection ends, the lock is gone.
         while process.isRunning {
             if client.isClosed {
-                FileHandle.standardError.write(Data("carillon: lock \(name) lost (the node went away, its sessions ended); stopping the command\n".utf8))
+                FileHandle.standardError.write(
+                    Data("carillon: lock \(name) lost (the node went away, its sessions ended); stopping the command\n".utf8))
                 process.terminate()
                 process.waitUntilExit()
                 throw ExitCode(75)
@@ -189,7 +190,8 @@ func text(_ value: [UInt8]) -> String {
 }
 
 struct KVGet: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "get", abstract: "Print a key's value (exit 1 if absent); --version prints its version too.")
+    static let configuration = CommandConfiguration(
+        commandName: "get", abstract: "Print a key's value (exit 1 if absent); --version prints its version too.")
     @OptionGroup var endpoint: EndpointOptions
     @Flag(help: "Read this node's replica without ordering (may be stale).") var stale = false
     @Flag(help: "Print the version before the value.") var version = false
@@ -237,7 +239,8 @@ struct KVDel: ParsableCommand {
 
 struct KVCas: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cas", abstract: "Set a key only if its version is EXPECTED (0: only if absent); prints the new version, or exits 1 with the current one.")
+        commandName: "cas",
+        abstract: "Set a key only if its version is EXPECTED (0: only if absent); prints the new version, or exits 1 with the current one.")
     @OptionGroup var endpoint: EndpointOptions
     @Argument var key: String
     @Argument var expected: UInt64
@@ -256,7 +259,8 @@ struct KVCas: ParsableCommand {
 }
 
 struct KVAdd: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "add", abstract: "Add DELTA to the counter at a key (absent counts as 0); prints the sum.")
+    static let configuration = CommandConfiguration(
+        commandName: "add", abstract: "Add DELTA to the counter at a key (absent counts as 0); prints the sum.")
     @OptionGroup var endpoint: EndpointOptions
     @Argument var key: String
     @Argument(help: "A signed 64-bit integer.") var delta: Int64
@@ -311,7 +315,9 @@ struct KVLoad: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load",
         abstract: "Fill the store: put --keys keys PREFIX0…PREFIXn-1 of --bytes bytes each (a load generator for tests), --window in flight.",
-        discussion: "Prints the number of keys written and the time taken. Example: carillon kv load --socket /tmp/carillon-7000-a.sock --keys 10000 --bytes 1024 bulk/")
+        discussion:
+            "Prints the number of keys written and the time taken. Example: carillon kv load --socket /tmp/carillon-7000-a.sock --keys 10000 --bytes 1024 bulk/"
+    )
     @OptionGroup var endpoint: EndpointOptions
     @Option(help: "Keys to write.") var keys = 1000
     @Option(help: "Bytes per value.") var bytes = 1024

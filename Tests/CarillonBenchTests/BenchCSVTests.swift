@@ -50,7 +50,7 @@ import Testing
                 scenario: "throughput", system: "corosync-cpg", placement: "namespaces",
                 parameters: ["size_bytes": "1024", "mode": "throughput, \"max\""],
                 throughput: ThroughputSummary(messagesPerSecondPerMember: [100, 200], bytesPerSecondPerMember: [6400, 12800]),
-                notes: ["h1 fell short", "second line\nhere"]),
+                notes: ["h1 fell short", "second line\nhere"])
         ])
 
     @Test func headerHasTheUnionOfParameterKeysSorted() {
@@ -58,7 +58,7 @@ import Testing
         #expect(
             records[0] == [
                 "scenario", "system", "placement", "members", "mode", "size_bytes", "count", "min_us", "mean_us", "p50_us", "p90_us",
-                "p99_us", "p999_us", "max_us", "msgs_per_s_per_member", "bytes_per_s_per_member", "notes",
+                "p99_us", "p999_us", "max_us", "msgs_per_s_per_member", "bytes_per_s_per_member", "notes"
             ])
         #expect(records.count == 3)
         #expect(records.allSatisfy { $0.count == records[0].count })
@@ -69,12 +69,12 @@ import Testing
         #expect(
             records[1] == [
                 "throughput", "carillon", "namespaces", "3", "", "64", "10000", "12.346", "110", "100", "150.25", "200.5", "300", "400",
-                "", "", "",
+                "", "", ""
             ])
         #expect(
             records[2] == [
                 "throughput", "corosync-cpg", "namespaces", "", "throughput, \"max\"", "1024", "", "", "", "", "", "", "", "", "150",
-                "9600", "h1 fell short; second line\nhere",
+                "9600", "h1 fell short; second line\nhere"
             ])
     }
 
@@ -88,6 +88,9 @@ import Testing
 
     @Test func emptyRunHasOnlyTheHeader() {
         let empty = BenchRun(scenario: "x", environment: Fixtures.environment, settings: [:], results: [])
-        #expect(empty.csv() == "scenario,system,placement,count,min_us,mean_us,p50_us,p90_us,p99_us,p999_us,max_us,msgs_per_s_per_member,bytes_per_s_per_member,notes\n")
+        #expect(
+            empty.csv()
+                == "scenario,system,placement,count,min_us,mean_us,p50_us,p90_us,p99_us,p999_us,max_us,msgs_per_s_per_member,bytes_per_s_per_member,notes\n"
+        )
     }
 }

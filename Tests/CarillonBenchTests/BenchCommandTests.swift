@@ -10,8 +10,9 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
 @Suite(.serialized) struct BenchCommandTests {
     func bench(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let binary = packageRoot.appendingPathComponent(".build/release/carillon-bench")
-        try #require(FileManager.default.isExecutableFile(atPath: binary.path),
-                     "build it first: swift build -c release --product carillon && swift build -c release --product carillon-bench (tools/test.sh does)")
+        try #require(
+            FileManager.default.isExecutableFile(atPath: binary.path),
+            "build it first: swift build -c release --product carillon && swift build -c release --product carillon-bench (tools/test.sh does)")
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
@@ -27,8 +28,10 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
     @Test func orderedOnLoopbackThenReportIntoAMarkdownFile() throws {
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("crln-bench-loopback-\(getpid())")
         defer { try? FileManager.default.removeItem(at: out) }
-        let (status, output) = try bench(["ordered", "--loopback", "--quick", "--members", "2", "--sizes", "64",
-                                          "--periods-us", "200", "--reservations", "0.5", "--rates", "1000", "--out", out.path])
+        let (status, output) = try bench([
+            "ordered", "--loopback", "--quick", "--members", "2", "--sizes", "64",
+            "--periods-us", "200", "--reservations", "0.5", "--rates", "1000", "--out", out.path
+        ])
         #expect(status == 0, "\(output)")
         let run = try BenchRun.load(from: out.appendingPathComponent("ordered.json"))
         #expect(run.results.count == 2)
@@ -60,17 +63,23 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
         #expect(status == 0, "\(output)")
         let run = try BenchRun.load(from: out.appendingPathComponent("services.json"))
         #expect(run.results.allSatisfy { $0.system == "carillon" && $0.placement == "loopback" })
-        #expect(run.results.map { $0.parameters["metric"] ?? "" } == [
-            "lock acquire+release", "lock hand-off rate", "put", "put", "get linearizable", "get serializable", "lock takeover after kill -9",
-        ])
-        #expect(run.results.allSatisfy { $0.parameters["durability"] == "in memory at every member; survives the loss of a minority of members, not of every member at once" })
+        #expect(
+            run.results.map { $0.parameters["metric"] ?? "" } == [
+                "lock acquire+release", "lock hand-off rate", "put", "put", "get linearizable", "get serializable", "lock takeover after kill -9"
+            ])
+        #expect(
+            run.results.allSatisfy {
+                $0.parameters["durability"] == "in memory at every member; survives the loss of a minority of members, not of every member at once"
+            })
         #expect(run.results[0].latency?.count ?? 0 > 0 && run.results[1].throughput != nil)
         let takeover = try #require(run.results.last)
         #expect(takeover.latency?.count == 2)
         #expect(takeover.notes.contains { $0.contains("(increased at every takeover)") })
         #expect(output.contains("lock takeover after kill -9 p50: carillon"))
         // The nodes are gone and so are their sockets' listeners.
-        let sockets = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("work/services/carillon").path).filter { $0.hasSuffix(".sock") }
+        let sockets = try FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("work/services/carillon").path).filter {
+            $0.hasSuffix(".sock")
+        }
         for socket in sockets {
             #expect(throws: (any Error).self) { try CarillonClientProbe.connect(out.appendingPathComponent("work/services/carillon/\(socket)").path) }
         }

@@ -5,21 +5,25 @@ import Testing
 /// What member processes cost (`BenchResult.cost`): JSON keys, files without
 /// it, CSV columns, the report's columns and the idle scenario's sentence.
 @Suite struct BenchCostTests {
-    static let idleCost = CostSummary(seconds: 30, cpuPercentOfOneCore: [1.5, 31.26, 0.5], wakeupsPerSecond: [800, 9410.4, 20],
-                                      involuntarySwitchesPerSecond: [1, 15, 0])
-    static let loadedCost = CostSummary(seconds: 30, cpuPercentOfOneCore: [40, 41, 42], wakeupsPerSecond: [7000, 7100, 7200],
-                                        involuntarySwitchesPerSecond: [200, 210, 220])
+    static let idleCost = CostSummary(
+        seconds: 30, cpuPercentOfOneCore: [1.5, 31.26, 0.5], wakeupsPerSecond: [800, 9410.4, 20],
+        involuntarySwitchesPerSecond: [1, 15, 0])
+    static let loadedCost = CostSummary(
+        seconds: 30, cpuPercentOfOneCore: [40, 41, 42], wakeupsPerSecond: [7000, 7100, 7200],
+        involuntarySwitchesPerSecond: [200, 210, 220])
 
     static let idleRun = BenchRun(
         scenario: "idle", environment: Fixtures.environment, settings: ["ordering": "slots"],
         results: [
-            BenchResult(scenario: "idle", system: "carillon", placement: "namespaces",
-                        parameters: ["members": "3", "phase": "idle", "mode": "idle"], cost: idleCost),
-            BenchResult(scenario: "idle", system: "carillon", placement: "namespaces",
-                        parameters: ["members": "3", "phase": "loaded", "mode": "open-loop", "rate_per_member": "1000"],
-                        latency: Fixtures.latency(p50: 300, p99: 900, p999: 1500, max: 2000),
-                        throughput: ThroughputSummary(messagesPerSecondPerMember: [3000, 3000, 3000], bytesPerSecondPerMember: [192_000, 192_000, 192_000]),
-                        cost: loadedCost),
+            BenchResult(
+                scenario: "idle", system: "carillon", placement: "namespaces",
+                parameters: ["members": "3", "phase": "idle", "mode": "idle"], cost: idleCost),
+            BenchResult(
+                scenario: "idle", system: "carillon", placement: "namespaces",
+                parameters: ["members": "3", "phase": "loaded", "mode": "open-loop", "rate_per_member": "1000"],
+                latency: Fixtures.latency(p50: 300, p99: 900, p999: 1500, max: 2000),
+                throughput: ThroughputSummary(messagesPerSecondPerMember: [3000, 3000, 3000], bytesPerSecondPerMember: [192_000, 192_000, 192_000]),
+                cost: loadedCost)
         ])
 
     @Test func costIsAnOptionalObjectWithSnakeCaseArraysPerMember() throws {
@@ -50,7 +54,10 @@ import Testing
     @Test func csvHasTheBusiestMembersCostBeforeTheNotes() {
         let lines = Self.idleRun.csv().split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         let header = lines[0]
-        #expect(Array(header.suffix(4)) == ["cpu_percent_of_one_core_max_member", "wakeups_per_s_max_member", "involuntary_switches_per_s_max_member", "notes"])
+        #expect(
+            Array(header.suffix(4)) == [
+                "cpu_percent_of_one_core_max_member", "wakeups_per_s_max_member", "involuntary_switches_per_s_max_member", "notes"
+            ])
         #expect(Array(lines[1].suffix(4)) == ["31.26", "9410.4", "15", ""])
         #expect(Array(lines[2].suffix(4)) == ["42", "7200", "220", ""])
         // Without cost anywhere, no cost columns (the other scenarios' CSV is unchanged).

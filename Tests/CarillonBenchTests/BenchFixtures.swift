@@ -21,7 +21,7 @@ enum Fixtures {
             distribution: [
                 PercentilePoint(percentile: 0, valueMicros: min), PercentilePoint(percentile: 50, valueMicros: p50),
                 PercentilePoint(percentile: 90, valueMicros: p90), PercentilePoint(percentile: 99, valueMicros: p99),
-                PercentilePoint(percentile: 99.9, valueMicros: p999), PercentilePoint(percentile: 100, valueMicros: max),
+                PercentilePoint(percentile: 99.9, valueMicros: p999), PercentilePoint(percentile: 100, valueMicros: max)
             ])
     }
 
@@ -55,7 +55,7 @@ enum Fixtures {
             BenchResult(
                 scenario: "interference", system: "carillon", placement: "namespaces",
                 parameters: ["members": "3", "size_bytes": "64", "bulk": "unpaced"],
-                latency: latency(p50: 300, p99: 1800, p999: 5000, max: 9000), notes: ["bulk sender fell short | 3%"]),
+                latency: latency(p50: 300, p99: 1800, p999: 5000, max: 9000), notes: ["bulk sender fell short | 3%"])
         ])
 
     static let corosyncRun = BenchRun(
@@ -77,7 +77,7 @@ enum Fixtures {
                 throughput: ThroughputSummary(messagesPerSecondPerMember: [35_000.4], bytesPerSecondPerMember: [2_240_000])),
             BenchResult(
                 scenario: "corosync", system: "carillon", placement: "namespaces",
-                parameters: ["size_bytes": "1024", "mode": "closed-loop"], latency: latency(p50: 160, p99: 320, p999: 1234.4, max: 2000)),
+                parameters: ["size_bytes": "1024", "mode": "closed-loop"], latency: latency(p50: 160, p99: 320, p999: 1234.4, max: 2000))
         ])
 
     static let orderedRun: BenchRun = {
@@ -101,7 +101,7 @@ enum Fixtures {
                 latency: latency(p50: 70.3, p99: 180, p999: 1415.4, max: 3000)),
             BenchResult(
                 scenario: "baseline", system: "carillon", placement: "namespaces", parameters: ["members": "3", "size_bytes": "64"],
-                latency: latency(p50: 177.2, p99: 617, p999: 2687.7, max: 5000)),
+                latency: latency(p50: 177.2, p99: 617, p999: 2687.7, max: 5000))
         ])
 }
 

@@ -52,7 +52,7 @@ import Testing
         #expect(
             plot.series.map(\.name) == [
                 "carillon, 3 members, 64 B: p50", "carillon, 3 members, 64 B: p99", "carillon, 5 members, 64 B: p50",
-                "carillon, 5 members, 64 B: p99",
+                "carillon, 5 members, 64 B: p99"
             ])
         #expect(plot.series[0].points.map(\.x) == [1000, 10_000, 100_000])
         #expect(plot.series[1].points.map(\.y) == [310, 400, 1300])
@@ -77,7 +77,7 @@ import Testing
         let directory = URL(fileURLWithPath: ProcessInfo.processInfo.environment["CARILLON_BENCH_PLOT_SAMPLES"]!)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let rows = [
-            ("raw-udp-fanout", 70.0, 3.0), ("carillon", 180.0, 2.0), ("corosync-cpg", 400.0, 1.6),
+            ("raw-udp-fanout", 70.0, 3.0), ("carillon", 180.0, 2.0), ("corosync-cpg", 400.0, 1.6)
         ].enumerated().map { index, row in
             BenchResult(
                 scenario: "baseline", system: row.0, placement: "namespaces", parameters: ["members": "3", "size_bytes": "64"],
@@ -97,7 +97,7 @@ import Testing
                         BarSeries(name: "series number \(s) with a long name", values: (0..<5).map { g in Double((s + 1) * (g + 1)) * 1234.5 })
                     }
                 ).svg()
-            ),
+            )
         ]
         for (name, svg) in samples { try Data(svg.utf8).write(to: directory.appendingPathComponent(name)) }
         let run = BenchRun(scenario: "baseline", environment: Fixtures.environment, settings: [:], results: rows)

@@ -64,7 +64,7 @@ import Testing
             rows == [
                 "| 64 | carillon | 150.0 | 300.0 | 500.0 | 100,000 |",
                 "| 64 | corosync-cpg | 90.0 | 250.0 | 700.0 | 35,000 |",
-                "| 1,024 | carillon | 160.0 | 320.0 | 1,234 | – |",
+                "| 1,024 | carillon | 160.0 | 320.0 | 1,234 | – |"
             ])
     }
 
@@ -90,7 +90,8 @@ import Testing
         let files = BenchReport.plotFiles(for: mixed)
         #expect(files.map(\.fileName) == ["ordered-percentiles.svg", "ordered-open-loop-percentiles.svg", "ordered-load.svg"])
         func lines(_ svg: String) throws -> Int {
-            SVGInspection.elements("polyline", in: try SVGInspection.root(svg)).filter { SVGInspection.attribute("class", of: $0) == "series-line" }.count
+            SVGInspection.elements("polyline", in: try SVGInspection.root(svg)).filter { SVGInspection.attribute("class", of: $0) == "series-line" }
+                .count
         }
         #expect(try lines(files[0].svg) == 1)
         #expect(try lines(files[1].svg) == Fixtures.orderedRun.results.filter { $0.latency != nil }.count)
@@ -152,27 +153,30 @@ import Testing
         func bus(_ mode: String, _ ordering: String, hog: String, p50: Double, p99: Double) -> BenchResult {
             var parameters = ["members": "3", "size_bytes": "64", "mode": mode, "ordering": ordering, "hog": hog]
             if mode == "open-loop" { parameters["offered_per_second"] = "10000" }
-            return BenchResult(scenario: "latency", system: "carillon", placement: "namespaces", parameters: parameters,
-                               latency: Fixtures.latency(p50: p50, p99: p99, p999: p99 * 2, max: p99 * 3))
+            return BenchResult(
+                scenario: "latency", system: "carillon", placement: "namespaces", parameters: parameters,
+                latency: Fixtures.latency(p50: p50, p99: p99, p999: p99 * 2, max: p99 * 3))
         }
         let rows = [
-            BenchResult(scenario: "latency", system: "raw-udp-fanout", placement: "namespaces",
-                        parameters: ["members": "3", "size_bytes": "64", "mode": "closed-loop"],
-                        latency: Fixtures.latency(p50: 100, p99: 200, p999: 400, max: 800)),
+            BenchResult(
+                scenario: "latency", system: "raw-udp-fanout", placement: "namespaces",
+                parameters: ["members": "3", "size_bytes": "64", "mode": "closed-loop"],
+                latency: Fixtures.latency(p50: 100, p99: 200, p999: 400, max: 800)),
             bus("closed-loop", "slots", hog: "no", p50: 200, p99: 500),
             bus("closed-loop", "promises", hog: "no", p50: 140, p99: 300),
             bus("open-loop", "slots", hog: "no", p50: 250, p99: 900),
             bus("open-loop", "promises", hog: "no", p50: 150, p99: 600),
             bus("closed-loop", "slots", hog: "yes", p50: 300, p99: 1500),
-            bus("closed-loop", "promises", hog: "yes", p50: 150, p99: 450),
+            bus("closed-loop", "promises", hog: "yes", p50: 150, p99: 450)
         ]
         let lines = BenchReport.latencyRatioLines(rows)
-        #expect(lines == [
-            "closed loop p50 / fan-out p50: slots 2.00×, promises 1.40× (goal ≤ 1.5×; met: promises) — µs: fan-out 100.0, slots 200.0, promises 140.0",
-            "closed loop p99 / fan-out p99: slots 2.50×, promises 1.50× (goal ≤ 2×; met: promises) — µs: fan-out 200.0, slots 500.0, promises 300.0",
-            "open loop (all sending, 10,000/s) p50 / fan-out p50: slots 2.50×, promises 1.50× (goal ≤ 2×; met: promises) — µs: fan-out 100.0, slots 250.0, promises 150.0",
-            "with a CPU hog on every core, closed loop p99 / p99 without: slots 3.00×, promises 1.50× (goal ≤ 2×; met: promises) — µs: slots 1,500 against 500.0, promises 450.0 against 300.0",
-        ])
+        #expect(
+            lines == [
+                "closed loop p50 / fan-out p50: slots 2.00×, promises 1.40× (goal ≤ 1.5×; met: promises) — µs: fan-out 100.0, slots 200.0, promises 140.0",
+                "closed loop p99 / fan-out p99: slots 2.50×, promises 1.50× (goal ≤ 2×; met: promises) — µs: fan-out 200.0, slots 500.0, promises 300.0",
+                "open loop (all sending, 10,000/s) p50 / fan-out p50: slots 2.50×, promises 1.50× (goal ≤ 2×; met: promises) — µs: fan-out 100.0, slots 250.0, promises 150.0",
+                "with a CPU hog on every core, closed loop p99 / p99 without: slots 3.00×, promises 1.50× (goal ≤ 2×; met: promises) — µs: slots 1,500 against 500.0, promises 450.0 against 300.0"
+            ])
         let run = BenchRun(scenario: "latency", environment: Fixtures.environment, settings: [:], results: rows)
         let text = BenchReport(runs: [run, Fixtures.baselineRun], plotsDirectory: "bench").markdown()
         #expect(text.split(separator: "\n").filter { $0.hasPrefix("### ") } == ["### Baseline", "### Latency"])

@@ -17,7 +17,8 @@ import Testing
         """
 
     /// A gateway error: chunked, with a trailer field after the last chunk.
-    static let leaseNotFound = "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nTrailer: Grpc-Trailer-Content-Type\r\n"
+    static let leaseNotFound =
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nTrailer: Grpc-Trailer-Content-Type\r\n"
         + "Transfer-Encoding: chunked\r\n\r\n"
         + "6c\r\n{\"error\":\"etcdserver: requested lease not found\",\"message\":\"etcdserver: requested lease not found\",\"code\":2}\r\n"
         + "0\r\nGrpc-Trailer-Content-Type: application/grpc\r\n\r\n"

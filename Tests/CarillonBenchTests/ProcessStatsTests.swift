@@ -4,7 +4,8 @@ import Testing
 /// Parsing /proc/<pid>/stat and status on fixed text, and rates between samples.
 @Suite struct ProcessStatsTests {
     /// A real line of /proc/<pid>/stat (a `carillon node`), 52 fields.
-    static let statLine = "4242 (carillon) S 4240 4242 4240 0 -1 4194560 2817 0 0 0 1234 567 0 0 -11 0 7 0 12345 987654321 4321 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 10 2 0 0 0 0 0 0 0 0 0 0 0\n"
+    static let statLine =
+        "4242 (carillon) S 4240 4242 4240 0 -1 4194560 2817 0 0 0 1234 567 0 0 -11 0 7 0 12345 987654321 4321 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 10 2 0 0 0 0 0 0 0 0 0 0 0\n"
 
     @Test func statFieldsAfterTheCommand() throws {
         let stat = try #require(ProcStat(parsing: Self.statLine))
@@ -31,8 +32,8 @@ import Testing
 
     @Test func statThatIsNotOneIsRefused() {
         #expect(ProcStat(parsing: "") == nil)
-        #expect(ProcStat(parsing: "12 carillon S 1 2 3") == nil)           // no parentheses
-        #expect(ProcStat(parsing: "12 (carillon) S 1 2 3 4 5") == nil)     // too few fields
+        #expect(ProcStat(parsing: "12 carillon S 1 2 3") == nil)  // no parentheses
+        #expect(ProcStat(parsing: "12 (carillon) S 1 2 3 4 5") == nil)  // too few fields
         #expect(ProcStat(parsing: "x (carillon) S 1 2 3 4 5 6 7 8 9 10 11 12") == nil)
         #expect(ProcStat(parsing: "12 (carillon) S 1 2 3 4 5 6 7 8 9 10 ten 12") == nil)
     }
@@ -61,18 +62,22 @@ import Testing
     @Test func ratesBetweenTwoSamplesArePerThreadDifferences() throws {
         let before = ProcessSample(
             stat: ProcStat(pid: 10, command: "carillon", state: "S", userTicks: 100, systemTicks: 50),
-            threads: [10: ContextSwitches(voluntary: 5, involuntary: 1), 11: ContextSwitches(voluntary: 1000, involuntary: 10),
-                      12: ContextSwitches(voluntary: 7, involuntary: 0)],
+            threads: [
+                10: ContextSwitches(voluntary: 5, involuntary: 1), 11: ContextSwitches(voluntary: 1000, involuntary: 10),
+                12: ContextSwitches(voluntary: 7, involuntary: 0)
+            ],
             monotonicNanos: 1_000_000_000)
         // 2 s later: thread 11 woke 20,000 times, 12 exited, 13 started and woke 40 times.
         let after = ProcessSample(
             stat: ProcStat(pid: 10, command: "carillon", state: "S", userTicks: 130, systemTicks: 70),
-            threads: [10: ContextSwitches(voluntary: 6, involuntary: 1), 11: ContextSwitches(voluntary: 21_000, involuntary: 30),
-                      13: ContextSwitches(voluntary: 40, involuntary: 2)],
+            threads: [
+                10: ContextSwitches(voluntary: 6, involuntary: 1), 11: ContextSwitches(voluntary: 21_000, involuntary: 30),
+                13: ContextSwitches(voluntary: 40, involuntary: 2)
+            ],
             monotonicNanos: 3_000_000_000)
         let cost = ProcessCost(from: before, to: after, clockTicksPerSecond: 100)
         #expect(cost.seconds == 2)
-        #expect(cost.cpuSeconds == 0.5)                 // 50 ticks at 100 Hz
+        #expect(cost.cpuSeconds == 0.5)  // 50 ticks at 100 Hz
         #expect(cost.cpuPercentOfOneCore == 25)
         #expect(cost.voluntarySwitches == 1 + 20_000 + 40)
         #expect(cost.involuntarySwitches == 0 + 20 + 2)

@@ -8,7 +8,7 @@ import Testing
         title: "Latency", xLabel: "load", yLabel: "µs",
         series: [
             PlotSeries(name: "a", coordinates: [(1, 10), (2, 20), (3, 15)]),
-            PlotSeries(name: "b", coordinates: [(1, 30), (2, 35), (3, 50)]),
+            PlotSeries(name: "b", coordinates: [(1, 30), (2, 35), (3, 50)])
         ])
 
     @Test func lineplotIsStandaloneSVGWithOnePolylinePerSeries() throws {
@@ -122,7 +122,7 @@ import Testing
             title: "", xLabel: "", yLabel: "", yScale: .log10,
             series: [
                 PlotSeries(name: "empty", points: []), PlotSeries(name: "one", coordinates: [(3, 7)]),
-                PlotSeries(name: "only zero", coordinates: [(1, 0)]),
+                PlotSeries(name: "only zero", coordinates: [(1, 0)])
             ],
             showsMarkers: false)
         let root = try SVGInspection.root(plot.svg())
@@ -154,7 +154,7 @@ import Testing
             title: "Bars", yLabel: "µs", groups: ["none", "gated", "unpaced"],
             series: [
                 BarSeries(name: "p50", values: [120, 130, 300]), BarSeries(name: "p99", values: [400, 600, .nan]),
-                BarSeries(name: "p99.9", values: [950.5, 1200]),
+                BarSeries(name: "p99.9", values: [950.5, 1200])
             ])
         let root = try SVGInspection.root(plot.svg())
         let bars = SVGInspection.elements("rect", in: root).filter { SVGInspection.attribute("class", of: $0) == "bar" }

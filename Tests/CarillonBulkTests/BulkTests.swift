@@ -79,9 +79,10 @@ struct SplitMix: RandomNumberGenerator {
 @Suite struct BulkDatagramTests {
     func datagram(index: UInt32 = 1, count: UInt32 = 3, total: UInt64 = 250, chunk: UInt16 = 100, payload: Int = 100, tag: Int = 16) -> [UInt8] {
         var bytes = [UInt8](repeating: 0x5A, count: BulkWire.headerBytes + payload + tag)
-        let header = BulkHeader(kind: .data, sender: 1, receiver: 2, chunkBytes: chunk, chunkIndex: index, chunkCount: count,
-                                tagLength: UInt16(tag), payloadLength: UInt16(payload), transferID: 9, totalBytesOrBitmap: total,
-                                senderIncarnation: 0x1122_3344_5566_7788, receiverIncarnation: 0x99AA_BBCC_DDEE_FF00)
+        let header = BulkHeader(
+            kind: .data, sender: 1, receiver: 2, chunkBytes: chunk, chunkIndex: index, chunkCount: count,
+            tagLength: UInt16(tag), payloadLength: UInt16(payload), transferID: 9, totalBytesOrBitmap: total,
+            senderIncarnation: 0x1122_3344_5566_7788, receiverIncarnation: 0x99AA_BBCC_DDEE_FF00)
         bytes.withUnsafeMutableBytes { header.encode(into: $0) }
         return bytes
     }
@@ -105,10 +106,10 @@ struct SplitMix: RandomNumberGenerator {
 
     @Test func inconsistentChunksAreRefused() {
         let cases: [[UInt8]] = [
-            datagram(index: 3),                      // index past the count
-            datagram(total: 400),                    // 400 B are not 3 chunks of 100
-            datagram(index: 2, payload: 100),        // the last chunk carries 50
-            datagram(tag: 0),                        // no tag where one is expected
+            datagram(index: 3),  // index past the count
+            datagram(total: 400),  // 400 B are not 3 chunks of 100
+            datagram(index: 2, payload: 100),  // the last chunk carries 50
+            datagram(tag: 0)  // no tag where one is expected
         ]
         for bytes in cases {
             #expect(throws: BulkDatagramError.self) { try bytes.withUnsafeBytes { try BulkHeader.decode($0, expectedTagLength: 16) } }
@@ -130,8 +131,10 @@ struct SplitMix: RandomNumberGenerator {
         return configuration
     }()
 
-    func exchange(seed: UInt64, loss: Double, transfers: Int, configuration: BulkTransferConfiguration = small,
-                  maxBytes: Int = 5_000, ackEvery: UInt32 = 4) -> (delivered: [(UInt16, UInt64, [UInt8], UInt16)], sent: [(UInt16, UInt16, [UInt8])], steps: Int) {
+    func exchange(
+        seed: UInt64, loss: Double, transfers: Int, configuration: BulkTransferConfiguration = small,
+        maxBytes: Int = 5_000, ackEvery: UInt32 = 4
+    ) -> (delivered: [(UInt16, UInt64, [UInt8], UInt16)], sent: [(UInt16, UInt16, [UInt8])], steps: Int) {
         var random = SplitMix(state: seed)
         var senders = (0..<3).map { BulkSender(node: UInt16($0), configuration: configuration, firstTransferID: 1_000) }
         var receivers = (0..<3).map { BulkReceiver(node: UInt16($0), incarnation: 0, chunkBytes: configuration.chunkBytes, ackEveryChunks: ackEvery) }
@@ -159,10 +162,12 @@ struct SplitMix: RandomNumberGenerator {
                 while let chunk = senders[s].nextChunk(atNanos: now) {
                     let payload = senders[s].withBytes(of: chunk) { Array($0) }
                     senders[s].didSend(chunk, atNanos: now)
-                    transmit(BulkHeader(kind: .data, sender: UInt16(s), receiver: chunk.destination, chunkBytes: UInt16(configuration.chunkBytes),
-                                        chunkIndex: chunk.index, chunkCount: chunk.count, tagLength: 0,
-                                        payloadLength: UInt16(chunk.length), transferID: chunk.transferID,
-                                        totalBytesOrBitmap: chunk.totalBytes), payload)
+                    transmit(
+                        BulkHeader(
+                            kind: .data, sender: UInt16(s), receiver: chunk.destination, chunkBytes: UInt16(configuration.chunkBytes),
+                            chunkIndex: chunk.index, chunkCount: chunk.count, tagLength: 0,
+                            payloadLength: UInt16(chunk.length), transferID: chunk.transferID,
+                            totalBytesOrBitmap: chunk.totalBytes), payload)
                 }
             }
             network.shuffle(using: &random)
@@ -181,15 +186,19 @@ struct SplitMix: RandomNumberGenerator {
                     case .refused(let why): Issue.record("refused: \(why)")
                     }
                     if ack {
-                        let (below, bitmap) = receivers[r].acknowledgement(for: d.header.sender, transferID: d.header.transferID,
-                                                                           chunkCount: d.header.chunkCount)
-                        transmit(BulkHeader(kind: .ack, sender: UInt16(r), receiver: d.header.sender, chunkBytes: 0,
-                                            chunkIndex: below, chunkCount: d.header.chunkCount, tagLength: 0, payloadLength: 0,
-                                            transferID: d.header.transferID, totalBytesOrBitmap: bitmap), [])
+                        let (below, bitmap) = receivers[r].acknowledgement(
+                            for: d.header.sender, transferID: d.header.transferID,
+                            chunkCount: d.header.chunkCount)
+                        transmit(
+                            BulkHeader(
+                                kind: .ack, sender: UInt16(r), receiver: d.header.sender, chunkBytes: 0,
+                                chunkIndex: below, chunkCount: d.header.chunkCount, tagLength: 0, payloadLength: 0,
+                                transferID: d.header.transferID, totalBytesOrBitmap: bitmap), [])
                     }
                 case .ack:
-                    _ = senders[r].handleAck(from: d.header.sender, transferID: d.header.transferID,
-                                             receivedBelow: d.header.chunkIndex, bitmap: d.header.totalBytesOrBitmap, atNanos: now)
+                    _ = senders[r].handleAck(
+                        from: d.header.sender, transferID: d.header.transferID,
+                        receivedBelow: d.header.chunkIndex, bitmap: d.header.totalBytesOrBitmap, atNanos: now)
                 }
             }
         }
@@ -208,8 +217,9 @@ struct SplitMix: RandomNumberGenerator {
     /// timeout at a time, fast retransmission again after a resend).
     @Test(arguments: [UInt64(11), 12, 13])
     func defaultWindowBeyondTheSelectiveAcknowledgementDoesNotStall(seed: UInt64) {
-        let result = exchange(seed: seed, loss: 0.2, transfers: 9, configuration: BulkTransferConfiguration(), maxBytes: 420_000,
-                              ackEvery: 16)
+        let result = exchange(
+            seed: seed, loss: 0.2, transfers: 9, configuration: BulkTransferConfiguration(), maxBytes: 420_000,
+            ackEvery: 16)
         check(result, seed: seed)
         // Simulated time, not a speed: 9 transfers of ≤ 300 chunks over 20 % loss finish well inside 10 s.
         #expect(result.steps < 200_000, "seed \(seed): not finished after \(result.steps) steps of 50 µs")
@@ -244,8 +254,9 @@ struct SplitMix: RandomNumberGenerator {
 
     @Test func aReplayedChunkOfADeliveredTransferIsNotDeliveredAgain() {
         var receiver = BulkReceiver(node: 2, incarnation: 0, chunkBytes: 100)
-        let header = BulkHeader(kind: .data, sender: 1, receiver: 2, chunkBytes: 100, chunkIndex: 0, chunkCount: 1, tagLength: 0,
-                                payloadLength: 10, transferID: 7, totalBytesOrBitmap: 10)
+        let header = BulkHeader(
+            kind: .data, sender: 1, receiver: 2, chunkBytes: 100, chunkIndex: 0, chunkCount: 1, tagLength: 0,
+            payloadLength: 10, transferID: 7, totalBytesOrBitmap: 10)
         let payload = [UInt8](repeating: 3, count: 10)
         guard case .completed(7, payload) = payload.withUnsafeBytes({ receiver.receive(header, payload: $0, atNanos: 1) }) else {
             Issue.record("first copy not delivered")
@@ -288,10 +299,15 @@ struct SplitMix: RandomNumberGenerator {
                 sender.didSend(chunk, atNanos: now)
                 let lost = firstCopy.insert(chunk.index).inserted && ((100..<300).contains(chunk.index) || chunk.index >= 595)
                 if !lost {
-                    inFlight.append((now + 200_000, BulkHeader(kind: .data, sender: 0, receiver: 1, chunkBytes: UInt16(configuration.chunkBytes),
-                                                           chunkIndex: chunk.index, chunkCount: chunk.count, tagLength: 0,
-                                                           payloadLength: UInt16(chunk.length), transferID: chunk.transferID,
-                                                           totalBytesOrBitmap: chunk.totalBytes), payload))
+                    inFlight.append(
+                        (
+                            now + 200_000,
+                            BulkHeader(
+                                kind: .data, sender: 0, receiver: 1, chunkBytes: UInt16(configuration.chunkBytes),
+                                chunkIndex: chunk.index, chunkCount: chunk.count, tagLength: 0,
+                                payloadLength: UInt16(chunk.length), transferID: chunk.transferID,
+                                totalBytesOrBitmap: chunk.totalBytes), payload
+                        ))
                 }
             }
             let due = inFlight.filter { $0.at <= now }
@@ -323,14 +339,17 @@ struct SplitMix: RandomNumberGenerator {
 /// restarted receiver, not after the completed-id ring has forgotten it.
 @Suite struct BulkReplayTests {
     /// One whole transfer of `bytes` as the datagrams `sender` would send.
-    func datagrams(id: UInt64, bytes: Int, chunk: Int = 100, from: UInt16 = 1, fromIncarnation: UInt64,
-                   to: UInt16 = 2, toIncarnation: UInt64) -> [(BulkHeader, [UInt8])] {
+    func datagrams(
+        id: UInt64, bytes: Int, chunk: Int = 100, from: UInt16 = 1, fromIncarnation: UInt64,
+        to: UInt16 = 2, toIncarnation: UInt64
+    ) -> [(BulkHeader, [UInt8])] {
         let count = (bytes + chunk - 1) / chunk
         return (0..<count).map { index in
             let length = min(chunk, bytes - index * chunk)
-            let header = BulkHeader(kind: .data, sender: from, receiver: to, chunkBytes: UInt16(chunk), chunkIndex: UInt32(index),
-                                    chunkCount: UInt32(count), tagLength: 0, payloadLength: UInt16(length), transferID: id,
-                                    totalBytesOrBitmap: UInt64(bytes), senderIncarnation: fromIncarnation, receiverIncarnation: toIncarnation)
+            let header = BulkHeader(
+                kind: .data, sender: from, receiver: to, chunkBytes: UInt16(chunk), chunkIndex: UInt32(index),
+                chunkCount: UInt32(count), tagLength: 0, payloadLength: UInt16(length), transferID: id,
+                totalBytesOrBitmap: UInt64(bytes), senderIncarnation: fromIncarnation, receiverIncarnation: toIncarnation)
             return (header, [UInt8](repeating: UInt8(truncatingIfNeeded: id), count: length))
         }
     }
@@ -339,7 +358,9 @@ struct SplitMix: RandomNumberGenerator {
     func feed(_ receiver: inout BulkReceiver, _ datagrams: [(BulkHeader, [UInt8])], at now: UInt64, floor: UInt64 = 0) -> [UInt64] {
         var completed: [UInt64] = []
         for (header, payload) in datagrams {
-            if case .completed(let id, _) = payload.withUnsafeBytes({ receiver.receive(header, payload: $0, atNanos: now, senderIncarnationAtLeast: floor) }) {
+            if case .completed(let id, _) = payload.withUnsafeBytes({
+                receiver.receive(header, payload: $0, atNanos: now, senderIncarnationAtLeast: floor)
+            }) {
                 completed.append(id)
             }
         }

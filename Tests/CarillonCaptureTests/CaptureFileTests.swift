@@ -85,7 +85,7 @@ struct CaptureFileTests {
             ("short header", Array(bytes.prefix(10))),
             ("bad magic", [0xDE, 0xAD, 0xBE, 0xEF] + bytes.dropFirst(4)),
             ("cut record", Array(bytes.prefix(bytes.count - 7))),
-            ("text", Array("not a capture at all, just text\n".utf8)),
+            ("text", Array("not a capture at all, just text\n".utf8))
         ]
         // Every length of the file up to its first two records.
         for length in stride(from: 0, through: min(bytes.count, 300), by: 13) { cases.append(("prefix \(length)", Array(bytes.prefix(length)))) }

@@ -18,8 +18,10 @@ struct DissectorTests {
         defer { try? FileManager.default.removeItem(atPath: path) }
         let sample = SampleTraffic(members: 3, messagesPerFrame: 2, payloadBytes: 24, authenticator: tapKey)
         try sample.write(rounds: 50, to: path)
-        let (status, output) = try tshark(["-r", path, "-Y", "carillon", "-T", "fields", "-E", "separator=;",
-                                           "-e", "carillon.round", "-e", "carillon.sender", "-e", "carillon.kind"])
+        let (status, output) = try tshark([
+            "-r", path, "-Y", "carillon", "-T", "fields", "-E", "separator=;",
+            "-e", "carillon.round", "-e", "carillon.sender", "-e", "carillon.kind"
+        ])
         #expect(status == 0, "\(output)")
         let rows = output.split(separator: "\n").filter { $0.first?.isNumber == true }
         #expect(rows.count == 151, "\(output.prefix(2000))")

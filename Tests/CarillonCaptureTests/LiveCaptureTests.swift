@@ -48,7 +48,10 @@ struct LiveCaptureTests {
                     captured.add(1, ordering: .sequentiallyConsistent)
                 }
                 if captured.load(ordering: .sequentiallyConsistent) >= target.load(ordering: .sequentiallyConsistent),
-                   !signalled.exchange(true, ordering: .relaxed) { caughtUp.signal() }
+                    !signalled.exchange(true, ordering: .relaxed)
+                {
+                    caughtUp.signal()
+                }
                 return !stop.load(ordering: .relaxed)
             }
             readerDone.signal()
@@ -59,16 +62,18 @@ struct LiveCaptureTests {
         let allDelivered = DispatchSemaphore(value: 0)
         var members: [Member] = []
         for node in 0..<3 {
-            var configuration = try MemberConfiguration(node: node, nodes: endpoints, roundPeriodNanos: 500_000, startNanos: start,
-                                                        authentication: .clusterKey(tapKey))
+            var configuration = try MemberConfiguration(
+                node: node, nodes: endpoints, roundPeriodNanos: 500_000, startNanos: start,
+                authentication: .clusterKey(tapKey))
             #expect(configuration.runIdentity == max(start, 1))
             configuration.idleStrategy = .blocking
             configuration.ordering.suspicionSlots = 500
             configuration.ordering.unheardSuspicionSlots = 5_000
             let delivered = Atomic<Int>(0)
-            members.append(try Member(configuration: configuration) { _, _ in
-                if delivered.add(1, ordering: .relaxed).newValue == 600 { allDelivered.signal() }
-            })
+            members.append(
+                try Member(configuration: configuration) { _, _ in
+                    if delivered.add(1, ordering: .relaxed).newValue == 600 { allDelivered.signal() }
+                })
         }
         for member in members { try member.start() }
         var queued = 0

@@ -4,12 +4,16 @@ import Foundation
 import Testing
 
 /// The release build tools/test.sh makes, else the debug build `swift build --build-tests` makes.
-let tapBinary = [".build/release/carillon-tap", ".build/debug/carillon-tap"].map { packageRoot.appendingPathComponent($0).path }
+let tapBinary =
+    [".build/release/carillon-tap", ".build/debug/carillon-tap"].map { packageRoot.appendingPathComponent($0).path }
     .first { FileManager.default.isExecutableFile(atPath: $0) } ?? packageRoot.appendingPathComponent(".build/release/carillon-tap").path
 
 /// The `carillon-tap` command itself.
-@Suite("carillon-tap command", .enabled(if: FileManager.default.isExecutableFile(atPath: tapBinary),
-                                        "build it first: swift build -c release --product carillon-tap (tools/test.sh does)"))
+@Suite(
+    "carillon-tap command",
+    .enabled(
+        if: FileManager.default.isExecutableFile(atPath: tapBinary),
+        "build it first: swift build -c release --product carillon-tap (tools/test.sh does)"))
 struct TapCommandTests {
     func tap(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
         try runProcess(tapBinary, arguments)
@@ -66,8 +70,10 @@ struct TapCommandTests {
         let key = directory + "/bus.key", config = directory + "/bus.json", sample = directory + "/s.pcap"
         try KeyFile.write(hexKey: String(repeating: "5e", count: 32), to: key)
         let run: UInt64 = 1_796_183_437_712_642_048  // a multiple of 256: exact as a Double
-        try Data(#"{"members": [{"name": "a", "address": "10.77.0.1:7400"}], "start_at_ns": \#(run), "authentication": {"key_file": "bus.key"}}"#.utf8)
-            .write(to: URL(fileURLWithPath: config))
+        try Data(
+            #"{"members": [{"name": "a", "address": "10.77.0.1:7400"}], "start_at_ns": \#(run), "authentication": {"key_file": "bus.key"}}"#.utf8
+        )
+        .write(to: URL(fileURLWithPath: config))
         let written = try tap(["--write-sample", sample, "--sample-rounds", "5", "--config", config])
         #expect(written.status == 0 && written.errors.contains("run \(run)"), "\(written.errors)")
         for arguments in [["--key-file", key], ["--config", config], ["--key-file", key, "--run", "7"]] {

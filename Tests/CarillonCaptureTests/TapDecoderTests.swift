@@ -123,7 +123,9 @@ struct TapDecoderTests {
         var decoder = TapDecoder(format: .quiet, authenticator: tapKey, runs: [sample.run])
         for run in UInt64(1)...UInt64(TapDecoder.maxRuns - 1) { decoder.learn(run: run) }
         #expect(decoder.runs.count == TapDecoder.maxRuns)
-        sample.slotFrame(round: 1, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes { decoder.frame(timestampNanos: 0, source: nil, payload: $0) }
+        sample.slotFrame(round: 1, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes {
+            decoder.frame(timestampNanos: 0, source: nil, payload: $0)
+        }
         #expect(decoder.runs.first == sample.run)
         #expect(!decoder.learn(run: sample.run) && !decoder.learn(run: 0))
         decoder.learn(run: 1_000)
@@ -154,7 +156,9 @@ struct TapDecoderTests {
         check.authenticator = key
         check.run = read.runIdentity
         var decoder = TapDecoder(format: .quiet, authenticator: key, runs: [read.runIdentity])
-        check.slotFrame(round: 1, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes { decoder.frame(timestampNanos: 0, source: nil, payload: $0) }
+        check.slotFrame(round: 1, rank: 0, sequence: 1, timestampNanos: 0).withUnsafeBytes {
+            decoder.frame(timestampNanos: 0, source: nil, payload: $0)
+        }
         #expect(decoder.statistics.framesByRun == [read.runIdentity: 1])
 
         let off = try config(#"{\#(members), "authentication": "off"}"#)

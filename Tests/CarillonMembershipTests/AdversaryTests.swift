@@ -53,16 +53,19 @@ struct AdversaryTests {
         #expect(out != nil && out! <= 100 + 60, "left out by round \(out.map(String.init) ?? "never")")
         let broken = Self.deafMember(.deafMayPropose)
         let brokenOut = Self.excluded(4, in: broken)
-        #expect(brokenOut == nil || brokenOut! > 100 + 60,
-                "a deaf proposer must delay the change (left out by round \(brokenOut.map(String.init) ?? "never"))")
+        #expect(
+            brokenOut == nil || brokenOut! > 100 + 60,
+            "a deaf proposer must delay the change (left out by round \(brokenOut.map(String.init) ?? "never"))")
     }
 
     /// Defect 4: join requests of an incarnation that is gone, replayed. Node
     /// 4 crashes, rejoins as a new incarnation, crashes again; its recorded
     /// join requests are then replayed every 20 rounds.
     static func staleJoins(_ canary: MembershipCanary?) -> MembershipSimulationResult {
-        var script = [ScriptedFault(round: 100, .crash(node: 4)), ScriptedFault(round: 150, .restart(node: 4)),
-                      ScriptedFault(round: 450, .crash(node: 4))]
+        var script = [
+            ScriptedFault(round: 100, .crash(node: 4)), ScriptedFault(round: 150, .restart(node: 4)),
+            ScriptedFault(round: 450, .crash(node: 4))
+        ]
         for round in stride(from: 600, through: 1_400, by: 20) {
             script.append(ScriptedFault(round: round, .replay(earlierRun: false, count: 3, joinRequests: true)))
         }
@@ -85,8 +88,12 @@ struct AdversaryTests {
     /// past the simulator's late-start limit (600 rounds).
     static func restartWithoutJoin(_ canary: MembershipCanary?) -> MembershipSimulationResult {
         var simulator = MembershipSimulator(
-            seed: 24, profile: .scripted([ScriptedFault(round: 700, .crash(node: 2)),
-                                          ScriptedFault(round: 704, .restartWithoutJoin(node: 2))], faultRounds: 1_200),
+            seed: 24,
+            profile: .scripted(
+                [
+                    ScriptedFault(round: 700, .crash(node: 2)),
+                    ScriptedFault(round: 704, .restartWithoutJoin(node: 2))
+                ], faultRounds: 1_200),
             canary: canary)
         return simulator.run()
     }

@@ -7,8 +7,9 @@ import Testing
 @Suite("Join requests")
 struct JoinRequestsTests {
     static let run: UInt64 = 1_000
-    static let view = View(epoch: 1, members: [MemberID(node: 0, incarnation: 1_000), MemberID(node: 1, incarnation: 1_000)],
-                           startRound: 0)
+    static let view = View(
+        epoch: 1, members: [MemberID(node: 0, incarnation: 1_000), MemberID(node: 1, incarnation: 1_000)],
+        startRound: 0)
 
     // A mutating call stays out of `#expect`'s expansion.
     func hear(_ joins: inout JoinRequests, _ joiner: MemberID, round: UInt64, view: View, runIdentity: UInt64) -> JoinRequests.Verdict {
@@ -77,11 +78,13 @@ struct JoinRequestFrameTests {
     static let origin: UInt64 = 1_000_000_000
 
     static func member() -> MembershipInstance {
-        let schedule = try! TDMASchedule(memberCount: 3, roundPeriodNanos: 100_000, reservation: 0.9, guardFraction: 0.1,
-                                         originNanos: origin)
+        let schedule = try! TDMASchedule(
+            memberCount: 3, roundPeriodNanos: 100_000, reservation: 0.9, guardFraction: 0.1,
+            originNanos: origin)
         let view = View(epoch: 1, members: (0..<3).map { MemberID(node: UInt16($0), incarnation: origin) }, startRound: 0)
-        var configuration = MembershipConfiguration(me: view.members[0], initialView: view,
-                                                    ordering: OrderingConfiguration(rank: 0, schedule: schedule))
+        var configuration = MembershipConfiguration(
+            me: view.members[0], initialView: view,
+            ordering: OrderingConfiguration(rank: 0, schedule: schedule))
         configuration.runIdentity = origin
         return try! MembershipInstance(configuration: configuration)
     }
@@ -89,11 +92,14 @@ struct JoinRequestFrameTests {
     /// A join request of `node`'s `incarnation`, as a joiner sends it.
     static func joinRequest(node: UInt16, incarnation: UInt64) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: 1_472)
-        let fields = [RankEntry(rank: ViewField.incarnation.rawValue, value: incarnation),
-                      RankEntry(rank: ViewField.joinRequest.rawValue, value: incarnation)]
+        let fields = [
+            RankEntry(rank: ViewField.incarnation.rawValue, value: incarnation),
+            RankEntry(rank: ViewField.joinRequest.rawValue, value: incarnation)
+        ]
         let length = try! bytes.withUnsafeMutableBytes { buffer in
-            try MembershipFrame.encode(into: buffer, sender: node, epoch: 0, round: 1, nowNanos: origin, fields: fields,
-                                       positions: nil, proposal: nil, chunk: nil, tagLength: 0)
+            try MembershipFrame.encode(
+                into: buffer, sender: node, epoch: 0, round: 1, nowNanos: origin, fields: fields,
+                positions: nil, proposal: nil, chunk: nil, tagLength: 0)
         }
         return Array(bytes[..<length])
     }

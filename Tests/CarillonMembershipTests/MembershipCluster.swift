@@ -52,15 +52,18 @@ struct MembershipCluster {
     /// `nodeCount` nodes, the first `memberCount` of them members of the first view
     /// (the others start later with ``start(_:)``).
     init(nodeCount: Int, memberCount: Int) {
-        schedule = try! TDMASchedule(memberCount: nodeCount, roundPeriodNanos: Self.roundNanos, reservation: 0.9,
-                                     guardFraction: 0.1, originNanos: Self.origin)
+        schedule = try! TDMASchedule(
+            memberCount: nodeCount, roundPeriodNanos: Self.roundNanos, reservation: 0.9,
+            guardFraction: 0.1, originNanos: Self.origin)
         nowNanos = Self.origin
         side = Array(repeating: 0, count: nodeCount)
         let members = (0..<memberCount).map { MemberID(node: UInt16($0), incarnation: Self.origin) }
         let first = View(epoch: 1, members: members, startRound: 0)
         for node in 0..<nodeCount {
-            var created = Node(instance: makeInstance(MemberID(node: UInt16(node), incarnation: Self.origin),
-                                                      view: node < memberCount ? first : nil))
+            var created = Node(
+                instance: makeInstance(
+                    MemberID(node: UInt16(node), incarnation: Self.origin),
+                    view: node < memberCount ? first : nil))
             created.running = node < memberCount
             created.wakeNanos = nowNanos
             created.shown.phase = created.instance.phase
@@ -175,8 +178,9 @@ struct MembershipCluster {
             say(node, "delivers \"\(text)\" (rank \(deliveries[index].sender) #\(deliveries[index].sequence))")
         }
         let instance = nodes[node].instance
-        let now = Shown(phase: instance.phase, promised: instance.agreement.promised,
-                        accepted: instance.agreement.accepted?.ballot ?? 0, decided: instance.agreement.decided?.ballot ?? 0)
+        let now = Shown(
+            phase: instance.phase, promised: instance.agreement.promised,
+            accepted: instance.agreement.accepted?.ballot ?? 0, decided: instance.agreement.decided?.ballot ?? 0)
         let was = nodes[node].shown
         if now.promised != was.promised, now.promised != 0 { say(node, "promises \(ballot(now.promised))") }
         if now.accepted != was.accepted, let accepted = instance.agreement.accepted {
@@ -194,8 +198,10 @@ struct MembershipCluster {
         switch event.kind {
         case .installed(let view, let joined):
             let decided = nodes[node].instance.announcement.map { ballot($0.ballot) } ?? "?"
-            say(node, "knows \(decided) decided, installs epoch \(view.epoch) from round \(view.startRound): \(members(view.members))"
-                + (joined.isEmpty ? "" : " joined \(members(joined))"))
+            say(
+                node,
+                "knows \(decided) decided, installs epoch \(view.epoch) from round \(view.startRound): \(members(view.members))"
+                    + (joined.isEmpty ? "" : " joined \(members(joined))"))
             if !joined.isEmpty {
                 nodes[node].instance.provideSnapshot(Array(nodes[node].state.joined(separator: " ").utf8), forEpoch: view.epoch)
             }

@@ -51,17 +51,22 @@ struct ViewAgreementTests {
         #expect(agreement.statesHold(false) == false)
         #expect(agreement.statesHold(true) == true, "live while no higher ballot is promised")
         var asked = 0
-        _ = agreement.promise(2 << 16, round: 1) { proposal in asked += 1; return proposal.cut == [4, 4, 4] }
+        _ = agreement.promise(2 << 16, round: 1) { proposal in
+            asked += 1; return proposal.cut == [4, 4, 4]
+        }
         #expect(asked == 1)
         #expect(agreement.statesHold(false) == true, "frozen at the higher promise")
-        _ = agreement.promise(3 << 16, round: 2) { _ in asked += 1; return false }
+        _ = agreement.promise(3 << 16, round: 2) { _ in
+            asked += 1; return false
+        }
         #expect(asked == 1, "frozen once")
     }
 
     @Test func theBallotCounterOutgrowsEveryBallotSeenAndSurvivesAView() {
         var agreement = ViewAgreement(memberCount: 3)
-        agreement.restate(rank: 1, promised: 7 << 16 | 1, accepted: 0, holds: false, leaving: false, proposing: 9 << 16 | 2,
-                          positions: nil, proposal: nil)
+        agreement.restate(
+            rank: 1, promised: 7 << 16 | 1, accepted: 0, holds: false, leaving: false, proposing: 9 << 16 | 2,
+            positions: nil, proposal: nil)
         let ballot = agreement.startBallot(node: 0, round: 3)
         #expect(ballot == 10 << 16)
         #expect(agreement.proposing == ballot && agreement.proposingSinceRound == 3)
@@ -75,10 +80,12 @@ struct ViewAgreementTests {
         let ballot = agreement.startBallot(node: 0, round: 0)
         _ = agreement.promise(ballot, round: 0) { _ in false }
         let low = Self.proposal([1, 1, 1]), high = Self.proposal([2, 2, 2])
-        agreement.restate(rank: 1, promised: ballot, accepted: 3, holds: true, leaving: false, proposing: 0,
-                          positions: [1, 1, 1], proposal: low)
-        agreement.restate(rank: 2, promised: ballot, accepted: 4, holds: false, leaving: false, proposing: 0,
-                          positions: [2, 2, 2], proposal: high)
+        agreement.restate(
+            rank: 1, promised: ballot, accepted: 3, holds: true, leaving: false, proposing: 0,
+            positions: [1, 1, 1], proposal: low)
+        agreement.restate(
+            rank: 2, promised: ballot, accepted: 4, holds: false, leaving: false, proposing: 0,
+            positions: [2, 2, 2], proposal: high)
         let promisers = agreement.promisers(ownRank: 0)
         #expect(promisers == [0, 1, 2])
         let best = agreement.highestAccepted(among: promisers, ownRank: 0)
@@ -95,13 +102,16 @@ struct ViewAgreementTests {
         var agreement = ViewAgreement(memberCount: 3)
         let ballot = agreement.startBallot(node: 0, round: 0)
         _ = agreement.promise(ballot, round: 0) { _ in false }
-        agreement.restate(rank: 1, promised: ballot, accepted: 0, holds: false, leaving: false, proposing: 0,
-                          positions: nil, proposal: nil)
-        agreement.restate(rank: 2, promised: ballot - 1, accepted: 0, holds: false, leaving: false, proposing: 0,
-                          positions: [0, 0, 0], proposal: nil)
+        agreement.restate(
+            rank: 1, promised: ballot, accepted: 0, holds: false, leaving: false, proposing: 0,
+            positions: nil, proposal: nil)
+        agreement.restate(
+            rank: 2, promised: ballot - 1, accepted: 0, holds: false, leaving: false, proposing: 0,
+            positions: [0, 0, 0], proposal: nil)
         #expect(agreement.promisers(ownRank: 0) == [0])
-        agreement.restate(rank: 1, promised: ballot, accepted: 0, holds: false, leaving: false, proposing: 0,
-                          positions: [0, 0, 0], proposal: nil)
+        agreement.restate(
+            rank: 1, promised: ballot, accepted: 0, holds: false, leaving: false, proposing: 0,
+            positions: [0, 0, 0], proposal: nil)
         #expect(agreement.promisers(ownRank: 0) == [0, 1])
     }
 
@@ -109,13 +119,16 @@ struct ViewAgreementTests {
         var agreement = ViewAgreement(memberCount: 3)
         let ballot = agreement.startBallot(node: 0, round: 0)
         _ = agreement.promise(ballot, round: 0) { _ in false }
-        agreement.restate(rank: 1, promised: ballot, accepted: 0, holds: false, leaving: true, proposing: 0,
-                          positions: [5, 9, 2], proposal: nil)
-        agreement.restate(rank: 2, promised: ballot, accepted: 0, holds: false, leaving: false, proposing: 0,
-                          positions: [7, 3, 3], proposal: nil)
+        agreement.restate(
+            rank: 1, promised: ballot, accepted: 0, holds: false, leaving: true, proposing: 0,
+            positions: [5, 9, 2], proposal: nil)
+        agreement.restate(
+            rank: 2, promised: ballot, accepted: 0, holds: false, leaving: false, proposing: 0,
+            positions: [7, 3, 3], proposal: nil)
         let joiners = [MemberID(node: 3, incarnation: 2), MemberID(node: 4, incarnation: 2)]
-        let proposal = agreement.freshProposal(view: Self.view, ownRank: 0, ownPositions: [6, 1, 1], ownLeaving: false,
-                                               promisers: [0, 1, 2], pendingJoins: joiners)
+        let proposal = agreement.freshProposal(
+            view: Self.view, ownRank: 0, ownPositions: [6, 1, 1], ownLeaving: false,
+            promisers: [0, 1, 2], pendingJoins: joiners)
         #expect(proposal.cut == [7, 9, 3])
         #expect(proposal.startRound == 9)
         // Two carried over (rank 1 leaves): one joiner.
@@ -127,14 +140,18 @@ struct ViewAgreementTests {
         let ballot = agreement.startBallot(node: 0, round: 0)
         _ = agreement.promise(ballot, round: 0) { _ in false }
         agreement.accept(ballot, Self.proposal([1, 1, 1]))
-        agreement.restate(rank: 1, promised: ballot, accepted: ballot, holds: false, leaving: false, proposing: 0,
-                          positions: [1, 1, 1], proposal: Self.proposal([1, 1, 1]))
-        agreement.restate(rank: 2, promised: ballot, accepted: ballot - 1, holds: true, leaving: false, proposing: 0,
-                          positions: [1, 1, 1], proposal: Self.proposal([1, 1, 1]))
-        #expect(!agreement.acceptedIsHeldByMajority(ownRank: 0, ownHolds: true, majority: 2),
-                "rank 1 does not hold it, rank 2 holds another ballot")
-        agreement.restate(rank: 1, promised: ballot, accepted: ballot, holds: true, leaving: false, proposing: 0,
-                          positions: [1, 1, 1], proposal: Self.proposal([1, 1, 1]))
+        agreement.restate(
+            rank: 1, promised: ballot, accepted: ballot, holds: false, leaving: false, proposing: 0,
+            positions: [1, 1, 1], proposal: Self.proposal([1, 1, 1]))
+        agreement.restate(
+            rank: 2, promised: ballot, accepted: ballot - 1, holds: true, leaving: false, proposing: 0,
+            positions: [1, 1, 1], proposal: Self.proposal([1, 1, 1]))
+        #expect(
+            !agreement.acceptedIsHeldByMajority(ownRank: 0, ownHolds: true, majority: 2),
+            "rank 1 does not hold it, rank 2 holds another ballot")
+        agreement.restate(
+            rank: 1, promised: ballot, accepted: ballot, holds: true, leaving: false, proposing: 0,
+            positions: [1, 1, 1], proposal: Self.proposal([1, 1, 1]))
         #expect(agreement.acceptedIsHeldByMajority(ownRank: 0, ownHolds: true, majority: 2))
         #expect(!agreement.acceptedIsHeldByMajority(ownRank: 0, ownHolds: false, majority: 2))
     }

@@ -22,8 +22,10 @@ struct ViewChangeTests {
     @Test func minoritySideHaltsAndRejoins() {
         let split = [true, true, false, false, false]
         var simulator = MembershipSimulator(
-            seed: 12, profile: .scripted([ScriptedFault(round: 100, .partition(side: split, rounds: 300))],
-                                         faultRounds: 600))
+            seed: 12,
+            profile: .scripted(
+                [ScriptedFault(round: 100, .partition(side: split, rounds: 300))],
+                faultRounds: 600))
         let result = simulator.run()
         #expect(result.passed, "\(result.violations)")
         let majoritySide = result.views[2].map { Set($0.map(\.node)) }
@@ -36,8 +38,12 @@ struct ViewChangeTests {
     /// at the view's cut (the simulator checks the digest it receives).
     @Test func restartedMemberRejoinsWithState() {
         var simulator = MembershipSimulator(
-            seed: 13, profile: .scripted([ScriptedFault(round: 100, .crash(node: 4)),
-                                          ScriptedFault(round: 250, .restart(node: 4))], faultRounds: 600))
+            seed: 13,
+            profile: .scripted(
+                [
+                    ScriptedFault(round: 100, .crash(node: 4)),
+                    ScriptedFault(round: 250, .restart(node: 4))
+                ], faultRounds: 600))
         let result = simulator.run()
         #expect(result.passed, "\(result.violations)")
         #expect(result.log.contains { $0.contains("node 4 joins") })
@@ -49,8 +55,12 @@ struct ViewChangeTests {
     /// another crash: the next member takes over and a view without both installs.
     @Test func proposerFailureDuringAChange() {
         var simulator = MembershipSimulator(
-            seed: 14, profile: .scripted([ScriptedFault(round: 100, .crash(node: 3)),
-                                          ScriptedFault(round: 111, .crash(node: 0))], faultRounds: 500))
+            seed: 14,
+            profile: .scripted(
+                [
+                    ScriptedFault(round: 100, .crash(node: 3)),
+                    ScriptedFault(round: 111, .crash(node: 0))
+                ], faultRounds: 500))
         let result = simulator.run()
         #expect(result.passed, "\(result.violations)")
         #expect(result.views.values.contains { Set($0.map(\.node)) == [1, 2, 4] })

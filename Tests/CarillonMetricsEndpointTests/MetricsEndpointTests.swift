@@ -12,8 +12,11 @@ import Testing
 
     @Test func aScrapersRequest() {
         let text = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nAccept: text/plain;version=0.0.4\r\nUser-Agent: Prometheus/2.53.0\r\n\r\n"
-        #expect(parse(text) == .request(HTTPRequestHead(method: "GET", path: "/metrics", minorVersion: 1, keepAlive: true, hasBody: false),
-                                        consumed: text.utf8.count))
+        #expect(
+            parse(text)
+                == .request(
+                    HTTPRequestHead(method: "GET", path: "/metrics", minorVersion: 1, keepAlive: true, hasBody: false),
+                    consumed: text.utf8.count))
     }
 
     @Test func persistenceByVersionAndConnectionHeader() {
@@ -58,10 +61,10 @@ import Testing
 
     @Test func whatIsNoRequestGetsAStatus() {
         #expect(parse("BLAH\r\n\r\n") == .invalid(.badRequest))
-        #expect(parse("GET /metrics\r\n\r\n") == .invalid(.badRequest))                      // HTTP/0.9
-        #expect(parse("GET  /metrics HTTP/1.1\r\n\r\n") == .invalid(.badRequest))            // two spaces
+        #expect(parse("GET /metrics\r\n\r\n") == .invalid(.badRequest))  // HTTP/0.9
+        #expect(parse("GET  /metrics HTTP/1.1\r\n\r\n") == .invalid(.badRequest))  // two spaces
         #expect(parse("GET /metrics HTTP/2.0\r\n\r\n") == .invalid(.versionNotSupported))
-        #expect(parse("GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n") == .invalid(.badRequest)) // space before the colon
+        #expect(parse("GET /metrics HTTP/1.1\r\nHost : x\r\n\r\n") == .invalid(.badRequest))  // space before the colon
         #expect(parse("GET /metrics HTTP/1.1\r\nA: b\r\n folded\r\n\r\n") == .invalid(.badRequest))
         #expect(parse("GET /metrics HTTP/1.1\r\nA: b\u{1}c\r\n\r\n") == .invalid(.badRequest))
         #expect(parse("GET /metrics HTTP/1.1\r\nContent-Length: -1\r\n\r\n") == .invalid(.badRequest))
@@ -221,10 +224,12 @@ import Testing
         let before = try #require(ProcessUsage.current())
         // A thread that waits (voluntary switches) 20 times, then ends.
         var thread = pthread_t()
-        let started = pthread_create(&thread, nil, { _ in
-            for _ in 0..<20 { usleep(100) }
-            return nil
-        }, nil)
+        let started = pthread_create(
+            &thread, nil,
+            { _ in
+                for _ in 0..<20 { usleep(100) }
+                return nil
+            }, nil)
         try #require(started == 0)
         pthread_join(thread, nil)
         let after = try #require(ProcessUsage.current())

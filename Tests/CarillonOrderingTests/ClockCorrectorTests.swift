@@ -43,8 +43,9 @@ struct ClockCorrectorTests {
             if tick % 2 == 0 || random.int(in: 0...2) == 0 { epoch += 1 }  // views live 40–200 ms
             let noise = -Int64(random.int(in: 4_000_000...120_000_000))
             corrector.update(nowNanos: now, epoch: epoch, timebase: 0, estimateNanos: -corrector.correctionNanos + noise)
-            old.update(now: now, epoch: epoch, residual: -old.correction + noise, slot: schedule.slotNanos,
-                       period: schedule.roundPeriodNanos)
+            old.update(
+                now: now, epoch: epoch, residual: -old.correction + noise, slot: schedule.slotNanos,
+                period: schedule.roundPeriodNanos)
             worstNew = max(worstNew, Int64(corrector.correctionNanos.magnitude))
             worstOld = max(worstOld, Int64(old.correction.magnitude))
             now += Self.publish
@@ -65,8 +66,9 @@ struct ClockCorrectorTests {
         for _ in 0..<600 {
             let noise = -Int64(random.int(in: 4_000_000...120_000_000))
             corrector.update(nowNanos: now, epoch: 1, timebase: 0, estimateNanos: -corrector.correctionNanos + noise)
-            old.update(now: now, epoch: 1, residual: -old.correction + noise, slot: schedule.slotNanos,
-                       period: schedule.roundPeriodNanos)
+            old.update(
+                now: now, epoch: 1, residual: -old.correction + noise, slot: schedule.slotNanos,
+                period: schedule.roundPeriodNanos)
             now += Self.publish
         }
         #expect(old.correction.magnitude > 20_000_000, "old rule: \(old.correction) ns")
@@ -88,8 +90,9 @@ struct ClockCorrectorTests {
             if step != 0 { applied.append((now, step)) }
             now += Self.publish
         }
-        #expect(abs(corrector.correctionNanos - offset) <= Int64(schedule.slotNanos) + 20_000,
-                "correction \(corrector.correctionNanos) ns for an offset of \(offset)")
+        #expect(
+            abs(corrector.correctionNanos - offset) <= Int64(schedule.slotNanos) + 20_000,
+            "correction \(corrector.correctionNanos) ns for an offset of \(offset)")
         #expect(applied.allSatisfy { $0.1.magnitude <= settings.largeStepNanos })
         // Rate: over any second, no more than one second of slew plus the budget's capacity.
         for (at, _) in applied {
@@ -123,8 +126,9 @@ struct ClockCorrectorTests {
         var corrector = ClockCorrector(settings: settings)
         var now: UInt64 = 1_000_000_000
         for _ in 0..<600 {
-            corrector.update(nowNanos: now, epoch: 1, timebase: 0,
-                             estimateNanos: Int64(random.int(in: 0...Int(schedule.slotNanos))) - Int64(schedule.slotNanos / 2))
+            corrector.update(
+                nowNanos: now, epoch: 1, timebase: 0,
+                estimateNanos: Int64(random.int(in: 0...Int(schedule.slotNanos))) - Int64(schedule.slotNanos / 2))
             now += Self.publish
         }
         #expect(corrector.correctionNanos == 0)
@@ -146,7 +150,10 @@ struct ClockCorrectorTests {
         let viewStart = now
         for _ in 0..<20 {
             if corrector.update(nowNanos: now, epoch: 2, timebase: 0, estimateNanos: 8_000_000 - corrector.correctionNanos) != 0,
-               stepped == nil { stepped = now - viewStart }
+                stepped == nil
+            {
+                stepped = now - viewStart
+            }
             now += Self.publish
         }
         #expect(corrector.correctionNanos != 0)

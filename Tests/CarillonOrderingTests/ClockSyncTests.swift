@@ -84,8 +84,9 @@ struct ArrivalTimeClockTests {
                     let receiver = 1 - sender
                     let read = sent + wire + (receiver == 0 ? parked : 0)
                     frame.withUnsafeBytes {
-                        _ = cluster.members[receiver].onFrameReceived($0, nowNanos: read, arrivalNanos: useArrival ? sent + wire : nil,
-                                                                     effects: &effects)
+                        _ = cluster.members[receiver].onFrameReceived(
+                            $0, nowNanos: read, arrivalNanos: useArrival ? sent + wire : nil,
+                            effects: &effects)
                     }
                 }
                 cluster.outbox[sender].removeAll()

@@ -73,7 +73,10 @@ struct RepairStormTests {
         #expect(result.passed, "\(result.violations.first.map(String.init(describing:)) ?? "")")
         #expect(result.settledAtNanos != nil)
         let repairsAfter500 = result.repairFramesPerRound.dropFirst(500).reduce(0, +)
-        #expect(repairsAfter500 == 0, "repair frames per 100 rounds: \(stride(from: 0, to: result.repairFramesPerRound.count, by: 100).map { result.repairFramesPerRound[$0..<min($0 + 100, result.repairFramesPerRound.count)].reduce(0, +) })")
+        #expect(
+            repairsAfter500 == 0,
+            "repair frames per 100 rounds: \(stride(from: 0, to: result.repairFramesPerRound.count, by: 100).map { result.repairFramesPerRound[$0..<min($0 + 100, result.repairFramesPerRound.count)].reduce(0, +) })"
+        )
         #expect(result.queueDropsPerRound.dropFirst(500).reduce(0, +) == 0)
     }
 

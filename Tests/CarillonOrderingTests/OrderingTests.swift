@@ -151,8 +151,9 @@ struct ReferenceOrderingTests {
         reference.sort { ($0.0, $0.1, $0.2) < ($1.0, $1.1, $1.2) }
         let expected = reference.map(\.3)
         for member in 0..<memberCount {
-            #expect(cluster.delivered[member].map { String(decoding: $0.payload, as: UTF8.self) } == expected,
-                    "seed \(seed) member \(member)")
+            #expect(
+                cluster.delivered[member].map { String(decoding: $0.payload, as: UTF8.self) } == expected,
+                "seed \(seed) member \(member)")
         }
     }
 }

@@ -161,8 +161,9 @@ struct PromiseModeTests {
         var promises = ClusterSimulator(seed: 3, profile: profile)
         let (a, b) = (slots.run(), promises.run())
         #expect(a.passed && b.passed)
-        #expect(b.counters.slotFramesSent * 3 < a.counters.slotFramesSent,
-                "slots \(a.counters.slotFramesSent) frames, promises \(b.counters.slotFramesSent)")
+        #expect(
+            b.counters.slotFramesSent * 3 < a.counters.slotFramesSent,
+            "slots \(a.counters.slotFramesSent) frames, promises \(b.counters.slotFramesSent)")
     }
 }
 

@@ -26,8 +26,10 @@ struct TestCluster {
         }
     }
 
-    init(memberCount: Int, mode: DeliveryMode = .agreed, windowRounds: Int = 16, sendBufferBytes: Int = 4096,
-         maxFrameBytes: Int = 1472, configure: (inout OrderingConfiguration) -> Void = { _ in }) {
+    init(
+        memberCount: Int, mode: DeliveryMode = .agreed, windowRounds: Int = 16, sendBufferBytes: Int = 4096,
+        maxFrameBytes: Int = 1472, configure: (inout OrderingConfiguration) -> Void = { _ in }
+    ) {
         let schedule = try! TDMASchedule(memberCount: memberCount, roundPeriodNanos: 100_000, reservation: 0.5)
         members = (0..<memberCount).map { rank in
             var configuration = OrderingConfiguration(rank: rank, schedule: schedule)

@@ -18,8 +18,9 @@ struct AgentSchedulingTests {
 
     func member(_ scheduling: AgentScheduling) throws -> Member {
         let endpoints = try freeLoopbackPorts(1)
-        var configuration = try MemberConfiguration(node: 0, nodes: endpoints, roundPeriodNanos: 200_000,
-                                                    startNanos: MemberClock.viewNanos(), authentication: .off)
+        var configuration = try MemberConfiguration(
+            node: 0, nodes: endpoints, roundPeriodNanos: 200_000,
+            startNanos: MemberClock.viewNanos(), authentication: .off)
         configuration.idleStrategy = .blocking
         configuration.scheduling = scheduling
         return try Member(configuration: configuration) { _, _ in }

@@ -29,10 +29,13 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
     }
 
     /// Channel `node`, of incarnation `incarnations[node]`, addressing the others at theirs.
-    func channel(_ node: Int, _ nodes: [UDPEndpoint], pacing: BulkPacing, loss: Double, received: Received,
-                 incarnations: [UInt64] = [11, 22]) throws -> BulkChannel {
-        var settings = BulkChannelConfiguration(node: node, nodes: nodes, authentication: .clusterKey(testKey), runIdentity: bulkTestRun,
-                                                incarnation: incarnations[node], peerIncarnation: { incarnations[$0] })
+    func channel(
+        _ node: Int, _ nodes: [UDPEndpoint], pacing: BulkPacing, loss: Double, received: Received,
+        incarnations: [UInt64] = [11, 22]
+    ) throws -> BulkChannel {
+        var settings = BulkChannelConfiguration(
+            node: node, nodes: nodes, authentication: .clusterKey(testKey), runIdentity: bulkTestRun,
+            incarnation: incarnations[node], peerIncarnation: { incarnations[$0] })
         settings.pacing = pacing
         settings.linkBitsPerSecond = 400_000_000
         settings.transfer.retransmitTimeoutNanos = 5_000_000
@@ -89,9 +92,10 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
         defer { one.stop() }
         let rogue = try UDPTransport(options: UDPTransportOptions(bind: nodes[0], peers: []))
         var datagram = [UInt8](repeating: 0, count: BulkWire.headerBytes + 10 + FrameAuthenticator.tagBytes)
-        let header = BulkHeader(kind: .data, sender: 0, receiver: 1, chunkBytes: 1_400, chunkIndex: 0, chunkCount: 1,
-                                tagLength: UInt16(FrameAuthenticator.tagBytes), payloadLength: 10, transferID: 1, totalBytesOrBitmap: 10,
-                                senderIncarnation: 11, receiverIncarnation: 22)
+        let header = BulkHeader(
+            kind: .data, sender: 0, receiver: 1, chunkBytes: 1_400, chunkIndex: 0, chunkCount: 1,
+            tagLength: UInt16(FrameAuthenticator.tagBytes), payloadLength: 10, transferID: 1, totalBytesOrBitmap: 10,
+            senderIncarnation: 11, receiverIncarnation: 22)
         datagram.withUnsafeMutableBytes { header.encode(into: $0) }
         // A wrong key's tag, then the right key's tag on a truncated copy, then text.
         let wrongKey = try FrameAuthenticator(hexKey: String(repeating: "01", count: 32))
@@ -158,10 +162,13 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
     /// A one-chunk transfer from node 0 to node 1, sealed with the run's bulk key.
     func sealedChunk(transferID: UInt64, senderIncarnation: UInt64, receiverIncarnation: UInt64) -> [UInt8] {
         var datagram = [UInt8](repeating: UInt8(truncatingIfNeeded: transferID), count: BulkWire.headerBytes + 10 + FrameAuthenticator.tagBytes)
-        let header = BulkHeader(kind: .data, sender: 0, receiver: 1, chunkBytes: 1_400, chunkIndex: 0, chunkCount: 1,
-                                tagLength: UInt16(FrameAuthenticator.tagBytes), payloadLength: 10, transferID: transferID,
-                                totalBytesOrBitmap: 10, senderIncarnation: senderIncarnation, receiverIncarnation: receiverIncarnation)
-        datagram.withUnsafeMutableBytes { header.encode(into: $0); bulkTestKey.seal($0) }
+        let header = BulkHeader(
+            kind: .data, sender: 0, receiver: 1, chunkBytes: 1_400, chunkIndex: 0, chunkCount: 1,
+            tagLength: UInt16(FrameAuthenticator.tagBytes), payloadLength: 10, transferID: transferID,
+            totalBytesOrBitmap: 10, senderIncarnation: senderIncarnation, receiverIncarnation: receiverIncarnation)
+        datagram.withUnsafeMutableBytes {
+            header.encode(into: $0); bulkTestKey.seal($0)
+        }
         return datagram
     }
 
@@ -170,8 +177,9 @@ let bulkTestKey = testKey.subkey(for: "bulk", run: bulkTestRun)
     /// must be told `.off`, and says so in the log.
     @Test func besideAMemberTheChannelTakesItsKeyAndOffIsLogged() throws {
         let nodes = try endpoints()
-        let configuration = try MemberConfiguration(node: 0, nodes: nodes, startNanos: MemberClock.viewNanos(),
-                                                    authentication: .clusterKey(testKey))
+        let configuration = try MemberConfiguration(
+            node: 0, nodes: nodes, startNanos: MemberClock.viewNanos(),
+            authentication: .clusterKey(testKey))
         let member = try Member(configuration: configuration) { _, _ in }
         let settings = BulkChannelConfiguration(member: member)
         guard case .clusterKey = settings.authentication else { Issue.record("the member's key was not taken"); return }

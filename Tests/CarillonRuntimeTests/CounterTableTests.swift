@@ -30,7 +30,7 @@ struct CounterTableTests {
         "carillon_services_commands_applied", "carillon_services_retries_answered", "carillon_services_duplicates_ignored",
         "carillon_services_bad_requests", "carillon_services_foreign_sessions", "carillon_services_windows_full",
         "carillon_services_sessions_ended", "carillon_services_view_changes",
-        "carillon_services_sessions_open", "carillon_services_applied_index",
+        "carillon_services_sessions_open", "carillon_services_applied_index"
     ]
 
     /// Names exported as gauges before the tables existed: they stay gauges.
@@ -95,8 +95,9 @@ struct CounterTableTests {
             #expect(name.hasPrefix("carillon_") && name.allSatisfy { $0 == "_" || $0.isASCII && ($0.isLowercase || $0.isNumber) }, "\(name)")
         }
         #expect(Self.namesExportedBefore.subtracting(names).isEmpty, "renamed: \(Self.namesExportedBefore.subtracting(names))")
-        #expect(MemberMetrics.labels == OrderingCounters.descriptors.map(\.name) + MembershipCounters.descriptors.map(\.name)
-            + TransportCounters.descriptors.map(\.name) + RuntimeCounters.descriptors.map(\.name))
+        #expect(
+            MemberMetrics.labels == OrderingCounters.descriptors.map(\.name) + MembershipCounters.descriptors.map(\.name)
+                + TransportCounters.descriptors.map(\.name) + RuntimeCounters.descriptors.map(\.name))
         #expect(ServiceMetrics.labels == ServiceCounters.descriptors.map(\.name))
         let gauges = Set(ServiceCounters.descriptors.filter { $0.kind == .gauge }.map(\.name))
         #expect(Self.gaugesExportedBefore.isSubset(of: gauges), "no longer gauges: \(Self.gaugesExportedBefore.subtracting(gauges))")
@@ -182,15 +183,17 @@ struct CounterTableTests {
         exported.publish(Self.numbered(ServiceCounters.self, scale: 4), atNanos: 1_000_000_000 + ServiceMetrics.publishIntervalNanos)
         try Self.checkExported(ServiceCounters.self, in: metrics, node: 5, scale: 4)
         // The names dashboards use, with their kinds.
-        #expect(try metrics.expectGauge("carillon_services_applied_index", [("node", "5")]).lastValue
-            == Double(4 * (ServiceCounters.descriptors.firstIndex { $0.name == "carillon_services_applied_index" }! + 1)))
+        #expect(
+            try metrics.expectGauge("carillon_services_applied_index", [("node", "5")]).lastValue
+                == Double(4 * (ServiceCounters.descriptors.firstIndex { $0.name == "carillon_services_applied_index" }! + 1)))
         #expect(try metrics.expectCounter("carillon_services_commands_applied", [("node", "5")]).totalValue == 4)
     }
 
     @Test func theStopReportListsEveryCounter() {
-        let report = StopReport(unsentMessages: 0, deliveryCursor: (0, 0), nextRoundToSend: 0, view: nil,
-                                ordering: Self.numbered(OrderingCounters.self), membership: Self.numbered(MembershipCounters.self),
-                                transport: Self.numbered(TransportCounters.self), runtime: Self.numbered(RuntimeCounters.self))
+        let report = StopReport(
+            unsentMessages: 0, deliveryCursor: (0, 0), nextRoundToSend: 0, view: nil,
+            ordering: Self.numbered(OrderingCounters.self), membership: Self.numbered(MembershipCounters.self),
+            transport: Self.numbered(TransportCounters.self), runtime: Self.numbered(RuntimeCounters.self))
         let lines = report.counterLines
         #expect(lines.count == 4)
         func check<C: CounterSet>(_: C.Type, line: String) {
@@ -212,7 +215,8 @@ struct CounterTableTests {
     static let docsURL = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("docs/operations.md")
-    static let beginMarker = "<!-- counters: generated from the CounterSet tables; Tests/CarillonRuntimeTests/CounterTableTests.swift checks it, CARILLON_REWRITE=1 rewrites it -->"
+    static let beginMarker =
+        "<!-- counters: generated from the CounterSet tables; Tests/CarillonRuntimeTests/CounterTableTests.swift checks it, CARILLON_REWRITE=1 rewrites it -->"
     static let endMarker = "<!-- end of generated counters -->"
 
     /// The member's and the services' counters as a markdown table, in the tables' order.
@@ -220,7 +224,8 @@ struct CounterTableTests {
         var lines = ["| name | kind | unit | field | counts |", "| --- | --- | --- | --- | --- |"]
         func rows<C: CounterSet>(_: C.Type) {
             for counter in C.descriptors {
-                lines.append("| `\(counter.name)` | \(counter.kind.rawValue) | \(counter.unit.rawValue) | `\(fieldName(counter))` | \(counter.help) |")
+                lines.append(
+                    "| `\(counter.name)` | \(counter.kind.rawValue) | \(counter.unit.rawValue) | `\(fieldName(counter))` | \(counter.help) |")
             }
         }
         rows(OrderingCounters.self)
@@ -245,7 +250,8 @@ struct CounterTableTests {
         }
         guard documented != expected else { return }
         let i = zip(documented, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(documented.count, expected.count)
-        Issue.record("""
+        Issue.record(
+            """
             docs/operations.md's counters differ from the tables at line \(begin + 2 + i) \
             (run with CARILLON_REWRITE=1 and review the diff):
               documented: \(i < documented.count ? documented[i] : "(end of table)")

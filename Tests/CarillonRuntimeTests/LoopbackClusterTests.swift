@@ -56,8 +56,9 @@ struct LoopbackClusterTests {
         let logs = (0..<3).map { _ in DeliveryLog(target: 3 * perMember) }
         var members: [Member] = []
         for rank in 0..<3 {
-            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
-                                                        authentication: .clusterKey(testKey))
+            var configuration = try MemberConfiguration(
+                node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             configuration.tolerateSlowAgents()
             configuration.lossInjection = loss.map { LossInjection(rate: $0.rate, meanBurst: $0.meanBurst, seed: $0.seed &+ UInt64(rank)) }
@@ -182,8 +183,9 @@ struct AsyncDeliveryTests {
         let start = MemberClock.viewNanos()
         var pairs: [(Member, AsyncStream<DeliveredMessage>)] = []
         for rank in 0..<2 {
-            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
-                                                        authentication: .clusterKey(testKey))
+            var configuration = try MemberConfiguration(
+                node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             configuration.tolerateSlowAgents()
             pairs.append(try Member.withDeliveryStream(configuration: configuration))

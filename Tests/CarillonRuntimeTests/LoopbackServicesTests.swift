@@ -15,7 +15,9 @@ final class OnceBox<T: Sendable>: @unchecked Sendable {
     private var continuation: CheckedContinuation<T, any Error>?
     func set(_ c: CheckedContinuation<T, any Error>) { lock.withLock { continuation = c } }
     func finish(_ result: Result<T, any Error>) {
-        let c = lock.withLock { () -> CheckedContinuation<T, any Error>? in defer { continuation = nil }; return continuation }
+        let c = lock.withLock { () -> CheckedContinuation<T, any Error>? in
+            defer { continuation = nil }; return continuation
+        }
         c?.resume(with: result)
     }
 }
@@ -34,8 +36,9 @@ struct LoopbackServicesTests {
             var members: [Member] = []
             var services: [ServiceNode] = []
             for rank in 0..<3 {
-                var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
-                                                            authentication: .clusterKey(testKey))
+                var configuration = try MemberConfiguration(
+                    node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                    authentication: .clusterKey(testKey))
                 configuration.idleStrategy = .blocking
                 configuration.tolerateSlowAgents()
                 let node = ServiceNode()
@@ -178,8 +181,9 @@ struct LoopbackRejoinTests {
         let endpoints = try freeLoopbackPorts(3)
         let start = MemberClock.viewNanos()
         func configuration(_ rank: Int) throws -> MemberConfiguration {
-            var c = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 100_000, startNanos: start,
-                                            authentication: .clusterKey(testKey))
+            var c = try MemberConfiguration(
+                node: rank, nodes: endpoints, roundPeriodNanos: 100_000, startNanos: start,
+                authentication: .clusterKey(testKey))
             c.idleStrategy = .blocking
             c.ordering.mode = .promises
             return c
@@ -201,7 +205,8 @@ struct LoopbackRejoinTests {
         try members[2].start()
         let incarnation = members[2].incarnation
         while !(members[0].view?.members.contains { $0.node == 2 && $0.incarnation == incarnation } ?? false),
-              DispatchTime.now() < deadline { usleep(10_000) }
+            DispatchTime.now() < deadline
+        { usleep(10_000) }
         #expect(members[0].view?.members.count == 3, "the restarted member is back: \(String(describing: members[0].view))")
         // Let the change settle, then count member 0's frames over one second.
         usleep(500_000)

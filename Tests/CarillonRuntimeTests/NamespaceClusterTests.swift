@@ -41,8 +41,9 @@ func namespaceNames() throws -> String {
 /// build is not representative: members miss their slots and are suspected).
 func releaseCarillon() throws -> String {
     let binary = packageRoot.appendingPathComponent(".build/release/carillon").path
-    try #require(FileManager.default.isExecutableFile(atPath: binary),
-                 "build the release carillon first: swift build -c release --product carillon (tools/test.sh does)")
+    try #require(
+        FileManager.default.isExecutableFile(atPath: binary),
+        "build the release carillon first: swift build -c release --product carillon (tools/test.sh does)")
     return binary
 }
 
@@ -53,58 +54,62 @@ func releaseCarillon() throws -> String {
 /// and nftables installed.
 /// Every namespace test, one at a time: each starts several busy processes,
 /// and two such scripts at once on 2 cores would starve each other's members.
-@Suite("Namespaces (separate processes)", .serialized,
-       .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
+@Suite(
+    "Namespaces (separate processes)", .serialized,
+    .enabled(if: namespacesAvailable, "needs root plus iproute2 and nftables to build network namespaces; CI has them"))
 enum NamespaceTests {}
 
 extension NamespaceTests {
-@Suite("Namespace clusters (separate processes, nftables loss)")
-struct NamespaceClusterTests {
-    func run(members: Int, loss: Int, messages: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
-        let binary = try releaseCarillon()
-        // Round period 400 µs and suspicion after 50 silent slots: N busy members
-        // on 2 cores cannot all wake every 100 µs, and these tests are about
-        // loss and order, not failure detection (NamespaceFaultTests is).
-        return try runScript("tools/netns-cluster.sh", [
-            "--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
-            "--timeout", "60", "--period-us", "400", "--suspicion-slots", "50"] + extra)
-    }
+    @Suite("Namespace clusters (separate processes, nftables loss)")
+    struct NamespaceClusterTests {
+        func run(members: Int, loss: Int, messages: Int, extra: [String] = []) throws -> (status: Int32, output: String) {
+            let binary = try releaseCarillon()
+            // Round period 400 µs and suspicion after 50 silent slots: N busy members
+            // on 2 cores cannot all wake every 100 µs, and these tests are about
+            // loss and order, not failure detection (NamespaceFaultTests is).
+            return try runScript(
+                "tools/netns-cluster.sh",
+                [
+                    "--members", "\(members)", "--loss", "\(loss)", "--messages", "\(messages)", "--bin", binary,
+                    "--timeout", "60", "--period-us", "400", "--suspicion-slots", "50"
+                ] + extra)
+        }
 
-    @Test func threeMembersWithFivePercentLoss() throws {
-        let (status, output) = try run(members: 3, loss: 5, messages: 1000)
-        #expect(status == 0, "\(output)")
-        #expect(output.contains("OK — 3 members delivered the same 3000 messages in the same order"))
-        // The loss was real: members NAKed and repaired.
-        #expect(!output.contains("NAKs 0 sent"), "\(output)")
-    }
+        @Test func threeMembersWithFivePercentLoss() throws {
+            let (status, output) = try run(members: 3, loss: 5, messages: 1000)
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("OK — 3 members delivered the same 3000 messages in the same order"))
+            // The loss was real: members NAKed and repaired.
+            #expect(!output.contains("NAKs 0 sent"), "\(output)")
+        }
 
-    @Test func fiveMembersWithFivePercentLoss() throws {
-        let (status, output) = try run(members: 5, loss: 5, messages: 600)
-        #expect(status == 0, "\(output)")
-        #expect(output.contains("OK — 5 members delivered the same 3000 messages in the same order"))
-    }
+        @Test func fiveMembersWithFivePercentLoss() throws {
+            let (status, output) = try run(members: 5, loss: 5, messages: 600)
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("OK — 5 members delivered the same 3000 messages in the same order"))
+        }
 
-    /// IP multicast across the bridge: each frame leaves once, to group 239.77.0.1.
-    @Test func fourMembersOverMulticastWithLoss() throws {
-        let (status, output) = try run(members: 4, loss: 5, messages: 500, extra: ["--multicast"])
-        #expect(status == 0, "\(output)")
-        #expect(output.contains("multicast 239.77.0.1"))
-        #expect(output.contains("OK — 4 members delivered the same 2000 messages in the same order"))
-        // One datagram per send call: the group, not a fan-out to three peers.
-        let sockets = output.split(separator: "\n").filter { $0.contains("socket:") }
-        #expect(sockets.count == 4)
-        for line in sockets {
-            let words = line.split(separator: " ")
-            if let i = words.firstIndex(of: "datagrams"), i > 0 {
-                #expect(words[i - 1] == words[i + 2], "\(line)")
+        /// IP multicast across the bridge: each frame leaves once, to group 239.77.0.1.
+        @Test func fourMembersOverMulticastWithLoss() throws {
+            let (status, output) = try run(members: 4, loss: 5, messages: 500, extra: ["--multicast"])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("multicast 239.77.0.1"))
+            #expect(output.contains("OK — 4 members delivered the same 2000 messages in the same order"))
+            // One datagram per send call: the group, not a fan-out to three peers.
+            let sockets = output.split(separator: "\n").filter { $0.contains("socket:") }
+            #expect(sockets.count == 4)
+            for line in sockets {
+                let words = line.split(separator: " ")
+                if let i = words.firstIndex(of: "datagrams"), i > 0 {
+                    #expect(words[i - 1] == words[i + 2], "\(line)")
+                }
             }
         }
-    }
 
-    @Test func noNamespaceIsLeftBehind() throws {
-        _ = try run(members: 2, loss: 0, messages: 10)
-        let names = try namespaceNames()
-        #expect(!names.contains("crln-"), "\(names)")
+        @Test func noNamespaceIsLeftBehind() throws {
+            _ = try run(members: 2, loss: 0, messages: 10)
+            let names = try namespaceNames()
+            #expect(!names.contains("crln-"), "\(names)")
+        }
     }
-}
 }

@@ -13,8 +13,11 @@ extension NamespaceTests {
     struct NamespaceServicesTests {
         func run(members: Int, keys: Int) throws -> (status: Int32, output: String) {
             let binary = try releaseCarillon()
-            return try runScript("tools/netns-services.sh", [
-                "--members", "\(members)", "--keys", "\(keys)", "--bytes", "512", "--bin", binary])
+            return try runScript(
+                "tools/netns-services.sh",
+                [
+                    "--members", "\(members)", "--keys", "\(keys)", "--bytes", "512", "--bin", binary
+                ])
         }
 
         func expectAllChecks(_ status: Int32, _ output: String, members: Int, keys: Int) {

@@ -16,7 +16,8 @@ struct RogueSenderTests {
     func frame(sender: UInt16, round: UInt64, epoch: UInt32 = 1, sequence: UInt64, tag: Bool) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: 512)
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
-            var encoder = try! FrameEncoder(buffer: raw, header: FrameHeader(kind: .slot, senderRank: sender, epoch: epoch, round: round, senderTimestampNanos: 0))
+            var encoder = try! FrameEncoder(
+                buffer: raw, header: FrameHeader(kind: .slot, senderRank: sender, epoch: epoch, round: round, senderTimestampNanos: 0))
             try! encoder.beginSection(.data)
             try! Array("rogue".utf8).withUnsafeBytes { try encoder.appendMessage(sequence: sequence, payload: $0) }
             try! encoder.endSection()
@@ -31,8 +32,9 @@ struct RogueSenderTests {
         let logs = (0..<3).map { _ in DeliveryLog(target: 600, milestone: 300) }
         var members: [Member] = []
         for rank in 0..<3 {
-            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
-                                                        authentication: .clusterKey(testKey))
+            var configuration = try MemberConfiguration(
+                node: rank, nodes: endpoints, roundPeriodNanos: 200_000, startNanos: start,
+                authentication: .clusterKey(testKey))
             configuration.idleStrategy = .blocking
             configuration.tolerateSlowAgents()
             let log = logs[rank]

@@ -20,8 +20,10 @@ struct Harness {
         SessionID(member: MemberID(node: UInt16(node), incarnation: 1), client: client)
     }
 
-    static func payload(_ session: SessionID, _ request: UInt64, service: UInt16, ack: UInt64 = 0,
-                        kind: EnvelopeKind = .command, _ body: (inout ByteWriter) -> Void) -> [UInt8] {
+    static func payload(
+        _ session: SessionID, _ request: UInt64, service: UInt16, ack: UInt64 = 0,
+        kind: EnvelopeKind = .command, _ body: (inout ByteWriter) -> Void
+    ) -> [UInt8] {
         var w = ByteWriter()
         CommandEnvelope.writeHeader(kind: kind, service: service, session: session, requestID: request, acknowledgedBelow: ack, to: &w)
         body(&w)
@@ -42,13 +44,15 @@ struct Harness {
     }
 
     mutating func lock(_ s: SessionID, _ request: UInt64, _ command: LockCommand, ack: UInt64 = 0) {
-        deliver(Self.payload(s, request, service: LockService.serviceID, ack: ack) { command.encode(into: &$0) },
-                fromRank: view.rank(ofNode: s.member.node)!)
+        deliver(
+            Self.payload(s, request, service: LockService.serviceID, ack: ack) { command.encode(into: &$0) },
+            fromRank: view.rank(ofNode: s.member.node)!)
     }
 
     mutating func object(_ s: SessionID, _ request: UInt64, _ command: ObjectCommand, ack: UInt64 = 0) {
-        deliver(Self.payload(s, request, service: ObjectStore.serviceID, ack: ack) { command.encode(into: &$0) },
-                fromRank: view.rank(ofNode: s.member.node)!)
+        deliver(
+            Self.payload(s, request, service: ObjectStore.serviceID, ack: ack) { command.encode(into: &$0) },
+            fromRank: view.rank(ofNode: s.member.node)!)
     }
 
     mutating func install(_ members: [MemberID]) {
@@ -72,8 +76,9 @@ struct Harness {
     @Test func roundTripsEveryField() throws {
         let s = SessionID(member: MemberID(node: 7, incarnation: 0x1122_3344_5566_7788), client: 9)
         var w = ByteWriter()
-        CommandEnvelope.writeHeader(kind: .command, service: 258, session: s, requestID: 42, acknowledgedBelow: 40,
-                                    capability: [1, 2, 3], to: &w)
+        CommandEnvelope.writeHeader(
+            kind: .command, service: 258, session: s, requestID: 42, acknowledgedBelow: 40,
+            capability: [1, 2, 3], to: &w)
         w.raw([0xAA, 0xBB])
         let e = try w.bytes.withUnsafeBytes { b in
             let e = try CommandEnvelope.decode(b)
@@ -86,8 +91,9 @@ struct Harness {
 
     @Test func everyTruncationIsATypedErrorNeverACrash() {
         var w = ByteWriter()
-        CommandEnvelope.writeHeader(kind: .command, service: 1, session: Harness.session(0), requestID: 1, acknowledgedBelow: 0,
-                                    capability: [5, 5], to: &w)
+        CommandEnvelope.writeHeader(
+            kind: .command, service: 1, session: Harness.session(0), requestID: 1, acknowledgedBelow: 0,
+            capability: [5, 5], to: &w)
         for n in 0..<(CommandEnvelope.headerBytes + 2) {
             let prefix = Array(w.bytes[0..<n])
             #expect(throws: ServiceDecodeError.self) { try prefix.withUnsafeBytes { _ = try CommandEnvelope.decode($0) } }
@@ -186,8 +192,9 @@ struct Harness {
         #expect(h.answer(b, 1)?.status == .cancelled && h.answer(b, 2)?.status == .cancelled)
         let answers = h.answers.count
         h.lock(b, 1, .acquire(name: "L", mode: .exclusive, wait: true))
-        #expect(h.answers.count == answers + 1 && h.answer(b, 1)?.status == .cancelled,
-                "a retry of the withdrawn acquire is answered from the session's memory, not ignored as pending")
+        #expect(
+            h.answers.count == answers + 1 && h.answer(b, 1)?.status == .cancelled,
+            "a retry of the withdrawn acquire is answered from the session's memory, not ignored as pending")
         #expect(h.host.counters.duplicatesIgnored == 0)
         // Withdrawn waits no longer pile up in the session's window: a client
         // that times out more acquires than the window holds can still ask.
@@ -234,15 +241,19 @@ struct Harness {
 
     @Test func aCommandForAnotherMembersSessionIsRefused() {
         var h = Harness()
-        h.deliver(Harness.payload(a, 1, service: ObjectStore.serviceID) { ObjectCommand.put(key: "k", value: [1]).encode(into: &$0) },
-                  fromRank: 1)
+        h.deliver(
+            Harness.payload(a, 1, service: ObjectStore.serviceID) { ObjectCommand.put(key: "k", value: [1]).encode(into: &$0) },
+            fromRank: 1)
         #expect(h.host.counters.foreignSessions == 1 && h.answers.isEmpty)
     }
 
     @Test func badBodiesAreAnsweredBadRequestAndChangeNothing() {
         var h = Harness()
         let before = h.host.digest
-        h.deliver(Harness.payload(a, 1, service: ObjectStore.serviceID) { $0.u8(2); $0.u16(500) }, fromRank: 0)
+        h.deliver(
+            Harness.payload(a, 1, service: ObjectStore.serviceID) {
+                $0.u8(2); $0.u16(500)
+            }, fromRank: 0)
         #expect(h.answer(a, 1)?.status == .badRequest)
         h.deliver(Harness.payload(a, 2, service: 999) { $0.u8(1) }, fromRank: 0)
         #expect(h.answer(a, 2)?.status == .unknownService)

@@ -21,7 +21,7 @@ struct MembershipCanaryTests {
         // Members end the view at different cuts: different messages in it.
         (.skipRaggedTrim, 1...3, [.agreement, .virtualSynchrony, .replicaEquality]),
         // Both sides of a split decide a next view: two member lists, or two streams, for one epoch.
-        (.halfIsMajority, 1...3, [.singlePrimary, .agreement]),
+        (.halfIsMajority, 1...3, [.singlePrimary, .agreement])
     ])
     func canaryIsCaught(canary: MembershipCanary, seeds: ClosedRange<UInt64>, checkers: [MembershipViolation.Checker]) {
         var caught: (seed: UInt64, violation: MembershipViolation)?
@@ -43,10 +43,12 @@ struct MembershipCanaryTests {
     /// Each violation prints the line the sweep printed when violations were strings.
     @Test func violationsPrintAsBefore() {
         #expect(MembershipViolation.duplicate(node: 2, id: 7).description == "integrity: node 2 delivered 7 twice")
-        #expect(MembershipViolation.virtualSynchrony(nodes: [1, 3], epoch: 4, counts: [10, 12]).description
-            == "virtual synchrony: nodes 1 and 3 delivered 10 and 12 messages in epoch 4")
-        #expect(MembershipViolation.liveness(boundRounds: 3_000, views: ["joining", "epoch 2"]).description
-            == "liveness: not settled 3000 rounds after faults stopped; node 0: joining; node 1: epoch 2")
+        #expect(
+            MembershipViolation.virtualSynchrony(nodes: [1, 3], epoch: 4, counts: [10, 12]).description
+                == "virtual synchrony: nodes 1 and 3 delivered 10 and 12 messages in epoch 4")
+        #expect(
+            MembershipViolation.liveness(boundRounds: 3_000, views: ["joining", "epoch 2"]).description
+                == "liveness: not settled 3000 rounds after faults stopped; node 0: joining; node 1: epoch 2")
         #expect(MembershipViolation.counterNotZero(node: 1, counter: "sequence gaps", value: 2).checker == .counters)
     }
 }

@@ -53,7 +53,7 @@ struct ServicesSimulationTests {
         (.divergentTokens, .lockSafety),
         (.forgetSessions, .exactlyOnce),
         (.divergentReplica, .replicaEquality),
-        (.staleLocalReads, .linearizability),
+        (.staleLocalReads, .linearizability)
     ])
     func canaryIsCaught(canary: ServiceCanary, checker: ServiceViolation.Checker) {
         var caught: (UInt64, ServiceViolation)?
@@ -69,7 +69,8 @@ struct ServicesSimulationTests {
 /// The linearizability checker on hand-made histories of one register.
 @Suite struct RegisterLinearizabilityTests {
     static func op(_ call: RegisterOperation.Call, _ outcome: RegisterOperation.Outcome?, _ invoked: UInt64, _ responded: UInt64?)
-        -> RegisterOperation {
+        -> RegisterOperation
+    {
         RegisterOperation(call: call, outcome: outcome, invokedNanos: invoked, respondedNanos: responded, label: "")
     }
 
@@ -82,7 +83,7 @@ struct ServicesSimulationTests {
             Self.op(.compareAndSet(expected: 5, write: 3), .mismatch(current: 9), 8, 9),
             Self.op(.delete, .written(version: 11), 10, 11),
             Self.op(.get, .absent, 12, 13),
-            Self.op(.compareAndSet(expected: 0, write: 4), .written(version: 14), 14, 15),
+            Self.op(.compareAndSet(expected: 0, write: 4), .written(version: 14), 14, 15)
         ]
         #expect(RegisterLinearizability.isLinearizable(ok))
         // A read of the old value after the write was answered: stale.
@@ -99,7 +100,7 @@ struct ServicesSimulationTests {
         let history = [
             Self.op(.put(write: 1), .written(version: 5), 0, 10),
             Self.op(.get, .absent, 1, 9),
-            Self.op(.get, .value(write: 1, version: 5), 2, 8),
+            Self.op(.get, .value(write: 1, version: 5), 2, 8)
         ]
         #expect(RegisterLinearizability.isLinearizable(history))
         // Once the put answered, nobody may miss it.
@@ -114,9 +115,10 @@ struct ServicesSimulationTests {
         #expect(!RegisterLinearizability.isLinearizable([Self.op(.put(write: 7), nil, 10, nil), Self.op(.get, .value(write: 7, version: 3), 5, 6)]))
         #expect(!RegisterLinearizability.isLinearizable([unknownPut, Self.op(.get, .value(write: 8, version: 3), 5, 6)]))
         // Taking effect once: the value read back, then gone, cannot come back without a write.
-        #expect(!RegisterLinearizability.isLinearizable([
-            unknownPut, Self.op(.get, .value(write: 7, version: 3), 5, 6), Self.op(.delete, .written(version: 4), 7, 8),
-            Self.op(.get, .value(write: 7, version: 3), 9, 10),
-        ]))
+        #expect(
+            !RegisterLinearizability.isLinearizable([
+                unknownPut, Self.op(.get, .value(write: 7, version: 3), 5, 6), Self.op(.delete, .written(version: 4), 7, 8),
+                Self.op(.get, .value(write: 7, version: 3), 9, 10)
+            ]))
     }
 }

@@ -17,7 +17,10 @@ struct SimulationTests {
         for seed in UInt64(batch * 50 + 1)...UInt64(batch * 50 + 50) {
             var simulator = ClusterSimulator(seed: seed, profile: Self.sweepProfile(seed))
             let result = simulator.run()
-            #expect(result.passed, "seed \(seed): \(result.violations.first.map(String.init(describing:)) ?? "")\n  replay: swift run -c release carillon-sim --seed \(seed) --swarm -v")
+            #expect(
+                result.passed,
+                "seed \(seed): \(result.violations.first.map(String.init(describing:)) ?? "")\n  replay: swift run -c release carillon-sim --seed \(seed) --swarm -v"
+            )
             #expect(result.settledAtNanos != nil || !result.passed)
         }
     }
@@ -48,7 +51,7 @@ struct SimulationTests {
     @Test(arguments: [
         (OrderingCanary.deliverOnArrival, Violation.Invariant.agreement),
         (.redeliverDuplicates, .integrity),
-        (.ignoreNaks, .validity),
+        (.ignoreNaks, .validity)
     ])
     func canaryIsCaught(canary: OrderingCanary, invariant: Violation.Invariant) {
         var caught: Violation?

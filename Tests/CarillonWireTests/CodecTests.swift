@@ -52,8 +52,11 @@ struct CodecTests {
             #expect(messages.map(\.sequence) == [10, 11, 12])
             #expect(messages.map { Array($0.payload) } == [[1, 2, 3], [], Array(repeating: 0xAB, count: 64)])
             #expect(Array(view.positionEntries) == [PositionEntry(rank: 2, receivedBelowRound: 1200)])
-            #expect(Array(view.nakRanges) == [NakRange(rank: 0, firstRound: 1100, lastRound: 1105),
-                                              NakRange(rank: 1, firstRound: 1190, lastRound: 1190)])
+            #expect(
+                Array(view.nakRanges) == [
+                    NakRange(rank: 0, firstRound: 1100, lastRound: 1105),
+                    NakRange(rank: 1, firstRound: 1190, lastRound: 1190)
+                ])
             #expect(Array(view.silentRanges) == [SilentRange(firstRound: 1230, lastRound: 1233)])
             #expect(Array(view.embeddedFrames).isEmpty)
         }
@@ -86,9 +89,11 @@ struct CodecTests {
         // Strip the sections a retransmitted frame does not need: rebuild with data only.
         var buffer = [UInt8](repeating: 0, count: 4096)
         let length = buffer.withUnsafeMutableBytes { raw -> Int in
-            var encoder = try! FrameEncoder(buffer: raw, header: FrameHeader(kind: .repair, senderRank: 2, epoch: 7, round: 1300, senderTimestampNanos: 5))
+            var encoder = try! FrameEncoder(
+                buffer: raw, header: FrameHeader(kind: .repair, senderRank: 2, epoch: 7, round: 1300, senderTimestampNanos: 5))
             try! encoder.beginSection(.retransmissions)
-            var embedded = try! encoder.beginEmbeddedFrame(header: FrameHeader(kind: .slot, senderRank: 2, epoch: 7, round: 1234, senderTimestampNanos: 0))
+            var embedded = try! encoder.beginEmbeddedFrame(
+                header: FrameHeader(kind: .slot, senderRank: 2, epoch: 7, round: 1234, senderTimestampNanos: 0))
             try! embedded.beginSection(.data)
             try! [UInt8]([9, 9]).withUnsafeBytes { try embedded.appendMessage(sequence: 10, payload: $0) }
             try! embedded.endSection()
@@ -125,7 +130,8 @@ struct CodecTests {
     }
 
     @Test func trailingBytesAreRejected() {
-        #expect(decode(sampleSlotFrame() + [0]) == .failure(.frameLengthMismatch(declared: sampleSlotFrame().count, actual: sampleSlotFrame().count + 1)))
+        #expect(
+            decode(sampleSlotFrame() + [0]) == .failure(.frameLengthMismatch(declared: sampleSlotFrame().count, actual: sampleSlotFrame().count + 1)))
     }
 
     @Test func headerFieldErrors() {

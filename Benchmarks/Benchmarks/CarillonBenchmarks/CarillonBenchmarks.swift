@@ -18,8 +18,9 @@ import CarillonWire
 private var metrics: [BenchmarkMetric] { [.wallClock, .throughput, .mallocCountTotal, .instructions] }
 
 private func perOperation(seconds: Int, maxIterations: Int) -> Benchmark.Configuration {
-    .init(metrics: metrics, warmupIterations: 10, scalingFactor: .kilo, maxDuration: .seconds(seconds),
-          maxIterations: maxIterations)
+    .init(
+        metrics: metrics, warmupIterations: 10, scalingFactor: .kilo, maxDuration: .seconds(seconds),
+        maxIterations: maxIterations)
 }
 
 let benchmarks: @Sendable () -> Void = {
@@ -52,8 +53,10 @@ let benchmarks: @Sendable () -> Void = {
     // `batch` messages per round, delivered at all three members.
     for batch in [1, 32] {
         let cluster = Lazy<Cluster>()
-        Benchmark("ordering-per-message-batch-\(batch)",
-                  configuration: perOperation(seconds: 5, maxIterations: 5_000)) { benchmark in
+        Benchmark(
+            "ordering-per-message-batch-\(batch)",
+            configuration: perOperation(seconds: 5, maxIterations: 5_000)
+        ) { benchmark in
             if cluster.value == nil {
                 var fresh = Cluster(batch: batch)
                 // Long enough for every array to reach its steady capacity and the
@@ -67,8 +70,9 @@ let benchmarks: @Sendable () -> Void = {
             for _ in benchmark.scaledIterations { cluster.value!.runRound() }
             benchmark.stopMeasurement()
             let delivered = cluster.value!.delivered - deliveredBefore
-            precondition(delivered == Cluster.memberCount * batch * benchmark.scaledIterations.count,
-                         "expected every message delivered at every member each round, got \(delivered)")
+            precondition(
+                delivered == Cluster.memberCount * batch * benchmark.scaledIterations.count,
+                "expected every message delivered at every member each round, got \(delivered)")
             cluster.value!.checkSteadyState()
         }
     }
@@ -77,8 +81,10 @@ let benchmarks: @Sendable () -> Void = {
     // every member does per delivered command), after warm-up to steady capacity.
     for workload in ServicesFixture.Workload.allCases {
         let fixture = Lazy<ServicesFixture>()
-        Benchmark("services-apply-\(workload.rawValue)",
-                  configuration: perOperation(seconds: 3, maxIterations: 20_000)) { benchmark in
+        Benchmark(
+            "services-apply-\(workload.rawValue)",
+            configuration: perOperation(seconds: 3, maxIterations: 20_000)
+        ) { benchmark in
             if fixture.value == nil {
                 let fresh = ServicesFixture(workload)
                 for _ in 0..<10_000 { fresh.apply() }
@@ -117,9 +123,12 @@ let benchmarks: @Sendable () -> Void = {
 
     // One iteration = one seed of the standard fault profile (safety and liveness phases).
     let nextSeed = Lazy<UInt64>()
-    Benchmark("simulator-seed",
-              configuration: .init(metrics: metrics, warmupIterations: 1, scalingFactor: .one,
-                                   maxDuration: .seconds(10), maxIterations: 50)) { benchmark in
+    Benchmark(
+        "simulator-seed",
+        configuration: .init(
+            metrics: metrics, warmupIterations: 1, scalingFactor: .one,
+            maxDuration: .seconds(10), maxIterations: 50)
+    ) { benchmark in
         let seed = (nextSeed.value ?? 0) + 1
         nextSeed.value = seed
         benchmark.startMeasurement()

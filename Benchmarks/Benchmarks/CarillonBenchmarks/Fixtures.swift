@@ -35,8 +35,9 @@ final class WireFixture {
         do throws(WireError) {
             var encoder = try FrameEncoder(
                 buffer: buffer,
-                header: FrameHeader(kind: .slot, senderRank: 0, epoch: 1, round: round,
-                                    senderTimestampNanos: round &* 100_000))
+                header: FrameHeader(
+                    kind: .slot, senderRank: 0, epoch: 1, round: round,
+                    senderTimestampNanos: round &* 100_000))
             try encoder.beginSection(.data)
             let firstSequence = round &* UInt64(Self.messageCount)
             for i in 0..<Self.messageCount {
@@ -96,8 +97,9 @@ struct Cluster {
     init(batch: Int) {
         self.batch = batch
         let schedule: TDMASchedule
-        do { schedule = try TDMASchedule(memberCount: Self.memberCount, roundPeriodNanos: 100_000, reservation: 0.5) }
-        catch { fatalError("schedule: \(error)") }
+        do { schedule = try TDMASchedule(memberCount: Self.memberCount, roundPeriodNanos: 100_000, reservation: 0.5) } catch {
+            fatalError("schedule: \(error)")
+        }
         self.schedule = schedule
         nodes = (0..<Self.memberCount).map { rank in
             var configuration = OrderingConfiguration(rank: rank, schedule: schedule)
@@ -162,9 +164,9 @@ struct Cluster {
         for (rank, node) in nodes.enumerated() {
             let c = node.counters
             guard c.naksSent == 0, c.repairFramesSent == 0, c.duplicateFrames == 0, c.framesBeyondWindow == 0,
-                  c.dataHeldByWindow == 0, c.sendBufferFull == 0, c.sequenceGaps == 0,
-                  node.pendingMessageCount == 0, round - node.stableBelowRound <= 3,
-                  node.deliveryCursor.round + 1 >= round
+                c.dataHeldByWindow == 0, c.sendBufferFull == 0, c.sequenceGaps == 0,
+                node.pendingMessageCount == 0, round - node.stableBelowRound <= 3,
+                node.deliveryCursor.round + 1 >= round
             else { fatalError("member \(rank) is not in steady state after round \(round): \(node.debugDescription) \(c)") }
         }
     }
@@ -205,8 +207,9 @@ final class RuntimeCluster {
         let start = MemberClock.viewNanos()
         let tally = self.tally
         members = try (0..<2).map { rank in
-            var configuration = try MemberConfiguration(node: rank, nodes: endpoints, roundPeriodNanos: 100_000,
-                                                        startNanos: start, authentication: .clusterKey(key))
+            var configuration = try MemberConfiguration(
+                node: rank, nodes: endpoints, roundPeriodNanos: 100_000,
+                startNanos: start, authentication: .clusterKey(key))
             configuration.idleStrategy = .blocking
             configuration.ordering.maxFrameBytes = 8972
             return try Member(configuration: configuration) { _, _ in

@@ -26,15 +26,19 @@ final class ServicesFixture {
         host.begin(in: view)
         let bodies: [[UInt8]]
         switch workload {
-        case .lockCycle: bodies = [Self.body(LockCommand.acquire(name: "printer", mode: .exclusive, wait: true)),
-                                   Self.body(LockCommand.release(name: "printer"))]
+        case .lockCycle:
+            bodies = [
+                Self.body(LockCommand.acquire(name: "printer", mode: .exclusive, wait: true)),
+                Self.body(LockCommand.release(name: "printer"))
+            ]
         case .counter: bodies = [Self.body(ObjectCommand.add(key: "visits", delta: 1))]
         case .put: bodies = [Self.body(ObjectCommand.put(key: "config/mode", value: Array(repeating: 7, count: 64)))]
         }
         for body in bodies {
             var w = ByteWriter()
-            CommandEnvelope.writeHeader(kind: .command, service: workload == .lockCycle ? LockService.serviceID : ObjectStore.serviceID,
-                                        session: session, requestID: 0, acknowledgedBelow: 0, to: &w)
+            CommandEnvelope.writeHeader(
+                kind: .command, service: workload == .lockCycle ? LockService.serviceID : ObjectStore.serviceID,
+                session: session, requestID: 0, acknowledgedBelow: 0, to: &w)
             w.raw(body)
             envelopes.append(w.bytes)
         }

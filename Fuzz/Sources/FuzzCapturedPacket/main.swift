@@ -16,7 +16,7 @@ nonisolated(unsafe) var inputs = 0
 /// Decoders kept across inputs, so the statistics see long sequences of frames.
 nonisolated(unsafe) var decoders = [
     TapDecoder(format: .line, authenticator: key, runs: [SampleTraffic().run], statistics: TapStatistics(schedule: schedule)),
-    TapDecoder(format: .json, authenticator: nil, statistics: TapStatistics(schedule: schedule)),
+    TapDecoder(format: .json, authenticator: nil, statistics: TapStatistics(schedule: schedule))
 ]
 
 /// carillon-tap's path for one captured packet: byte 0 picks the link type,

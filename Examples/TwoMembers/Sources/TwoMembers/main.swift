@@ -18,8 +18,10 @@ import Glibc  // exit: the standard library has none
 
 let arguments = CommandLine.arguments.dropFirst()
 do {
-    print(try await twoMembers(messagesEach: arguments.first.flatMap { Int($0) } ?? 100,
-                               basePort: arguments.dropFirst().first.flatMap { UInt16($0) }))
+    print(
+        try await twoMembers(
+            messagesEach: arguments.first.flatMap { Int($0) } ?? 100,
+            basePort: arguments.dropFirst().first.flatMap { UInt16($0) }))
 } catch {
     print("FAILED: \(error)")
     exit(1)
@@ -31,7 +33,8 @@ do {
 func twoMembers(messagesEach perMember: Int, basePort: UInt16?) async throws -> String {
     // Every member is given the same list of endpoints (node i is endpoints[i]),
     // the same start time and the same cluster key.
-    let endpoints = try basePort.map { [UDPEndpoint("127.0.0.1:\($0)")!, UDPEndpoint("127.0.0.1:\($0 + 1)")!] }
+    let endpoints =
+        try basePort.map { [UDPEndpoint("127.0.0.1:\($0)")!, UDPEndpoint("127.0.0.1:\($0 + 1)")!] }
         ?? freeLoopbackEndpoints(count: 2)
     let key = try FrameAuthenticator(hexKey: FrameAuthenticator.generateHexKey())
     let startNanos = MemberClock.viewNanos()
@@ -39,8 +42,9 @@ func twoMembers(messagesEach perMember: Int, basePort: UInt16?) async throws -> 
     var deliveries: [AsyncStream<DeliveredMessage>] = []
     for node in endpoints.indices {
         // 1 ms rounds and a blocking agent: two members share this process's cores gently.
-        var configuration = try MemberConfiguration(node: node, nodes: endpoints, roundPeriodNanos: 1_000_000,
-                                                    startNanos: startNanos, authentication: .clusterKey(key))
+        var configuration = try MemberConfiguration(
+            node: node, nodes: endpoints, roundPeriodNanos: 1_000_000,
+            startNanos: startNanos, authentication: .clusterKey(key))
         configuration.idleStrategy = .blocking
         let (member, stream) = try Member.withDeliveryStream(configuration: configuration)
         members.append(member)
