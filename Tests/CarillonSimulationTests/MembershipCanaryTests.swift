@@ -21,7 +21,7 @@ struct MembershipCanaryTests {
         // Members end the view at different cuts: different messages in it.
         (.skipRaggedTrim, 1...3, [.agreement, .virtualSynchrony, .replicaEquality]),
         // Both sides of a split decide a next view: two member lists, or two streams, for one epoch.
-        (.halfIsMajority, 1...3, [.singlePrimary, .agreement])
+        (.halfIsMajority, 1...8, [.singlePrimary, .agreement])
     ])
     func canaryIsCaught(canary: MembershipCanary, seeds: ClosedRange<UInt64>, checkers: [MembershipViolation.Checker]) {
         var caught: (seed: UInt64, violation: MembershipViolation)?
