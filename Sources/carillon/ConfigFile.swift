@@ -120,6 +120,15 @@ struct ConfigFile {
             }
             multicastGroup = group
         }
+        /// `true` or `false` only, never 0/1: JSONSerialization gives them as Bool or as an NSNumber of type "c" (Linux).
+        func flag(_ key: String) throws(ConfigError) -> Bool? {
+            guard let value = root[key] else { return nil }
+            let isBoolean =
+                type(of: value) == Bool.self
+                || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
+            guard isBoolean, let flag = value as? Bool else { throw fail(key, "must be true or false") }
+            return flag
+        }
         func number(_ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double? {
             guard let value = root[key] else { return nil }
             // JSON true/false must not pass as 1/0.
@@ -139,30 +148,14 @@ struct ConfigFile {
         if let v = try number("suspicion_floor_us", 0...60_000_000) { suspicionFloorMicros = v }
         if let v = try number("suspicion_gap_factor", 0...1_000) { suspicionGapFactor = Int(v) }
         if let v = try number("promise_heartbeat_us", 10...1_000_000) { promiseHeartbeatMicros = v }
-        if let value = root["kernel_timestamps"] {
-            // As for lock_memory: true/false only, never 0/1.
-            let isBoolean =
-                type(of: value) == Bool.self
-                || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
-            guard isBoolean, let flag = value as? Bool else { throw fail("kernel_timestamps", "must be true or false") }
-            kernelTimestamps = flag
-        }
+        if let v = try flag("kernel_timestamps") { kernelTimestamps = v }
         if let value = root["scheduling"] {
             guard let text = value as? String, let policy = AgentScheduling.policy(text) else {
                 throw fail("scheduling", "must be \"rr\", \"rr:PRIORITY\", \"fifo\", \"fifo:PRIORITY\" (priority 1–99) or \"normal\"")
             }
             scheduling.policy = policy
         }
-        if let value = root["lock_memory"] {
-            // JSONSerialization gives true/false as Bool or as an NSNumber of type "c" (Linux); never accept 0/1.
-            let isBoolean =
-                type(of: value) == Bool.self
-                || (value as? NSNumber).map { String(cString: $0.objCType) == "c" } == true
-            guard isBoolean, let flag = value as? Bool else {
-                throw fail("lock_memory", "must be true or false")
-            }
-            scheduling.lockMemory = flag
-        }
+        if let v = try flag("lock_memory") { scheduling.lockMemory = v }
         if let value = root["cpu"], !(value is NSNull) {
             guard type(of: value) != Bool.self, let n = value as? NSNumber, n.doubleValue >= 0, n.doubleValue < 1024,
                 n.doubleValue == n.doubleValue.rounded()
