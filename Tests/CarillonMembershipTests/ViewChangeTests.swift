@@ -66,13 +66,14 @@ struct ViewChangeTests {
         #expect(result.views.values.contains { Set($0.map(\.node)) == [1, 2, 4] })
     }
 
-    /// A sweep of swarm seeds (crashes, restarts, partitions, loss, joins):
-    /// every invariant holds on each.
-    @Test(arguments: 0..<4) func swarmBatch(batch: Int) {
-        for seed in UInt64(batch * 25 + 1)...UInt64(batch * 25 + 25) {
-            var simulator = MembershipSimulator(seed: seed, profile: .swarm(seed: seed))
-            let result = simulator.run()
-            #expect(result.passed, "seed \(seed): \(result.violations); replay: carillon-sim --membership --swarm --seed \(seed) -v")
-        }
+    /// A few swarm seeds (crashes, restarts, partitions, loss, joins) in the
+    /// debug build, where assertions are on: every invariant holds on each.
+    /// The breadth is the release sweep in tools/test.sh (seeds 1-400); a
+    /// debug sweep of 100 seeds here took ~17 minutes of both cores and
+    /// starved the real-socket tests running beside it.
+    @Test(arguments: [1, 2, 3, 4] as [UInt64]) func swarmSeed(seed: UInt64) {
+        var simulator = MembershipSimulator(seed: seed, profile: .swarm(seed: seed))
+        let result = simulator.run()
+        #expect(result.passed, "seed \(seed): \(result.violations); replay: carillon-sim --membership --swarm --seed \(seed) -v")
     }
 }
