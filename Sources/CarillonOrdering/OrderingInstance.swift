@@ -652,8 +652,20 @@ public struct OrderingInstance: Sendable {
     /// Repair frames in promise mode carry the next round to send as theirs:
     /// every round they repair or declare silent lies below it.
     /// At most one batch per round period, whether or not it packed anything.
+    ///
+    /// A finished instance sends no more slot frames, so its next round to
+    /// send stays where it wedged; its repair frames carry the current round
+    /// instead, as a finished instance's do in slot mode. That round is what
+    /// bounds the silence it relays for others (no receiver takes relayed
+    /// silence past the relay's own round): a member still fetching the cut
+    /// needs a failed sender's rounds up to the cut relayed as silent, and in
+    /// promise mode the cut reaches past the round the relayer wedged at
+    /// whenever that sender had promised silence ahead. With the frozen round
+    /// those rounds could never be relayed, and the fetching member — of the
+    /// decided view — excluded itself for want of them (membership seed 4334).
     private mutating func emitPromiseModeRepairs(nowNanos: UInt64, effects: inout OrderingEffects) {
-        emitRepairs(round: nextSendRound, nowNanos: nowNanos, effects: &effects)
+        let round = isFinished ? max(nextSendRound, configuration.schedule.round(atNanos: nowNanos)) : nextSendRound
+        emitRepairs(round: round, nowNanos: nowNanos, effects: &effects)
         lastRepairSentNanos = nowNanos
     }
 

@@ -66,6 +66,28 @@ struct ViewChangeTests {
         #expect(result.views.values.contains { Set($0.map(\.node)) == [1, 2, 4] })
     }
 
+    /// Promise mode, three idle members: node 2's frames stop reaching node 0
+    /// (one way). Node 0 proposes [0, 1]; the cut for node 2 is where node 2
+    /// had promised silence, tens of rounds past the round node 1 wedged at.
+    /// Node 1 holds the cut, decides and installs at once; node 0 has to get
+    /// node 2's rounds up to the cut as silence relayed by node 1's finished
+    /// instance. That instance stamped its relays with the round it wedged at,
+    /// and no receiver takes relayed silence past a relay's round: node 0
+    /// never finished, excluded itself, and node 1 was left alone in a
+    /// two-member view with no majority, for good (membership seed 4334).
+    @Test func promisedSilenceIsRelayedByAFinishedInstance() {
+        var profile = MembershipFaultProfile.scripted(
+            [ScriptedFault(round: 200, .oneWay(from: 2, to: 0, rounds: 300))], nodeCount: 3, faultRounds: 700)
+        profile.orderingMode = .promises
+        profile.broadcastProbability = 0
+        var simulator = MembershipSimulator(seed: 4, profile: profile)
+        let result = simulator.run()
+        #expect(result.passed, "\(result.violations)")
+        #expect(result.views[2].map { Set($0.map(\.node)) } == [0, 1])
+        #expect(result.log.contains { $0.contains("node 0 installs epoch 2") })
+        #expect(!result.log.contains { $0.contains("node 0 excluded") })
+    }
+
     /// A few swarm seeds (crashes, restarts, partitions, loss, joins) in the
     /// debug build, where assertions are on: every invariant holds on each.
     /// The breadth is the release sweep in tools/test.sh (seeds 1-400); a
