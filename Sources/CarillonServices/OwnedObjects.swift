@@ -220,6 +220,8 @@ public struct MostUsedPlacement: PlacementPolicy {
 /// every member. docs/services.md, "Owned objects and migration".
 public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
     public static let serviceID: UInt16 = 3
+    /// The longest object name (its capability travels in every command's envelope).
+    public static let maximumNameBytes = 256
     public var serviceID: UInt16 { Self.serviceID }
     /// The client id of a member's own session: member commands
     /// (``OwnedObjectCommand/isMemberCommand``) from any other session are
@@ -251,6 +253,8 @@ public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
     /// The largest object.
     public let maximumObjectBytes: UInt64
     let authority: any CapabilityAuthority
+    /// A deliberately broken variant (tests only); not part of the state.
+    @_spi(Canary) public var canary: ServiceCanary?
 
     public init(
         authority: any CapabilityAuthority, maximumConcurrentMigrations: Int = 2, maximumReadBytes: UInt32 = 1024,
@@ -284,6 +288,9 @@ public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
             let ownerNode = try command.u16()
             try command.expectEnd()
             guard !name.isEmpty else { return refuse(s, id, .badRequest, "an object needs a name", &output) }
+            guard name.utf8.count <= Self.maximumNameBytes else {
+                return refuse(s, id, .badRequest, "an object's name is at most \(Self.maximumNameBytes) bytes", &output)
+            }
             guard objects[name] == nil else { return refuse(s, id, .exists, "\(name) exists", &output) }
             guard size <= maximumObjectBytes else {
                 return refuse(s, id, .badRequest, "\(size) bytes is more than the largest object, \(maximumObjectBytes)", &output)
@@ -338,7 +345,7 @@ public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
             }
             objects[name]!.usage[s.member.node, default: 0] += 1
             let queued = OwnedObject.Queued(session: s, requestID: id, node: s.member.node, offset: offset, bytes: Array(bytes))
-            if case .migrating = o.state {
+            if case .migrating = o.state, canary != .unfrozenMigration {
                 objects[name]!.queued.append(queued)
             } else {
                 applyQueued(name, queued, index: context.index, output: &output)
@@ -500,7 +507,7 @@ public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
     }
 
     func checkedCapability(_ name: String, _ needed: CapabilityRights, _ context: ApplyContext, _ output: inout ServiceOutput) -> Capability? {
-        switch capabilities.check(context.capability, name: name, needed: needed, authority: authority) {
+        switch capabilities.check(context.capability, name: name, needed: canary == .ignoreRights ? [] : needed, authority: authority) {
         case .success(let cap): return cap
         case .failure(let refusal):
             refuse(context.session, context.requestID, .forbidden, "\(name): \(refusal)", &output)
