@@ -33,3 +33,7 @@ done
 # "The services simulator"). Seeds from 82: seed 81 fails on the membership
 # layer's known liveness class (a view that keeps a member which left it).
 .build/release/carillon-sim --services --swarm --seeds 82-381
+# The owned-object canaries (issue 16): each sweep must fail.
+for canary in unfrozen-migration ignore-rights; do
+    .build/release/carillon-sim --services --swarm --seeds 82-181 --canary "$canary" --expect-failure
+done

@@ -57,7 +57,7 @@ public enum EnvelopeKind: UInt8, Sendable {
 /// 14  u32  session client
 /// 18  u64  request id (per session, increasing)
 /// 26  u64  acknowledged below: the client has every response below this id
-/// 34  u16  capability length, then the capability (empty in version 1)
+/// 34  u16  capability length, then the capability (empty when none is presented)
 /// ..  body: the service's command, to the end of the payload
 /// ```
 public struct CommandEnvelope {
@@ -70,7 +70,8 @@ public struct CommandEnvelope {
     public var session: SessionID
     public var requestID: UInt64
     public var acknowledgedBelow: UInt64
-    /// Reserved for capability references (issue 16); services ignore it today.
+    /// The presented capability's bytes (``Capability/encoded``), empty when
+    /// none is; the owned-object service checks it, the others ignore it.
     public var capability: UnsafeRawBufferPointer
     /// The service's command, borrowed from the payload.
     public var body: UnsafeRawBufferPointer
@@ -94,8 +95,8 @@ public struct CommandEnvelope {
             acknowledgedBelow: acknowledged, capability: capability, body: body)
     }
 
-    /// Appends an envelope's header (and an empty capability) to `w`; the
-    /// caller appends the body.
+    /// Appends an envelope's header (and `capability`, empty by default) to
+    /// `w`; the caller appends the body.
     public static func writeHeader(
         kind: EnvelopeKind, service: UInt16, session: SessionID, requestID: UInt64,
         acknowledgedBelow: UInt64, capability: [UInt8] = [], to w: inout ByteWriter
@@ -152,6 +153,14 @@ public enum ServiceStatus: UInt8, Sendable, Hashable, CustomStringConvertible {
     case timedOut = 16
     /// The session ended before the request completed.
     case sessionEnded = 17
+    /// The capability is missing, forged, revoked, for another object, or lacks the right (the body says which).
+    case forbidden = 18
+    /// An object of that name exists.
+    case exists = 19
+    /// Every copy of the object was lost (its owner and backups failed).
+    case objectLost = 20
+    /// The migration aborted; the object stays where it was (or at a promoted backup).
+    case aborted = 21
 
     public var description: String {
         switch self {
@@ -173,6 +182,10 @@ public enum ServiceStatus: UInt8, Sendable, Hashable, CustomStringConvertible {
         case .outcomeUnknown: "outcome unknown"
         case .timedOut: "timed out"
         case .sessionEnded: "session ended"
+        case .forbidden: "forbidden"
+        case .exists: "exists"
+        case .objectLost: "object lost"
+        case .aborted: "aborted"
         }
     }
 }

@@ -20,4 +20,11 @@
     /// when it is asked (``ObjectStore/localValue(_:)``), not through the bus:
     /// a stale read passed off as linearizable. Linearizability.
     case staleLocalReads = "stale-local-reads"
+    /// ``OwnedObjectService``: writes during a migration apply at once at the
+    /// source instead of queueing until the commit, so the target's copy
+    /// misses them. Object ownership (a committed write lost).
+    case unfrozenMigration = "unfrozen-migration"
+    /// ``OwnedObjectService``: a capability's tag is checked but not its
+    /// rights. Capabilities (a read-only capability writes).
+    case ignoreRights = "ignore-rights"
 }

@@ -194,11 +194,11 @@ public struct ServiceHost: Sendable {
             counted.foreignSessions += 1
             return false
         }
-        applyEnvelope(envelope, position: position, output: &output)
+        applyEnvelope(envelope, in: view, position: position, output: &output)
         return true
     }
 
-    mutating func applyEnvelope(_ envelope: CommandEnvelope, position: BusPosition, output: inout ServiceOutput) {
+    mutating func applyEnvelope(_ envelope: CommandEnvelope, in view: View, position: BusPosition, output: inout ServiceOutput) {
         appliedIndex += 1
         output.position = position
         output.index = appliedIndex
@@ -241,7 +241,7 @@ public struct ServiceHost: Sendable {
         let start = output.completions.count
         let context = ApplyContext(
             position: position, index: appliedIndex, session: id, requestID: envelope.requestID,
-            capability: envelope.capability)
+            capability: envelope.capability, view: view)
         var reader = ByteReader(envelope.body)
         do {
             try machines[m].apply(&reader, context: context, output: &output)

@@ -11,8 +11,10 @@ public struct ApplyContext {
     /// The session that sent the command and its request id.
     public var session: SessionID
     public var requestID: UInt64
-    /// The envelope's capability bytes (empty in version 1; see issue 16).
+    /// The envelope's capability bytes (empty when none was presented; ``Capability``).
     public var capability: UnsafeRawBufferPointer
+    /// The view the command is applied in.
+    public var view: View
 }
 
 /// A deterministic state machine replicated by applying the bus's commands in
@@ -88,6 +90,8 @@ public struct ServiceOutput: Sendable {
 
     public internal(set) var completions: [Completion] = []
     public internal(set) var changes: [Change] = []
+    /// What the holders of owned objects' bytes must do (``OwnedObjectService``), in order.
+    public internal(set) var objectEffects: [ObjectEffect] = []
     /// Backing bytes of completion bodies and changes' keys and values.
     public var bodies = ByteWriter(capacity: 4096)
 
@@ -98,11 +102,12 @@ public struct ServiceOutput: Sendable {
 
     public init() {}
 
-    public var isEmpty: Bool { completions.isEmpty && changes.isEmpty }
+    public var isEmpty: Bool { completions.isEmpty && changes.isEmpty && objectEffects.isEmpty }
 
     public mutating func removeAll() {
         completions.removeAll(keepingCapacity: true)
         changes.removeAll(keepingCapacity: true)
+        objectEffects.removeAll(keepingCapacity: true)
         bodies.removeAll()
     }
 
@@ -118,6 +123,9 @@ public struct ServiceOutput: Sendable {
                 service: service, session: session, requestID: requestID, status: status,
                 position: position, index: index, bodyOffset: start, bodyLength: bodies.count - start))
     }
+
+    /// Records what the holders of an owned object must do.
+    public mutating func objectEffect(_ effect: ObjectEffect) { objectEffects.append(effect) }
 
     /// Records a change of `key` for watchers.
     public mutating func changed(_ kind: Change.Kind, key: String, version: UInt64, value: UnsafeRawBufferPointer) {

@@ -9,6 +9,10 @@ public enum ServiceViolation: Sendable, Hashable, CustomStringConvertible {
         case replicaEquality = "replica equality"
         case linearizability
         case exactlyOnce = "exactly once"
+        /// Owned objects: one owner, holders' copies as ordered, reads in bus order.
+        case objectOwnership = "object ownership"
+        /// Capability checks: the same at every member, rights enforced.
+        case capabilities
         /// Not a service's: the stream the services are fed broke a bound of the membership layer.
         case viewBounds = "view bounds"
     }
@@ -48,6 +52,15 @@ public enum ServiceViolation: Sendable, Hashable, CustomStringConvertible {
     /// that, so what the member applied there (and answered its clients)
     /// happened nowhere else.
     case deliveredAfterViewEnded(node: Int, epoch: UInt32, round: UInt64, nextViewStart: UInt64)
+    /// An effect named a copy `node` did not hold (`count` times): the directory and the holders disagree.
+    case copyMissing(node: Int, count: Int)
+    /// After the run settled, `node`'s copy of `object` is not the object as
+    /// ordered up to the directory's `version` (it holds `found`): a committed write was lost or misapplied.
+    case objectCopyDiffers(object: String, node: Int, version: UInt64, found: UInt64)
+    /// A read answered with `version` returned other bytes than the object had at that version.
+    case readDiffers(object: String, version: UInt64, expected: [UInt8], found: [UInt8])
+    /// A write presented a capability without the write right and was applied.
+    case rightIgnored(session: SessionID, request: UInt64, rights: String)
 
     public var checker: Checker {
         switch self {
@@ -56,6 +69,8 @@ public enum ServiceViolation: Sendable, Hashable, CustomStringConvertible {
         case .notLinearizable: .linearizability
         case .answersDiffer, .counterMiscounted, .withdrawnWaitUnanswered: .exactlyOnce
         case .deliveredAfterViewEnded: .viewBounds
+        case .copyMissing, .objectCopyDiffers, .readDiffers: .objectOwnership
+        case .rightIgnored: .capabilities
         }
     }
 
@@ -93,6 +108,14 @@ public enum ServiceViolation: Sendable, Hashable, CustomStringConvertible {
             text = "node \(node) delivered in epoch \(epoch) at round \(round); epoch \(epoch + 1) starts at round \(start)"
         case .withdrawnWaitUnanswered(let session, let request):
             text = "\(session) request \(request): an acquire withdrawn by a cancel was never answered"
+        case .copyMissing(let node, let count):
+            text = "node \(node) was told to use a copy it does not hold (\(count) times)"
+        case .objectCopyDiffers(let object, let node, let version, let found):
+            text = "node \(node)'s copy of \(object) (version \(found)) is not the object as ordered up to version \(version)"
+        case .readDiffers(let object, let version, let expected, let found):
+            text = "a read of \(object) at version \(version) returned \(found), the object held \(expected)"
+        case .rightIgnored(let session, let request, let rights):
+            text = "\(session) request \(request) wrote with a capability of rights \(rights) and was applied"
         }
         return "\(checker.rawValue): \(text)"
     }

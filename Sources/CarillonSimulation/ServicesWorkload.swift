@@ -28,6 +28,9 @@ public struct ServicesWorkloadProfile: Sendable, Hashable, CustomStringConvertib
     public var operationsPerKey = 12
     public var lockNames = 2
     public var counterKeys = 2
+    /// Share of the object clients that use owned objects (create, write,
+    /// read, migrate, grant, delete with capabilities) instead of the store.
+    public var ownedClientShare = 0.4
 
     public init() {}
 
@@ -43,13 +46,14 @@ public struct ServicesWorkloadProfile: Sendable, Hashable, CustomStringConvertib
         profile.waitTimeoutRounds = [20, 100, 300][random.int(in: 0...2)]
         profile.endSessionShare = [0.05, 0.2][random.int(in: 0...1)]
         profile.lockNames = random.int(in: 1...3)
+        profile.ownedClientShare = [0.2, 0.4, 0.7][random.int(in: 0...2)]
         return profile
     }
 
     public var description: String {
         "\(clientsPerNode) clients/node, \(Int(lockClientShare * 100))% locks (\(lockNames) names), think ≤\(thinkRounds), "
             + "retry ~\(retryRounds), duplicates \(Int(duplicateShare * 100))%, hold ≤\(holdRounds), wait ≤\(waitTimeoutRounds), "
-            + "end session \(Int(endSessionShare * 100))% (rounds)"
+            + "end session \(Int(endSessionShare * 100))%, owned objects \(Int(ownedClientShare * 100))% of object clients (rounds)"
     }
 }
 
@@ -80,13 +84,17 @@ public struct ServicesStatistics: Sendable, Hashable, CustomStringConvertible {
     public var adds = 0
     public var localReads = 0
     public var digestsCompared = 0
+    public var ownedOperations = 0
+    public var migrationsCommitted = 0
+    public var migrationsAborted = 0
 
     public init() {}
 
     public var description: String {
         "\(requests) requests (\(answered) answered, \(retries) retries, \(duplicates) duplicates), \(grants) grants, "
             + "\(cancels) cancels, \(sessionsEnded) sessions ended, \(registerOperations) register operations, \(adds) adds, "
-            + "\(digestsCompared) digests compared"
+            + "\(digestsCompared) digests compared, \(ownedOperations) owned-object operations "
+            + "(\(migrationsCommitted) migrations committed, \(migrationsAborted) aborted)"
     }
 }
 
@@ -118,6 +126,7 @@ struct ServicesWorkload {
     enum Operation: Hashable {
         case lock(LockCommand)
         case object(ObjectCommand)
+        case owned(OwnedObjectCommand, capability: [UInt8])
         case endSession
     }
 
@@ -145,6 +154,7 @@ struct ServicesWorkload {
     struct Client {
         var session: SessionID?
         var locks = false
+        var owned = false
         var nextRequest: UInt64 = 1
         /// Requests sent and not answered (an acquire and its cancel at most), with their retry times.
         var waiting: [(request: Int, retryAtNanos: UInt64)] = []
@@ -217,6 +227,7 @@ struct ServicesWorkload {
     var streams: [Stream] = []
     var violations: [ServiceViolation] = []
     var statistics = ServicesStatistics()
+    var owned: OwnedObjectWorkload
 
     static let violationLimit = 20
 
@@ -226,6 +237,7 @@ struct ServicesWorkload {
         self.roundNanos = roundNanos
         random = SimulationRandom(seed: seed ^ 0xC11E_7700)
         nextClient = Array(repeating: 1, count: nodeCount)
+        owned = OwnedObjectWorkload(nodeCount: nodeCount, roundNanos: roundNanos, seed: seed)
     }
 
     func registerKey(_ k: Int) -> String { "r\(k)" }
@@ -237,7 +249,7 @@ struct ServicesWorkload {
         // One replica that is not deterministic: the others are right.
         if canary == .divergentReplica, node == 0 { objectStore.canary = canary }
         if canary == .divergentTokens, node == 0 { lockService.canary = canary }
-        var host = ServiceHost(machines: [lockService, objectStore])
+        var host = ServiceHost(machines: [lockService, objectStore, owned.machine(canary: canary)])
         if canary == .forgetSessions { host.canary = canary }
         streams.append(Stream(node: node))
         return Node(
@@ -255,6 +267,7 @@ struct ServicesWorkload {
     /// first view (`nil`: it joins): a new host, new clients.
     mutating func started(node: Int, me: MemberID, view: View?) {
         if node < nodes.count { nodes[node] = makeNode(node) } else { nodes.append(makeNode(node)) }
+        owned.started(node: node, me: me)
         guard let view else { return }
         nodes[node].owner = me
         nodes[node].view = view
@@ -324,6 +337,7 @@ struct ServicesWorkload {
                 nodes[node].view = view
                 nodes[node].epoch = view.epoch
                 nodes[node].deliveries = 0
+                owned.started(node: node, me: me)
                 streams[stream].epochs[view.epoch] = EpochRecord(joined: true)
                 // The joiner's stream starts at the state: its locks are the ones it holds.
                 nodes[node].locks = [:]
@@ -345,6 +359,7 @@ struct ServicesWorkload {
                 nodes[node].owner = nil
                 nodes[node].view = nil
                 nodes[node].locks = [:]
+                owned.ended(node: node)
                 streams.append(Stream(node: node))
                 nodes[node].stream = streams.count - 1
             case .noPrimaryComponent:
@@ -363,7 +378,11 @@ struct ServicesWorkload {
     /// stream's checks, answers for this member's clients.
     mutating func takeOutput(_ node: Int, cause: Int, nowNanos: UInt64) {
         let appliedIndex = nodes[node].host.appliedIndex
+        owned.effects(node: node, output: output, me: nodes[node].owner, nowNanos: nowNanos, random: &random)
         for c in output.completions {
+            if c.service == OwnedObjectService.serviceID, c.index == appliedIndex {
+                owned.compare(RequestKey(session: c.session, id: c.requestID), Answer(status: c.status, body: output.body(of: c)), node: node)
+            }
             guard let r = requestIndex[RequestKey(session: c.session, id: c.requestID)] else { continue }
             // A retry answered from the session's memory carries the index it was first answered at.
             if c.index == appliedIndex, c.service == LockService.serviceID, case .lock(let command) = requests[r].operation {
@@ -466,6 +485,8 @@ struct ServicesWorkload {
                 nodes[node].duplicates.append(requests[r].payload)
                 statistics.duplicates += 1
             }
+        case .owned(let command, let capability):
+            owned.answered(command, capability: capability, answer, session: requests[r].session, request: requests[r].id)
         case .lock, .endSession:
             break
         }
@@ -482,6 +503,9 @@ struct ServicesWorkload {
         guard nodes[node].owner == me else { return }
         payloads.append(contentsOf: nodes[node].duplicates)
         nodes[node].duplicates.removeAll()
+        owned.offer(
+            node: node, me: me, nowNanos: nowNanos,
+            machine: nodes[node].host.machine(OwnedObjectService.serviceID) as? OwnedObjectService, random: &random, into: &payloads)
         for k in nodes[node].clients.indices {
             var client = nodes[node].clients[k]
             step(node, &client, me: me, backlog: backlog, nowNanos: nowNanos, into: &payloads)
@@ -496,6 +520,7 @@ struct ServicesWorkload {
         if client.session?.member != me {
             // A new session (the old one's member is gone: its requests' outcomes are unknown).
             client = Client(session: SessionID(member: me, client: nextClient[node]), locks: random.chance(profile.lockClientShare))
+            client.owned = !client.locks && random.chance(profile.ownedClientShare)
             nextClient[node] += 1
             think(&client, nowNanos)
             return
@@ -531,6 +556,12 @@ struct ServicesWorkload {
         }
         guard client.waiting.isEmpty, nowNanos >= client.idleUntilNanos else { return }
         if random.chance(profile.endSessionShare / 4) { return endSession(&client, nowNanos, into: &payloads) }
+        if client.owned {
+            let (command, capability) = owned.nextCommand(node: node, nodeCount: nodes.count, writes: &writes, random: &random)
+            statistics.ownedOperations += 1
+            _ = send(node, &client, .owned(command, capability: capability?.encoded ?? []), nowNanos, into: &payloads)
+            return
+        }
         // Two register keys in use at a time, each for a bounded history.
         let open = (0..<profile.registerKeys).map(registerKey).filter { keyOperations[$0, default: []].count < profile.operationsPerKey }
         if !open.isEmpty, random.chance(0.6) {
@@ -608,6 +639,11 @@ struct ServicesWorkload {
                 kind: .command, service: ObjectStore.serviceID, session: session, requestID: id,
                 acknowledgedBelow: acknowledged, to: &w)
             command.encode(into: &w)
+        case .owned(let command, let capability):
+            CommandEnvelope.writeHeader(
+                kind: .command, service: OwnedObjectService.serviceID, session: session, requestID: id,
+                acknowledgedBelow: acknowledged, capability: capability, to: &w)
+            command.encode(into: &w)
         case .endSession:
             CommandEnvelope.writeHeader(
                 kind: .endSession, service: 0, session: session, requestID: id,
@@ -632,6 +668,7 @@ struct ServicesWorkload {
         client = Client(
             session: SessionID(member: session.member, client: nextClient[node]),
             locks: random.chance(profile.lockClientShare))
+        client.owned = !client.locks && random.chance(profile.ownedClientShare)
         nextClient[node] += 1
         think(&client, nowNanos)
     }
@@ -661,6 +698,15 @@ struct ServicesWorkload {
             finalHost = settled.first.map { nodes[$0].host }
         }
         checkCounters(final: finalHost)
+        let finalNodes = self.nodes
+        for v in owned.finish(
+            nodesSettled: settled, machine: { finalNodes[$0].host.machine(OwnedObjectService.serviceID) as? OwnedObjectService },
+            owner: { finalNodes[$0].owner })
+        {
+            record(v)
+        }
+        statistics.migrationsCommitted = owned.migrationsCommitted
+        statistics.migrationsAborted = owned.migrationsAborted
         return violations
     }
 

@@ -61,7 +61,8 @@ struct CarillonSim: ParsableCommand {
             may come from a delivery the view's survivors never made).
             Canaries (--canary): grant-while-held, divergent-tokens (lock safety),
             forget-sessions (exactly once), divergent-replica (replica equality),
-            stale-local-reads (linearizability).
+            stale-local-reads (linearizability), unfrozen-migration (object
+            ownership), ignore-rights (capabilities).
             Membership canaries (--membership --canary): install-before-cut-held,
             skip-ragged-trim, half-is-majority (and the scripted adversary
             tests' runs-not-told, deaf-may-propose, stale-joins-taken, restart-reuses-first-view).

@@ -58,8 +58,21 @@ func runClient<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) th
     done.wait()
     switch box.result! {
     case .success(let value): return value
-    case .failure(let error as ServiceCallError): throw CleanExit.message("carillon: \(error.description)", code: error.status == .noPrimary ? 75 : 1)
+    case .failure(let error as ServiceCallError): throw CleanExit.message("carillon: \(error.description)", code: exitStatus(error.status))
     case .failure(let error): throw error
+    }
+}
+
+/// The exit status for a request that did not succeed: 1 the answer was "no";
+/// 75 (EX_TEMPFAIL) not in a primary component, or an owned object was lost or
+/// its migration aborted; 77 (EX_NOPERM) the capability did not allow it.
+func exitStatus(_ status: ServiceStatus) -> Int32 {
+    switch status {
+    case .noPrimary, .objectLost, .aborted: 75
+    case .forbidden: 77
+    case .ok, .granted, .busy, .notHeld, .alreadyHeld, .cancelled, .notWaiting, .notFound, .versionMismatch, .notACounter, .badRequest,
+        .unknownService, .foreignSession, .windowFull, .outcomeUnknown, .timedOut, .sessionEnded, .exists:
+        1
     }
 }
 

@@ -33,12 +33,17 @@ struct ServicesSimulationTests {
             total.adds += s.adds
             total.digestsCompared += s.digestsCompared
             total.sessionsEnded += s.sessionsEnded
+            total.ownedOperations += s.ownedOperations
+            total.migrationsCommitted += s.migrationsCommitted
+            total.migrationsAborted += s.migrationsAborted
         }
         // The checkers saw real work: requests answered, locks granted,
         // registers and counters used, retries and duplicates, states compared at views.
         #expect(total.requests > 500 && total.answered > total.requests / 2)
         #expect(total.grants > 50 && total.registerOperations > 100 && total.adds > 50)
         #expect(total.retries + total.duplicates > 10 && total.sessionsEnded > 5 && total.digestsCompared > 20)
+        // Owned objects were used and moved.
+        #expect(total.ownedOperations > 40 && total.migrationsCommitted > 0, "\(total)")
     }
 
     @Test func aSeedReplaysExactly() {
@@ -53,7 +58,9 @@ struct ServicesSimulationTests {
         (.divergentTokens, .lockSafety),
         (.forgetSessions, .exactlyOnce),
         (.divergentReplica, .replicaEquality),
-        (.staleLocalReads, .linearizability)
+        (.staleLocalReads, .linearizability),
+        (.unfrozenMigration, .objectOwnership),
+        (.ignoreRights, .capabilities)
     ])
     func canaryIsCaught(canary: ServiceCanary, checker: ServiceViolation.Checker) {
         var caught: (UInt64, ServiceViolation)?
