@@ -17,7 +17,15 @@ swift build --build-tests
 swift build -c release --product carillon
 swift build -c release --product carillon-tap
 swift build -c release --product carillon-bench
-swift test --skip-build
+# Two runs of the same test binary. The deterministic simulation tests keep
+# both cores busy for minutes and, on two cores, starve the test runner's
+# cooperative threads and the real-socket members (a starved member churns
+# views and ends its sessions: CI failed so twice): the real-socket,
+# loopback and namespace tests run first without them, then the simulation
+# tests alone.
+simulation='CarillonSimulationTests|swarmSeed|theSimulatorsInvariantsHoldAndTheCanaryIsCaught'
+swift test --skip-build --skip "$simulation"
+swift test --skip-build --filter "$simulation"
 swift build -c release --product carillon-sim
 .build/release/carillon-sim --swarm --seeds 1-2000
 # The membership swarm (crashes, partitions, deaf members, one-way links,
