@@ -22,7 +22,7 @@
 # period 100 µs, idle blocking (2 cores), authenticated frames.
 set -euo pipefail
 
-members=3 size=64MiB traffic=200 bin="" out="" loss=0 shape=400
+members=3 size=64MiB traffic=200 bin="" out="" loss=0 shape=400 shaper=tbf
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) size=$2; shift 2 ;;
@@ -47,13 +47,14 @@ netns_prepare release crln-migration
 netns_up
 netns_config "$out/bus.json" 100 blocking
 
-declare -A node_pid
+declare -A node_pid node_log
 runs=0
 sock() { echo "$out/h$1.sock"; }
 start_node() {  # start_node I [--join]
     local i=$1; shift
     runs=$((runs + 1))
-    ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --client-socket "$(sock "$i")" \
+    node_log[$i]="$out/h$i-$runs.log"
+    ip netns exec "$prefix-h$i" "$bin" node --config "$out/bus.json" --member "h$i" --client-socket "$(sock "$i")" --link-mbit "$shape" \
         --send 1000000000 --rate "$traffic" --log "$out/h$i-$runs.log" "$@" 2> "$out/h$i-$runs.err" > /dev/null &
     node_pid[$i]=$!
     pids+=($!)
@@ -72,16 +73,34 @@ wait_until() {  # wait_until SECONDS DESCRIPTION COMMAND...
     done
 }
 serves() { client "$1" "obj list" >/dev/null; }
+# stable_full_view: every node's latest view has all members, is the same
+# epoch everywhere, and the node has delivered for at least 1 s in it
+# (start-up suspicions are over).
+stable_full_view() {
+    local i line epoch="" now; now=$(now_ns)
+    for i in $all; do
+        line=$(awk '$1 == "#" && ($2 == "view" || $2 == "state" || $2 == "excluded" || $2 == "no-primary") { l = $0 } END { print l }' "${node_log[$i]}" 2>/dev/null)
+        set -- $line
+        [ "${2:-}" = view ] || [ "${2:-}" = state ] || return 1
+        [ -z "$epoch" ] && epoch=$3
+        [ "$3" = "$epoch" ] || return 1
+        [ "$(echo "${7#members=}" | tr ',' '\n' | wc -l)" -eq "$members" ] || return 1
+        local since=$4 last
+        last=$(awk '$1 != "#" { t = $4 } END { print t + 0 }' "${node_log[$i]}")
+        [ $(( last - since )) -ge 1000000000 ] || return 1
+    done
+}
 owner() { client 0 "obj where" big | awk '{ split($3, a, "/"); print a[1] }'; }
 state() { client 0 "obj where" big | awk -F'\t' '{ print $6 }'; }
 all=$(seq 0 $((members - 1)))
 echo "netns-migration: $members members, an object of $size ($size_bytes B), links ${shape} Mbit/s; out $out" >&2
 for i in $all; do start_node "$i"; done
 for i in $all; do wait_until 30 "node h$i serving its socket in a primary view" serves "$i"; done
+wait_until 60 "one view of all $members members, stable for 1 s" stable_full_view
 
 client 0 "obj create" --size "$size" --backups 1 big > "$out/big.cap" || fail "create"
 cap="@$out/big.cap"
-[ "$(owner)" = 0 ] || fail "the object is not owned by h0 after its creation"
+[ "$(owner)" = 0 ] || fail "the object is not owned by h0 after its creation: $(client 0 "obj where" big 2>&1)"
 echo "netns-migration: OK — created big ($size, one backup) on h0" >&2
 
 # The writer: distinct values at distinct offsets, each acknowledged write
@@ -132,6 +151,7 @@ state | grep -q '^active$' || fail "after the aborted migration the object is $(
 echo "netns-migration: OK — killed h$victim during the transfer: the migration aborted ($(head -c 200 "$out/killed-migration.txt" | tr '\n' ' ')), h0 owns it, active" >&2
 start_node "$victim" --join
 wait_until 60 "node h$victim back" serves "$victim"
+wait_until 60 "one view of all $members members again, stable for 1 s" stable_full_view
 migrate 0 "$victim"
 wait_until 30 "writes while h$victim owns it" some_writes $(( $(writes) + 5 ))
 migrate "$victim" 1

@@ -140,8 +140,17 @@ public final class ServiceNode: @unchecked Sendable {
         var holding: ObjectHolding?
         /// Object transfers this member (a migration's source) still has to queue on the bulk channel.
         var objectSends: [(ObjectTransfer, MemberID)] = []
-        /// Migrations this member is the source of, not seen to end: name and deadline.
-        var outgoing: [UInt64: (name: String, deadlineNanos: UInt64)] = [:]
+        /// Migrations this member is the source of, not seen to end: name,
+        /// deadline, the encoded transfer until the bulk channel takes it, then its transfer id.
+        var outgoing: [UInt64: OutgoingMigration] = [:]
+
+        struct OutgoingMigration {
+            var name: String
+            var target: UInt16
+            var deadlineNanos: UInt64
+            var encoded: [UInt8]?
+            var transferID: UInt64?
+        }
         /// When this member last published its load, and the CPU sample then.
         var lastLoad: (nanos: UInt64, sample: ProcessSample?)?
         /// The load last published (a new one goes on the bus only when it moved by ``Options/loadChangePermille``).
@@ -400,7 +409,18 @@ public final class ServiceNode: @unchecked Sendable {
         case .noPrimaryComponent:
             core.withLock { core in if core.noPrimarySince == nil { core.noPrimarySince = monotonicNanos() } }
         case .installed, .stateReceived:
-            core.withLock { $0.noPrimarySince = nil }
+            let me = currentMember()
+            core.withLock { core in
+                core.noPrimarySince = nil
+                // Rejoined as a new incarnation: it holds no object any more, and its member commands come from a new session 0.
+                if let holding = core.holding, holding.me != me {
+                    core.holding = ObjectHolding(me: me)
+                    core.sessions[OwnedObjectService.memberClient] = LocalSession(
+                        id: SessionID(member: me, client: OwnedObjectService.memberClient), sink: SessionSink())
+                    core.objectSends = []
+                    core.outgoing = [:]
+                }
+            }
         case .excluded:
             break
         }
@@ -561,54 +581,88 @@ public final class ServiceNode: @unchecked Sendable {
     }
 
     /// Encodes this member's outgoing object transfers (off the agent
-    /// thread: a large object is copied once, here) and queues them with
-    /// the donor's state sends.
+    /// thread: a large object is copied once, here) and offers them to the
+    /// bulk channel (again while its queue is full). A transfer whose
+    /// migration ended (committed, aborted, or its target gone) is dropped
+    /// from the channel, so a dead target's bytes never delay the next.
     func sendObjects() {
         let sends = core.withLock { core in
             defer { core.objectSends = [] }
             return core.objectSends
         }
-        guard !sends.isEmpty else { return }
-        guard bulk.withLock({ $0 != nil }) else {
-            logger.error("an owned object cannot migrate: this node has no bulk channel; its migration is aborted")
-            core.withLock { core in
-                for (t, _) in sends {
-                    var w = ByteWriter()
-                    OwnedObjectCommand.abortMigration(name: t.name, migration: t.migration).encode(into: &w)
-                    queueMemberCommand(w.bytes, core: &core)
-                }
-            }
-            return
-        }
         for (transfer, target) in sends {
             let deadline = monotonicNanos() + options.migrationStallNanos + UInt64(transfer.bytes.count >> 20) * options.migrationNanosPerMiB
-            core.withLock { $0.outgoing[transfer.migration] = (transfer.name, deadline) }
-            let bytes = transfer.encoded
+            let encoded = transfer.encoded
             logger.info(
                 "sending an owned object to its migration's target",
                 metadata: ["object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "target": "\(target)", "migration": "\(transfer.migration)"])
-            core.withLock { $0.stateSends.append((target.node, bytes)) }
+            core.withLock {
+                $0.outgoing[transfer.migration] = .init(name: transfer.name, target: target.node, deadlineNanos: deadline, encoded: encoded)
+            }
         }
-        sendStates()
+        let channel = bulk.withLock { $0 }
+        let (offers, cancels) = core.withLock { core -> ([(UInt64, UInt16, [UInt8])], [UInt64]) in
+            var offers: [(UInt64, UInt16, [UInt8])] = [], cancels: [UInt64] = []
+            for (migration, entry) in core.outgoing {
+                if core.holding?.hasFinished(migration) ?? true {
+                    if let id = entry.transferID { cancels.append(id) }
+                    core.outgoing[migration] = nil
+                } else if let bytes = entry.encoded {
+                    offers.append((migration, entry.target, bytes))
+                }
+            }
+            return (offers.sorted { $0.0 < $1.0 }, cancels)
+        }
+        for id in cancels { channel?.cancel(transferID: id) }
+        for (migration, target, bytes) in offers {
+            guard let channel else {
+                logger.error("an owned object cannot migrate: this node has no bulk channel; its migration is aborted")
+                orderAbort(migration)
+                continue
+            }
+            switch channel.send(bytes, to: Int(target)) {
+            case .queued(let id):
+                core.withLock { core in
+                    core.outgoing[migration]?.encoded = nil
+                    core.outgoing[migration]?.transferID = id
+                }
+            case .queueFull:
+                continue
+            case .invalidLength(let n):
+                logger.error("an owned object of \(n) bytes is larger than the bulk channel takes: its migration is aborted")
+                orderAbort(migration)
+            case .invalidDestination(let node):
+                logger.error("an owned object's migration names node \(node), not a peer on the bulk channel: it is aborted")
+                orderAbort(migration)
+            }
+        }
+    }
+
+    /// Orders the abort of migration `migration` (this member is its source) and forgets its transfer.
+    func orderAbort(_ migration: UInt64) {
+        core.withLock { core in
+            guard let entry = core.outgoing.removeValue(forKey: migration) else { return }
+            var w = ByteWriter()
+            OwnedObjectCommand.abortMigration(name: entry.name, migration: migration).encode(into: &w)
+            queueMemberCommand(w.bytes, core: &core)
+        }
+        wake.signal()
     }
 
     /// Orders the abort of this member's outgoing migrations past their deadline.
     func abortStalledMigrations(now: UInt64) {
-        core.withLock { core in
-            guard let holding = core.holding, !core.outgoing.isEmpty else { return }
-            for (migration, entry) in core.outgoing {
-                if holding.hasFinished(migration) {
-                    core.outgoing[migration] = nil
-                } else if now >= entry.deadlineNanos {
-                    core.outgoing[migration] = nil
-                    logger.error(
-                        "an owned object's migration did not finish in time: its source orders the abort and keeps it",
-                        metadata: ["object": "\(entry.name)", "migration": "\(migration)"])
-                    var w = ByteWriter()
-                    OwnedObjectCommand.abortMigration(name: entry.name, migration: migration).encode(into: &w)
-                    queueMemberCommand(w.bytes, core: &core)
-                }
+        let stalled = core.withLock { core -> [(UInt64, String, UInt64?)] in
+            core.outgoing.compactMap { migration, entry in
+                now >= entry.deadlineNanos && !(core.holding?.hasFinished(migration) ?? true)
+                    ? (migration, entry.name, entry.transferID) : nil
             }
+        }
+        for (migration, name, transferID) in stalled {
+            logger.error(
+                "an owned object's migration did not finish in time: its source orders the abort and keeps it",
+                metadata: ["object": "\(name)", "migration": "\(migration)"])
+            if let transferID { bulk.withLock { $0 }?.cancel(transferID: transferID) }
+            orderAbort(migration)
         }
     }
 
@@ -814,6 +868,7 @@ public final class ServiceNode: @unchecked Sendable {
             let (busy, holds) = core.withLock { core in
                 (
                     !core.safeHeld.isEmpty || !core.endsToSend.isEmpty || !core.stateSends.isEmpty || !core.objectSends.isEmpty
+                        || core.outgoing.values.contains { $0.encoded != nil }
                         || core.sessions.values.contains { !$0.pending.isEmpty },
                     core.holding != nil
                 )

@@ -292,6 +292,12 @@ struct Node: ParsableCommand {
                 // Gated: only outside the reserved slots, at the link's rate, so a migration never delays the bus.
                 settings.linkBitsPerSecond = UInt64(linkMbit * 1e6)
                 settings.reservation = file.reservation
+                do { try settings.validate(against: configuration.ordering.schedule) } catch {
+                    // Gated cannot fit a datagram between the slots: paced (its share of the link) still moves states and objects.
+                    settings.pacing = .paced
+                    FileHandle.standardError.write(
+                        Data("\(member): the services' bulk channel is paced, not gated: \(error)\n".utf8))
+                }
                 serviceBulk = try BulkChannel(configuration: settings, member: node) { source, _, bytes in
                     serviceNode.bulkArrived(source: source, bytes: bytes)
                 }
