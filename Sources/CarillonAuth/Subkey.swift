@@ -26,6 +26,8 @@ extension FrameAuthenticator {
     /// tags, SipHash) that must be bound to the cluster key and the run.
     public func subkeyWords(for purpose: String, run: UInt64) -> (UInt64, UInt64) {
         let derived = subkey(for: purpose, run: run).key
-        return derived.withUnsafeBytes { ($0.loadUnaligned(as: UInt64.self).littleEndian, $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian) }
+        return derived.withUnsafeBytes {
+            ($0.loadUnaligned(as: UInt64.self).littleEndian, $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian)
+        }
     }
 }

@@ -595,7 +595,9 @@ public final class ServiceNode: @unchecked Sendable {
             let encoded = transfer.encoded
             logger.info(
                 "sending an owned object to its migration's target",
-                metadata: ["object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "target": "\(target)", "migration": "\(transfer.migration)"])
+                metadata: [
+                    "object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "target": "\(target)", "migration": "\(transfer.migration)"
+                ])
             core.withLock {
                 $0.outgoing[transfer.migration] = .init(name: transfer.name, target: target.node, deadlineNanos: deadline, encoded: encoded)
             }
@@ -787,7 +789,9 @@ public final class ServiceNode: @unchecked Sendable {
         }
         logger.info(
             "an owned object arrived for its migration",
-            metadata: ["object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "source_node": "\(source)", "migration": "\(transfer.migration)"])
+            metadata: [
+                "object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "source_node": "\(source)", "migration": "\(transfer.migration)"
+            ])
         var out = Outgoing()
         core.withLock { core in
             guard core.holding != nil else { return }

@@ -81,7 +81,7 @@ public enum ClientMessage: Sendable, Hashable {
         case .request(let id, let consistency, let service, let body):
             w.u8(1); w.u64(id); w.u8(consistency.rawValue); w.u16(service); w.raw(body)
         case .capabilityRequest(let id, let consistency, let service, let capability, let body):
-            w.u8(4); w.u64(id); w.u8(consistency.rawValue); w.u16(service); 
+            w.u8(4); w.u64(id); w.u8(consistency.rawValue); w.u16(service);
             // A capability is a few hundred bytes; a longer one cannot verify, so it is cut, never trapped on.
             let presented = capability.prefix(Int(UInt16.max))
             w.u16(UInt16(presented.count)); w.raw(presented); w.raw(body)

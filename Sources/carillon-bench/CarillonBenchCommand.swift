@@ -23,7 +23,8 @@ struct CarillonBenchCommand: ParsableCommand {
               .build/release/carillon-bench report --results bench-results --doc docs/benchmarks.md
             """,
         subcommands: [
-            Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Idle.self, Latency.self, Services.self, Migration.self,
+            Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Idle.self, Latency.self, Services.self,
+            Migration.self,
             Report.self,
             UDPPingPong.self, CPGAgent.self
         ])

@@ -16,9 +16,9 @@ struct Migration: ParsableCommand {
         abstract: "Object migration: time for each --sizes against the raw bulk transfer of the same bytes, unavailability, bus p99 during it.",
         discussion: """
             Every host's link is shaped as in `interference` (tbf at --link-mbit). First the raw \
-            figure: a bus whose members keep gated bulk transfers going to the next member (the bulk \
-            channel alone, no services) gives the channel's goodput on these links; the raw time of N \
-            bytes is N over that goodput. Then a cluster of `carillon node`s with their services: h1 \
+            figure: a bus whose h0 keeps gated bulk transfers (1 MiB each) going to h2 (the bulk channel \
+            alone, no services; the same path as the first migration) gives the channel's goodput; the \
+            raw time of N bytes is N over that goodput. Then a cluster of `carillon node`s with their services: h1 \
             broadcasts closed loop (64 B, --gap-us) for the whole run, the bus is measured quiet for \
             --quiet-seconds, then for each size an object is created on h0 and migrated h0 → h2 and back \
             while a client on h1 keeps writing to it. Reported per migration: the time from the migrate \
@@ -48,7 +48,8 @@ struct Migration: ParsableCommand {
         let sizeList: [Int] = common.quick ? [1] : try parseList(sizes, "--sizes")
         guard sizeList.allSatisfy({ (1...1000).contains($0) }) else { throw ValidationError("--sizes: MiB in 1...1000 each") }
         guard linkMbit >= 1, periodUs > 0, reservation > 0, reservation <= 1, quietSeconds >= 1, rawSeconds >= 1 else {
-            throw ValidationError("--link-mbit at least 1, --period-us positive, --reservation in (0, 1], --quiet-seconds and --raw-seconds at least 1")
+            throw ValidationError(
+                "--link-mbit at least 1, --period-us positive, --reservation in (0, 1], --quiet-seconds and --raw-seconds at least 1")
         }
         let placement = try common.placement(needsNamespaces: true)
         let progress = ProgressBar(scenario: "migration", steps: 2 + sizeList.count)
@@ -61,6 +62,8 @@ struct Migration: ParsableCommand {
         spec.roundPeriodMicros = periodUs
         spec.reservation = reservation
         spec.bulkPacing = "gated"
+        // One flow, h0 → h2, as the first migration of each size.
+        spec.bulkRoutes = [0: 2]
         spec.linkMbit = linkMbit
         spec.messagesPerSender = max(1, Int(rawFor * 1e6 / (gapUs + Double(periodUs) * 3)))
         spec.gapMicros = gapUs
@@ -72,7 +75,7 @@ struct Migration: ParsableCommand {
         guard let goodputMbit = bulkGoodput(directory: rawDirectory, members: 3), goodputMbit > 0 else {
             throw BenchError("the raw bulk run reported no goodput (logs in \(rawDirectory))")
         }
-        progress.report("raw bulk channel: \(String(format: "%.1f", goodputMbit)) Mbit/s per link; ordered beside it: \(describe(rawOutcome))")
+        progress.report("raw bulk channel h0 → h2: \(String(format: "%.1f", goodputMbit)) Mbit/s; ordered beside it: \(describe(rawOutcome))")
 
         // 2. The services cluster, quiet.
         progress.begin(2, "services cluster, quiet bus for \(Int(quiet)) s")
@@ -104,7 +107,8 @@ struct Migration: ParsableCommand {
             opNanos.append(monotonicNanos() - started)
         }
         let opSeconds = Double(opNanos.sorted()[opNanos.count / 2]) / 1e9
-        progress.report("quiet bus measured; one ordered operation (median of 50 lists through h0's socket): \(String(format: "%.2f", opSeconds * 1e3)) ms")
+        progress.report(
+            "quiet bus measured; one ordered operation (median of 50 lists through h0's socket): \(String(format: "%.2f", opSeconds * 1e3)) ms")
 
         // 3. Migrations.
         var rows: [BenchResult] = []
@@ -180,7 +184,7 @@ struct Migration: ParsableCommand {
                     latency: LatencySummary(nanoseconds: h)))
         }
         for line in lines { print(line) }
-        print("raw bulk channel goodput: \(String(format: "%.1f", goodputMbit)) Mbit/s per link (gated, link \(Int(linkMbit)) Mbit/s)")
+        print("raw bulk channel goodput h0 → h2: \(String(format: "%.1f", goodputMbit)) Mbit/s (gated, link \(Int(linkMbit)) Mbit/s, same run)")
         if quietLatency.totalCount > 0, duringLatency.totalCount > 0 {
             let q = Double(quietLatency.valueAtPercentile(99)) / 1000, d = Double(duringLatency.valueAtPercentile(99)) / 1000
             print(
@@ -222,7 +226,11 @@ final class WriteWaits: @unchecked Sendable {
     var longest: UInt64 = 0
     var count = 0
     var failures = 0
-    func add(_ nanos: UInt64) { lock.withLock { longest = max(longest, nanos); count += 1 } }
+    func add(_ nanos: UInt64) {
+        lock.withLock {
+            longest = max(longest, nanos); count += 1
+        }
+    }
     func failed() { lock.withLock { failures += 1 } }
     var summary: (longestSeconds: Double, count: Int, failures: Int) { lock.withLock { (Double(longest) / 1e9, count, failures) } }
 }

@@ -382,7 +382,8 @@ struct OwnedObjectTests {
         message.encoded().withUnsafeBytes { reader.append($0) }
         #expect(try reader.next() == message)
         // A capability longer than its length field is cut, never trapped on.
-        let long = ClientMessage.capabilityRequest(requestID: 1, consistency: .agreed, service: 3, capability: [UInt8](repeating: 1, count: 70_000), body: [])
+        let long = ClientMessage.capabilityRequest(
+            requestID: 1, consistency: .agreed, service: 3, capability: [UInt8](repeating: 1, count: 70_000), body: [])
         var r2 = ClientMessageReader()
         long.encoded().withUnsafeBytes { r2.append($0) }
         guard case .capabilityRequest(_, _, _, let cut, _) = try r2.next() else {
