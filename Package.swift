@@ -76,6 +76,7 @@ let package = Package(
             name: "CarillonServiceNode",
             dependencies: [
                 "CarillonServices", "CarillonClient", "CarillonRuntime", "CarillonMembership", "CarillonOrdering", "CCarillonSys",
+                "CarillonAuth", "CarillonProcessStats",
                 .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics")
             ]),
         // The async client of a node's Unix socket (no runtime needed).

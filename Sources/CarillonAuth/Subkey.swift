@@ -20,4 +20,14 @@ extension FrameAuthenticator {
         // 32 bytes and libsodium already initialised by this key: cannot throw.
         return try! FrameAuthenticator(key: derived)
     }
+
+    /// The first 16 bytes of ``subkey(for:run:)``'s key as two little-endian
+    /// words: the key of a keyed 64-bit-word hash (the services' capability
+    /// tags, SipHash) that must be bound to the cluster key and the run.
+    public func subkeyWords(for purpose: String, run: UInt64) -> (UInt64, UInt64) {
+        let derived = subkey(for: purpose, run: run).key
+        return derived.withUnsafeBytes {
+            ($0.loadUnaligned(as: UInt64.self).littleEndian, $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian)
+        }
+    }
 }

@@ -142,6 +142,20 @@ public struct BulkSender: Sendable {
         counters.transfersRestarted += 1
     }
 
+    /// Drops transfer `id` (queued or in progress) when its bytes are no
+    /// longer wanted; true if it was still here. A receiver drops an
+    /// unfinished copy when the next transfer's higher id arrives.
+    @discardableResult
+    public mutating func cancel(transferID id: UInt64) -> Bool {
+        for destination in destinations {
+            guard let index = queues[destination]?.firstIndex(where: { $0.id == id }) else { continue }
+            queuedBytes -= queues[destination]![index].bytes.count
+            queues[destination]!.remove(at: index)
+            return true
+        }
+        return false
+    }
+
     /// Starts every transfer in progress over (this member's incarnation changed).
     public mutating func restartTransfers() {
         for destination in destinations { restartTransfers(to: destination) }

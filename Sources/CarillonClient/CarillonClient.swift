@@ -83,8 +83,11 @@ public final class CarillonClient: ServiceCalls, @unchecked Sendable {
         sendLock.withLock { _ in _ = Glibc.close(descriptor) }
     }
 
-    public func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse {
-        try await send { .request(requestID: $0, consistency: consistency, service: service, body: body) }
+    public func request(service: UInt16, body: [UInt8], consistency: Consistency, capability: [UInt8]) async throws -> ServiceResponse {
+        if capability.isEmpty { return try await send { .request(requestID: $0, consistency: consistency, service: service, body: body) } }
+        return try await send {
+            .capabilityRequest(requestID: $0, consistency: consistency, service: service, capability: capability, body: body)
+        }
     }
 
     /// This node's replica's value of `key`, not ordered: it may be stale by

@@ -93,6 +93,15 @@ public struct BulkChannelConfiguration: Sendable {
         }
     }
 
+    /// Checks that a full datagram of these settings fits the unreserved
+    /// part of `schedule`'s rounds when ``pacing`` is gated (a gated channel
+    /// that cannot fit one never sends).
+    public func validate(against schedule: TDMASchedule) throws(BulkPacingError) {
+        let pacer = BulkPacer(pacing: pacing, linkBitsPerSecond: linkBitsPerSecond, reservation: reservation, marginNanos: marginNanos)
+        let tag = clusterKey == nil ? 0 : FrameAuthenticator.tagBytes
+        try pacer.validate(datagramBytes: BulkWire.headerBytes + transfer.chunkBytes + tag, schedule: schedule)
+    }
+
     /// The cluster key, when the channel authenticates.
     public var clusterKey: FrameAuthenticator? {
         if case .clusterKey(let key) = authentication { return key }
@@ -210,18 +219,17 @@ public final class BulkChannel: @unchecked Sendable {
     }
 
     /// Checks that a full datagram fits the unreserved part of `schedule`'s rounds (gated pacing).
-    public func validate(against schedule: TDMASchedule) throws(BulkPacingError) {
-        let pacer = BulkPacer(
-            pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
-            reservation: configuration.reservation, marginNanos: configuration.marginNanos)
-        try pacer.validate(datagramBytes: datagramBytes(payload: configuration.transfer.chunkBytes), schedule: schedule)
-    }
+    public func validate(against schedule: TDMASchedule) throws(BulkPacingError) { try configuration.validate(against: schedule) }
 
     /// Queues `bytes` for `node`. Never blocks and never drops: a full queue says so.
     public func send(_ bytes: [UInt8], to node: Int) -> BulkEnqueueResult {
         guard configuration.nodes.indices.contains(node), node != configuration.node else { return .invalidDestination(node) }
         return sender.withLock { $0.enqueue(bytes, to: UInt16(node)) }
     }
+
+    /// Drops transfer `id` (from ``send(_:to:)``'s `.queued`) if it is still queued or in flight; true if it was.
+    @discardableResult
+    public func cancel(transferID id: UInt64) -> Bool { sender.withLock { $0.cancel(transferID: id) } }
 
     /// Transfers queued or in flight.
     public var pendingTransfers: Int { sender.withLock { $0.pendingTransfers } }

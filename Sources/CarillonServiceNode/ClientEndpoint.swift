@@ -217,6 +217,10 @@ public final class ClientEndpoint: @unchecked Sendable {
             node.submit(c.client, requestID: id, service: service, body: body, consistency: consistency) { response in
                 c.send(.response(requestID: id, response), wake: wake)
             }
+        case .capabilityRequest(let id, let consistency, let service, let capability, let body):
+            node.submit(c.client, requestID: id, service: service, body: body, consistency: consistency, capability: capability) { response in
+                c.send(.response(requestID: id, response), wake: wake)
+            }
         case .localRead(let id, let key):
             let response: ServiceResponse
             if let object = node.localRead(key) {

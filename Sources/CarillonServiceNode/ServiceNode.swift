@@ -1,5 +1,7 @@
+import CarillonAuth
 import CarillonMembership
 import CarillonOrdering
+import CarillonProcessStats
 import CarillonRuntime
 import CarillonServices
 import Dispatch
@@ -37,6 +39,21 @@ public final class ServiceNode: @unchecked Sendable {
         /// States up to this size go to joiners inside the membership layer's
         /// state transfer; larger ones over the bulk channel (when attached with one).
         public var inlineStateBytes = 64 << 10
+        /// How often this member publishes its load on the bus for the
+        /// owned objects' placement (`migrate --to auto`); 0: never.
+        public var loadPublishNanos: UInt64 = 5_000_000_000
+        /// The load this member publishes; nil: this process's CPU use over
+        /// the last period, in permille of one core.
+        public var load: (@Sendable () -> UInt32)?
+        /// A load is published only when it differs from the last published
+        /// by at least this much (an idle bus stays quiet).
+        public var loadChangePermille: UInt32 = 50
+        /// A migration this member is the source of that has not ended this
+        /// long after its transfer was queued (plus ``migrationNanosPerMiB``
+        /// per MiB) is aborted: the source orders the abort and keeps the
+        /// object. A backstop for a target that is alive but never receives.
+        public var migrationStallNanos: UInt64 = 30_000_000_000
+        public var migrationNanosPerMiB: UInt64 = 1_000_000_000
         public init() {}
     }
 
@@ -75,6 +92,8 @@ public final class ServiceNode: @unchecked Sendable {
         var body: [UInt8]
         var consistency: Consistency
         var submittedNanos: UInt64
+        /// The capability presented (``/CarillonServices/Capability/encoded``), empty when none.
+        var capability: [UInt8] = []
         /// When it was last handed to the member; nil: not queued yet.
         var sentNanos: UInt64?
         var callback: Callback
@@ -117,6 +136,25 @@ public final class ServiceNode: @unchecked Sendable {
         /// Sessions ended here whose end is not on the bus yet.
         var endsToSend: [(SessionID, UInt64)] = []
         var stateError: ServiceStateError?
+        /// This member's copies of owned objects (when the host runs the owned-object service).
+        var holding: ObjectHolding?
+        /// Object transfers this member (a migration's source) still has to queue on the bulk channel.
+        var objectSends: [(ObjectTransfer, MemberID)] = []
+        /// Migrations this member is the source of, not seen to end: name,
+        /// deadline, the encoded transfer until the bulk channel takes it, then its transfer id.
+        var outgoing: [UInt64: OutgoingMigration] = [:]
+
+        struct OutgoingMigration {
+            var name: String
+            var target: UInt16
+            var deadlineNanos: UInt64
+            var encoded: [UInt8]?
+            var transferID: UInt64?
+        }
+        /// When this member last published its load, and the CPU sample then.
+        var lastLoad: (nanos: UInt64, sample: ProcessSample?)?
+        /// The load last published (a new one goes on the bus only when it moved by ``Options/loadChangePermille``).
+        var publishedLoad: UInt32?
     }
 
     public let options: Options
@@ -128,13 +166,19 @@ public final class ServiceNode: @unchecked Sendable {
     let wake = DispatchSemaphore(value: 0)
     let running = Atomic<Bool>(false)
     let tickerDone = DispatchGroup()
+    /// The key of the owned objects' capabilities: bound to the cluster key and the run at ``attach(to:bulk:applicationState:)``.
+    public let capabilityAuthority = RunBoundCapabilityAuthority()
 
+    /// A node running `machines`; nil: the lock service, the object store
+    /// and the owned objects (``/CarillonServices/OwnedObjectService``, its
+    /// capabilities keyed by ``capabilityAuthority``).
     public init(
-        machines: [any ReplicatedStateMachine] = [LockService(), ObjectStore()], options: Options = Options(),
+        machines: [any ReplicatedStateMachine]? = nil, options: Options = Options(),
         logger: Logger = Logger(label: "carillon.services")
     ) {
         self.options = options
         self.logger = logger
+        let machines = machines ?? [LockService(), ObjectStore(), OwnedObjectService(authority: capabilityAuthority)]
         core = Mutex(Core(host: ServiceHost(machines: machines), blankHost: ServiceHost(machines: machines)))
     }
 
@@ -154,7 +198,22 @@ public final class ServiceNode: @unchecked Sendable {
     public func attach(to member: Member, bulk: BulkChannel? = nil, applicationState: ApplicationState? = nil) {
         self.member.withLock { $0 = member }
         self.bulk.withLock { $0 = bulk }
-        core.withLock { $0.metrics = ServiceMetrics(node: member.configuration.node) }
+        if case .clusterKey(let key) = member.configuration.authentication {
+            capabilityAuthority.bind(key: key) { [weak member] in member?.runIdentity ?? 0 }
+        } else {
+            capabilityAuthority.bind(key: nil) { [weak member] in member?.runIdentity ?? 0 }
+            logger.warning("no cluster key: capabilities are keyed by the run identity only and can be forged; configure a key")
+        }
+        let me = currentMember()
+        core.withLock { core in
+            core.metrics = ServiceMetrics(node: member.configuration.node)
+            if core.host.machine(OwnedObjectService.serviceID) != nil {
+                core.holding = ObjectHolding(me: me)
+                // The member's own session: read replies, migration commits and aborts, loads.
+                core.sessions[OwnedObjectService.memberClient] = LocalSession(
+                    id: SessionID(member: me, client: OwnedObjectService.memberClient), sink: SessionSink())
+            }
+        }
         if !member.configuration.joins {
             let first = member.configuration.initialView
             core.withLock { $0.host.begin(in: first) }
@@ -255,7 +314,7 @@ public final class ServiceNode: @unchecked Sendable {
     /// Submits a command of session `client`; `requestID` nil picks the next one.
     public func submit(
         _ client: UInt32, requestID: UInt64? = nil, service: UInt16, body: [UInt8], consistency: Consistency,
-        callback: @escaping Callback
+        capability: [UInt8] = [], callback: @escaping Callback
     ) {
         let now = monotonicNanos()
         let refusal = core.withLock { core -> ServiceResponse? in
@@ -268,7 +327,8 @@ public final class ServiceNode: @unchecked Sendable {
                 return ServiceResponse(status: .badRequest, body: Array("request ids must increase within a session".utf8))
             }
             s.nextRequest = id + 1
-            s.pending[id] = Pending(service: service, body: body, consistency: consistency, submittedNanos: now, callback: callback)
+            s.pending[id] = Pending(
+                service: service, body: body, consistency: consistency, submittedNanos: now, capability: capability, callback: callback)
             core.sessions[client] = s
             return nil
         }
@@ -305,10 +365,10 @@ public final class ServiceNode: @unchecked Sendable {
                 for (id, p) in s.pending {
                     let overdue = p.sentNanos.map { now &- $0 >= options.retryAfterNanos } ?? true
                     guard overdue else { continue }
-                    var w = ByteWriter(capacity: CommandEnvelope.headerBytes + p.body.count)
+                    var w = ByteWriter(capacity: CommandEnvelope.headerBytes + p.capability.count + p.body.count)
                     CommandEnvelope.writeHeader(
                         kind: .command, service: p.service, session: s.id, requestID: id,
-                        acknowledgedBelow: s.acknowledgedBelow, to: &w)
+                        acknowledgedBelow: s.acknowledgedBelow, capability: p.capability, to: &w)
                     w.raw(p.body)
                     due.append((client, id, w.bytes))
                 }
@@ -349,7 +409,18 @@ public final class ServiceNode: @unchecked Sendable {
         case .noPrimaryComponent:
             core.withLock { core in if core.noPrimarySince == nil { core.noPrimarySince = monotonicNanos() } }
         case .installed, .stateReceived:
-            core.withLock { $0.noPrimarySince = nil }
+            let me = currentMember()
+            core.withLock { core in
+                core.noPrimarySince = nil
+                // Rejoined as a new incarnation: it holds no object any more, and its member commands come from a new session 0.
+                if let holding = core.holding, holding.me != me {
+                    core.holding = ObjectHolding(me: me)
+                    core.sessions[OwnedObjectService.memberClient] = LocalSession(
+                        id: SessionID(member: me, client: OwnedObjectService.memberClient), sink: SessionSink())
+                    core.objectSends = []
+                    core.outgoing = [:]
+                }
+            }
         case .excluded:
             break
         }
@@ -362,6 +433,8 @@ public final class ServiceNode: @unchecked Sendable {
         var answers: [(Callback, ServiceResponse)] = []
         var watches: [(SessionSink, UInt64, WatchedChange)] = []
         var bulkSends: [(UInt16, [UInt8])] = []
+        /// The ticker has member commands or object transfers to send.
+        var wakeTicker = false
         /// An answer now waits for stability: the ticker must watch the stability line.
         var heldSafe = false
     }
@@ -414,7 +487,7 @@ public final class ServiceNode: @unchecked Sendable {
         for (callback, response) in out.answers { callback(response) }
         for (sink, id, change) in out.watches { sink.onWatch(id, change) }
         // The ticker sleeps while it has nothing to watch: a held answer is something.
-        if !out.bulkSends.isEmpty || out.heldSafe { wake.signal() }
+        if !out.bulkSends.isEmpty || out.heldSafe || out.wakeTicker { wake.signal() }
     }
 
     /// Applies one event to the host and collects what it answered.
@@ -460,12 +533,181 @@ public final class ServiceNode: @unchecked Sendable {
                 }
             }
         }
+        if !core.output.objectEffects.isEmpty, core.holding != nil {
+            for effect in core.output.objectEffects {
+                take(core.holding!.apply(effect), core: &core, out: &out)
+            }
+        }
         if !core.safeHeld.isEmpty { out.answers += Self.releaseStable(&core, stability) }
         if let due = core.metrics?.nextPublishNanos, monotonicNanos() >= due {
             core.metrics!.publish(core.host.counters, atNanos: monotonicNanos())
         }
         return accepted
     }
+
+    // MARK: - Owned objects
+
+    /// Does what this member's holding of owned objects asked: member
+    /// commands go to the member's own session (sent by the ticker, never
+    /// from inside a delivery), transfers to the ticker's bulk queue.
+    func take(_ actions: [ObjectHolding.Action], core: inout Core, out: inout Outgoing) {
+        for action in actions {
+            switch action {
+            case .order(let command):
+                var w = ByteWriter()
+                command.encode(into: &w)
+                queueMemberCommand(w.bytes, core: &core)
+            case .send(let transfer, let target):
+                core.objectSends.append((transfer, target))
+            }
+            out.wakeTicker = true
+        }
+    }
+
+    func queueMemberCommand(_ body: [UInt8], core: inout Core) {
+        guard var s = core.sessions[OwnedObjectService.memberClient] else { return }
+        let id = s.nextRequest
+        s.nextRequest += 1
+        s.pending[id] = Pending(
+            service: OwnedObjectService.serviceID, body: body, consistency: .agreed, submittedNanos: monotonicNanos(),
+            callback: { [logger] response in
+                // A commit or abort that lost its race with the other (notFound) is expected.
+                guard response.status != .ok, response.status != .notFound else { return }
+                logger.warning(
+                    "an owned-object member command was refused",
+                    metadata: ["status": "\(response.status)", "detail": "\(String(decoding: response.body.dropFirst(2), as: UTF8.self))"])
+            })
+        core.sessions[OwnedObjectService.memberClient] = s
+    }
+
+    /// Encodes this member's outgoing object transfers (off the agent
+    /// thread: a large object is copied once, here) and offers them to the
+    /// bulk channel (again while its queue is full). A transfer whose
+    /// migration ended (committed, aborted, or its target gone) is dropped
+    /// from the channel, so a dead target's bytes never delay the next.
+    func sendObjects() {
+        let sends = core.withLock { core in
+            defer { core.objectSends = [] }
+            return core.objectSends
+        }
+        for (transfer, target) in sends {
+            let deadline = monotonicNanos() + options.migrationStallNanos + UInt64(transfer.bytes.count >> 20) * options.migrationNanosPerMiB
+            let encoded = transfer.encoded
+            logger.info(
+                "sending an owned object to its migration's target",
+                metadata: [
+                    "object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "target": "\(target)", "migration": "\(transfer.migration)"
+                ])
+            core.withLock {
+                $0.outgoing[transfer.migration] = .init(name: transfer.name, target: target.node, deadlineNanos: deadline, encoded: encoded)
+            }
+        }
+        let channel = bulk.withLock { $0 }
+        let (offers, cancels) = core.withLock { core -> ([(UInt64, UInt16, [UInt8])], [UInt64]) in
+            var offers: [(UInt64, UInt16, [UInt8])] = [], cancels: [UInt64] = []
+            for (migration, entry) in core.outgoing {
+                if core.holding?.hasFinished(migration) ?? true {
+                    if let id = entry.transferID { cancels.append(id) }
+                    core.outgoing[migration] = nil
+                } else if let bytes = entry.encoded {
+                    offers.append((migration, entry.target, bytes))
+                }
+            }
+            return (offers.sorted { $0.0 < $1.0 }, cancels)
+        }
+        for id in cancels { channel?.cancel(transferID: id) }
+        for (migration, target, bytes) in offers {
+            guard let channel else {
+                logger.error("an owned object cannot migrate: this node has no bulk channel; its migration is aborted")
+                orderAbort(migration)
+                continue
+            }
+            switch channel.send(bytes, to: Int(target)) {
+            case .queued(let id):
+                core.withLock { core in
+                    core.outgoing[migration]?.encoded = nil
+                    core.outgoing[migration]?.transferID = id
+                }
+            case .queueFull:
+                continue
+            case .invalidLength(let n):
+                logger.error("an owned object of \(n) bytes is larger than the bulk channel takes: its migration is aborted")
+                orderAbort(migration)
+            case .invalidDestination(let node):
+                logger.error("an owned object's migration names node \(node), not a peer on the bulk channel: it is aborted")
+                orderAbort(migration)
+            }
+        }
+    }
+
+    /// Orders the abort of migration `migration` (this member is its source) and forgets its transfer.
+    func orderAbort(_ migration: UInt64) {
+        core.withLock { core in
+            guard let entry = core.outgoing.removeValue(forKey: migration) else { return }
+            var w = ByteWriter()
+            OwnedObjectCommand.abortMigration(name: entry.name, migration: migration).encode(into: &w)
+            queueMemberCommand(w.bytes, core: &core)
+        }
+        wake.signal()
+    }
+
+    /// Orders the abort of this member's outgoing migrations past their deadline.
+    func abortStalledMigrations(now: UInt64) {
+        let stalled = core.withLock { core -> [(UInt64, String, UInt64?)] in
+            core.outgoing.compactMap { migration, entry in
+                now >= entry.deadlineNanos && !(core.holding?.hasFinished(migration) ?? true)
+                    ? (migration, entry.name, entry.transferID) : nil
+            }
+        }
+        for (migration, name, transferID) in stalled {
+            logger.error(
+                "an owned object's migration did not finish in time: its source orders the abort and keeps it",
+                metadata: ["object": "\(name)", "migration": "\(migration)"])
+            if let transferID { bulk.withLock { $0 }?.cancel(transferID: transferID) }
+            orderAbort(migration)
+        }
+    }
+
+    /// Publishes this member's load (for placement) when the period has passed.
+    func publishLoad(now: UInt64) {
+        guard options.loadPublishNanos > 0 else { return }
+        let due = core.withLock { core -> Bool in
+            guard core.holding != nil else { return false }
+            guard let last = core.lastLoad else {
+                core.lastLoad = (now, ProcessSample.read())
+                return false
+            }
+            return now &- last.nanos >= options.loadPublishNanos
+        }
+        guard due else { return }
+        let load: UInt32
+        if let provider = options.load {
+            load = provider()
+            core.withLock { $0.lastLoad = (now, nil) }
+        } else {
+            let sample = ProcessSample.read()
+            load = core.withLock { core -> UInt32 in
+                defer { core.lastLoad = (now, sample) }
+                guard let before = core.lastLoad?.sample, let sample, now > core.lastLoad!.nanos else { return 0 }
+                return ServiceNode.cpuPermille(from: before, to: sample, elapsedNanos: now - core.lastLoad!.nanos)
+            }
+        }
+        core.withLock { core in
+            if let last = core.publishedLoad, (last > load ? last - load : load - last) < options.loadChangePermille { return }
+            core.publishedLoad = load
+            var w = ByteWriter()
+            OwnedObjectCommand.publishLoad(load).encode(into: &w)
+            queueMemberCommand(w.bytes, core: &core)
+        }
+    }
+
+    /// The owned object `name` as this member holds it (owner or backup), nil when it holds no copy.
+    public func heldObject(_ name: String) -> ObjectHolding.Copy? {
+        core.withLock { $0.holding?.copy(of: name) }
+    }
+
+    /// The holding's counters (copies missing, transfers refused, migrations committed and sent here).
+    public var objectCounters: ObjectHolding.Counters? { core.withLock { $0.holding?.counters } }
 
     // MARK: - State over the bulk channel
 
@@ -499,6 +741,7 @@ public final class ServiceNode: @unchecked Sendable {
     /// (or will). It is checked and decoded here, off the agent thread; the
     /// agent only swaps the host in and applies the held events.
     public func bulkArrived(source: Int, bytes: [UInt8]) {
+        if ObjectTransfer.isTransfer(bytes) { return objectArrived(source: source, bytes: bytes) }
         guard let state = StateManifest.state(fromTransfer: bytes) else {
             logger.error(
                 "a services state over the bulk channel fails its digest: ignored", metadata: ["source_node": "\(source)", "bytes": "\(bytes.count)"])
@@ -531,6 +774,28 @@ public final class ServiceNode: @unchecked Sendable {
                 core.arrivedStates.append(fresh)
                 if core.arrivedStates.count > 2 { core.arrivedStates.removeFirst() }
             }
+        }
+        hand(out)
+    }
+
+    /// An owned object's bytes for a migration to this member: checked
+    /// (digest) here, off the agent thread; kept and its commit ordered.
+    func objectArrived(source: Int, bytes: [UInt8]) {
+        let transfer: ObjectTransfer
+        do { transfer = try ObjectTransfer.decode(bytes) } catch {
+            core.withLock { $0.holding?.refused() }
+            logger.error("an owned object's transfer was refused: \(error)", metadata: ["source_node": "\(source)", "bytes": "\(bytes.count)"])
+            return
+        }
+        logger.info(
+            "an owned object arrived for its migration",
+            metadata: [
+                "object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "source_node": "\(source)", "migration": "\(transfer.migration)"
+            ])
+        var out = Outgoing()
+        core.withLock { core in
+            guard core.holding != nil else { return }
+            take(core.holding!.accept(transfer), core: &core, out: &out)
         }
         hand(out)
     }
@@ -604,11 +869,22 @@ public final class ServiceNode: @unchecked Sendable {
 
     func tickLoop() {
         while running.load(ordering: .relaxed) {
-            let busy = core.withLock { core in
-                !core.safeHeld.isEmpty || !core.endsToSend.isEmpty || !core.stateSends.isEmpty
-                    || core.sessions.values.contains { !$0.pending.isEmpty }
+            let (busy, holds) = core.withLock { core in
+                (
+                    !core.safeHeld.isEmpty || !core.endsToSend.isEmpty || !core.stateSends.isEmpty || !core.objectSends.isEmpty
+                        || core.outgoing.values.contains { $0.encoded != nil }
+                        || core.sessions.values.contains { !$0.pending.isEmpty },
+                    core.holding != nil
+                )
             }
-            if busy { _ = wake.wait(timeout: .now() + .milliseconds(1)) } else { wake.wait() }
+            if busy {
+                _ = wake.wait(timeout: .now() + .milliseconds(1))
+            } else if holds {
+                // Loads are published and stalled migrations aborted at a low rate: the ticker wakes for them.
+                _ = wake.wait(timeout: .now() + .seconds(1))
+            } else {
+                wake.wait()
+            }
             guard running.load(ordering: .relaxed) else { return }
             tick(now: monotonicNanos())
         }
@@ -627,7 +903,7 @@ public final class ServiceNode: @unchecked Sendable {
             // A session with a request older than the wait ends: the request
             // may still be ordered later, and whatever it would take is then
             // released by the session's end, ordered after it.
-            for client in core.sessions.keys.sorted() {
+            for client in core.sessions.keys.sorted() where client != OwnedObjectService.memberClient || core.holding == nil {
                 let s = core.sessions[client]!
                 guard s.pending.values.contains(where: { now &- $0.submittedNanos >= options.noPrimaryWaitNanos }) else { continue }
                 core.sessions[client] = nil
@@ -638,8 +914,13 @@ public final class ServiceNode: @unchecked Sendable {
         }
         for (callback, response) in answers { callback(response) }
         for sink in ended { sink.onEnd(.noPrimary) }
-        if inPrimary { sendPending(now: now) }
+        if inPrimary {
+            publishLoad(now: now)
+            abortStalledMigrations(now: now)
+            sendPending(now: now)
+        }
         sendStates()
+        sendObjects()
     }
 
     /// A local session: its calls are the typed ones of ``/CarillonServices/ServiceCalls``.
@@ -652,9 +933,11 @@ public final class ServiceNode: @unchecked Sendable {
             self.client = client
         }
 
-        public func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse {
+        public func request(service: UInt16, body: [UInt8], consistency: Consistency, capability: [UInt8]) async throws -> ServiceResponse {
             await withCheckedContinuation { continuation in
-                node.submit(client, service: service, body: body, consistency: consistency) { continuation.resume(returning: $0) }
+                node.submit(client, service: service, body: body, consistency: consistency, capability: capability) {
+                    continuation.resume(returning: $0)
+                }
             }
         }
 
@@ -687,5 +970,57 @@ enum StateBundle {
         let n = state.withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
         guard n <= state.count - 4 else { return ([], state) }
         return (Array(state[4..<(4 + n)]), Array(state[(4 + n)...]))
+    }
+}
+
+extension ServiceNode {
+    /// CPU used between two samples of this process, in permille of one core.
+    static func cpuPermille(from a: ProcessSample, to b: ProcessSample, elapsedNanos: UInt64) -> UInt32 {
+        let ticks = b.stat.cpuTicks &- a.stat.cpuTicks
+        let hertz = UInt64(max(1, sysconf(Int32(_SC_CLK_TCK))))
+        let usedNanos = ticks * 1_000_000_000 / hertz
+        return UInt32(min(UInt64(UInt32.max), usedNanos * 1000 / max(1, elapsedNanos)))
+    }
+}
+
+/// The key of the owned objects' capability tags: SipHash-2-4 under a subkey
+/// of the cluster key bound to the run (``/CarillonAuth/FrameAuthenticator/subkeyWords(for:run:)``,
+/// purpose `"capabilities"`), so a capability from an earlier run of the
+/// cluster does not verify in a later one. Every member of a run derives the
+/// same key; the run is read when a tag is computed (a joiner learns it when
+/// it joins) and the key derived again only when it changes.
+///
+/// Without a cluster key the tag is keyed by the run identity alone: such
+/// capabilities can be forged by anyone who knows the run (it is in every
+/// frame). Configure a key where capabilities matter.
+public final class RunBoundCapabilityAuthority: CapabilityAuthority, @unchecked Sendable {
+    struct State {
+        var key: FrameAuthenticator?
+        var run: () -> UInt64 = { 0 }
+        var derived: (run: UInt64, authority: SipHashAuthority)?
+    }
+    let state = Mutex(State())
+
+    public init() {}
+
+    /// Binds the authority to `key` (nil: none) and the run `run` reports.
+    public func bind(key: FrameAuthenticator?, run: @escaping @Sendable () -> UInt64) {
+        state.withLock {
+            $0.key = key
+            $0.run = run
+            $0.derived = nil
+        }
+    }
+
+    public func tag(_ message: UnsafeRawBufferPointer) -> (UInt64, UInt64) {
+        let authority = state.withLock { s -> SipHashAuthority in
+            let run = s.run()
+            if let d = s.derived, d.run == run { return d.authority }
+            let words = s.key?.subkeyWords(for: "capabilities", run: run) ?? (run, ~run)
+            let authority = SipHashAuthority(key0: words.0, key1: words.1)
+            s.derived = (run, authority)
+            return authority
+        }
+        return authority.tag(message)
     }
 }

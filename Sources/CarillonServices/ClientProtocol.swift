@@ -52,6 +52,9 @@ public enum ClientMessage: Sendable, Hashable {
     /// Client → node: a command for `service` (its body encoded as in the
     /// service's command enum). `requestID`s increase per connection.
     case request(requestID: UInt64, consistency: Consistency, service: UInt16, body: [UInt8])
+    /// Client → node: a command presenting a capability (``Capability/encoded``)
+    /// that the service checks inside its state machine (the owned objects).
+    case capabilityRequest(requestID: UInt64, consistency: Consistency, service: UInt16, capability: [UInt8], body: [UInt8])
     /// Client → node: this replica's value of `key`, not ordered (stale by up to
     /// the delivery latency). Answered like an object store `get`.
     case localRead(requestID: UInt64, key: String)
@@ -77,6 +80,11 @@ public enum ClientMessage: Sendable, Hashable {
         switch self {
         case .request(let id, let consistency, let service, let body):
             w.u8(1); w.u64(id); w.u8(consistency.rawValue); w.u16(service); w.raw(body)
+        case .capabilityRequest(let id, let consistency, let service, let capability, let body):
+            w.u8(4); w.u64(id); w.u8(consistency.rawValue); w.u16(service);
+            // A capability is a few hundred bytes; a longer one cannot verify, so it is cut, never trapped on.
+            let presented = capability.prefix(Int(UInt16.max))
+            w.u16(UInt16(presented.count)); w.raw(presented); w.raw(body)
         case .localRead(let id, let key):
             w.u8(2); w.u64(id); w.string16(key)
         case .watch(let id, let key, let prefix):
@@ -120,6 +128,14 @@ public enum ClientMessage: Sendable, Hashable {
             guard let consistency = Consistency(rawValue: raw) else { throw .invalidField("consistency \(raw)") }
             let service = try r.u16()
             return .request(requestID: id, consistency: consistency, service: service, body: Array(r.rest()))
+        case 4:
+            let id = try r.u64()
+            let raw = try r.u8()
+            guard let consistency = Consistency(rawValue: raw) else { throw .invalidField("consistency \(raw)") }
+            let service = try r.u16()
+            let capabilityLength = Int(try r.u16())
+            let capability = Array(try r.raw(capabilityLength))
+            return .capabilityRequest(requestID: id, consistency: consistency, service: service, capability: capability, body: Array(r.rest()))
         case 2:
             let id = try r.u64()
             let key = try r.string16()
@@ -199,6 +215,14 @@ public struct ClientMessageReader: Sendable {
 /// Unix socket (`CarillonClient`). The typed calls below are built on it.
 public protocol ServiceCalls: Sendable {
     func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse
+    /// A request presenting `capability` (``Capability/encoded``; empty: none).
+    func request(service: UInt16, body: [UInt8], consistency: Consistency, capability: [UInt8]) async throws -> ServiceResponse
+}
+
+extension ServiceCalls {
+    public func request(service: UInt16, body: [UInt8], consistency: Consistency) async throws -> ServiceResponse {
+        try await request(service: service, body: body, consistency: consistency, capability: [])
+    }
 }
 
 /// A request that did not succeed, with what to do.

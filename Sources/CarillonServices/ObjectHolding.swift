@@ -10,6 +10,8 @@ public struct ObjectTransfer: Sendable, Hashable {
     public var migration: UInt64
     public var version: UInt64
     public var bytes: [UInt8]
+    /// The digest read and checked by ``decode(_:)``; nil for a transfer built to be sent.
+    var checkedDigest: UInt64?
 
     public init(name: String, migration: UInt64, version: UInt64, bytes: [UInt8]) {
         self.name = name
@@ -18,13 +20,27 @@ public struct ObjectTransfer: Sendable, Hashable {
         self.bytes = bytes
     }
 
+    /// The FNV-1a digest of the bytes (known without hashing again once decoded).
+    public var digest: UInt64 { checkedDigest ?? Digest64.of(bytes) }
+
+    public static func == (a: ObjectTransfer, b: ObjectTransfer) -> Bool {
+        a.name == b.name && a.migration == b.migration && a.version == b.version && a.bytes == b.bytes
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(name)
+        h.combine(migration)
+        h.combine(version)
+        h.combine(bytes)
+    }
+
     public var encoded: [UInt8] {
         var w = ByteWriter(capacity: bytes.count + name.utf8.count + 32)
         w.raw(Self.magic)
         w.string16(name)
         w.u64(migration)
         w.u64(version)
-        w.u64(Digest64.of(bytes))
+        w.u64(digest)
         w.raw(bytes)
         return w.bytes
     }
@@ -58,7 +74,9 @@ public struct ObjectTransfer: Sendable, Hashable {
         let body = Array(bytes[header.4...])
         let digest = Digest64.of(body)
         guard digest == header.3 else { throw .digestMismatch(expected: header.3, found: digest) }
-        return ObjectTransfer(name: header.0, migration: header.1, version: header.2, bytes: body)
+        var transfer = ObjectTransfer(name: header.0, migration: header.1, version: header.2, bytes: body)
+        transfer.checkedDigest = digest
+        return transfer
     }
 }
 
@@ -158,7 +176,7 @@ public struct ObjectHolding: Sendable {
         case .finishWithoutSource(let name, let migration, let target):
             guard target == me else { return [] }
             if incoming[name]?.migration == migration {
-                return [.order(.commitMigration(name: name, migration: migration, digest: Digest64.of(incoming[name]!.bytes)))]
+                return [.order(.commitMigration(name: name, migration: migration, digest: incoming[name]!.digest))]
             }
             return [.order(.abortMigration(name: name, migration: migration))]
         }
@@ -170,18 +188,29 @@ public struct ObjectHolding: Sendable {
     public mutating func received(_ bytes: [UInt8]) -> Result<[Action], ObjectTransfer.Refusal> {
         let transfer: ObjectTransfer
         do { transfer = try ObjectTransfer.decode(bytes) } catch {
-            counters.refusedTransfers += 1
+            refused()
             return .failure(error)
         }
+        return .success(accept(transfer))
+    }
+
+    /// Counts a transfer its receiver could not read (decoded outside, ``ObjectTransfer/decode(_:)``).
+    public mutating func refused() { counters.refusedTransfers += 1 }
+
+    /// A transfer decoded and digest-checked by the shell (off the thread
+    /// that applies the bus): kept, and its commit ordered, unless its
+    /// migration is over.
+    public mutating func accept(_ transfer: ObjectTransfer) -> [Action] {
         guard !finished.contains(transfer.migration) else {
             counters.refusedTransfers += 1
-            return .success([])
+            return []
         }
         incoming[transfer.name] = transfer
-        return .success([
-            .order(.commitMigration(name: transfer.name, migration: transfer.migration, digest: Digest64.of(transfer.bytes)))
-        ])
+        return [.order(.commitMigration(name: transfer.name, migration: transfer.migration, digest: transfer.digest))]
     }
+
+    /// Whether this member saw migration `id` end (commit or abort).
+    public func hasFinished(_ migration: UInt64) -> Bool { finished.contains(migration) }
 
     /// The copy of `name` held here, if any.
     public func copy(of name: String) -> Copy? { copies[name] }

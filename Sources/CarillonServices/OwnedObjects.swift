@@ -195,14 +195,15 @@ public struct LeastLoadedPlacement: PlacementPolicy {
     }
 }
 
-/// The member whose clients used the object most (ties: lowest rank); nil when that is the owner.
+/// The member whose clients used the object most (ties: lowest rank; the
+/// owner itself when it is that member, and then nothing moves); nil when no
+/// member of the view has used it.
 public struct MostUsedPlacement: PlacementPolicy {
     public init() {}
     public func place(_ name: String, object: OwnedObject, members: [MemberID], loads: [UInt16: UInt32]) -> MemberID? {
         let top = members.map { object.usage[$0.node] ?? 0 }.max() ?? 0
-        // The lowest rank among the most used wins, the owner included (then nothing moves).
-        guard top > 0, let best = members.first(where: { (object.usage[$0.node] ?? 0) == top }), best != object.owner else { return nil }
-        return best
+        guard top > 0 else { return nil }
+        return members.first { (object.usage[$0.node] ?? 0) == top }
     }
 }
 
@@ -256,9 +257,12 @@ public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
     /// A deliberately broken variant (tests only); not part of the state.
     @_spi(Canary) public var canary: ServiceCanary?
 
+    /// The default largest object: 1 GiB.
+    public static let defaultMaximumObjectBytes: UInt64 = 1 << 30
+
     public init(
         authority: any CapabilityAuthority, maximumConcurrentMigrations: Int = 2, maximumReadBytes: UInt32 = 1024,
-        maximumObjectBytes: UInt64 = 1 << 30
+        maximumObjectBytes: UInt64 = defaultMaximumObjectBytes
     ) {
         self.authority = authority
         self.maximumConcurrentMigrations = maximumConcurrentMigrations
@@ -565,7 +569,8 @@ public struct OwnedObjectService: ReplicatedStateMachine, Sendable {
         case .mostUsed: target = MostUsedPlacement().place(w.name, object: o, members: members, loads: loads)
         }
         guard let target else {
-            return refuse(w.session, w.requestID, .notFound, "no member in the view for \(w.target)", &output)
+            let why = w.target == .mostUsed ? "no member of the view has used \(w.name) yet" : "no member in the view for \(w.target)"
+            return refuse(w.session, w.requestID, .notFound, "\(w.name) cannot move to \(w.target): \(why)", &output)
         }
         if target == o.owner {
             output.complete(w.session, w.requestID, status: .ok) { Self.writeOwner(target, o.version, into: &$0) }

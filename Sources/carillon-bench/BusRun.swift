@@ -49,6 +49,8 @@ struct BusSpec {
     var suspicionSlots = 200
     /// Bulk channel on every member with this pacing, each sending to the next member.
     var bulkPacing: String?
+    /// Who sends bulk to whom (sender → receiver); nil: every member to the next (a ring).
+    var bulkRoutes: [Int: Int]?
     var linkMbit = 1000.0
     var timeoutSeconds = 120.0
     /// More top-level keys of the node configuration, as `"key": value` JSON
@@ -106,7 +108,8 @@ func runBus(_ spec: BusSpec, on topology: Topology, directory: String) throws ->
             argv += ["--rate", "\(spec.ratePerSender)"]
         }
         if let pacing = spec.bulkPacing {
-            argv += ["--bulk", pacing, "--bulk-to", "h\((i + 1) % spec.members)", "--link-mbit", "\(spec.linkMbit)"]
+            argv += ["--bulk", pacing, "--link-mbit", "\(spec.linkMbit)"]
+            if let to = spec.bulkRoutes.map({ $0[i] }) ?? (i + 1) % spec.members { argv += ["--bulk-to", "h\(to)"] }
         }
         children.append(try Child(topology.command(host: i, argv), stderr: "\(directory)/h\(i).err"))
     }

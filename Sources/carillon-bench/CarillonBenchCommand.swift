@@ -19,10 +19,12 @@ struct CarillonBenchCommand: ParsableCommand {
               sudo .build/release/carillon-bench idle            # CPU and wake-ups per member, idle and loaded
               sudo .build/release/carillon-bench latency         # issue 13's latency ratios: fan-out, slots, promises, open loop, CPU hog
               sudo .build/release/carillon-bench services        # locks and replicated objects, beside etcd (tmpfs and disk)
+              sudo .build/release/carillon-bench migration       # owned objects of 1, 64, 512 MiB moving between hosts
               .build/release/carillon-bench report --results bench-results --doc docs/benchmarks.md
             """,
         subcommands: [
             Baseline.self, Ordered.self, Throughput.self, Interference.self, CorosyncComparison.self, Idle.self, Latency.self, Services.self,
+            Migration.self,
             Report.self,
             UDPPingPong.self, CPGAgent.self
         ])

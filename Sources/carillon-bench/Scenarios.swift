@@ -462,17 +462,19 @@ struct Interference: ParsableCommand {
         try save(run, to: common.out)
     }
 
-    /// Mean bulk goodput per member (Mbit/s, received, first to last transfer) from the members' reports.
-    func bulkThroughput(directory: String, members: Int) -> Double? {
-        var rates: [Double] = []
-        for i in 0..<members {
-            guard let text = try? String(contentsOfFile: "\(directory)/h\(i).err", encoding: .utf8),
-                let line = text.split(separator: "\n").first(where: { $0.contains("bulk (") }),
-                let open = line.range(of: " transfers, "), let close = line[open.upperBound...].range(of: " Mbit/s from first to last")
-            else { continue }
-            if let value = Double(line[open.upperBound..<close.lowerBound]) { rates.append(value) }
-        }
-        guard !rates.isEmpty else { return nil }
-        return rates.reduce(0, +) / Double(rates.count)
+    func bulkThroughput(directory: String, members: Int) -> Double? { bulkGoodput(directory: directory, members: members) }
+}
+
+/// Mean bulk goodput per member (Mbit/s, received, first to last transfer) from the members' reports.
+func bulkGoodput(directory: String, members: Int) -> Double? {
+    var rates: [Double] = []
+    for i in 0..<members {
+        guard let text = try? String(contentsOfFile: "\(directory)/h\(i).err", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.contains("bulk (") }),
+            let open = line.range(of: " transfers, "), let close = line[open.upperBound...].range(of: " Mbit/s from first to last")
+        else { continue }
+        if let value = Double(line[open.upperBound..<close.lowerBound]) { rates.append(value) }
     }
+    guard !rates.isEmpty else { return nil }
+    return rates.reduce(0, +) / Double(rates.count)
 }

@@ -180,18 +180,27 @@ final class ServiceCluster {
     /// Processes started per member so far (names the logs of restarts).
     private var starts: [Int]
     private var socketCleanup: Int?
+    /// More `carillon node` arguments of member i.
+    let nodeArguments: (Int) -> [String]
 
-    init(members: Int, options: CarillonServicesOptions, work: String, timeoutSeconds: Int) throws {
+    /// `spec` nil: every setting but the members, idle and ordering is the
+    /// node's default; else the bus as `spec` says (its members, idle and
+    /// ordering are set from these options). `shapeMbit` shapes every host's link.
+    init(
+        members: Int, options: CarillonServicesOptions, work: String, timeoutSeconds: Int, spec given: BusSpec? = nil,
+        shapeMbit: Double? = nil, nodeArguments: @escaping (Int) -> [String] = { _ in [] }
+    ) throws {
         carillon = try Binaries.carillon()
-        topology = try Topology(hosts: members, placement: options.placement)
+        topology = try Topology(hosts: members, placement: options.placement, shapeMbit: shapeMbit)
         self.work = work
         self.timeoutSeconds = timeoutSeconds
-        var spec = BusSpec()
+        self.nodeArguments = nodeArguments
+        var spec = given ?? BusSpec()
         spec.members = members
         spec.idle = options.idle
         spec.ordering = options.ordering
         // Every other setting is the node's default (docs/configuration.md), as a user would run it.
-        spec.nodeDefaults = true
+        spec.nodeDefaults = given == nil
         spec.extraSettings = options.config.map { "\"\($0.key)\": \($0.value)" }
         configPath = try writeBusConfig(spec, on: topology, directory: work).path
         // A Unix socket path has at most 107 bytes: a deep --out falls back to /tmp.
@@ -221,6 +230,7 @@ final class ServiceCluster {
             "--timeout", "\(timeoutSeconds)", "--log", "\(work)/h\(i)\(suffix).log"
         ]
         if join { argv.append("--join") }
+        argv += nodeArguments(i)
         nodes[i] = try Child(topology.command(host: i, argv), stderr: "\(work)/h\(i)\(suffix).err")
     }
 

@@ -23,9 +23,12 @@ struct Carillon: ParsableCommand {
               carillon lock --config bus.json --member a backup -- ./backup.sh   hold lock "backup" cluster-wide while it runs
               carillon kv add --config bus.json --member b visits 1            a replicated counter
               carillon locks --config bus.json --member c                      the lock table
+              carillon obj create --config bus.json --member a --size 64MiB data/part1 > part1.cap   an owned object
+              carillon obj migrate --config bus.json --member a --cap @part1.cap --to b         move it to member b
+              carillon cap grant --config bus.json --member a --cap @part1.cap --rights r      a read-only capability
             The configuration file format is in docs/configuration.md.
             """,
-        subcommands: [Node.self, Demo.self, Verify.self, Keygen.self, Fanout.self, Lock.self, Locks.self, KV.self])
+        subcommands: [Node.self, Demo.self, Verify.self, Keygen.self, Fanout.self, Lock.self, Locks.self, KV.self, Obj.self, Cap.self])
 }
 
 func sleepNanos(_ nanos: UInt64) {

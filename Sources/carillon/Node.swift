@@ -7,6 +7,7 @@ import CarillonOrdering
 import CarillonProcessStats
 import CarillonRuntime
 import CarillonServiceNode
+import CarillonServices
 import CarillonTransport
 import Dispatch
 import Foundation
@@ -153,7 +154,10 @@ struct Node: ParsableCommand {
     @Option(help: "Keep bulk transfers queued to this member for the whole run (needs --bulk; the target runs --bulk too).")
     var bulkTo: String?
     @Option(help: "Bytes per bulk transfer.") var bulkBytes = 1 << 20
-    @Option(help: "Rate of the link the bulk channel shares with the bus, in Mbit/s (the pacer's model of the bottleneck).")
+    @Option(
+        help:
+            "Rate of the link the bulk channel (--bulk, or the services' channel that joiners' states and migrating objects take) shares with the bus, in Mbit/s (the pacer's model of the bottleneck)."
+    )
     var linkMbit: Double = 1000
     @Flag(
         help:
@@ -282,7 +286,21 @@ struct Node: ParsableCommand {
         var serviceBulk: BulkChannel?
         if let serviceNode, bulk == nil, !configuration.nodes.contains(where: { $0.port == UInt16.max }) {
             do {
-                serviceBulk = try BulkChannel(member: node) { source, _, bytes in serviceNode.bulkArrived(source: source, bytes: bytes) }
+                // Owned objects migrate over it too: a transfer is an object of up to 1 GiB and its header.
+                var settings = BulkChannelConfiguration(member: node)
+                settings.transfer.maxTransferBytes = Int(OwnedObjectService.defaultMaximumObjectBytes) + (64 << 10)
+                // Gated: only outside the reserved slots, at the link's rate, so a migration never delays the bus.
+                settings.linkBitsPerSecond = UInt64(linkMbit * 1e6)
+                settings.reservation = file.reservation
+                do { try settings.validate(against: configuration.ordering.schedule) } catch {
+                    // Gated cannot fit a datagram between the slots: paced (its share of the link) still moves states and objects.
+                    settings.pacing = .paced
+                    FileHandle.standardError.write(
+                        Data("\(member): the services' bulk channel is paced, not gated: \(error)\n".utf8))
+                }
+                serviceBulk = try BulkChannel(configuration: settings, member: node) { source, _, bytes in
+                    serviceNode.bulkArrived(source: source, bytes: bytes)
+                }
             } catch { throw ValidationError("the services' bulk channel (bus port + 1): \(error)") }
         }
         serviceNode?.attach(

@@ -32,6 +32,18 @@ struct EndpointOptions: ParsableArguments {
 
     var consistency: Consistency { safe ? .safe : .agreed }
 
+    /// A member named in the configuration (with --config), or a node index.
+    func node(named name: String) throws -> UInt16 {
+        if let index = UInt16(name) { return index }
+        guard let config else { throw ValidationError("\(name) is not a node index; name members with --config FILE, or give the index") }
+        let file: ConfigFile
+        do { file = try ConfigFile.load(path: config) } catch { throw ValidationError(error.description) }
+        guard let index = file.members.firstIndex(where: { $0.name == name }) else {
+            throw ValidationError("\(config) has no member named \"\(name)\" (names: \(file.members.map(\.name).joined(separator: ", ")))")
+        }
+        return UInt16(index)
+    }
+
     func connect() throws -> CarillonClient {
         do { return try CarillonClient(path: try path()) } catch let error as EndpointError {
             throw CleanExit.message("carillon: \(error.description)", code: 69)

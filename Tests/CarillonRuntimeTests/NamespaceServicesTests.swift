@@ -37,5 +37,19 @@ extension NamespaceTests {
             let (status, output) = try run(members: 5, keys: 2000)
             expectAllChecks(status, output, members: 5, keys: 2000)
         }
+
+        /// A 64 MiB owned object migrates back and forth between hosts while a
+        /// client writes to it; one migration's target is killed (kill -9)
+        /// during the transfer and must abort; every acknowledged write reads
+        /// back; `carillon verify` agrees on the nodes' logs.
+        @Test func aLargeObjectMigratesBetweenHostsThroughAKilledTarget() throws {
+            let binary = try releaseCarillon()
+            let (status, output) = try runScript("tools/netns-migration.sh", ["--size", "64MiB", "--bin", binary])
+            #expect(status == 0, "\(output)")
+            #expect(output.contains("OK — h0 -> h1"), "\(output)")
+            #expect(output.contains("the migration aborted"), "\(output)")
+            #expect(output.contains("acknowledged writes read back after 4 migrations"), "\(output)")
+            #expect(output.contains("OK — carillon verify"), "\(output)")
+        }
     }
 }

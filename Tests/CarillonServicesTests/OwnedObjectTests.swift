@@ -365,8 +365,32 @@ struct OwnedObjectTests {
         for r in UInt64(2)...3 { cluster.send(a, r, .write(name: "obj", offset: 0, bytes: [1]), capability: cap) }
         for r in UInt64(1)...2 { cluster.send(b, r, .write(name: "obj", offset: 0, bytes: [1]), capability: cap) }
         cluster.send(a, 4, .migrate(name: "obj", to: .mostUsed), capability: cap)
-        #expect(cluster.answer(a, 4)?.status == .notFound)
+        #expect(cluster.answer(a, 4)?.status == .ok, "already where it is used most: answered, nothing moves")
         #expect(cluster.object("obj")?.state == .active && cluster.object("obj")?.owner.node == 0)
+        // An object nobody used has no "most used" member: a clear refusal.
+        cluster.send(a, 5, .create(name: "unused", size: 4, backups: 0, owner: nil))
+        let unused = try OwnedObjectService.capability(from: cluster.answer(a, 5)!.body)
+        cluster.send(a, 6, .migrate(name: "unused", to: .mostUsed), capability: unused)
+        #expect(cluster.answer(a, 6)?.status == .notFound)
+    }
+
+    @Test func aCapabilityRequestCrossesTheClientProtocol() throws {
+        let (_, cap) = makeCluster()
+        let message = ClientMessage.capabilityRequest(
+            requestID: 9, consistency: .safe, service: OwnedObjectService.serviceID, capability: cap.encoded, body: [1, 2, 3])
+        var reader = ClientMessageReader()
+        message.encoded().withUnsafeBytes { reader.append($0) }
+        #expect(try reader.next() == message)
+        // A capability longer than its length field is cut, never trapped on.
+        let long = ClientMessage.capabilityRequest(
+            requestID: 1, consistency: .agreed, service: 3, capability: [UInt8](repeating: 1, count: 70_000), body: [])
+        var r2 = ClientMessageReader()
+        long.encoded().withUnsafeBytes { r2.append($0) }
+        guard case .capabilityRequest(_, _, _, let cut, _) = try r2.next() else {
+            Issue.record("not decoded as a capability request")
+            return
+        }
+        #expect(cut.count == Int(UInt16.max))
     }
 
     @Test func migrationsBeyondTheLimitWaitTheirTurn() throws {
