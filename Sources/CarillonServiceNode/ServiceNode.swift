@@ -178,7 +178,7 @@ public final class ServiceNode: @unchecked Sendable {
     ) {
         self.options = options
         self.logger = logger
-        let machines = machines ?? [LockService(), ObjectStore(), OwnedObjectService(authority: capabilityAuthority)]
+        let machines = machines ?? [LockService(authority: capabilityAuthority), ObjectStore(), OwnedObjectService(authority: capabilityAuthority)]
         core = Mutex(Core(host: ServiceHost(machines: machines), blankHost: ServiceHost(machines: machines)))
     }
 

@@ -228,12 +228,13 @@ public struct CapabilityTable: Sendable, Hashable {
     /// Checks `bytes` (an envelope's capability) for `name` and `needed`.
     /// Deterministic: reads only the bytes, the table and the key.
     public func check(
-        _ bytes: UnsafeRawBufferPointer, name: String, needed: CapabilityRights, authority: any CapabilityAuthority
+        _ bytes: UnsafeRawBufferPointer, name: String, needed: CapabilityRights, authority: any CapabilityAuthority,
+        kind: Capability.Kind = .object
     ) -> Result<Capability, Refusal> {
         guard bytes.count > 0 else { return .failure(.missing) }
         guard let cap = try? Capability.decode(bytes) else { return .failure(.unreadable) }
         guard cap.isAuthentic(under: authority) else { return .failure(.forged) }
-        guard cap.name == name, cap.kind == .object else { return .failure(.otherObject(cap.name)) }
+        guard cap.name == name, cap.kind == kind else { return .failure(.otherObject(cap.name)) }
         guard let entry = issued[cap.id], entry.name == name, entry.rights == cap.rights else { return .failure(.forged) }
         var id = cap.id
         while id != 0, let e = issued[id] {

@@ -238,6 +238,12 @@ public struct ServiceCallError: Error, Sendable, Hashable, CustomStringConvertib
     /// The error for a response that did not succeed; a shell's explanation
     /// (the body of badRequest, sessionEnded, …) is kept in the detail.
     public static func failure(_ r: ServiceResponse, _ what: String) -> ServiceCallError {
+        // The owned objects and protected locks explain a refusal as a length-prefixed string.
+        if [.forbidden, .exists, .objectLost, .aborted].contains(r.status),
+            let why = try? ByteReader.reading(r.body, { (r) throws(ServiceDecodeError) -> String in try r.string16() }), !why.isEmpty
+        {
+            return ServiceCallError(r.status, "\(what): \(why)")
+        }
         let explanation = String(decoding: r.body, as: UTF8.self)
         let textual =
             [.badRequest, .sessionEnded, .noPrimary, .outcomeUnknown, .timedOut].contains(r.status) && !r.body.isEmpty
@@ -265,10 +271,12 @@ public struct LockGrant: Sendable, Hashable {
 }
 
 extension ServiceCalls {
-    func call(_ service: UInt16, _ consistency: Consistency, _ encode: (inout ByteWriter) -> Void) async throws -> ServiceResponse {
+    func call(
+        _ service: UInt16, _ consistency: Consistency, capability: Capability? = nil, _ encode: (inout ByteWriter) -> Void
+    ) async throws -> ServiceResponse {
         var w = ByteWriter()
         encode(&w)
-        return try await request(service: service, body: w.bytes, consistency: consistency)
+        return try await request(service: service, body: w.bytes, consistency: consistency, capability: capability?.encoded ?? [])
     }
 
     /// Takes `name`, waiting at most `timeoutNanos`: when the time is up a
@@ -276,11 +284,12 @@ extension ServiceCalls {
     /// grant (returned) or the cancel (`nil`). Never leaves a grant behind.
     public func acquire(
         _ name: String, mode: LockMode = .exclusive, timeoutNanos: UInt64,
-        consistency: Consistency = .agreed
+        consistency: Consistency = .agreed, capability: Capability? = nil
     ) async throws -> LockGrant? {
         try await withThrowingTaskGroup(of: LockGrant?.self) { group in
             group.addTask {
-                do { return try await self.acquire(name, mode: mode, wait: true, consistency: consistency) } catch let e as ServiceCallError
+                do { return try await self.acquire(name, mode: mode, wait: true, consistency: consistency, capability: capability) } catch let e
+                    as ServiceCallError
                     where e.status == .cancelled
                 {
                     return nil
@@ -288,7 +297,7 @@ extension ServiceCalls {
             }
             group.addTask {
                 try? await Task.sleep(nanoseconds: timeoutNanos)
-                if !Task.isCancelled { _ = try? await self.cancel(name) }
+                if !Task.isCancelled { _ = try? await self.cancel(name, capability: capability) }
                 return nil
             }
             // The acquire's outcome decides; the timer only orders the cancel
@@ -305,9 +314,11 @@ extension ServiceCalls {
     /// `wait` is false and the lock is busy.
     public func acquire(
         _ name: String, mode: LockMode = .exclusive, wait: Bool = true,
-        consistency: Consistency = .agreed
+        consistency: Consistency = .agreed, capability: Capability? = nil
     ) async throws -> LockGrant? {
-        let r = try await call(LockService.serviceID, consistency) { LockCommand.acquire(name: name, mode: mode, wait: wait).encode(into: &$0) }
+        let r = try await call(LockService.serviceID, consistency, capability: capability) {
+            LockCommand.acquire(name: name, mode: mode, wait: wait).encode(into: &$0)
+        }
         switch r.status {
         case .granted: return LockGrant(name: name, mode: mode, token: try LockService.token(fromGrant: r.body))
         case .busy where !wait: return nil
@@ -316,15 +327,15 @@ extension ServiceCalls {
     }
 
     /// Lets go of `name`.
-    public func release(_ name: String, consistency: Consistency = .agreed) async throws {
-        let r = try await call(LockService.serviceID, consistency) { LockCommand.release(name: name).encode(into: &$0) }
+    public func release(_ name: String, consistency: Consistency = .agreed, capability: Capability? = nil) async throws {
+        let r = try await call(LockService.serviceID, consistency, capability: capability) { LockCommand.release(name: name).encode(into: &$0) }
         guard r.status == .ok else { throw ServiceCallError.failure(r, "release \(name)") }
     }
 
     /// Withdraws this session's wait for `name`: `true` if a wait was
     /// withdrawn, `false` if the grant came first (the session holds the lock).
-    public func cancel(_ name: String) async throws -> Bool {
-        let r = try await call(LockService.serviceID, .agreed) { LockCommand.cancel(name: name).encode(into: &$0) }
+    public func cancel(_ name: String, capability: Capability? = nil) async throws -> Bool {
+        let r = try await call(LockService.serviceID, .agreed, capability: capability) { LockCommand.cancel(name: name).encode(into: &$0) }
         switch r.status {
         case .cancelled: return true
         case .notWaiting: return false

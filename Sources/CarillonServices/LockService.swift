@@ -23,6 +23,14 @@ public enum LockCommand: Sendable, Hashable {
     case inspect(name: String)
     /// Every lock with a holder or a waiter, in name order.
     case list
+    /// Puts `name` behind capabilities: from this position on, acquire,
+    /// release and cancel of `name` need a lock capability with the write
+    /// right. Answers the capability with every right (once: `exists` after).
+    case protect(name: String)
+    /// A capability for a protected lock with `rights` (at most the presented one's; needs grant).
+    case grant(name: String, rights: CapabilityRights)
+    /// Revokes lock capability `id` and what was delegated from it (needs grant and an ancestor).
+    case revoke(name: String, id: UInt64)
 
     public func encode(into w: inout ByteWriter) {
         switch self {
@@ -31,6 +39,9 @@ public enum LockCommand: Sendable, Hashable {
         case .cancel(let name): w.u8(3); w.string16(name)
         case .inspect(let name): w.u8(4); w.string16(name)
         case .list: w.u8(5)
+        case .protect(let name): w.u8(6); w.string16(name)
+        case .grant(let name, let rights): w.u8(7); w.string16(name); w.u8(rights.rawValue)
+        case .revoke(let name, let id): w.u8(8); w.string16(name); w.u64(id)
         }
     }
 }
@@ -87,10 +98,35 @@ public struct LockService: ReplicatedStateMachine, Sendable {
     /// Locks by name; a free lock may stay listed with no holder and no
     /// waiter (see `grantWaiters(_:output:)`).
     public private(set) var locks: [String: LockState] = [:]
+    /// The capabilities of protected locks (``LockCommand/protect(name:)``).
+    public private(set) var capabilities = CapabilityTable()
+    /// The protected locks, each with its first capability's id.
+    public private(set) var protected: [String: UInt64] = [:]
+    /// The key of lock capabilities; nil: locks cannot be protected (`protect` answers `badRequest`).
+    let authority: (any CapabilityAuthority)?
     /// A deliberately broken variant (tests only); not part of the state.
     @_spi(Canary) public var canary: ServiceCanary?
 
-    public init() {}
+    public init(authority: (any CapabilityAuthority)? = nil) { self.authority = authority }
+
+    /// Whether the envelope's capability lets the session use lock `name`
+    /// with `needed`: `.some(nil)` for an unprotected lock (none needed),
+    /// `.some(cap)` for a protected one it may use, nil (refusal answered) else.
+    func allowed(_ name: String, _ needed: CapabilityRights, _ context: ApplyContext, _ output: inout ServiceOutput) -> Capability?? {
+        guard protected[name] != nil else { return .some(nil) }
+        guard let authority else {
+            output.complete(context.session, context.requestID, status: .forbidden) {
+                $0.string16("\(name) is protected and this node has no capability key")
+            }
+            return nil
+        }
+        switch capabilities.check(context.capability, name: name, needed: needed, authority: authority, kind: .lock) {
+        case .success(let cap): return .some(cap)
+        case .failure(let refusal):
+            output.complete(context.session, context.requestID, status: .forbidden) { $0.string16("lock \(name): \(refusal)") }
+            return nil
+        }
+    }
 
     static func mode(_ raw: UInt8) throws(ServiceDecodeError) -> LockMode {
         guard let m = LockMode(rawValue: raw) else { throw .invalidField("lock mode \(raw)") }
@@ -106,14 +142,17 @@ public struct LockService: ReplicatedStateMachine, Sendable {
             let wait = try command.u8()
             guard wait <= 1 else { throw .invalidField("wait flag \(wait)") }
             try command.expectEnd()
+            guard allowed(name, .write, context, &output) != nil else { return }
             acquire(name, mode: mode, wait: wait == 1, context: context, output: &output)
         case 2:
             let name = try command.string16()
             try command.expectEnd()
+            guard allowed(name, .write, context, &output) != nil else { return }
             release(name, context: context, output: &output)
         case 3:
             let name = try command.string16()
             try command.expectEnd()
+            guard allowed(name, .write, context, &output) != nil else { return }
             let withdrawn = locks[name]?.waiters.filter { $0.session == context.session } ?? []
             locks[name]?.waiters.removeAll { $0.session == context.session }
             // The withdrawn requests are answered too: their callers stop
@@ -130,7 +169,70 @@ public struct LockService: ReplicatedStateMachine, Sendable {
             }
         case 5:
             try command.expectEnd()
-            output.complete(context.session, context.requestID, status: .ok) { w in snapshot(into: &w) }
+            output.complete(context.session, context.requestID, status: .ok) { w in writeTable(into: &w) }
+        case 6:
+            let name = try command.string16()
+            try command.expectEnd()
+            guard let authority else {
+                return output.complete(context.session, context.requestID, status: .badRequest) {
+                    $0.string16("this node runs locks without a capability key")
+                }
+            }
+            guard !name.isEmpty, name.utf8.count <= OwnedObjectService.maximumNameBytes else {
+                return output.complete(context.session, context.requestID, status: .badRequest) {
+                    $0.string16("a lock's name is 1 to \(OwnedObjectService.maximumNameBytes) bytes")
+                }
+            }
+            guard protected[name] == nil else {
+                return output.complete(context.session, context.requestID, status: .exists) { $0.string16("\(name) is protected already") }
+            }
+            protected[name] = context.index
+            capabilities.issue(context.index, parent: 0, name: name, rights: .all)
+            let cap = Capability(kind: .lock, id: context.index, rights: .all, name: name, authority: authority)
+            output.complete(context.session, context.requestID, status: .ok) { w in
+                w.u64(context.index)
+                w.bytes32(cap.encoded)
+            }
+        case 7:
+            let name = try command.string16()
+            let rights = CapabilityRights(rawValue: try command.u8())
+            try command.expectEnd()
+            guard CapabilityRights.all.isSuperset(of: rights) else { throw .invalidField("rights \(rights.rawValue)") }
+            guard protected[name] != nil, let authority else {
+                return output.complete(context.session, context.requestID, status: .notFound) { $0.string16("lock \(name) is not protected") }
+            }
+            guard let allowedCap = allowed(name, .grant, context, &output), let presented = allowedCap else { return }
+            guard presented.rights.isSuperset(of: rights) else {
+                return output.complete(context.session, context.requestID, status: .forbidden) {
+                    $0.string16("a capability can delegate only rights it has (\(presented.rights)), not \(rights)")
+                }
+            }
+            capabilities.issue(context.index, parent: presented.id, name: name, rights: rights)
+            let cap = Capability(kind: .lock, id: context.index, rights: rights, name: name, authority: authority)
+            output.complete(context.session, context.requestID, status: .ok) { w in
+                w.u64(context.index)
+                w.bytes32(cap.encoded)
+            }
+        case 8:
+            let name = try command.string16()
+            let revoked = try command.u64()
+            try command.expectEnd()
+            guard protected[name] != nil else {
+                return output.complete(context.session, context.requestID, status: .notFound) { $0.string16("lock \(name) is not protected") }
+            }
+            guard let allowedCap = allowed(name, .grant, context, &output), let presented = allowedCap else { return }
+            guard capabilities.issued[revoked]?.name == name else {
+                return output.complete(context.session, context.requestID, status: .notFound) {
+                    $0.string16("no capability \(revoked) for lock \(name)")
+                }
+            }
+            guard capabilities.isAncestor(presented.id, of: revoked) else {
+                return output.complete(context.session, context.requestID, status: .forbidden) {
+                    $0.string16("capability \(presented.id) did not delegate \(revoked)")
+                }
+            }
+            capabilities.revoke(revoked)
+            output.complete(context.session, context.requestID, status: .ok)
         default:
             throw .unknownOperation(service: serviceID, operation: op)
         }
@@ -216,12 +318,26 @@ public struct LockService: ReplicatedStateMachine, Sendable {
         }
     }
 
-    public func snapshot(into w: inout ByteWriter) {
+    /// The lock table as `list` answers it: held or awaited locks.
+    func writeTable(into w: inout ByteWriter) {
         // Free locks are not state: two replicas that forgot them at different
         // times would still be equal. Only held or awaited locks are written.
         let names = locks.keys.filter { !locks[$0]!.holders.isEmpty || !locks[$0]!.waiters.isEmpty }.sorted()
         w.u32(UInt32(names.count))
         for n in names { locks[n]!.write(to: &w) }
+    }
+
+    /// The table, then (when any lock is protected) the protected locks and their capabilities.
+    public func snapshot(into w: inout ByteWriter) {
+        writeTable(into: &w)
+        guard !protected.isEmpty else { return }
+        let names = protected.keys.sorted()
+        w.u32(UInt32(names.count))
+        for n in names {
+            w.string16(n)
+            w.u64(protected[n]!)
+        }
+        capabilities.snapshot(into: &w)
     }
 
     public mutating func restore(from r: inout ByteReader) throws(ServiceDecodeError) {
@@ -231,6 +347,14 @@ public struct LockService: ReplicatedStateMachine, Sendable {
             next[lock.name] = lock
         }
         locks = next
+        protected = [:]
+        capabilities = CapabilityTable()
+        guard r.remaining > 0 else { return }
+        for _ in 0..<Int(try r.u32()) {
+            let name = try r.string16()
+            protected[name] = try r.u64()
+        }
+        capabilities = try CapabilityTable.restore(from: &r)
     }
 
     // MARK: - Responses, for clients

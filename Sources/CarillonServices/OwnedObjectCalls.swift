@@ -135,16 +135,45 @@ extension ServiceCalls {
         }
     }
 
-    /// Delegates `capability` with `rights` (a subset of its own); needs the grant right.
+    /// Delegates `capability` (an object's or a lock's) with `rights` (a subset of its own); needs the grant right.
     public func grant(_ capability: Capability, rights: CapabilityRights, consistency: Consistency = .agreed) async throws -> Capability {
-        let r = try await ownedCall(capability, consistency, .grant(name: capability.name, rights: rights), "grant \(capability.name)")
+        let what = "grant \(capability.name)"
+        let r =
+            capability.kind == .lock
+            ? try await lockCall(capability, consistency, .grant(name: capability.name, rights: rights), what)
+            : try await ownedCall(capability, consistency, .grant(name: capability.name, rights: rights), what)
         return try Self.capability(in: r.body)
     }
 
     /// Revokes capability `id` (and everything delegated from it) at this
     /// command's position; `capability` must be an ancestor of it with the grant right.
     public func revoke(_ id: UInt64, using capability: Capability, consistency: Consistency = .agreed) async throws {
-        _ = try await ownedCall(capability, consistency, .revoke(name: capability.name, id: id), "revoke \(id) of \(capability.name)")
+        let what = "revoke \(id) of \(capability.name)"
+        if capability.kind == .lock {
+            _ = try await lockCall(capability, consistency, .revoke(name: capability.name, id: id), what)
+        } else {
+            _ = try await ownedCall(capability, consistency, .revoke(name: capability.name, id: id), what)
+        }
+    }
+
+    /// Puts lock `name` behind capabilities (``LockCommand/protect(name:)``):
+    /// from then on acquiring, releasing or cancelling it needs a capability
+    /// for it with the write right. Returns the capability with every right.
+    public func protectLock(_ name: String, consistency: Consistency = .agreed) async throws -> Capability {
+        let r = try await lockCall(nil, consistency, .protect(name: name), "protect lock \(name)")
+        return try Self.capability(in: r.body)
+    }
+
+    func lockCall(_ capability: Capability?, _ consistency: Consistency, _ command: LockCommand, _ what: String) async throws
+        -> ServiceResponse
+    {
+        let r = try await call(LockService.serviceID, consistency, capability: capability) { command.encode(into: &$0) }
+        guard r.status == .ok else {
+            let why = try? ByteReader.reading(r.body) { (r) throws(ServiceDecodeError) -> String in try r.string16() }
+            if let why, !why.isEmpty { throw ServiceCallError(r.status, "\(what): \(why)") }
+            throw ServiceCallError.failure(r, what)
+        }
+        return r
     }
 
     static func capability(in body: [UInt8]) throws -> Capability {

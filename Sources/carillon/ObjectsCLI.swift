@@ -262,8 +262,10 @@ struct Cap: ParsableCommand {
               carillon cap grant --config bus.json --member a --cap @users.cap --rights r > users-read.cap
               carillon cap show @users-read.cap
               carillon cap revoke --config bus.json --member a --cap @users.cap --id 42
+              carillon cap lock --config bus.json --member a backup > backup.cap   (lock "backup" now needs it)
+              carillon lock --config bus.json --member b --cap @backup.cap backup -- ./backup.sh
             """,
-        subcommands: [CapGrant.self, CapRevoke.self, CapShow.self])
+        subcommands: [CapGrant.self, CapRevoke.self, CapShow.self, CapLock.self])
 }
 
 struct CapGrant: ParsableCommand {
@@ -295,6 +297,25 @@ struct CapRevoke: ParsableCommand {
         let client = try endpoint.connect()
         let cap = try capability.capability(), consistency = endpoint.consistency, id = self.id
         try runClient { try await client.revoke(id, using: cap, consistency: consistency) }
+    }
+}
+
+struct CapLock: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lock",
+        abstract: "Put a lock behind capabilities; prints its capability (every right).",
+        discussion: """
+            From this command's position on, every member refuses to acquire, release or cancel the lock \
+            without a capability for it with the w right (exit 77); grant and revoke work as for objects. \
+            Once only: a protected lock stays protected.
+            """)
+    @OptionGroup var endpoint: EndpointOptions
+    @Argument(help: "The lock's name.") var name: String
+
+    func run() throws {
+        let client = try endpoint.connect()
+        let name = self.name, consistency = endpoint.consistency
+        print(try runClient { try await client.protectLock(name, consistency: consistency) }.text)
     }
 }
 

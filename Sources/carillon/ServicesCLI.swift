@@ -113,6 +113,10 @@ struct Lock: ParsableCommand {
     @Flag(help: "Do not wait: exit 1 at once if the lock is held.") var `try` = false
     @Flag(help: "Take the lock shared (with other shared holders) instead of exclusive.") var shared = false
     @Option(help: "Wait at most this many seconds for the lock (exit 1 if not granted).") var timeout: Double?
+    @Option(
+        help: ArgumentHelp(
+            "The lock's capability (cap1-… or @FILE), for a lock put behind capabilities with `carillon cap lock`.", valueName: "cap"))
+    var cap: String?
     @Argument(help: "The lock's name.") var name: String
     @Argument(parsing: .postTerminator, help: "The command to run while holding the lock (after --).") var command: [String] = []
 
@@ -123,12 +127,16 @@ struct Lock: ParsableCommand {
     }
 
     func run() throws {
+        let capability = try cap.map { try readCapability($0) }
         let client = try endpoint.connect()
         let name = self.name, mode: LockMode = shared ? .shared : .exclusive, consistency = endpoint.consistency
         let wait = !`try`, timeout = self.timeout
         let grant: LockGrant? = try runClient {
-            if let timeout { return try await client.acquire(name, mode: mode, timeoutNanos: UInt64(timeout * 1e9), consistency: consistency) }
-            return try await client.acquire(name, mode: mode, wait: wait, consistency: consistency)
+            if let timeout {
+                return try await client.acquire(
+                    name, mode: mode, timeoutNanos: UInt64(timeout * 1e9), consistency: consistency, capability: capability)
+            }
+            return try await client.acquire(name, mode: mode, wait: wait, consistency: consistency, capability: capability)
         }
         guard let grant else {
             FileHandle.standardError.write(Data("carillon: lock \(name) is held\(timeout.map { " (waited \($0) s)" } ?? ""); nothing ran\n".utf8))
@@ -142,7 +150,7 @@ struct Lock: ParsableCommand {
         environment["CARILLON_LOCK_NAME"] = name
         process.environment = environment
         do { try process.run() } catch {
-            _ = try? runClient { try await client.release(name) }
+            _ = try? runClient { try await client.release(name, capability: capability) }
             throw ValidationError("cannot run \(command[0]): \(error.localizedDescription)")
         }
         // The session is the lock: if the connection ends, the lock is gone.
@@ -157,7 +165,7 @@ struct Lock: ParsableCommand {
             usleep(20_000)
         }
         process.waitUntilExit()
-        _ = try? runClient { try await client.release(name, consistency: consistency) }
+        _ = try? runClient { try await client.release(name, consistency: consistency, capability: capability) }
         client.close()
         throw ExitCode(process.terminationStatus)
     }

@@ -147,5 +147,12 @@ struct LoopbackObjectTests {
         let location = try await bounded { try await b.locateObject("secret") }
         #expect(location.owner.node == 0 && location.backups.map(\.node) == [1])
         #expect(cluster.services[1].heldObject("secret")?.bytes.first == 7, "the backup applied the write")
+        // A lock behind capabilities: refused without one, granted with one.
+        let lockCap = try await bounded { try await a.protectLock("printer") }
+        #expect(lockCap.kind == .lock)
+        #expect(try await refusal { _ = try await b.acquire("printer", wait: false) } == .forbidden)
+        let grant = try await bounded { try await b.acquire("printer", wait: false, capability: lockCap) }
+        #expect(grant != nil)
+        try await bounded { try await b.release("printer", capability: lockCap) }
     }
 }

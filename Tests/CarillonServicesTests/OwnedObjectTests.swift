@@ -477,3 +477,80 @@ enum ObjectStoreVersion {
         try ByteReader.reading(body) { (r) throws(ServiceDecodeError) -> UInt64 in try r.u64() }
     }
 }
+
+/// Locks behind capabilities (`LockCommand.protect`): the same checks, on the lock service.
+struct LockCapabilityTests {
+    let authority = SipHashAuthority(key0: 0x0123_4567_89ab_cdef, key1: 0xfedc_ba98_7654_3210)
+
+    func harness() -> Harness {
+        var h = Harness()
+        h.host = ServiceHost(machines: [LockService(authority: authority), ObjectStore()])
+        h.host.begin(in: h.view)
+        return h
+    }
+
+    func send(_ h: inout Harness, _ s: SessionID, _ r: UInt64, _ command: LockCommand, capability: Capability? = nil) {
+        var w = ByteWriter()
+        CommandEnvelope.writeHeader(
+            kind: .command, service: LockService.serviceID, session: s, requestID: r, acknowledgedBelow: 0,
+            capability: capability?.encoded ?? [], to: &w)
+        command.encode(into: &w)
+        h.deliver(w.bytes, fromRank: h.view.rank(ofNode: s.member.node)!)
+    }
+
+    static func capability(_ body: [UInt8]) throws -> Capability {
+        try ByteReader.reading(body) { (r) throws(ServiceDecodeError) -> Capability in
+            _ = try r.u64()
+            return try Capability.decode(try r.bytes32())
+        }
+    }
+
+    @Test func aProtectedLockNeedsItsCapabilityAtEveryStep() throws {
+        var h = harness()
+        let a = Harness.session(0), b = Harness.session(1)
+        // Unprotected: anyone takes it, as before.
+        send(&h, b, 1, .acquire(name: "L", mode: .exclusive, wait: false))
+        #expect(h.answer(b, 1)?.status == .granted)
+        send(&h, b, 2, .release(name: "L"))
+        send(&h, a, 1, .protect(name: "L"))
+        #expect(h.answer(a, 1)?.status == .ok)
+        let owner = try Self.capability(h.answer(a, 1)!.body)
+        #expect(owner.kind == .lock && owner.rights == .all)
+        send(&h, a, 2, .protect(name: "L"))
+        #expect(h.answer(a, 2)?.status == .exists, "protected once")
+        // Without a capability, or with a forged one, nothing happens.
+        send(&h, b, 3, .acquire(name: "L", mode: .exclusive, wait: false))
+        #expect(h.answer(b, 3)?.status == .forbidden)
+        var forged = owner
+        forged.name = "M"
+        send(&h, b, 4, .acquire(name: "L", mode: .exclusive, wait: false), capability: forged)
+        #expect(h.answer(b, 4)?.status == .forbidden)
+        // A delegated read-only capability cannot take it; a write one can.
+        send(&h, a, 3, .grant(name: "L", rights: .read), capability: owner)
+        let reader = try Self.capability(h.answer(a, 3)!.body)
+        send(&h, b, 5, .acquire(name: "L", mode: .exclusive, wait: false), capability: reader)
+        #expect(h.answer(b, 5)?.status == .forbidden)
+        send(&h, a, 4, .grant(name: "L", rights: .write), capability: owner)
+        let taker = try Self.capability(h.answer(a, 4)!.body)
+        send(&h, b, 6, .acquire(name: "L", mode: .exclusive, wait: false), capability: taker)
+        #expect(h.answer(b, 6)?.status == .granted)
+        // Revoked: the holder cannot release with it any more (its session's end still releases it).
+        send(&h, a, 5, .revoke(name: "L", id: taker.id), capability: owner)
+        #expect(h.answer(a, 5)?.status == .ok)
+        send(&h, b, 7, .release(name: "L"), capability: taker)
+        #expect(h.answer(b, 7)?.status == .forbidden)
+        // The protection and the table survive a snapshot (a joiner decides alike).
+        var joiner = ServiceHost(machines: [LockService(authority: authority), ObjectStore()])
+        let state = h.host.snapshot()
+        try state.withUnsafeBytes { try joiner.restore($0) }
+        #expect(joiner.digest == h.host.digest)
+        #expect((joiner.machine(LockService.serviceID) as? LockService)?.protected["L"] == owner.id)
+    }
+
+    @Test func withoutAKeyLocksCannotBeProtected() {
+        var h = Harness()
+        let a = Harness.session(0)
+        send(&h, a, 1, .protect(name: "L"))
+        #expect(h.answer(a, 1)?.status == .badRequest)
+    }
+}
