@@ -17,14 +17,15 @@ swift build --build-tests
 swift build -c release --product carillon
 swift build -c release --product carillon-tap
 swift build -c release --product carillon-bench
-# Two runs of the same test binary. The deterministic simulation tests keep
-# both cores busy for minutes and, on two cores, starve the test runner's
-# cooperative threads and the real-socket members (a starved member churns
-# views and ends its sessions: CI failed so twice): the real-socket,
-# loopback and namespace tests run first without them, then the simulation
-# tests alone.
+# Three runs of the same test binary, so that timing-bound tests never share
+# the two cores with each other's members or with the simulation sweeps (a
+# starved member churns views and ends its sessions: CI failed so twice):
+#   1. unit, transcript and in-process real-socket tests, one at a time;
+#   2. the namespace suites (separate processes; their scenarios run one at a time);
+#   3. the simulation tests (CPU-bound and deterministic), alone.
 simulation='CarillonSimulationTests|swarmSeed|theSimulatorsInvariantsHoldAndTheCanaryIsCaught'
-swift test --skip-build --skip "$simulation"
+swift test --skip-build --no-parallel --skip "$simulation|NamespaceTests"
+swift test --skip-build --filter NamespaceTests
 swift test --skip-build --filter "$simulation"
 swift build -c release --product carillon-sim
 .build/release/carillon-sim --swarm --seeds 1-2000
