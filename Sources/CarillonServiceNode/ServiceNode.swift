@@ -166,6 +166,11 @@ public final class ServiceNode: @unchecked Sendable {
     let wake = DispatchSemaphore(value: 0)
     let running = Atomic<Bool>(false)
     let tickerDone = DispatchGroup()
+    /// Where transfers from the bulk channel are checked and decoded, in
+    /// arrival order: not on the channel's thread, which runs at the agents'
+    /// real-time priority — a 512 MiB copy and digest there kept a core from
+    /// the members for a second, and they suspected each other.
+    let arrivals = DispatchQueue(label: "carillon.services.arrivals", qos: .utility)
     /// The key of the owned objects' capabilities: bound to the cluster key and the run at ``attach(to:bulk:applicationState:)``.
     public let capabilityAuthority = RunBoundCapabilityAuthority()
 
@@ -738,9 +743,15 @@ public final class ServiceNode: @unchecked Sendable {
     }
 
     /// A transfer arrived on the bulk channel: the state a joiner waits for
-    /// (or will). It is checked and decoded here, off the agent thread; the
-    /// agent only swaps the host in and applies the held events.
+    /// (or will), or an owned object's bytes. Returns at once: it is checked
+    /// and decoded on a queue of ordinary priority, off the agent and the
+    /// bulk channel's threads; the agent only swaps the host in and applies
+    /// the held events.
     public func bulkArrived(source: Int, bytes: [UInt8]) {
+        arrivals.async { [self] in takeArrival(source: source, bytes: bytes) }
+    }
+
+    func takeArrival(source: Int, bytes: [UInt8]) {
         if ObjectTransfer.isTransfer(bytes) { return objectArrived(source: source, bytes: bytes) }
         guard let state = StateManifest.state(fromTransfer: bytes) else {
             logger.error(
