@@ -137,14 +137,27 @@ struct Migration: ParsableCommand {
                 }
                 let startedRealtime = realtimeNanos()
                 let started = monotonicNanos()
-                let moved = try awaitBlocking("migrate \(name) h\(from) → h\(to)", timeoutSeconds: timeout) {
-                    try await client.migrateObject(cap, to: .node(UInt16(to)))
+                let outcome = Result {
+                    try awaitBlocking("migrate \(name) h\(from) → h\(to)", timeoutSeconds: timeout) {
+                        try await client.migrateObject(cap, to: .node(UInt16(to)))
+                    }
                 }
                 let seconds = Double(monotonicNanos() - started) / 1e9
                 let endedRealtime = realtimeNanos()
                 stop.value = true
                 _ = writing.wait(timeout: .now() + 30)
-                guard moved.owner.node == UInt16(to) else { throw BenchError("\(name) moved to \(moved.owner), not h\(to)") }
+                // A failed migration is reported, not hidden: the rest of the run still measures.
+                guard case .success(let moved) = outcome, moved.owner.node == UInt16(to) else {
+                    let why: String
+                    switch outcome {
+                    case .failure(let error): why = "\(error)"
+                    case .success(let moved): why = "moved to \(moved.owner), not h\(to)"
+                    }
+                    let line = "\(mib) MiB h\(from) → h\(to): FAILED after \(String(format: "%.3f", seconds)) s: \(why)"
+                    lines.append(line)
+                    progress.report(line)
+                    break
+                }
                 if k == sizeList.count - 1 { windows.append((startedRealtime, endedRealtime)) }
                 let ratio = seconds / (rawSeconds + 2 * opSeconds)
                 let waited = waits.summary
@@ -166,7 +179,7 @@ struct Migration: ParsableCommand {
                         ],
                         notes: [line]))
             }
-            try awaitBlocking("delete \(name)", timeoutSeconds: 60) { try await source.deleteObject(cap) }
+            _ = try? awaitBlocking("delete \(name)", timeoutSeconds: 60) { try await source.deleteObject(cap) }
         }
         progress.finish()
         for i in 0..<3 { cluster.nodes[i]?.terminate() }
