@@ -9,19 +9,23 @@ public struct ObjectTransfer: Sendable, Hashable {
     public var name: String
     public var migration: UInt64
     public var version: UInt64
-    public var bytes: [UInt8]
+    public var bytes: ObjectBytes
     /// The digest read and checked by ``decode(_:)``; nil for a transfer built to be sent.
     var checkedDigest: UInt64?
 
-    public init(name: String, migration: UInt64, version: UInt64, bytes: [UInt8]) {
+    public init(name: String, migration: UInt64, version: UInt64, bytes: ObjectBytes) {
         self.name = name
         self.migration = migration
         self.version = version
         self.bytes = bytes
     }
 
+    public init(name: String, migration: UInt64, version: UInt64, bytes: [UInt8]) {
+        self.init(name: name, migration: migration, version: version, bytes: ObjectBytes(bytes))
+    }
+
     /// The FNV-1a digest of the bytes (known without hashing again once decoded).
-    public var digest: UInt64 { checkedDigest ?? Digest64.of(bytes) }
+    public var digest: UInt64 { checkedDigest ?? bytes.digest }
 
     public static func == (a: ObjectTransfer, b: ObjectTransfer) -> Bool {
         a.name == b.name && a.migration == b.migration && a.version == b.version && a.bytes == b.bytes
@@ -34,6 +38,8 @@ public struct ObjectTransfer: Sendable, Hashable {
         h.combine(bytes)
     }
 
+    /// The transfer as one flat array: every byte of the object is copied
+    /// here, so a shell calls this off the thread that applies the bus.
     public var encoded: [UInt8] {
         var w = ByteWriter(capacity: bytes.count + name.utf8.count + 32)
         w.raw(Self.magic)
@@ -41,7 +47,7 @@ public struct ObjectTransfer: Sendable, Hashable {
         w.u64(migration)
         w.u64(version)
         w.u64(digest)
-        w.raw(bytes)
+        bytes.forEachChunk { w.raw($0) }
         return w.bytes
     }
 
@@ -71,10 +77,13 @@ public struct ObjectTransfer: Sendable, Hashable {
                 return (try r.string16(), try r.u64(), try r.u64(), try r.u64(), r.offset)
             }
         } catch { throw .unreadable(error) }
-        let body = Array(bytes[header.4...])
-        let digest = Digest64.of(body)
+        let digest = bytes.withUnsafeBytes { all in
+            var d = Digest64()
+            d.add(UnsafeRawBufferPointer(rebasing: all[header.4...]))
+            return d.value
+        }
         guard digest == header.3 else { throw .digestMismatch(expected: header.3, found: digest) }
-        var transfer = ObjectTransfer(name: header.0, migration: header.1, version: header.2, bytes: body)
+        var transfer = ObjectTransfer(name: header.0, migration: header.1, version: header.2, bytes: ObjectBytes(bytes[header.4...]))
         transfer.checkedDigest = digest
         return transfer
     }
@@ -88,7 +97,7 @@ public struct ObjectTransfer: Sendable, Hashable {
 /// drive the same code.
 public struct ObjectHolding: Sendable {
     public struct Copy: Sendable, Hashable {
-        public var bytes: [UInt8]
+        public var bytes: ObjectBytes
         public var version: UInt64
     }
 
@@ -126,15 +135,14 @@ public struct ObjectHolding: Sendable {
     public mutating func apply(_ effect: ObjectEffect) -> [Action] {
         switch effect {
         case .allocate(let name, let size, let version, let holders):
-            if holders.contains(me) { copies[name] = Copy(bytes: [UInt8](repeating: 0, count: Int(size)), version: version) }
+            if holders.contains(me) { copies[name] = Copy(bytes: ObjectBytes(zeros: Int(size)), version: version) }
         case .write(let name, let offset, let bytes, let version, let holders):
             guard holders.contains(me) else { return [] }
             guard let count = copies[name]?.bytes.count, offset <= UInt64(count), bytes.count <= count - Int(offset) else {
                 counters.missingCopies += 1
                 return []
             }
-            let start = Int(offset)
-            copies[name]!.bytes.replaceSubrange(start..<(start + bytes.count), with: bytes)
+            copies[name]!.bytes.write(bytes, at: Int(offset))
             copies[name]!.version = version
         case .drop(let name, let members):
             if members.contains(me) {
@@ -148,7 +156,7 @@ public struct ObjectHolding: Sendable {
                 return []
             }
             let start = Int(offset)
-            let bytes = Array(copy.bytes[start..<(start + Int(length))])
+            let bytes = copy.bytes.bytes(in: start..<(start + Int(length)))
             return [.order(.readReply(name: name, session: session, requestID: requestID, version: copy.version, bytes: bytes))]
         case .transfer(let name, let migration, let source, let target, _):
             guard source == me else { return [] }

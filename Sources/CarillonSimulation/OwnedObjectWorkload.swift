@@ -281,7 +281,7 @@ struct OwnedObjectWorkload {
                     record(.copyMissing(node: node, count: 1))
                     continue
                 }
-                if copy.bytes != expected || copy.version != o.version {
+                if !copy.bytes.elementsEqual(expected) || copy.version != o.version {
                     record(.objectCopyDiffers(object: name, node: node, version: o.version, found: copy.version))
                 }
             }
