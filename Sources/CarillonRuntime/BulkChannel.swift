@@ -160,7 +160,9 @@ public final class BulkChannel: @unchecked Sendable {
     public typealias TransferHandler = (_ source: Int, _ transferID: UInt64, _ bytes: [UInt8]) -> Void
 
     public let configuration: BulkChannelConfiguration
-    let transport: UDPTransport
+    /// The channel's network: its own UDP socket by default, any ``FrameTransport`` given to
+    /// ``init(configuration:transport:scheduleSource:clock:onTransfer:)``.
+    let transport: any FrameTransport
     let sender: Mutex<BulkSender>
     let running = Atomic<Bool>(false)
     let published = Mutex(BulkChannelCounters())
@@ -174,11 +176,43 @@ public final class BulkChannel: @unchecked Sendable {
     ///   - scheduleSource: the bus's current schedule (nil: not in a view; gating falls back to pacing).
     ///   - clock: now, on the schedule's timebase.
     ///   - onTransfer: called on the channel's thread with each transfer received whole.
-    public init(
+    public convenience init(
         configuration: BulkChannelConfiguration, scheduleSource: @escaping @Sendable () -> TDMASchedule?,
         clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler
     ) throws(SystemCallError) {
         precondition(configuration.nodes.indices.contains(configuration.node), "node is not in nodes")
+        try self.init(
+            configuration: configuration, transport: try Self.udpTransport(for: configuration), scheduleSource: scheduleSource,
+            clock: clock, onTransfer: onTransfer)
+    }
+
+    /// The UDP socket a bulk channel of `configuration` uses: bound to its
+    /// node's endpoint, datagrams of a chunk with header and tag.
+    public static func udpTransport(for configuration: BulkChannelConfiguration) throws(SystemCallError) -> UDPTransport {
+        var options = UDPTransportOptions(members: configuration.nodes, rank: configuration.node)
+        options.maxDatagramBytes = datagramBytes(for: configuration)
+        options.socketBufferBytes = 4 << 20
+        options.lossInjection = configuration.lossInjection
+        return try UDPTransport(options: options)
+    }
+
+    /// The longest datagram a channel of `configuration` sends: a chunk with its header and tag.
+    public static func datagramBytes(for configuration: BulkChannelConfiguration) -> Int {
+        BulkWire.headerBytes + configuration.transfer.chunkBytes + FrameAuthenticator.tagBytes
+    }
+
+    /// A channel over `transport`, whose ranks are the configuration's node
+    /// indices and whose frames take ``datagramBytes(for:)``.
+    public init(
+        configuration: BulkChannelConfiguration, transport: any FrameTransport,
+        scheduleSource: @escaping @Sendable () -> TDMASchedule?,
+        clock: @escaping @Sendable () -> UInt64, onTransfer: @escaping TransferHandler
+    ) throws(SystemCallError) {
+        precondition(configuration.nodes.indices.contains(configuration.node), "node is not in nodes")
+        precondition(
+            transport.rank == configuration.node && transport.memberCount == configuration.nodes.count
+                && transport.maxFrameBytes >= Self.datagramBytes(for: configuration),
+            "the bulk channel's transport does not match its configuration (rank, members, frame size)")
         self.configuration = configuration
         if case .off = configuration.authentication {
             configuration.logger.warning(
@@ -187,11 +221,7 @@ public final class BulkChannel: @unchecked Sendable {
                     "endpoint": "\(configuration.nodes[configuration.node])"
                 ])
         }
-        var options = UDPTransportOptions(bind: configuration.nodes[configuration.node], peers: [])
-        options.maxDatagramBytes = BulkWire.headerBytes + configuration.transfer.chunkBytes + FrameAuthenticator.tagBytes
-        options.socketBufferBytes = 4 << 20
-        options.lossInjection = configuration.lossInjection
-        transport = try UDPTransport(options: options)
+        self.transport = transport
         sender = Mutex(
             BulkSender(
                 node: UInt16(configuration.node), configuration: configuration.transfer,
@@ -237,7 +267,8 @@ public final class BulkChannel: @unchecked Sendable {
     /// Counters as of the thread's last publication (a few times a second, and at stop).
     public var counters: BulkChannelCounters { published.withLock { $0 } }
 
-    public var localEndpoint: UDPEndpoint { transport.localEndpoint }
+    /// The endpoint the channel's socket is bound to (the configured one when the transport is not UDP).
+    public var localEndpoint: UDPEndpoint { (transport as? UDPTransport)?.localEndpoint ?? configuration.nodes[configuration.node] }
 
     public func start() throws(SystemCallError) {
         guard !running.exchange(true, ordering: .acquiringAndReleasing) else { return }
@@ -274,8 +305,17 @@ public final class BulkChannel: @unchecked Sendable {
 
     /// One datagram out; false when the socket is full (try again). Other
     /// send errors count as a loss (the sender's retransmission recovers it).
-    private func send(_ datagram: UnsafeRawBufferPointer, to node: Int, counters: inout BulkChannelCounters) -> Bool {
-        do { return try transport.send(datagram, to: configuration.nodes[node]) } catch {
+    /// `write` fills the first `size` bytes of a transport send buffer.
+    private func send(
+        to node: Int, size: Int, counters: inout BulkChannelCounters, _ write: (UnsafeMutableRawBufferPointer) -> Void
+    ) -> Bool {
+        do {
+            return try transport.send(toRank: node) { buffer in
+                let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
+                write(datagram)
+                return size
+            }
+        } catch {
             counters.sendErrors += 1
             return true
         }
@@ -298,10 +338,6 @@ public final class BulkChannel: @unchecked Sendable {
             pacing: configuration.pacing, linkBitsPerSecond: configuration.linkBitsPerSecond,
             reservation: configuration.reservation, marginNanos: configuration.marginNanos)
         var local = BulkChannelCounters()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(
-            byteCount: datagramBytes(payload: configuration.transfer.chunkBytes),
-            alignment: 16)
-        defer { buffer.deallocate() }
         // Acknowledgements owed: (destination, transfer, chunk count, the
         // destination's incarnation that sent the data); a few at a time.
         var acksOwed: [(UInt16, UInt64, UInt32, UInt64)] = []
@@ -361,7 +397,7 @@ public final class BulkChannel: @unchecked Sendable {
             }
             // 1. Take in everything waiting.
             repeat {
-                _ = try? transport.receiveBatch { bytes, datagram in
+                _ = try? transport.receiveFrames { bytes, _ in
                     if let authenticator = sealer {
                         switch authenticator.verify(bytes) {
                         case .authentic: break
@@ -435,10 +471,11 @@ public final class BulkChannel: @unchecked Sendable {
                         chunkCount: chunkCount, tagLength: UInt16(tag), payloadLength: 0,
                         transferID: transferID, totalBytesOrBitmap: bitmap,
                         senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
-                    let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
-                    header.encode(into: datagram)
-                    sealer?.seal(datagram)
-                    guard send(UnsafeRawBufferPointer(datagram), to: Int(destination), counters: &local) else {
+                    let sent = send(to: Int(destination), size: size, counters: &local) { datagram in
+                        header.encode(into: datagram)
+                        sealer?.seal(datagram)
+                    }
+                    guard sent else {
                         local.socketFull += 1
                         waitNanos = 50_000
                         break sending
@@ -470,13 +507,14 @@ public final class BulkChannel: @unchecked Sendable {
                         chunkCount: chunk.count, tagLength: UInt16(tag), payloadLength: UInt16(chunk.length),
                         transferID: chunk.transferID, totalBytesOrBitmap: chunk.totalBytes,
                         senderIncarnation: receiver.incarnation, receiverIncarnation: destinationIncarnation)
-                    let datagram = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size])
-                    header.encode(into: datagram)
-                    sender.withBytes(of: chunk) { bytes in
-                        UnsafeMutableRawBufferPointer(rebasing: datagram[BulkWire.headerBytes...]).copyMemory(from: bytes)
+                    let sent = send(to: Int(chunk.destination), size: size, counters: &local) { datagram in
+                        header.encode(into: datagram)
+                        sender.withBytes(of: chunk) { bytes in
+                            UnsafeMutableRawBufferPointer(rebasing: datagram[BulkWire.headerBytes...]).copyMemory(from: bytes)
+                        }
+                        sealer?.seal(datagram)
                     }
-                    sealer?.seal(datagram)
-                    guard send(UnsafeRawBufferPointer(datagram), to: Int(chunk.destination), counters: &local) else {
+                    guard sent else {
                         sender.didNotSend(chunk)
                         local.socketFull += 1
                         waitNanos = 50_000
@@ -503,11 +541,17 @@ public final class BulkChannel: @unchecked Sendable {
             }
             // Sleep until shortly before the pacer's next start, then spin to it:
             // a gated window is short, and a late wake-up costs its capacity.
-            if waitNanos > Self.spinNanos {
-                _ = carillon_wait_readable(transport.descriptor, Int64(min(waitNanos - Self.spinNanos, waitCap)))
-            } else if waitNanos > 0 {
-                let until = clock() &+ waitNanos
-                while clock() < until, carillon_wait_readable(transport.descriptor, 0) == 0 {}
+            switch transport.readiness {
+            case .descriptor(let fd):
+                if waitNanos > Self.spinNanos {
+                    _ = carillon_wait_readable(fd, Int64(min(waitNanos - Self.spinNanos, waitCap)))
+                } else if waitNanos > 0 {
+                    let until = clock() &+ waitNanos
+                    while clock() < until, carillon_wait_readable(fd, 0) == 0 {}
+                }
+            case .polled(let interval):
+                // No descriptor to wake on: sleep at most the poll interval, then poll.
+                if waitNanos > 0 { _ = carillon_wait_readable(-1, Int64(min(waitNanos, max(interval, 1_000)))) }
             }
         }
         publish()

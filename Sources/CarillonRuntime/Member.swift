@@ -149,6 +149,8 @@ public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringCon
     case ordering(OrderingConfigurationError)
     case membership(MembershipConfigurationError)
     case transport(SystemCallError)
+    /// A transport given to ``Member/init(configuration:transport:onDelivery:)`` that does not match the configuration.
+    case transportMismatch(String)
 
     public var description: String {
         switch self {
@@ -158,6 +160,7 @@ public enum MemberConfigurationError: Error, Sendable, Hashable, CustomStringCon
         case .ordering(let e): return "ordering: \(e)"
         case .membership(let e): return "membership: \(e)"
         case .transport(let e): return "socket: \(e)"
+        case .transportMismatch(let what): return "transport: \(what)"
         }
     }
 }
@@ -223,7 +226,9 @@ public final class Member: @unchecked Sendable {
     public typealias ViewEventHandler = (ViewEvent.Kind) -> Void
 
     public let configuration: MemberConfiguration
-    let transport: UDPTransport
+    /// The member's network: UDP by default, any ``FrameTransport`` given to
+    /// ``init(configuration:transport:onDelivery:)``.
+    let transport: any FrameTransport
     let state: Mutex<MembershipInstance>
     let running = Atomic<Bool>(false)
     let handler: DeliveryHandler
@@ -259,19 +264,48 @@ public final class Member: @unchecked Sendable {
     /// Called once the agent has stopped (ends the delivery stream).
     var onStop: (@Sendable () -> Void)?
 
-    /// Opens the socket and builds the instance; nothing runs until ``start()``.
-    public init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
-        self.configuration = configuration
-        do { state = Mutex(try MembershipInstance(configuration: configuration.membership)) } catch { throw .membership(error) }
-        var options = UDPTransportOptions(
-            bind: configuration.nodes[configuration.node],
-            peers: configuration.nodes.enumerated().filter { $0.offset != configuration.node }.map(\.element))
+    /// Opens the UDP socket (``udpTransport(for:)``) and builds the instance;
+    /// nothing runs until ``start()``.
+    public convenience init(configuration: MemberConfiguration, onDelivery: @escaping DeliveryHandler) throws(MemberConfigurationError) {
+        let transport: UDPTransport
+        do { transport = try Self.udpTransport(for: configuration) } catch { throw .transport(error) }
+        try self.init(configuration: configuration, transport: transport, onDelivery: onDelivery)
+    }
+
+    /// The UDP socket a member of `configuration` sends and receives on:
+    /// bound to its node's endpoint, fanning out to the others (or to the multicast group).
+    public static func udpTransport(for configuration: MemberConfiguration) throws(SystemCallError) -> UDPTransport {
+        var options = UDPTransportOptions(members: configuration.nodes, rank: configuration.node)
         options.multicastGroup = configuration.multicastGroup
         options.lossInjection = configuration.lossInjection
         options.maxDatagramBytes = max(configuration.ordering.maxFrameBytes, 2048)
-        do { transport = try UDPTransport(options: options) } catch { throw .transport(error) }
+        return try UDPTransport(options: options)
+    }
+
+    /// Builds the instance over `transport` (whose ranks are the
+    /// configuration's node indices); nothing runs until ``start()``.
+    public init(configuration: MemberConfiguration, transport: any FrameTransport, onDelivery: @escaping DeliveryHandler)
+        throws(MemberConfigurationError)
+    {
+        guard transport.rank == configuration.node, transport.memberCount == configuration.nodes.count else {
+            throw .transportMismatch(
+                "the transport is rank \(transport.rank) of \(transport.memberCount) members; the configuration is node \(configuration.node) of \(configuration.nodes.count)"
+            )
+        }
+        guard transport.maxFrameBytes >= configuration.ordering.maxFrameBytes else {
+            throw .transportMismatch(
+                "the transport's frames are at most \(transport.maxFrameBytes) bytes; the configuration's are \(configuration.ordering.maxFrameBytes)"
+            )
+        }
+        self.configuration = configuration
+        do { state = Mutex(try MembershipInstance(configuration: configuration.membership)) } catch { throw .membership(error) }
+        self.transport = transport
         wakeDescriptor = carillon_make_wake_descriptor()
-        ownDescriptors = wakeDescriptor >= 0 ? [transport.descriptor, wakeDescriptor] : [transport.descriptor]
+        var descriptors: [Int32] = []
+        if case .descriptor(let fd) = transport.readiness { descriptors.append(fd) }
+        if wakeDescriptor >= 0 { descriptors.append(wakeDescriptor) }
+        ownDescriptors = descriptors
+        if case .polled(let interval) = transport.readiness { pollIntervalNanos = max(interval, 1_000) } else { pollIntervalNanos = nil }
         handler = onDelivery
         if case .clusterKey(let key) = configuration.authentication { authenticator = key } else { authenticator = nil }
     }
@@ -280,8 +314,11 @@ public final class Member: @unchecked Sendable {
         if wakeDescriptor >= 0 { close(wakeDescriptor) }
     }
 
-    /// The endpoint the socket is bound to.
-    public var localEndpoint: UDPEndpoint { transport.localEndpoint }
+    /// The endpoint the socket is bound to (the configured one when the transport is not UDP).
+    public var localEndpoint: UDPEndpoint { (transport as? UDPTransport)?.localEndpoint ?? configuration.nodes[configuration.node] }
+
+    /// What the member's transport is, for logs (`udp 10.0.0.1:7000`).
+    public var transportSummary: String { transport.summary }
 
     /// The installed view now (nil while joining).
     public var view: View? { state.withLock { $0.view } }
@@ -341,7 +378,7 @@ public final class Member: @unchecked Sendable {
         logger.info(
             "member starting",
             metadata: [
-                "endpoint": "\(transport.localEndpoint)", "nodes": "\(configuration.nodes.count)",
+                "endpoint": "\(localEndpoint)", "transport": "\(transport.summary)", "nodes": "\(configuration.nodes.count)",
                 "start": "\(configuration.joins ? "join a running cluster" : "first view")",
                 "incarnation": "\(configuration.incarnation)", "run": "\(configuration.runIdentity)",
                 "round_period_ns": "\(o.schedule.roundPeriodNanos)", "slot_ns": "\(o.schedule.slotNanos)",
@@ -456,7 +493,7 @@ public final class Member: @unchecked Sendable {
                 let key = callerRunKey.withLock { $0 }
                 for frame in effects.frames {
                     if authenticator != nil { effects.withMutableBytes(of: frame) { key?.seal($0) } }
-                    effects.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
+                    effects.withBytes(of: frame) { bytes in send(bytes, sealedBy: key) }
                 }
                 effects.removeAll()
             }
@@ -549,8 +586,23 @@ public final class Member: @unchecked Sendable {
     /// in `agent`: `stop()` from a delivery handler runs while `agent.effects`
     /// is being carried out.
     var clockEstimates = ClockEstimateLog()
-    /// This member's socket, as the list `idle` polls (built once: no allocation per cycle).
+    /// What `idle` polls, built once (no allocation per cycle): the
+    /// transport's descriptor when it has one, then the wake eventfd (last).
     let ownDescriptors: [Int32]
+    /// A polled transport (no descriptor): the longest a parked agent waits before polling it again.
+    let pollIntervalNanos: UInt64?
+
+    /// Writes one frame into the transport's send buffer, seals it there
+    /// under `key` (nil: no authentication, or a joiner without a run), and
+    /// sends it to every other member. Called under the send lock.
+    @inline(__always) func send(_ frame: UnsafeRawBufferPointer, sealedBy key: FrameAuthenticator?) {
+        try? transport.sendToAll { buffer in
+            guard frame.count <= buffer.count else { return 0 }
+            buffer.copyMemory(from: frame)
+            key?.seal(UnsafeMutableRawBufferPointer(rebasing: buffer[0..<frame.count]))
+            return frame.count
+        }
+    }
 
     /// Prepares the agent state; called on the thread that will run the duty cycles.
     func prepareAgent() {
@@ -567,7 +619,7 @@ public final class Member: @unchecked Sendable {
         while running.load(ordering: .relaxed) {
             let wait = dutyCycle()
             let readable = idle(forNanos: wait, descriptors: ownDescriptors, strategy: configuration.idleStrategy)
-            unpark(wakeReadable: readable & 0b10 != 0)  // the eventfd is ownDescriptors[1]
+            unpark(wakeReadable: wakeDescriptor >= 0 && readable & (1 << (ownDescriptors.count - 1)) != 0)  // the eventfd is last
         }
     }
 
@@ -642,7 +694,7 @@ public final class Member: @unchecked Sendable {
     func receiveOneBatch(now: UInt64) {
         do {
             let kernelTimestamps = configuration.kernelTimestamps, correction = agent.correction
-            try transport.receiveBatch { bytes, datagram in
+            try transport.receiveFrames { bytes, datagram in
                 if authenticator != nil {
                     guard bytes.count > 5 else { missingTags.add(1, ordering: .relaxed); return }
                     // No run yet (a joiner): its slot frames cannot be checked, nor are they needed.
@@ -726,15 +778,12 @@ public final class Member: @unchecked Sendable {
     func carryOut(_ effects: inout MembershipEffects, logger: Logger, runKey: FrameAuthenticator?) {
         guard !effects.ordering.isEmpty || !effects.events.isEmpty else { return }
         for frame in effects.ordering.frames {
-            if let authenticator {
-                effects.ordering.withMutableBytes(of: frame) { bytes in
-                    // Membership frames under the cluster key, the others under
-                    // the run's (a joiner without a run sends only membership frames).
-                    (bytes[5] == FrameKind.membership.rawValue ? authenticator : runKey)?.seal(bytes)
-                }
-            }
             // The send lock is held: the duty cycle's (`dutyCycleSteps`).
-            effects.ordering.withBytes(of: frame) { bytes in try? transport.sendToAll(bytes) }
+            effects.ordering.withBytes(of: frame) { bytes in
+                // Membership frames under the cluster key, the others under
+                // the run's (a joiner without a run sends only membership frames).
+                send(bytes, sealedBy: bytes.count > 5 && bytes[5] == FrameKind.membership.rawValue ? authenticator : runKey)
+            }
         }
         effects.forEachBusEvent { event in
             switch event {
@@ -803,7 +852,8 @@ public final class Member: @unchecked Sendable {
     @discardableResult
     func idle(forNanos wait: UInt64, descriptors: [Int32], strategy: IdleStrategy) -> Int32 {
         guard wait > 0 else { return 0 }
-        let capped = Int64(min(wait, 1_000_000_000))
+        // A polled transport cannot wake a parked thread: wake to poll it.
+        let capped = Int64(min(wait, pollIntervalNanos ?? 1_000_000_000, 1_000_000_000))
         switch strategy {
         case .busySpin:
             return 0

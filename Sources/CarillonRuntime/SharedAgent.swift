@@ -60,11 +60,11 @@ public final class SharedAgent: @unchecked Sendable {
             var wait = UInt64.max
             for member in members { wait = min(wait, member.dutyCycle()) }
             let readable = members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
-            // Each member's descriptors in order: its socket, then its wake eventfd.
+            // Each member's descriptors in order: its transport's (if any), then its wake eventfd.
             var index = 0
             for member in members {
                 let wakeIndex = index + member.ownDescriptors.count - 1
-                member.unpark(wakeReadable: member.ownDescriptors.count > 1 && wakeIndex < 31 && readable & (1 << wakeIndex) != 0)
+                member.unpark(wakeReadable: member.wakeDescriptor >= 0 && wakeIndex < 31 && readable & (1 << wakeIndex) != 0)
                 index += member.ownDescriptors.count
             }
         }

@@ -1,21 +1,89 @@
-/// What the runtime needs from a network: send a frame to every peer, take
-/// in whatever has arrived, and a descriptor to wait on. The UDP transport
-/// implements it for real sockets; the simulator keeps its own in-memory
-/// network and never stands in for this one.
+/// What a member and its bulk channel need from a network. The seam speaks
+/// in member ranks (indices into the configured member list, this member's
+/// own included) and in buffers the transport owns: a sender writes its
+/// frame straight into a buffer the transport hands out (registered memory
+/// for a verbs transport, a `sendmmsg` slot for UDP), and a receiver reads
+/// each frame where the transport received it. Nothing in it is a socket
+/// type: a transport without a file descriptor (verbs polls its completion
+/// queue) says so through ``readiness``.
+///
+/// ``UDPTransport`` implements it for real sockets and `VerbsTransport`
+/// (CarillonVerbs) for libibverbs; the simulator keeps its own in-memory
+/// network and never stands in for either.
+///
+/// Calls come from one thread at a time (the runtime's send lock and agent
+/// thread); a transport needs no locking of its own.
 public protocol FrameTransport: AnyObject {
-    /// Sends one frame to every other member (unicast fan-out or one multicast send).
-    func sendToAll(_ frame: UnsafeRawBufferPointer) throws(SystemCallError)
-    /// Takes in up to one batch of waiting datagrams without blocking, calling
-    /// `handler` for each; returns how many were handed over.
+    /// This member's rank.
+    var rank: Int { get }
+    /// Members the transport addresses (ranks `0..<memberCount`).
+    var memberCount: Int { get }
+    /// The longest frame a send buffer takes.
+    var maxFrameBytes: Int { get }
+    /// Hands `fill` a send buffer of ``maxFrameBytes`` the transport owns;
+    /// `fill` writes one frame at its start and returns its length (0: send
+    /// nothing). The frame then goes to every other member (a fan-out or one
+    /// multicast send). A frame the network cannot take now is lost to its
+    /// peers and counted (``TransportCounters/datagramsNotSent``): the
+    /// ordering protocol repairs it like any loss.
+    func sendToAll(filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError)
+    /// As ``sendToAll(filling:)``, to the member of rank `rank` only (the bulk
+    /// channel's point-to-point path). Returns false when the transport cannot
+    /// take the frame now (a full socket buffer, no free send buffer): nothing
+    /// was sent and the caller offers it again later — backpressure, not a drop.
+    func send(toRank rank: Int, filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError) -> Bool
+    /// Takes in up to one batch of arrived frames without blocking, calling
+    /// `handler` for each (its bytes are valid only during the call); returns
+    /// how many were handed over.
     @discardableResult
-    func receiveBatch(_ handler: (UnsafeRawBufferPointer, ReceivedDatagram) -> Void) throws(SystemCallError) -> Int
-    /// A descriptor that becomes readable when datagrams wait (for blocking idle strategies).
-    var pollDescriptor: Int32 { get }
+    func receiveFrames(_ handler: (UnsafeRawBufferPointer, ReceivedFrame) -> Void) throws(SystemCallError) -> Int
+    /// Whether the last ``receiveFrames(_:)`` took a full batch (more may be waiting).
+    var lastBatchFilled: Bool { get }
+    /// How an idle thread waits for frames.
+    var readiness: TransportReadiness { get }
     /// Counters of the transport itself.
     var counters: TransportCounters { get }
+    /// What the transport is, for logs (`udp 10.0.0.1:7000`, `rdma mlx5_0 port 1`).
+    var summary: String { get }
 }
 
-/// Facts about one received datagram besides its bytes.
+extension FrameTransport {
+    /// Sends a frame already encoded elsewhere (copied into a transport buffer).
+    public func sendToAll(copying frame: UnsafeRawBufferPointer) throws(SystemCallError) {
+        try sendToAll { buffer in
+            guard frame.count <= buffer.count else { return 0 }
+            buffer.copyMemory(from: frame)
+            return frame.count
+        }
+    }
+}
+
+/// How a thread with nothing to do waits for a transport's frames.
+public enum TransportReadiness: Sendable, Hashable {
+    /// The descriptor becomes readable when frames wait (`ppoll`).
+    case descriptor(Int32)
+    /// No descriptor: frames are seen only by polling (a verbs completion
+    /// queue). A parked thread wakes at least every `intervalNanos` to poll.
+    case polled(intervalNanos: UInt64)
+}
+
+/// Facts about one received frame besides its bytes.
+public struct ReceivedFrame: Sendable, Hashable {
+    /// The sender's rank, when the transport can tell (nil: an unknown
+    /// source, or several members behind one address); frames name their
+    /// sender inside, and authentication decides whether to believe it.
+    public var sourceRank: Int?
+    /// Kernel receive time (CLOCK_REALTIME, SO_TIMESTAMPNS), when the transport gave one.
+    public var kernelTimestampNanos: Int64?
+
+    public init(sourceRank: Int?, kernelTimestampNanos: Int64?) {
+        self.sourceRank = sourceRank
+        self.kernelTimestampNanos = kernelTimestampNanos
+    }
+}
+
+/// Facts about one received UDP datagram besides its bytes (``UDPTransport``'s
+/// address-level API, for raw baselines and tools).
 public struct ReceivedDatagram: Sendable {
     public var source: UDPEndpoint
     /// Kernel receive time (CLOCK_REALTIME, SO_TIMESTAMPNS), when the kernel gave one.

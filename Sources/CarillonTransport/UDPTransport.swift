@@ -23,9 +23,28 @@ public struct UDPTransportOptions: Sendable {
     /// Seeded loss on arrival, for tests.
     public var lossInjection: LossInjection?
 
+    /// Every member's endpoint by rank (this member's own included): what
+    /// the rank-addressed ``FrameTransport`` API maps ranks to. With
+    /// ``init(bind:peers:)`` it is `[bind] + peers` and this member is rank 0.
+    public private(set) var members: [UDPEndpoint]
+    /// This member's rank in ``members``.
+    public private(set) var rank: Int
+
+    /// A socket bound to `bind` that fans out to `peers` (rank 0 is `bind`, then the peers in order).
     public init(bind: UDPEndpoint, peers: [UDPEndpoint]) {
         self.bind = bind
         self.peers = peers
+        members = [bind] + peers
+        rank = 0
+    }
+
+    /// The socket of member `rank` of `members` (bound to `members[rank]`,
+    /// fanning out to every other).
+    public init(members: [UDPEndpoint], rank: Int) {
+        precondition(members.indices.contains(rank), "rank \(rank) is not in the \(members.count) members")
+        self.init(bind: members[rank], peers: members.enumerated().filter { $0.offset != rank }.map(\.element))
+        self.members = members
+        self.rank = rank
     }
 }
 
@@ -43,9 +62,19 @@ public final class UDPTransport: FrameTransport {
     let receiveMemory: UnsafeMutableRawPointer
     let sendSlots: UnsafeMutablePointer<carillon_datagram>
     let destinations: [sockaddr_in]
+    /// Every member's address by rank, for `send(toRank:)` and for naming a frame's source.
+    let memberAddresses: [sockaddr_in]
+    /// The transport's own send buffers (``FrameTransport``): one for fan-out, one for point-to-point.
+    let broadcastBuffer: UnsafeMutableRawBufferPointer
+    let directBuffer: UnsafeMutableRawBufferPointer
     var loss: LossInjector?
 
     public var pollDescriptor: Int32 { descriptor }
+    public var readiness: TransportReadiness { .descriptor(descriptor) }
+    public var rank: Int { options.rank }
+    public var memberCount: Int { options.members.count }
+    public var maxFrameBytes: Int { options.maxDatagramBytes }
+    public var summary: String { "udp \(localEndpoint)" + (options.multicastGroup.map { " multicast \($0)" } ?? "") }
 
     public init(options: UDPTransportOptions) throws(SystemCallError) {
         self.options = options
@@ -115,6 +144,9 @@ public final class UDPTransport: FrameTransport {
         } else {
             destinations = options.peers.map(\.socketAddress)
         }
+        memberAddresses = options.members.map(\.socketAddress)
+        broadcastBuffer = .allocate(byteCount: options.maxDatagramBytes, alignment: 64)
+        directBuffer = .allocate(byteCount: options.maxDatagramBytes, alignment: 64)
         sendSlots = .allocate(capacity: max(1, destinations.count))
         for i in destinations.indices {
             sendSlots[i] = carillon_datagram()
@@ -128,6 +160,47 @@ public final class UDPTransport: FrameTransport {
         receiveSlots.deallocate()
         receiveMemory.deallocate()
         sendSlots.deallocate()
+        broadcastBuffer.deallocate()
+        directBuffer.deallocate()
+    }
+
+    // MARK: - FrameTransport (ranks and the transport's own buffers)
+
+    public func sendToAll(filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError) {
+        let length = fill(broadcastBuffer)
+        guard length > 0 else { return }
+        precondition(length <= broadcastBuffer.count, "a frame longer than the send buffer it was written into")
+        try sendToAll(UnsafeRawBufferPointer(start: broadcastBuffer.baseAddress, count: length))
+    }
+
+    public func send(toRank rank: Int, filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError) -> Bool {
+        precondition(memberAddresses.indices.contains(rank), "rank \(rank) is not one of the \(memberAddresses.count) members")
+        let length = fill(directBuffer)
+        guard length > 0 else { return true }
+        precondition(length <= directBuffer.count, "a frame longer than the send buffer it was written into")
+        return try send(UnsafeRawBufferPointer(start: directBuffer.baseAddress, count: length), to: options.members[rank])
+    }
+
+    @discardableResult
+    public func receiveFrames(_ handler: (UnsafeRawBufferPointer, ReceivedFrame) -> Void) throws(SystemCallError) -> Int {
+        try receive { bytes, slot in
+            handler(
+                bytes,
+                ReceivedFrame(
+                    sourceRank: rank(of: slot.address), kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
+        }
+    }
+
+    /// The rank whose address sent a datagram (nil: none, or a multicast
+    /// sender, whose source port is the group's and may be shared by several
+    /// members of one host). A linear scan: at most 35 members, no allocation.
+    @inline(__always) func rank(of address: sockaddr_in) -> Int? {
+        guard options.multicastGroup == nil else { return nil }
+        for (rank, member) in memberAddresses.enumerated()
+        where member.sin_port == address.sin_port && (member.sin_addr.s_addr == address.sin_addr.s_addr || member.sin_addr.s_addr == 0) {
+            return rank
+        }
+        return nil
     }
 
     public func sendToAll(_ frame: UnsafeRawBufferPointer) throws(SystemCallError) {
@@ -191,8 +264,21 @@ public final class UDPTransport: FrameTransport {
     /// Whether the last ``receiveBatch(_:)`` took a full batch (more may be waiting).
     public private(set) var lastBatchFilled = false
 
+    /// Takes in up to one batch of datagrams without blocking, naming each one's source address.
     @discardableResult
     public func receiveBatch(_ handler: (UnsafeRawBufferPointer, ReceivedDatagram) -> Void) throws(SystemCallError) -> Int {
+        try receive { bytes, slot in
+            handler(
+                bytes,
+                ReceivedDatagram(
+                    source: UDPEndpoint(slot.address),
+                    kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
+        }
+    }
+
+    /// One `recvmmsg` batch: each whole datagram not dropped by injection to `body`.
+    @inline(__always)
+    func receive(_ body: (UnsafeRawBufferPointer, carillon_datagram) -> Void) throws(SystemCallError) -> Int {
         let fd = descriptor, slots = receiveSlots
         let batch = UInt32(max(1, min(options.receiveBatch, 64)))
         counters.receiveCalls += 1
@@ -211,12 +297,7 @@ public final class UDPTransport: FrameTransport {
             let slot = slots[i]
             if slot.truncated != 0 { counters.datagramsTruncated += 1; continue }
             if loss != nil, loss!.shouldDrop() { counters.datagramsDroppedByInjection += 1; continue }
-            let bytes = UnsafeRawBufferPointer(start: slot.buffer, count: slot.length)
-            handler(
-                bytes,
-                ReceivedDatagram(
-                    source: UDPEndpoint(slot.address),
-                    kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
+            body(UnsafeRawBufferPointer(start: slot.buffer, count: slot.length), slot)
             handed += 1
         }
         return handed
