@@ -49,6 +49,9 @@ let package = Package(
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "CarillonCapture", dependencies: ["CPcap", "CarillonWire", "CarillonAuth", "CarillonSchedule"]),
         .target(name: "CarillonTransport", dependencies: ["CCarillonSys"]),
+        // The bus over RDMA (docs/rdma.md): libibverbs, and the UD transport behind the FrameTransport seam.
+        .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
+        .target(name: "CarillonVerbs", dependencies: ["CIBVerbs", "CarillonTransport", "CCarillonSys"]),
         // CPU time and context switches of a process from /proc (carillon node --stats, carillon-bench).
         .target(name: "CarillonProcessStats"),
         // `carillon node --metrics-listen`: the member's swift-metrics counters and the process's CPU
@@ -164,6 +167,9 @@ let package = Package(
             name: "CarillonBenchTests",
             dependencies: ["CarillonBench", "CarillonProcessStats", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "CarillonVerifyTests", dependencies: ["CarillonVerify"]),
+        .testTarget(
+            name: "CarillonVerbsTests",
+            dependencies: ["CarillonVerbs", "CarillonTransport", "CarillonRuntime", "CarillonOrdering", "CarillonMembership", "CarillonSchedule"]),
         .testTarget(name: "CarillonAuthTests", dependencies: ["CarillonAuth"]),
         .testTarget(
             name: "CarillonMetricsEndpointTests",
