@@ -16,6 +16,8 @@ let package = Package(
         .executable(name: "carillon", targets: ["carillon"]),
         .executable(name: "carillon-tap", targets: ["carillon-tap"]),
         .library(name: "CarillonCapture", targets: ["CarillonCapture"]),
+        // The bus over RDMA (libibverbs); an application passes its VerbsTransport to Member(configuration:transport:).
+        .library(name: "CarillonVerbs", targets: ["CarillonVerbs"]),
         .executable(name: "carillon-bench", targets: ["carillon-bench"])
     ],
     dependencies: [
@@ -119,6 +121,7 @@ let package = Package(
             name: "carillon",
             dependencies: [
                 "CarillonVerify", "CarillonRuntime", "CarillonTransport", "CarillonOrdering", "CarillonMembership", "CarillonAuth", "CCarillonSys",
+                "CarillonVerbs",
                 "CarillonBulk", "CarillonProcessStats", "CarillonServiceNode", "CarillonServices", "CarillonClient", "CarillonMetricsEndpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -5,9 +5,9 @@
 set -euo pipefail
 
 # Debian packages the build needs (libsodium: frame authentication tags;
-# libpcap: carillon-tap); tools/test.sh adds what the namespace and capture
+# libpcap: carillon-tap; libibverbs: the RDMA transport); tools/test.sh adds what the namespace and capture
 # tests need.
-CARILLON_APT_PACKAGES=(libsodium-dev libpcap-dev ${CARILLON_EXTRA_APT_PACKAGES:-})
+CARILLON_APT_PACKAGES=(libsodium-dev libpcap-dev libibverbs-dev ${CARILLON_EXTRA_APT_PACKAGES:-})
 
 if ! command -v swift >/dev/null 2>&1; then
     echo "carillon: swift is not on PATH. Install Swift 6.1 or later (swift.org/install) and retry." >&2

@@ -113,7 +113,7 @@ public enum VerbsError: Error, Sendable, Hashable, CustomStringConvertible {
     case call(String, errno: Int32)
 
     /// What to do when RDMA is unavailable and the configuration allows UDP instead.
-    public static let fallbackHint = "set \"rdma\": {\"fallback\": \"udp\"} in the configuration to run over UDP instead"
+    public static let fallbackHint = "Set \"rdma\": {\"fallback\": \"udp\"} in the configuration to run over UDP instead"
 
     public var description: String {
         switch self {

@@ -11,7 +11,7 @@ import Synchronization
 struct Carillon: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "carillon",
-        abstract: "Run members of a Carillon totally ordered bus on UDP.",
+        abstract: "Run members of a Carillon totally ordered bus on UDP (or RDMA).",
         discussion: """
             Examples:
               carillon demo                                   3 member processes on loopback, ordered delivery, latency summary
@@ -26,9 +26,12 @@ struct Carillon: ParsableCommand {
               carillon obj create --config bus.json --member a --size 64MiB data/part1 > part1.cap   an owned object
               carillon obj migrate --config bus.json --member a --cap @part1.cap --to b         move it to member b
               carillon cap grant --config bus.json --member a --cap @part1.cap --rights r      a read-only capability
+              carillon devices                                the RDMA devices and ports for "transport": "rdma"
             The configuration file format is in docs/configuration.md.
             """,
-        subcommands: [Node.self, Demo.self, Verify.self, Keygen.self, Fanout.self, Lock.self, Locks.self, KV.self, Obj.self, Cap.self])
+        subcommands: [
+            Node.self, Demo.self, Verify.self, Keygen.self, Fanout.self, Lock.self, Locks.self, KV.self, Obj.self, Cap.self, Devices.self
+        ])
 }
 
 func sleepNanos(_ nanos: UInt64) {

@@ -53,12 +53,27 @@ struct ConfigFile {
     /// The cluster key, or nil when the file says `"authentication": "off"`.
     var keyFile: String?
     var key: FrameAuthenticator?
+    /// The bus's network: UDP (the default) or RDMA (docs/rdma.md).
+    var transport: TransportChoice = .udp
+    /// With `"transport": "rdma"`: the device, port and GID, and what to do without them.
+    var rdma = RDMASettings()
+
+    enum TransportChoice: String { case udp, rdma }
+
+    struct RDMASettings: Equatable {
+        var device: String?
+        var port = 1
+        var gidIndex: Int?
+        /// Run over UDP when RDMA cannot be opened (true), or stop with the reason (false, the default).
+        var fallbackToUDP = false
+        static let keys: Set<String> = ["device", "port", "gid_index", "fallback"]
+    }
 
     static let knownKeys: Set<String> = [
         "members", "multicast_group", "round_period_us", "reservation", "delivery", "idle", "window_rounds",
         "max_frame_bytes", "send_buffer_bytes", "start_at_ns", "epoch", "authentication", "suspicion_slots",
         "suspicion_floor_us", "suspicion_gap_factor", "scheduling", "lock_memory", "cpu", "ordering",
-        "promise_heartbeat_us", "kernel_timestamps"
+        "promise_heartbeat_us", "kernel_timestamps", "transport", "rdma"
     ]
 
     /// The values of "ordering".
@@ -197,6 +212,48 @@ struct ConfigFile {
             }
             ordering = mode
         }
+        if let value = root["transport"] {
+            guard let text = value as? String, let choice = TransportChoice(rawValue: text) else {
+                throw fail("transport", "must be \"udp\" (the default) or \"rdma\" (libibverbs; see docs/rdma.md)")
+            }
+            transport = choice
+        }
+        if let value = root["rdma"], !(value is NSNull) {
+            guard let object = value as? [String: Any] else {
+                throw fail("rdma", "must be an object: {\"device\": \"mlx5_0\", \"port\": 1, \"gid_index\": 3, \"fallback\": \"udp\"}")
+            }
+            for key in object.keys.sorted() where !RDMASettings.keys.contains(key) {
+                throw fail("rdma.\(key)", "is not a known key (known: \(RDMASettings.keys.sorted().joined(separator: ", ")))")
+            }
+            if let device = object["device"], !(device is NSNull) {
+                guard let text = device as? String, !text.isEmpty else {
+                    throw fail("rdma.device", "must be a device name such as \"mlx5_0\" (see `carillon devices`), or null for the first")
+                }
+                rdma.device = text
+            }
+            if let port = object["port"] {
+                guard type(of: port) != Bool.self, let n = port as? NSNumber, (1...255).contains(n.doubleValue),
+                    n.doubleValue == n.doubleValue.rounded()
+                else {
+                    throw fail("rdma.port", "must be a port number in 1...255 (see `carillon devices`)")
+                }
+                rdma.port = n.intValue
+            }
+            if let index = object["gid_index"], !(index is NSNull) {
+                guard type(of: index) != Bool.self, let n = index as? NSNumber, (0...65_535).contains(n.doubleValue),
+                    n.doubleValue == n.doubleValue.rounded()
+                else {
+                    throw fail("rdma.gid_index", "must be a GID table index (see `carillon devices`), or null for the first RoCE v2 entry")
+                }
+                rdma.gidIndex = n.intValue
+            }
+            if let fallback = object["fallback"] {
+                guard let text = fallback as? String, ["udp", "none"].contains(text) else {
+                    throw fail("rdma.fallback", "must be \"udp\" (run over UDP when RDMA cannot be opened) or \"none\" (stop with the reason)")
+                }
+                rdma.fallbackToUDP = text == "udp"
+            }
+        }
         if let value = root["idle"] {
             guard let text = value as? String, let strategy = IdleStrategy(text) else {
                 throw fail("idle", "must be \"busy-spin\", \"spin-then-park\", \"spin-then-park:NANOS\" or \"blocking\"")
@@ -233,6 +290,13 @@ struct ConfigFile {
         ]
         if let cpu = scheduling.cpu { root["cpu"] = cpu }
         if let multicastGroup { root["multicast_group"] = multicastGroup.description }
+        if transport != .udp || rdma != RDMASettings() {
+            root["transport"] = transport.rawValue
+            var object: [String: Any] = ["port": rdma.port, "fallback": rdma.fallbackToUDP ? "udp" : "none"]
+            if let device = rdma.device { object["device"] = device }
+            if let gid = rdma.gidIndex { object["gid_index"] = gid }
+            root["rdma"] = object
+        }
         root["authentication"] = keyFile.map { ["key_file": $0] as Any } ?? "off"
 
         return try! JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys])

@@ -241,8 +241,13 @@ struct Node: ParsableCommand {
         let reached = DispatchSemaphore(value: 0)
         let node: Member
         let serviceNode = noServices ? nil : ServiceNode()
+        let transport: any FrameTransport
+        do { transport = try busTransport(file: file, configuration: configuration, member: member) } catch let error as RDMAUnavailable {
+            FileHandle.standardError.write(Data("carillon node: \(error)\n".utf8))
+            throw ExitCode(69)  // EX_UNAVAILABLE
+        } catch { throw ValidationError("member \(member): socket: \(error)") }
         do {
-            node = try Member(configuration: configuration) { delivery, payload in
+            node = try Member(configuration: configuration, transport: transport) { delivery, payload in
                 // Service commands go to the services; the rest is the node's own test traffic.
                 if let serviceNode, serviceNode.deliverCommand(delivery, payload) { return }
                 let now = MemberClock.viewNanos()
