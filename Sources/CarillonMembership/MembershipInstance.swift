@@ -100,6 +100,13 @@ public struct MembershipInstance: Sendable {
     var retired: OrderingInstance?
     var retiredEpoch: UInt32 = 0
     var retiredUntilRound: UInt64 = 0
+    /// Members of this view that were in the previous one (this member
+    /// aside): until each has been heard in this view, the retired instance
+    /// stays — one that missed the end of the previous view (paused, cut
+    /// off) needs its frames to finish it, and without them it would leave
+    /// this view, which may then have no majority left (services swarm
+    /// seeds 6171, 7385, 8844).
+    var retiredNeededBy: [MemberID] = []
     /// The decision that ended the previous view, restated while `announceUntilRound`.
     var announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal)?
     var announceUntilRound: UInt64 = 0
@@ -300,7 +307,7 @@ public struct MembershipInstance: Sendable {
             return
         }
         if retired != nil {
-            if round >= retiredUntilRound {
+            if round >= retiredUntilRound, !retiredStillNeeded {
                 pastOrderingCounters = pastOrderingCounters + retired!.counters
                 retired = nil
             } else {
@@ -456,7 +463,14 @@ public struct MembershipInstance: Sendable {
 
     /// Notes a frame of a later epoch: a sign this member may have been left out.
     private mutating func sawLaterEpoch(round: UInt64) {
-        if laterEpochSinceRound == nil { laterEpochSinceRound = round }
+        // Heard again after a silence (deaf, paused, cut off): the later
+        // epoch's members get a fresh while to announce their decision before
+        // this member counts itself left behind (services swarm seed 8844:
+        // deaf from the round its view was decided, it left that view the
+        // moment it heard again, and the view lost its majority).
+        if laterEpochSinceRound == nil || round > laterEpochHeardRound &+ UInt64(configuration.proposalTimeoutRounds) / 2 {
+            laterEpochSinceRound = round
+        }
         laterEpochHeardRound = max(laterEpochHeardRound, round)
     }
 
@@ -759,6 +773,7 @@ public struct MembershipInstance: Sendable {
         retired = finished
         retiredEpoch = old.epoch
         retiredUntilRound = round + UInt64(configuration.retireRounds)
+        retiredNeededBy = proposal.members.filter { old.members.contains($0) && $0 != me }
         announcement = (old.epoch, decided.ballot, proposal)
         announceUntilRound = round + UInt64(configuration.proposalTimeoutRounds)
         announceAloneRound = round + 1
@@ -773,6 +788,18 @@ public struct MembershipInstance: Sendable {
             donorIndex == nil ? [] : joined, epoch: next.epoch,
             delayRounds: UInt64((donorIndex ?? 0) * configuration.joinRetryRounds))
         if leaving { phase = .left }
+    }
+
+    /// Whether a member of this view that was in the previous one has not
+    /// been heard in this view yet (``retiredNeededBy``).
+    var retiredStillNeeded: Bool {
+        guard let view, let ordering else { return false }
+        let received = ordering.receivedBelowBySender
+        for member in retiredNeededBy {
+            guard let r = view.rank(of: member), received.indices.contains(r) else { continue }
+            if received[r] <= view.startRound { return true }
+        }
+        return false
     }
 
     private mutating func exclude(epoch: UInt32, effects: inout MembershipEffects) {

@@ -46,6 +46,19 @@ struct ServicesSimulationTests {
         #expect(total.ownedOperations > 40 && total.migrationsCommitted > 0, "\(total)")
     }
 
+    /// Liveness failures the 10,000-seed services sweep found, kept as they
+    /// were (the full fault phase). 6171: a member paused through the end of
+    /// its view needed frames the others had already dropped, left the new
+    /// view of two, and took its majority with it; 8844: a member deaf from
+    /// the round its view was decided left it the moment it heard again.
+    @Test(arguments: [6171, 8844] as [UInt64])
+    func sweepSeedsSettle(seed: UInt64) {
+        var simulator = MembershipSimulator(seed: seed, profile: .servicesSwarm(seed: seed), services: .swarm(seed: seed))
+        let result = simulator.run()
+        let first = (result.violations.map(\.description) + result.serviceViolations.map(\.description)).first ?? ""
+        #expect(result.passed, "seed \(seed): \(first)\n  replay: swift run -c release carillon-sim --services --swarm --seed \(seed) -v")
+    }
+
     @Test func aSeedReplaysExactly() {
         let a = Self.run(12), b = Self.run(12)
         #expect(a.services == b.services && a.serviceViolations == b.serviceViolations)
