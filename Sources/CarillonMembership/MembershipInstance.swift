@@ -463,14 +463,7 @@ public struct MembershipInstance: Sendable {
 
     /// Notes a frame of a later epoch: a sign this member may have been left out.
     private mutating func sawLaterEpoch(round: UInt64) {
-        // Heard again after a silence (deaf, paused, cut off): the later
-        // epoch's members get a fresh while to announce their decision before
-        // this member counts itself left behind (services swarm seed 8844:
-        // deaf from the round its view was decided, it left that view the
-        // moment it heard again, and the view lost its majority).
-        if laterEpochSinceRound == nil || round > laterEpochHeardRound &+ UInt64(configuration.proposalTimeoutRounds) / 2 {
-            laterEpochSinceRound = round
-        }
+        if laterEpochSinceRound == nil { laterEpochSinceRound = round }
         laterEpochHeardRound = max(laterEpochHeardRound, round)
     }
 
@@ -608,12 +601,19 @@ public struct MembershipInstance: Sendable {
         // hears nothing (deaf, cut off) would only drop out of a view it may
         // be a member of.
         let hearsLaterEpoch = round <= laterEpochHeardRound &+ patienceRounds / 2
+        // A member that accepted a value naming itself may well be in the
+        // later view (services swarm seed 8844: deaf from the round its view
+        // was decided, it left the moment it heard again, before the
+        // decision's announcement reached it, and the view of two it was in
+        // lost its majority): it waits as long as a catching-up member — the
+        // others keep their retired instance and announce while it is unheard.
+        let mayBeInLaterView = agreement.accepted.map { $0.proposal.members.contains(me) } ?? false
         let leftBehind =
             hearsLaterEpoch
             && (laterEpochSinceRound.map { since in
                 catchingUp
                     ? round >= max(since, catchUpProgressRound) + UInt64(configuration.retireRounds)
-                    : round >= since + patienceRounds
+                    : round >= since + (mayBeInLaterView ? UInt64(configuration.retireRounds) : patienceRounds)
             } ?? false)
         if leftBehind {
             exclude(epoch: view.epoch, effects: &effects)
