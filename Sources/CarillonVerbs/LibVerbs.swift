@@ -256,7 +256,7 @@ public final class LibVerbsQueue: VerbsQueue {
 
     private var closed = false
 
-    private func close() {
+    public func close() {
         guard !closed else { return }
         closed = true
         ibv_destroy_qp(queuePair)
@@ -339,6 +339,7 @@ public final class LibVerbsQueue: VerbsQueue {
     }
 
     public func poll(_ which: VerbsCompletionQueue, into completions: UnsafeMutableBufferPointer<VerbsCompletion>) throws(VerbsError) -> Int {
+        guard !closed else { return 0 }
         let n = ibv_poll_cq(which == .send ? sendQueue : receiveQueue, Int32(min(completions.count, workCapacity)), work)
         guard n >= 0 else { throw .call("ibv_poll_cq", errno: -n) }
         for i in 0..<Int(n) {

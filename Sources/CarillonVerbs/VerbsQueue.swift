@@ -91,6 +91,9 @@ public protocol VerbsQueue: AnyObject {
         throws(VerbsError)
     /// Takes up to `completions.count` completions from one queue without blocking.
     func poll(_ queue: VerbsCompletionQueue, into completions: UnsafeMutableBufferPointer<VerbsCompletion>) throws(VerbsError) -> Int
+    /// Destroys the queue pair and deregisters memory: after it returns the
+    /// NIC touches none of the registered buffers, so they may be freed.
+    func close()
 }
 
 /// What went wrong opening or driving RDMA, said so that an operator knows what to do.

@@ -121,10 +121,12 @@ public final class VerbsTransport: FrameTransport {
                     return o
                 }())
         } catch let error as VerbsError {
+            queue.close()
             region.deallocate()
             completions.deallocate()
             throw error
         } catch {
+            queue.close()
             region.deallocate()
             completions.deallocate()
             throw .call("the rendezvous socket on \(options.rendezvous[options.rank]): \(error)", errno: 0)
@@ -136,6 +138,8 @@ public final class VerbsTransport: FrameTransport {
 
     deinit {
         for handle in handles.compactMap({ $0 }) { queue.release(handle) }
+        // The NIC must be done with the region before it is freed.
+        queue.close()
         region.deallocate()
         completions.deallocate()
     }

@@ -129,6 +129,15 @@ final class FakeQueue: VerbsQueue, @unchecked Sendable {
     }
 
     func addressHandle(for peer: VerbsAddress) throws(VerbsError) -> VerbsAddressHandle { VerbsAddressHandle(raw: UInt(peer.queuePair)) }
+
+    /// The queue pair goes away: nothing posted to it lands any more, and its memory is forgotten.
+    func close() {
+        fabric.state.withLock { s in
+            s.queues[me]?.posted = []
+            s.queues[me]?.inFlight = []
+            s.queues[me]?.regions = []
+        }
+    }
     func release(_ handle: VerbsAddressHandle) {}
 
     static func inside(_ regions: [(base: UnsafeMutableRawPointer, count: Int, key: UInt32)], _ start: UnsafeRawPointer?, _ count: Int, key: UInt32)
