@@ -492,8 +492,8 @@ public final class Member: @unchecked Sendable {
                 guard sent else { return }
                 let key = callerRunKey.withLock { $0 }
                 for frame in effects.frames {
-                    if authenticator != nil { effects.withMutableBytes(of: frame) { key?.seal($0) } }
-                    effects.withBytes(of: frame) { bytes in send(bytes, sealedBy: key) }
+                    // Sealed in the transport's buffer (``send(_:sealedBy:)``), once.
+                    effects.withBytes(of: frame) { bytes in send(bytes, sealedBy: authenticator == nil ? nil : key) }
                 }
                 effects.removeAll()
             }
@@ -850,10 +850,11 @@ public final class Member: @unchecked Sendable {
     /// Returns which descriptors were readable (bit `i` for `descriptors[i]`,
     /// the first 31), 0 when it did not wait or nothing was.
     @discardableResult
-    func idle(forNanos wait: UInt64, descriptors: [Int32], strategy: IdleStrategy) -> Int32 {
+    func idle(forNanos wait: UInt64, descriptors: [Int32], strategy: IdleStrategy, pollIntervalNanos poll: UInt64? = nil) -> Int32 {
         guard wait > 0 else { return 0 }
-        // A polled transport cannot wake a parked thread: wake to poll it.
-        let capped = Int64(min(wait, pollIntervalNanos ?? 1_000_000_000, 1_000_000_000))
+        // A polled transport cannot wake a parked thread: wake to poll it
+        // (`poll`: the shortest interval of the members sharing this thread).
+        let capped = Int64(min(wait, poll ?? pollIntervalNanos ?? 1_000_000_000, 1_000_000_000))
         switch strategy {
         case .busySpin:
             return 0

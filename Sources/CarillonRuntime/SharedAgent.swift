@@ -26,7 +26,11 @@ public final class SharedAgent: @unchecked Sendable {
         self.members = members
         self.idleStrategy = idleStrategy
         descriptors = members.flatMap(\.ownDescriptors)
+        pollIntervalNanos = members.compactMap(\.pollIntervalNanos).min()
     }
+
+    /// The shortest poll interval of the members' polled transports (nil: none is polled).
+    let pollIntervalNanos: UInt64?
 
     /// Starts the shared thread.
     public func start() throws(SystemCallError) {
@@ -59,7 +63,7 @@ public final class SharedAgent: @unchecked Sendable {
         while running.load(ordering: .relaxed) {
             var wait = UInt64.max
             for member in members { wait = min(wait, member.dutyCycle()) }
-            let readable = members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy)
+            let readable = members[0].idle(forNanos: wait, descriptors: descriptors, strategy: idleStrategy, pollIntervalNanos: pollIntervalNanos)
             // Each member's descriptors in order: its transport's (if any), then its wake eventfd.
             var index = 0
             for member in members {

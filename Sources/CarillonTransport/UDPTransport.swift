@@ -191,16 +191,19 @@ public final class UDPTransport: FrameTransport {
         }
     }
 
-    /// The rank whose address sent a datagram (nil: none, or a multicast
-    /// sender, whose source port is the group's and may be shared by several
-    /// members of one host). A linear scan: at most 35 members, no allocation.
+    /// The rank whose address sent a datagram (nil: none, this member's
+    /// own, or a multicast sender, whose source port is the group's and may be
+    /// shared by several members of one host). An exact match first, then a
+    /// member bound to 0.0.0.0 on that port. A linear scan: at most 35
+    /// members, no allocation.
     @inline(__always) func rank(of address: sockaddr_in) -> Int? {
         guard options.multicastGroup == nil else { return nil }
-        for (rank, member) in memberAddresses.enumerated()
-        where member.sin_port == address.sin_port && (member.sin_addr.s_addr == address.sin_addr.s_addr || member.sin_addr.s_addr == 0) {
-            return rank
+        var wildcard: Int?
+        for (rank, member) in memberAddresses.enumerated() where rank != options.rank && member.sin_port == address.sin_port {
+            if member.sin_addr.s_addr == address.sin_addr.s_addr { return rank }
+            if member.sin_addr.s_addr == 0, wildcard == nil { wildcard = rank }
         }
-        return nil
+        return wildcard
     }
 
     public func sendToAll(_ frame: UnsafeRawBufferPointer) throws(SystemCallError) {

@@ -136,6 +136,8 @@ public final class LibVerbsQueue: VerbsQueue {
     let queuePair: UnsafeMutablePointer<ibv_qp>
     let gidIndex: Int
     var regions: [UnsafeMutablePointer<ibv_mr>] = []
+    /// Address handles made and not released (destroyed at ``close()``, after the queue pair).
+    var addressHandles: Set<UInt> = []
     let work: UnsafeMutablePointer<ibv_wc>
     let workCapacity = 64
 
@@ -260,6 +262,8 @@ public final class LibVerbsQueue: VerbsQueue {
         guard !closed else { return }
         closed = true
         ibv_destroy_qp(queuePair)
+        for raw in addressHandles { if let ah = UnsafeMutablePointer<ibv_ah>(bitPattern: raw) { ibv_destroy_ah(ah) } }
+        addressHandles = []
         for region in regions { ibv_dereg_mr(region) }
         ibv_destroy_cq(sendQueue)
         ibv_destroy_cq(receiveQueue)
@@ -298,11 +302,13 @@ public final class LibVerbsQueue: VerbsQueue {
         attributes.grh.sgid_index = UInt8(clamping: gidIndex)
         attributes.grh.hop_limit = 64
         guard let ah = ibv_create_ah(protectionDomain, &attributes) else { throw Self.failure("ibv_create_ah (\(peer))") }
+        addressHandles.insert(UInt(bitPattern: ah))
         return VerbsAddressHandle(raw: UInt(bitPattern: ah))
     }
 
     public func release(_ handle: VerbsAddressHandle) {
-        if let ah = UnsafeMutablePointer<ibv_ah>(bitPattern: handle.raw) { ibv_destroy_ah(ah) }
+        guard !closed, addressHandles.remove(handle.raw) != nil, let ah = UnsafeMutablePointer<ibv_ah>(bitPattern: handle.raw) else { return }
+        ibv_destroy_ah(ah)
     }
 
     public func postReceive(id: UInt64, into buffer: UnsafeMutableRawBufferPointer, key: UInt32) throws(VerbsError) {
@@ -342,11 +348,21 @@ public final class LibVerbsQueue: VerbsQueue {
         guard !closed else { return 0 }
         let n = ibv_poll_cq(which == .send ? sendQueue : receiveQueue, Int32(min(completions.count, workCapacity)), work)
         guard n >= 0 else { throw .call("ibv_poll_cq", errno: -n) }
+        var failedSend = false
         for i in 0..<Int(n) {
             let wc = work[i]
             completions[i] = VerbsCompletion(
                 id: wc.wr_id, succeeded: wc.status == IBV_WC_SUCCESS, status: wc.status.rawValue, byteCount: Int(wc.byte_len),
                 sourceQueuePair: wc.src_qp)
+            if which == .send, wc.status != IBV_WC_SUCCESS { failedSend = true }
+        }
+        // A failed send leaves a UD queue pair in the send-queue-error state,
+        // where it sends nothing more: back to ready-to-send (best effort).
+        if failedSend {
+            var attributes = ibv_qp_attr()
+            attributes.qp_state = IBV_QPS_RTS
+            attributes.cur_qp_state = IBV_QPS_SQE
+            _ = ibv_modify_qp(queuePair, &attributes, Int32(IBV_QP_STATE.rawValue | IBV_QP_CUR_STATE.rawValue))
         }
         return Int(n)
     }

@@ -91,8 +91,9 @@ public protocol VerbsQueue: AnyObject {
         throws(VerbsError)
     /// Takes up to `completions.count` completions from one queue without blocking.
     func poll(_ queue: VerbsCompletionQueue, into completions: UnsafeMutableBufferPointer<VerbsCompletion>) throws(VerbsError) -> Int
-    /// Destroys the queue pair and deregisters memory: after it returns the
-    /// NIC touches none of the registered buffers, so they may be freed.
+    /// Destroys the queue pair, then every address handle not yet released,
+    /// and deregisters memory: after it returns the NIC touches none of the
+    /// registered buffers, so they may be freed. Calls after it do nothing.
     func close()
 }
 

@@ -93,6 +93,11 @@ public struct VerbsPeerTable: Sendable {
         return .learnt(rank: hello.rank, replaced: old?.address)
     }
 
+    /// Forgets `rank`'s address (its address handle could not be made): its next hello is learnt again.
+    public mutating func forget(_ rank: Int) {
+        if peers.indices.contains(rank) { peers[rank] = nil }
+    }
+
     /// Whether every other member's address is known.
     public var complete: Bool { peers.enumerated().allSatisfy { $0.offset == rank || $0.element != nil } }
 

@@ -69,7 +69,13 @@ public final class VerbsTransport: FrameTransport {
     var freeSends: [Int]
     var sendsPosted: [Int]
     var handles: [VerbsAddressHandle?]
+    /// Handles of addresses a peer has replaced, released once no send is outstanding (a send in flight may still use one).
+    var replacedHandles: [VerbsAddressHandle] = []
+    /// Sends posted and not yet completed (each is signalled).
+    var outstandingSends = 0
+    /// Receive completions, and send completions apart: a handler that sends while receives are being handed over must not overwrite them.
     let completions: UnsafeMutableBufferPointer<VerbsCompletion>
+    let sendCompletions: UnsafeMutableBufferPointer<VerbsCompletion>
     let rendezvousSocket: UDPTransport
     let start: UInt64
     let clock: () -> UInt64
@@ -105,11 +111,17 @@ public final class VerbsTransport: FrameTransport {
         region.initializeMemory(as: UInt8.self, repeating: 0)
         completions = .allocate(capacity: options.completionBatch)
         completions.initialize(repeating: VerbsCompletion(id: 0, succeeded: false))
+        sendCompletions = .allocate(capacity: options.completionBatch)
+        sendCompletions.initialize(repeating: VerbsCompletion(id: 0, succeeded: false))
         freeSends = Array((0..<options.sendBuffers).reversed())
         sendsPosted = Array(repeating: 0, count: options.sendBuffers)
         handles = Array(repeating: nil, count: options.rendezvous.count)
         peers = VerbsPeerTable(rank: options.rank, memberCount: options.rendezvous.count)
-        start = UInt64(UInt32(truncatingIfNeeded: getpid())) << 32 ^ clock()
+        // CLOCK_REALTIME: a later start of a member is a larger value, across
+        // processes and reboots (peers keep the largest they heard).
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        start = UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
         do {
             key = try queue.register(region)
             rendezvousSocket = try UDPTransport(
@@ -124,11 +136,13 @@ public final class VerbsTransport: FrameTransport {
             queue.close()
             region.deallocate()
             completions.deallocate()
+            sendCompletions.deallocate()
             throw error
         } catch {
             queue.close()
             region.deallocate()
             completions.deallocate()
+            sendCompletions.deallocate()
             throw .call("the rendezvous socket on \(options.rendezvous[options.rank]): \(error)", errno: 0)
         }
         for slot in 0..<options.receiveBuffers { try postReceive(slot) }
@@ -137,11 +151,12 @@ public final class VerbsTransport: FrameTransport {
     }
 
     deinit {
-        for handle in handles.compactMap({ $0 }) { queue.release(handle) }
-        // The NIC must be done with the region before it is freed.
+        // The NIC must be done with the region before it is freed: closing
+        // destroys the queue pair, then its address handles and registrations.
         queue.close()
         region.deallocate()
         completions.deallocate()
+        sendCompletions.deallocate()
     }
 
     public static func monotonicNanos() -> UInt64 {
@@ -171,29 +186,42 @@ public final class VerbsTransport: FrameTransport {
         return freeSends.popLast()
     }
 
-    /// Takes in send completions: a buffer is free again once every send from it has completed.
+    /// Takes in every waiting send completion: a buffer is free again once
+    /// every send from it has completed; replaced address handles go once
+    /// nothing is outstanding.
     func reclaimSends() {
-        let n = (try? queue.poll(.send, into: completions)) ?? 0
-        for i in 0..<n {
-            let c = completions[i]
-            if !c.succeeded {
-                verbsCounters.sendFailures += 1
-                counters.datagramsNotSent += 1
+        var n = 0
+        repeat {
+            n = (try? queue.poll(.send, into: sendCompletions)) ?? 0
+            outstandingSends = max(0, outstandingSends - n)
+            for i in 0..<n {
+                let c = sendCompletions[i]
+                if !c.succeeded {
+                    verbsCounters.sendFailures += 1
+                    counters.datagramsNotSent += 1
+                }
+                guard c.id & Self.inlineSend == 0 else { continue }
+                let slot = Int(c.id)
+                guard sendsPosted.indices.contains(slot), sendsPosted[slot] > 0 else { continue }
+                sendsPosted[slot] -= 1
+                if sendsPosted[slot] == 0 { freeSends.append(slot) }
             }
-            guard c.id & Self.inlineSend == 0 else { continue }
-            let slot = Int(c.id)
-            guard sendsPosted.indices.contains(slot), sendsPosted[slot] > 0 else { continue }
-            sendsPosted[slot] -= 1
-            if sendsPosted[slot] == 0 { freeSends.append(slot) }
+        } while n == sendCompletions.count
+        if outstandingSends == 0, !replacedHandles.isEmpty {
+            for handle in replacedHandles { queue.release(handle) }
+            replacedHandles.removeAll(keepingCapacity: true)
         }
     }
 
-    /// Posts the frame in buffer `slot` (`length` bytes) to `rank`; true if posted.
-    @inline(__always) func post(slot: Int, length: Int, to rank: Int) -> Bool {
+    /// What became of one post.
+    enum Posted { case posted, unknownPeer, queueFull }
+
+    /// Posts the frame in buffer `slot` (`length` bytes) to `rank`.
+    @inline(__always) func post(slot: Int, length: Int, to rank: Int) -> Posted {
         guard let handle = handles[rank], let peer = peers.peers[rank] else {
             verbsCounters.unknownPeer += 1
             counters.datagramsNotSent += 1
-            return false
+            return .unknownPeer
         }
         let inline = length <= queue.maxInlineBytes
         do {
@@ -201,20 +229,22 @@ public final class VerbsTransport: FrameTransport {
                 id: inline ? Self.inlineSend | UInt64(slot) : UInt64(slot), UnsafeRawBufferPointer(rebasing: sendBuffer(slot)[0..<length]), key: key,
                 to: handle, peer: peer.address, inline: inline)
         } catch {
-            // A full send queue: lost to this peer, repaired like any loss.
+            // A full send queue: for a fan-out, lost to this peer and repaired like any loss.
             verbsCounters.sendQueueFull += 1
             counters.datagramsNotSent += 1
-            return false
+            return .queueFull
         }
         if inline { verbsCounters.inlineSends += 1 } else { sendsPosted[slot] += 1 }
+        outstandingSends += 1
         counters.datagramsSent += 1
-        return true
+        return .posted
     }
 
     // MARK: - FrameTransport
 
     public func sendToAll(filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError) {
         counters.sendCalls += 1
+        reclaimSends()
         guard let slot = takeSendBuffer() else {
             verbsCounters.noSendBuffer += 1
             counters.datagramsNotSent += memberCount - 1
@@ -231,18 +261,22 @@ public final class VerbsTransport: FrameTransport {
     public func send(toRank target: Int, filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError) -> Bool {
         precondition((0..<memberCount).contains(target), "rank \(target) is not one of the \(memberCount) members")
         counters.sendCalls += 1
+        // Completions free send-queue entries as well as buffers.
+        reclaimSends()
         // No free buffer: backpressure (the caller offers the frame again).
         guard let slot = takeSendBuffer() else {
             verbsCounters.noSendBuffer += 1
             return false
         }
         let length = fill(sendBuffer(slot))
+        var taken = true
         if length > 0 {
             precondition(length <= options.maxFrameBytes, "a frame longer than the send buffer it was written into")
-            _ = post(slot: slot, length: length, to: target)
+            // A full send queue is backpressure here; an unknown peer is a loss (its retransmission recovers it).
+            taken = post(slot: slot, length: length, to: target) != .queueFull
         }
         if sendsPosted[slot] == 0 { freeSends.append(slot) }
-        return true
+        return taken
     }
 
     @discardableResult
@@ -304,9 +338,13 @@ public final class VerbsTransport: FrameTransport {
                 case .unchanged(let answer):
                     if answer { answerTo.append(hello.rank) }
                 case .learnt(let rank, _):
-                    if let old = handles[rank] { queue.release(old) }
+                    if let old = handles[rank] { replacedHandles.append(old) }
                     handles[rank] = try? queue.addressHandle(for: hello.address)
-                    if handles[rank] == nil { verbsCounters.addressHandleFailures += 1 }
+                    if handles[rank] == nil {
+                        // Not reachable yet (a RoCE neighbour not resolved): forgotten, so its next hello tries again.
+                        verbsCounters.addressHandleFailures += 1
+                        peers.forget(rank)
+                    }
                     verbsCounters.addressesLearnt += 1
                     answerTo.append(rank)
                 }

@@ -49,11 +49,13 @@ func busTransport(file: ConfigFile, configuration: MemberConfiguration, member: 
     do throws(VerbsError) {
         var settings = LibVerbsSettings(device: file.rdma.device, port: file.rdma.port, gidIndex: file.rdma.gidIndex)
         settings.maxInlineBytes = 256
+        // Every send is signalled: room for each send buffer's fan-out to every peer.
+        let transportOptions = VerbsTransportOptions(
+            rank: configuration.node, rendezvous: configuration.nodes, maxFrameBytes: configuration.ordering.maxFrameBytes)
+        settings.sendQueueDepth = min(16_384, max(1_024, transportOptions.sendBuffers * (configuration.nodes.count - 1)))
+        settings.receiveQueueDepth = max(1_024, transportOptions.receiveBuffers)
         let queue = try LibVerbsQueue(settings: settings)
-        return try VerbsTransport(
-            queue: queue,
-            options: VerbsTransportOptions(
-                rank: configuration.node, rendezvous: configuration.nodes, maxFrameBytes: configuration.ordering.maxFrameBytes))
+        return try VerbsTransport(queue: queue, options: transportOptions)
     } catch {
         guard file.rdma.fallbackToUDP else { throw RDMAUnavailable(member: member, error: error) }
         FileHandle.standardError.write(

@@ -82,6 +82,32 @@ struct VerbsTransportTests {
         #expect(fabric.counts.unregisteredAccesses == 0)
     }
 
+    @Test func aFullSendQueueIsBackpressureForOneMemberAndALossForAll() throws {
+        let fabric = FakeFabric()
+        let rendezvous = try freePorts(2)
+        let ts = try (0..<2).map { rank in
+            try VerbsTransport(
+                queue: fabric.makeQueue(queuePair: UInt32(0x400 + rank), maxInlineBytes: 16, sendQueueDepth: 2),
+                options: VerbsTransportOptions(rank: rank, rendezvous: rendezvous, maxFrameBytes: 512))
+        }
+        #expect(ts[0].awaitPeers(timeoutNanos: 5_000_000_000) && ts[1].awaitPeers(timeoutNanos: 5_000_000_000))
+        fabric.hold(true)
+        let frame = [UInt8](repeating: 7, count: 100)
+        func offer() throws -> Bool {
+            try ts[0].send(toRank: 1) { buffer in
+                buffer.copyBytes(from: frame)
+                return frame.count
+            }
+        }
+        #expect(try offer() && offer())
+        #expect(try !offer(), "the send queue is full: not taken, offered again later")
+        try frame.withUnsafeBytes { try ts[0].sendToAll(copying: $0) }
+        #expect(ts[0].counters.datagramsNotSent == 2 && ts[0].verbsCounters.sendQueueFull == 2)
+        fabric.hold(false)
+        #expect(try offer())
+        #expect(receive(3, at: ts[1]).count == 3)
+    }
+
     @Test func theReceiveRingIsPostedAgainAfterEachFrame() throws {
         let fabric = FakeFabric()
         let ts = try fakeCluster(2, fabric: fabric, receiveBuffers: 8)
