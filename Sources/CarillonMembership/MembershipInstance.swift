@@ -105,7 +105,7 @@ public struct MembershipInstance: Sendable {
     /// stays — one that missed the end of the previous view (paused, cut
     /// off) needs its frames to finish it, and without them it would leave
     /// this view, which may then have no majority left (services swarm
-    /// seeds 6171, 7385, 8844).
+    /// seed 6171).
     var retiredNeededBy: [MemberID] = []
     /// The decision that ended the previous view, restated while `announceUntilRound`.
     var announcement: (epoch: UInt32, ballot: UInt64, proposal: ViewProposal)?
@@ -824,6 +824,7 @@ public struct MembershipInstance: Sendable {
         view = nil
         ordering = nil
         retired = nil
+        retiredNeededBy = []
         announcement = nil
         phase = .joining
         me.incarnation = incarnation
