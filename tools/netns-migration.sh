@@ -41,6 +41,12 @@ case "$size" in
     *) size_bytes=$size ;;
 esac
 [[ "$size_bytes" =~ ^[0-9]+$ ]] && [ "$size_bytes" -ge 1048576 ] || { echo "netns-migration: --size must be at least 1MiB" >&2; exit 2; }
+# Three nodes, a bench writer and 64 MiB copies and digests share two
+# cores here: a member descheduled past the 3 ms suspicion floor while an
+# object arrives is left out, and the migration with it (4 of 6 runs on
+# Dec 3, the build before the transport seam as much as after). What this
+# test checks is migration in bus order, not detection speed: a 30 ms floor.
+CARILLON_EXTRA_CONFIG=${CARILLON_EXTRA_CONFIG:-'"suspicion_floor_us": 30000,'}
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/tools/lib/netns.sh"
 netns_prepare release crln-migration
@@ -134,8 +140,22 @@ some_writes() { [ "$(writes)" -ge "$1" ]; }
 wait_until 30 "the first writes" some_writes 5
 
 migrate() {  # migrate FROM TO: asked at FROM's node, must commit with TO the owner
-    local from=$1 to=$2 line
-    line=$(client "$from" "obj migrate" --cap "$cap" --to "$to") || fail "migrate h$from -> h$to exited $?"
+    # A migration whose target is left out of the view meanwhile aborts (exit
+    # 75) and the source keeps the object — correct, and on two cores a
+    # node just readmitted is sometimes left out again at once
+    # (docs/benchmarks.md): then the source must still own it, active, and
+    # the migration is asked once more, as a user would.
+    local from=$1 to=$2 line status attempt
+    for attempt in 1 2; do
+        status=0
+        line=$(client "$from" "obj migrate" --cap "$cap" --to "$to") || status=$?
+        [ "$status" -eq 0 ] && break
+        [ "$status" -eq 75 ] && [ "$attempt" -eq 1 ] || fail "migrate h$from -> h$to exited $status"
+        [ "$(owner)" = "$from" ] || fail "the aborted migration h$from -> h$to left the owner h$(owner), not h$from"
+        state | grep -q '^active$' || fail "after the aborted migration h$from -> h$to the object is $(state), not active"
+        echo "netns-migration: note — h$from -> h$to aborted (exit 75: its target was left out), h$from still owns it; asking once more" >&2
+        wait_until 60 "one view of all $members members again, stable for 1 s" stable_full_view
+    done
     [ "$(owner)" = "$to" ] || fail "after migrating to h$to the owner is h$(owner)"
     echo "netns-migration: OK — h$from -> h$to: $line" >&2
 }
