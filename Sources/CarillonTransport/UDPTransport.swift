@@ -183,11 +183,8 @@ public final class UDPTransport: FrameTransport {
 
     @discardableResult
     public func receiveFrames(_ handler: (UnsafeRawBufferPointer, ReceivedFrame) -> Void) throws(SystemCallError) -> Int {
-        try receive { bytes, slot in
-            handler(
-                bytes,
-                ReceivedFrame(
-                    sourceRank: rank(of: slot.address), kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
+        try receive { bytes, address, kernelTimestampNanos in
+            handler(bytes, ReceivedFrame(sourceRank: rank(of: address), kernelTimestampNanos: kernelTimestampNanos))
         }
     }
 
@@ -270,18 +267,15 @@ public final class UDPTransport: FrameTransport {
     /// Takes in up to one batch of datagrams without blocking, naming each one's source address.
     @discardableResult
     public func receiveBatch(_ handler: (UnsafeRawBufferPointer, ReceivedDatagram) -> Void) throws(SystemCallError) -> Int {
-        try receive { bytes, slot in
-            handler(
-                bytes,
-                ReceivedDatagram(
-                    source: UDPEndpoint(slot.address),
-                    kernelTimestampNanos: slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil))
+        try receive { bytes, address, kernelTimestampNanos in
+            handler(bytes, ReceivedDatagram(source: UDPEndpoint(address), kernelTimestampNanos: kernelTimestampNanos))
         }
     }
 
-    /// One `recvmmsg` batch: each whole datagram not dropped by injection to `body`.
+    /// One `recvmmsg` batch: each whole datagram not dropped by injection to
+    /// `body`, with its source address and kernel receive time (nil: none given).
     @inline(__always)
-    func receive(_ body: (UnsafeRawBufferPointer, carillon_datagram) -> Void) throws(SystemCallError) -> Int {
+    func receive(_ body: (UnsafeRawBufferPointer, sockaddr_in, Int64?) -> Void) throws(SystemCallError) -> Int {
         let fd = descriptor, slots = receiveSlots
         let batch = UInt32(max(1, min(options.receiveBatch, 64)))
         counters.receiveCalls += 1
@@ -300,7 +294,9 @@ public final class UDPTransport: FrameTransport {
             let slot = slots[i]
             if slot.truncated != 0 { counters.datagramsTruncated += 1; continue }
             if loss != nil, loss!.shouldDrop() { counters.datagramsDroppedByInjection += 1; continue }
-            body(UnsafeRawBufferPointer(start: slot.buffer, count: slot.length), slot)
+            body(
+                UnsafeRawBufferPointer(start: slot.buffer, count: slot.length), slot.address,
+                slot.kernel_timestamp_ns >= 0 ? slot.kernel_timestamp_ns : nil)
             handed += 1
         }
         return handed

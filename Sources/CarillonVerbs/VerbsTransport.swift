@@ -180,12 +180,6 @@ public final class VerbsTransport: FrameTransport {
         try queue.postReceive(id: Self.receiveBit | UInt64(slot), into: receiveBuffer(slot), key: key)
     }
 
-    /// A free send buffer, after taking in send completions if none is free.
-    func takeSendBuffer() -> Int? {
-        if freeSends.isEmpty { reclaimSends() }
-        return freeSends.popLast()
-    }
-
     /// Takes in every waiting send completion: a buffer is free again once
     /// every send from it has completed; replaced address handles go once
     /// nothing is outstanding.
@@ -245,7 +239,7 @@ public final class VerbsTransport: FrameTransport {
     public func sendToAll(filling fill: (UnsafeMutableRawBufferPointer) -> Int) throws(SystemCallError) {
         counters.sendCalls += 1
         reclaimSends()
-        guard let slot = takeSendBuffer() else {
+        guard let slot = freeSends.popLast() else {
             verbsCounters.noSendBuffer += 1
             counters.datagramsNotSent += memberCount - 1
             return
@@ -264,7 +258,7 @@ public final class VerbsTransport: FrameTransport {
         // Completions free send-queue entries as well as buffers.
         reclaimSends()
         // No free buffer: backpressure (the caller offers the frame again).
-        guard let slot = takeSendBuffer() else {
+        guard let slot = freeSends.popLast() else {
             verbsCounters.noSendBuffer += 1
             return false
         }
