@@ -83,7 +83,7 @@ public enum KeyFile {
         guard created != nil else {
             throw KeyFileError(path: "\(base)/\(prefix)XXXXXX", problem: .cannotCreate(errno))
         }
-        return String(cString: template)
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -2,8 +2,9 @@ import CarillonTransport
 import Glibc
 
 /// Starts `body` on a new POSIX thread (the agent threads: the runtime needs
-/// a real OS thread it can join, not a task on a shared pool).
-func startAgentThread(_ body: @escaping @Sendable () -> Void) throws(SystemCallError) -> pthread_t {
+/// a real OS thread it can join, not a task on a shared pool; the services
+/// node's background work, which detaches it).
+package func startAgentThread(_ body: @escaping @Sendable () -> Void) throws(SystemCallError) -> pthread_t {
     let box = Unmanaged.passRetained(AgentThreadBody(body)).toOpaque()
     var thread = pthread_t()
     let result = pthread_create(&thread, nil, agentThreadEntry, box)

@@ -54,6 +54,10 @@ public final class ServiceNode: @unchecked Sendable {
         /// object. A backstop for a target that is alive but never receives.
         public var migrationStallNanos: UInt64 = 30_000_000_000
         public var migrationNanosPerMiB: UInt64 = 1_000_000_000
+        /// The nice value of the thread that copies and hashes whole objects
+        /// and states (0...19; 0: normal priority): higher leaves the bus's
+        /// members more of the CPU while a large object moves.
+        public var backgroundNice: Int32 = 10
         public init() {}
     }
 
@@ -166,11 +170,13 @@ public final class ServiceNode: @unchecked Sendable {
     let wake = DispatchSemaphore(value: 0)
     let running = Atomic<Bool>(false)
     let tickerDone = DispatchGroup()
-    /// Where transfers from the bulk channel are checked and decoded, in
-    /// arrival order: not on the channel's thread, which runs at the agents'
-    /// real-time priority — a 512 MiB copy and digest there kept a core from
-    /// the members for a second, and they suspected each other.
-    let arrivals = DispatchQueue(label: "carillon.services.arrivals", qos: .utility)
+    /// Where whole objects and states are copied and hashed: outgoing
+    /// transfers encoded, arrivals from the bulk channel checked and decoded,
+    /// in order. Not the channel's thread, which runs at the agents'
+    /// real-time priority (a 512 MiB copy and digest there kept a core from
+    /// the members for a second, and they suspected each other), nor the
+    /// ticker; a thread at nice ``Options/backgroundNice`` (see ``BackgroundWork``).
+    let background: BackgroundWork
     /// The key of the owned objects' capabilities: bound to the cluster key and the run at ``attach(to:bulk:applicationState:)``.
     public let capabilityAuthority = RunBoundCapabilityAuthority()
 
@@ -183,6 +189,7 @@ public final class ServiceNode: @unchecked Sendable {
     ) {
         self.options = options
         self.logger = logger
+        background = BackgroundWork(niceIncrement: options.backgroundNice)
         let machines = machines ?? [LockService(authority: capabilityAuthority), ObjectStore(), OwnedObjectService(authority: capabilityAuthority)]
         core = Mutex(Core(host: ServiceHost(machines: machines), blankHost: ServiceHost(machines: machines)))
     }
@@ -585,11 +592,12 @@ public final class ServiceNode: @unchecked Sendable {
         core.sessions[OwnedObjectService.memberClient] = s
     }
 
-    /// Encodes this member's outgoing object transfers (off the agent
-    /// thread: a large object is copied once, here) and offers them to the
-    /// bulk channel (again while its queue is full). A transfer whose
-    /// migration ended (committed, aborted, or its target gone) is dropped
-    /// from the channel, so a dead target's bytes never delay the next.
+    /// Has this member's outgoing object transfers encoded (on the
+    /// ``background`` thread: a large object is copied and hashed once,
+    /// there) and offers them to the bulk channel (again while its queue is
+    /// full). A transfer whose migration ended (committed, aborted, or its
+    /// target gone) is dropped from the channel, so a dead target's bytes
+    /// never delay the next.
     func sendObjects() {
         let sends = core.withLock { core in
             defer { core.objectSends = [] }
@@ -597,14 +605,22 @@ public final class ServiceNode: @unchecked Sendable {
         }
         for (transfer, target) in sends {
             let deadline = monotonicNanos() + options.migrationStallNanos + UInt64(transfer.bytes.count >> 20) * options.migrationNanosPerMiB
-            let encoded = transfer.encoded
             logger.info(
                 "sending an owned object to its migration's target",
                 metadata: [
                     "object": "\(transfer.name)", "bytes": "\(transfer.bytes.count)", "target": "\(target)", "migration": "\(transfer.migration)"
                 ])
             core.withLock {
-                $0.outgoing[transfer.migration] = .init(name: transfer.name, target: target.node, deadlineNanos: deadline, encoded: encoded)
+                $0.outgoing[transfer.migration] = .init(name: transfer.name, target: target.node, deadlineNanos: deadline, encoded: nil)
+            }
+            background.run { [self] in
+                let encoded = transfer.encoded
+                core.withLock { core in
+                    // Still wanted (not ended, aborted or queued meanwhile).
+                    guard core.outgoing[transfer.migration]?.transferID == nil else { return }
+                    core.outgoing[transfer.migration]?.encoded = encoded
+                }
+                wake.signal()
             }
         }
         let channel = bulk.withLock { $0 }
@@ -733,7 +749,7 @@ public final class ServiceNode: @unchecked Sendable {
             return (manifest.encoded, donor == me ? core.host : nil, installed.joined)
         }
         if let frozen, !joiners.isEmpty {
-            DispatchQueue.global().async { [self] in
+            background.run { [self] in
                 let transfer = StateManifest.transfer(of: frozen.snapshot())
                 core.withLock { core in for joiner in joiners { core.stateSends.append((joiner.node, transfer)) } }
                 wake.signal()
@@ -748,7 +764,7 @@ public final class ServiceNode: @unchecked Sendable {
     /// bulk channel's threads; the agent only swaps the host in and applies
     /// the held events.
     public func bulkArrived(source: Int, bytes: [UInt8]) {
-        arrivals.async { [self] in takeArrival(source: source, bytes: bytes) }
+        background.run { [self] in takeArrival(source: source, bytes: bytes) }
     }
 
     func takeArrival(source: Int, bytes: [UInt8]) {

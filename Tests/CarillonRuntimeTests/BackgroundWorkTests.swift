@@ -1,0 +1,39 @@
+import Dispatch
+import Glibc
+import Synchronization
+import Testing
+
+@testable import CarillonServiceNode
+
+/// The thread that copies and hashes whole objects: jobs in order, at the
+/// nice value asked for, and no thread left once the queue is empty.
+@Suite struct BackgroundWorkTests {
+    @Test func jobsRunInOrderOnAThreadAtTheLoweredPriority() {
+        let work = BackgroundWork(niceIncrement: 7)
+        let seen = Mutex<[Int]>([])
+        let niceSeen = Mutex<[Int32]>([])
+        let done = DispatchSemaphore(value: 0)
+        let callerNice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+        for k in 0..<50 {
+            work.run {
+                seen.withLock { $0.append(k) }
+                niceSeen.withLock { $0.append(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)) }
+                if k == 49 { done.signal() }
+            }
+        }
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect(seen.withLock { $0 } == Array(0..<50))
+        // Per thread on Linux: the jobs ran lowered, the caller was not.
+        #expect(niceSeen.withLock { $0 }.allSatisfy { $0 == min(19, callerNice + 7) }, "\(niceSeen.withLock { $0 })")
+        #expect(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) == callerNice)
+        // The thread ends with its queue: a later job starts a new one.
+        var idle = false
+        for _ in 0..<3000 where !idle {
+            idle = !work.isBusy
+            if !idle { usleep(1000) }
+        }
+        #expect(idle)
+        work.run { done.signal() }
+        #expect(done.wait(timeout: .now() + 30) == .success)
+    }
+}
