@@ -97,7 +97,7 @@ public struct ObjectBytes: Sendable, Hashable, RandomAccessCollection, CustomStr
     /// Bytes held in memory (chunks written or received).
     public var storedBytes: Int { chunks.reduce(0) { $0 + ($1?.count ?? 0) } }
 
-    /// The FNV-1a digest of the bytes (``Digest64``).
+    /// The digest of the bytes (``Digest64``).
     public var digest: UInt64 {
         var d = Digest64()
         forEachChunk { d.add($0) }

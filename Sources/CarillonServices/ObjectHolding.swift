@@ -2,7 +2,7 @@ import CarillonMembership
 
 /// One object's bytes on its way to a migration's target over the bulk
 /// channel: `COT1`, the name, the migration (the migrate command's log
-/// index), the version frozen, the FNV-1a digest of the bytes, the bytes.
+/// index), the version frozen, the digest of the bytes (``Digest64``), the bytes.
 public struct ObjectTransfer: Sendable, Hashable {
     public static let magic: [UInt8] = Array("COT1".utf8)
 
@@ -24,7 +24,7 @@ public struct ObjectTransfer: Sendable, Hashable {
         self.init(name: name, migration: migration, version: version, bytes: ObjectBytes(bytes))
     }
 
-    /// The FNV-1a digest of the bytes (known without hashing again once decoded).
+    /// The digest of the bytes (``Digest64``; known without hashing again once decoded).
     public var digest: UInt64 { checkedDigest ?? bytes.digest }
 
     public static func == (a: ObjectTransfer, b: ObjectTransfer) -> Bool {

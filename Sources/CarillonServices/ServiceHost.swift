@@ -493,7 +493,7 @@ public struct StateManifest: Sendable, Hashable {
         }
     }
 
-    /// The bulk transfer of a state: its FNV-1a digest (8 bytes), then the state.
+    /// The bulk transfer of a state: its digest (``Digest64``, 8 bytes), then the state.
     public static func transfer(of state: [UInt8]) -> [UInt8] {
         var w = ByteWriter(capacity: state.count + 8)
         w.u64(Digest64.of(state))
