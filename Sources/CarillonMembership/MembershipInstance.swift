@@ -391,7 +391,7 @@ public struct MembershipInstance: Sendable {
     }
 
     private var agreementSignature: AgreementSignature {
-        guard let ordering, isChangingView else { return AgreementSignature() }
+        guard ordering != nil, isChangingView else { return AgreementSignature() }
         let value = agreement.decided ?? agreement.accepted
         return AgreementSignature(
             promised: agreement.promised, accepted: value?.ballot ?? 0, proposing: agreement.proposing,

@@ -853,10 +853,14 @@ public struct OrderingInstance: Sendable {
             }
             // Capped at the window end: never ask for what we would drop. A
             // member that fell behind asks for one window at a time; long
-            // silent stretches come with the sender's own slot frames.
+            // silent stretches come with the sender's own slot frames. Not
+            // while wedged: a failed sender sends no more slot frames, and the
+            // stability line it last reported holds every window still, so
+            // its rounds past the window (silent: nobody buffered data there)
+            // come only as relayed silence, which is kept beyond the window.
             let uncapped = min(max(heardBelow[sender], ended), cutRound[sender])
-            let dueBelow = min(uncapped, windowEnd)
-            if uncapped > windowEnd, receivedBelow[sender] < uncapped { counters.naksClipped += 1 }
+            let dueBelow = wedged ? uncapped : min(uncapped, windowEnd)
+            if dueBelow < uncapped, receivedBelow[sender] < uncapped { counters.naksClipped += 1 }
             var round = receivedBelow[sender]
             nakScratch.removeAll(keepingCapacity: true)
             while round < dueBelow, written + nakScratch.count < limit {

@@ -50,8 +50,12 @@ struct ServicesSimulationTests {
     /// were (the full fault phase). 6171: a member paused through the end of
     /// its view needed frames the others had already dropped, left the new
     /// view of two, and took its majority with it; 8844: a member deaf from
-    /// the round its view was decided left it the moment it heard again.
-    @Test(arguments: [6171, 8844] as [UInt64])
+    /// the round its view was decided left it the moment it heard again;
+    /// 7385: a member died while two others were deaf, its last report pinned
+    /// every receive window, and the deaf ones, once hearing, asked for its
+    /// rounds only up to their window's end — the cut lay past it, and no
+    /// view change could decide.
+    @Test(arguments: [6171, 8844, 7385] as [UInt64])
     func sweepSeedsSettle(seed: UInt64) {
         var simulator = MembershipSimulator(seed: seed, profile: .servicesSwarm(seed: seed), services: .swarm(seed: seed))
         let result = simulator.run()
