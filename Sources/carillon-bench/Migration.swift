@@ -20,7 +20,7 @@ struct Migration: ParsableCommand {
             alone, no services; the same path as the first migration) gives the channel's goodput; the \
             raw time of N bytes is N over that goodput. Then a cluster of `carillon node`s with their services: h1 \
             broadcasts closed loop (64 B, --gap-us) for the whole run, the bus is measured quiet for \
-            --quiet-seconds, then for each size an object is created on h0 and migrated h0 → h2 and back \
+            --quiet-seconds (after 5 s to settle), then for each size an object is created on h0 and migrated h0 → h2 and back \
             while a client on h1 keeps writing to it. Reported per migration: the time from the migrate \
             request to its answer (the commit), its ratio to the raw time plus two ordered operations \
             (the target: at most 1.1), and the longest a write waited (the object is unavailable only \
@@ -93,6 +93,10 @@ struct Migration: ParsableCommand {
         defer { cluster.stop() }
         for i in 0..<3 { try cluster.start(i, join: false) }
         for i in 0..<3 { try cluster.waitReady(i, seconds: 60) }
+        // Not the first seconds: the members' clock estimates and the page
+        // cache settle then, and their tail (p99 in the milliseconds) would
+        // count as the quiet bus's.
+        sleepSeconds(common.quick ? 1 : 5)
         let quietFrom = realtimeNanos()
         sleepSeconds(quiet)
         let quietTo = realtimeNanos()
@@ -205,6 +209,19 @@ struct Migration: ParsableCommand {
                     + "(\(duringLatency.totalCount) msgs); p99 during migration / p99 without: \(String(format: "%.2f", d / q)) (target ≤ 1.5)")
         } else {
             print("ordered p99: not measured (quiet \(quietLatency.totalCount), during \(duringLatency.totalCount) messages at every member)")
+        }
+        // Where in a migration the tail comes from: the p99 of each tenth of its time.
+        for (i, window) in windows.enumerated() {
+            let tenth = (window.1 - window.0) / 10
+            let series = (0..<10).map { t -> String in
+                let h = latencies(logs, sentIn: [(window.0 + UInt64(t) * tenth, window.0 + UInt64(t + 1) * tenth)])
+                return h.totalCount > 0 ? micros(Double(h.valueAtPercentile(99)) / 1000) : "-"
+            }
+            let line =
+                "ordered p99 by tenth of the \(sizeList.last!) MiB migration \(i == 0 ? "h0 → h2" : "h2 → h0") "
+                + "(\(String(format: "%.1f", Double(tenth) / 1e9)) s each), µs: \(series.joined(separator: " "))"
+            print(line)
+            if let at = results.firstIndex(where: { $0.parameters["bus"]?.hasPrefix("during") == true }) { results[at].notes.append(line) }
         }
         let run = BenchRun(
             scenario: "migration", environment: .current(),
