@@ -49,6 +49,10 @@ public struct OrderingInstance: Sendable {
     var heardBelow: [UInt64]
     /// Per member: its latest reported received-below round.
     var reportedBelow: [UInt64]
+    /// Per sender: the lowest round whose data frame was dropped beyond the
+    /// window (`.max`: none). A wedged member's NAKs past the window stop
+    /// there: what lies beyond it cannot be taken as silence.
+    var dataBeyondWindowFrom: [UInt64]
     /// Per sender: next sequence number expected in delivery order.
     var nextDeliverSequence: [UInt64]
     /// Per sender: NAK bookkeeping for suppression and retry.
@@ -162,6 +166,7 @@ public struct OrderingInstance: Sendable {
         receivedBelow = Array(repeating: first, count: memberCount)
         heardBelow = Array(repeating: first, count: memberCount)
         reportedBelow = Array(repeating: first, count: memberCount)
+        dataBeyondWindowFrom = Array(repeating: .max, count: memberCount)
         nextDeliverSequence = Array(repeating: 1, count: memberCount)
         nakSentNanos = Array(repeating: 0, count: memberCount)
         nakSentBelow = Array(repeating: first, count: memberCount)
@@ -853,13 +858,18 @@ public struct OrderingInstance: Sendable {
             }
             // Capped at the window end: never ask for what we would drop. A
             // member that fell behind asks for one window at a time; long
-            // silent stretches come with the sender's own slot frames. Not
-            // while wedged: a failed sender sends no more slot frames, and the
+            // silent stretches come with the sender's own slot frames. A
+            // suspected sender's, while wedged and the cut undecided, reach
+            // past it: a failed sender sends no more slot frames, and the
             // stability line it last reported holds every window still, so
-            // its rounds past the window (silent: nobody buffered data there)
-            // come only as relayed silence, which is kept beyond the window.
+            // its rounds past the window come only as relayed silence, which
+            // is kept beyond the window — up to the first of its rounds whose
+            // data was dropped here (that one cannot be taken, and asking for
+            // it again would only bring it again).
             let uncapped = min(max(heardBelow[sender], ended), cutRound[sender])
-            let dueBelow = wedged ? uncapped : min(uncapped, windowEnd)
+            let reach =
+                wedged && endRound == .max && suspected[sender] ? max(windowEnd, dataBeyondWindowFrom[sender]) : windowEnd
+            let dueBelow = min(uncapped, reach)
             if dueBelow < uncapped, receivedBelow[sender] < uncapped { counters.naksClipped += 1 }
             var round = receivedBelow[sender]
             nakScratch.removeAll(keepingCapacity: true)
@@ -1371,6 +1381,7 @@ public struct OrderingInstance: Sendable {
                 return .accepted
             }
             counters.framesBeyondWindow += 1
+            dataBeyondWindowFrom[sender] = min(dataBeyondWindowFrom[sender], round)
             return .beyondWindow
         }
         guard batch.count <= batchBudgetBytes else {

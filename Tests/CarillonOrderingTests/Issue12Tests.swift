@@ -365,3 +365,49 @@ struct RelayAfterCatchUpTests {
         #expect(result.rounds.isEmpty && result.silences == 0, "relayed \(result.rounds), \(result.silences) silences")
     }
 }
+
+@Suite("View change: a failed sender's rounds past the window")
+struct WedgedNakReachTests {
+    /// Services swarm seed 7385 in miniature: member 1 hears nothing from
+    /// member 0, which sends empty frames to member 2 only and then dies.
+    /// Member 1's report pins the stability line, so both survivors' windows
+    /// end 16 rounds past round 3 — and member 0's rounds past that reach
+    /// member 1 only as relayed silence. Wedged, member 1 asks past its
+    /// window for the suspected sender and comes to hold every round member
+    /// 2 holds (the cut a view change would choose); capped at the window
+    /// end, as before the fix, it stopped at round 19 and never held it.
+    @Test func aWedgedMemberFetchesASuspectedSendersSilencePastItsWindow() {
+        var cluster = TestCluster(memberCount: 3, windowRounds: 16)
+        cluster.runRounds(0...2)
+        for round in UInt64(3)...40 {
+            cluster.openSlot(0, round: round)
+            cluster.flush(0, to: [2])
+            for member in [1, 2] {
+                cluster.openSlot(member, round: round)
+                cluster.flush(member, to: [1, 2].filter { $0 != member })
+            }
+        }
+        #expect(cluster.members[2].receivedBelowBySender[0] == 41)
+        #expect(cluster.members[1].receivedBelowBySender[0] <= 19)
+        // Member 0 is dead from here; the survivors suspect it, then wedge.
+        for round in UInt64(41)...100 {
+            for member in [1, 2] {
+                cluster.openSlot(member, round: round)
+                cluster.flush(member, to: [1, 2].filter { $0 != member })
+            }
+        }
+        #expect(cluster.members[1].suspectedMembers == [0])
+        _ = cluster.members[1].wedge()
+        _ = cluster.members[2].wedge()
+        for round in UInt64(101)...110 {
+            for member in [1, 2] {
+                cluster.openSlot(member, round: round)
+                cluster.flush(member, to: [1, 2].filter { $0 != member })
+            }
+        }
+        let cut = (0..<3).map { max(cluster.members[1].receivedBelowBySender[$0], cluster.members[2].receivedBelowBySender[$0]) }
+        #expect(cluster.members[1].receivedBelowBySender[0] >= 41, "\(cluster.members[1].receivedBelowBySender)")
+        #expect(cluster.members[1].holds(cut: cut) && cluster.members[2].holds(cut: cut), "cut \(cut)")
+        #expect(cluster.members[1].counters.conflictingFrames == 0 && cluster.members[2].counters.conflictingFrames == 0)
+    }
+}
