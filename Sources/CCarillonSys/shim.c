@@ -110,6 +110,18 @@ int carillon_set_thread_cpu(pthread_t thread, int cpu) {
     return pthread_setaffinity_np(thread, sizeof set, &set);
 }
 
+int carillon_set_thread_process_cpus(pthread_t thread) {
+    cpu_set_t set;
+    if (sched_getaffinity(getpid(), sizeof set, &set) != 0) return errno;
+    return pthread_setaffinity_np(thread, sizeof set, &set);
+}
+
+int carillon_thread_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+    return CPU_COUNT(&set);
+}
+
 static int has_cap_ipc_lock(void) {
     struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     struct __user_cap_data_struct data[2];

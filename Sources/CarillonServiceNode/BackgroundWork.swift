@@ -1,3 +1,4 @@
+import CCarillonSys
 import CarillonRuntime
 import Glibc
 import Synchronization
@@ -14,7 +15,8 @@ import Synchronization
 /// of a core at nice 10, so a migration slows rather than stops; the idle
 /// scheduling class would stop it for as long as the hog runs).
 ///
-/// The thread exists only while jobs are queued, so a node that is stopped
+/// The thread is an ordinary one (SCHED_OTHER, every CPU of the process)
+/// whatever thread queued the job. It exists only while jobs are queued, so a node that is stopped
 /// leaves none behind.
 final class BackgroundWork: Sendable {
     /// How much lower than normal the thread runs (`setpriority`'s nice, 0...19).
@@ -48,6 +50,12 @@ final class BackgroundWork: Sendable {
 
     private func drain(lowering: Bool = true) {
         if lowering {
+            // A new thread inherits its creator's policy and CPUs — the bulk
+            // channel's thread queues arrivals, and it may run SCHED_FIFO and
+            // pinned beside an agent: this one is an ordinary thread on any
+            // of the process's CPUs (nice means nothing to a real-time thread).
+            _ = carillon_set_thread_scheduling(pthread_self(), Int32(CARILLON_SCHED_NORMAL), 0)
+            _ = carillon_set_thread_process_cpus(pthread_self())
             // Linux: PRIO_PROCESS with who 0 is the calling thread alone.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceIncrement)
         }

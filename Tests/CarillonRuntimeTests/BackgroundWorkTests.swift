@@ -1,3 +1,5 @@
+import CCarillonSys
+import CarillonRuntime
 import Dispatch
 import Glibc
 import Synchronization
@@ -35,5 +37,29 @@ import Testing
         #expect(idle)
         work.run { done.signal() }
         #expect(done.wait(timeout: .now() + 30) == .success)
+    }
+
+    /// Queued from a thread pinned to one CPU and (as root) real-time, as the
+    /// bulk channel's thread may be: the job runs as an ordinary thread on
+    /// every CPU of the process, not at its creator's priority.
+    @Test func aJobQueuedFromAPinnedRealTimeThreadRunsOrdinary() throws {
+        let work = BackgroundWork(niceIncrement: 10)
+        let seen = Mutex<(policy: Int32, cpus: Int32)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let creatorRealTime = Mutex(false)
+        let thread = try startAgentThread {
+            _ = carillon_set_thread_cpu(pthread_self(), 0)
+            creatorRealTime.withLock { $0 = carillon_set_thread_scheduling(pthread_self(), Int32(CARILLON_SCHED_FIFO), 10) == 0 }
+            work.run {
+                seen.withLock { $0 = (sched_getscheduler(0), carillon_thread_cpu_count()) }
+                done.signal()
+            }
+        }
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        pthread_join(thread, nil)
+        let processCPUs = Int32(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let observed = try #require(seen.withLock { $0 })
+        #expect(observed.policy == SCHED_OTHER, "creator real-time: \(creatorRealTime.withLock { $0 })")
+        #expect(observed.cpus == processCPUs || processCPUs == 1)
     }
 }

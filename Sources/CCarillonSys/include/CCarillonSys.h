@@ -69,6 +69,14 @@ int carillon_set_thread_scheduling(pthread_t thread, int policy, int priority);
 /// pthread_setaffinity_np(3): `thread` runs only on CPU `cpu`. Returns 0 or the error number.
 int carillon_set_thread_cpu(pthread_t thread, int cpu);
 
+/// pthread_setaffinity_np(3): `thread` may run on every CPU the process's
+/// main thread may (undoes an affinity inherited from a pinned creator).
+/// Returns 0 or the error number.
+int carillon_set_thread_process_cpus(pthread_t thread);
+
+/// How many CPUs the calling thread may run on (sched_getaffinity(2)); -1 on error.
+int carillon_thread_cpu_count(void);
+
 /// mlockall(MCL_CURRENT | MCL_FUTURE) when permitted: with CAP_IPC_LOCK or an
 /// unlimited RLIMIT_MEMLOCK (otherwise MCL_FUTURE would make later
 /// allocations past the limit fail). Returns 0, or the error number (EPERM
