@@ -382,29 +382,16 @@ struct WedgedNakReachTests {
         for round in UInt64(3)...40 {
             cluster.openSlot(0, round: round)
             cluster.flush(0, to: [2])
-            for member in [1, 2] {
-                cluster.openSlot(member, round: round)
-                cluster.flush(member, to: [1, 2].filter { $0 != member })
-            }
+            cluster.runRounds(round...round, among: [1, 2])
         }
         #expect(cluster.members[2].receivedBelowBySender[0] == 41)
         #expect(cluster.members[1].receivedBelowBySender[0] <= 19)
         // Member 0 is dead from here; the survivors suspect it, then wedge.
-        for round in UInt64(41)...100 {
-            for member in [1, 2] {
-                cluster.openSlot(member, round: round)
-                cluster.flush(member, to: [1, 2].filter { $0 != member })
-            }
-        }
+        cluster.runRounds(41...100, among: [1, 2])
         #expect(cluster.members[1].suspectedMembers == [0])
         _ = cluster.members[1].wedge()
         _ = cluster.members[2].wedge()
-        for round in UInt64(101)...110 {
-            for member in [1, 2] {
-                cluster.openSlot(member, round: round)
-                cluster.flush(member, to: [1, 2].filter { $0 != member })
-            }
-        }
+        cluster.runRounds(101...110, among: [1, 2])
         let cut = (0..<3).map { max(cluster.members[1].receivedBelowBySender[$0], cluster.members[2].receivedBelowBySender[$0]) }
         #expect(cluster.members[1].receivedBelowBySender[0] >= 41, "\(cluster.members[1].receivedBelowBySender)")
         #expect(cluster.members[1].holds(cut: cut) && cluster.members[2].holds(cut: cut), "cut \(cut)")

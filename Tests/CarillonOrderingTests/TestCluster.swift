@@ -81,10 +81,15 @@ struct TestCluster {
 
     /// Runs `rounds` full rounds with every frame reaching every member at once.
     mutating func runRounds(_ rounds: ClosedRange<UInt64>) {
+        runRounds(rounds, among: Array(members.indices))
+    }
+
+    /// Runs `rounds` with only `alive` sending, each frame reaching the other alive members at once.
+    mutating func runRounds(_ rounds: ClosedRange<UInt64>, among alive: [Int]) {
         for round in rounds {
-            for member in members.indices {
+            for member in alive {
                 openSlot(member, round: round)
-                flush(member, to: members.indices.filter { $0 != member })
+                flush(member, to: alive.filter { $0 != member })
             }
         }
     }
