@@ -65,9 +65,14 @@ start_node() {  # start_node I [--join]
     node_pid[$i]=$!
     pids+=($!)
 }
-client() {  # client I "SUBCOMMAND" ARGS...: the CLI on host I, talking to its node
-    local i=$1 command=$2; shift 2
-    ip netns exec "$prefix-h$i" "$bin" $command --socket "$(sock "$i")" "$@"
+client() {  # client I "SUBCOMMAND" ARGS...: the CLI on host I, talking to its node (at most 120 s: a call that never returns fails the test, saying which)
+    local i=$1 command=$2 status=0; shift 2
+    timeout --kill-after=5 120 ip netns exec "$prefix-h$i" "$bin" $command --socket "$(sock "$i")" "$@" || status=$?
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+        echo "netns-migration: FAILED — carillon $command on h$i did not return in 120 s" >&2
+        touch "$out/client-hung"
+    fi
+    return "$status"
 }
 now_ns() { date +%s%N; }
 fail() { echo "netns-migration: FAILED — $*" >&2; tail -n 5 "$out"/*.err >&2 || true; exit 1; }
@@ -207,4 +212,5 @@ for i in $all; do wait "${node_pid[$i]}" 2>/dev/null || true; done
 pids=()
 "$bin" verify "$out"/h*.log > "$out/verify.txt" || { cat "$out/verify.txt" >&2; fail "carillon verify found disagreements"; }
 echo "netns-migration: OK — carillon verify: $(tail -n 1 "$out/verify.txt")" >&2
+[ ! -e "$out/client-hung" ] || fail "a client call did not return within 120 s (above)"
 echo "netns-migration: OK — all checks passed" >&2

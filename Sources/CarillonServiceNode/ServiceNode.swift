@@ -106,7 +106,12 @@ public final class ServiceNode: @unchecked Sendable {
     struct Watch: Sendable { var id: UInt64; var key: String; var prefix: Bool }
 
     struct LocalSession: Sendable {
+        /// The session as the bus knows it: this member's identity (its
+        /// incarnation) when the session first sent, and the client number.
         var id: SessionID
+        /// Whether a command of it was ever handed to the member: from then
+        /// on it may be on the bus under `id`, which must not change.
+        var sentOnce = false
         var pending: [UInt64: Pending] = [:]
         var nextRequest: UInt64 = 1
         var watches: [Watch] = []
@@ -294,7 +299,12 @@ public final class ServiceNode: @unchecked Sendable {
 
     /// Opens a local session: its commands are the caller's, applied once each.
     public func openSession(sink: SessionSink = SessionSink()) -> Session {
-        let me = currentMember()
+        openSession(sink: sink, as: currentMember())
+    }
+
+    /// ``openSession(sink:)`` under a given identity of this member (tests:
+    /// one opened while the member was being left out, under its old incarnation).
+    func openSession(sink: SessionSink, as me: MemberID) -> Session {
         let client = core.withLock { core -> UInt32 in
             let client = core.nextClient
             core.nextClient &+= 1
@@ -359,6 +369,7 @@ public final class ServiceNode: @unchecked Sendable {
     /// Hands every unsent (or overdue) pending request to the member.
     func sendPending(now: UInt64) {
         guard let member = member.withLock({ $0 }) else { return }
+        settleIdentities(me: currentMember())
         let ends = core.withLock { core -> [(SessionID, UInt64)] in
             defer { core.endsToSend = [] }
             return core.endsToSend
@@ -391,7 +402,10 @@ public final class ServiceNode: @unchecked Sendable {
             let result = member.broadcast(bytes)
             switch result {
             case .queued:
-                core.withLock { $0.sessions[client]?.pending[id]?.sentNanos = now }
+                core.withLock { core in
+                    core.sessions[client]?.sentOnce = true
+                    core.sessions[client]?.pending[id]?.sentNanos = now
+                }
             case .payloadTooLarge(let limit):
                 let callback = core.withLock { $0.sessions[client]?.pending.removeValue(forKey: id)?.callback }
                 callback?(
@@ -399,6 +413,39 @@ public final class ServiceNode: @unchecked Sendable {
             default:
                 wake.signal()
             }
+        }
+    }
+
+    /// Keeps every session on this member's identity now (`me`). A session
+    /// opened under an earlier incarnation (the member was left out and
+    /// rejoined, and the session was opened as that happened) would send
+    /// its commands under a member the view no longer has: every member
+    /// refuses them (``/CarillonServices/ServiceCounters/foreignSessions``)
+    /// and its caller would wait for ever. Such a session that never sent
+    /// takes the new identity (nothing on the bus names it); one that did
+    /// may have commands ordered under the old one, so it ends with
+    /// ``/CarillonServices/ServiceStatus/outcomeUnknown`` (the view that
+    /// removed the old incarnation ended it at every member). The member's
+    /// own session starts again empty.
+    func settleIdentities(me: MemberID) {
+        let ended = core.withLock { core -> [LocalSession] in
+            var ended: [LocalSession] = []
+            for (client, s) in core.sessions where s.id.member != me {
+                if !s.sentOnce {
+                    core.sessions[client]!.id = SessionID(member: me, client: client)
+                } else if client == OwnedObjectService.memberClient {
+                    ended.append(s)
+                    core.sessions[client] = LocalSession(id: SessionID(member: me, client: client), sink: SessionSink())
+                } else {
+                    ended.append(s)
+                    core.sessions[client] = nil
+                }
+            }
+            return ended
+        }
+        for s in ended {
+            for (_, p) in s.pending { p.callback(ServiceResponse(status: .outcomeUnknown)) }
+            s.sink.onEnd(.outcomeUnknown)
         }
     }
 
@@ -517,8 +564,7 @@ public final class ServiceNode: @unchecked Sendable {
                 return accepted
             }
         }
-        let me = core.sessions.values.first?.id.member
-        for c in core.output.completions where c.session.member == me {
+        for c in core.output.completions where core.sessions[c.session.client]?.id == c.session {
             // A session ended here (its end is ordered after this) waits for nothing.
             guard let pending = core.sessions[c.session.client]?.pending.removeValue(forKey: c.requestID) else { continue }
             let response = ServiceResponse(status: c.status, index: c.index, position: c.position, body: core.output.body(of: c))

@@ -205,16 +205,26 @@ struct LoopbackRejoinTests {
         rejoin.joinRunningCluster()
         members.append(try Member(configuration: rejoin) { _, _ in })
         try members[2].start()
-        let incarnation = members[2].incarnation
-        while !(members[0].view?.members.contains { $0.node == 2 && $0.incarnation == incarnation } ?? false),
-            DispatchTime.now() < deadline
-        { usleep(10_000) }
-        #expect(members[0].view?.members.count == 3, "the restarted member is back: \(String(describing: members[0].view))")
-        // Let the change settle, then count member 0's frames over one second.
-        usleep(500_000)
-        let before = members[0].orderingCounters.slotFramesSent
-        usleep(1_000_000)
-        let perSecond = members[0].orderingCounters.slotFramesSent - before
+        // Its incarnation is read each time: a join asked in vain for long is asked again as a newer one.
+        func rejoined() -> Bool {
+            members[0].view?.members.contains { $0.node == 2 && $0.incarnation == members[2].incarnation } ?? false
+        }
+        while !rejoined(), DispatchTime.now() < deadline { usleep(10_000) }
+        #expect(rejoined(), "the restarted member is back: \(String(describing: members[0].view))")
+        // Count member 0's frames over one second in which its view did not
+        // change (a change under way sends every round; on a loaded machine a
+        // slow member may be suspected again): the churn this guards against
+        // lasted for the rest of the run, so it shows in any such second.
+        var perSecond = UInt64.max
+        for _ in 0..<5 {
+            usleep(500_000)
+            let epoch = members[0].view?.epoch
+            let before = members[0].orderingCounters.slotFramesSent
+            usleep(1_000_000)
+            guard members[0].view?.epoch == epoch else { continue }
+            perSecond = UInt64(members[0].orderingCounters.slotFramesSent - before)
+            break
+        }
         // Idle: one frame per 3 ms heartbeat, ~330/s; a frame every round is 10,000/s.
         #expect(perSecond < 2_000, "member 0 sent \(perSecond) slot frames in 1 s of idleness after the rejoin")
     }

@@ -7,14 +7,9 @@ extension NamespaceTests {
     /// They check what the bench produces, never how fast anything is.
     @Suite("carillon-bench in namespaces (separate processes)")
     struct NamespaceBenchTests {
-        func bench(_ arguments: [String]) throws -> (status: Int32, output: String, out: URL) {
-            let (status, output, out, _) = try benchWithPid(arguments)
-            return (status, output, out)
-        }
-
-        /// ``bench(_:)``, also giving the bench's pid: its namespaces are `crlnb-<pid>-*`
-        /// (other benches may run on the machine at the same time).
-        func benchWithPid(_ arguments: [String]) throws -> (status: Int32, output: String, out: URL, pid: Int32) {
+        /// Runs a `carillon-bench` scenario (--quick) to its end, at most 15 minutes;
+        /// its namespaces are `crlnb-<pid>-*`, removed on every path (`left`: those it did not).
+        func bench(_ arguments: [String]) throws -> (status: Int32, output: String, out: URL, left: [String]) {
             let binary = packageRoot.appendingPathComponent(".build/release/carillon-bench")
             try #require(
                 FileManager.default.isExecutableFile(atPath: binary.path),
@@ -22,16 +17,10 @@ extension NamespaceTests {
             _ = try releaseCarillon()
             let out = FileManager.default.temporaryDirectory.appendingPathComponent("crln-bench-test-\(getpid())-\(arguments[0])")
             try? FileManager.default.removeItem(at: out)
-            let process = Process()
-            process.executableURL = binary
-            process.arguments = arguments + ["--quick", "--out", out.path]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            return (process.terminationStatus, output, out, process.processIdentifier)
+            let ((status, output), left) = try namespacesLeftBehind(prefix: "crlnb-") {
+                try runBounded(binary.path, arguments + ["--quick", "--out", out.path], limitSeconds: 900)
+            }
+            return (status, output, out, left)
         }
 
         func rows(_ url: URL) throws -> [[String: Any]] {
@@ -40,7 +29,7 @@ extension NamespaceTests {
         }
 
         @Test func interferenceComparesNoBulkGatedAndUnpacedInOneRun() throws {
-            let (status, output, out) = try bench(["interference"])
+            let (status, output, out, left) = try bench(["interference"])
             defer { try? FileManager.default.removeItem(at: out) }
             #expect(status == 0, "\(output)")
             let results = try rows(out.appendingPathComponent("interference.json"))
@@ -60,8 +49,7 @@ extension NamespaceTests {
                 #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent(file).path), "\(file) missing")
             }
             // Namespaces removed on the way out.
-            let names = try namespaceNames()
-            #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
+            #expect(left.isEmpty, "namespaces left behind: \(left)")
         }
 
         @Test(
@@ -69,9 +57,10 @@ extension NamespaceTests {
                 if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/corosync"),
                 "needs corosync and libcpg4 (tools/test.sh installs them)"))
         func corosyncSideBySideWithTheBus() throws {
-            let (status, output, out) = try bench(["corosync"])
+            let (status, output, out, left) = try bench(["corosync"])
             defer { try? FileManager.default.removeItem(at: out) }
             #expect(status == 0, "\(output)")
+            #expect(left.isEmpty, "namespaces left behind: \(left)")
             let results = try rows(out.appendingPathComponent("corosync.json"))
             // For each size: carillon closed loop and throughput, then Corosync CPG the same.
             let keys = results.compactMap { row -> String? in
@@ -105,7 +94,7 @@ extension NamespaceTests {
         }
 
         @Test func idleReportsEachMembersCostIdleAndLoaded() throws {
-            let (status, output, out) = try bench(["idle"])
+            let (status, output, out, left) = try bench(["idle"])
             defer { try? FileManager.default.removeItem(at: out) }
             #expect(status == 0, "\(output)")
             let results = try rows(out.appendingPathComponent("idle.json"))
@@ -144,12 +133,11 @@ extension NamespaceTests {
             #expect(idleLine?.contains("wake-ups/s") == true && output.contains("idle goal ("), "\(output)")
             let csv = try String(contentsOf: out.appendingPathComponent("idle.csv"), encoding: .utf8)
             #expect(csv.contains("cpu_percent_of_one_core_max_member") && csv.contains("wakeups_per_s_max_member"))
-            let names = try namespaceNames()
-            #expect(!names.contains("crlnb-"), "namespaces left behind: \(names)")
+            #expect(left.isEmpty, "namespaces left behind: \(left)")
         }
 
         @Test func latencyScenarioRatiosFanOutBothOrderingsOpenLoopAndAHog() throws {
-            let (status, output, out, pid) = try benchWithPid(["latency"])
+            let (status, output, out, left) = try bench(["latency"])
             defer { try? FileManager.default.removeItem(at: out) }
             #expect(status == 0, "\(output)")
             let results = try rows(out.appendingPathComponent("latency.json"))
@@ -228,14 +216,14 @@ extension NamespaceTests {
                 let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? ""
                 #expect(comm.trimmingCharacters(in: .whitespacesAndNewlines) != "yes", "hog \(pid) still runs")
             }
-            let names = try namespaceNames()
-            #expect(!names.contains("crlnb-\(pid)-"), "namespaces left behind: \(names)")
+            #expect(left.isEmpty, "namespaces left behind: \(left)")
         }
 
         @Test func baselineMeasuresPingPongAndFanOut() throws {
-            let (status, output, out) = try bench(["baseline"])
+            let (status, output, out, left) = try bench(["baseline"])
             defer { try? FileManager.default.removeItem(at: out) }
             #expect(status == 0, "\(output)")
+            #expect(left.isEmpty, "namespaces left behind: \(left)")
             let results = try rows(out.appendingPathComponent("baseline.json"))
             #expect(results.compactMap { $0["system"] as? String } == ["raw-udp-pingpong", "raw-udp-fanout"])
             for row in results {

@@ -10,31 +10,49 @@ let namespacesAvailable: Bool = {
 
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-/// Runs a script to its end; its standard output and error together.
-func runScript(_ script: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+/// Runs a script (a path under the package, or absolute) to its end, or for at
+/// most `limitSeconds`: its standard output and error together. The script
+/// runs under coreutils `timeout`, which puts it in a process group of its own
+/// and, at the limit, sends SIGTERM to the whole group (the scripts' traps then
+/// kill their members and remove their namespaces) and SIGKILL 20 s later.
+/// Without the bound a member or client that never exits holds the pipe open,
+/// the read below never ends and CI runs out of time with nothing said (a CI
+/// run ended so, at its 90 minutes).
+func runScript(_ script: String, _ arguments: [String], limitSeconds: Int = 600) throws -> (status: Int32, output: String) {
+    let path = script.hasPrefix("/") ? script : packageRoot.appendingPathComponent(script).path
+    return try runBounded(path, arguments, limitSeconds: limitSeconds)
+}
+
+/// ``runScript(_:_:limitSeconds:)`` for an absolute path.
+func runBounded(_ path: String, _ arguments: [String], limitSeconds: Int) throws -> (status: Int32, output: String) {
     let process = Process()
-    process.executableURL = packageRoot.appendingPathComponent(script)
-    process.arguments = arguments
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+    process.arguments = ["--kill-after=20", "\(limitSeconds)", path] + arguments
     let pipe = Pipe()
     process.standardError = pipe
     process.standardOutput = pipe
     try process.run()
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
-    return (process.terminationStatus, output)
+    let status = process.terminationStatus
+    // 124: timed out (SIGTERM); 137: SIGKILL after it.
+    let timedOut = status == 124 || status == 137
+    return (status, timedOut ? output + "\n\(path): still running after \(limitSeconds) s: stopped (timeout exit \(status))\n" : output)
 }
 
-/// `ip netns list`: every network namespace on the machine, one per line.
-func namespaceNames() throws -> String {
-    let list = Process()
-    list.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-    list.arguments = ["netns", "list"]
-    let pipe = Pipe()
-    list.standardOutput = pipe
-    try list.run()
-    let names = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    list.waitUntilExit()
-    return names
+/// `ip netns list`: the names of every network namespace on the machine.
+func namespaceNames() throws -> Set<String> {
+    let (status, output) = try runBounded("/usr/sbin/ip", ["netns", "list"], limitSeconds: 60)
+    try #require(status == 0, "ip netns list: \(output)")
+    return Set(output.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) })
+}
+
+/// The namespaces named `prefix`… that exist now and did not before `body`
+/// ran (others may be on the machine: a run stopped by kill -9 cannot clean up).
+func namespacesLeftBehind<T>(prefix: String, by body: () throws -> T) throws -> (T, [String]) {
+    let before = try namespaceNames()
+    let result = try body()
+    return (result, try namespaceNames().subtracting(before).filter { $0.hasPrefix(prefix) }.sorted())
 }
 
 /// The release `carillon` binary the namespace scripts run (timing in a debug
@@ -107,9 +125,9 @@ extension NamespaceTests {
         }
 
         @Test func noNamespaceIsLeftBehind() throws {
-            _ = try run(members: 2, loss: 0, messages: 10)
-            let names = try namespaceNames()
-            #expect(!names.contains("crln-"), "\(names)")
+            let ((status, output), left) = try namespacesLeftBehind(prefix: "crln-") { try run(members: 2, loss: 0, messages: 10) }
+            #expect(status == 0, "\(output)")
+            #expect(left.isEmpty, "namespaces left behind: \(left)")
         }
     }
 }
