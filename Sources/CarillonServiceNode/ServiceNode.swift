@@ -262,13 +262,15 @@ public final class ServiceNode: @unchecked Sendable {
         guard running.exchange(false, ordering: .relaxed) else { return }
         wake.signal()
         tickerDone.wait()
-        let ended = core.withLock { core -> [(Callback, SessionSink)] in
-            var out: [(Callback, SessionSink)] = []
-            for (_, s) in core.sessions { for (_, p) in s.pending { out.append((p.callback, s.sink)) } }
+        let ended = core.withLock { core -> [Callback] in
+            // Answers held for stability too: each caller hears once.
+            var out = core.safeHeld.map(\.callback)
+            for (_, s) in core.sessions { for (_, p) in s.pending { out.append(p.callback) } }
             core.sessions = [:]
+            core.safeHeld = []
             return out
         }
-        for (callback, _) in ended { callback(ServiceResponse(status: .sessionEnded)) }
+        for callback in ended { callback(ServiceResponse(status: .sessionEnded)) }
     }
 
     /// Whether the member is in a primary component's view now.
@@ -430,7 +432,10 @@ public final class ServiceNode: @unchecked Sendable {
     func settleIdentities(me: MemberID) {
         let ended = core.withLock { core -> [LocalSession] in
             var ended: [LocalSession] = []
-            for (client, s) in core.sessions where s.id.member != me {
+            // Only an older incarnation of this member: `me` was read before
+            // the lock, and a caller that stalled across a rejoin must not
+            // undo sessions already on the newer one.
+            for (client, s) in core.sessions where s.id.member != me && s.id.member.incarnation < me.incarnation {
                 if !s.sentOnce {
                     core.sessions[client]!.id = SessionID(member: me, client: client)
                 } else if client == OwnedObjectService.memberClient {
@@ -926,12 +931,16 @@ public final class ServiceNode: @unchecked Sendable {
     }
 
     func endAllSessions(_ status: ServiceStatus) {
-        let ended = core.withLock { core -> [LocalSession] in
+        let (ended, held) = core.withLock { core -> ([LocalSession], [Held]) in
             let all = Array(core.sessions.values)
+            let held = core.safeHeld
             core.sessions = [:]
             core.safeHeld = []
-            return all
+            return (all, held)
         }
+        // Applied here but not known to be stable when the member was left
+        // out: whether the others applied it is not known either.
+        for h in held { h.callback(ServiceResponse(status: status)) }
         for s in ended {
             for (_, p) in s.pending { p.callback(ServiceResponse(status: status)) }
             s.sink.onEnd(status)
@@ -971,7 +980,11 @@ public final class ServiceNode: @unchecked Sendable {
         var ended: [SessionSink] = []
         core.withLock { core in
             if !core.safeHeld.isEmpty { answers += Self.releaseStable(&core, stability) }
-            if inPrimary { core.noPrimarySince = nil } else if core.noPrimarySince == nil { core.noPrimarySince = now }
+            // A joiner whose services state has not come (its donor died, or
+            // the state could not be taken) serves nothing either: its callers
+            // hear noPrimary after the same wait instead of waiting for ever.
+            let serving = inPrimary && core.awaiting == nil
+            if serving { core.noPrimarySince = nil } else if core.noPrimarySince == nil { core.noPrimarySince = now }
             guard let since = core.noPrimarySince, now &- since >= options.noPrimaryWaitNanos else { return }
             // A session with a request older than the wait ends: the request
             // may still be ordered later, and whatever it would take is then

@@ -60,4 +60,72 @@ struct SessionIdentityTests {
         let fresh = node.openSession()
         #expect(try await helper.bounded { try await fresh.add("n", 0) } == 0)
     }
+
+    /// `me` is read before the lock: a caller that stalled across a rejoin
+    /// holds an older identity than the sessions, and must leave them be.
+    @Test func anOlderIdentityLeavesNewerSessionsAlone() {
+        let node = ServiceNode()
+        let answers = Mutex<[ServiceStatus]>([])
+        let session = node.openSession(sink: ServiceNode.SessionSink(), as: MemberID(node: 0, incarnation: 5))
+        node.core.withLock { core in
+            core.sessions[session.client]!.sentOnce = true
+            core.sessions[session.client]!.pending[1] = ServiceNode.Pending(
+                service: 1, body: [], consistency: .agreed, submittedNanos: 0,
+                callback: { r in answers.withLock { $0.append(r.status) } })
+        }
+        node.settleIdentities(me: MemberID(node: 0, incarnation: 4))
+        #expect(node.core.withLock { $0.sessions[session.client]?.id.member.incarnation } == 5)
+        #expect(answers.withLock { $0 }.isEmpty)
+        node.settleIdentities(me: MemberID(node: 0, incarnation: 6))
+        #expect(node.core.withLock { $0.sessions[session.client] } == nil)
+        #expect(answers.withLock { $0 } == [.outcomeUnknown])
+    }
+
+    /// A `safe` answer held for stability when the member is left out (or the
+    /// node stops) is answered, never dropped: an in-process caller would
+    /// otherwise wait for ever.
+    @Test func answersHeldForStabilityAreAnsweredWhenTheMemberIsLeftOutOrStops() {
+        for leftOut in [true, false] {
+            let node = ServiceNode()
+            let answers = Mutex<[ServiceStatus]>([])
+            node.core.withLock { core in
+                core.safeHeld.append(
+                    ServiceNode.Held(
+                        session: 1, requestID: 1, response: ServiceResponse(status: .ok),
+                        callback: { r in answers.withLock { $0.append(r.status) } }))
+            }
+            if leftOut {
+                node.endAllSessions(.outcomeUnknown)
+            } else {
+                node.running.store(true, ordering: .relaxed)
+                node.stop()
+            }
+            #expect(answers.withLock { $0 } == [leftOut ? .outcomeUnknown : .sessionEnded])
+            #expect(node.core.withLock { $0.safeHeld.isEmpty })
+        }
+    }
+
+    /// A joiner waiting for its services state that never comes (its donor
+    /// died, or the state could not be taken) serves nothing: its callers
+    /// hear noPrimary after the same wait as without a primary component.
+    @Test func aJoinerWhoseStateNeverComesAnswersNoPrimary() async throws {
+        let cluster = try LoopbackServicesTests.Cluster()
+        defer { cluster.stop() }
+        try await helper.waitUntil { cluster.services.allSatisfy(\.inPrimary) }
+        let node = cluster.services[1]
+        let answers = Mutex<[ServiceStatus]>([])
+        let session = node.openSession()
+        let base = monotonicNanos()
+        node.core.withLock { core in
+            // As a joiner between its manifest and a state that does not come.
+            core.awaiting = (core.host.view!, StateManifest(appliedIndex: core.host.appliedIndex + 1, epoch: 2, donorNode: 0))
+            core.sessions[session.client]!.pending[1] = ServiceNode.Pending(
+                service: 1, body: [], consistency: .agreed, submittedNanos: base,
+                callback: { r in answers.withLock { $0.append(r.status) } })
+        }
+        node.tick(now: base)
+        #expect(answers.withLock { $0 }.isEmpty)
+        node.tick(now: base + 2 * node.options.noPrimaryWaitNanos)
+        #expect(answers.withLock { $0 } == [.noPrimary])
+    }
 }
