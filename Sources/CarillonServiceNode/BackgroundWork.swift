@@ -1,5 +1,6 @@
 import CCarillonSys
 import CarillonRuntime
+import Dispatch
 import Glibc
 import Synchronization
 
@@ -21,7 +22,13 @@ import Synchronization
 final class BackgroundWork: Sendable {
     /// How much lower than normal the thread runs (`setpriority`'s nice, 0...19).
     let niceIncrement: Int32
-    private let state = Mutex<(jobs: [@Sendable () -> Void], running: Bool)>(([], false))
+    private struct State {
+        var jobs: [@Sendable () -> Void] = []
+        var running = false
+        /// Callers of ``waitUntilIdle(timeout:)``, signalled when the queue empties.
+        var idleWaiters: [DispatchSemaphore] = []
+    }
+    private let state = Mutex(State())
 
     init(niceIncrement: Int32) {
         self.niceIncrement = niceIncrement
@@ -48,6 +55,19 @@ final class BackgroundWork: Sendable {
     /// Whether a job is queued or running.
     var isBusy: Bool { state.withLock { $0.running } }
 
+    /// Waits until no job is queued or running (the thread is gone), at most
+    /// until `deadline`; whether it is idle. A node that stops waits so, and
+    /// no job of it runs on afterwards.
+    func waitUntilIdle(deadline: DispatchTime) -> Bool {
+        let signal = DispatchSemaphore(value: 0)
+        let idle = state.withLock { s -> Bool in
+            guard s.running else { return true }
+            s.idleWaiters.append(signal)
+            return false
+        }
+        return idle || signal.wait(timeout: deadline) == .success
+    }
+
     private func drain(lowering: Bool = true) {
         if lowering {
             // A new thread inherits its creator's policy and CPUs — the bulk
@@ -59,14 +79,18 @@ final class BackgroundWork: Sendable {
             // Linux: PRIO_PROCESS with who 0 is the calling thread alone.
             _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, niceIncrement)
         }
+        var waiters: [DispatchSemaphore] = []
         while let job = state.withLock({ s -> (@Sendable () -> Void)? in
             guard !s.jobs.isEmpty else {
                 s.running = false
+                waiters = s.idleWaiters
+                s.idleWaiters = []
                 return nil
             }
             return s.jobs.removeFirst()
         }) {
             job()
         }
+        for waiter in waiters { waiter.signal() }
     }
 }

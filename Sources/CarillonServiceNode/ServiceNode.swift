@@ -262,6 +262,9 @@ public final class ServiceNode: @unchecked Sendable {
         guard running.exchange(false, ordering: .relaxed) else { return }
         wake.signal()
         tickerDone.wait()
+        // A copy or digest under way finishes first (a second at most for
+        // hundreds of megabytes): nothing of this node runs after its stop.
+        _ = background.waitUntilIdle(deadline: .now() + 30)
         let ended = core.withLock { core -> [Callback] in
             // Answers held for stability too: each caller hears once.
             var out = core.safeHeld.map(\.callback)

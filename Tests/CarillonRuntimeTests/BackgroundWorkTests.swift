@@ -29,12 +29,8 @@ import Testing
         #expect(niceSeen.withLock { $0 }.allSatisfy { $0 == min(19, callerNice + 7) }, "\(niceSeen.withLock { $0 })")
         #expect(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0) == callerNice)
         // The thread ends with its queue: a later job starts a new one.
-        var idle = false
-        for _ in 0..<3000 where !idle {
-            idle = !work.isBusy
-            if !idle { usleep(1000) }
-        }
-        #expect(idle)
+        #expect(work.waitUntilIdle(deadline: .now() + 30))
+        #expect(!work.isBusy)
         work.run { done.signal() }
         #expect(done.wait(timeout: .now() + 30) == .success)
     }
