@@ -3,9 +3,11 @@
 # network namespaces, clients on every host through the CLI:
 #   1. lock: every host runs `carillon lock` in a loop on one lock; the holder's
 #      node is killed with kill -9 while it holds the lock; the next waiter gets
-#      it with a larger fencing token; grants never overlap (but the killed
-#      holder's, whose command may still run until its CLI notices: that is what
-#      the token is for); the killed node rejoins.
+#      it with a larger fencing token; grants never overlap, except a grant
+#      whose holder lost it — the killed holder's, or one whose node was left
+#      out of a view meanwhile (two cores and five nodes: it happens) — whose
+#      command may still run until its CLI notices (it then exits 75): that is
+#      what the token is for; the killed node rejoins.
 #   2. counters: every host adds 1 to one counter --adds times; every host reads
 #      exactly members × adds.
 #   3. joiner: one node is killed, the store is filled (--keys keys of --bytes),
@@ -120,22 +122,26 @@ wait "$holder" || true
 start_node "$victim" --join
 wait_until 60 "node h$victim back" serves "$victim"
 for p in "${lockers[@]}"; do wait "$p" || true; done
-# Tokens increase in grant order; non-overlapping holds (except the killed holder's).
+# Tokens increase in grant order; holds do not overlap, except a lost one's:
+# a CLI that exits 75 lost the grant it held (each host holds one at a time,
+# so that is the host's last grant), and its command may have run on past
+# the next grant until the CLI heard (the fencing token is for exactly that).
 awk -v victim="h$victim" '
-    $2 == "start" { token[$1] = $1; start[$1] = $3; host[$1] = $4; order[n++] = $1 }
+    $2 == "start" { token[$1] = $1; start[$1] = $3; host[$1] = $4; order[n++] = $1; latest[$4] = $1 }
     $2 == "end" { end[$1] = $3 }
+    $1 == "exit" && $2 == 75 && ($3 in latest) { lost[latest[$3]] = 1; losses++ }
     END {
         for (k = 1; k < n; k++) {
             a = order[k - 1]; b = order[k]
             if (b + 0 <= a + 0) { print "tokens not increasing: " a " then " b; bad = 1 }
-            if ((a in end) && end[a] > start[b]) { print "grants overlap: token " a " (" host[a] ") ends after token " b " (" host[b] ") starts"; bad = 1 }
-            if (!(a in end) && host[a] != victim) { print "token " a " of " host[a] " never ended"; bad = 1 }
+            if ((a in end) && end[a] > start[b] && !(a in lost)) { print "grants overlap: token " a " (" host[a] ") ends after token " b " (" host[b] ") starts"; bad = 1 }
+            if (!(a in end) && host[a] != victim && !(a in lost)) { print "token " a " of " host[a] " never ended"; bad = 1 }
         }
-        print n " grants"
+        print n " grants (" losses + 0 " lost by their holders)"
         exit bad
     }' "$grants" > "$out/lock-check.txt" || { cat "$out/lock-check.txt" >&2; fail "lock safety"; }
 grep -q "^exit 75 h$victim" "$grants" || fail "the killed holder's lock command did not report the lost lock (exit 75)"
-echo "netns-services: OK — lock: $(tail -n 1 "$out/lock-check.txt") in increasing token order, none overlapping; the killed holder's CLI exited 75" >&2
+echo "netns-services: OK — lock: $(tail -n 1 "$out/lock-check.txt") in increasing token order, none overlapping except lost ones; the killed holder's CLI exited 75" >&2
 
 # 2. Counters from every host sum exactly.
 adders=()
