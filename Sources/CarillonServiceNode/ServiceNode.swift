@@ -136,6 +136,10 @@ public final class ServiceNode: @unchecked Sendable {
         var arrivedStates: [ServiceHost] = []
         /// The host as built, for restoring a received state into.
         var blankHost: ServiceHost
+        /// Views installed while this member waited for its own state in which
+        /// it is the donor: their joiners get the state taken at that view's
+        /// installation once the held events reach it (epoch, joiners).
+        var donationsAfterCatchUp: [(epoch: UInt32, joiners: [MemberID])] = []
         /// The last installed view, its joiners and the view before it (for the donor's choice).
         var lastInstalled: (view: View, joined: [MemberID], previous: View?)?
         /// States this member (a donor) still has to queue on the bulk channel.
@@ -522,6 +526,7 @@ public final class ServiceNode: @unchecked Sendable {
                 if case .view(.excluded) = event {
                     core.awaiting = nil
                     core.deferred = []
+                    core.donationsAfterCatchUp = []
                 } else {
                     // Held until the state arrives; applied then, in order.
                     switch event {
@@ -536,7 +541,7 @@ public final class ServiceNode: @unchecked Sendable {
             }
             if case .view(.stateReceived(let view, let state)) = event, let manifest = StateManifest.decode(state) {
                 core.awaiting = (view, manifest)
-                if let restored = core.arrivedStates.first(where: { $0.appliedIndex == manifest.appliedIndex }) {
+                if let restored = core.arrivedStates.first(where: { manifest.announces($0) }) {
                     install(restored, core: &core, stability: stability, out: &out)
                 }
                 return
@@ -796,6 +801,7 @@ public final class ServiceNode: @unchecked Sendable {
         let hasBulk = bulk.withLock { $0 != nil }
         let me = currentMember()
         let (bytes, frozen, joiners) = core.withLock { core -> ([UInt8], ServiceHost?, [MemberID]) in
+            if hasBulk, core.awaiting != nil { return (Self.manifestWhileCatchingUp(&core, me: me), nil, []) }
             guard hasBulk, let installed = core.lastInstalled else { return (core.host.snapshot(), nil, []) }
             let previous = installed.previous?.members ?? []
             guard let donor = installed.view.members.first(where: { previous.contains($0) }) else { return (core.host.snapshot(), nil, []) }
@@ -810,6 +816,32 @@ public final class ServiceNode: @unchecked Sendable {
             }
         }
         return bytes
+    }
+
+    /// The donor's answer while it still waits for its own state (a member
+    /// that rejoined, asked at the next view change): its host is not at
+    /// this cut, so it announces the state by the view's epoch alone and,
+    /// if it is the donor, sends it once its held events reach this view's
+    /// installation (``install(_:core:stability:out:)``). Without this it
+    /// announced a stale log index, sent a stale state, and the joiners
+    /// waited for ever (a fresh-clone CI run: five nodes churning at start).
+    static func manifestWhileCatchingUp(_ core: inout Core, me: MemberID) -> [UInt8] {
+        // The view being installed is the last one held; the one before it is
+        // the previous held view, or the view this member joined.
+        var current = core.awaiting!.0
+        var joined: [MemberID] = []
+        var previous: View? = nil
+        for case .view(.installed(let v, let j)) in core.deferred {
+            previous = current
+            current = v
+            joined = j
+        }
+        let old = previous?.members ?? []
+        let donor = current.members.first { old.contains($0) }
+        let manifest = StateManifest(
+            appliedIndex: StateManifest.unknownAppliedIndex, epoch: current.epoch, donorNode: donor?.node ?? me.node)
+        if donor == me, !joined.isEmpty { core.donationsAfterCatchUp.append((current.epoch, joined)) }
+        return manifest.encoded
     }
 
     /// A transfer arrived on the bulk channel: the state a joiner waits for
@@ -849,7 +881,7 @@ public final class ServiceNode: @unchecked Sendable {
         var out = Outgoing()
         let stability = member.withLock { $0 }?.stability
         core.withLock { core in
-            if let (_, manifest) = core.awaiting, manifest.appliedIndex == fresh.appliedIndex {
+            if let (_, manifest) = core.awaiting, manifest.announces(fresh) {
                 install(fresh, core: &core, stability: stability, out: &out)
             } else {
                 core.arrivedStates.append(fresh)
@@ -898,8 +930,19 @@ public final class ServiceNode: @unchecked Sendable {
             case .view(let kind):
                 if case .installed(let v, let joined) = kind { core.lastInstalled = (v, joined, core.host.view) }
                 _ = applyLocked(.view(kind), core: &core, stability: stability, out: &out)
+                // This member donated while it caught up: the state at this installation is the one announced.
+                if case .installed(let v, _) = kind, let d = core.donationsAfterCatchUp.firstIndex(where: { $0.epoch == v.epoch }) {
+                    let joiners = core.donationsAfterCatchUp.remove(at: d).joiners
+                    let frozen = core.host
+                    background.run { [self] in
+                        let transfer = StateManifest.transfer(of: frozen.snapshot())
+                        self.core.withLock { core in for joiner in joiners { core.stateSends.append((joiner.node, transfer)) } }
+                        wake.signal()
+                    }
+                }
             }
         }
+        core.donationsAfterCatchUp = []
     }
 
     /// Queues the donor's pending state sends on the bulk channel (retried while its queue is full).

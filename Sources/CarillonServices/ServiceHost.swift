@@ -461,8 +461,12 @@ public struct StateManifest: Sendable, Hashable {
     public static let magic: [UInt8] = Array("CSM1".utf8)
     public static let encodedBytes = 4 + 8 + 4 + 2
 
-    /// ``ServiceHost/appliedIndex`` of the state.
+    /// ``ServiceHost/appliedIndex`` of the state, or ``unknownAppliedIndex``.
     public var appliedIndex: UInt64
+    /// The donor was itself still waiting for its own state when the view
+    /// was installed: it sends the state taken at that view's installation
+    /// once it has caught up, and the joiner knows it by its view's epoch.
+    public static let unknownAppliedIndex = UInt64.max
     /// The epoch of the view whose installation the state was taken at.
     public var epoch: UInt32
     /// The node that sends the state (the first member of the new view in
@@ -491,6 +495,13 @@ public struct StateManifest: Sendable, Hashable {
             _ = try r.raw(4)
             return StateManifest(appliedIndex: try r.u64(), epoch: try r.u32(), donorNode: try r.u16())
         }
+    }
+
+    /// Whether `host` (a state received) is the one this manifest announces:
+    /// the same log index, or, when the donor did not know it yet, taken at
+    /// this epoch's installation.
+    public func announces(_ host: ServiceHost) -> Bool {
+        appliedIndex == Self.unknownAppliedIndex ? host.view?.epoch == epoch : host.appliedIndex == appliedIndex
     }
 
     /// The bulk transfer of a state: its digest (``Digest64``, 8 bytes), then the state.

@@ -129,3 +129,50 @@ struct SessionIdentityTests {
         #expect(answers.withLock { $0 } == [.noPrimary])
     }
 }
+
+/// A member that rejoined and still waits for its own services state is
+/// asked, at the next view change, to donate to new joiners (a fresh-clone CI
+/// run: five nodes churning at start, node 0 donated while catching up, sent
+/// a stale state, and the joiners never served).
+@Suite struct DonorCatchingUpTests {
+    @Test func aDonorStillCatchingUpAnnouncesByEpochAndSendsTheStateAtThatInstallation() throws {
+        let node = ServiceNode()
+        let me = MemberID(node: 2, incarnation: 7)
+        let joinedView = View(epoch: 5, members: [MemberID(node: 0, incarnation: 1), MemberID(node: 1, incarnation: 1), me], startRound: 100)
+        let joiner = MemberID(node: 3, incarnation: 9)
+        // Node 0 left: this member is now the first of the new view that was in the old one.
+        let nextView = View(epoch: 6, members: [me, MemberID(node: 1, incarnation: 1), joiner], startRound: 200)
+        let bytes = node.core.withLock { core -> [UInt8] in
+            core.awaiting = (joinedView, StateManifest(appliedIndex: 10, epoch: 5, donorNode: 0))
+            core.deferred = [.view(.installed(nextView, joined: [joiner]))]
+            return ServiceNode.manifestWhileCatchingUp(&core, me: me)
+        }
+        let manifest = try #require(StateManifest.decode(bytes))
+        #expect(manifest == StateManifest(appliedIndex: StateManifest.unknownAppliedIndex, epoch: 6, donorNode: 2))
+        // Its own state arrives: the held events are applied, and at the
+        // installation of epoch 6 the state is taken and queued for the joiner.
+        var restored = node.core.withLock { $0.blankHost }
+        restored.begin(in: joinedView)
+        node.core.withLock { core in
+            var out = ServiceNode.Outgoing()
+            node.install(restored, core: &core, stability: nil, out: &out)
+        }
+        #expect(node.background.waitUntilIdle(deadline: .now() + 30))
+        let sends = node.core.withLock { $0.stateSends }
+        #expect(sends.map(\.0) == [3])
+        let send = try #require(sends.first)
+        let state = try #require(StateManifest.state(fromTransfer: send.1))
+        var received = node.core.withLock { $0.blankHost }
+        let failure: ServiceStateError? = state.withUnsafeBytes { b in
+            do throws(ServiceStateError) {
+                try received.restore(b)
+                return nil
+            } catch { return error }
+        }
+        #expect(failure == nil)
+        #expect(received.view?.epoch == 6)
+        #expect(manifest.announces(received))
+        // A stale state (the one this member had before catching up) is not the one announced.
+        #expect(!manifest.announces(restored))
+    }
+}
