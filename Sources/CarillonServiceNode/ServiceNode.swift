@@ -508,6 +508,8 @@ public final class ServiceNode: @unchecked Sendable {
         var wakeTicker = false
         /// An answer now waits for stability: the ticker must watch the stability line.
         var heldSafe = false
+        /// States to send to joiners (this member donated while it caught up).
+        var donations: [(ServiceHost, [MemberID])] = []
     }
 
     /// An event that came while a joiner waited for its state over the bulk channel.
@@ -555,7 +557,19 @@ public final class ServiceNode: @unchecked Sendable {
         return accepted
     }
 
+    /// Has `state` encoded (on the ``background`` thread) and queued on the
+    /// bulk channel for `joiners`. Never called under the core's lock: the
+    /// job takes it.
+    func donate(_ state: ServiceHost, to joiners: [MemberID]) {
+        background.run { [self] in
+            let transfer = StateManifest.transfer(of: state.snapshot())
+            core.withLock { core in for joiner in joiners { core.stateSends.append((joiner.node, transfer)) } }
+            wake.signal()
+        }
+    }
+
     func hand(_ out: Outgoing) {
+        for (state, joiners) in out.donations { donate(state, to: joiners) }
         for (callback, response) in out.answers { callback(response) }
         for (sink, id, change) in out.watches { sink.onWatch(id, change) }
         // The ticker sleeps while it has nothing to watch: a held answer is something.
@@ -800,31 +814,31 @@ public final class ServiceNode: @unchecked Sendable {
     func provideState() -> [UInt8] {
         let hasBulk = bulk.withLock { $0 != nil }
         let me = currentMember()
-        let (bytes, frozen, joiners) = core.withLock { core -> ([UInt8], ServiceHost?, [MemberID]) in
-            if hasBulk, core.awaiting != nil { return (Self.manifestWhileCatchingUp(&core, me: me), nil, []) }
-            guard hasBulk, let installed = core.lastInstalled else { return (core.host.snapshot(), nil, []) }
-            let previous = installed.previous?.members ?? []
-            guard let donor = installed.view.members.first(where: { previous.contains($0) }) else { return (core.host.snapshot(), nil, []) }
-            let manifest = StateManifest(appliedIndex: core.host.appliedIndex, epoch: installed.view.epoch, donorNode: donor.node)
-            return (manifest.encoded, donor == me ? core.host : nil, installed.joined)
-        }
-        if let frozen, !joiners.isEmpty {
-            background.run { [self] in
-                let transfer = StateManifest.transfer(of: frozen.snapshot())
-                core.withLock { core in for joiner in joiners { core.stateSends.append((joiner.node, transfer)) } }
-                wake.signal()
-            }
-        }
+        let (bytes, frozen, joiners) = core.withLock { Self.stateToProvide(&$0, me: me, hasBulk: hasBulk) }
+        if let frozen, !joiners.isEmpty { donate(frozen, to: joiners) }
         return bytes
+    }
+
+    /// What this member hands the membership layer for a view's joiners: the
+    /// state itself without a bulk channel; else a manifest, and (if it is
+    /// the donor) the state to send and to whom now.
+    static func stateToProvide(_ core: inout Core, me: MemberID, hasBulk: Bool) -> ([UInt8], ServiceHost?, [MemberID]) {
+        guard hasBulk else { return (core.host.snapshot(), nil, []) }
+        if core.awaiting != nil { return (manifestWhileCatchingUp(&core, me: me), nil, []) }
+        guard let installed = core.lastInstalled else { return (core.host.snapshot(), nil, []) }
+        let previous = installed.previous?.members ?? []
+        guard let donor = installed.view.members.first(where: { previous.contains($0) }) else { return (core.host.snapshot(), nil, []) }
+        let manifest = StateManifest(epoch: installed.view.epoch, donorNode: donor.node)
+        return (manifest.encoded, donor == me ? core.host : nil, installed.joined)
     }
 
     /// The donor's answer while it still waits for its own state (a member
     /// that rejoined, asked at the next view change): its host is not at
-    /// this cut, so it announces the state by the view's epoch alone and,
-    /// if it is the donor, sends it once its held events reach this view's
-    /// installation (``install(_:core:stability:out:)``). Without this it
-    /// announced a stale log index, sent a stale state, and the joiners
-    /// waited for ever (a fresh-clone CI run: five nodes churning at start).
+    /// this cut, so it takes the view and its joiners from the held events
+    /// and, if it is the donor, sends the state once its held events reach
+    /// this view's installation (``install(_:core:stability:out:)``). Without
+    /// this it announced a stale state, sent it, and the joiners waited for
+    /// ever (a fresh-clone CI run: five nodes churning at start).
     static func manifestWhileCatchingUp(_ core: inout Core, me: MemberID) -> [UInt8] {
         // The view being installed is the last one held; the one before it is
         // the previous held view, or the view this member joined.
@@ -838,8 +852,7 @@ public final class ServiceNode: @unchecked Sendable {
         }
         let old = previous?.members ?? []
         let donor = current.members.first { old.contains($0) }
-        let manifest = StateManifest(
-            appliedIndex: StateManifest.unknownAppliedIndex, epoch: current.epoch, donorNode: donor?.node ?? me.node)
+        let manifest = StateManifest(epoch: current.epoch, donorNode: donor?.node ?? me.node)
         if donor == me, !joined.isEmpty { core.donationsAfterCatchUp.append((current.epoch, joined)) }
         return manifest.encoded
     }
@@ -932,13 +945,7 @@ public final class ServiceNode: @unchecked Sendable {
                 _ = applyLocked(.view(kind), core: &core, stability: stability, out: &out)
                 // This member donated while it caught up: the state at this installation is the one announced.
                 if case .installed(let v, _) = kind, let d = core.donationsAfterCatchUp.firstIndex(where: { $0.epoch == v.epoch }) {
-                    let joiners = core.donationsAfterCatchUp.remove(at: d).joiners
-                    let frozen = core.host
-                    background.run { [self] in
-                        let transfer = StateManifest.transfer(of: frozen.snapshot())
-                        self.core.withLock { core in for joiner in joiners { core.stateSends.append((joiner.node, transfer)) } }
-                        wake.signal()
-                    }
+                    out.donations.append((core.host, core.donationsAfterCatchUp.remove(at: d).joiners))
                 }
             }
         }

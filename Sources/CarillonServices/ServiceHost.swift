@@ -452,29 +452,28 @@ public struct ServiceHost: Sendable {
 }
 
 /// What donors hand the membership layer instead of the state itself: which
-/// state (the log index it was taken at, the same at every donor) and the node
-/// that sends it over the bulk channel (docs/wire-format.md, "State
-/// manifest"). The bulk transfer carries the state's digest before the
+/// state — the one taken at the installation of the view of `epoch` — and the
+/// node that sends it over the bulk channel (docs/wire-format.md, "State
+/// manifest"). Every donor writes the same bytes (the membership layer may
+/// take a transfer's chunks from more than one donor), even one that is
+/// itself still waiting for its own state and does not know the state's log
+/// index yet. The bulk transfer carries the state's digest before the
 /// state; the joiner checks both, and delivers on from the view's start at
 /// once, holding the services' events until the state is restored.
 public struct StateManifest: Sendable, Hashable {
-    public static let magic: [UInt8] = Array("CSM1".utf8)
-    public static let encodedBytes = 4 + 8 + 4 + 2
+    /// Version 2 (version 1 also carried the log index, which a donor still
+    /// catching up cannot know): a joiner of version 1 reads this as a state
+    /// and says it cannot be taken, rather than waiting for ever.
+    public static let magic: [UInt8] = Array("CSM2".utf8)
+    public static let encodedBytes = 4 + 4 + 2
 
-    /// ``ServiceHost/appliedIndex`` of the state, or ``unknownAppliedIndex``.
-    public var appliedIndex: UInt64
-    /// The donor was itself still waiting for its own state when the view
-    /// was installed: it sends the state taken at that view's installation
-    /// once it has caught up, and the joiner knows it by its view's epoch.
-    public static let unknownAppliedIndex = UInt64.max
     /// The epoch of the view whose installation the state was taken at.
     public var epoch: UInt32
     /// The node that sends the state (the first member of the new view in
     /// rank order that was in the old one).
     public var donorNode: UInt16
 
-    public init(appliedIndex: UInt64, epoch: UInt32, donorNode: UInt16) {
-        self.appliedIndex = appliedIndex
+    public init(epoch: UInt32, donorNode: UInt16) {
         self.epoch = epoch
         self.donorNode = donorNode
     }
@@ -482,7 +481,6 @@ public struct StateManifest: Sendable, Hashable {
     public var encoded: [UInt8] {
         var w = ByteWriter(capacity: Self.encodedBytes)
         w.raw(Self.magic)
-        w.u64(appliedIndex)
         w.u32(epoch)
         w.u16(donorNode)
         return w.bytes
@@ -493,16 +491,14 @@ public struct StateManifest: Sendable, Hashable {
         guard bytes.count == encodedBytes, Array(bytes[0..<4]) == magic else { return nil }
         return try? ByteReader.reading(bytes) { (r) throws(ServiceDecodeError) -> StateManifest in
             _ = try r.raw(4)
-            return StateManifest(appliedIndex: try r.u64(), epoch: try r.u32(), donorNode: try r.u16())
+            return StateManifest(epoch: try r.u32(), donorNode: try r.u16())
         }
     }
 
     /// Whether `host` (a state received) is the one this manifest announces:
-    /// the same log index, or, when the donor did not know it yet, taken at
-    /// this epoch's installation.
-    public func announces(_ host: ServiceHost) -> Bool {
-        appliedIndex == Self.unknownAppliedIndex ? host.view?.epoch == epoch : host.appliedIndex == appliedIndex
-    }
+    /// taken at this epoch's installation. Donors take states only right
+    /// after applying an installation, so one epoch names one state.
+    public func announces(_ host: ServiceHost) -> Bool { host.view?.epoch == epoch }
 
     /// The bulk transfer of a state: its digest (``Digest64``, 8 bytes), then the state.
     public static func transfer(of state: [UInt8]) -> [UInt8] {

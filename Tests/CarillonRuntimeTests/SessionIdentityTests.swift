@@ -118,7 +118,7 @@ struct SessionIdentityTests {
         let base = monotonicNanos()
         node.core.withLock { core in
             // As a joiner between its manifest and a state that does not come.
-            core.awaiting = (core.host.view!, StateManifest(appliedIndex: core.host.appliedIndex + 1, epoch: 2, donorNode: 0))
+            core.awaiting = (core.host.view!, StateManifest(epoch: core.host.view!.epoch + 1, donorNode: 0))
             core.sessions[session.client]!.pending[1] = ServiceNode.Pending(
                 service: 1, body: [], consistency: .agreed, submittedNanos: base,
                 callback: { r in answers.withLock { $0.append(r.status) } })
@@ -142,21 +142,27 @@ struct SessionIdentityTests {
         let joiner = MemberID(node: 3, incarnation: 9)
         // Node 0 left: this member is now the first of the new view that was in the old one.
         let nextView = View(epoch: 6, members: [me, MemberID(node: 1, incarnation: 1), joiner], startRound: 200)
-        let bytes = node.core.withLock { core -> [UInt8] in
-            core.awaiting = (joinedView, StateManifest(appliedIndex: 10, epoch: 5, donorNode: 0))
+        let (bytes, sendNow, _) = node.core.withLock { core in
+            core.awaiting = (joinedView, StateManifest(epoch: 5, donorNode: 0))
             core.deferred = [.view(.installed(nextView, joined: [joiner]))]
-            return ServiceNode.manifestWhileCatchingUp(&core, me: me)
+            return ServiceNode.stateToProvide(&core, me: me, hasBulk: true)
         }
+        // Nothing to send yet (its host is not at this cut), and the manifest
+        // is the one every donor writes for epoch 6.
+        #expect(sendNow == nil)
         let manifest = try #require(StateManifest.decode(bytes))
-        #expect(manifest == StateManifest(appliedIndex: StateManifest.unknownAppliedIndex, epoch: 6, donorNode: 2))
+        #expect(manifest == StateManifest(epoch: 6, donorNode: 2))
         // Its own state arrives: the held events are applied, and at the
         // installation of epoch 6 the state is taken and queued for the joiner.
         var restored = node.core.withLock { $0.blankHost }
         restored.begin(in: joinedView)
-        node.core.withLock { core in
+        let out = node.core.withLock { core -> ServiceNode.Outgoing in
             var out = ServiceNode.Outgoing()
             node.install(restored, core: &core, stability: nil, out: &out)
+            return out
         }
+        #expect(out.donations.map(\.1) == [[joiner]])
+        node.hand(out)  // outside the lock, as every caller does
         #expect(node.background.waitUntilIdle(deadline: .now() + 30))
         let sends = node.core.withLock { $0.stateSends }
         #expect(sends.map(\.0) == [3])
