@@ -483,13 +483,26 @@ public final class ServiceNode: @unchecked Sendable {
             let me = currentMember()
             core.withLock { core in
                 core.noPrimarySince = nil
-                // Rejoined as a new incarnation: it holds no object any more, and its member commands come from a new session 0.
-                if let holding = core.holding, holding.me != me {
+                // Joined (or rejoined) as a new incarnation: it holds no object, and
+                // its member commands come from a session 0 of its own. Checked on
+                // every join and against the session itself, not only when the
+                // holding's identity changed: a state transfer finished in the
+                // same duty cycle as the exclusion that followed it is handed
+                // over when the incarnation has already moved on, so the holding
+                // took the new identity then, the exclusion ended session 0, and
+                // the next join found nothing to renew — and dropped every
+                // commit of a migration to this member (a netns-migration run).
+                guard let holding = core.holding else { return }
+                var joined = false
+                if case .stateReceived = event { joined = true }
+                if holding.me != me || joined {
                     core.holding = ObjectHolding(me: me)
-                    core.sessions[OwnedObjectService.memberClient] = LocalSession(
-                        id: SessionID(member: me, client: OwnedObjectService.memberClient), sink: SessionSink())
                     core.objectSends = []
                     core.outgoing = [:]
+                }
+                if core.sessions[OwnedObjectService.memberClient]?.id.member != me {
+                    core.sessions[OwnedObjectService.memberClient] = LocalSession(
+                        id: SessionID(member: me, client: OwnedObjectService.memberClient), sink: SessionSink())
                 }
             }
         case .excluded:

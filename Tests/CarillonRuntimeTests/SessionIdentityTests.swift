@@ -182,3 +182,24 @@ struct SessionIdentityTests {
         #expect(!manifest.announces(restored))
     }
 }
+
+/// A join whose state transfer finished in the same duty cycle as the
+/// exclusion that followed it is handed over when the incarnation has
+/// already moved on: the holding took the new identity then, the exclusion
+/// ended the member's own session 0, and the next join (same identity) must
+/// still give it one — else every commit of a migration to this member is
+/// dropped before it is sent (a netns-migration run: two migrations to a
+/// rejoined h2 aborted at their 90 s deadline).
+@Suite struct MemberSessionAcrossRejoinTests {
+    @Test func aJoinGivesTheMemberItsOwnSessionEvenWhenTheHoldingAlreadyHasItsIdentity() {
+        let node = ServiceNode()
+        let me = node.currentMember()
+        node.core.withLock { core in
+            core.holding = ObjectHolding(me: me)
+            core.sessions = [:]  // as the exclusion left them
+        }
+        node.viewEvent(.stateReceived(View(epoch: 5, members: [me], startRound: 1), state: StateManifest(epoch: 5, donorNode: 1).encoded))
+        #expect(node.core.withLock { $0.sessions[OwnedObjectService.memberClient]?.id.member } == me)
+        #expect(node.core.withLock { $0.holding?.me } == me)
+    }
+}
